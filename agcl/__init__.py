@@ -1,0 +1,74 @@
+"""agcl: attention-guided supervised contrastive learning for multi-object segmentation.
+
+The public API is re-exported here. Submodules are imported on first use (PEP 562), so
+``import agcl`` costs no more than importing torch and numpy: nibabel, scipy, tqdm, matplotlib
+and triton are only imported by the parts that need them.
+
+Examples:
+    >>> import agcl
+    >>> "ModalTargetSupConLoss" in agcl.__all__
+    True
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0.dev0"
+
+# public name -> module that defines it
+_LAZY_ATTRS: dict[str, str] = {
+    "ModalTargetSupConLoss": "agcl.losses.modal_target",
+    "SoftDiceLoss": "agcl.losses.dice",
+    "AttentionPatchSampler": "agcl.sampling.attention_patches",
+    "PatchBatch": "agcl.sampling.attention_patches",
+    "AttentionPatchDataset": "agcl.sampling.dataset",
+    "PairAug": "agcl.augment.pair_aug",
+}
+_SUBMODULES = (
+    "augment",
+    "data",
+    "functional",
+    "kernels",
+    "losses",
+    "metrics",
+    "models",
+    "pipeline",
+    "sampling",
+)
+
+__all__ = sorted(_LAZY_ATTRS) + list(_SUBMODULES) + ["__version__"]
+
+if TYPE_CHECKING:  # pragma: no cover - for static analysers only
+    from agcl import (  # noqa: F401
+        augment,
+        data,
+        functional,
+        kernels,
+        losses,
+        metrics,
+        models,
+        pipeline,
+        sampling,
+    )
+    from agcl.augment.pair_aug import PairAug
+    from agcl.losses.dice import SoftDiceLoss
+    from agcl.losses.modal_target import ModalTargetSupConLoss
+    from agcl.sampling.attention_patches import AttentionPatchSampler, PatchBatch
+    from agcl.sampling.dataset import AttentionPatchDataset
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY_ATTRS:
+        value = getattr(importlib.import_module(_LAZY_ATTRS[name]), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f"agcl.{name}")
+    else:
+        raise AttributeError(f"module 'agcl' has no attribute {name!r}")
+    globals()[name] = value  # cache: later look-ups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
