@@ -1,0 +1,317 @@
+"""Fused Triton kernels for the logsumexp term of the modal-target contrastive loss.
+
+For rows ``z`` (M, D), a temperature T and anchors ``a .. a+A-1`` (rows of ``z`` themselves),
+
+    s_ij  = z_{a+i} . z_j / T                            (never written to memory)
+    lse_i = log sum_{j != a+i} exp(s_ij)                 (forward: the only thing stored, (A,) fp32)
+
+and, given ``g = dL/dlse`` (A,), with p_ij = exp(s_ij - lse_i) (p_{i,a+i} = 0) and G_ij = g_i p_ij,
+
+    dz = (1/T) (scatter of G z into rows a..a+A-1  +  G^T z[a:a+A]).
+
+Forward: one program per block of BLOCK_M anchors walks over the column blocks of ``z`` with an
+online (flash-attention style) logsumexp. Backward avoids atomics: because the anchors are rows
+of ``z``, S is symmetric (s_ji = s_ij whenever both rows are anchors), so with lse and g padded to
+all M rows (non-anchors: g = 0, lse = +inf, so their terms are exactly 0) one program per block I
+of output rows computes, for every column block J,
+
+    A_IJ = g_I exp(S_IJ - lse_I) + g_J exp(S_IJ - lse_J)   (diagonal zeroed)
+    dz_I += A_IJ z_J,
+
+which is row I of (G + G^T) z: two matmuls per tile (S_IJ and A_IJ z_J), each output row written
+by exactly one program. Memory: z, dz, and O(M) vectors; never an M x M or A x M tensor. The
+derivation is in docs/kernel.md.
+
+Precision: tiles are loaded in the input dtype (fp32, bf16, fp16) and every dot accumulates in
+fp32; the softmax maths is fp32. For fp32 input the dots follow
+``torch.get_float32_matmul_precision()`` ("highest": IEEE fp32, else TF32), like torch's own
+matmul on CUDA. On CUDA the block sizes come from ``triton.autotune``; under the interpreter
+(``TRITON_INTERPRET=1``, CPU) one small fixed configuration is used.
+
+This module imports ``triton`` at its top; ``agcl.kernels`` only imports it when the triton
+backend is selected.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+import torch
+import triton
+import triton.language as tl
+
+from agcl._validation import check_ndim, check_positive, check_tensor
+
+__all__ = ["contrastive_lse_triton"]
+
+# Read once, like triton.jit itself does when it decorates the kernels below: the interpreter
+# is chosen at import time, so setting the variable later has no effect on this module.
+INTERPRETED: bool = os.environ.get("TRITON_INTERPRET", "0") == "1"
+_FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+# (BLOCK_M, BLOCK_N) used under the interpreter, where autotuning would run every config.
+_INTERPRETER_BLOCKS = (16, 16)
+
+
+@triton.jit
+def _lse_fwd_kernel(
+    z_ptr, lse_ptr, M, D, anchor_start, num_anchors, stride_zm, stride_zd, scale, m_bucket,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr,
+):
+    # One program: anchors i in [pid*BLOCK_M, pid*BLOCK_M + BLOCK_M), i.e. rows a+i of z.
+    pid = tl.program_id(0).to(tl.int64)
+    offs_i = pid * BLOCK_M + tl.arange(0, BLOCK_M).to(tl.int64)
+    i_mask = offs_i < num_anchors
+    rows = anchor_start + offs_i  # int64 row indices: offsets below never overflow int32
+    offs_d = tl.arange(0, BLOCK_D).to(tl.int64)
+    d_mask = offs_d < D  # BLOCK_D is D rounded up to a power of two; the padding loads zeros
+    zi = tl.load(
+        z_ptr + rows[:, None] * stride_zm + offs_d[None, :] * stride_zd,
+        mask=i_mask[:, None] & d_mask[None, :], other=0.0,
+    )
+    # Online logsumexp: m = running max, l = sum exp(s - m) over the columns seen so far.
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    for start_n in range(0, M, BLOCK_N):
+        cols = start_n + tl.arange(0, BLOCK_N).to(tl.int64)
+        c_mask = cols < M
+        zj = tl.load(
+            z_ptr + cols[:, None] * stride_zm + offs_d[None, :] * stride_zd,
+            mask=c_mask[:, None] & d_mask[None, :], other=0.0,
+        )
+        s = tl.dot(zi, tl.trans(zj), input_precision=PRECISION) * scale  # fp32 accumulation
+        valid = c_mask[None, :] & (cols[None, :] != rows[:, None])  # drop padding and j == a+i
+        s = tl.where(valid, s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, axis=1))
+        # A row with no valid column yet has m_new = -inf; shift by 0 there so that
+        # exp(-inf - 0) = 0 instead of exp(-inf + inf) = NaN.
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+        l_i = l_i * tl.exp(m_i - m_safe) + tl.sum(tl.exp(s - m_safe[:, None]), axis=1)
+        m_i = m_new
+    # After any valid column l >= 1 (the running max contributes exp(0) = 1), so the clamp
+    # changes nothing there; it only keeps log away from 0 for a row with no other row at all
+    # (M == 1), whose lse is -inf by definition (the empty sum).
+    lse = tl.where(l_i > 0, m_i + tl.log(tl.maximum(l_i, 1.0)), float("-inf"))
+    tl.store(lse_ptr + offs_i, lse, mask=i_mask)
+
+
+@triton.jit
+def _lse_bwd_kernel(
+    z_ptr, lse_ptr, g_ptr, dz_ptr, M, D, anchor_start, num_anchors,
+    stride_zm, stride_zd, stride_dm, stride_dd, scale, m_bucket,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr,
+):
+    # One program: output rows r in [pid*BLOCK_M, pid*BLOCK_M + BLOCK_M) of dz (all M rows).
+    # lse_ptr / g_ptr hold (M,) fp32 vectors: anchors' lse and g at rows a..a+A-1, and
+    # lse = +inf, g = 0 elsewhere (and for anchors whose lse is not finite), so that
+    # g * exp(s - lse) is exactly 0 for them, never 0 * inf.
+    pid = tl.program_id(0).to(tl.int64)
+    rows = pid * BLOCK_M + tl.arange(0, BLOCK_M).to(tl.int64)
+    r_mask = rows < M
+    offs_d = tl.arange(0, BLOCK_D).to(tl.int64)
+    d_mask = offs_d < D
+    zi = tl.load(
+        z_ptr + rows[:, None] * stride_zm + offs_d[None, :] * stride_zd,
+        mask=r_mask[:, None] & d_mask[None, :], other=0.0,
+    )
+    lse_i = tl.load(lse_ptr + rows, mask=r_mask, other=float("inf"))
+    g_i = tl.load(g_ptr + rows, mask=r_mask, other=0.0)
+    acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+    # Column range: a block holding an anchor pairs with every column; a block of non-anchor
+    # rows only receives the G^T term, i.e. only from anchor columns a .. a+A-1.
+    a_end = anchor_start + num_anchors
+    blk_lo = pid * BLOCK_M
+    has_anchor = (blk_lo < a_end) & (blk_lo + BLOCK_M > anchor_start)
+    lo = tl.where(has_anchor, 0, (anchor_start // BLOCK_N) * BLOCK_N)
+    hi = tl.where(has_anchor, M, a_end)
+    for start_n in range(lo, hi, BLOCK_N):
+        cols = start_n + tl.arange(0, BLOCK_N).to(tl.int64)
+        c_mask = cols < M
+        zj = tl.load(
+            z_ptr + cols[:, None] * stride_zm + offs_d[None, :] * stride_zd,
+            mask=c_mask[:, None] & d_mask[None, :], other=0.0,
+        )
+        lse_j = tl.load(lse_ptr + cols, mask=c_mask, other=float("inf"))
+        g_j = tl.load(g_ptr + cols, mask=c_mask, other=0.0)
+        s = tl.dot(zi, tl.trans(zj), input_precision=PRECISION) * scale  # S_IJ = S_JI^T
+        # G_IJ (row r is an anchor) + (G^T)_IJ (column j is an anchor), from the same tile.
+        a = g_i[:, None] * tl.exp(s - lse_i[:, None]) + g_j[None, :] * tl.exp(s - lse_j[None, :])
+        valid = c_mask[None, :] & (cols[None, :] != rows[:, None])  # p_{i,a+i} = 0
+        a = tl.where(valid, a, 0.0)
+        # Like flash attention, the weights meet z_J in z's dtype (exact for fp32 input).
+        acc += tl.dot(a.to(zj.dtype), zj, input_precision=PRECISION)
+    acc = acc * scale
+    tl.store(
+        dz_ptr + rows[:, None] * stride_dm + offs_d[None, :] * stride_dd,
+        acc.to(dz_ptr.dtype.element_ty), mask=r_mask[:, None] & d_mask[None, :],
+    )
+
+
+def _cuda_configs(stages: tuple[int, ...]) -> list[Any]:
+    """A few (BLOCK_M, BLOCK_N, num_warps, num_stages) candidates for the autotuner."""
+    shapes = [(64, 64, 4), (128, 64, 4), (64, 128, 4), (128, 128, 8), (32, 64, 4)]
+    return [
+        triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=st)
+        for bm, bn, w in shapes
+        for st in stages
+    ]
+
+
+# Tuned per (D, power-of-two bucket of M): the best tile depends on both, not on the exact M.
+_lse_fwd_tuned = triton.autotune(configs=_cuda_configs((3, 4)), key=["D", "m_bucket"])(_lse_fwd_kernel)
+_lse_bwd_tuned = triton.autotune(configs=_cuda_configs((2, 3)), key=["D", "m_bucket"])(_lse_bwd_kernel)
+
+
+def _precision(dtype: torch.dtype) -> str:
+    """The ``tl.dot`` input precision matching torch's own fp32 matmul setting."""
+    if dtype == torch.float32 and torch.get_float32_matmul_precision() != "highest":
+        return "tf32"
+    return "ieee"
+
+
+def _launch_args(z: torch.Tensor, temperature: float) -> dict[str, Any]:
+    m, d = z.shape
+    return {
+        "scale": 1.0 / temperature,
+        "m_bucket": max(1, int(m)).bit_length(),
+        "BLOCK_D": max(16, triton.next_power_of_2(d)),
+        "PRECISION": _precision(z.dtype),
+    }
+
+
+def _launch(tuned: Any, plain: Any, grid_rows: int, args: tuple, kw: dict, blocks: Any) -> None:
+    """Launch with fixed blocks (interpreter or tests) or through the autotuner (CUDA)."""
+    if blocks is None and not INTERPRETED:
+        tuned[lambda meta: (triton.cdiv(grid_rows, meta["BLOCK_M"]),)](*args, **kw)
+        return
+    bm, bn = blocks if blocks is not None else _INTERPRETER_BLOCKS
+    plain[(triton.cdiv(grid_rows, bm),)](*args, BLOCK_M=bm, BLOCK_N=bn, **kw)
+
+
+class _ContrastiveLSE(torch.autograd.Function):
+    """Autograd wrapper: saves z and the (A,) lse only; backward recomputes S tile by tile."""
+
+    @staticmethod
+    def forward(ctx: Any, z: torch.Tensor, temperature: float, a: int, n: int, blocks: Any) -> torch.Tensor:
+        lse = torch.empty(n, device=z.device, dtype=torch.float32)
+        if n > 0:
+            kw = _launch_args(z, temperature)
+            args = (z, lse, z.shape[0], z.shape[1], a, n, z.stride(0), z.stride(1))
+            _launch(_lse_fwd_tuned, _lse_fwd_kernel, n, args, kw, blocks)
+        ctx.save_for_backward(z, lse)
+        ctx.params = (temperature, a, n, blocks)
+        return lse
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:
+        z, lse = ctx.saved_tensors
+        temperature, a, n, blocks = ctx.params
+        m = z.shape[0]
+        dz = torch.zeros_like(z, memory_format=torch.contiguous_format)
+        if n == 0 or m == 0:
+            return dz, None, None, None, None
+        # Pad to all M rows (O(M)); a non-finite lse (an anchor with no other row) gets g = 0.
+        finite = torch.isfinite(lse)
+        lse_full = torch.full((m,), math.inf, device=z.device, dtype=torch.float32)
+        g_full = torch.zeros(m, device=z.device, dtype=torch.float32)
+        lse_full[a:a + n] = torch.where(finite, lse, torch.full_like(lse, math.inf))
+        g_full[a:a + n] = torch.where(finite, grad.to(torch.float32), torch.zeros_like(lse))
+        kw = _launch_args(z, temperature)
+        args = (z, lse_full, g_full, dz, m, z.shape[1], a, n,
+                z.stride(0), z.stride(1), dz.stride(0), dz.stride(1))
+        _launch(_lse_bwd_tuned, _lse_bwd_kernel, m, args, kw, blocks)
+        return dz, None, None, None, None
+
+
+def _check_index(name: str, value: Any, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int; got {type(value).__name__}")
+    if not low <= value <= high:
+        raise ValueError(f"{name} must lie in [{low}, {high}]; got {value}")
+    return value
+
+
+def contrastive_lse_triton(
+    z: torch.Tensor,
+    temperature: float,
+    *,
+    anchor_start: int = 0,
+    num_anchors: int | None = None,
+    block_size: int | None = None,
+) -> torch.Tensor:
+    """Row logsumexp of ``z z^T / T`` without the diagonal, fused in Triton (S never stored).
+
+    ``lse_i = log sum_{j != a+i} exp(z_{a+i} . z_j / T)`` for the anchors ``a = anchor_start``
+    .. ``a + A - 1``, differentiable with respect to ``z``. Same contract as
+    ``agcl.kernels.modal_target_torch.contrastive_lse_torch``; the loss calls it through
+    ``agcl.kernels.get_lse_fn``. Forward and backward use O(M * D) memory (``z``, ``dz`` and
+    O(M) vectors); double backward is not supported.
+
+    Args:
+        z: rows to contrast, float32, bfloat16 or float16 (fp32 accumulation either way), on a
+            CUDA device, or on the CPU when ``TRITON_INTERPRET=1`` was set before this module
+            was imported. Already normalised / all-gathered by the caller as it needs.
+        temperature: T > 0.
+        anchor_start: first anchor row ``a``.
+        num_anchors: number of anchors ``A``; ``None`` means every row from ``a`` to the end.
+        block_size: accepted for signature parity with the torch backend and ignored: the
+            tiles are autotuned on CUDA and fixed under the interpreter.
+
+    Shape:
+        - z: ``(M, D)``
+        - output: ``(A,)``, float32. An anchor with no other row (M == 1) gets ``-inf`` and a
+          zero gradient.
+
+    Returns:
+        The anchors' logsumexp values.
+
+    Raises:
+        TypeError: ``z`` not a floating tensor of a supported dtype; non-integer indices.
+        ValueError: ``z`` not 2-D, on the CPU without the interpreter, or anchors out of range;
+            ``temperature`` not > 0.
+
+    References:
+        The AGCL paper's modal-target loss (Eq. 3); Dao et al., "FlashAttention", NeurIPS 2022
+        (online softmax and recomputation in backward).
+
+    Examples:
+        >>> import torch
+        >>> from agcl.kernels.modal_target_triton import INTERPRETED, contrastive_lse_triton
+        >>> z = torch.nn.functional.normalize(torch.randn(5, 8), dim=1)
+        >>> if INTERPRETED or torch.cuda.is_available():
+        ...     dev = "cuda" if torch.cuda.is_available() else "cpu"
+        ...     lse = contrastive_lse_triton(z.to(dev), 0.5, anchor_start=1, num_anchors=3)
+        ...     s = z[1:4] @ z.T / 0.5
+        ...     s[torch.arange(3), torch.arange(1, 4)] = float("-inf")
+        ...     ok = torch.allclose(lse.cpu(), torch.logsumexp(s, dim=1), atol=1e-5)
+        ... else:
+        ...     ok = True
+        >>> ok
+        True
+    """
+    check_tensor("z", z)
+    check_ndim("z", z, (2,), "(M, D)")
+    if z.dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"z must be float32, bfloat16 or float16; got {z.dtype}")
+    if z.device.type != "cuda" and not INTERPRETED:
+        raise ValueError(
+            f"z is on the {z.device.type} device, but the triton backend needs a CUDA tensor, or "
+            "TRITON_INTERPRET=1 set before agcl.kernels.modal_target_triton is imported (slow; "
+            "for tests). Use backend='torch' on the CPU."
+        )
+    temperature = check_positive("temperature", temperature)
+    m = z.shape[0]
+    a = _check_index("anchor_start", anchor_start, 0, m)
+    n = m - a if num_anchors is None else _check_index("num_anchors", num_anchors, 0, m - a)
+    if block_size is not None:
+        _check_index("block_size", block_size, 1, 2**62)
+    return _ContrastiveLSE.apply(z, temperature, a, n, None)
+
+
+def _contrastive_lse_blocks(
+    z: torch.Tensor, temperature: float, anchor_start: int, num_anchors: int, blocks: tuple[int, int]
+) -> torch.Tensor:
+    """Test hook: the same computation with fixed (BLOCK_M, BLOCK_N) instead of autotuning."""
+    return _ContrastiveLSE.apply(z, float(temperature), anchor_start, num_anchors, blocks)
