@@ -135,10 +135,12 @@ def _lse_bwd_kernel(
         lse_j = tl.load(lse_ptr + cols, mask=c_mask, other=float("inf"))
         g_j = tl.load(g_ptr + cols, mask=c_mask, other=0.0)
         s = tl.dot(zi, tl.trans(zj), input_precision=PRECISION) * scale  # S_IJ = S_JI^T
-        # G_IJ (row r is an anchor) + (G^T)_IJ (column j is an anchor), from the same tile.
-        a = g_i[:, None] * tl.exp(s - lse_i[:, None]) + g_j[None, :] * tl.exp(s - lse_j[None, :])
         valid = c_mask[None, :] & (cols[None, :] != rows[:, None])  # p_{i,a+i} = 0
-        a = tl.where(valid, a, 0.0)
+        s = tl.where(valid, s, float("-inf"))
+        # G_IJ (row r is an anchor) + (G^T)_IJ (column j is an anchor), from the same tile.
+        # Off the diagonal s_ij <= lse_i and s_ij = s_ji <= lse_j (up to rounding), so no
+        # exp overflows; masked entries and padded rows/columns give exp(-inf) = 0.
+        a = g_i[:, None] * tl.exp(s - lse_i[:, None]) + g_j[None, :] * tl.exp(s - lse_j[None, :])
         # Like flash attention, the weights meet z_J in z's dtype (exact for fp32 input).
         acc += tl.dot(a.to(zj.dtype), zj, input_precision=PRECISION)
     acc = acc * scale

@@ -1,0 +1,259 @@
+"""Tests of the fused Triton logsumexp kernel (agcl/kernels/modal_target_triton.py).
+
+Without CUDA these run under Triton's interpreter (the repository's conftest.py sets
+TRITON_INTERPRET=1 before anything imports the kernels), where ``tl.dot`` is exact fp32: they
+prove the algorithm (tiling, masks, online logsumexp, the atomic-free backward), not GPU
+rounding. The ``cuda``-marked tests at the end need a GPU and are skipped here.
+
+Oracle: a float64 masked logsumexp differentiated by torch.autograd.
+
+Tolerances (fp32 kernel vs float64 oracle): every value is a dot of D <= 64 fp32 products
+followed by exp/log on fp32; the rounding error grows like sqrt(D) * eps32 * |s| with
+eps32 = 1.2e-7 and |s| <= |z|^2 / T <= 20 here, i.e. ~2e-5 at worst, observed <= 1.2e-6.
+So rtol = atol = 3e-5 on lse, and on dz an atol of 3e-5 times the largest |dz| (dz sums up to
+M such terms, each bounded by |g| |z| / T).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+pytest.importorskip("triton")
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from agcl.kernels import modal_target_triton as mtt  # noqa: E402
+
+CUDA = torch.cuda.is_available()
+DEVICE = "cuda" if CUDA else "cpu"
+runnable = pytest.mark.skipif(
+    not (CUDA or mtt.INTERPRETED), reason="needs CUDA or TRITON_INTERPRET=1 set before import"
+)
+cuda_only = [pytest.mark.cuda, pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")]
+RTOL32 = ATOL32 = 3e-5
+
+
+def reference_lse(z: torch.Tensor, temperature: float, a: int, n: int) -> torch.Tensor:
+    """log sum_{j != a+i} exp(z_{a+i} . z_j / T) in float64, straight from the definition."""
+    z64 = z.double()
+    s = z64[a:a + n] @ z64.T / temperature
+    s[torch.arange(n), torch.arange(a, a + n)] = float("-inf")
+    return torch.logsumexp(s, dim=1)
+
+
+def run_both(z, temperature, a, n, g, blocks=None):
+    """(lse, dz) of the kernel and of the float64 oracle for the upstream gradient g."""
+    zk = z.detach().clone().to(DEVICE).requires_grad_()
+    if blocks is None:
+        lse = mtt.contrastive_lse_triton(zk, temperature, anchor_start=a, num_anchors=n)
+    else:
+        lse = mtt._contrastive_lse_blocks(zk, temperature, a, n, blocks)
+    (lse * g.to(DEVICE, lse.dtype)).sum().backward()
+    z64 = z.detach().double().requires_grad_()
+    ref = reference_lse(z64, temperature, a, n)
+    (ref * g.double()).sum().backward()
+    return lse.detach().cpu(), zk.grad.cpu(), ref.detach(), z64.grad
+
+
+def assert_matches(z, temperature, a, n, *, blocks=None, seed=0, zero_some_g=True):
+    gen = torch.Generator().manual_seed(seed)
+    g = torch.randn(n, generator=gen)
+    if zero_some_g and n > 1:
+        g[::3] = 0.0  # rows with g_i = 0 must contribute nothing
+    lse, dz, ref, dref = run_both(z, temperature, a, n, g, blocks)
+    assert lse.dtype == torch.float32 and lse.shape == (n,)
+    torch.testing.assert_close(lse.double(), ref, rtol=RTOL32, atol=ATOL32)
+    scale = max(1.0, float(dref.abs().max())) if dref.numel() else 1.0
+    torch.testing.assert_close(dz.double(), dref, rtol=RTOL32, atol=ATOL32 * scale)
+
+
+def unit_rows(m: int, d: int, seed: int = 0) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    return torch.nn.functional.normalize(torch.randn(m, d, generator=gen), dim=1)
+
+
+# -------------------------------------------------------------------------- hand-computed values
+@runnable
+def test_two_rows_hand_computed():
+    # M = 2: each anchor's only other row is the other one, so lse_0 = lse_1 = z0.z1 / T and
+    # d(g0 lse_0 + g1 lse_1)/dz0 = (g0 + g1) z1 / T.
+    z = torch.tensor([[1.0, 2.0, 0.0], [0.5, -1.0, 3.0]], device=DEVICE, requires_grad=True)
+    lse = mtt.contrastive_lse_triton(z, 0.5)
+    expected = (0.5 - 2.0 + 0.0) / 0.5
+    torch.testing.assert_close(lse.cpu(), torch.tensor([expected, expected]))
+    (lse * torch.tensor([2.0, 3.0], device=DEVICE)).sum().backward()
+    zc = z.detach().cpu()
+    torch.testing.assert_close(z.grad.cpu(), torch.stack([5.0 * zc[1], 5.0 * zc[0]]) / 0.5)
+
+
+@runnable
+def test_orthonormal_rows_hand_computed():
+    # Orthonormal rows: every off-diagonal logit is 0, so lse = log(M - 1) whatever T is.
+    z = torch.eye(5, 7, device=DEVICE)
+    lse = mtt.contrastive_lse_triton(z, 0.07)
+    torch.testing.assert_close(lse.cpu(), torch.full((5,), math.log(4.0)))
+
+
+# -------------------------------------------------------------------------- against the oracle
+@runnable
+@pytest.mark.parametrize(
+    ("m", "d", "a", "n", "blocks"),
+    [
+        (37, 37, 0, 37, (16, 16)),  # odd M and D, several row and column blocks
+        (64, 16, 0, 64, (16, 32)),  # exact multiples, BLOCK_N != BLOCK_M
+        (50, 20, 7, 20, (16, 16)),  # distributed sub-block, not aligned to the blocks
+        (70, 33, 48, 22, (32, 16)),  # anchors at the end, rows before them are non-anchors
+        (45, 9, 0, 11, (16, 16)),  # anchors at the start
+        (33, 3, 16, 16, (16, 16)),  # anchors exactly one block, D < 16 (padded to BLOCK_D = 16)
+        (17, 64, 0, 17, (32, 64)),  # one block bigger than M
+        (3, 5, 0, 3, (16, 16)),
+    ],
+)
+def test_matches_float64_oracle(m, d, a, n, blocks):
+    assert_matches(unit_rows(m, d, seed=m + d), 0.1, a, n, blocks=blocks, seed=m)
+
+
+@runnable
+def test_default_launch_matches_oracle():
+    assert_matches(unit_rows(41, 24), 0.2, 5, 30)
+
+
+@runnable
+def test_unnormalised_rows_and_large_logits():
+    # normalize=False callers: rows of norm up to ~3, T = 0.5 -> logits up to ~18 in magnitude.
+    z = unit_rows(29, 12, seed=3) * torch.linspace(0.2, 3.0, 29)[:, None]
+    assert_matches(z, 0.5, 0, 29)
+    assert_matches(z, 0.5, 4, 9)
+
+
+@runnable
+@settings(deadline=None, max_examples=12)
+@given(
+    m=st.integers(1, 40),
+    d=st.integers(1, 40),
+    frac=st.tuples(st.floats(0, 1), st.floats(0, 1)),
+    temperature=st.floats(0.05, 2.0),
+    seed=st.integers(0, 2**16),
+)
+def test_property_random_shapes(m, d, frac, temperature, seed):
+    a = int(frac[0] * m)
+    n = int(frac[1] * (m - a))
+    z = unit_rows(m, d, seed)
+    lse, dz, ref, dref = run_both(z, temperature, a, n, torch.randn(n), (16, 16))
+    if m == 1:  # the single anchor has no other row: checked in test_single_row
+        return
+    torch.testing.assert_close(lse.double(), ref, rtol=RTOL32, atol=ATOL32 * max(1.0, 1 / temperature))
+    scale = max(1.0, float(dref.abs().max())) if dref.numel() else 1.0
+    torch.testing.assert_close(dz.double(), dref, rtol=RTOL32, atol=ATOL32 * scale)
+
+
+@runnable
+def test_non_contiguous_input_uses_strides():
+    base = unit_rows(24, 31).T.contiguous()  # (31, 24); its transpose is a strided (24, 31) view
+    z = base.T
+    assert not z.is_contiguous()
+    g = torch.randn(24)
+    lse, dz, ref, dref = run_both(z, 0.1, 0, 24, g, (16, 16))
+    lse_c, dz_c, _, _ = run_both(z.contiguous(), 0.1, 0, 24, g, (16, 16))
+    torch.testing.assert_close(lse, lse_c)
+    torch.testing.assert_close(dz, dz_c)
+    torch.testing.assert_close(lse.double(), ref, rtol=RTOL32, atol=ATOL32)
+
+
+@runnable
+def test_zero_upstream_gradient_gives_exact_zero():
+    z = unit_rows(20, 8).to(DEVICE).requires_grad_()
+    lse = mtt.contrastive_lse_triton(z, 0.1)
+    lse.backward(torch.zeros_like(lse))
+    assert torch.equal(z.grad, torch.zeros_like(z))
+
+
+@runnable
+def test_block_size_is_ignored():
+    z = unit_rows(21, 10).to(DEVICE)
+    torch.testing.assert_close(
+        mtt.contrastive_lse_triton(z, 0.1, block_size=3), mtt.contrastive_lse_triton(z, 0.1),
+        rtol=0, atol=0,
+    )
+
+
+# -------------------------------------------------------------------------- degenerate sizes
+@runnable
+def test_single_row_gives_minus_inf_and_zero_gradient():
+    z = torch.randn(1, 6, device=DEVICE, requires_grad=True)
+    lse = mtt.contrastive_lse_triton(z, 0.1)
+    assert lse.shape == (1,) and lse.item() == float("-inf")
+    lse.backward(torch.ones_like(lse))
+    assert torch.equal(z.grad, torch.zeros_like(z))  # zero, not NaN
+
+
+@runnable
+@pytest.mark.parametrize(("m", "a", "n"), [(0, 0, None), (5, 2, 0), (5, 5, None)])
+def test_no_anchor_gives_empty_output_and_zero_gradient(m, a, n):
+    z = torch.randn(m, 4, device=DEVICE, requires_grad=True)
+    lse = mtt.contrastive_lse_triton(z, 0.1, anchor_start=a, num_anchors=n)
+    assert lse.shape == (0,) and lse.dtype == torch.float32
+    lse.sum().backward()
+    assert torch.equal(z.grad, torch.zeros_like(z))
+
+
+@runnable
+def test_float16_input_accumulates_in_float32():
+    # fp16 tiles, fp32 dots: lse is fp32 and close to the oracle on the rounded inputs; dz is
+    # fp16, and the softmax weights meet z in fp16 (as in flash attention), so dz carries about
+    # fp16 eps (9.8e-4) relative to its largest entry; 5e-3 leaves 5x room.
+    z = unit_rows(37, 20).half()
+    lse, dz, ref, dref = run_both(z, 0.1, 0, 37, torch.randn(37), (16, 16))
+    assert lse.dtype == torch.float32 and dz.dtype == torch.float16
+    torch.testing.assert_close(lse.double(), ref, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(dz.double(), dref, rtol=0, atol=5e-3 * float(dref.abs().max()))
+
+
+# -------------------------------------------------------------------------- errors
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "match"),
+    [
+        ({"z": [[1.0]]}, TypeError, "z must be a torch.Tensor"),
+        ({"z": torch.zeros(2, 3, 4)}, ValueError, r"z must be \(M, D\); got shape \(2, 3, 4\)"),
+        ({"z": torch.zeros(3, 4, dtype=torch.long)}, TypeError, "z must be float32"),
+        ({"z": torch.zeros(3, 4, dtype=torch.float64)}, TypeError, "z must be float32.*float64"),
+        ({"temperature": 0.0}, ValueError, "temperature"),
+        ({"anchor_start": 4}, ValueError, r"anchor_start must lie in \[0, 3\]; got 4"),
+        ({"anchor_start": True}, TypeError, "anchor_start must be an int"),
+        ({"anchor_start": 1, "num_anchors": 3}, ValueError, r"num_anchors must lie in \[0, 2\]"),
+        ({"num_anchors": 1.5}, TypeError, "num_anchors must be an int; got float"),
+        ({"block_size": 0}, ValueError, "block_size"),
+    ],
+)
+def test_bad_arguments_raise_clear_errors(kwargs, exc, match):
+    call = {"z": torch.zeros(3, 4), "temperature": 0.1, **kwargs}
+    z, t = call.pop("z"), call.pop("temperature")
+    with pytest.raises(exc, match=match):
+        mtt.contrastive_lse_triton(z, t, **call)
+
+
+def test_cpu_tensor_without_interpreter_raises_clear_error():
+    code = (
+        "import torch\n"
+        "from agcl.kernels.modal_target_triton import contrastive_lse_triton\n"
+        "try:\n"
+        "    contrastive_lse_triton(torch.zeros(3, 4), 0.1)\n"
+        "except ValueError as e:\n"
+        "    print('ValueError:', e)\n"
+    )
+    env = {**os.environ, "TRITON_INTERPRET": "0"}
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    if CUDA:
+        pytest.skip("with CUDA present this checks nothing new")
+    assert "ValueError: z is on the cpu device" in out.stdout, out.stderr
+    assert "TRITON_INTERPRET=1" in out.stdout and "backend='torch'" in out.stdout
