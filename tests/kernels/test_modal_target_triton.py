@@ -35,7 +35,7 @@ DEVICE = "cuda" if CUDA else "cpu"
 runnable = pytest.mark.skipif(
     not (CUDA or mtt.INTERPRETED), reason="needs CUDA or TRITON_INTERPRET=1 set before import"
 )
-cuda_only = [pytest.mark.cuda, pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")]
+needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
 RTOL32 = ATOL32 = 3e-5
 
 
@@ -110,6 +110,7 @@ def test_orthonormal_rows_hand_computed():
         (50, 20, 7, 20, (16, 16)),  # distributed sub-block, not aligned to the blocks
         (70, 33, 48, 22, (32, 16)),  # anchors at the end, rows before them are non-anchors
         (45, 9, 0, 11, (16, 16)),  # anchors at the start
+        (40, 6, 3, 14, (16, 16)),  # last anchor column (16) alone in its column block
         (33, 3, 16, 16, (16, 16)),  # anchors exactly one block, D < 16 (padded to BLOCK_D = 16)
         (17, 64, 0, 17, (32, 64)),  # one block bigger than M
         (3, 5, 0, 3, (16, 16)),
@@ -257,3 +258,77 @@ def test_cpu_tensor_without_interpreter_raises_clear_error():
         pytest.skip("with CUDA present this checks nothing new")
     assert "ValueError: z is on the cpu device" in out.stdout, out.stderr
     assert "TRITON_INTERPRET=1" in out.stdout and "backend='torch'" in out.stdout
+
+
+# -------------------------------------------------------------------------- CUDA only (not run here)
+def chunked_reference(z: torch.Tensor, temperature: float, g: torch.Tensor, chunk: int = 2048):
+    """Float64 lse and dz on the GPU in row chunks (O(chunk * M) memory), by autograd."""
+    z64 = z.detach().double().requires_grad_()
+    lses = []
+    for start in range(0, z.shape[0], chunk):
+        stop = min(start + chunk, z.shape[0])
+        s = z64[start:stop] @ z64.T / temperature
+        idx = torch.arange(stop - start, device=z.device)
+        s = s.index_put((idx, idx + start), torch.tensor(float("-inf"), device=z.device, dtype=s.dtype))
+        lse = torch.logsumexp(s, dim=1)
+        (lse * g[start:stop].double()).sum().backward()
+        lses.append(lse.detach())
+    return torch.cat(lses), z64.grad
+
+
+@pytest.mark.parametrize(("m", "d"), [(8191, 128), (4099, 250)])
+@pytest.mark.cuda
+@needs_cuda
+def test_cuda_large_m_matches_float64(m, d):
+    torch.manual_seed(0)
+    z = torch.nn.functional.normalize(torch.randn(m, d, device="cuda"), dim=1).requires_grad_()
+    g = torch.rand(m, device="cuda") / m
+    lse = mtt.contrastive_lse_triton(z, 0.1)
+    (lse * g).sum().backward()
+    ref, dref = chunked_reference(z, 0.1, g)
+    # IEEE fp32 dots (torch's default "highest" matmul precision); the sums run over M ~ 8k
+    # terms, hence 1e-4 rather than the interpreter's 3e-5.
+    torch.testing.assert_close(lse.double(), ref, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(z.grad.double(), dref, rtol=1e-4, atol=1e-4 * float(dref.abs().max()))
+
+
+@pytest.mark.parametrize(("dtype", "grad_tol"), [(torch.bfloat16, 2e-2), (torch.float16, 5e-3)])
+@pytest.mark.cuda
+@needs_cuda
+def test_cuda_half_precision_inputs(dtype, grad_tol):
+    # Products of two bf16/fp16 numbers are exact in fp32 and accumulate in fp32, so lse is
+    # fp32-accurate on the rounded inputs (1e-4 for sums over ~2k terms). dz meets the softmax
+    # weights in the input dtype and is stored in it: ~eps (bf16 3.9e-3, fp16 9.8e-4) relative
+    # to its largest entry, with 5x room.
+    torch.manual_seed(1)
+    z = torch.nn.functional.normalize(torch.randn(2053, 96, device="cuda"), dim=1).to(dtype)
+    z.requires_grad_()
+    g = torch.rand(2053, device="cuda") / 2053
+    lse = mtt.contrastive_lse_triton(z, 0.1)
+    (lse * g).sum().backward()
+    assert lse.dtype == torch.float32 and z.grad.dtype == dtype
+    ref, dref = chunked_reference(z, 0.1, g)
+    torch.testing.assert_close(lse.double(), ref, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(z.grad.double(), dref, rtol=0, atol=grad_tol * float(dref.abs().max()))
+
+
+@pytest.mark.cuda
+@needs_cuda
+def test_cuda_memory_grows_linearly_in_m():
+    d = 128
+    extra = {}
+    for m in (8192, 32768):
+        z = torch.nn.functional.normalize(torch.randn(m, d, device="cuda"), dim=1).requires_grad_()
+        mtt.contrastive_lse_triton(z, 0.1).sum().backward()  # autotune this M bucket first
+        z.grad = None
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        mtt.contrastive_lse_triton(z, 0.1).sum().backward()
+        torch.cuda.synchronize()
+        extra[m] = torch.cuda.max_memory_allocated() - base
+        del z
+    # Linear: 4x the rows -> ~4x the bytes (dz plus O(M) vectors); quadratic would be 16x.
+    # At M = 32768 an fp32 S would be 4 GiB; the kernel needs about one more copy of z.
+    assert extra[32768] < 6 * extra[8192], extra
+    assert extra[32768] < 4 * 32768 * d * 4, extra
