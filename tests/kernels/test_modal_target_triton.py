@@ -20,6 +20,7 @@ import math
 import os
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
@@ -28,6 +29,8 @@ pytest.importorskip("triton")
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
+from agcl.functional import modal_target_supcon_loss  # noqa: E402
+from agcl.kernels import contrastive_lse_torch  # noqa: E402
 from agcl.kernels import modal_target_triton as mtt  # noqa: E402
 
 CUDA = torch.cuda.is_available()
@@ -258,6 +261,107 @@ def test_cpu_tensor_without_interpreter_raises_clear_error():
         pytest.skip("with CUDA present this checks nothing new")
     assert "ValueError: z is on the cpu device" in out.stdout, out.stderr
     assert "TRITON_INTERPRET=1" in out.stdout and "backend='torch'" in out.stdout
+
+
+# -------------------------------------------------------------------------- through the loss
+# backend="triton" computes in fp32; the oracles get float64 features (the torch and naive
+# backends keep float64), so the gap is the kernel's fp32 rounding plus the loss's own fp32
+# positive term: the same ~sqrt(D) eps32 |s| budget as above, hence 5e-5.
+RTOL_LOSS = ATOL_LOSS = 5e-5
+
+
+def loss_and_grad(features, backend, weights=None, **kwargs):
+    f = features.detach().clone().to(DEVICE).requires_grad_()
+    out = modal_target_supcon_loss(f, backend=backend, **kwargs)
+    if weights is None:
+        out.backward()
+    else:
+        (out * weights.to(out)).sum().backward()
+    return out.detach().cpu().double(), f.grad.cpu().double()
+
+
+def compare_backends(features, weights=None, **kwargs):
+    got, dgot = loss_and_grad(features.float(), "triton", weights, **kwargs)
+    for oracle in ("naive", "torch"):
+        want, dwant = loss_and_grad(features.double(), oracle, weights, **kwargs)
+        torch.testing.assert_close(got, want, rtol=RTOL_LOSS, atol=ATOL_LOSS)
+        scale = max(1.0, float(dwant.abs().max()))
+        torch.testing.assert_close(dgot, dwant, rtol=RTOL_LOSS, atol=ATOL_LOSS * scale)
+    return got
+
+
+def random_features(*shape, seed=0):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+@runnable
+@pytest.mark.parametrize("partial_weight", [0.0, 0.4])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_loss_two_views_modality_target(partial_weight, reduction):
+    # 19 samples x 2 views, D = 37: some (modality, target) pairs unique (one positive: the
+    # other view), some shared by several samples; partial positives on and off.
+    gen = torch.Generator().manual_seed(1)
+    modality = torch.randint(0, 2, (19,), generator=gen)
+    target = torch.randint(0, 5, (19,), generator=gen)
+    compare_backends(
+        random_features(19, 2, 37), modality=modality, target=target,
+        partial_weight=partial_weight, reduction=reduction,
+    )
+
+
+@runnable
+def test_loss_rows_with_one_or_no_positive_and_weighted_none_reduction():
+    # 2-D features, one label per row: label 7 and 8 are singletons (no positive), labels 0..3
+    # appear twice (one positive), label 4 five times. grad_output != 1 through random weights.
+    labels = torch.tensor([7, 0, 4, 1, 4, 2, 8, 3, 4, 0, 1, 4, 2, 3, 4])
+    weights = torch.rand(15, generator=torch.Generator().manual_seed(2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # some anchors have positives: no "no positive" warning
+        loss = compare_backends(
+            random_features(15, 37, seed=3), weights, labels=labels, reduction="none"
+        )
+    assert loss[0] == 0 and loss[6] == 0  # anchors without positives report 0
+    assert bool((loss[labels < 5] > 0).all())
+
+
+@runnable
+@pytest.mark.parametrize("views", [1, 3])
+def test_loss_sscl_several_views_and_unnormalised(views):
+    # No labels: positives are the other views of the same sample (none when V = 1, where the
+    # loss warns and returns a graph-connected zero on every backend).
+    features = random_features(11, views, 37, seed=views)
+    if views == 1:
+        with pytest.warns(UserWarning, match="positive"):
+            got, dgot = loss_and_grad(features.float(), "triton")
+        assert got.item() == 0.0 and torch.equal(dgot, torch.zeros_like(dgot))
+        return
+    compare_backends(features, temperature=0.3)
+    compare_backends(features * 0.5, temperature=0.5, normalize=False)
+
+
+@runnable
+def test_loss_module_backend_triton():
+    from agcl import ModalTargetSupConLoss
+
+    features = random_features(9, 2, 21, seed=5).float().to(DEVICE).requires_grad_()
+    target = torch.tensor([0, 1, 1, 2, 2, 2, 3, 0, 1])
+    got = ModalTargetSupConLoss(temperature=0.1, backend="triton")(features, target=target)
+    want = ModalTargetSupConLoss(temperature=0.1, backend="naive")(features.double(), target=target)
+    torch.testing.assert_close(got.double().cpu(), want.cpu(), rtol=RTOL_LOSS, atol=ATOL_LOSS)
+
+
+@runnable
+@pytest.mark.parametrize(("m", "a", "n"), [(45, 0, 45), (45, 13, 17), (45, 30, 15)])
+def test_kernel_matches_torch_backend(m, a, n):
+    # The sub-block (anchor_start, num_anchors) is what the distributed loss passes.
+    z = unit_rows(m, 37, seed=m + a).double()
+    g = torch.randn(n, generator=torch.Generator().manual_seed(a))
+    zt = z.clone().requires_grad_()
+    want = contrastive_lse_torch(zt, 0.1, anchor_start=a, num_anchors=n, block_size=16)
+    (want * g).sum().backward()
+    lse, dz, _, _ = run_both(z.float(), 0.1, a, n, g)
+    torch.testing.assert_close(lse.double(), want.detach(), rtol=RTOL32, atol=ATOL32)
+    torch.testing.assert_close(dz.double(), zt.grad, rtol=RTOL32, atol=ATOL32 * float(zt.grad.abs().max()))
 
 
 # -------------------------------------------------------------------------- CUDA only (not run here)
