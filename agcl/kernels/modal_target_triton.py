@@ -23,10 +23,10 @@ by exactly one program. Memory: z, dz, and O(M) vectors; never an M x M or A x M
 derivation is in docs/kernel.md.
 
 Precision: tiles are loaded in the input dtype (fp32, bf16, fp16) and every dot accumulates in
-fp32; the softmax maths is fp32. For fp32 input the dots follow
-``torch.get_float32_matmul_precision()`` ("highest": IEEE fp32, else TF32), like torch's own
-matmul on CUDA. On CUDA the block sizes come from ``triton.autotune``; under the interpreter
-(``TRITON_INTERPRET=1``, CPU) one small fixed configuration is used.
+fp32; the softmax maths is fp32. For fp32 input the dots are IEEE fp32 unless TF32 is allowed
+for torch's own CUDA matmuls (``torch.backends.cuda.matmul.allow_tf32``), then TF32. On CUDA
+the block sizes come from ``triton.autotune``; under the interpreter (``TRITON_INTERPRET=1``,
+CPU) one small fixed configuration is used.
 
 This module imports ``triton`` at its top; ``agcl.kernels`` only imports it when the triton
 backend is selected.
@@ -152,7 +152,7 @@ def _lse_bwd_kernel(
 
 def _cuda_configs(stages: tuple[int, ...]) -> list[Any]:
     """A few (BLOCK_M, BLOCK_N, num_warps, num_stages) candidates for the autotuner."""
-    shapes = [(64, 64, 4), (128, 64, 4), (64, 128, 4), (128, 128, 8), (32, 64, 4)]
+    shapes = [(64, 64, 4), (128, 64, 4), (64, 128, 4), (128, 128, 8), (32, 64, 4), (32, 32, 4)]
     return [
         triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=st)
         for bm, bn, w in shapes
@@ -160,14 +160,39 @@ def _cuda_configs(stages: tuple[int, ...]) -> list[Any]:
     ]
 
 
-# Tuned per (D, power-of-two bucket of M): the best tile depends on both, not on the exact M.
-_lse_fwd_tuned = triton.autotune(configs=_cuda_configs((3, 4)), key=["D", "m_bucket"])(_lse_fwd_kernel)
-_lse_bwd_tuned = triton.autotune(configs=_cuda_configs((2, 3)), key=["D", "m_bucket"])(_lse_bwd_kernel)
+# Tiles of up to 128 x 256 elements per operand (the D = 256 of the paper's projection head
+# with 128-row blocks); wider rows keep only the narrower tiles, and the narrowest always stays.
+_MAX_TILE = 128 * 256
+
+
+def _prune(configs: list[Any], named_args: dict, **kwargs: Any) -> list[Any]:
+    width = kwargs["BLOCK_D"]
+    kept = [c for c in configs if max(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"]) * width <= _MAX_TILE]
+    return kept or [min(configs, key=lambda c: c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"])]
+
+
+def _autotuned(kernel: Any, stages: tuple[int, ...]) -> Any:
+    # Tuned per (D, power-of-two bucket of M), plus the tensors' dtypes that triton appends to
+    # the key: the best tile depends on them, not on the exact M.
+    return triton.autotune(
+        configs=_cuda_configs(stages), key=["D", "m_bucket"],
+        prune_configs_by={"early_config_prune": _prune},
+    )(kernel)
+
+
+_lse_fwd_tuned = _autotuned(_lse_fwd_kernel, (3, 4))
+_lse_bwd_tuned = _autotuned(_lse_bwd_kernel, (2, 3))
 
 
 def _precision(dtype: torch.dtype) -> str:
-    """The ``tl.dot`` input precision matching torch's own fp32 matmul setting."""
-    if dtype == torch.float32 and torch.get_float32_matmul_precision() != "highest":
+    """The ``tl.dot`` input precision: for fp32, the same as torch's own CUDA matmul.
+
+    fp32 tiles use IEEE fp32 unless the user allowed TF32 for torch's matmuls
+    (``torch.backends.cuda.matmul.allow_tf32``, which also reflects
+    ``torch.set_float32_matmul_precision("high")``). For fp16/bf16 tiles the setting has no
+    effect; "tf32" is Triton's CUDA default, i.e. the same as not passing it.
+    """
+    if dtype != torch.float32 or torch.backends.cuda.matmul.allow_tf32:
         return "tf32"
     return "ieee"
 
@@ -183,12 +208,12 @@ def _launch_args(z: torch.Tensor, temperature: float) -> dict[str, Any]:
 
 
 def _launch(tuned: Any, plain: Any, grid_rows: int, args: tuple, kw: dict, blocks: Any) -> None:
-    """Launch with fixed blocks (interpreter or tests) or through the autotuner (CUDA)."""
-    if blocks is None and not INTERPRETED:
+    """Launch through the autotuner (``blocks`` None) or with fixed (BLOCK_M, BLOCK_N)."""
+    if blocks is None:
         tuned[lambda meta: (triton.cdiv(grid_rows, meta["BLOCK_M"]),)](*args, **kw)
-        return
-    bm, bn = blocks if blocks is not None else _INTERPRETER_BLOCKS
-    plain[(triton.cdiv(grid_rows, bm),)](*args, BLOCK_M=bm, BLOCK_N=bn, **kw)
+    else:
+        bm, bn = blocks
+        plain[(triton.cdiv(grid_rows, bm),)](*args, BLOCK_M=bm, BLOCK_N=bn, **kw)
 
 
 class _ContrastiveLSE(torch.autograd.Function):
@@ -309,11 +334,12 @@ def contrastive_lse_triton(
     n = m - a if num_anchors is None else _check_index("num_anchors", num_anchors, 0, m - a)
     if block_size is not None:
         _check_index("block_size", block_size, 1, 2**62)
-    return _ContrastiveLSE.apply(z, temperature, a, n, None)
+    blocks = _INTERPRETER_BLOCKS if INTERPRETED else None  # None: autotuned (CUDA)
+    return _ContrastiveLSE.apply(z, temperature, a, n, blocks)
 
 
 def _contrastive_lse_blocks(
-    z: torch.Tensor, temperature: float, anchor_start: int, num_anchors: int, blocks: tuple[int, int]
+    z: torch.Tensor, temperature: float, anchor_start: int, num_anchors: int, blocks: Any
 ) -> torch.Tensor:
-    """Test hook: the same computation with fixed (BLOCK_M, BLOCK_N) instead of autotuning."""
+    """Test hook: no checks; fixed ``blocks = (BLOCK_M, BLOCK_N)``, or None for the autotuner."""
     return _ContrastiveLSE.apply(z, float(temperature), anchor_start, num_anchors, blocks)

@@ -50,10 +50,14 @@ def reference_lse(z: torch.Tensor, temperature: float, a: int, n: int) -> torch.
     return torch.logsumexp(s, dim=1)
 
 
-def run_both(z, temperature, a, n, g, blocks=None):
-    """(lse, dz) of the kernel and of the float64 oracle for the upstream gradient g."""
+def run_both(z, temperature, a, n, g, blocks="default"):
+    """(lse, dz) of the kernel and of the float64 oracle for the upstream gradient g.
+
+    ``blocks``: "default" goes through the public function; a (BLOCK_M, BLOCK_N) pair or None
+    (the autotuner) through the unchecked test hook.
+    """
     zk = z.detach().clone().to(DEVICE).requires_grad_()
-    if blocks is None:
+    if blocks == "default":
         lse = mtt.contrastive_lse_triton(zk, temperature, anchor_start=a, num_anchors=n)
     else:
         lse = mtt._contrastive_lse_blocks(zk, temperature, a, n, blocks)
@@ -64,7 +68,7 @@ def run_both(z, temperature, a, n, g, blocks=None):
     return lse.detach().cpu(), zk.grad.cpu(), ref.detach(), z64.grad
 
 
-def assert_matches(z, temperature, a, n, *, blocks=None, seed=0, zero_some_g=True):
+def assert_matches(z, temperature, a, n, *, blocks="default", seed=0, zero_some_g=True):
     gen = torch.Generator().manual_seed(seed)
     g = torch.randn(n, generator=gen)
     if zero_some_g and n > 1:
@@ -185,6 +189,49 @@ def test_block_size_is_ignored():
         mtt.contrastive_lse_triton(z, 0.1, block_size=3), mtt.contrastive_lse_triton(z, 0.1),
         rtol=0, atol=0,
     )
+
+
+# -------------------------------------------------------------------------- the CUDA launch path
+CUDA_BLOCKS = sorted(
+    {(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"]) for c in mtt._lse_bwd_tuned.configs}
+    | {(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"]) for c in mtt._lse_fwd_tuned.configs}
+)
+
+
+@runnable
+@pytest.mark.parametrize("blocks", CUDA_BLOCKS)
+def test_every_autotune_tile_shape_is_correct(blocks):
+    # The interpreter cannot time configs, but it can run each candidate tile shape: M = 150
+    # spans several 32/64-row blocks, and the anchors 20..119 start and end mid-block.
+    assert_matches(unit_rows(150, 20, seed=7), 0.1, 20, 100, blocks=blocks)
+
+
+@runnable
+def test_autotuned_launch_path(monkeypatch):
+    # The launch CUDA takes (grid from meta, autotune keys, config pruning), run under the
+    # interpreter with triton's GPU benchmarker replaced by one timed call per config.
+    import time
+
+    def one_call(fn, quantiles=None):
+        start = time.perf_counter()
+        fn()
+        return [time.perf_counter() - start] * 3
+
+    for tuned in (mtt._lse_fwd_tuned, mtt._lse_bwd_tuned):
+        monkeypatch.setattr(type(tuned), "do_bench", property(lambda self: one_call))
+        monkeypatch.setattr(tuned, "cache", {})
+    z = unit_rows(70, 20, seed=8)
+    lse, dz, ref, dref = run_both(z, 0.1, 5, 60, torch.randn(60), blocks=None)
+    assert len(mtt._lse_fwd_tuned.cache) == 1 and len(mtt._lse_bwd_tuned.cache) == 1
+    torch.testing.assert_close(lse.double(), ref, rtol=RTOL32, atol=ATOL32)
+    torch.testing.assert_close(dz.double(), dref, rtol=RTOL32, atol=ATOL32 * float(dref.abs().max()))
+
+
+@pytest.mark.parametrize(("d", "largest"), [(128, 128), (256, 128), (512, 64), (1024, 32), (4096, 32)])
+def test_config_pruning_by_row_width(d, largest):
+    configs = mtt._lse_fwd_tuned.configs
+    kept = mtt._prune(configs, {}, BLOCK_D=max(16, 1 << (d - 1).bit_length()))
+    assert kept and max(max(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"]) for c in kept) == largest
 
 
 # -------------------------------------------------------------------------- degenerate sizes
