@@ -34,6 +34,7 @@ backend is selected.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from typing import Any
@@ -208,12 +209,17 @@ def _launch_args(z: torch.Tensor, temperature: float) -> dict[str, Any]:
 
 
 def _launch(tuned: Any, plain: Any, grid_rows: int, args: tuple, kw: dict, blocks: Any) -> None:
-    """Launch through the autotuner (``blocks`` None) or with fixed (BLOCK_M, BLOCK_N)."""
-    if blocks is None:
-        tuned[lambda meta: (triton.cdiv(grid_rows, meta["BLOCK_M"]),)](*args, **kw)
-    else:
-        bm, bn = blocks
-        plain[(triton.cdiv(grid_rows, bm),)](*args, BLOCK_M=bm, BLOCK_N=bn, **kw)
+    """Launch through the autotuner (``blocks`` None) or with fixed (BLOCK_M, BLOCK_N).
+
+    Triton launches on the current CUDA device, so make it z's (``args[0]``) for the call.
+    """
+    z = args[0]
+    with torch.cuda.device(z.device) if z.is_cuda else contextlib.nullcontext():
+        if blocks is None:
+            tuned[lambda meta: (triton.cdiv(grid_rows, meta["BLOCK_M"]),)](*args, **kw)
+        else:
+            bm, bn = blocks
+            plain[(triton.cdiv(grid_rows, bm),)](*args, BLOCK_M=bm, BLOCK_N=bn, **kw)
 
 
 class _ContrastiveLSE(torch.autograd.Function):
@@ -236,9 +242,9 @@ class _ContrastiveLSE(torch.autograd.Function):
         z, lse = ctx.saved_tensors
         temperature, a, n, blocks = ctx.params
         m = z.shape[0]
-        dz = torch.zeros_like(z, memory_format=torch.contiguous_format)
         if n == 0 or m == 0:
-            return dz, None, None, None, None
+            return torch.zeros_like(z), None, None, None, None
+        dz = torch.empty_like(z, memory_format=torch.contiguous_format)  # every entry is written
         # Pad to all M rows (O(M)); a non-finite lse (an anchor with no other row) gets g = 0.
         finite = torch.isfinite(lse)
         lse_full = torch.full((m,), math.inf, device=z.device, dtype=torch.float32)
