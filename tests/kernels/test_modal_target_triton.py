@@ -411,6 +411,58 @@ def test_kernel_matches_torch_backend(m, a, n):
     torch.testing.assert_close(dz.double(), zt.grad, rtol=RTOL32, atol=ATOL32 * float(zt.grad.abs().max()))
 
 
+def _distributed_worker(rank: int, world: int, port: int) -> None:
+    # Each rank: its share of the batch through backend="triton" with gather_distributed=True
+    # (the kernel then sees the gathered rows with this rank's rows as the anchor sub-block);
+    # the model's gradients averaged over ranks as DDP does. Oracle: backend="naive" on the
+    # whole batch in one process, in float64. Tolerance: RTOL_LOSS, as for the loss tests above.
+    import torch.distributed as dist
+
+    from agcl import ModalTargetSupConLoss
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        # 13 + 11 samples x 2 views: M = 48 gathered rows, so each rank has a 16-row block
+        # without any of its anchors (those rows get only the G^T term).
+        sizes, d_in = (13, 11), 9
+        gen = torch.Generator().manual_seed(11)
+        x = torch.randn(sum(sizes), 2, d_in, generator=gen, dtype=torch.float64)
+        mod = torch.randint(0, 2, (24,), generator=gen)
+        tgt = torch.randint(0, 3, (24,), generator=gen)
+        torch.manual_seed(0)
+        model = torch.nn.Linear(d_in, 37).double()
+        opts = {"temperature": 0.2, "partial_weight": 0.5}
+        full = ModalTargetSupConLoss(backend="naive", **opts)(model(x), modality=mod, target=tgt)
+        want = torch.autograd.grad(full, list(model.parameters()))
+        lo, hi = sum(sizes[:rank]), sum(sizes[: rank + 1])
+        model32 = model.float()
+        loss_fn = ModalTargetSupConLoss(backend="triton", gather_distributed=True, **opts)
+        local = loss_fn(model32(x[lo:hi].float()), modality=mod[lo:hi], target=tgt[lo:hi])
+        grads = torch.autograd.grad(local, list(model32.parameters()))
+        torch.testing.assert_close(local.double(), full.detach(), rtol=RTOL_LOSS, atol=ATOL_LOSS)
+        for g, ref in zip(grads, want):
+            dist.all_reduce(g)
+            g /= world
+            torch.testing.assert_close(g.double(), ref, rtol=RTOL_LOSS, atol=ATOL_LOSS * float(ref.abs().max()))
+    finally:
+        dist.destroy_process_group()
+
+
+@runnable
+@pytest.mark.distributed
+@pytest.mark.skipif(CUDA, reason="the CPU interpreter case; on CUDA the gloo workers would need GPUs")
+def test_two_process_gather_with_triton_backend():
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    # The spawned workers inherit TRITON_INTERPRET=1 from this process's environment.
+    mp.spawn(_distributed_worker, args=(2, port), nprocs=2, join=True)
+
+
 # -------------------------------------------------------------------------- CUDA only (not run here)
 def chunked_reference(z: torch.Tensor, temperature: float, g: torch.Tensor, chunk: int = 2048):
     """Float64 lse and dz on the GPU in row chunks (O(chunk * M) memory), by autograd."""
