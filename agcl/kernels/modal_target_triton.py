@@ -10,10 +10,10 @@ and, given ``g = dL/dlse`` (A,), with p_ij = exp(s_ij - lse_i) (p_{i,a+i} = 0) a
     dz = (1/T) (scatter of G z into rows a..a+A-1  +  G^T z[a:a+A]).
 
 Forward: one program per block of BLOCK_M anchors walks over the column blocks of ``z`` with an
-online (flash-attention style) logsumexp. Backward avoids atomics: because the anchors are rows
-of ``z``, S is symmetric (s_ji = s_ij whenever both rows are anchors), so with lse and g padded to
-all M rows (non-anchors: g = 0, lse = +inf, so their terms are exactly 0) one program per block I
-of output rows computes, for every column block J,
+online (flash-attention style) logsumexp. Backward avoids atomics: the anchors are rows of ``z``,
+so the full M x M matrix z z^T / T is symmetric and (G^T)_rj = g_j exp(s_rj - lse_j). With lse
+and g padded to all M rows (non-anchors: g = 0, lse = +inf, so their terms are exactly 0), one
+program per block I of output rows computes, for every column block J,
 
     A_IJ = g_I exp(S_IJ - lse_I) + g_J exp(S_IJ - lse_J)   (diagonal zeroed)
     dz_I += A_IJ z_J,
@@ -141,9 +141,9 @@ def _lse_bwd_kernel(
         # G_IJ (row r is an anchor) + (G^T)_IJ (column j is an anchor), from the same tile.
         # Off the diagonal s_ij <= lse_i and s_ij = s_ji <= lse_j (up to rounding), so no
         # exp overflows; masked entries and padded rows/columns give exp(-inf) = 0.
-        a = g_i[:, None] * tl.exp(s - lse_i[:, None]) + g_j[None, :] * tl.exp(s - lse_j[None, :])
+        a_ij = g_i[:, None] * tl.exp(s - lse_i[:, None]) + g_j[None, :] * tl.exp(s - lse_j[None, :])
         # Like flash attention, the weights meet z_J in z's dtype (exact for fp32 input).
-        acc += tl.dot(a.to(zj.dtype), zj, input_precision=PRECISION)
+        acc += tl.dot(a_ij.to(zj.dtype), zj, input_precision=PRECISION)
     acc = acc * scale
     tl.store(
         dz_ptr + rows[:, None] * stride_dm + offs_d[None, :] * stride_dd,
