@@ -19,17 +19,10 @@ program per block I of output rows computes, for every column block J,
     dz_I += A_IJ z_J,
 
 which is row I of (G + G^T) z: two matmuls per tile (S_IJ and A_IJ z_J), each output row written
-by exactly one program. Memory: z, dz, and O(M) vectors; never an M x M or A x M tensor. The
-derivation is in docs/kernel.md.
-
-Precision: tiles are loaded in the input dtype (fp32, bf16, fp16) and every dot accumulates in
-fp32; the softmax maths is fp32. For fp32 input the dots are IEEE fp32 unless TF32 is allowed
-for torch's own CUDA matmuls (``torch.backends.cuda.matmul.allow_tf32``), then TF32. On CUDA
-the block sizes come from ``triton.autotune``; under the interpreter (``TRITON_INTERPRET=1``,
-CPU) one small fixed configuration is used.
-
-This module imports ``triton`` at its top; ``agcl.kernels`` only imports it when the triton
-backend is selected.
+by exactly one program. Memory: z, dz, and O(M) vectors; never an M x M or A x M tensor.
+Tiles load in the input dtype (fp32/bf16/fp16), dots accumulate in fp32 (see ``_precision``);
+tiles are autotuned on CUDA, fixed under the interpreter. Derivation: docs/kernel.md. This
+module imports ``triton`` at its top; ``agcl.kernels`` imports it only for the triton backend.
 """
 
 from __future__ import annotations
@@ -301,7 +294,8 @@ def contrastive_lse_triton(
         The anchors' logsumexp values.
 
     Raises:
-        TypeError: ``z`` not a floating tensor of a supported dtype; non-integer indices.
+        TypeError: ``z`` not a floating tensor of a supported dtype (bfloat16 is refused under
+            the interpreter, which cannot run bf16 dots); non-integer indices.
         ValueError: ``z`` not 2-D, on the CPU without the interpreter, or anchors out of range;
             ``temperature`` not > 0.
 
@@ -333,6 +327,12 @@ def contrastive_lse_triton(
             f"z is on the {z.device.type} device, but the triton backend needs a CUDA tensor, or "
             "TRITON_INTERPRET=1 set before agcl.kernels.modal_target_triton is imported (slow; "
             "for tests). Use backend='torch' on the CPU."
+        )
+    if z.dtype == torch.bfloat16 and INTERPRETED:
+        # Triton's interpreter does not emulate bf16 dots: it would return garbage, not an error.
+        raise TypeError(
+            "z is bfloat16, which Triton's CPU interpreter cannot run; pass float32 or float16 "
+            "(or run on CUDA)"
         )
     temperature = check_positive("temperature", temperature)
     m = z.shape[0]

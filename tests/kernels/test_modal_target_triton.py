@@ -267,6 +267,12 @@ def test_float16_input_accumulates_in_float32():
 
 
 # -------------------------------------------------------------------------- errors
+@pytest.mark.skipif(not mtt.INTERPRETED, reason="only the interpreter refuses bfloat16")
+def test_bfloat16_refused_under_interpreter():
+    with pytest.raises(TypeError, match="z is bfloat16, which Triton's CPU interpreter cannot run"):
+        mtt.contrastive_lse_triton(torch.zeros(3, 4, dtype=torch.bfloat16), 0.1)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "exc", "match"),
     [
