@@ -60,6 +60,8 @@ def build_rows(
             "features must be (B, V, D) (B samples x V views) or (M, D) (one row per view); "
             f"got shape {tuple(features.shape)}"
         )
+    if features.shape[0] == 0 or features.shape[-1] == 0 or features.numel() == 0:
+        raise ValueError(f"features must hold at least one row and one dimension; got shape {tuple(features.shape)}")
     if labels is not None and (modality is not None or target is not None):
         raise ValueError(
             "labels cannot be combined with modality/target: pass either labels, or modality "
