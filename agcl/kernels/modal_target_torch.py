@@ -28,7 +28,7 @@ scaling for free), with ``c = log2(e) / T``:
 
 References:
     Dao et al., "FlashAttention", NeurIPS 2022 (recomputation in backward).
-    Tang et al., "Attention-Guided Supervised Contrastive Learning for Semantic Segmentation"
+    Lee et al., "Attention-Guided Supervised Contrastive Learning for Semantic Segmentation"
     (the AGCL paper, Eq. 3).
 """
 
