@@ -167,6 +167,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--quick", action="store_true", help="small M smoke run")
     parser.add_argument("--ms", type=int, nargs="*", help="rows M (default 4096 16384 65536)")
     parser.add_argument("--ds", type=int, nargs="*", help="feature dims D (default 128 256)")
+    parser.add_argument("--backends", nargs="*", help="subset of naive torch pml triton")
     parser.add_argument("--max-gb", type=float, default=6.0, help="skip cases estimated above this")
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--out", type=Path, help="JSON path (default benchmarks/results/...)")
@@ -186,6 +187,8 @@ def main(argv: list[str] | None = None) -> dict:
             base = _run_child(dict(m=m, d=d, backend="baseline", device=device, runs=1, threads=args.threads))
             ref = _run_child(dict(m=m, d=d, backend="matmul", device=device, runs=3, threads=args.threads))
             for backend in _available_backends(device):
+                if args.backends and backend not in args.backends:
+                    continue
                 est_gb = (MEM_M2.get(backend, 0.0) * m * m * 4 + 8 * m * d * 4) / 2**30
                 row = dict(m=m, d=d, backend=backend, matmul_s=ref.get("time_s"),
                            isfinite_s=ref.get("isfinite_s"), est_gb=est_gb)
