@@ -12,8 +12,8 @@ from agcl._validation import check_integer_tensor, check_tensor
 
 __all__ = ["build_rows", "positive_keys", "warn_user"]
 
-_AGCL_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_TORCH_NN_DIR = os.path.join(os.path.dirname(os.path.abspath(torch.__file__)), "nn")
+_AGCL_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+_TORCH_NN_DIR = os.path.join(os.path.dirname(os.path.abspath(torch.__file__)), "nn") + os.sep
 
 
 def warn_user(message: str, category: type[Warning] = UserWarning) -> None:

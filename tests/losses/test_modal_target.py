@@ -258,3 +258,12 @@ def test_ignored_options_warn():
 def test_errors(call, exc, match):
     with pytest.raises(exc, match=match):
         call()
+
+
+def test_warning_points_at_the_callers_line():
+    # attributed to this file (not agcl or torch.nn) so the default filter shows it once per site
+    for call in (lambda x: modal_target_supcon_loss(x, torch.arange(3)),
+                 lambda x: ModalTargetSupConLoss()(x, torch.arange(3))):
+        with pytest.warns(UserWarning, match="no anchor") as record:
+            call(torch.randn(3, 4))
+        assert record[0].filename == __file__
