@@ -208,6 +208,7 @@ def main(argv: list[str] | None = None) -> dict:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
     _targets(results)
+    _markdown(results)
     print(f"wrote {out}")
     return report
 
@@ -228,6 +229,23 @@ def _fmt(row: dict, results: list[dict]) -> str:
     return (f"{head} time {row['time_s']:8.3f}s = {row['time_s'] / row['matmul_s']:5.2f}x matmul "
             f"({t_ratio:5.3f}x naive)  peak +{row['mem_mb']:8.1f} MB ({m_ratio:5.3f}x naive)  "
             f"isfinite {100 * check:.2f}% of fwd+bwd")
+
+
+def _markdown(results: list[dict]) -> None:
+    """The table again, as Markdown (for docs/performance.md)."""
+    print("| M | D | backend | fwd+bwd (s) | x matmul | x naive time | peak above baseline (MB) "
+          "| x naive memory |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in results:
+        head = f"| {r['m']} | {r['d']} | {r['backend']} |"
+        if "time_s" not in r:
+            print(f"{head} {r.get('skipped') or r.get('error')} | | | | |")
+            continue
+        naive = _naive(r, results)
+        t = f"{r['time_s'] / naive['time_s']:.3f}" if naive else "-"
+        mem = f"{r['mem_mb'] / naive['mem_mb']:.3f}" if naive and naive["mem_mb"] > 0 else "-"
+        print(f"{head} {r['time_s']:.3f} | {r['time_s'] / r['matmul_s']:.2f} | {t} | "
+              f"{r['mem_mb']:.0f} | {mem} |")
 
 
 def _targets(results: list[dict]) -> None:
