@@ -167,6 +167,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--quick", action="store_true", help="small M smoke run")
     parser.add_argument("--ms", type=int, nargs="*", help="rows M (default 4096 16384 65536)")
     parser.add_argument("--ds", type=int, nargs="*", help="feature dims D (default 128 256)")
+    parser.add_argument("--backends", nargs="*", help="subset of naive torch pml triton")
     parser.add_argument("--max-gb", type=float, default=6.0, help="skip cases estimated above this")
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--out", type=Path, help="JSON path (default benchmarks/results/...)")
@@ -186,6 +187,8 @@ def main(argv: list[str] | None = None) -> dict:
             base = _run_child(dict(m=m, d=d, backend="baseline", device=device, runs=1, threads=args.threads))
             ref = _run_child(dict(m=m, d=d, backend="matmul", device=device, runs=3, threads=args.threads))
             for backend in _available_backends(device):
+                if args.backends and backend not in args.backends:
+                    continue
                 est_gb = (MEM_M2.get(backend, 0.0) * m * m * 4 + 8 * m * d * 4) / 2**30
                 row = dict(m=m, d=d, backend=backend, matmul_s=ref.get("time_s"),
                            isfinite_s=ref.get("isfinite_s"), est_gb=est_gb)
@@ -205,6 +208,7 @@ def main(argv: list[str] | None = None) -> dict:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
     _targets(results)
+    _markdown(results)
     print(f"wrote {out}")
     return report
 
@@ -225,6 +229,23 @@ def _fmt(row: dict, results: list[dict]) -> str:
     return (f"{head} time {row['time_s']:8.3f}s = {row['time_s'] / row['matmul_s']:5.2f}x matmul "
             f"({t_ratio:5.3f}x naive)  peak +{row['mem_mb']:8.1f} MB ({m_ratio:5.3f}x naive)  "
             f"isfinite {100 * check:.2f}% of fwd+bwd")
+
+
+def _markdown(results: list[dict]) -> None:
+    """The table again, as Markdown (for docs/performance.md)."""
+    print("| M | D | backend | fwd+bwd (s) | x matmul | x naive time | peak above baseline (MB) "
+          "| x naive memory |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in results:
+        head = f"| {r['m']} | {r['d']} | {r['backend']} |"
+        if "time_s" not in r:
+            print(f"{head} {r.get('skipped') or r.get('error')} | | | | |")
+            continue
+        naive = _naive(r, results)
+        t = f"{r['time_s'] / naive['time_s']:.3f}" if naive else "-"
+        mem = f"{r['mem_mb'] / naive['mem_mb']:.3f}" if naive and naive["mem_mb"] > 0 else "-"
+        print(f"{head} {r['time_s']:.3f} | {r['time_s'] / r['matmul_s']:.2f} | {t} | "
+              f"{r['mem_mb']:.0f} | {mem} |")
 
 
 def _targets(results: list[dict]) -> None:

@@ -84,7 +84,7 @@ def soft_dice_loss(
             activation/reduction, softmax with one channel, negative smoothing.
 
     References:
-        Tang et al., AGCL, Eq. 1. Milletari et al., "V-Net", 3DV 2016.
+        Lee et al., AGCL, Eq. 1. Milletari et al., "V-Net", 3DV 2016.
 
     Examples:
         >>> logits = torch.tensor([[[[9.0, -9.0]], [[-9.0, 9.0]]]])  # (1, 2, 1, 2)

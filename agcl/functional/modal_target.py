@@ -180,7 +180,7 @@ def modal_target_supcon_loss(
         ImportError: ``backend="triton"`` without triton installed.
 
     References:
-        Tang et al., "Attention-Guided Supervised Contrastive Learning for Semantic
+        Lee et al., "Attention-Guided Supervised Contrastive Learning for Semantic
         Segmentation" (AGCL), Eq. 2-3. Khosla et al., "Supervised Contrastive Learning",
         NeurIPS 2020. Chen et al., "A Simple Framework for Contrastive Learning" (SimCLR), 2020.
 

@@ -22,12 +22,13 @@ scaling for free), with ``c = log2(e) / T``:
   ``G_ij = g_i p_ij``: ``dz = (1/T) (scatter_a(G z) + G^T z_anchors)``. When every row is an
   anchor (``A == M``) the similarity is symmetric, so ``(G^T)_Ij = g_j exp(s_ij - lse_j)`` comes
   from the same recomputed block and ``dz_I = (1/T) (G_I + (G^T)_I) z``: one matmul to
-  recompute, one to apply, three in all with the forward. When ``g >= 0`` (every reduction of
+  recompute, one to apply, three in all with the forward; ``(G^T)_I``'s exponent is the
+  recomputed one plus ``lse2_i - lse2_j`` (two cheap elementwise passes). When ``g >= 0`` (every reduction of
   the loss), ``log2 g`` joins the shift column so ``exp2`` yields ``G`` directly.
 
 References:
     Dao et al., "FlashAttention", NeurIPS 2022 (recomputation in backward).
-    Tang et al., "Attention-Guided Supervised Contrastive Learning for Semantic Segmentation"
+    Lee et al., "Attention-Guided Supervised Contrastive Learning for Semantic Segmentation"
     (the AGCL paper, Eq. 3).
 """
 
@@ -113,25 +114,26 @@ def _backward(
         row_shift = -lse2
     symmetric = a == 0 and n_anchors == m_rows
     right = _aug(z, 1.0)
-    if symmetric:
-        right_t = _aug(z, row_shift)  # [z, -lse2_j (+ log2 g_j)]
-        buf2 = torch.empty(min(block, n_anchors), m_rows, dtype=z.dtype, device=z.device)
     buf = torch.empty(min(block, n_anchors), m_rows, dtype=z.dtype, device=z.device)
+    if symmetric:
+        buf2 = torch.empty_like(buf)
     for i0 in _blocks(n_anchors, block):
         i1 = min(i0 + block, n_anchors)
         rows = slice(a + i0, a + i1)
-        zc = z[rows] * c
         p = buf[: i1 - i0]
-        torch.mm(_aug(zc, row_shift[i0:i1]), right.T, out=p)  # log2 of G_Ij (or p_Ij)
+        # log2 of G_Ij (p_Ij when g has mixed signs): c s_ij - lse2_i (+ log2 g_i)
+        torch.mm(_aug(z[rows] * c, row_shift[i0:i1]), right.T, out=p)
         p.diagonal(offset=a + i0).fill_(-math.inf)
+        if symmetric:
+            # log2 of (G^T)_Ij = c s_ij - lse2_j (+ log2 g_j), from the same block
+            q = buf2[: i1 - i0]
+            torch.sub(p, row_shift[i0:i1, None], out=q)
+            q.add_(row_shift[None, :])
+            torch.exp2(q, out=q)
         torch.exp2(p, out=p)
         if not fold:
             p.mul_(g[i0:i1, None])
         if symmetric:
-            q = buf2[: i1 - i0]
-            torch.mm(_aug(zc, 1.0), right_t.T, out=q)  # log2 of (G^T)_Ij (or p_jI)
-            q.diagonal(offset=i0).fill_(-math.inf)
-            torch.exp2(q, out=q)
             if not fold:
                 q.mul_(g[None, :])
             p.add_(q)

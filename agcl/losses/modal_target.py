@@ -42,7 +42,7 @@ class ModalTargetSupConLoss(nn.Module):
             argument and print shapes).
 
     References:
-        Tang et al., "Attention-Guided Supervised Contrastive Learning for Semantic
+        Lee et al., "Attention-Guided Supervised Contrastive Learning for Semantic
         Segmentation" (AGCL), Eq. 3. Khosla et al., "Supervised Contrastive Learning", 2020.
 
     Examples:

@@ -16,6 +16,7 @@ def test_bench_loss_quick(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     run = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "bench_loss.py"), "--quick", "--ms", "128",
+         "--backends", "naive", "torch",
          "--out", str(out)],
         capture_output=True, text=True, timeout=300, env=env, check=True,
     )

@@ -208,6 +208,21 @@ def test_module_matches_functional_and_reprs():
     assert "temperature=0.2" in repr(loss_fn)
 
 
+def test_whole_loss_saves_no_quadratic_tensor():
+    # the torch backend's graph keeps O(M * D) tensors only (the naive one keeps M x M ones)
+    m, d = 512, 4
+    f = torch.randn(m // 2, 2, d, requires_grad=True)
+    labels = dict(modality=torch.arange(m // 2) % 2, target=torch.arange(m // 2) % 5)
+    sizes: dict[str, list[int]] = {}
+    for backend in ("torch", "naive"):
+        sizes[backend] = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t, b=backend: sizes[b].append(t.numel()) or t,
+                                                      lambda t: t):
+            modal_target_supcon_loss(f, **labels, partial_weight=0.5, backend=backend).backward()
+    assert max(sizes["torch"]) <= m * d
+    assert max(sizes["naive"]) >= m * m  # the check can tell the two apart
+
+
 def test_ignored_options_warn():
     f = torch.randn(4, 2, 3)
     with pytest.warns(UserWarning, match="partial_weight"):
@@ -237,8 +252,18 @@ def test_ignored_options_warn():
         (lambda: modal_target_supcon_loss([[0.0]]), TypeError, "features must be a torch.Tensor"),
         (lambda: modal_target_supcon_loss(torch.randn(4, 2, 3), block_size=0), ValueError, "block_size"),
         (lambda: ModalTargetSupConLoss(-1.0), ValueError, "temperature"),
+        (lambda: modal_target_supcon_loss(torch.randn(0, 2, 3)), ValueError, r"at least one row.*\(0, 2, 3\)"),
     ],
 )
 def test_errors(call, exc, match):
     with pytest.raises(exc, match=match):
         call()
+
+
+def test_warning_points_at_the_callers_line():
+    # attributed to this file (not agcl or torch.nn) so the default filter shows it once per site
+    for call in (lambda x: modal_target_supcon_loss(x, torch.arange(3)),
+                 lambda x: ModalTargetSupConLoss()(x, torch.arange(3))):
+        with pytest.warns(UserWarning, match="no anchor") as record:
+            call(torch.randn(3, 4))
+        assert record[0].filename == __file__
