@@ -499,6 +499,12 @@ def test_cuda_large_m_matches_float64(m, d):
     # terms, hence 1e-4 rather than the interpreter's 3e-5.
     torch.testing.assert_close(lse.double(), ref, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(z.grad.double(), dref, rtol=1e-4, atol=1e-4 * float(dref.abs().max()))
+    # ... and the torch backend, the production path it replaces on CUDA (both fp32).
+    zt = z.detach().clone().requires_grad_()
+    want = contrastive_lse_torch(zt, 0.1)
+    (want * g).sum().backward()
+    torch.testing.assert_close(lse, want.detach(), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(z.grad, zt.grad, rtol=1e-4, atol=1e-4 * float(zt.grad.abs().max()))
 
 
 @pytest.mark.parametrize(("dtype", "grad_tol"), [(torch.bfloat16, 2e-2), (torch.float16, 5e-3)])
