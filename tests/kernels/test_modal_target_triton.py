@@ -455,6 +455,7 @@ def _distributed_worker(rank: int, world: int, port: int) -> None:
 
 
 @runnable
+@pytest.mark.slow  # ~14 s on 2 cores, nearly all of it two workers importing torch and triton
 @pytest.mark.distributed
 @pytest.mark.skipif(CUDA, reason="the CPU interpreter case; on CUDA the gloo workers would need GPUs")
 def test_two_process_gather_with_triton_backend():
