@@ -300,8 +300,9 @@ def contrastive_lse_triton(
             ``temperature`` not > 0.
 
     References:
-        The AGCL paper's modal-target loss (Eq. 3); Dao et al., "FlashAttention", NeurIPS 2022
-        (online softmax and recomputation in backward).
+        Lee et al., "Attention-Guided Supervised Contrastive Learning for Semantic
+        Segmentation" (AGCL), Eq. 3. Dao et al., "FlashAttention", NeurIPS 2022 (online
+        softmax, recomputation in backward).
 
     Examples:
         >>> import torch
