@@ -28,9 +28,10 @@ from typing import Literal
 import torch
 from torch import nn
 
-from agcl._validation import check_choice, check_ndim, check_tensor
+from agcl._validation import check_ndim, check_tensor
 from agcl.models._adapt import adapt_input_conv
 from agcl.models._blocks import BasicBlock, Bottleneck
+from agcl.models._checks import check_int, check_output_stride
 from agcl.models._registry import register_model
 
 __all__ = ["ResNet", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
@@ -69,11 +70,10 @@ class ResNet(nn.Module):
         zero_init_residual: bool = False,
     ) -> None:
         super().__init__()
-        for name, value, low in (("in_chans", in_chans, 1), ("num_classes", num_classes, 0),
-                                 ("base_width", base_width, 1)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{name} must be an int >= {low}; got {value!r}")
-        check_choice("output_stride", output_stride, (8, 16, 32))
+        check_int("in_chans", in_chans)
+        check_int("num_classes", num_classes, 0)
+        check_int("base_width", base_width)
+        check_output_stride(output_stride)
         self.in_chans = in_chans
         self.output_stride = int(output_stride)
         self.num_classes = num_classes
