@@ -56,6 +56,16 @@ class ResNet(nn.Module):
     Shape:
         - x: ``(B, in_chans, H, W)``.
         - ``forward`` output: ``(B, num_features)`` or ``(B, num_classes)``.
+
+    Raises:
+        ValueError: a bad option, or input with the wrong rank or channel count.
+
+    Examples:
+        >>> enc = ResNet(Bottleneck, (1, 1, 1, 1), in_chans=2, output_stride=8, base_width=4)
+        >>> enc.out_channels, enc.feature_strides
+        ((16, 32, 64, 128), (4, 8, 8, 8))
+        >>> enc(torch.zeros(2, 2, 24, 24)).shape
+        torch.Size([2, 128])
     """
 
     def __init__(
