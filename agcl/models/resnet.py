@@ -181,7 +181,8 @@ class ResNet(nn.Module):
         ``conv1.weight`` goes through :func:`adapt_input_conv` when its input channels differ
         from ``in_chans``; ``fc.*`` is dropped when this encoder has no ``fc`` or a different
         number of classes (its ``fc`` then keeps its fresh initialisation). Both are logged on
-        the ``agcl.models`` logger. Everything else must match exactly.
+        the ``agcl.models`` logger. ``fc.*`` and the BN ``num_batches_tracked`` counters (absent
+        from older published checkpoints) may be missing; everything else must match exactly.
 
         Raises:
             TypeError: ``state_dict`` is not a mapping.
@@ -204,7 +205,12 @@ class ResNet(nn.Module):
                         fc_w.shape[0], "no fc" if self.num_classes == 0
                         else f"a freshly initialised fc with {self.num_classes} classes")
         own = self.state_dict()
-        missing = sorted(set(own) - set(sd) - ({"fc.weight", "fc.bias"} if fc_w is not None else set()))
+        if self.num_classes > 0 and "fc.weight" not in sd:
+            logger.info("load_pretrained: no usable pretrained fc; the fc (%d classes) keeps its "
+                        "fresh initialisation", self.num_classes)
+        # fc is optional; num_batches_tracked is absent from older published checkpoints
+        missing = sorted(k for k in set(own) - set(sd)
+                         if not k.startswith("fc.") and not k.endswith("num_batches_tracked"))
         unexpected = sorted(set(sd) - set(own))
         bad = [f"{k}: expected {tuple(own[k].shape)}, got {tuple(sd[k].shape)}"
                for k in sorted(set(own) & set(sd)) if tuple(own[k].shape) != tuple(sd[k].shape)]

@@ -165,6 +165,17 @@ def test_pretrained_same_channels_loads_exactly_and_drops_fc(caplog):
         torch.testing.assert_close(v, sd[k], rtol=0, atol=0)
 
 
+def test_pretrained_without_counters_or_fc_loads(caplog):
+    # older published checkpoints lack the BN num_batches_tracked buffers; backbone-only dicts lack fc
+    sd = {k: v for k, v in _reference_weights().items()
+          if not k.endswith("num_batches_tracked") and not k.startswith("fc.")}
+    with caplog.at_level(logging.INFO, logger="agcl.models"):
+        enc = resnet18(base_width=8, num_classes=4, pretrained_state_dict=sd)
+    assert "keeps its fresh initialisation" in caplog.text
+    torch.testing.assert_close(enc.layer2[1].bn2.running_var, sd["layer2.1.bn2.running_var"],
+                               rtol=0, atol=0)
+
+
 def test_pretrained_mismatch_raises():
     sd = _reference_weights()
     with pytest.raises(ValueError, match=r"base_width.*shape mismatches .*bn1.bias: expected \(16,\), got \(8,\)"):
