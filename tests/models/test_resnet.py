@@ -116,6 +116,21 @@ def test_dilation_replaces_stride():
     assert all(m.dilation == (1, 1) for m in resnet50().modules() if isinstance(m, torch.nn.Conv2d))
 
 
+@pytest.mark.parametrize("output_stride, same", [(16, 3), (8, 2)])
+def test_dilation_only_changes_the_stages_past_the_output_stride(output_stride, same):
+    # same weights: the stages before the first dilated one compute exactly the same maps, and
+    # the dilated maps have the resolution the plain network had at that output stride
+    ref = resnet18(base_width=8).eval()
+    dil = resnet18(base_width=8, output_stride=output_stride).eval()
+    dil.load_state_dict(ref.state_dict())
+    x = torch.randn(2, 3, 64, 64)
+    a, b = ref.forward_features(x), dil.forward_features(x)
+    for i in range(same):
+        torch.testing.assert_close(b[i], a[i], rtol=0, atol=0)
+    assert not torch.allclose(b[-1].mean((2, 3)), a[-1].mean((2, 3)))
+    assert b[-1].shape[-1] == 64 // output_stride
+
+
 def test_dilated_encoders_share_the_state_dict_layout():
     a, b = resnet18(output_stride=32).state_dict(), resnet18(output_stride=8).state_dict()
     assert {k: v.shape for k, v in a.items()} == {k: v.shape for k, v in b.items()}
