@@ -11,12 +11,23 @@ HEAVY = ("scipy", "nibabel", "tqdm", "matplotlib", "triton")
 
 
 def test_import_agcl_loads_nothing_heavy():
+    # Compare with what torch and numpy load by themselves (some torch builds import tqdm).
     code = (
-        "import sys, agcl; "
-        f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))"
+        "import sys, torch, numpy; before = set(sys.modules); import agcl; "
+        f"print(','.join(m for m in {HEAVY!r} if m in sys.modules and m not in before))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "", f"import agcl pulled in: {out.stdout.strip()}"
+
+
+def test_light_subpackages_do_not_import_optional_dependencies():
+    code = (
+        "import sys, torch, numpy; before = set(sys.modules); "
+        "import agcl.losses, agcl.functional, agcl.kernels, agcl.models; "
+        f"print(','.join(m for m in {HEAVY!r} if m in sys.modules and m not in before))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "", f"light subpackages pulled in: {out.stdout.strip()}"
 
 
 def test_unknown_attribute_raises_attribute_error():
