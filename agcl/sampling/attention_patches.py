@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any, Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -220,7 +221,7 @@ class AttentionPatchSampler:
             raise ValueError(f"label must have the image's shape {shape}; got shape {tuple(lab.shape)}")
         if lab is not None and lab.is_floating_point():
             raise TypeError(f"label must be an integer label map; got dtype {lab.dtype}")
-        groups, flat, starts, counts = self._attention_groups(att, targets)
+        groups, flat, starts, counts = self._attention_groups(att, targets)  # flat: _Sorted
         centres, group = self._draw_centres(groups, flat, starts, counts, shape, gen)
         if self.max_patches is not None and centres.shape[0] > self.max_patches:
             keep = torch.randperm(centres.shape[0], generator=gen)[: self.max_patches].sort().values
@@ -238,8 +239,9 @@ class AttentionPatchSampler:
         """Attention voxels grouped by (code, slice) with one nonzero and one small-key sort.
 
         Returns ``groups`` (the non-empty wanted group ids ``code_slot * n_slices + slice``),
-        ``flat`` (flat voxel indices into the 3-D volume, sorted by group) and per-group
-        ``starts`` and ``counts`` into ``flat``. For a stack, ``code_slot`` is the map index.
+        the flat voxel indices into the 3-D volume in group order (lazily permuted) and
+        per-group ``starts`` and ``counts`` into them. For a stack, ``code_slot`` is the map
+        index.
         """
         shape = att.shape[-3:]
         n_sl = shape[self.axis]
@@ -261,12 +263,18 @@ class AttentionPatchSampler:
             n_slots = int(slot.max()) + 1 if slot.numel() else 1
             wanted = None if targets is None else torch.tensor(sorted({int(t) for t in targets if int(t) < n_slots}), dtype=torch.long)
         stride = int(torch.tensor(shape[self.axis + 1:]).prod()) if self.axis < 2 else 1
-        key = slot * n_sl + (flat // stride) % n_sl
+        sl = flat if stride == 1 else flat // stride
+        key = slot * n_sl + (sl % n_sl if _needs_modulo(self.axis) else sl)
         n_keys = n_slots * n_sl
         key = key.to(torch.int16 if n_keys < 2**15 else torch.int32)  # radix-friendly small keys
-        key_sorted, perm = torch.sort(key, stable=True)  # stable: voxels stay row-major in a group
-        flat = flat[perm]
-        counts = torch.bincount(key_sorted.long(), minlength=n_keys) if key.numel() else torch.zeros(n_keys, dtype=torch.long)
+        if key.device.type == "cpu":  # numpy's stable sort of 16-bit keys is a radix sort
+            kn = key.numpy()
+            perm = torch.from_numpy(np.argsort(kn, kind="stable"))
+            counts = torch.from_numpy(np.bincount(kn, minlength=n_keys).astype(np.int64))
+        else:
+            perm = torch.sort(key, stable=True).indices
+            counts = torch.bincount(key.long(), minlength=n_keys)
+        flat = _Sorted(flat, perm)  # stable: voxels stay row-major within a group
         starts = torch.cumsum(counts, 0) - counts
         present = counts > 0
         if wanted is not None:
@@ -295,9 +303,11 @@ class AttentionPatchSampler:
             idx = starts[groups].unsqueeze(1) + torch.minimum((u * cnt).long(), cnt - 1)
             centres = split(flat[idx.reshape(-1)])
         else:
-            owner = torch.repeat_interleave(torch.arange(g), counts[groups])
-            sel = torch.cat([torch.arange(s, s + n) for s, n in zip(starts[groups].tolist(), counts[groups].tolist())]) if g else flat[:0]
-            coords = split(flat[sel])[:, 1:]
+            lut = torch.full((counts.shape[0],), -1, dtype=torch.long)
+            lut[groups] = torch.arange(g)
+            owner = lut[torch.repeat_interleave(torch.arange(counts.shape[0]), counts)]
+            keep = owner >= 0
+            owner, coords = owner[keep], split(flat.gather_all()[keep])[:, 1:]
             lo = torch.full((g, 2), max(shape), dtype=torch.long).scatter_reduce(0, owner.unsqueeze(1).expand(-1, 2), coords, "amin")
             hi = torch.zeros((g, 2), dtype=torch.long).scatter_reduce(0, owner.unsqueeze(1).expand(-1, 2), coords, "amax")
             lo = (lo - m).clamp(min=0)
@@ -319,7 +329,7 @@ class AttentionPatchSampler:
         for slot in slots.tolist():  # one loop per organ
             mine = groups[groups // n_sl == slot]
             sel = torch.cat([torch.arange(s, s + n) for s, n in zip(starts[mine].tolist(), counts[mine].tolist())])
-            coords = split(flat[sel])
+            coords = split(flat[sel])  # one arange per (organ, slice)
             lo = (coords.min(0).values - torch.tensor([0, m, m])).clamp(min=0)
             hi = torch.minimum(coords.max(0).values + torch.tensor([0, m, m]), torch.tensor([n_sl - 1, shape[b] - 1, shape[c] - 1]))
             block = torch.zeros(*(hi - lo + 1).tolist())
@@ -347,7 +357,8 @@ class AttentionPatchSampler:
             target = codes[slot]
         else:
             target = slot
-        pad = float(img.min()) if self.image_pad_value is None else float(self.image_pad_value)
+        # the image minimum is only computed when some window crosses the border
+        pad: Any = (lambda: float(img.min())) if self.image_pad_value is None else float(self.image_pad_value)
         p = centres.shape[0]
         image = gather_windows(img, self.axis, centres, self.patch_size, pad).float()
         if att.ndim == 4:
@@ -358,16 +369,35 @@ class AttentionPatchSampler:
         else:
             attention = _equals(gather_windows(att, self.axis, centres, self.patch_size, 0), target)
         label = None
+        attention = attention.float().unsqueeze(1)
         if lab is not None and lab is att:  # ground truth used as attention: one gather serves both
-            label = attention.float().unsqueeze(1)
+            label = attention.clone()
         elif lab is not None:
             label = _equals(gather_windows(lab, self.axis, centres, self.patch_size, 0), target).float().unsqueeze(1)
         full = lambda v: torch.full((p,), int(v), dtype=torch.long)  # noqa: E731
         return PatchBatch(
-            image=image.unsqueeze(1), attention=attention.float().unsqueeze(1), label=label,
+            image=image.unsqueeze(1), attention=attention, label=label,
             target=target, modality=full(modality), volume_index=full(volume_index),
             slice_index=centres[:, 0].clone(), centre=centres[:, 1:].clone(),
         )
+
+
+class _Sorted:
+    """Flat indices seen through a permutation, gathered only where they are read."""
+
+    def __init__(self, flat: torch.Tensor, perm: torch.Tensor) -> None:
+        self.flat, self.perm = flat, perm
+
+    def __getitem__(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.flat[self.perm[idx]]
+
+    def gather_all(self) -> torch.Tensor:
+        return self.flat[self.perm]
+
+
+def _needs_modulo(axis: int) -> bool:
+    """Whether a slice index needs a modulo after the division by its stride."""
+    return axis != 0
 
 
 def _equals(windows: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -70,13 +70,15 @@ def window_index(
 
 
 def gather_windows(
-    vol: torch.Tensor, axis: int, centres: torch.Tensor, patch: tuple[int, int], pad_value: float
+    vol: torch.Tensor, axis: int, centres: torch.Tensor, patch: tuple[int, int],
+    pad_value: float | Callable[[], float],
 ) -> torch.Tensor:
     """Windows ``(P, h, w)`` of ``vol`` (3-D, any strides) around ``(slice, i, j)`` centres.
 
     Windows inside the volume are read through a sliding-window ``as_strided`` view with one
     advanced-indexing gather (no index tensor of size ``P*h*w``); windows that cross the
-    border go through :func:`window_index` with padding.
+    border go through :func:`window_index` with padding (``pad_value`` may be a callable,
+    evaluated only then).
     """
     dims = list(vol.shape)
     b, c = (k for k in range(3) if k != axis)
@@ -105,7 +107,7 @@ def gather_windows(
         sel = torch.nonzero(~inside).squeeze(1)
         flat, valid = window_index(dims, axis, centres[sel], patch)
         src = vol if vol.is_contiguous() else vol.contiguous()
-        fill = torch.as_tensor(pad_value, dtype=vol.dtype, device=vol.device)
+        fill = torch.as_tensor(pad_value() if callable(pad_value) else pad_value, dtype=vol.dtype, device=vol.device)
         out[sel] = torch.where(valid, torch.take(src, flat), fill)
     return out
 
