@@ -115,10 +115,10 @@ class _Painter:
         if kind == "ellipsoid":
             t = np.deg2rad(float(params.get("angle", 0.0)))
             ct, st = float(np.cos(t)), float(np.sin(t))
-            c, s = [float(v) for v in c], [float(v) for v in s]
-            dx, dy = p[0] - c[0], p[1] - c[1]
+            cf, sf = [float(v) for v in c], [float(v) for v in s]
+            dx, dy = p[0] - cf[0], p[1] - cf[1]
             u, v = ct * dx + st * dy, ct * dy - st * dx
-            level = np.sqrt((u / s[0]) ** 2 + (v / s[1]) ** 2 + ((p[2] - c[2]) / s[2]) ** 2)
+            level = np.sqrt((u / sf[0]) ** 2 + (v / sf[1]) ** 2 + ((p[2] - cf[2]) / sf[2]) ** 2)
         else:
             level = np.full(p[0].shape, np.inf, np.float32)
             for a, b in zip(pts[:-1], pts[1:]):
@@ -194,7 +194,7 @@ def make_phantom(
         val = base + (con - base) * enh if col else base
         return float(val + rng.normal(0, 7))
 
-    pnt = _Painter(shp, sp, rng)  # type: ignore[arg-type]
+    pnt = _Painter(shp, sp, rng)
     j = lambda s: rng.normal(0, s)  # noqa: E731 - jitter in mm
     g = rng.uniform(0.88, 1.12)  # organ size factor
     bx, by = 160 * rng.uniform(0.85, 1.12), 118 * rng.uniform(0.85, 1.1)

@@ -13,7 +13,7 @@ gathered with one flat ``torch.take`` per channel (in chunks, to bound memory).
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, Literal
 
@@ -50,15 +50,17 @@ class PatchBatch:
 
     def to(self, device: torch.device | str) -> PatchBatch:
         """A copy with every tensor on ``device``."""
-        return PatchBatch(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name).to(device)
-                             for f in fields(self)})
+        parts: dict[str, Any] = {f.name: None if getattr(self, f.name) is None else getattr(self, f.name).to(device)
+                                 for f in fields(self)}
+        return PatchBatch(**parts)
 
     def __getitem__(self, index: Any) -> PatchBatch:
         """The patches selected by ``index`` (an int, slice, index or boolean tensor)."""
         if isinstance(index, int):
             index = slice(index, index + 1) if index != -1 else slice(-1, None)
-        return PatchBatch(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[index]
-                             for f in fields(self)})
+        parts: dict[str, Any] = {f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[index]
+                                 for f in fields(self)}
+        return PatchBatch(**parts)
 
     def inputs(self, *, with_label: bool = False) -> torch.Tensor:
         """The network input: image and attention stacked, ``(P, 2, h, w)`` (3 with the label)."""
@@ -84,8 +86,9 @@ class PatchBatch:
         has = {b.label is not None for b in batches}
         if len(has) > 1:
             raise ValueError("batches must all have labels or all have label=None; got a mix")
-        return PatchBatch(**{f.name: None if getattr(batches[0], f.name) is None
-                             else torch.cat([getattr(b, f.name) for b in batches]) for f in fields(PatchBatch)})
+        parts: dict[str, Any] = {f.name: None if getattr(batches[0], f.name) is None
+                                 else torch.cat([getattr(b, f.name) for b in batches]) for f in fields(PatchBatch)}
+        return PatchBatch(**parts)
 
     @staticmethod
     def empty(patch_size: int | Sequence[int], *, with_label: bool = False) -> PatchBatch:
@@ -235,7 +238,7 @@ class AttentionPatchSampler:
 
     def _attention_groups(
         self, att: torch.Tensor, targets: Sequence[int] | None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, _Sorted, torch.Tensor, torch.Tensor]:
         """Attention voxels grouped by (code, slice) with one nonzero and one small-key sort.
 
         Returns ``groups`` (the non-empty wanted group ids ``code_slot * n_slices + slice``),
@@ -274,16 +277,16 @@ class AttentionPatchSampler:
         else:
             perm = torch.sort(key, stable=True).indices
             counts = torch.bincount(key.long(), minlength=n_keys)
-        flat = _Sorted(flat, perm)  # stable: voxels stay row-major within a group
+        ordered = _Sorted(flat, perm)  # stable: voxels stay row-major within a group
         starts = torch.cumsum(counts, 0) - counts
         present = counts > 0
         if wanted is not None:
             keep = torch.zeros(n_slots, dtype=torch.bool)
             keep[wanted] = True
             present &= keep.repeat_interleave(n_sl)
-        return torch.nonzero(present).squeeze(1), flat, starts, counts
+        return torch.nonzero(present).squeeze(1), ordered, starts, counts
 
-    def _draw_centres(self, groups: torch.Tensor, flat: torch.Tensor, starts: torch.Tensor, counts: torch.Tensor,
+    def _draw_centres(self, groups: torch.Tensor, flat: _Sorted, starts: torch.Tensor, counts: torch.Tensor,
                       shape: tuple[int, ...], gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """Centres ``(P, 3)`` as (slice, i, j) and the group of each, ``patches_per_slice`` per group."""
         a = self.axis
@@ -319,7 +322,9 @@ class AttentionPatchSampler:
             centres = torch.cat([sl, inplane], 2).reshape(-1, 3)
         return centres, groups.repeat_interleave(k)
 
-    def _draw_dilated(self, groups, flat, starts, counts, shape, gen, split):  # type: ignore[no-untyped-def]
+    def _draw_dilated(self, groups: torch.Tensor, flat: _Sorted, starts: torch.Tensor, counts: torch.Tensor,
+                      shape: tuple[int, ...], gen: torch.Generator,
+                      split: Callable[[torch.Tensor], torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """``"mask"`` mode with a margin: draw inside each group's in-plane dilated attention."""
         a = self.axis
         b, c = (d for d in range(3) if d != a)
