@@ -13,14 +13,13 @@ gathered with one flat ``torch.take`` per channel (in chunks, to bound memory).
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any, Literal
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 
+from agcl.sampling._centres import attention_groups, draw_centres
 from agcl.sampling.windows import as_tensor, gather_windows, normalise_axis, pair
 
 __all__ = ["AttentionPatchSampler", "PatchBatch"]
@@ -202,30 +201,33 @@ class AttentionPatchSampler:
             generator: overrides the sampler's generator for this call.
 
         Returns:
-            A :class:`PatchBatch`, ordered by target (in ``targets`` order), then slice. An
-            empty batch (with a warning) when no target has attention.
+            A :class:`PatchBatch` on the CPU (inputs on another device are copied to the CPU
+            first; use ``batch.to(device)``), ordered by organ code (map order for a stack),
+            then slice. An empty batch (with a warning) when no target has attention.
 
         Raises:
             TypeError, ValueError: inputs of the wrong type, rank or shape (shapes printed),
                 negative attention codes, or ``targets`` inconsistent with a stack.
         """
         gen = generator if generator is not None else self.generator
-        img = as_tensor("image", image)
+        img = as_tensor("image", image).cpu()  # sampling runs on the CPU; move the batch after
         if img.ndim != 3:
             raise ValueError(f"image must be a 3-D volume (D0, D1, D2); got shape {tuple(img.shape)}")
         shape = tuple(img.shape)
-        att = as_tensor("attention", attention)
+        att = as_tensor("attention", attention).cpu()
         if att.shape == shape or (att.ndim == 4 and tuple(att.shape[1:]) == shape):
             pass
         else:
             raise ValueError(f"attention must have the image's shape {shape} or (K, *{shape}); got shape {tuple(att.shape)}")
-        lab = None if label is None else att if label is attention else as_tensor("label", label)
+        lab = None if label is None else att if label is attention else as_tensor("label", label).cpu()
         if lab is not None and tuple(lab.shape) != shape:
             raise ValueError(f"label must have the image's shape {shape}; got shape {tuple(lab.shape)}")
         if lab is not None and lab.is_floating_point():
             raise TypeError(f"label must be an integer label map; got dtype {lab.dtype}")
-        groups, flat, starts, counts = self._attention_groups(att, targets)  # flat: _Sorted
-        centres, group = self._draw_centres(groups, flat, starts, counts, shape, gen)
+        groups, flat, starts, counts = attention_groups(att, targets, self.axis)
+        centres, group = draw_centres(groups, flat, starts, counts, shape, gen, axis=self.axis,
+                                      per_slice=self.patches_per_slice, mode=self.centre_mode,
+                                      margin=self.margin)
         if self.max_patches is not None and centres.shape[0] > self.max_patches:
             keep = torch.randperm(centres.shape[0], generator=gen)[: self.max_patches].sort().values
             centres, group = centres[keep], group[keep]
@@ -235,123 +237,6 @@ class AttentionPatchSampler:
                           "returning an empty PatchBatch", stacklevel=2)
             return PatchBatch.empty(self.patch_size, with_label=lab is not None)
         return self._cut(img, att, lab, centres, group, targets, modality, volume_index)
-
-    def _attention_groups(
-        self, att: torch.Tensor, targets: Sequence[int] | None
-    ) -> tuple[torch.Tensor, _Sorted, torch.Tensor, torch.Tensor]:
-        """Attention voxels grouped by (code, slice) with one nonzero and one small-key sort.
-
-        Returns ``groups`` (the non-empty wanted group ids ``code_slot * n_slices + slice``),
-        the flat voxel indices into the 3-D volume in group order (lazily permuted) and
-        per-group ``starts`` and ``counts`` into them. For a stack, ``code_slot`` is the map
-        index.
-        """
-        shape = att.shape[-3:]
-        n_sl = shape[self.axis]
-        vol_numel = shape[0] * shape[1] * shape[2]
-        src = att if att.is_contiguous() else att.contiguous()
-        flat = torch.nonzero(src.reshape(-1)).squeeze(1)
-        if att.ndim == 4:
-            k = att.shape[0]
-            if targets is not None and len(targets) != k:
-                raise ValueError(f"targets must give one code per attention map (K={k}); got {len(targets)}")
-            slot, flat = flat // vol_numel, flat % vol_numel
-            n_slots, wanted = k, None
-        else:
-            slot = src.reshape(-1)[flat].long()
-            if slot.numel() and int(slot.min()) < 0:
-                raise ValueError(f"attention label map must hold codes >= 0; got minimum {int(slot.min())}")
-            if targets is not None and any(int(t) <= 0 for t in targets):
-                raise ValueError(f"targets must be positive organ codes; got {list(targets)}")
-            n_slots = int(slot.max()) + 1 if slot.numel() else 1
-            wanted = None if targets is None else torch.tensor(sorted({int(t) for t in targets if int(t) < n_slots}), dtype=torch.long)
-        stride = int(torch.tensor(shape[self.axis + 1:]).prod()) if self.axis < 2 else 1
-        sl = flat if stride == 1 else flat // stride
-        key = slot * n_sl + (sl % n_sl if _needs_modulo(self.axis) else sl)
-        n_keys = n_slots * n_sl
-        key = key.to(torch.int16 if n_keys < 2**15 else torch.int32)  # radix-friendly small keys
-        if key.device.type == "cpu":  # numpy's stable sort of 16-bit keys is a radix sort
-            kn = key.numpy()
-            perm = torch.from_numpy(np.argsort(kn, kind="stable"))
-            counts = torch.from_numpy(np.bincount(kn, minlength=n_keys).astype(np.int64))
-        else:
-            perm = torch.sort(key, stable=True).indices
-            counts = torch.bincount(key.long(), minlength=n_keys)
-        ordered = _Sorted(flat, perm)  # stable: voxels stay row-major within a group
-        starts = torch.cumsum(counts, 0) - counts
-        present = counts > 0
-        if wanted is not None:
-            keep = torch.zeros(n_slots, dtype=torch.bool)
-            keep[wanted] = True
-            present &= keep.repeat_interleave(n_sl)
-        return torch.nonzero(present).squeeze(1), ordered, starts, counts
-
-    def _draw_centres(self, groups: torch.Tensor, flat: _Sorted, starts: torch.Tensor, counts: torch.Tensor,
-                      shape: tuple[int, ...], gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """Centres ``(P, 3)`` as (slice, i, j) and the group of each, ``patches_per_slice`` per group."""
-        a = self.axis
-        b, c = (d for d in range(3) if d != a)
-        n_sl, k, m = shape[a], self.patches_per_slice, self.margin
-        strides = [shape[1] * shape[2], shape[2], 1]
-
-        def split(f: torch.Tensor) -> torch.Tensor:
-            return torch.stack([(f // strides[d]) % shape[d] for d in (a, b, c)], -1)
-
-        if self.centre_mode == "mask" and m > 0:
-            return self._draw_dilated(groups, flat, starts, counts, shape, gen, split)
-        g = groups.shape[0]
-        if self.centre_mode == "mask":
-            u = torch.rand(g, k, generator=gen, dtype=torch.float64)
-            cnt = counts[groups].unsqueeze(1)
-            idx = starts[groups].unsqueeze(1) + torch.minimum((u * cnt).long(), cnt - 1)
-            centres = split(flat[idx.reshape(-1)])
-        else:
-            lut = torch.full((counts.shape[0],), -1, dtype=torch.long)
-            lut[groups] = torch.arange(g)
-            owner = lut[torch.repeat_interleave(torch.arange(counts.shape[0]), counts)]
-            keep = owner >= 0
-            owner, coords = owner[keep], split(flat.gather_all()[keep])[:, 1:]
-            lo = torch.full((g, 2), max(shape), dtype=torch.long).scatter_reduce(0, owner.unsqueeze(1).expand(-1, 2), coords, "amin")
-            hi = torch.zeros((g, 2), dtype=torch.long).scatter_reduce(0, owner.unsqueeze(1).expand(-1, 2), coords, "amax")
-            lo = (lo - m).clamp(min=0)
-            hi = torch.minimum(hi + m, torch.tensor([shape[b] - 1, shape[c] - 1]))
-            u = torch.rand(g, k, 2, generator=gen, dtype=torch.float64)
-            span = (hi - lo + 1).unsqueeze(1)
-            inplane = lo.unsqueeze(1) + torch.minimum((u * span).long(), span - 1)
-            sl = (groups % n_sl).view(-1, 1, 1).expand(-1, k, 1)
-            centres = torch.cat([sl, inplane], 2).reshape(-1, 3)
-        return centres, groups.repeat_interleave(k)
-
-    def _draw_dilated(self, groups: torch.Tensor, flat: _Sorted, starts: torch.Tensor, counts: torch.Tensor,
-                      shape: tuple[int, ...], gen: torch.Generator,
-                      split: Callable[[torch.Tensor], torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """``"mask"`` mode with a margin: draw inside each group's in-plane dilated attention."""
-        a = self.axis
-        b, c = (d for d in range(3) if d != a)
-        n_sl, k, m = shape[a], self.patches_per_slice, self.margin
-        slots = torch.unique(groups // n_sl)
-        out_c, out_g = [], []
-        for slot in slots.tolist():  # one loop per organ
-            mine = groups[groups // n_sl == slot]
-            sel = torch.cat([torch.arange(s, s + n) for s, n in zip(starts[mine].tolist(), counts[mine].tolist())])
-            coords = split(flat[sel])  # one arange per (organ, slice)
-            lo = (coords.min(0).values - torch.tensor([0, m, m])).clamp(min=0)
-            hi = torch.minimum(coords.max(0).values + torch.tensor([0, m, m]), torch.tensor([n_sl - 1, shape[b] - 1, shape[c] - 1]))
-            block = torch.zeros(*(hi - lo + 1).tolist())
-            rel = coords - lo
-            block[rel[:, 0], rel[:, 1], rel[:, 2]] = 1.0
-            grown = torch.nonzero(F.max_pool2d(block.unsqueeze(1), 2 * m + 1, stride=1, padding=m).squeeze(1)) + lo
-            sl_counts = torch.bincount(grown[:, 0], minlength=n_sl)  # grown is sorted by slice
-            sl_starts = torch.cumsum(sl_counts, 0) - sl_counts
-            sls = mine % n_sl
-            cnt = sl_counts[sls].unsqueeze(1)
-            u = torch.rand(sls.shape[0], k, generator=gen, dtype=torch.float64)
-            idx = sl_starts[sls].unsqueeze(1) + torch.minimum((u * cnt).long(), cnt - 1)
-            out_c.append(grown[idx.reshape(-1)])
-            out_g.append(mine.repeat_interleave(k))
-        if not out_c:
-            return torch.zeros(0, 3, dtype=torch.long), groups[:0]
-        return torch.cat(out_c), torch.cat(out_g)
 
     def _cut(self, img: torch.Tensor, att: torch.Tensor, lab: torch.Tensor | None, centres: torch.Tensor,
              group: torch.Tensor, targets: Sequence[int] | None, modality: int, volume_index: int) -> PatchBatch:
@@ -385,24 +270,6 @@ class AttentionPatchSampler:
             target=target, modality=full(modality), volume_index=full(volume_index),
             slice_index=centres[:, 0].clone(), centre=centres[:, 1:].clone(),
         )
-
-
-class _Sorted:
-    """Flat indices seen through a permutation, gathered only where they are read."""
-
-    def __init__(self, flat: torch.Tensor, perm: torch.Tensor) -> None:
-        self.flat, self.perm = flat, perm
-
-    def __getitem__(self, idx: torch.Tensor) -> torch.Tensor:
-        return self.flat[self.perm[idx]]
-
-    def gather_all(self) -> torch.Tensor:
-        return self.flat[self.perm]
-
-
-def _needs_modulo(axis: int) -> bool:
-    """Whether a slice index needs a modulo after the division by its stride."""
-    return axis != 0
 
 
 def _equals(windows: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
