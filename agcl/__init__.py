@@ -38,10 +38,27 @@ _SUBMODULES = (
     "sampling",
 )
 
-__all__ = sorted(_LAZY_ATTRS) + list(_SUBMODULES) + ["__version__"]
+__all__ = [
+    "AttentionPatchDataset",
+    "AttentionPatchSampler",
+    "ModalTargetSupConLoss",
+    "PairAug",
+    "PatchBatch",
+    "SoftDiceLoss",
+    "__version__",
+    "augment",
+    "data",
+    "functional",
+    "kernels",
+    "losses",
+    "metrics",
+    "models",
+    "pipeline",
+    "sampling",
+]
 
 if TYPE_CHECKING:  # pragma: no cover - for static analysers only
-    from agcl import (  # noqa: F401
+    from agcl import (
         augment,
         data,
         functional,

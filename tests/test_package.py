@@ -35,6 +35,10 @@ def test_unknown_attribute_raises_attribute_error():
         agcl.NotAThing  # noqa: B018
 
 
+def test_all_lists_exactly_the_lazy_names():
+    assert set(agcl.__all__) == set(agcl._LAZY_ATTRS) | set(agcl._SUBMODULES) | {"__version__"}
+
+
 def test_every_public_name_resolves():
     for name in agcl.__all__:
         assert getattr(agcl, name) is not None, name
