@@ -123,10 +123,10 @@ def test_saves_only_linear_memory():
     assert saved and max(saved) <= m * d < 64 * m
 
 
-def test_default_block_size_targets_32_mib():
+def test_default_block_size_targets_64_mib():
     for m in (1000, 4096, 16384, 65536, 262144):
         b = default_block_size(m)
-        assert 16 * 2**20 < b * m * 4 <= 32 * 2**20 or b in (16, m)
+        assert 32 * 2**20 < b * m * 4 <= 64 * 2**20 or b in (16, m)
 
 
 def test_bad_arguments():
