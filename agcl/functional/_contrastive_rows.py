@@ -111,9 +111,16 @@ def build_rows(
 
 
 def positive_keys(cols: torch.Tensor, has_partial: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Compact integer keys: one per distinct label row (positives), and per modality."""
-    _, key = torch.unique(cols, dim=0, return_inverse=True)
-    mod_key = None
-    if has_partial:
-        _, mod_key = torch.unique(cols[:, 0], return_inverse=True)
-    return key, mod_key
+    """Compact integer keys: one per distinct label row (positives), and per modality.
+
+    Each column is compacted to ``0 .. n_c - 1`` first (``torch.unique``), then the columns are
+    combined by integer arithmetic (``key * n_c + col``), which stays below ``M ** K``.
+    """
+    key = None
+    compact = []
+    for col in cols.unbind(1):
+        values, inverse = torch.unique(col, return_inverse=True)
+        compact.append(inverse)
+        key = inverse if key is None else key * values.numel() + inverse
+    _, key = torch.unique(key, return_inverse=True)
+    return key, (compact[0] if has_partial else None)
