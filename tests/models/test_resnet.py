@@ -230,7 +230,7 @@ def test_bad_options(kwargs, match):
 
 
 def test_keyword_only():
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="positional argument"):
         resnet18(2)  # type: ignore[misc]
 
 
