@@ -29,7 +29,7 @@ $(VENV)/.agcl-dev-installed: pyproject.toml | $(PY)
 	@touch $@ $(VENV)/.agcl-installed
 
 demo: $(VENV)/.agcl-installed
-	$(PY) examples/quickstart_loss.py
+	$(PY) examples/btcv_full.py
 
 test: $(VENV)/.agcl-dev-installed
 	$(PY) -m pytest -m "not slow and not cuda" $(PYTEST_ARGS)
@@ -44,7 +44,10 @@ lint: $(VENV)/.agcl-dev-installed
 	$(PY) -m ruff check agcl tests benchmarks examples
 
 bench: $(VENV)/.agcl-dev-installed
+	$(PY) -m pip install -e ".[bench]"
 	$(PY) benchmarks/bench_loss.py
+	$(PY) benchmarks/bench_data.py
+	$(PY) benchmarks/bench_models.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
