@@ -1,0 +1,62 @@
+"""The projection head used during contrastive pre-training (stage 2)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from agcl._validation import check_ndim, check_tensor
+
+__all__ = ["ProjectionHead"]
+
+
+class ProjectionHead(nn.Module):
+    """Two dense layers with a ReLU between: ``in -> hidden -> out`` (2048 -> 2048 -> 256).
+
+    The output is *not* normalised: the contrastive loss normalises its inputs. The head is
+    discarded after pre-training; the segmentation stage uses the encoder's feature maps.
+
+    Args:
+        in_features: the encoder's pooled feature size (``encoder.num_features``).
+        hidden_features: width of the hidden layer.
+        out_features: size of the projected embedding.
+
+    Shape:
+        - x: ``(B, in_features)``.
+        - output: ``(B, out_features)``.
+
+    Raises:
+        ValueError: a size is not a positive int, or ``x`` has the wrong shape.
+
+    References:
+        The AGCL paper, supplementary 6.1 ("a projection network p consisting of two dense
+        layers with output dimension of 2048 and 256"); T. Chen et al., SimCLR, ICML 2020.
+
+    Examples:
+        >>> head = ProjectionHead(64, 64, 16)
+        >>> head(torch.randn(3, 64)).shape
+        torch.Size([3, 16])
+    """
+
+    def __init__(self, in_features: int = 2048, hidden_features: int = 2048,
+                 out_features: int = 256) -> None:
+        super().__init__()
+        for name, value in (("in_features", in_features), ("hidden_features", hidden_features),
+                            ("out_features", out_features)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int; got {value!r}")
+        self.in_features = in_features
+        self.out_features = out_features
+        self.fc1 = nn.Linear(in_features, hidden_features)
+        self.relu = nn.ReLU(inplace=True)
+        self.fc2 = nn.Linear(hidden_features, out_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_tensor("x", x)
+        check_ndim("x", x, (2,), f"(B, in_features={self.in_features})")
+        if x.shape[1] != self.in_features:
+            raise ValueError(
+                f"x must have in_features={self.in_features} columns; got shape {tuple(x.shape)}. "
+                f"Build the head with in_features={x.shape[1]} (the encoder's num_features)"
+            )
+        return self.fc2(self.relu(self.fc1(x)))
