@@ -203,7 +203,7 @@ class ResNet(nn.Module):
                 "state_dict does not fit this encoder (check the depth and base_width it was "
                 f"trained with): missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
                 f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}, "
-                f"shape mismatches {bad[:3]}{'...' if len(bad) > 3 else ''}"
+                f"{len(bad)} shape mismatches {bad[:3]}{'...' if len(bad) > 3 else ''}"
             )
         self.load_state_dict(sd, strict=False)
 

@@ -1,0 +1,124 @@
+"""Functional soft Dice loss (AGCL Eq. 1), the segmentation loss of stage 3."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+from agcl._validation import check_choice, check_positive, check_tensor
+from agcl.functional._contrastive_rows import warn_user
+
+__all__ = ["soft_dice_loss"]
+
+Activation = Literal["softmax", "sigmoid"]
+ACTIVATIONS: tuple[str | None, ...] = ("softmax", "sigmoid", None)
+
+
+def _one_hot_target(target: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """``target`` as a float ``(B, C, ...)`` map matching ``logits``."""
+    b, c = logits.shape[:2]
+    spatial = tuple(logits.shape[2:])
+    if tuple(target.shape) == tuple(logits.shape):
+        return target.to(torch.float32)
+    if tuple(target.shape) in ((b, *spatial), (b, 1, *spatial)):
+        if target.is_floating_point() or target.dtype == torch.bool:
+            if c == 1:
+                return target.reshape(b, 1, *spatial).to(torch.float32)
+            raise TypeError(
+                f"target of shape {tuple(target.shape)} holds class indices and must be an integer "
+                f"tensor; got {target.dtype} (or pass a one-hot target shaped like logits "
+                f"{tuple(logits.shape)})"
+            )
+        labels = target.reshape(b, *spatial).long()
+        if c == 1:
+            return labels.unsqueeze(1).clamp_max(1).to(torch.float32)
+        lo, hi = int(labels.min()), int(labels.max())
+        if lo < 0 or hi >= c:
+            raise ValueError(f"target class indices must lie in [0, {c - 1}] for C={c}; got [{lo}, {hi}]")
+        one_hot = torch.zeros(logits.shape, dtype=torch.float32, device=logits.device)
+        return one_hot.scatter_(1, labels.unsqueeze(1), 1.0)
+    raise ValueError(
+        f"target must be (B, *spatial) or (B, 1, *spatial) class indices, or one-hot shaped like "
+        f"logits; got logits {tuple(logits.shape)} and target {tuple(target.shape)}"
+    )
+
+
+def soft_dice_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    activation: Activation | None = "softmax",
+    include_background: bool = True,
+    smooth_nr: float = 1e-5,
+    smooth_dr: float = 1e-5,
+    reduction: Literal["mean", "sum", "none"] = "mean",
+    batch_dice: bool = False,
+) -> torch.Tensor:
+    """Soft Dice loss ``1 - (2 sum p y + smooth_nr) / (sum p + sum y + smooth_dr)`` per channel.
+
+    Args:
+        logits: network outputs (probabilities when ``activation=None``).
+        target: integer class indices ``(B, *spatial)`` / ``(B, 1, *spatial)``, or a one-hot /
+            soft target shaped like ``logits``. With ``C = 1`` a binary mask.
+        activation: ``"softmax"`` over channels (needs ``C >= 2``), ``"sigmoid"`` per channel,
+            or ``None``.
+        include_background: keep channel 0 (set ``False`` to drop it; needs ``C >= 2``).
+        smooth_nr, smooth_dr: added to numerator and denominator; equal values make an empty
+            target with an empty prediction score 0 (not NaN).
+        reduction: ``"mean"`` or ``"sum"`` over (batch, channel) terms, or ``"none"``.
+        batch_dice: pool the sums over the batch before the ratio (one Dice per channel).
+
+    Shape:
+        - logits: ``(B, C, H, W)`` or ``(B, C, H, W, D)``.
+        - target: ``(B, H, W[, D])``, ``(B, 1, H, W[, D])`` or like ``logits``.
+        - output: scalar, or ``(B, C')`` (``(C',)`` with ``batch_dice``) for ``"none"``.
+
+    Returns:
+        The float32 loss.
+
+    Raises:
+        TypeError: non-tensor input, float class indices.
+        ValueError: bad shapes (both are printed), class indices out of range, unknown
+            activation/reduction, softmax with one channel, negative smoothing.
+
+    References:
+        Tang et al., AGCL, Eq. 1. Milletari et al., "V-Net", 3DV 2016.
+
+    Examples:
+        >>> logits = torch.tensor([[[[9.0, -9.0]], [[-9.0, 9.0]]]])  # (1, 2, 1, 2)
+        >>> round(float(soft_dice_loss(logits, torch.tensor([[[0, 1]]]))), 3)
+        0.0
+    """
+    check_tensor("logits", logits)
+    check_tensor("target", target)
+    if logits.ndim not in (4, 5) or not logits.is_floating_point():
+        raise ValueError(
+            f"logits must be a float (B, C, H, W) or (B, C, H, W, D) tensor; got shape "
+            f"{tuple(logits.shape)} and dtype {logits.dtype}"
+        )
+    check_choice("activation", activation, ACTIVATIONS)
+    check_choice("reduction", reduction, ("mean", "sum", "none"))
+    check_positive("smooth_nr", smooth_nr, allow_zero=True)
+    check_positive("smooth_dr", smooth_dr, allow_zero=True)
+    c = logits.shape[1]
+    if activation == "softmax" and c == 1:
+        raise ValueError("activation='softmax' needs C >= 2 channels; got C=1 (use 'sigmoid')")
+    with torch.autocast(logits.device.type, enabled=False):
+        x = logits.float()
+        prob = x.softmax(1) if activation == "softmax" else x.sigmoid() if activation else x
+        onehot = _one_hot_target(target, logits)
+        if not include_background:
+            if c == 1:
+                warn_user("include_background=False is ignored with a single channel")
+            else:
+                prob, onehot = prob[:, 1:], onehot[:, 1:]
+        dims = tuple(range(2, x.ndim))
+        if batch_dice:
+            dims = (0, *dims)
+        inter = (prob * onehot).sum(dims)
+        denom = prob.sum(dims) + onehot.sum(dims)
+        dice = 1.0 - (2.0 * inter + smooth_nr) / (denom + smooth_dr)
+    if reduction == "mean":
+        return dice.mean()
+    return dice.sum() if reduction == "sum" else dice

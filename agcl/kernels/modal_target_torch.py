@@ -1,0 +1,218 @@
+"""Blocked, memory-lean contrastive log-sum-exp in pure torch (the CPU/GPU production path).
+
+For anchors ``i`` (rows ``a .. a+A-1`` of ``z``) it returns
+
+    lse_i = log sum_{j != a+i} exp(z_{a+i} . z_j / T)
+
+without ever holding the ``A x M`` similarity matrix: the anchors are processed in blocks of
+``block_size`` rows, one ``(block, M)`` float temporary at a time, and backward recomputes each
+block from ``z`` and the saved ``lse`` (flash-attention style). Only ``z`` and the ``(A,)``
+statistics are saved for backward.
+
+The maths, in base 2 (``exp2`` is cheaper than ``exp`` on CPU, and ``log2(e)`` folds into the
+scaling for free), with ``c = log2(e) / T``:
+
+* forward, per block ``I``: ``X_Ij = c z_i . z_j - m_i`` through one matmul of ``[c z_I, -m_I]``
+  with ``[z, 1]`` (the shift rides along as an extra column). ``m_i = c |z_i| max_j |z_j|`` is an
+  upper bound of the row (Cauchy-Schwarz), so ``exp2`` never overflows and no max pass is needed.
+  The diagonal ``j = a+i`` is set to ``-inf``; ``lse2_i = m_i + log2 sum_j exp2(X_ij)``. A row whose
+  sum falls below ``2**-60`` (possible only with a very small ``T`` and nearly antipodal rows)
+  is recomputed with its exact maximum, so no precision is lost to denormals.
+* backward, given ``g = dL/dlse``, with ``p_ij = exp(s_ij - lse_i)`` (0 on the diagonal) and
+  ``G_ij = g_i p_ij``: ``dz = (1/T) (scatter_a(G z) + G^T z_anchors)``. When every row is an
+  anchor (``A == M``) the similarity is symmetric, so ``(G^T)_Ij = g_j exp(s_ij - lse_j)`` comes
+  from the same recomputed block and ``dz_I = (1/T) (G_I + (G^T)_I) z``: one matmul to
+  recompute, one to apply, three in all with the forward. When ``g >= 0`` (every reduction of
+  the loss), ``log2 g`` joins the shift column so ``exp2`` yields ``G`` directly.
+
+References:
+    Dao et al., "FlashAttention", NeurIPS 2022 (recomputation in backward).
+    Tang et al., "Attention-Guided Supervised Contrastive Learning for Semantic Segmentation"
+    (the AGCL paper, Eq. 3).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = ["contrastive_lse_torch", "default_block_size"]
+
+_LOG2E = 1.0 / math.log(2.0)
+_LN2 = math.log(2.0)
+# Sums below this are recomputed with the exact row maximum (fp32 normals end at 2**-126).
+_TINY_SUM = 2.0**-60
+# A finite stand-in for log2(0): exp2(s + _NEG) == 0 for any |s| the bound shift allows.
+_NEG = -1.0e4
+_TEMP_BYTES = 32 * 2**20
+
+
+def default_block_size(m: int, itemsize: int = 4) -> int:
+    """Rows per block so that one ``(block, m)`` temporary takes about 32 MiB (16 to ``m``).
+
+    Examples:
+        >>> default_block_size(16384), default_block_size(65536), default_block_size(10)
+        (512, 128, 10)
+    """
+    rows = max(1, _TEMP_BYTES // max(1, itemsize * m))
+    block = 1 << (rows.bit_length() - 1)  # largest power of two <= rows
+    return max(1, min(m, max(16, block)))
+
+
+def _aug(x: torch.Tensor, col: torch.Tensor | float) -> torch.Tensor:
+    """``[x, col]``: ``x`` with one extra column (a vector or a constant)."""
+    out = torch.empty(x.shape[0], x.shape[1] + 1, dtype=x.dtype, device=x.device)
+    out[:, :-1] = x
+    out[:, -1] = col
+    return out
+
+
+def _blocks(n: int, block: int) -> range:
+    return range(0, n, block)
+
+
+@torch.no_grad()
+def _forward(z: torch.Tensor, c: float, a: int, n_anchors: int, block: int) -> torch.Tensor:
+    """Base-2 log-sum-exp (``lse / ln 2``) of every anchor row, without gradients."""
+    m_rows = z.shape[0]
+    norms = torch.linalg.vector_norm(z, dim=1)
+    shift = norms * (c * float(norms.max()))  # (M,) upper bound of c z_i . z_j over j
+    right = _aug(z, 1.0)  # [z, 1]
+    lse2 = torch.empty(n_anchors, dtype=z.dtype, device=z.device)
+    buf = torch.empty(min(block, n_anchors), m_rows, dtype=z.dtype, device=z.device)
+    for i0 in _blocks(n_anchors, block):
+        i1 = min(i0 + block, n_anchors)
+        rows = slice(a + i0, a + i1)
+        left = _aug(z[rows] * c, -shift[rows])
+        x = buf[: i1 - i0]
+        torch.mm(left, right.T, out=x)
+        x.diagonal(offset=a + i0).fill_(-math.inf)
+        torch.exp2(x, out=x)
+        lse2[i0:i1] = shift[rows] + torch.log2(x.sum(dim=1))
+    small = ~(lse2 - shift[a : a + n_anchors] >= math.log2(_TINY_SUM))
+    if bool(small.any()):  # exact maximum for the rare rows the bound shift underflowed
+        idx = small.nonzero().squeeze(1)
+        s = (z[a + idx] * c) @ z.T
+        s[torch.arange(idx.numel(), device=z.device), a + idx] = -math.inf
+        lse2[idx] = torch.logsumexp(s * _LN2, dim=1) * _LOG2E
+    return lse2
+
+
+@torch.no_grad()
+def _backward(
+    z: torch.Tensor, lse2: torch.Tensor, g: torch.Tensor, c: float, a: int, block: int
+) -> torch.Tensor:
+    """``dz`` (without the ``1/T`` factor) for upstream gradient ``g`` of the anchors' lse."""
+    m_rows, n_anchors = z.shape[0], g.shape[0]
+    dz = torch.zeros_like(z)
+    fold = bool((g >= 0).all())  # fold log2 g into the shift column
+    if fold:
+        row_shift = -lse2 + torch.log2(g).clamp_min(_NEG)
+    else:
+        row_shift = -lse2
+    symmetric = a == 0 and n_anchors == m_rows
+    right = _aug(z, 1.0)
+    if symmetric:
+        right_t = _aug(z, row_shift)  # [z, -lse2_j (+ log2 g_j)]
+        buf2 = torch.empty(min(block, n_anchors), m_rows, dtype=z.dtype, device=z.device)
+    buf = torch.empty(min(block, n_anchors), m_rows, dtype=z.dtype, device=z.device)
+    for i0 in _blocks(n_anchors, block):
+        i1 = min(i0 + block, n_anchors)
+        rows = slice(a + i0, a + i1)
+        zc = z[rows] * c
+        p = buf[: i1 - i0]
+        torch.mm(_aug(zc, row_shift[i0:i1]), right.T, out=p)  # log2 of G_Ij (or p_Ij)
+        p.diagonal(offset=a + i0).fill_(-math.inf)
+        torch.exp2(p, out=p)
+        if not fold:
+            p.mul_(g[i0:i1, None])
+        if symmetric:
+            q = buf2[: i1 - i0]
+            torch.mm(_aug(zc, 1.0), right_t.T, out=q)  # log2 of (G^T)_Ij (or p_jI)
+            q.diagonal(offset=i0).fill_(-math.inf)
+            torch.exp2(q, out=q)
+            if not fold:
+                q.mul_(g[None, :])
+            p.add_(q)
+            torch.mm(p, z, out=dz[rows])
+        else:
+            dz[rows] += p @ z
+            dz.addmm_(p.T, z[rows])
+    return dz
+
+
+class _ContrastiveLSE(torch.autograd.Function):
+    """Autograd wrapper: saves ``z`` and the ``(A,)`` base-2 lse only."""
+
+    @staticmethod
+    def forward(ctx, z, temperature, anchor_start, num_anchors, block_size):  # type: ignore[override]
+        c = _LOG2E / temperature
+        if z.shape[0] == 1:  # a lone row has no other row: empty sum
+            lse2 = torch.full((num_anchors,), -math.inf, dtype=z.dtype, device=z.device)
+        else:
+            lse2 = _forward(z, c, anchor_start, num_anchors, block_size)
+        ctx.save_for_backward(z, lse2)
+        ctx.meta = (c, temperature, anchor_start, block_size)
+        return lse2 * _LN2
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        z, lse2 = ctx.saved_tensors
+        c, temperature, anchor_start, block_size = ctx.meta
+        if z.shape[0] == 1 or not ctx.needs_input_grad[0]:
+            return torch.zeros_like(z), None, None, None, None
+        dz = _backward(z, lse2, grad.to(z.dtype), c, anchor_start, block_size)
+        return dz.mul_(1.0 / temperature), None, None, None, None
+
+
+def contrastive_lse_torch(
+    z: torch.Tensor,
+    temperature: float,
+    *,
+    anchor_start: int = 0,
+    num_anchors: int | None = None,
+    block_size: int | None = None,
+) -> torch.Tensor:
+    """Row log-sum-exp of the contrastive logits, excluding self-similarity, in row blocks.
+
+    Args:
+        z: the contrast set, one row per view (already normalised and gathered by the caller).
+        temperature: ``T > 0``; the logits are ``z_i . z_j / T``.
+        anchor_start: first anchor row ``a``.
+        num_anchors: number of anchors ``A`` (rows ``a .. a+A-1``); ``None`` means every row.
+        block_size: anchor rows per block; ``None`` picks :func:`default_block_size`.
+
+    Shape:
+        - z: ``(M, D)`` float32 or float64 (float64 is kept, for tests).
+        - output: ``(A,)``, same dtype as ``z``.
+
+    Returns:
+        ``lse_i = log sum_{j != a+i} exp(z_{a+i} . z_j / T)``; ``-inf`` when ``M == 1``.
+        Differentiable w.r.t. ``z``; extra memory ``O(block_size * M)``.
+
+    Raises:
+        ValueError: bad shapes, anchor range or block size.
+
+    Examples:
+        >>> z = torch.nn.functional.normalize(torch.randn(6, 3, dtype=torch.float64), dim=1)
+        >>> s = z @ z.T / 0.5
+        >>> ref = torch.logsumexp(s.masked_fill(torch.eye(6, dtype=torch.bool), -float("inf")), 1)
+        >>> torch.allclose(contrastive_lse_torch(z, 0.5, block_size=4), ref)
+        True
+    """
+    if z.ndim != 2:
+        raise ValueError(f"z must be 2-D (M, D); got shape {tuple(z.shape)}")
+    m_rows = z.shape[0]
+    n_anchors = m_rows - anchor_start if num_anchors is None else num_anchors
+    if anchor_start < 0 or n_anchors < 0 or anchor_start + n_anchors > m_rows:
+        raise ValueError(
+            f"anchor_start={anchor_start}, num_anchors={num_anchors} must select rows of z "
+            f"with shape {tuple(z.shape)}"
+        )
+    if block_size is not None and block_size < 1:
+        raise ValueError(f"block_size must be a positive integer or None; got {block_size}")
+    if m_rows == 0 or n_anchors == 0:
+        return z.new_zeros(0) + 0.0 * z.sum()
+    block = block_size or default_block_size(m_rows, z.element_size())
+    return _ContrastiveLSE.apply(z.contiguous(), float(temperature), anchor_start, n_anchors, block)

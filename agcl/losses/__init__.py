@@ -1,0 +1,8 @@
+"""Loss modules: the modal-target contrastive loss (stage 2) and soft Dice (stage 3)."""
+
+from __future__ import annotations
+
+from agcl.losses.dice import SoftDiceLoss
+from agcl.losses.modal_target import ModalTargetSupConLoss
+
+__all__ = ["ModalTargetSupConLoss", "SoftDiceLoss"]
