@@ -1,0 +1,308 @@
+"""Synthetic abdominal CT phantoms with all 13 BTCV organs, written in the BTCV layout.
+
+The anatomy is defined in physical millimetres (RAS+: x to the patient's right, y anterior,
+z superior; origin at the centre of the field of view), so any shape and spacing work. Each
+subject draws its own body size, organ positions, sizes, rotations and a smooth random
+deformation; intensities are per-organ HU means for a contrast-enhanced (portal-venous) or a
+non-contrast scan, with per-subject jitter, a smooth bias field, partial-volume blur and
+Gaussian noise. Organs are painted in an anatomical order so that neighbours (liver/right
+kidney/IVC/gallbladder, stomach/spleen, pancreas/splenic vein, ...) touch. docs/data.md
+describes what is modelled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import nibabel as nib
+import numpy as np
+from scipy import ndimage
+
+from agcl.data.btcv import Case
+
+__all__ = [
+    "DEFAULT_SHAPE",
+    "DEFAULT_SPACING",
+    "MODALITIES",
+    "make_phantom",
+    "phantom_affine",
+    "write_btcv_like",
+]
+
+#: Default grid: about 352 x 352 x 200 mm, small enough for a CPU demo.
+DEFAULT_SHAPE: tuple[int, int, int] = (128, 128, 40)
+DEFAULT_SPACING: tuple[float, float, float] = (2.75, 2.75, 5.0)
+MODALITIES: tuple[str, ...] = ("contrast", "non-contrast")
+
+# tissue -> (non-contrast HU, contrast HU)
+_HU: dict[str, tuple[float, float]] = {
+    "air": (-1000, -1000), "fat": (-100, -95), "muscle": (50, 62), "bowel": (25, 70),
+    "gas": (-750, -750), "bone": (450, 460), "canal": (25, 30), "liver": (56, 108),
+    "spleen": (46, 118), "cortex": (32, 175), "medulla": (28, 105), "gallbladder": (12, 14),
+    "esophagus": (40, 68), "stomach": (40, 92), "lumen": (10, 12), "aorta": (42, 190),
+    "ivc": (40, 125), "portal": (42, 160), "pancreas": (42, 98), "adrenal": (30, 58),
+}
+_DEF_AMP = 5.0  # mm, per displacement component
+
+
+def phantom_affine(shape: Sequence[int], spacing: Sequence[float]) -> np.ndarray:
+    """The RAS affine of a phantom grid centred on the world origin.
+
+    Examples:
+        >>> phantom_affine((3, 3, 3), (2.0, 2.0, 5.0))[:3, 3].tolist()
+        [-2.0, -2.0, -5.0]
+    """
+    aff = np.diag([*(float(s) for s in spacing), 1.0])
+    aff[:3, 3] = [-(n - 1) / 2 * s for n, s in zip(shape, spacing)]
+    return aff
+
+
+class _Painter:
+    """Evaluates shapes on the warped grid inside their bounding boxes and paints them."""
+
+    def __init__(self, shape: tuple[int, int, int], spacing: tuple[float, float, float], rng: np.random.Generator):
+        self.rng = rng
+        self.axes = [((np.arange(n) - (n - 1) / 2) * s).astype(np.float32) for n, s in zip(shape, spacing)]
+        x, y, z = np.meshgrid(*self.axes, indexing="ij", sparse=True)
+        self.warped = [c + self._smooth((x, y, z), _DEF_AMP, 100.0, 260.0) for c in (x, y, z)]
+        self.field = self._smooth((x, y, z), 1.0, 40.0, 120.0)  # intensity bias in [-1, 1]-ish
+        self.hu = np.full(shape, _HU["air"][0], np.float32)
+        self.lab = np.zeros(shape, np.int16)
+
+    def _smooth(self, pts, amp: float, lo: float, hi: float, k: int = 3) -> np.ndarray:
+        out = 0.0
+        for _ in range(k):
+            d = self.rng.normal(size=3)
+            w = 2 * np.pi / self.rng.uniform(lo, hi) * d / np.linalg.norm(d)
+            out = out + np.sin(w[0] * pts[0] + w[1] * pts[1] + w[2] * pts[2] + self.rng.uniform(0, 2 * np.pi))
+        return (amp / np.sqrt(k) * out).astype(np.float32)
+
+    def _block(self, lo: np.ndarray, hi: np.ndarray) -> tuple[slice, ...] | None:
+        sl = []
+        for ax, a, b in zip(self.axes, lo - 2 * _DEF_AMP, hi + 2 * _DEF_AMP):
+            i0, i1 = np.searchsorted(ax, a), np.searchsorted(ax, b, side="right")
+            if i1 <= i0:
+                return None
+            sl.append(slice(int(i0), int(i1)))
+        return tuple(sl)
+
+    def mask(self, kind: str, params: dict, bump: float = 0.07) -> tuple[tuple[slice, ...], np.ndarray] | None:
+        if kind == "ellipsoid":
+            c, s = np.asarray(params["center"], float), np.asarray(params["semi"], float)
+            ext = np.full(3, s.max() * (1 + bump) * 1.05)
+            lo, hi = c - ext, c + ext
+        else:
+            pts, r = np.asarray(params["points"], float), float(params["radius"])
+            lo, hi = pts.min(0) - r * 1.2, pts.max(0) + r * 1.2
+        block = self._block(lo, hi)
+        if block is None:
+            return None
+        p = [w[block] if w.ndim == 3 else np.broadcast_to(w, self.hu.shape)[block] for w in self.warped]
+        if kind == "ellipsoid":
+            t = np.deg2rad(params.get("angle", 0.0))
+            dx, dy, dz = p[0] - c[0], p[1] - c[1], p[2] - c[2]
+            u, v = np.cos(t) * dx + np.sin(t) * dy, -np.sin(t) * dx + np.cos(t) * dy
+            level = np.sqrt((u / s[0]) ** 2 + (v / s[1]) ** 2 + (dz / s[2]) ** 2)
+        else:
+            level = np.full(p[0].shape, np.inf, np.float32)
+            for a, b in zip(pts[:-1], pts[1:]):
+                ab = b - a
+                t = ((p[0] - a[0]) * ab[0] + (p[1] - a[1]) * ab[1] + (p[2] - a[2]) * ab[2]) / max(ab @ ab, 1e-9)
+                t = np.clip(t, 0.0, 1.0)
+                d2 = sum((p[i] - a[i] - t * ab[i]) ** 2 for i in range(3))
+                level = np.minimum(level, np.sqrt(d2) / r)
+        wobble = self._smooth(p, bump, 30.0, 90.0, k=2) if bump > 0 else 0.0
+        return block, level <= 1.0 + wobble
+
+    def paint(self, kind: str, params: dict, hu: float, code: int | None = None, texture: float = 5.0,
+              bump: float = 0.07) -> None:
+        got = self.mask(kind, params, bump)
+        if got is None:
+            return
+        block, m = got
+        self.hu[block][m] = (hu + texture * np.broadcast_to(self.field, self.hu.shape)[block])[m]
+        if code is not None:
+            self.lab[block][m] = code
+
+
+def make_phantom(
+    seed: int = 0,
+    modality: Literal["contrast", "non-contrast"] = "contrast",
+    *,
+    shape: Sequence[int] = DEFAULT_SHAPE,
+    spacing: Sequence[float] = DEFAULT_SPACING,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Generate one abdominal CT phantom in memory.
+
+    The subject's anatomy depends on ``seed`` only; ``modality`` sets the intensities.
+
+    Args:
+        seed: the subject's random seed (same seed, same output).
+        modality: ``"contrast"`` (portal-venous: vessels and parenchyma enhance) or
+            ``"non-contrast"``.
+        shape: the grid ``(X, Y, Z)`` in voxels, canonical RAS axes.
+        spacing: the voxel size in mm.
+
+    Shape:
+        Both outputs are ``shape``: the image (``float32``, HU) and the label map (``int16``,
+        BTCV codes 0-13), in canonical RAS orientation (``[..., k]`` is an axial slice).
+
+    Returns:
+        ``(image, labels)``.
+
+    Raises:
+        ValueError: an unknown modality, or a non-positive shape or spacing.
+
+    Examples:
+        >>> img, lab = make_phantom(0, "contrast", shape=(48, 48, 16), spacing=(7.3, 7.3, 12.5))
+        >>> img.shape, img.dtype, lab.dtype, int(lab.max()) <= 13
+        ((48, 48, 16), dtype('float32'), dtype('int16'), True)
+    """
+    if modality not in MODALITIES:
+        raise ValueError(f"modality must be one of {', '.join(map(repr, MODALITIES))}; got {modality!r}")
+    shp = tuple(int(n) for n in shape)
+    sp = tuple(float(s) for s in spacing)
+    if len(shp) != 3 or min(shp) < 1:
+        raise ValueError(f"shape must be three positive integers; got {tuple(shape)}")
+    if len(sp) != 3 or not min(sp) > 0:
+        raise ValueError(f"spacing must be three positive numbers (mm); got {tuple(spacing)}")
+    rng = np.random.default_rng(seed)
+    col = 1 if modality == "contrast" else 0
+    enh = rng.uniform(0.8, 1.2)  # bolus timing: how strongly this subject enhances
+
+    def hu(tissue: str) -> float:
+        base, con = _HU[tissue]
+        val = base + (con - base) * enh if col else base
+        return float(val + rng.normal(0, 7))
+
+    pnt = _Painter(shp, sp, rng)  # type: ignore[arg-type]
+    j = lambda s: rng.normal(0, s)  # noqa: E731 - jitter in mm
+    g = rng.uniform(0.88, 1.12)  # organ size factor
+    bx, by = 160 * rng.uniform(0.85, 1.12), 118 * rng.uniform(0.85, 1.1)
+    fat = rng.uniform(10, 30)
+    body = {"center": (0, 0, 0), "semi": (bx, by, 1e4)}
+    pnt.paint("ellipsoid", body, hu("fat"), bump=0.02)
+    pnt.paint("ellipsoid", {"center": (0, 0, 0), "semi": (bx - fat, by - fat, 1e4)}, hu("muscle"), bump=0.02)
+    pnt.paint("ellipsoid", {"center": (0, 5, 0), "semi": (bx - fat - 12, by - fat - 12, 1e4)}, hu("fat"), bump=0.03)
+    for _ in range(int(rng.integers(10, 16))):  # unlabelled bowel loops, some with gas
+        c = (rng.uniform(-90, 90), rng.uniform(-10, 70), rng.uniform(-100, 20))
+        pnt.paint("ellipsoid", {"center": c, "semi": rng.uniform(12, 24, 3), "angle": rng.uniform(0, 180)},
+                  hu("bowel") if rng.random() > 0.25 else hu("gas"), texture=10)
+    for sx in (-1, 1):  # paraspinal muscles
+        pnt.paint("ellipsoid", {"center": (sx * 32, -by + fat + 30, 0), "semi": (24, 22, 1e4)}, hu("muscle"))
+    pnt.paint("ellipsoid", {"center": (0, -by + fat + 50, 0), "semi": (19, 17, 1e4)}, hu("bone"), texture=40)
+    pnt.paint("ellipsoid", {"center": (0, -by + fat + 27, 0), "semi": (7, 7, 1e4)}, hu("canal"), bump=0.0)
+
+    sy = -by + fat + 50  # vertebral body centre (y); organs are placed relative to it
+    liver = hu("liver")
+    pnt.paint("ellipsoid", {"center": (60 + j(6), sy + 62 + j(6), 40 + j(8)), "semi": np.array((70, 82, 68)) * g, "angle": j(8)}, liver, 6)
+    pnt.paint("ellipsoid", {"center": (-5 + j(6), sy + 95 + j(5), 55 + j(6)), "semi": np.array((52, 36, 26)) * g, "angle": 15 + j(8)}, liver, 6)
+    pnt.paint("ellipsoid", {"center": (-82 + j(5), sy + 5 + j(5), 40 + j(8)), "semi": np.array((26, 45, 52)) * g, "angle": -35 + j(8)}, hu("spleen"), 1)
+    for code, sx, z0 in ((2, 1, -38), (3, -1, -28)):
+        c, ang = (sx * (68 + j(4)), sy + 2 + j(4), z0 + j(6)), sx * (25 + j(6))
+        sem = np.array((24, 30, 50)) * g
+        pnt.paint("ellipsoid", {"center": c, "semi": sem, "angle": ang}, hu("cortex"), code)
+        pnt.paint("ellipsoid", {"center": c, "semi": sem * 0.6, "angle": ang}, hu("medulla"), code, bump=0.1)
+    st = (-48 + j(6), sy + 85 + j(6), 30 + j(8))
+    stomach = {"center": st, "semi": np.array((40, 36, 52)) * g, "angle": 30 + j(10)}
+    pnt.paint("ellipsoid", stomach, hu("stomach"), 7)
+    lumen = {"center": st, "semi": np.array((31, 27, 43)) * g, "angle": 30}
+    pnt.paint("ellipsoid", lumen, hu("lumen"), 7)
+    pnt.paint("ellipsoid", {**lumen, "center": (st[0], st[1] + 18, st[2] + 12), "semi": np.array((26, 14, 30)) * g}, hu("gas"), 7, bump=0.0)
+    pnt.paint("ellipsoid", {"center": (48 + j(5), sy + 110 + j(5), -8 + j(6)), "semi": np.array((15, 17, 32)) * g, "angle": 30 + j(10)}, hu("gallbladder"), 4)
+    head = np.array((25 + j(4), sy + 75 + j(4), -22 + j(5)))
+    pan = [head, head + (-20, 12, 14), head + (-55, -2, 24), head + (-92 + j(5), -28, 34)]
+    pnt.paint("tube", {"points": pan, "radius": 11 * g}, hu("pancreas"), 11, texture=8, bump=0.12)
+    pnt.paint("ellipsoid", {"center": head, "semi": np.array((17, 15, 20)) * g}, hu("pancreas"), 11, texture=8)
+    for code, sx in ((12, 1), (13, -1)):
+        pnt.paint("ellipsoid", {"center": (sx * (36 + j(3)), sy + 14 + j(3), 22 + j(5)), "semi": (6, 13, 18), "angle": sx * 40}, hu("adrenal"), code, bump=0.15)
+    ao = np.array((-14 + j(3), sy + 30 + j(3)))
+    pnt.paint("tube", {"points": [(-6, sy + 20, 140), (-16, sy + 40, 62), (-42, sy + 85, 52)], "radius": 8}, hu("esophagus"), 5, bump=0.1)
+    pnt.paint("tube", {"points": [(*ao, 140), (*(ao + (2, -4)), 0), (*ao, -140)], "radius": 11 * g}, hu("aorta"), 8, bump=0.03)
+    ivc = np.array((24 + j(3), sy + 34 + j(3)))
+    pnt.paint("tube", {"points": [(*ivc, 140), (*(ivc + (-2, 4)), 0), (*ivc, -140)], "radius": 11 * g}, hu("ivc"), 9, bump=0.05)
+    conf = head + (-18, 8, 18)
+    portal = hu("portal")
+    pnt.paint("tube", {"points": [conf, conf + (22, 12, 22), conf + (40, 20, 40)], "radius": 7 * g}, portal, 10, bump=0.05)
+    pnt.paint("tube", {"points": [conf, head + (-55, -14, 26), head + (-95, -40, 40)], "radius": 5 * g}, portal, 10, bump=0.05)
+
+    blur = [0.6 * min(1.0, 2.5 / s) for s in sp[:2]] + [0.4]
+    img = ndimage.gaussian_filter(pnt.hu, blur)
+    img += rng.normal(0, rng.uniform(10, 18), img.shape).astype(np.float32)
+    return img.astype(np.float32), pnt.lab
+
+
+def write_btcv_like(
+    root: str | os.PathLike[str],
+    n_cases: int,
+    modalities: Sequence[str] = MODALITIES,
+    seed: int = 0,
+    *,
+    shape: Sequence[int] = DEFAULT_SHAPE,
+    spacing: Sequence[float] = DEFAULT_SPACING,
+) -> dict[str, list[Case]]:
+    """Write synthetic cases in the BTCV layout, one folder per modality.
+
+    For each modality ``m`` it writes ``root/m/RawData/Training/img/img0001.nii.gz`` ... and
+    ``root/m/RawData/Training/label/label0001.nii.gz`` ..., plus a MONAI-style datalist
+    ``root/m/dataset.json`` (every case under ``"training"``). Images are ``int16`` HU, labels
+    ``uint8``, stored in LPS order (as many scanners write) so that loading goes through the
+    same reorientation as real data. Each (seed, modality, case) is a different subject.
+
+    Args:
+        root: the output folder (created).
+        n_cases: cases per modality.
+        modalities: modality names, each ``"contrast"`` or ``"non-contrast"``.
+        seed: the base seed; the output is a deterministic function of the arguments.
+        shape, spacing: the grid, see :func:`make_phantom`.
+
+    Returns:
+        ``{modality: [Case, ...]}``; ``discover_btcv(root / modality, modality=modality)``
+        finds the same cases, and :func:`agcl.data.build_cohort` takes the mapping as it is.
+
+    Raises:
+        ValueError: ``n_cases < 1``, no or repeated modalities, or an unknown modality.
+
+    Examples:
+        >>> import tempfile
+        >>> out = write_btcv_like(tempfile.mkdtemp(), 1, shape=(24, 24, 8), spacing=(14.7, 14.7, 25.0))
+        >>> sorted(out), out["contrast"][0].image_path.name
+        (['contrast', 'non-contrast'], 'img0001.nii.gz')
+    """
+    if isinstance(n_cases, bool) or not isinstance(n_cases, (int, np.integer)) or n_cases < 1:
+        raise ValueError(f"n_cases must be a positive integer; got {n_cases!r}")
+    mods = [modalities] if isinstance(modalities, str) else list(modalities)
+    if not mods or len(set(mods)) != len(mods):
+        raise ValueError(f"modalities must be distinct names from {MODALITIES}; got {mods}")
+    for m in mods:
+        if m not in MODALITIES:
+            raise ValueError(f"modalities must be drawn from {', '.join(map(repr, MODALITIES))}; got {m!r}")
+    shp = tuple(int(n) for n in shape)
+    sp = tuple(float(s) for s in spacing)
+    flip = np.array([[-1, 0, 0, shp[0] - 1], [0, -1, 0, shp[1] - 1], [0, 0, 1, 0], [0, 0, 0, 1]], float)
+    affine = phantom_affine(shp, sp) @ flip  # LPS storage of the RAS grid
+    out: dict[str, list[Case]] = {}
+    for mod in mods:
+        base = Path(root) / mod
+        train = base / "RawData" / "Training"
+        (train / "img").mkdir(parents=True, exist_ok=True)
+        (train / "label").mkdir(parents=True, exist_ok=True)
+        cases, entries = [], []
+        for i in range(1, int(n_cases) + 1):
+            case_seed = int(np.random.SeedSequence([int(seed), MODALITIES.index(mod), i]).generate_state(1)[0])
+            img, lab = make_phantom(case_seed, mod, shape=shp, spacing=sp)  # type: ignore[arg-type]
+            img_i16 = np.clip(np.rint(img), -1024, 3071).astype(np.int16)[::-1, ::-1, :]
+            ip, lp = train / "img" / f"img{i:04d}.nii.gz", train / "label" / f"label{i:04d}.nii.gz"
+            for arr, path in ((img_i16, ip), (lab.astype(np.uint8)[::-1, ::-1, :], lp)):
+                nimg = nib.Nifti1Image(np.ascontiguousarray(arr), affine)
+                nimg.header.set_xyzt_units("mm", "sec")
+                nib.save(nimg, str(path))
+            cases.append(Case(f"{i:04d}", ip, lp, mod))
+            entries.append({"image": str(ip.relative_to(base)), "label": str(lp.relative_to(base))})
+        (base / "dataset.json").write_text(json.dumps({"modality": mod, "training": entries}, indent=1))
+        out[mod] = cases
+    return out
