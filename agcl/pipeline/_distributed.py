@@ -12,7 +12,8 @@ import os
 import torch
 import torch.distributed as dist
 
-__all__ = ["all_mean", "barrier", "init_from_env", "is_distributed", "is_main", "rank", "world_size"]
+__all__ = ["all_mean", "barrier", "init_distributed", "init_from_env", "is_distributed", "is_main", "rank",
+           "world_size"]
 
 
 def init_from_env(device: str | torch.device = "cpu") -> bool:
@@ -56,3 +57,16 @@ def all_mean(value: float, device: str | torch.device = "cpu") -> float:
     t = torch.tensor([float(value)], dtype=torch.float64, device=device)
     dist.all_reduce(t)
     return float(t.item()) / dist.get_world_size()
+
+
+def init_distributed(device: str | torch.device = "cpu") -> tuple[int, int]:
+    """Start torch.distributed from torchrun's environment (if any); returns ``(rank, world_size)``.
+
+    A no-op returning ``(0, 1)`` outside torchrun. gloo on CPU, nccl on CUDA.
+
+    Examples:
+        >>> init_distributed("cpu")
+        (0, 1)
+    """
+    init_from_env(device)
+    return rank(), world_size()

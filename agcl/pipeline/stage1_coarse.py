@@ -25,7 +25,7 @@ from agcl.pipeline._volumes import PreparedCase, attention_from_labels, resample
 from agcl.pipeline.checkpoint import EpochLog, seed_everything
 from agcl.pipeline.config import PipelineConfig
 
-__all__ = ["build_coarse_model", "coarse_attention", "predict_coarse", "train_coarse"]
+__all__ = ["build_coarse_model", "coarse_attention", "load_coarse", "predict_coarse", "train_coarse"]
 
 
 def build_coarse_model(config: PipelineConfig, num_organs: int) -> torch.nn.Module:

@@ -37,7 +37,7 @@ from agcl.pipeline._volumes import PreparedCase
 from agcl.pipeline.checkpoint import EpochLog, seed_everything
 from agcl.pipeline.config import PRETRAIN_METHODS, PipelineConfig
 
-__all__ = ["PretrainClassifier", "build_encoder", "build_pretrain_model", "embed_patches",
+__all__ = ["PretrainClassifier", "build_encoder", "build_pretrain_model", "embed_patches", "load_pretrain_model",
            "pretrain_encoder", "pretrain_step"]
 
 
