@@ -184,11 +184,10 @@ def save_like(
             path=Path(reference), original_affine=np.array(img.affine),
             original_shape=tuple(int(s) for s in img.shape[:3]), header=img.header.copy(),
         )
-        canonical_shape = _canonical_shape(reference.original_shape, reference.original_affine)
-    else:
-        if reference.original_affine is None or reference.original_shape is None:
-            raise ValueError("reference must come from load_volume (it carries no original affine)")
-        canonical_shape = _canonical_shape(reference.original_shape, reference.original_affine)
+    if reference.original_affine is None or reference.original_shape is None:
+        raise ValueError("reference must come from load_volume (it carries no original affine)")
+    original_affine = np.asarray(reference.original_affine)
+    canonical_shape = _canonical_shape(reference.original_shape, original_affine)
     arr = label_array.detach().cpu().numpy() if hasattr(label_array, "detach") else np.asarray(label_array)
     if tuple(arr.shape) != tuple(canonical_shape):
         raise ValueError(
@@ -196,7 +195,6 @@ def save_like(
             f"got shape {tuple(arr.shape)}"
         )
     arr = _as_label_codes(arr, Path(out_path))
-    original_affine = np.asarray(reference.original_affine)
     back = ornt.ornt_transform(_RAS, ornt.io_orientation(original_affine))
     original = np.ascontiguousarray(ornt.apply_orientation(arr, back))
     header = reference.header.copy() if reference.header is not None else None

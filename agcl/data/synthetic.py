@@ -68,18 +68,28 @@ class _Painter:
         self.rng = rng
         self.axes = [((np.arange(n) - (n - 1) / 2) * s).astype(np.float32) for n, s in zip(shape, spacing)]
         x, y, z = np.meshgrid(*self.axes, indexing="ij", sparse=True)
-        self.warped = [c + self._smooth((x, y, z), _DEF_AMP, 100.0, 260.0) for c in (x, y, z)]
-        self.field = self._smooth((x, y, z), 1.0, 40.0, 120.0)  # intensity bias in [-1, 1]-ish
+        self.warped = [c + self._smooth(self.axes, _DEF_AMP, 100.0, 260.0) for c in (x, y, z)]
+        self.field = self._smooth(self.axes, 1.0, 40.0, 120.0)  # intensity bias in [-1, 1]-ish
         self.hu = np.full(shape, _HU["air"][0], np.float32)
         self.lab = np.zeros(shape, np.int16)
 
-    def _smooth(self, pts, amp: float, lo: float, hi: float, k: int = 3) -> np.ndarray:
-        out = 0.0
+    def _smooth(self, axes: Sequence[np.ndarray], amp: float, lo: float, hi: float, k: int = 3) -> np.ndarray:
+        """A sum of ``k`` random plane waves on the grid spanned by the 1-D ``axes`` (mm).
+
+        ``sin(a x + b y + c z + phi)`` is the imaginary part of a product of three 1-D
+        complex exponentials, so no transcendental function runs on the 3-D grid.
+        """
+        out = np.zeros([len(a) for a in axes], np.float32)
         for _ in range(k):
             d = self.rng.normal(size=3)
             w = 2 * np.pi / self.rng.uniform(lo, hi) * d / np.linalg.norm(d)
-            out = out + np.sin(w[0] * pts[0] + w[1] * pts[1] + w[2] * pts[2] + self.rng.uniform(0, 2 * np.pi))
-        return (amp / np.sqrt(k) * out).astype(np.float32)
+            phase = self.rng.uniform(0, 2 * np.pi)
+            e = [np.exp(1j * (float(w[i]) * axes[i].astype(np.float64) + (phase if i == 0 else 0.0))).astype(np.complex64)
+                 for i in range(3)]
+            yz = e[1][:, None] * e[2][None, :]
+            out += (e[0][:, None, None] * yz[None]).imag
+        out *= np.float32(amp / np.sqrt(k))
+        return out
 
     def _block(self, lo: np.ndarray, hi: np.ndarray) -> tuple[slice, ...] | None:
         sl = []
@@ -101,21 +111,26 @@ class _Painter:
         block = self._block(lo, hi)
         if block is None:
             return None
-        p = [w[block] if w.ndim == 3 else np.broadcast_to(w, self.hu.shape)[block] for w in self.warped]
+        p = [w[block] for w in self.warped]
         if kind == "ellipsoid":
-            t = np.deg2rad(params.get("angle", 0.0))
-            dx, dy, dz = p[0] - c[0], p[1] - c[1], p[2] - c[2]
-            u, v = np.cos(t) * dx + np.sin(t) * dy, -np.sin(t) * dx + np.cos(t) * dy
-            level = np.sqrt((u / s[0]) ** 2 + (v / s[1]) ** 2 + (dz / s[2]) ** 2)
+            t = np.deg2rad(float(params.get("angle", 0.0)))
+            ct, st = float(np.cos(t)), float(np.sin(t))
+            cf, sf = [float(v) for v in c], [float(v) for v in s]
+            dx, dy = p[0] - cf[0], p[1] - cf[1]
+            u, v = ct * dx + st * dy, ct * dy - st * dx
+            level = np.sqrt((u / sf[0]) ** 2 + (v / sf[1]) ** 2 + ((p[2] - cf[2]) / sf[2]) ** 2)
         else:
             level = np.full(p[0].shape, np.inf, np.float32)
             for a, b in zip(pts[:-1], pts[1:]):
-                ab = b - a
-                t = ((p[0] - a[0]) * ab[0] + (p[1] - a[1]) * ab[1] + (p[2] - a[2]) * ab[2]) / max(ab @ ab, 1e-9)
+                ab = [float(v) for v in b - a]
+                a = [float(v) for v in a]
+                n2 = max(ab[0] ** 2 + ab[1] ** 2 + ab[2] ** 2, 1e-9)
+                t = ((p[0] - a[0]) * ab[0] + (p[1] - a[1]) * ab[1] + (p[2] - a[2]) * ab[2]) / n2
                 t = np.clip(t, 0.0, 1.0)
                 d2 = sum((p[i] - a[i] - t * ab[i]) ** 2 for i in range(3))
                 level = np.minimum(level, np.sqrt(d2) / r)
-        wobble = self._smooth(p, bump, 30.0, 90.0, k=2) if bump > 0 else 0.0
+        sub_axes = [ax[b] for ax, b in zip(self.axes, block)]
+        wobble = self._smooth(sub_axes, bump, 30.0, 90.0, k=2) if bump > 0 else 0.0
         return block, level <= 1.0 + wobble
 
     def paint(self, kind: str, params: dict, hu: float, code: int | None = None, texture: float = 5.0,
@@ -124,7 +139,7 @@ class _Painter:
         if got is None:
             return
         block, m = got
-        self.hu[block][m] = (hu + texture * np.broadcast_to(self.field, self.hu.shape)[block])[m]
+        self.hu[block][m] = hu + np.float32(texture) * self.field[block][m]
         if code is not None:
             self.lab[block][m] = code
 
@@ -179,7 +194,7 @@ def make_phantom(
         val = base + (con - base) * enh if col else base
         return float(val + rng.normal(0, 7))
 
-    pnt = _Painter(shp, sp, rng)  # type: ignore[arg-type]
+    pnt = _Painter(shp, sp, rng)
     j = lambda s: rng.normal(0, s)  # noqa: E731 - jitter in mm
     g = rng.uniform(0.88, 1.12)  # organ size factor
     bx, by = 160 * rng.uniform(0.85, 1.12), 118 * rng.uniform(0.85, 1.1)
