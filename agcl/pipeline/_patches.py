@@ -37,13 +37,17 @@ def sample_pool(
     max_patches: int | None,
     seed: int,
     with_label: bool,
-) -> PatchPool:
+    allow_empty: bool = False,
+) -> PatchPool | None:
     """Sample every case's patches with one seeded :class:`agcl.AttentionPatchSampler` per case.
 
     ``attention(i)`` returns case ``i``'s ``(K, X, Y, Z)`` boolean attention stack (one map per
     entry of ``organ_ids``). The seed of case ``i`` is derived from ``seed`` and ``i``, so the
-    pool is a deterministic function of ``(seed, cases)``.
+    pool is a deterministic function of ``(seed, cases)``. No patch at all raises (or returns
+    ``None`` with ``allow_empty``).
     """
+    import warnings
+
     from agcl import AttentionPatchSampler
 
     parts = []
@@ -55,12 +59,19 @@ def sample_pool(
             if case.label is None:
                 raise ValueError(f"cases must be labelled for stage 3 training; case {case.case_id} has none")
             label = case.label
-        batch = sampler.sample(case.image, attention(i), label=label, modality=case.modality,
-                               targets=list(organ_ids), volume_index=i)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="no attention voxels")  # reported below if nothing at all
+            batch = sampler.sample(case.image, attention(i), label=label, modality=case.modality,
+                                   targets=list(organ_ids), volume_index=i)
         if len(batch) > 0:
             parts.append(batch)
     if not parts:
-        raise RuntimeError("no patches: no organ attention in any training case (check the coarse maps)")
+        if allow_empty:
+            return None
+        raise RuntimeError(
+            f"no patches: none of the {len(cases)} cases has attention for organs {list(organ_ids)}. The coarse "
+            "model predicted none of them: train stage 1 longer (coarse.epochs), use the ground truth as "
+            "training attention (coarse.source='gt', --attention gt) or pass your own maps (--coarse-dir)")
     x = torch.cat([torch.cat([b.image, b.attention], 1) for b in parts]).float()
     label_t = None
     if with_label:

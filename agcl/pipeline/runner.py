@@ -211,12 +211,14 @@ def run_pipeline(
     }
 
 
-def _embeddings(ckpt, cases, attention, config, organ_ids, per_slice, device) -> dict[str, torch.Tensor]:
+def _embeddings(ckpt, cases, attention, config, organ_ids, per_slice, device) -> dict[str, torch.Tensor] | None:
     from agcl.pipeline._patches import sample_pool
     from agcl.pipeline.stage2_pretrain import embed_patches, load_pretrain_model
 
     prepared = [cases[i] for i in range(len(cases))]
     pool = sample_pool(prepared, attention, organ_ids, patch_size=config.pretrain.patch_size,
-                       patches_per_slice=per_slice, max_patches=400, seed=config.seed + 99, with_label=False)
+                       patches_per_slice=per_slice, max_patches=400, seed=config.seed + 99, with_label=False, allow_empty=True)
+    if pool is None:
+        return None
     z = embed_patches(load_pretrain_model(ckpt, device), pool.x, device=device)
     return {"embedding": z, "target": pool.target, "modality": pool.modality}

@@ -168,6 +168,7 @@ def pretrain_encoder(
         pool = sample_pool(cases, attention, organ_ids, patch_size=p.patch_size,
                            patches_per_slice=p.patches_per_slice, max_patches=p.max_patches_per_volume,
                            seed=config.seed * 1009 + epoch, with_label=False)
+        assert pool is not None  # allow_empty=False raises instead
         gen.manual_seed(config.seed * 7919 + epoch * 101 + dd.rank())
         yield from _batches(pool, per_rank, seed=config.seed + epoch)
 

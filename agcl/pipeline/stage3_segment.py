@@ -118,6 +118,7 @@ def train_segmenter(
         pool = sample_pool(cases, attention, organ_ids, patch_size=p.patch_size,
                            patches_per_slice=s.patches_per_slice, max_patches=s.max_patches_per_volume,
                            seed=config.seed * 2003 + epoch, with_label=True)
+        assert pool is not None  # allow_empty=False raises instead
         yield from _batches(pool, per_rank, seed=config.seed + 17 * epoch)
 
     def step(batch: PatchPool) -> float:
