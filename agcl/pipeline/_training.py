@@ -39,12 +39,14 @@ def fit(
     callback: EpochCallback | None = None,
     extra: Callable[[], Mapping[str, Any]] | None = None,
     device: str | torch.device = "cpu",
+    collective: bool = True,
 ) -> dict[str, Any]:
     """Train ``model`` for ``epochs`` epochs with a checkpoint after each; resume when asked.
 
     ``epoch_batches(epoch)`` yields the epoch's batches (its randomness must derive from the
     seed and the epoch so a resumed run repeats it); ``step(batch)`` runs one optimisation step
-    and returns the batch loss. Returns ``{"epoch", "loss", "skipped", "resumed_from"}``.
+    and returns the batch loss. ``collective=False`` (a stage that only rank 0 runs) skips the
+    per-epoch loss averaging and barrier across ranks. Returns ``{"epoch", "loss", "skipped", "resumed_from"}``.
     """
     start, resumed_from = 1, 0
     if resume:
@@ -75,7 +77,9 @@ def fit(
             count += 1
             bar.set_postfix(loss=f"{total / count:.4f}")
         bar.close()
-        loss = dd.all_mean(total / count if count else float("nan"), device)
+        loss = total / count if count else float("nan")
+        if collective:
+            loss = dd.all_mean(loss, device)
         record: dict[str, Any] = {"stage": stage, "epoch": epoch, "epochs": epochs, "loss": loss,
                                   "steps": count, "time_s": round(time.perf_counter() - t0, 3)}
         if dd.is_main():
@@ -85,7 +89,8 @@ def fit(
             log.write(**record)
             if not sys.stdout.isatty():
                 _say(f"[{stage}] epoch {epoch}/{epochs} loss {loss:.4f} ({record['time_s']:.1f} s)")
-        dd.barrier()
+        if collective:
+            dd.barrier()
         if callback is not None:
             callback(stage, epoch, record)
     if count == 0 and start <= epochs and not math.isfinite(loss):

@@ -115,7 +115,7 @@ def _train(cases, config, organ_ids, ckpt_path, *, resume, device, log, callback
     fit(stage="coarse", epochs=c.epochs, ckpt_path=ckpt_path, settings=_settings(config, organ_ids),
         model=model, optimizer=optimizer, epoch_batches=epoch_batches, step=step, resume=resume,
         log=log, callback=callback, extra=lambda: {"organ_ids": list(organ_ids), "config": config.to_dict()},
-        device=device)
+        device=device, collective=False)
 
 
 def load_coarse(checkpoint: str | os.PathLike[str] | dict, device: str | torch.device = "cpu"):
