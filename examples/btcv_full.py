@@ -20,6 +20,7 @@ the projected embeddings (paper Fig. 3) and overlays of prediction vs ground tru
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import shutil
@@ -61,29 +62,46 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--attention", choices=("coarse", "gt"), default="coarse",
                     help="training attention: coarse predictions or ground truth (default: %(default)s)")
     ap.add_argument("--no-figures", action="store_true", help="do not draw the figures")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config field, e.g. --set segment.epochs=5 --set coarse.shape=[48,48,24] "
+                         "(values are JSON; repeatable)")
+    ap.add_argument("--synthetic-shape", type=int, nargs=3, default=None, metavar=("X", "Y", "Z"),
+                    help="grid of the synthetic phantoms (default: the generator's)")
+    ap.add_argument("--synthetic-spacing", type=float, nargs=3, default=None, metavar=("SX", "SY", "SZ"),
+                    help="voxel size of the synthetic phantoms in mm (default: the generator's)")
     args = ap.parse_args(argv)
     if args.modality and len(args.modality) != len(args.data_dir):
         ap.error(f"--modality must be given once per --data-dir; got {len(args.modality)} names for "
                  f"{len(args.data_dir)} folders")
     if not 0 < args.test_fraction < 1:
         ap.error(f"--test-fraction must lie in (0, 1); got {args.test_fraction}")
+    for item in args.set:
+        if "=" not in item:
+            ap.error(f"--set must be KEY=VALUE; got {item!r}")
     if args.n_cases < 2:
         ap.error(f"--n-cases must be at least 2 (one to train, one to test); got {args.n_cases}")
     return args
 
 
-def synthetic_dataset(args: argparse.Namespace) -> list[tuple[str, Path]]:
+def synthetic_dataset(args: argparse.Namespace, *, quiet: bool = False) -> list[tuple[str, Path]]:
     """Write (once) and return the synthetic two-modality dataset: ``[(modality, folder)]``."""
     modalities = ("contrast", "non-contrast")
-    root = Path(args.cache_dir or Path.home() / ".cache" / "agcl" / f"synthetic-n{args.n_cases}-seed{args.seed}")
+    grid = {}
+    if args.synthetic_shape:
+        grid["shape"] = tuple(args.synthetic_shape)
+    if args.synthetic_spacing:
+        grid["spacing"] = tuple(args.synthetic_spacing)
+    tag = "".join(f"-{k}{'x'.join(f'{v:g}' for v in val)}" for k, val in grid.items())
+    root = Path(args.cache_dir or Path.home() / ".cache" / "agcl" / f"synthetic-n{args.n_cases}-seed{args.seed}{tag}")
     if all((root / m / "RawData" / "Training" / "img").is_dir() for m in modalities) and all(
             len(adata.discover_btcv(root / m, modality=m)) == args.n_cases for m in modalities):
-        print(f"synthetic data: reusing {root}")
+        if not quiet:
+            print(f"synthetic data: reusing {root}")
     else:
         print(f"synthetic data: writing {args.n_cases} cases x {len(modalities)} modalities to {root} ...", flush=True)
         root.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=root.name + ".", dir=root.parent))
-        synthetic.write_btcv_like(tmp, args.n_cases, modalities=modalities, seed=args.seed)
+        synthetic.write_btcv_like(tmp, args.n_cases, modalities=modalities, seed=args.seed, **grid)
         if root.exists():
             shutil.rmtree(root)
         os.replace(tmp, root)
@@ -93,7 +111,7 @@ def synthetic_dataset(args: argparse.Namespace) -> list[tuple[str, Path]]:
 def load_cohorts(args: argparse.Namespace):
     """Discover every dataset and split each into train/test; returns (train, test, modality names)."""
     sources = ([(m, Path(d)) for m, d in zip(args.modality or ["contrast"] * len(args.data_dir), args.data_dir)]
-               if args.data_dir else synthetic_dataset(args))
+               if args.data_dir else synthetic_dataset(args, quiet=True))
     datasets = []
     for modality, path in sources:
         if path.suffix == ".json":
@@ -119,6 +137,13 @@ def make_config(args: argparse.Namespace, method: str) -> pl.PipelineConfig:
         changes.update({"pretrain.epochs": args.epochs, "segment.epochs": args.epochs})
     if args.coarse_epochs is not None:
         changes["coarse.epochs"] = args.coarse_epochs
+    for item in args.set:
+        key, _, text = item.partition("=")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = text  # a bare string such as resnet50
+        changes[key.strip()] = tuple(value) if isinstance(value, list) else value
     return pl.PipelineConfig.preset_named(args.preset).override(**changes)
 
 

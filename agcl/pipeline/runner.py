@@ -129,7 +129,8 @@ def run_pipeline(
             instead of training stage 1.
         callback: called after every epoch of every stage as ``callback(stage, epoch, record)``.
         write_predictions: save the held-out predictions as NIfTI with the input's header.
-        embed_patches_per_slice: patches per organ per slice embedded for the PCA figure.
+        embed_patches_per_slice: patches per organ per slice of the held-out cases (inside their
+            ground-truth organs) embedded for the PCA figure.
 
     Returns:
         ``{"per_organ", "mean", "coarse_mean", "config", "checkpoints", "predictions",
@@ -196,7 +197,9 @@ def run_pipeline(
     summary = summarize_cases(tables)
     embeddings = None
     if pre_ckpt is not None and embed_patches_per_slice > 0:
-        embeddings = _embeddings(pre_ckpt, test_cases, test_att, config, organ_ids, embed_patches_per_slice, device)
+        # patches of the held-out cases inside their ground-truth organs (the labels are known)
+        gt_att = _Attention([test_cases[i] for i in range(len(test_cases))], None, organ_ids, 0.0)
+        embeddings = _embeddings(pre_ckpt, test_cases, gt_att, config, organ_ids, embed_patches_per_slice, device)
     return {
         "per_organ": summary["per_organ"],
         "mean": summary["mean"],
