@@ -1,6 +1,7 @@
 """The BTCV abdomen dataset: organ codes, case discovery, datalists and checked case loading.
 
-BTCV (Multi-Atlas Labeling Beyond the Cranial Vault, MICCAI 2015) is distributed as
+BTCV (Landman et al., Multi-Atlas Labeling Beyond the Cranial Vault, MICCAI 2015 challenge;
+the AGCL paper's main benchmark) is distributed as
 ``RawData/Training/img/img0001.nii.gz`` with ``RawData/Training/label/label0001.nii.gz``;
 MONAI-style datalist JSON files list the same pairs under ``"training"``/``"validation"``.
 """
@@ -159,6 +160,15 @@ def load_datalist(
     Raises:
         FileNotFoundError: the JSON, an image or a listed label file does not exist.
         ValueError: the JSON is malformed or has no ``split`` key (the valid keys are listed).
+
+    Examples:
+        >>> import tempfile
+        >>> from agcl.data.synthetic import write_btcv_like
+        >>> root = tempfile.mkdtemp()
+        >>> _ = write_btcv_like(root, 1, modalities=("non-contrast",), shape=(24, 24, 8))
+        >>> case = load_datalist(f"{root}/non-contrast/dataset.json", modality="non-contrast")[0]
+        >>> case.case_id, case.label_path.name, case.modality
+        ('img0001', 'label0001.nii.gz', 'non-contrast')
     """
     json_path = Path(json_path)
     if not json_path.is_file():
@@ -214,6 +224,13 @@ def check_label_codes(
 
     Raises:
         ValueError: stray codes under ``"error"``; the message names the path and the codes.
+
+    Examples:
+        >>> import warnings
+        >>> with warnings.catch_warnings():
+        ...     warnings.simplefilter("ignore")
+        ...     check_label_codes(np.array([0, 6, 42]), unknown_labels="warn").tolist()
+        [0, 6, 0]
     """
     if unknown_labels not in ("error", "warn"):
         raise ValueError(f"unknown_labels must be one of 'error', 'warn'; got {unknown_labels!r}")
@@ -253,6 +270,14 @@ def load_case(
     Raises:
         FileNotFoundError, ValueError: as :func:`load_volume`; a label grid (shape or affine)
             that differs from the image's; stray label codes under ``unknown_labels="error"``.
+
+    Examples:
+        >>> import tempfile
+        >>> from agcl.data.synthetic import write_btcv_like
+        >>> cases = write_btcv_like(tempfile.mkdtemp(), 1, modalities=("contrast",), shape=(24, 24, 8))
+        >>> image, label = load_case(cases["contrast"][0])
+        >>> image.shape == label.shape, image.array.dtype, label.array.dtype
+        (True, dtype('float32'), dtype('int16'))
     """
     image = load_volume(case.image_path, kind="image")
     if case.label_path is None:

@@ -12,8 +12,8 @@ from agcl._validation import check_integer_tensor, check_tensor
 
 __all__ = ["build_rows", "positive_keys", "warn_user"]
 
-_AGCL_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_TORCH_NN_DIR = os.path.join(os.path.dirname(os.path.abspath(torch.__file__)), "nn")
+_AGCL_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+_TORCH_NN_DIR = os.path.join(os.path.dirname(os.path.abspath(torch.__file__)), "nn") + os.sep
 
 
 def warn_user(message: str, category: type[Warning] = UserWarning) -> None:
@@ -60,6 +60,8 @@ def build_rows(
             "features must be (B, V, D) (B samples x V views) or (M, D) (one row per view); "
             f"got shape {tuple(features.shape)}"
         )
+    if features.shape[0] == 0 or features.shape[-1] == 0 or features.numel() == 0:
+        raise ValueError(f"features must hold at least one row and one dimension; got shape {tuple(features.shape)}")
     if labels is not None and (modality is not None or target is not None):
         raise ValueError(
             "labels cannot be combined with modality/target: pass either labels, or modality "
@@ -109,9 +111,16 @@ def build_rows(
 
 
 def positive_keys(cols: torch.Tensor, has_partial: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Compact integer keys: one per distinct label row (positives), and per modality."""
-    _, key = torch.unique(cols, dim=0, return_inverse=True)
-    mod_key = None
-    if has_partial:
-        _, mod_key = torch.unique(cols[:, 0], return_inverse=True)
-    return key, mod_key
+    """Compact integer keys: one per distinct label row (positives), and per modality.
+
+    Each column is compacted to ``0 .. n_c - 1`` first (``torch.unique``), then the columns are
+    combined by integer arithmetic (``key * n_c + col``), which stays below ``M ** K``.
+    """
+    key = None
+    compact = []
+    for col in cols.unbind(1):
+        values, inverse = torch.unique(col, return_inverse=True)
+        compact.append(inverse)
+        key = inverse if key is None else key * values.numel() + inverse
+    _, key = torch.unique(key, return_inverse=True)
+    return key, (compact[0] if has_partial else None)

@@ -31,11 +31,12 @@ def _one_hot_target(target: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
                 f"{tuple(logits.shape)})"
             )
         labels = target.reshape(b, *spatial).long()
+        lo, hi = (int(labels.min()), int(labels.max())) if labels.numel() else (0, 0)
+        top = max(c - 1, 1)  # C = 1: a binary mask of 0/1
+        if lo < 0 or hi > top:
+            raise ValueError(f"target class indices must lie in [0, {top}] for C={c}; got [{lo}, {hi}]")
         if c == 1:
-            return labels.unsqueeze(1).clamp_max(1).to(torch.float32)
-        lo, hi = int(labels.min()), int(labels.max())
-        if lo < 0 or hi >= c:
-            raise ValueError(f"target class indices must lie in [0, {c - 1}] for C={c}; got [{lo}, {hi}]")
+            return labels.unsqueeze(1).to(torch.float32)
         one_hot = torch.zeros(logits.shape, dtype=torch.float32, device=logits.device)
         return one_hot.scatter_(1, labels.unsqueeze(1), 1.0)
     raise ValueError(
@@ -83,7 +84,7 @@ def soft_dice_loss(
             activation/reduction, softmax with one channel, negative smoothing.
 
     References:
-        Tang et al., AGCL, Eq. 1. Milletari et al., "V-Net", 3DV 2016.
+        Lee et al., AGCL, Eq. 1. Milletari et al., "V-Net", 3DV 2016.
 
     Examples:
         >>> logits = torch.tensor([[[[9.0, -9.0]], [[-9.0, 9.0]]]])  # (1, 2, 1, 2)

@@ -158,7 +158,7 @@ def modal_target_supcon_loss(
             that DistributedDataParallel's averaging yields the single-process gradient.
             Ranks may hold different batch sizes.
         block_size: anchor rows per block of the torch backend; ``None`` picks one so that a
-            ``(block, M)`` fp32 temporary is about 32 MiB.
+            ``(block, M)`` fp32 temporary is at most 64 MiB.
         return_valid: also return the boolean mask of valid anchors.
 
     Shape:
@@ -180,7 +180,7 @@ def modal_target_supcon_loss(
         ImportError: ``backend="triton"`` without triton installed.
 
     References:
-        Tang et al., "Attention-Guided Supervised Contrastive Learning for Semantic
+        Lee et al., "Attention-Guided Supervised Contrastive Learning for Semantic
         Segmentation" (AGCL), Eq. 2-3. Khosla et al., "Supervised Contrastive Learning",
         NeurIPS 2020. Chen et al., "A Simple Framework for Contrastive Learning" (SimCLR), 2020.
 

@@ -5,7 +5,7 @@ similarity matrix and ``A x M`` positive masks, independently of the class-sum t
 blocked log-sum-exp used by the production backends. Memory is ``O(A * M)``.
 
 References:
-    Tang et al., "Attention-Guided Supervised Contrastive Learning for Semantic Segmentation"
+    Lee et al., "Attention-Guided Supervised Contrastive Learning for Semantic Segmentation"
     (the AGCL paper, Eq. 2 and 3). Khosla et al., "Supervised Contrastive Learning", 2020.
 """
 

@@ -22,12 +22,13 @@ scaling for free), with ``c = log2(e) / T``:
   ``G_ij = g_i p_ij``: ``dz = (1/T) (scatter_a(G z) + G^T z_anchors)``. When every row is an
   anchor (``A == M``) the similarity is symmetric, so ``(G^T)_Ij = g_j exp(s_ij - lse_j)`` comes
   from the same recomputed block and ``dz_I = (1/T) (G_I + (G^T)_I) z``: one matmul to
-  recompute, one to apply, three in all with the forward. When ``g >= 0`` (every reduction of
+  recompute, one to apply, three in all with the forward; ``(G^T)_I``'s exponent is the
+  recomputed one plus ``lse2_i - lse2_j`` (two cheap elementwise passes). When ``g >= 0`` (every reduction of
   the loss), ``log2 g`` joins the shift column so ``exp2`` yields ``G`` directly.
 
 References:
     Dao et al., "FlashAttention", NeurIPS 2022 (recomputation in backward).
-    Tang et al., "Attention-Guided Supervised Contrastive Learning for Semantic Segmentation"
+    Lee et al., "Attention-Guided Supervised Contrastive Learning for Semantic Segmentation"
     (the AGCL paper, Eq. 3).
 """
 
@@ -45,15 +46,20 @@ _LN2 = math.log(2.0)
 _TINY_SUM = 2.0**-60
 # A finite stand-in for log2(0): exp2(s + _NEG) == 0 for any |s| the bound shift allows.
 _NEG = -1.0e4
-_TEMP_BYTES = 32 * 2**20
+_TEMP_BYTES = 64 * 2**20
+# Largest exponent (base 2) the factored backward may form before exp2 (fp32 overflows at 128).
+_FACTOR_RANGE = 64.0
 
 
 def default_block_size(m: int, itemsize: int = 4) -> int:
-    """Rows per block so that one ``(block, m)`` temporary takes about 32 MiB (16 to ``m``).
+    """Rows per block so that one ``(block, m)`` temporary takes at most 64 MiB (16 to ``m``).
+
+    Fewer, larger blocks mean fewer (parallel) kernel launches; 64 MiB keeps the two backward
+    temporaries at 128 MiB. Use ``block_size=`` to trade speed for memory.
 
     Examples:
         >>> default_block_size(16384), default_block_size(65536), default_block_size(10)
-        (512, 128, 10)
+        (1024, 256, 10)
     """
     rows = max(1, _TEMP_BYTES // max(1, itemsize * m))
     block = 1 << (rows.bit_length() - 1)  # largest power of two <= rows
@@ -79,17 +85,17 @@ def _forward(z: torch.Tensor, c: float, a: int, n_anchors: int, block: int) -> t
     norms = torch.linalg.vector_norm(z, dim=1)
     shift = norms * (c * float(norms.max()))  # (M,) upper bound of c z_i . z_j over j
     right = _aug(z, 1.0)  # [z, 1]
-    lse2 = torch.empty(n_anchors, dtype=z.dtype, device=z.device)
+    left = _aug(z[a : a + n_anchors] * c, -shift[a : a + n_anchors])  # [c z_i, -m_i]
+    sums = torch.empty(n_anchors, dtype=z.dtype, device=z.device)
     buf = torch.empty(min(block, n_anchors), m_rows, dtype=z.dtype, device=z.device)
     for i0 in _blocks(n_anchors, block):
         i1 = min(i0 + block, n_anchors)
-        rows = slice(a + i0, a + i1)
-        left = _aug(z[rows] * c, -shift[rows])
         x = buf[: i1 - i0]
-        torch.mm(left, right.T, out=x)
+        torch.mm(left[i0:i1], right.T, out=x)
         x.diagonal(offset=a + i0).fill_(-math.inf)
         torch.exp2(x, out=x)
-        lse2[i0:i1] = shift[rows] + torch.log2(x.sum(dim=1))
+        torch.sum(x, dim=1, out=sums[i0:i1])
+    lse2 = shift[a : a + n_anchors] + torch.log2(sums)
     small = ~(lse2 - shift[a : a + n_anchors] >= math.log2(_TINY_SUM))
     if bool(small.any()):  # exact maximum for the rare rows the bound shift underflowed
         idx = small.nonzero().squeeze(1)
@@ -113,25 +119,32 @@ def _backward(
         row_shift = -lse2
     symmetric = a == 0 and n_anchors == m_rows
     right = _aug(z, 1.0)
-    if symmetric:
-        right_t = _aug(z, row_shift)  # [z, -lse2_j (+ log2 g_j)]
-        buf2 = torch.empty(min(block, n_anchors), m_rows, dtype=z.dtype, device=z.device)
+    if fold and symmetric:
+        top = float(row_shift.max())
+        reach = c * float(torch.linalg.vector_norm(z, dim=1).max()) ** 2  # >= c s_ij
+        if reach + top <= _FACTOR_RANGE:
+            return _backward_factored(z, row_shift, top, c, right, block)
+    left = _aug(z[a : a + n_anchors] * c, row_shift)  # [c z_i, -lse2_i (+ log2 g_i)]
     buf = torch.empty(min(block, n_anchors), m_rows, dtype=z.dtype, device=z.device)
+    if symmetric:
+        buf2 = torch.empty_like(buf)
     for i0 in _blocks(n_anchors, block):
         i1 = min(i0 + block, n_anchors)
         rows = slice(a + i0, a + i1)
-        zc = z[rows] * c
         p = buf[: i1 - i0]
-        torch.mm(_aug(zc, row_shift[i0:i1]), right.T, out=p)  # log2 of G_Ij (or p_Ij)
+        # log2 of G_Ij (p_Ij when g has mixed signs): c s_ij - lse2_i (+ log2 g_i)
+        torch.mm(left[i0:i1], right.T, out=p)
         p.diagonal(offset=a + i0).fill_(-math.inf)
+        if symmetric:
+            # log2 of (G^T)_Ij = c s_ij - lse2_j (+ log2 g_j), from the same block
+            q = buf2[: i1 - i0]
+            torch.sub(p, row_shift[i0:i1, None], out=q)
+            q.add_(row_shift[None, :])
+            torch.exp2(q, out=q)
         torch.exp2(p, out=p)
         if not fold:
             p.mul_(g[i0:i1, None])
         if symmetric:
-            q = buf2[: i1 - i0]
-            torch.mm(_aug(zc, 1.0), right_t.T, out=q)  # log2 of (G^T)_Ij (or p_jI)
-            q.diagonal(offset=i0).fill_(-math.inf)
-            torch.exp2(q, out=q)
             if not fold:
                 q.mul_(g[None, :])
             p.add_(q)
@@ -139,6 +152,31 @@ def _backward(
         else:
             dz[rows] += p @ z
             dz.addmm_(p.T, z[rows])
+    return dz
+
+
+def _backward_factored(
+    z: torch.Tensor, row_shift: torch.Tensor, top: float, c: float, right: torch.Tensor, block: int
+) -> torch.Tensor:
+    """Symmetric backward with ``g >= 0`` in fewer passes: with ``u = row_shift``,
+    ``G_ij + G_ji = exp2(c s_ij + K) (exp2(u_i - K) + exp2(u_j - K))``, ``K = max u``. Only used
+    when ``c max|z|^2 + K`` is small enough that the first factor cannot overflow; terms lost to
+    underflow are then below ``2**-100`` of the row totals."""
+    m_rows = z.shape[0]
+    dz = torch.empty_like(z)
+    left = _aug(z * c, top)  # [c z_i, K]
+    weight = torch.exp2(row_shift - top)  # (M,) in [0, 1]
+    buf = torch.empty(min(block, m_rows), m_rows, dtype=z.dtype, device=z.device)
+    buf2 = torch.empty_like(buf)
+    for i0 in _blocks(m_rows, block):
+        i1 = min(i0 + block, m_rows)
+        p, q = buf[: i1 - i0], buf2[: i1 - i0]
+        torch.mm(left[i0:i1], right.T, out=p)
+        p.diagonal(offset=i0).fill_(-math.inf)
+        torch.exp2(p, out=p)
+        torch.add(weight[i0:i1, None], weight[None, :], out=q)
+        p.mul_(q)
+        torch.mm(p, z, out=dz[i0:i1])
     return dz
 
 

@@ -31,7 +31,7 @@ class SoftDiceLoss(nn.Module):
           like logits; output: scalar or ``(B, C')`` / ``(C',)``.
 
     References:
-        Tang et al., AGCL, Eq. 1. Milletari et al., "V-Net", 3DV 2016.
+        Lee et al., AGCL, Eq. 1. Milletari et al., "V-Net", 3DV 2016.
 
     Examples:
         >>> loss_fn = SoftDiceLoss(activation="sigmoid")

@@ -31,7 +31,7 @@ class ModalTargetSupConLoss(nn.Module):
         reduction: ``"mean"`` (over anchors with a positive), ``"sum"`` or ``"none"``.
         backend: ``"auto"``, ``"torch"``, ``"naive"`` or ``"triton"``.
         gather_distributed: all-gather rows from every rank with gradients (DDP-ready).
-        block_size: anchor rows per block of the torch backend (``None``: about 32 MiB each).
+        block_size: anchor rows per block of the torch backend (``None``: at most 64 MiB each).
 
     Shape:
         - features: ``(B, V, D)`` or ``(M, D)``; labels, modality, target: ``(B,)`` / ``(M,)``.
@@ -42,7 +42,7 @@ class ModalTargetSupConLoss(nn.Module):
             argument and print shapes).
 
     References:
-        Tang et al., "Attention-Guided Supervised Contrastive Learning for Semantic
+        Lee et al., "Attention-Guided Supervised Contrastive Learning for Semantic
         Segmentation" (AGCL), Eq. 3. Khosla et al., "Supervised Contrastive Learning", 2020.
 
     Examples:

@@ -13,7 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from agcl._validation import check_choice, check_tensor
+from agcl._validation import check_tensor
+from agcl.models._checks import check_int as _check_int
+from agcl.models._checks import check_output_stride
 
 __all__ = ["ASPP", "ASPPDecoder", "DeepLabV3PlusDecoder", "scaled_dilations"]
 
@@ -24,12 +26,6 @@ def _conv_bn_relu(cin: int, cout: int, k: int = 1, dilation: int = 1) -> nn.Sequ
                          nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
-def _check_int(name: str, value: object, low: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}; got {value!r}")
-    return value
-
-
 def scaled_dilations(dilations: Sequence[int], output_stride: int) -> tuple[int, ...]:
     """ASPP rates given at output stride 16, rescaled to ``output_stride`` (x2 at 8, /2 at 32).
 
@@ -37,14 +33,14 @@ def scaled_dilations(dilations: Sequence[int], output_stride: int) -> tuple[int,
         >>> scaled_dilations((6, 12, 18), 8), scaled_dilations((6, 12, 18), 32)
         ((12, 24, 36), (3, 6, 9))
     """
-    check_choice("output_stride", output_stride, (8, 16, 32))
+    check_output_stride(output_stride)
     return tuple(max(1, round(d * 16 / output_stride)) for d in dilations)
 
 
 class _ImagePooling(nn.Sequential):
     """Global average pool, 1x1 conv + BN + ReLU, upsampled back to the map's size."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = x.shape[-2:]
         return F.interpolate(super().forward(x), size=size, mode="bilinear", align_corners=False)
 
@@ -129,7 +125,7 @@ def _check_size(input_size: Sequence[int]) -> tuple[int, int]:
     size = tuple(int(s) for s in input_size)
     if len(size) != 2 or min(size) < 1:
         raise ValueError(f"input_size must be (H, W) of the input image; got {tuple(input_size)}")
-    return size  # type: ignore[return-value]
+    return size[0], size[1]
 
 
 class ASPPDecoder(nn.Module):

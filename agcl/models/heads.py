@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from agcl._validation import check_ndim, check_tensor
+from agcl.models._checks import check_int
 
 __all__ = ["ProjectionHead"]
 
@@ -41,10 +42,9 @@ class ProjectionHead(nn.Module):
     def __init__(self, in_features: int = 2048, hidden_features: int = 2048,
                  out_features: int = 256) -> None:
         super().__init__()
-        for name, value in (("in_features", in_features), ("hidden_features", hidden_features),
-                            ("out_features", out_features)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int; got {value!r}")
+        check_int("in_features", in_features)
+        check_int("hidden_features", hidden_features)
+        check_int("out_features", out_features)
         self.in_features = in_features
         self.out_features = out_features
         self.fc1 = nn.Linear(in_features, hidden_features)

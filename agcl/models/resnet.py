@@ -28,9 +28,10 @@ from typing import Literal
 import torch
 from torch import nn
 
-from agcl._validation import check_choice, check_ndim, check_tensor
+from agcl._validation import check_ndim, check_tensor
 from agcl.models._adapt import adapt_input_conv
 from agcl.models._blocks import BasicBlock, Bottleneck
+from agcl.models._checks import check_int, check_output_stride
 from agcl.models._registry import register_model
 
 __all__ = ["ResNet", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
@@ -55,6 +56,16 @@ class ResNet(nn.Module):
     Shape:
         - x: ``(B, in_chans, H, W)``.
         - ``forward`` output: ``(B, num_features)`` or ``(B, num_classes)``.
+
+    Raises:
+        ValueError: a bad option, or input with the wrong rank or channel count.
+
+    Examples:
+        >>> enc = ResNet(Bottleneck, (1, 1, 1, 1), in_chans=2, output_stride=8, base_width=4)
+        >>> enc.out_channels, enc.feature_strides
+        ((16, 32, 64, 128), (4, 8, 8, 8))
+        >>> enc(torch.zeros(2, 2, 24, 24)).shape
+        torch.Size([2, 128])
     """
 
     def __init__(
@@ -69,11 +80,10 @@ class ResNet(nn.Module):
         zero_init_residual: bool = False,
     ) -> None:
         super().__init__()
-        for name, value, low in (("in_chans", in_chans, 1), ("num_classes", num_classes, 0),
-                                 ("base_width", base_width, 1)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{name} must be an int >= {low}; got {value!r}")
-        check_choice("output_stride", output_stride, (8, 16, 32))
+        check_int("in_chans", in_chans)
+        check_int("num_classes", num_classes, 0)
+        check_int("base_width", base_width)
+        check_output_stride(output_stride)
         self.in_chans = in_chans
         self.output_stride = int(output_stride)
         self.num_classes = num_classes
@@ -171,7 +181,8 @@ class ResNet(nn.Module):
         ``conv1.weight`` goes through :func:`adapt_input_conv` when its input channels differ
         from ``in_chans``; ``fc.*`` is dropped when this encoder has no ``fc`` or a different
         number of classes (its ``fc`` then keeps its fresh initialisation). Both are logged on
-        the ``agcl.models`` logger. Everything else must match exactly.
+        the ``agcl.models`` logger. ``fc.*`` and the BN ``num_batches_tracked`` counters (absent
+        from older published checkpoints) may be missing; everything else must match exactly.
 
         Raises:
             TypeError: ``state_dict`` is not a mapping.
@@ -194,7 +205,12 @@ class ResNet(nn.Module):
                         fc_w.shape[0], "no fc" if self.num_classes == 0
                         else f"a freshly initialised fc with {self.num_classes} classes")
         own = self.state_dict()
-        missing = sorted(set(own) - set(sd) - ({"fc.weight", "fc.bias"} if fc_w is not None else set()))
+        if self.num_classes > 0 and "fc.weight" not in sd:
+            logger.info("load_pretrained: no usable pretrained fc; the fc (%d classes) keeps its "
+                        "fresh initialisation", self.num_classes)
+        # fc is optional; num_batches_tracked is absent from older published checkpoints
+        missing = sorted(k for k in set(own) - set(sd)
+                         if not k.startswith("fc.") and not k.endswith("num_batches_tracked"))
         unexpected = sorted(set(sd) - set(own))
         bad = [f"{k}: expected {tuple(own[k].shape)}, got {tuple(sd[k].shape)}"
                for k in sorted(set(own) & set(sd)) if tuple(own[k].shape) != tuple(sd[k].shape)]

@@ -86,11 +86,12 @@ class SegmentationModel(nn.Module):
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        encoder: Any = self.encoder  # any module with forward_features (see the class docstring)
         if self.encoder_frozen:
             with torch.no_grad():
-                feats = self.encoder.forward_features(x)
+                feats = encoder.forward_features(x)
         else:
-            feats = self.encoder.forward_features(x)
+            feats = encoder.forward_features(x)
         return self.decoder(feats, x.shape[-2:])
 
 
@@ -132,7 +133,8 @@ class AGCLPretrainModel(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The pooled encoder vector, ``(B, num_features)``, before the projection."""
-        return self.encoder.forward_pooled(x)
+        encoder: Any = self.encoder  # any module with forward_pooled (see the class docstring)
+        return encoder.forward_pooled(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.projection(self.features(x))
@@ -169,7 +171,7 @@ def build_segmentation_model(
         torch.Size([2, 2, 32, 32])
     """
     check_choice("decoder", decoder, ("aspp", "deeplabv3plus"))
-    enc = create_model(encoder, in_chans=in_chans, output_stride=output_stride,
+    enc: Any = create_model(encoder, in_chans=in_chans, output_stride=output_stride,
                        **(encoder_kwargs or {}))
     cls = ASPPDecoder if decoder == "aspp" else DeepLabV3PlusDecoder
     dec = cls(enc.out_channels, num_classes, output_stride=output_stride,

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from agcl._validation import check_ndim, check_tensor
+from agcl.models._checks import check_int
 from agcl.models._registry import register_model
 
 __all__ = ["CoarseUNet3D", "unet3d"]
@@ -63,8 +64,7 @@ class CoarseUNet3D(nn.Module):
         super().__init__()
         for name, value in (("in_channels", in_channels), ("num_classes", num_classes),
                             ("base_channels", base_channels), ("depth", depth)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int; got {value!r}")
+            check_int(name, value)
         self.in_channels = in_channels
         self.num_classes = num_classes
         self.depth = depth

@@ -33,6 +33,13 @@ class PatchBatch:
         - label: ``(P, 1, h, w)`` float32 0/1 ground truth of the target organ, or ``None``.
         - target, modality, volume_index, slice_index: ``(P,)`` long.
         - centre: ``(P, 2)`` long, the in-plane centre (indices along the two non-slice axes).
+
+    Examples:
+        >>> a = PatchBatch.empty(8, with_label=True)
+        >>> len(a), a.inputs(with_label=True).shape
+        (0, torch.Size([0, 3, 8, 8]))
+        >>> len(PatchBatch.cat([a, a]))
+        0
     """
 
     image: torch.Tensor

@@ -184,7 +184,12 @@ def _mix(seed: int, epoch: int, index: int) -> int:
 
 
 def collate_patch_batches(batches: Sequence[PatchBatch]) -> PatchBatch:
-    """``collate_fn`` for a ``DataLoader`` over :class:`AttentionPatchDataset`: concatenate."""
+    """``collate_fn`` for a ``DataLoader`` over :class:`AttentionPatchDataset`: concatenate.
+
+    Examples:
+        >>> len(collate_patch_batches([PatchBatch.empty(4), PatchBatch.empty(4)]))
+        0
+    """
     return PatchBatch.cat(list(batches))
 
 

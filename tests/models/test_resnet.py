@@ -81,9 +81,13 @@ def test_stride_sits_on_the_3x3_conv():
     assert m.layer2[0].downsample[0].stride == (2, 2)
 
 
-@pytest.mark.parametrize("arch", [resnet18, resnet50])
-@pytest.mark.parametrize("output_stride", [8, 16, 32])
-@pytest.mark.parametrize("in_chans", [1, 2, 3, 4])
+# every output stride x in_chans for the basic-block network; the bottleneck one (same stem and
+# stage logic, slower) for every output stride with the AGCL input (2 channels) and with 3
+@pytest.mark.parametrize(
+    "arch, output_stride, in_chans",
+    [(resnet18, os_, c) for os_ in (8, 16, 32) for c in (1, 2, 3, 4)]
+    + [(resnet50, os_, c) for os_ in (8, 16, 32) for c in (2, 3)],
+)
 def test_feature_shapes(arch, output_stride, in_chans):
     enc = arch(in_chans=in_chans, output_stride=output_stride, base_width=8).eval()
     x = torch.randn(2, in_chans, 32, 40)
@@ -114,6 +118,21 @@ def test_dilation_replaces_stride():
     enc16 = resnet50(output_stride=16)
     assert enc16.layer3[0].conv2.stride == (2, 2) and enc16.layer4[1].conv2.dilation == (2, 2)
     assert all(m.dilation == (1, 1) for m in resnet50().modules() if isinstance(m, torch.nn.Conv2d))
+
+
+@pytest.mark.parametrize("output_stride, same", [(16, 3), (8, 2)])
+def test_dilation_only_changes_the_stages_past_the_output_stride(output_stride, same):
+    # same weights: the stages before the first dilated one compute exactly the same maps, and
+    # the dilated maps have the resolution the plain network had at that output stride
+    ref = resnet18(base_width=8).eval()
+    dil = resnet18(base_width=8, output_stride=output_stride).eval()
+    dil.load_state_dict(ref.state_dict())
+    x = torch.randn(2, 3, 64, 64)
+    a, b = ref.forward_features(x), dil.forward_features(x)
+    for i in range(same):
+        torch.testing.assert_close(b[i], a[i], rtol=0, atol=0)
+    assert not torch.allclose(b[-1].mean((2, 3)), a[-1].mean((2, 3)))
+    assert b[-1].shape[-1] == 64 // output_stride
 
 
 def test_dilated_encoders_share_the_state_dict_layout():
@@ -163,6 +182,17 @@ def test_pretrained_same_channels_loads_exactly_and_drops_fc(caplog):
     own = enc.state_dict()
     for k, v in own.items():
         torch.testing.assert_close(v, sd[k], rtol=0, atol=0)
+
+
+def test_pretrained_without_counters_or_fc_loads(caplog):
+    # older published checkpoints lack the BN num_batches_tracked buffers; backbone-only dicts lack fc
+    sd = {k: v for k, v in _reference_weights().items()
+          if not k.endswith("num_batches_tracked") and not k.startswith("fc.")}
+    with caplog.at_level(logging.INFO, logger="agcl.models"):
+        enc = resnet18(base_width=8, num_classes=4, pretrained_state_dict=sd)
+    assert "keeps its fresh initialisation" in caplog.text
+    torch.testing.assert_close(enc.layer2[1].bn2.running_var, sd["layer2.1.bn2.running_var"],
+                               rtol=0, atol=0)
 
 
 def test_pretrained_mismatch_raises():

@@ -34,11 +34,12 @@ def volumes(draw):
 
 
 @settings(deadline=None, max_examples=30)
-@given(volumes(), st.integers(1, 7), st.integers(1, 4))
-def test_patches_match_oracle_and_centres_lie_in_attention(vol, patch, k):
+@given(volumes(), st.integers(1, 7), st.integers(1, 4), st.booleans())
+def test_patches_match_oracle_and_centres_lie_in_attention(vol, patch, k, same_object):
     img, lab, axis, seed = vol
     s = AttentionPatchSampler(patch_size=patch, patches_per_slice=k, axis=axis, seed=seed)
-    b = s.sample(img, lab, label=lab, modality=2, volume_index=5)
+    # the same object shares one mask gather; a copy takes the separate label gather
+    b = s.sample(img, lab, label=lab if same_object else lab.copy(), modality=2, volume_index=5)
     ax = axis % 3
     moved = np.moveaxis(lab, ax, 0)
     # counts: k per (organ, slice) where the organ is present, nothing else

@@ -1,0 +1,21 @@
+"""Option checks shared by the model builders (private)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["check_int", "check_output_stride"]
+
+
+def check_int(name: str, value: Any, low: int = 1) -> int:
+    """Raise ``ValueError`` unless ``value`` is an int (not bool) ``>= low``; return it."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name} must be an int >= {low}; got {value!r}")
+    return value
+
+
+def check_output_stride(value: Any) -> int:
+    """Raise ``ValueError`` unless ``value`` is 8, 16 or 32; return it."""
+    if isinstance(value, bool) or value not in (8, 16, 32):
+        raise ValueError(f"output_stride must be one of 8, 16, 32; got {value!r}")
+    return int(value)
