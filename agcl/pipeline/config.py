@@ -152,7 +152,7 @@ class PipelineConfig:
         """A CPU demo preset: minutes on 2 cores for ~8 small synthetic cases."""
         return cls(
             preset="quick",
-            coarse=CoarseConfig(shape=(40, 40, 20), base_channels=8, depth=2, epochs=25, lr=1e-2,
+            coarse=CoarseConfig(shape=(40, 40, 20), base_channels=8, depth=2, epochs=40, lr=1e-2,
                                 batch_size=1, margin_mm=10.0),
             pretrain=PretrainConfig(encoder="resnet18", base_width=16, output_stride=8, patch_size=48,
                                     patches_per_slice=2, max_patches_per_volume=160, epochs=2,
