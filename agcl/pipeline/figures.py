@@ -33,9 +33,9 @@ def pca_2d(x: Any) -> np.ndarray:
 
     Examples:
         >>> import numpy as np
-        >>> x = np.array([[0.0, 0.0, 1.0], [2.0, 0.0, 1.0], [4.0, 0.1, 1.0]])
-        >>> np.round(np.abs(pca_2d(x)[:, 0]), 3).tolist()
-        [2.0, 0.0, 2.0]
+        >>> x = np.array([[0.0, 0.0, 1.0], [2.0, 0.0, 1.0], [4.0, 0.0, 1.0]])
+        >>> np.round(np.abs(pca_2d(x)), 6).tolist()  # all variance on the first axis
+        [[2.0, 0.0], [0.0, 0.0], [2.0, 0.0]]
     """
     a = np.asarray(x.detach().cpu().numpy() if hasattr(x, "detach") else x, dtype=np.float64)
     if a.ndim != 2 or a.shape[0] < 2:
