@@ -75,7 +75,7 @@ def sample_pool(
     x = torch.cat([torch.cat([b.image, b.attention], 1) for b in parts]).float()
     label_t = None
     if with_label:
-        label_t = torch.cat([b.label for b in parts])[:, 0].round().long()
+        label_t = torch.cat([b.label for b in parts if b.label is not None])[:, 0].round().long()
     return PatchPool(
         x=x,
         target=torch.cat([b.target for b in parts]).long(),

@@ -21,7 +21,8 @@ EpochCallback = Callable[[str, int, Mapping[str, Any]], None]
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    return model.module if hasattr(model, "module") else model
+    inner = getattr(model, "module", model)  # DistributedDataParallel wraps the model
+    return inner if isinstance(inner, torch.nn.Module) else model
 
 
 def fit(

@@ -44,8 +44,8 @@ def prepare_case(case: Any, modality: int, *, clip_hu: Sequence[float] | None,
     image, label = load_case(case, organs=organs)
     array = preprocess_ct(
         image.array,
-        window=tuple(clip_hu) if clip_hu is not None else None,
-        percentiles=tuple(percentiles) if percentiles is not None else None,
+        window=(float(clip_hu[0]), float(clip_hu[1])) if clip_hu is not None else None,
+        percentiles=(float(percentiles[0]), float(percentiles[1])) if percentiles is not None else None,
     )
     return PreparedCase(
         case_id=str(case.case_id),
@@ -125,5 +125,5 @@ def attention_from_labels(labels: np.ndarray, organ_ids: Sequence[int], *, margi
         if margin_mm > 0:
             dist = ndimage.distance_transform_edt(~mask, sampling=tuple(spacing))
             mask = dist <= margin_mm
-        out[(k, *big)] = mask
+        out[k][big] = mask
     return out

@@ -57,8 +57,8 @@ def _organ_probability(model, image: np.ndarray, att: np.ndarray, box: tuple[sli
     sx1, sy1 = min(x1, image.shape[0]), min(y1, image.shape[1])
     sub_img[sx0 - x0: sx1 - x0, sy0 - y0: sy1 - y0] = image[sx0:sx1, sy0:sy1, zsl]
     sub_att[sx0 - x0: sx1 - x0, sy0 - y0: sy1 - y0] = att[sx0:sx1, sy0:sy1, zsl]
-    starts = []
-    for z in range(sub_att.shape[2]):
+    starts: list[np.ndarray] = []
+    for z in range(int(zsl.stop) - int(zsl.start)):
         sl = sub_att[:, :, z] > 0
         if not sl.any():
             continue
@@ -78,11 +78,11 @@ def _organ_probability(model, image: np.ndarray, att: np.ndarray, box: tuple[sli
         t = tl[i: i + batch_size]
         r = (t[:, 0, None] + ar)[:, :, None].expand(-1, patch, patch)
         c = (t[:, 1, None] + ar)[:, None, :].expand(-1, patch, patch)
-        z = t[:, 2, None, None].expand(-1, patch, patch)
-        x = torch.stack([img_t[r, c, z], att_t[r, c, z]], 1).to(device)
+        zz = t[:, 2, None, None].expand(-1, patch, patch)
+        x = torch.stack([img_t[r, c, zz], att_t[r, c, zz]], 1).to(device)
         prob = torch.softmax(model(x).float(), 1)[:, 1].cpu()
-        total.index_put_((r, c, z), prob, accumulate=True)
-        count.index_put_((r, c, z), torch.ones_like(prob), accumulate=True)
+        total.index_put_((r, c, zz), prob, accumulate=True)
+        count.index_put_((r, c, zz), torch.ones_like(prob), accumulate=True)
     mean = torch.where(count > 0, total / count.clamp_min(1), torch.zeros(()))
     return (mean * att_t).numpy(), (slice(x0, x1), slice(y0, y1), zsl)
 

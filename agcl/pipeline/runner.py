@@ -155,13 +155,13 @@ def run_pipeline(
     missing = [k for k in organ_ids if k not in names]
     if missing:
         raise ValueError(f"config.organs holds codes {missing} that organs does not name; organs: {names}")
-    kw = {"clip_hu": config.clip_hu, "percentiles": config.percentiles, "organs": dict(BTCV_ORGANS) | names}
+    kw: dict[str, Any] = {"clip_hu": config.clip_hu, "percentiles": config.percentiles, "organs": dict(BTCV_ORGANS) | names}
     train_cases = LazyCases([c for c, _ in train], [m for _, m in train], cache=len(train), **kw)
     test_cases = LazyCases([c for c, _ in test], [m for _, m in test], cache=2, **kw)
     prepared_train = [train_cases[i] for i in range(len(train_cases))]
     num_modalities = max([m for _, m in train] + [m for _, m in test]) + 1
     log = EpochLog(out / "epochs.jsonl", enabled=dd.is_main())
-    common = {"resume": resume, "device": device, "log": log, "callback": callback}
+    common: dict[str, Any] = {"resume": resume, "device": device, "log": log, "callback": callback}
 
     t0 = time.perf_counter()
     coarse = _coarse_maps(prepared_train, [test_cases[i] for i in range(len(test_cases))], config, organ_ids, out,
@@ -178,7 +178,10 @@ def run_pipeline(
 
     model, _, _ = load_segment_model(seg_ckpt, device)
     s = config.segment
-    tables, coarse_tables, predictions, examples = [], [], [], []
+    tables: list[dict[str, Any]] = []
+    coarse_tables: list[dict[str, Any]] = []
+    predictions: list[str] = []
+    examples: list[dict[str, Any]] = []
     test_att = _Attention([test_cases[i] for i in range(len(test_cases))], coarse, organ_ids, config.coarse.margin_mm)
     for i in range(len(test_cases)):
         case = test_cases[i]

@@ -47,10 +47,10 @@ class PretrainClassifier(nn.Module):
     def __init__(self, encoder: nn.Module, num_classes: int) -> None:
         super().__init__()
         self.encoder = encoder
-        self.classifier = nn.Linear(encoder.num_features, num_classes)
+        self.classifier = nn.Linear(int(getattr(encoder, "num_features")), num_classes)  # noqa: B009
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.encoder.forward_pooled(x)
+        return getattr(self.encoder, "forward_pooled")(x)  # noqa: B009
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))
@@ -71,7 +71,8 @@ def build_pretrain_model(config: PipelineConfig, *, num_modalities: int, num_org
     encoder = build_encoder(config)
     if config.pretrain.method == "ce":
         return PretrainClassifier(encoder, num_modalities * num_organs)
-    head = ProjectionHead(encoder.num_features, encoder.num_features, config.pretrain.projection_dim)
+    width = int(getattr(encoder, "num_features"))  # noqa: B009
+    head = ProjectionHead(width, width, config.pretrain.projection_dim)
     return AGCLPretrainModel(encoder, head)
 
 
@@ -161,7 +162,8 @@ def pretrain_encoder(
     for o, i in organ_index.items():
         lut[o] = i
     gen = torch.Generator()
-    aug = PairAug(scale=tuple(p.aug_scale), degrees=p.aug_degrees, mask_channels=(1,), generator=gen)
+    aug = PairAug(scale=(float(p.aug_scale[0]), float(p.aug_scale[1])), degrees=p.aug_degrees, mask_channels=(1,),
+                  generator=gen)
     per_rank = max(1, p.batch_size // dd.world_size())
 
     def epoch_batches(epoch: int):
@@ -207,8 +209,9 @@ def _batches(pool: PatchPool, batch_size: int, *, seed: int):
 
     n = len(pool)
     world = dd.world_size()
-    sampler = DistributedSampler(range(n), num_replicas=world, rank=dd.rank(), shuffle=True, seed=seed,
-                                 drop_last=world > 1)
+    indices: Any = range(n)  # a Sequence is all the sampler needs (len); typed as a Dataset
+    sampler: DistributedSampler[int] = DistributedSampler(indices, num_replicas=world, rank=dd.rank(), shuffle=True,
+                                                          seed=seed, drop_last=world > 1)
     idx = torch.tensor(list(sampler), dtype=torch.long)
     # a last batch of one sample would leave BatchNorm with a single value per channel
     stop = len(idx) if len(idx) % batch_size != 1 or len(idx) == 1 else len(idx) - 1

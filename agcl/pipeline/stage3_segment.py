@@ -38,7 +38,8 @@ def build_segment_model(config: PipelineConfig, encoder_state: dict[str, torch.T
     encoder = build_encoder(config)
     if encoder_state is not None:
         encoder.load_state_dict(encoder_state)
-    decoder = ASPPDecoder(encoder.out_channels, 2, output_stride=config.pretrain.output_stride,
+    channels = tuple(getattr(encoder, "out_channels"))  # noqa: B009
+    decoder = ASPPDecoder(channels, 2, output_stride=config.pretrain.output_stride,
                           aspp_channels=config.segment.aspp_channels)
     return SegmentationModel(encoder, decoder).freeze_encoder()
 
