@@ -25,13 +25,13 @@ class _AllGather(torch.autograd.Function):
     """``(n_max, D)`` per rank -> ``(W, n_max, D)``; backward: all-reduce sum, keep own slice."""
 
     @staticmethod
-    def forward(ctx, x):  # type: ignore[override]
+    def forward(ctx, x):
         parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
         dist.all_gather(parts, x.contiguous())
         return torch.stack(parts)
 
     @staticmethod
-    def backward(ctx, grad):  # type: ignore[override]
+    def backward(ctx, grad):
         grad = grad.contiguous()
         dist.all_reduce(grad, op=dist.ReduceOp.SUM)
         return grad[dist.get_rank()]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import warnings
+from types import FrameType
 
 import torch
 
@@ -20,11 +21,12 @@ def warn_user(message: str, category: type[Warning] = UserWarning) -> None:
     """``warnings.warn`` attributed to the first frame outside agcl and ``torch.nn``, so that
     Python's default filter shows it once per user call site (however deep the call)."""
     level, frame = 2, sys._getframe(1)
-    while frame is not None:
-        name = os.path.abspath(frame.f_code.co_filename)
+    frame_or_none: FrameType | None = frame
+    while frame_or_none is not None:
+        name = os.path.abspath(frame_or_none.f_code.co_filename)
         if not (name.startswith(_AGCL_DIR) or name.startswith(_TORCH_NN_DIR)):
             break
-        frame, level = frame.f_back, level + 1
+        frame_or_none, level = frame_or_none.f_back, level + 1
     warnings.warn(message, category, stacklevel=level)
 
 
@@ -70,6 +72,7 @@ def build_rows(
     if views is not None and (isinstance(views, bool) or not isinstance(views, int) or views < 1):
         raise ValueError(f"views must be a positive integer or None; got {views!r}")
     device = features.device
+    out_shape: tuple[int, ...]
     if features.ndim == 3:
         b, v, d = features.shape
         if views is not None and views != v:
@@ -98,7 +101,7 @@ def build_rows(
     mod = _labels_or_none("modality", modality, n, what, device)
     tgt = _labels_or_none("target", target, n, what, device)
     has_partial = mod is not None and tgt is not None
-    if has_partial:
+    if mod is not None and tgt is not None:
         cols = torch.stack([mod, tgt], dim=1)
     else:
         key = next((x for x in (tgt, lab, mod) if x is not None), None)

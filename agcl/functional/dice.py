@@ -9,10 +9,15 @@ import torch
 from agcl._validation import check_choice, check_positive, check_tensor
 from agcl.functional._contrastive_rows import warn_user
 
-__all__ = ["soft_dice_loss"]
+__all__ = ["ACTIVATIONS", "soft_dice_loss"]
 
 Activation = Literal["softmax", "sigmoid"]
 ACTIVATIONS: tuple[str | None, ...] = ("softmax", "sigmoid", None)
+
+
+def _check_activation(activation: object) -> None:
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of 'softmax', 'sigmoid', None; got {activation!r}")
 
 
 def _one_hot_target(target: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
@@ -98,7 +103,7 @@ def soft_dice_loss(
             f"logits must be a float (B, C, H, W) or (B, C, H, W, D) tensor; got shape "
             f"{tuple(logits.shape)} and dtype {logits.dtype}"
         )
-    check_choice("activation", activation, ACTIVATIONS)
+    _check_activation(activation)
     check_choice("reduction", reduction, ("mean", "sum", "none"))
     check_positive("smooth_nr", smooth_nr, allow_zero=True)
     check_positive("smooth_dr", smooth_dr, allow_zero=True)

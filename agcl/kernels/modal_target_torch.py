@@ -184,7 +184,7 @@ class _ContrastiveLSE(torch.autograd.Function):
     """Autograd wrapper: saves ``z`` and the ``(A,)`` base-2 lse only."""
 
     @staticmethod
-    def forward(ctx, z, temperature, anchor_start, num_anchors, block_size):  # type: ignore[override]
+    def forward(ctx, z, temperature, anchor_start, num_anchors, block_size):
         c = _LOG2E / temperature
         if z.shape[0] == 1:  # a lone row has no other row: empty sum
             lse2 = torch.full((num_anchors,), -math.inf, dtype=z.dtype, device=z.device)
@@ -195,7 +195,7 @@ class _ContrastiveLSE(torch.autograd.Function):
         return lse2 * _LN2
 
     @staticmethod
-    def backward(ctx, grad):  # type: ignore[override]
+    def backward(ctx, grad):
         z, lse2 = ctx.saved_tensors
         c, temperature, anchor_start, block_size = ctx.meta
         if z.shape[0] == 1 or not ctx.needs_input_grad[0]:

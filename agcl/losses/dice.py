@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from agcl._validation import check_choice, check_positive
-from agcl.functional.dice import ACTIVATIONS, Activation, soft_dice_loss
+from agcl.functional.dice import Activation, _check_activation, soft_dice_loss
 
 __all__ = ["SoftDiceLoss"]
 
@@ -52,7 +52,7 @@ class SoftDiceLoss(nn.Module):
         batch_dice: bool = False,
     ) -> None:
         super().__init__()
-        check_choice("activation", activation, ACTIVATIONS)
+        _check_activation(activation)
         check_choice("reduction", reduction, ("mean", "sum", "none"))
         self.smooth_nr = check_positive("smooth_nr", smooth_nr, allow_zero=True)
         self.smooth_dr = check_positive("smooth_dr", smooth_dr, allow_zero=True)
