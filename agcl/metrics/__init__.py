@@ -1,0 +1,30 @@
+"""Segmentation metrics: Dice, Hausdorff distance (max / HD95) and ASSD in mm, per organ.
+
+Conventions are pinned in :mod:`agcl.metrics.surface` and :mod:`agcl.metrics.evaluate` and
+documented in docs/metrics.md: HD95 is the larger of the two directed 95th percentiles; ASSD
+pools both directions; both-empty masks give Dice 1 and distance 0, exactly one empty gives Dice 0
+and distance ``inf``, and aggregates count the missed organs instead of dropping them.
+
+Examples:
+    >>> import numpy as np
+    >>> from agcl.metrics import dice, hausdorff_distance
+    >>> a = np.zeros((5, 5), bool); a[1:3, 1:3] = True
+    >>> dice(a, a), hausdorff_distance(a, a, spacing=(0.8, 0.8), percentile=95)
+    (1.0, 0.0)
+"""
+
+from __future__ import annotations
+
+from agcl.metrics.evaluate import evaluate_labels, format_table, summarize_cases
+from agcl.metrics.overlap import dice
+from agcl.metrics.surface import average_surface_distance, hausdorff_distance, surface_distances
+
+__all__ = [
+    "average_surface_distance",
+    "dice",
+    "evaluate_labels",
+    "format_table",
+    "hausdorff_distance",
+    "summarize_cases",
+    "surface_distances",
+]

@@ -1,0 +1,108 @@
+"""The three-stage AGCL pipeline: coarse attention, contrastive pre-training, segmentation.
+
+* Stage 1 (:mod:`~agcl.pipeline.stage1_coarse`): a small 3D U-Net on downsampled volumes gives
+  coarse organ masks, dilated into per-organ attention maps.
+* Stage 2 (:mod:`~agcl.pipeline.stage2_pretrain`): attention-guided patches, two augmented
+  views, encoder + projection, the modal-target contrastive loss (or a baseline).
+* Stage 3 (:mod:`~agcl.pipeline.stage3_segment`): frozen encoder + ASPP decoder with the soft
+  Dice loss; sliding-window inference inside the attention and label fusion
+  (:mod:`~agcl.pipeline.predict`).
+
+:func:`run_pipeline` runs all three and evaluates held-out cases; :func:`predict_volume`
+segments a new scan from the saved checkpoints. See docs/pipeline.md.
+
+Examples:
+    >>> from agcl.pipeline import PipelineConfig, fuse_labels
+    >>> PipelineConfig.quick().pretrain.method
+    'agcl'
+"""
+
+from __future__ import annotations
+
+from agcl.pipeline._distributed import barrier, init_distributed
+from agcl.pipeline.checkpoint import (
+    EpochLog,
+    capture_rng,
+    load_stage,
+    restore_rng,
+    save_stage,
+    seed_everything,
+)
+from agcl.pipeline.config import (
+    PRETRAIN_METHODS,
+    CoarseConfig,
+    PipelineConfig,
+    PretrainConfig,
+    SegmentConfig,
+)
+from agcl.pipeline.figures import pca_2d, plot_embeddings, plot_overlays
+from agcl.pipeline.fusion import fuse_labels
+from agcl.pipeline.predict import predict_volume, segment_with_attention, window_starts
+from agcl.pipeline.report import ablation_table, results_entry, write_results
+from agcl.pipeline.runner import find_coarse_file, run_pipeline
+from agcl.pipeline.stage1_coarse import (
+    build_coarse_model,
+    coarse_attention,
+    load_coarse,
+    predict_coarse,
+    train_coarse,
+)
+from agcl.pipeline.stage2_pretrain import (
+    PretrainClassifier,
+    build_encoder,
+    build_pretrain_model,
+    embed_patches,
+    load_pretrain_model,
+    pretrain_encoder,
+    pretrain_step,
+)
+from agcl.pipeline.stage3_segment import (
+    build_segment_model,
+    load_segment_model,
+    segment_step,
+    train_segmenter,
+)
+
+__all__ = [
+    "PRETRAIN_METHODS",
+    "CoarseConfig",
+    "EpochLog",
+    "PipelineConfig",
+    "PretrainClassifier",
+    "PretrainConfig",
+    "SegmentConfig",
+    "ablation_table",
+    "barrier",
+    "build_coarse_model",
+    "build_encoder",
+    "build_pretrain_model",
+    "build_segment_model",
+    "capture_rng",
+    "coarse_attention",
+    "embed_patches",
+    "find_coarse_file",
+    "fuse_labels",
+    "init_distributed",
+    "load_coarse",
+    "load_pretrain_model",
+    "load_segment_model",
+    "load_stage",
+    "pca_2d",
+    "plot_embeddings",
+    "plot_overlays",
+    "predict_coarse",
+    "predict_volume",
+    "pretrain_encoder",
+    "pretrain_step",
+    "restore_rng",
+    "results_entry",
+    "run_pipeline",
+    "save_stage",
+    "seed_everything",
+    "segment_step",
+    "segment_with_attention",
+    "train_coarse",
+    "train_segmenter",
+    "window_starts",
+    "write_results",
+]

@@ -1,0 +1,104 @@
+"""Private: the epoch loop shared by the three stages (resume, checkpoints, log, progress bar)."""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from agcl.pipeline import _distributed as dd
+from agcl.pipeline.checkpoint import EpochLog, capture_rng, load_stage, restore_rng, save_stage
+
+__all__ = ["EpochCallback", "fit"]
+
+EpochCallback = Callable[[str, int, Mapping[str, Any]], None]
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    inner = getattr(model, "module", model)  # DistributedDataParallel wraps the model
+    return inner if isinstance(inner, torch.nn.Module) else model
+
+
+def fit(
+    *,
+    stage: str,
+    epochs: int,
+    ckpt_path: Path,
+    settings: Mapping[str, Any],
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    epoch_batches: Callable[[int], Iterable[Any]],
+    step: Callable[[Any], float],
+    resume: bool,
+    log: EpochLog,
+    callback: EpochCallback | None = None,
+    extra: Callable[[], Mapping[str, Any]] | None = None,
+    device: str | torch.device = "cpu",
+    collective: bool = True,
+) -> dict[str, Any]:
+    """Train ``model`` for ``epochs`` epochs with a checkpoint after each; resume when asked.
+
+    ``epoch_batches(epoch)`` yields the epoch's batches (its randomness must derive from the
+    seed and the epoch so a resumed run repeats it); ``step(batch)`` runs one optimisation step
+    and returns the batch loss. ``collective=False`` (a stage that only rank 0 runs) skips the
+    per-epoch loss averaging and barrier across ranks. Returns ``{"epoch", "loss", "skipped", "resumed_from"}``.
+    """
+    start, resumed_from = 1, 0
+    if resume:
+        ckpt = load_stage(ckpt_path, stage=stage, config=settings)
+        if ckpt is not None:
+            _unwrap(model).load_state_dict(ckpt["model"])
+            if ckpt["complete"] and ckpt["epoch"] >= epochs:
+                _say(f"[{stage}] complete in {ckpt_path} (epoch {ckpt['epoch']}); skipped")
+                return {"epoch": ckpt["epoch"], "loss": ckpt["extra"].get("loss"), "skipped": True,
+                        "resumed_from": ckpt["epoch"]}
+            if ckpt["optimizer"]:
+                optimizer.load_state_dict(ckpt["optimizer"])
+            if ckpt["rng"]:
+                restore_rng(ckpt["rng"])
+            start = resumed_from = ckpt["epoch"] + 1
+            _say(f"[{stage}] resuming from epoch {start} of {epochs} ({ckpt_path})")
+    loss = float("nan")
+    count = 0
+    for epoch in range(start, epochs + 1):
+        t0 = time.perf_counter()
+        model.train()
+        total, count = 0.0, 0
+        bar = tqdm(epoch_batches(epoch), desc=f"{stage} {epoch}/{epochs}", leave=True,
+                   disable=not dd.is_main() or None, file=sys.stdout, dynamic_ncols=True)
+        for batch in bar:
+            value = step(batch)
+            total += value
+            count += 1
+            bar.set_postfix(loss=f"{total / count:.4f}")
+        bar.close()
+        loss = total / count if count else float("nan")
+        if collective:
+            loss = dd.all_mean(loss, device)
+        record: dict[str, Any] = {"stage": stage, "epoch": epoch, "epochs": epochs, "loss": loss,
+                                  "steps": count, "time_s": round(time.perf_counter() - t0, 3)}
+        if dd.is_main():
+            save_stage(ckpt_path, stage=stage, epoch=epoch, epochs=epochs, config=dict(settings),
+                       model=_unwrap(model).state_dict(), optimizer=optimizer.state_dict(),
+                       rng=capture_rng(), extra={"loss": loss, **(dict(extra()) if extra else {})})
+            log.write(**record)
+            if not sys.stdout.isatty():
+                _say(f"[{stage}] epoch {epoch}/{epochs} loss {loss:.4f} ({record['time_s']:.1f} s)")
+        if collective:
+            dd.barrier()
+        if callback is not None:
+            callback(stage, epoch, record)
+    if count == 0 and start <= epochs and not math.isfinite(loss):
+        raise RuntimeError(f"{stage}: no training batch was produced (no attention/organ voxels in the training cases?)")
+    return {"epoch": epochs, "loss": loss, "skipped": False, "resumed_from": resumed_from}
+
+
+def _say(message: str) -> None:
+    if dd.is_main():
+        print(message, flush=True)

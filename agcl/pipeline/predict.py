@@ -1,0 +1,223 @@
+"""Inference: sliding windows inside each organ's attention, label fusion, ``predict_volume``.
+
+For each organ and each axial slice where its attention is present, windows of the training
+patch size slide over the attention's bounding box in that slice with ``stride`` (<= the patch
+size; a box smaller than a window gets one centred window). The two-channel windows (image,
+attention; the image padded with its minimum, the attention with 0 outside the volume) go
+through the segmentation model; the organ probabilities of overlapping windows are averaged and
+kept only inside the attention. Label fusion then gives every voxel the organ with the highest
+probability, or background when none exceeds the threshold (:func:`agcl.pipeline.fuse_labels`,
+computed incrementally here so only one probability map is held at a time).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from agcl.pipeline._volumes import organ_bboxes
+
+__all__ = ["predict_volume", "segment_with_attention", "window_starts"]
+
+
+def window_starts(lo: int, hi: int, size: int, stride: int) -> np.ndarray:
+    """Start indices of windows of ``size`` covering ``[lo, hi]`` (inclusive) with ``stride``.
+
+    Examples:
+        >>> window_starts(0, 9, 4, 3).tolist()
+        [0, 3, 6]
+        >>> window_starts(5, 6, 4, 2).tolist()  # a short range gets one centred window
+        [4]
+    """
+    length = hi - lo + 1
+    if length <= size:
+        return np.array([lo - (size - length) // 2])
+    starts = list(range(lo, hi - size + 2, stride))
+    if starts[-1] != hi - size + 1:
+        starts.append(hi - size + 1)
+    return np.array(starts)
+
+
+@torch.no_grad()
+def _organ_probability(model, image: np.ndarray, att: np.ndarray, box: tuple[slice, ...], *, patch: int,
+                       stride: int, batch_size: int, device, pad_value: float):
+    """Averaged window probabilities of one organ inside ``box`` (grown by the window)."""
+    half = patch // 2 + 1
+    x0, x1 = box[0].start - half, box[0].stop + half
+    y0, y1 = box[1].start - half, box[1].stop + half
+    zsl = box[2]
+    # the sub-volume (image and attention) the windows can touch, padded outside the image
+    sub_img = np.full((x1 - x0, y1 - y0, zsl.stop - zsl.start), pad_value, np.float32)
+    sub_att = np.zeros(sub_img.shape, np.float32)
+    sx0, sy0 = max(x0, 0), max(y0, 0)
+    sx1, sy1 = min(x1, image.shape[0]), min(y1, image.shape[1])
+    sub_img[sx0 - x0: sx1 - x0, sy0 - y0: sy1 - y0] = image[sx0:sx1, sy0:sy1, zsl]
+    sub_att[sx0 - x0: sx1 - x0, sy0 - y0: sy1 - y0] = att[sx0:sx1, sy0:sy1, zsl]
+    starts: list[np.ndarray] = []
+    for z in range(int(zsl.stop) - int(zsl.start)):
+        sl = sub_att[:, :, z] > 0
+        if not sl.any():
+            continue
+        rows, cols = np.flatnonzero(sl.any(1)), np.flatnonzero(sl.any(0))
+        rs = window_starts(int(rows[0]), int(rows[-1]), patch, stride)
+        cs = window_starts(int(cols[0]), int(cols[-1]), patch, stride)
+        grid = np.stack(np.meshgrid(rs, cs, indexing="ij"), -1).reshape(-1, 2)
+        starts.append(np.concatenate([grid, np.full((len(grid), 1), z)], 1))
+    img_t, att_t = torch.from_numpy(sub_img), torch.from_numpy(sub_att)
+    total = torch.zeros(sub_img.shape, dtype=torch.float32)
+    count = torch.zeros(sub_img.shape, dtype=torch.float32)
+    if not starts:
+        return total.numpy(), (slice(x0, x1), slice(y0, y1), zsl)
+    tl = torch.from_numpy(np.concatenate(starts)).long()
+    ar = torch.arange(patch)
+    for i in range(0, len(tl), batch_size):
+        t = tl[i: i + batch_size]
+        r = (t[:, 0, None] + ar)[:, :, None].expand(-1, patch, patch)
+        c = (t[:, 1, None] + ar)[:, None, :].expand(-1, patch, patch)
+        zz = t[:, 2, None, None].expand(-1, patch, patch)
+        x = torch.stack([img_t[r, c, zz], att_t[r, c, zz]], 1).to(device)
+        prob = torch.softmax(model(x).float(), 1)[:, 1].cpu()
+        total.index_put_((r, c, zz), prob, accumulate=True)
+        count.index_put_((r, c, zz), torch.ones_like(prob), accumulate=True)
+    mean = torch.where(count > 0, total / count.clamp_min(1), torch.zeros(()))
+    return (mean * att_t).numpy(), (slice(x0, x1), slice(y0, y1), zsl)
+
+
+def segment_with_attention(
+    model: torch.nn.Module,
+    image: np.ndarray,
+    attention: np.ndarray,
+    organ_ids: Sequence[int],
+    *,
+    patch_size: int,
+    stride: int,
+    threshold: float = 0.5,
+    batch_size: int = 32,
+    device: str | torch.device = "cpu",
+) -> np.ndarray:
+    """Segment a preprocessed volume with a trained stage-3 model and per-organ attention.
+
+    Args:
+        model: maps ``(B, 2, patch, patch)`` windows to ``(B, 2, patch, patch)`` logits.
+        image: the preprocessed image.
+        attention: one boolean attention map per organ.
+        organ_ids: the organ code of each attention map.
+        patch_size: the window size (the training patch size).
+        stride: the window step, ``1 <= stride <= patch_size``.
+        threshold: label fusion threshold on the foreground probability.
+        batch_size: windows per forward pass.
+        device: where the model runs.
+
+    Shape:
+        image: ``(X, Y, Z)`` (axial slices along the last axis); attention: ``(K, X, Y, Z)``;
+        output ``(X, Y, Z)`` int16 organ codes.
+
+    Raises:
+        ValueError: shapes that disagree, or a stride outside ``[1, patch_size]``.
+    """
+    image = np.asarray(image, dtype=np.float32)
+    attention = np.asarray(attention)
+    if attention.shape[1:] != image.shape or attention.shape[0] != len(organ_ids):
+        raise ValueError(f"attention must be (K={len(organ_ids)}, *image.shape) with image {image.shape}; "
+                         f"got attention {attention.shape}")
+    if not (1 <= stride <= patch_size):
+        raise ValueError(f"stride must lie in [1, patch_size={patch_size}]; got {stride}")
+    model.eval()
+    best = np.zeros(image.shape, np.float32)
+    labels = np.zeros(image.shape, np.int16)
+    pad_value = float(image.min()) if image.size else 0.0
+    for k, organ in enumerate(organ_ids):
+        box = organ_bboxes(attention[k].astype(np.int16), [1]).get(1)
+        if box is None:
+            continue
+        prob, region = _organ_probability(model, image, attention[k], box, patch=patch_size, stride=stride,
+                                          batch_size=batch_size, device=device, pad_value=pad_value)
+        # crop the padded region back to the image
+        lo = [max(s.start, 0) for s in region[:2]]
+        hi = [min(s.stop, n) for s, n in zip(region[:2], image.shape[:2])]
+        p = prob[lo[0] - region[0].start: hi[0] - region[0].start, lo[1] - region[1].start: hi[1] - region[1].start]
+        view = (slice(lo[0], hi[0]), slice(lo[1], hi[1]), region[2])
+        better = p > best[view]
+        best[view] = np.where(better, p, best[view])
+        labels[view] = np.where(better, np.int16(organ), labels[view])
+    labels[best <= threshold] = 0
+    return labels
+
+
+def predict_volume(
+    image: Any,
+    *,
+    coarse_checkpoint: str | os.PathLike[str] | None,
+    segment_checkpoint: str | os.PathLike[str],
+    device: str | torch.device = "cpu",
+    spacing: Sequence[float] | None = None,
+    coarse_labels: Any = None,
+    threshold: float | None = None,
+    stride: int | None = None,
+    batch_size: int | None = None,
+) -> np.ndarray:
+    """Segment a new CT volume with trained stage-1 and stage-3 checkpoints.
+
+    Attention comes from the coarse model (or ``coarse_labels``), each organ is refined by
+    sliding windows inside its attention and the organ probabilities are fused.
+
+    Args:
+        image: a NIfTI path, an :class:`agcl.data.Volume`, or a ``(X, Y, Z)`` HU array in
+            canonical (RAS) orientation (then ``spacing`` is required).
+        coarse_checkpoint: ``checkpoints/coarse.pt`` of a run (may be ``None`` when
+            ``coarse_labels`` is given).
+        segment_checkpoint: ``checkpoints/segment.pt`` of a run.
+        device: where the models run.
+        spacing: voxel size in mm (only for an array ``image``).
+        coarse_labels: your own coarse label map for this image (array in canonical
+            orientation, or a NIfTI path) instead of the coarse model's.
+        threshold, stride, batch_size: override the checkpoint config's inference settings.
+
+    Returns:
+        An ``int16`` label map (organ codes) in canonical orientation, the shape of the image;
+        write it next to the scan with ``agcl.data.save_like(labels, image_path, out_path)``.
+
+    Raises:
+        ValueError: an array without spacing, a checkpoint of the wrong stage, or coarse labels
+            of another shape.
+
+    References:
+        The AGCL paper, Fig. 2 (coarse attention, per-organ refinement, label fusion).
+    """
+    from agcl.data import load_volume, preprocess_ct
+    from agcl.pipeline.stage1_coarse import coarse_attention, load_coarse, predict_coarse
+    from agcl.pipeline.stage3_segment import load_segment_model
+
+    if isinstance(image, (str, os.PathLike)):
+        vol = load_volume(image, kind="image")
+        hu, spacing = vol.array, vol.spacing
+    elif hasattr(image, "array") and hasattr(image, "spacing"):
+        hu, spacing = image.array, image.spacing
+    else:
+        hu = np.asarray(image, dtype=np.float32)
+        if spacing is None:
+            raise ValueError("spacing is required when image is an array; pass spacing=(sx, sy, sz) in mm")
+    if hu.ndim != 3:
+        raise ValueError(f"image must be a 3-D volume; got shape {hu.shape}")
+    model, organ_ids, config = load_segment_model(segment_checkpoint, device)
+    norm = preprocess_ct(hu, window=tuple(config.clip_hu), percentiles=tuple(config.percentiles))
+    if coarse_labels is None:
+        if coarse_checkpoint is None:
+            raise ValueError("coarse_checkpoint is required unless coarse_labels is given")
+        coarse_model, coarse_ids, coarse_cfg = load_coarse(coarse_checkpoint, device)
+        coarse = predict_coarse(coarse_model, norm, coarse_ids, coarse_cfg.coarse.shape, device=device)
+    else:
+        coarse = load_volume(coarse_labels, kind="label").array if isinstance(coarse_labels, (str, os.PathLike)) \
+            else np.asarray(coarse_labels)
+        if coarse.shape != hu.shape:
+            raise ValueError(f"coarse_labels must have the image's shape {hu.shape}; got {coarse.shape}")
+    attention = coarse_attention(coarse, organ_ids, margin_mm=config.coarse.margin_mm, spacing=spacing)
+    s = config.segment
+    return segment_with_attention(
+        model, norm, attention, organ_ids, patch_size=config.pretrain.patch_size,
+        stride=stride or s.stride, threshold=s.threshold if threshold is None else threshold,
+        batch_size=batch_size or s.inference_batch_size, device=device)

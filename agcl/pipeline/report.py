@@ -1,0 +1,94 @@
+"""``results.json`` and ``results.md`` of a run (and of an ablation).
+
+``results.json`` holds ``{"per_organ": {name: {"dice", "hd95", "assd"}}, "mean": {"dice",
+"hd95", "assd", "missed"}, "config": {...}, "runtime_s": ...}`` and, after ``--ablation``,
+``"ablation": {method: {the same four keys}}``. JSON has no infinity: a distance that is ``inf``
+(an organ missed in every held-out case) is written as ``null``; ``missed`` says how many
+(case, organ) pairs were missed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ablation_table", "results_entry", "write_results"]
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if math.isfinite(value) else None
+
+
+def results_entry(result: Mapping[str, Any], runtime_s: float) -> dict[str, Any]:
+    """The contract's four keys from a :func:`agcl.pipeline.run_pipeline` result.
+
+    Examples:
+        >>> r = {"per_organ": {"liver": {"dice": 0.9, "hd95": float("inf"), "assd": 1.0, "missed": 1}},
+        ...      "mean": {"dice": 0.9, "hd95": 2.0, "assd": 1.0, "missed": 1}, "config": {"seed": 0}}
+        >>> results_entry(r, 1.5)["per_organ"]
+        {'liver': {'dice': 0.9, 'hd95': None, 'assd': 1.0}}
+    """
+    return {
+        "per_organ": {name: {k: _finite(row[k]) for k in ("dice", "hd95", "assd")}
+                      for name, row in result["per_organ"].items()},
+        "mean": {"dice": _finite(result["mean"]["dice"]), "hd95": _finite(result["mean"]["hd95"]),
+                 "assd": _finite(result["mean"]["assd"]), "missed": int(result["mean"]["missed"])},
+        "config": result["config"],
+        "runtime_s": round(float(runtime_s), 2),
+    }
+
+
+def _fmt(v: float | None, spec: str) -> str:
+    return "n/a" if v is None else format(v, spec)
+
+
+def ablation_table(ablation: Mapping[str, Mapping[str, Any]], *, encoder: str) -> str:
+    """A Markdown table shaped like the paper's Table 1: encoder x pre-training x organ Dice."""
+    methods = list(ablation)
+    organs: list[str] = []
+    for entry in ablation.values():
+        organs.extend(o for o in entry["per_organ"] if o not in organs)
+    head = "| Encoder | Pretrain | " + " | ".join(organs) + " | mean Dice | HD95 (mm) | ASSD (mm) | missed |"
+    lines = [head, "|" + "---|" * (len(organs) + 6)]
+    label = {"none": "x (random)", "sscl": "SSCL", "supcon": "SupCon", "ce": "CE", "agcl": "AGCL"}
+    for m in methods:
+        e = ablation[m]
+        cells = [_fmt(e["per_organ"].get(o, {}).get("dice"), ".3f") for o in organs]
+        mean = e["mean"]
+        lines.append(f"| {encoder} | {label.get(m, m)} | " + " | ".join(cells)
+                     + f" | {_fmt(mean['dice'], '.3f')} | {_fmt(mean['hd95'], '.2f')} | {_fmt(mean['assd'], '.2f')} | {mean['missed']} |")
+    return "\n".join(lines)
+
+
+def _organ_table(entry: Mapping[str, Any]) -> str:
+    lines = ["| organ | Dice | HD95 (mm) | ASSD (mm) |", "|---|---|---|---|"]
+    for name, row in entry["per_organ"].items():
+        lines.append(f"| {name} | {_fmt(row['dice'], '.3f')} | {_fmt(row['hd95'], '.2f')} | {_fmt(row['assd'], '.2f')} |")
+    m = entry["mean"]
+    lines.append(f"| **mean** (missed: {m['missed']}) | {_fmt(m['dice'], '.3f')} | {_fmt(m['hd95'], '.2f')} | {_fmt(m['assd'], '.2f')} |")
+    return "\n".join(lines)
+
+
+def write_results(out_dir: str | os.PathLike[str], entry: Mapping[str, Any], *,
+                  ablation: Mapping[str, Mapping[str, Any]] | None = None, encoder: str = "",
+                  notes: Sequence[str] = ()) -> tuple[Path, Path]:
+    """Write ``results.json`` and ``results.md`` into ``out_dir``; returns both paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    data = dict(entry)
+    if ablation is not None:
+        data["ablation"] = {m: dict(e) for m, e in ablation.items()}
+    json_path = out / "results.json"
+    tmp = json_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    os.replace(tmp, json_path)
+    md = ["# AGCL pipeline results", "", *notes, "", "## Held-out cases", "", _organ_table(entry), ""]
+    if ablation is not None:
+        md += ["## Ablation (Dice per organ; the paper's Table 1 layout)", "", ablation_table(ablation, encoder=encoder), ""]
+    md_path = out / "results.md"
+    md_path.write_text("\n".join(md), encoding="utf-8")
+    return json_path, md_path

@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from agcl.metrics import evaluate_labels, format_table, summarize_cases
+
+
+def _maps():
+    gt = np.zeros((12, 12, 4), np.int64)
+    gt[1:5, 1:5, :] = 1
+    gt[6:10, 6:10, 1:3] = 2
+    pred = gt.copy()
+    pred[6:10, 6:10, :] = 0  # organ 2 missed
+    pred[1:5, 5, :] = 1  # organ 1 one voxel too wide along axis 1
+    return pred, gt
+
+
+def test_per_organ_values_and_missed_count():
+    pred, gt = _maps()
+    table = evaluate_labels(pred, gt, spacing=(1.0, 2.0, 3.0), organs={1: "spleen", 2: "liver", 3: "aorta"})
+    spleen, liver, aorta = (table["per_organ"][k] for k in ("spleen", "liver", "aorta"))
+    assert spleen["dice"] == pytest.approx(2 * 64 / (64 + 80))
+    assert spleen["hd95"] == 2.0  # the extra column is one step of 2 mm away
+    assert liver == {"dice": 0.0, "hd95": math.inf, "assd": math.inf, "missed": 1}
+    assert aorta == {"dice": 1.0, "hd95": 0.0, "assd": 0.0, "missed": 0}  # absent in both
+    mean = table["mean"]
+    assert mean["missed"] == 1
+    assert mean["dice"] == pytest.approx((spleen["dice"] + 0.0 + 1.0) / 3)
+    # distance means skip the missed organ and the count says so
+    assert mean["hd95"] == pytest.approx((2.0 + 0.0) / 2)
+
+
+def test_default_organs_are_gt_labels():
+    pred, gt = _maps()
+    assert list(evaluate_labels(pred, gt)["per_organ"]) == ["1", "2"]
+
+
+def test_summarize_cases_counts_misses_per_organ():
+    pred, gt = _maps()
+    t1 = evaluate_labels(pred, gt, organs={1: "spleen", 2: "liver"})
+    t2 = evaluate_labels(gt, gt, organs={1: "spleen", 2: "liver"})
+    s = summarize_cases([t1, t2])
+    assert s["per_organ"]["liver"] == {"dice": 0.5, "hd95": 0.0, "assd": 0.0, "missed": 1}
+    assert s["mean"]["missed"] == 1
+    assert s["per_organ"]["spleen"]["dice"] == pytest.approx((t1["per_organ"]["spleen"]["dice"] + 1) / 2)
+    assert "| liver | 0.500 |" in format_table(s)
+    json.dumps(s)  # plain Python data
+
+
+def test_all_missed_organ_mean_is_inf_not_nan():
+    gt = np.zeros((5, 5), np.int64)
+    gt[1:3, 1:3] = 1
+    s = summarize_cases([evaluate_labels(np.zeros_like(gt), gt)])
+    assert math.isinf(s["per_organ"]["1"]["hd95"]) and s["per_organ"]["1"]["missed"] == 1
+
+
+def test_evaluate_errors():
+    pred, gt = _maps()
+    with pytest.raises(ValueError, match="same shape"):
+        evaluate_labels(pred[:3], gt)
+    with pytest.raises(TypeError, match="pred"):
+        evaluate_labels(pred.astype(np.float32), gt)
+    with pytest.raises(ValueError, match="tables"):
+        summarize_cases([])

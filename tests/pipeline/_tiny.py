@@ -1,0 +1,36 @@
+"""A tiny synthetic cohort and config so the whole pipeline runs in seconds in tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import agcl.data as adata
+from agcl.data.synthetic import write_btcv_like
+from agcl.pipeline import PipelineConfig
+
+TINY_SHAPE = (48, 48, 12)
+TINY_SPACING = (7.3, 7.3, 16.0)
+
+
+def tiny_cohort(root: Path):
+    """Two cases per modality: case 0001 of each trains, case 0002 is held out."""
+    written = write_btcv_like(root, 2, shape=TINY_SHAPE, spacing=TINY_SPACING, seed=3)
+    cohort = adata.build_cohort(written)
+    pairs = list(cohort)
+    train = [p for p in pairs if p[0].case_id == "0001"]
+    test = [p for p in pairs if p[0].case_id == "0002"]
+    return train, test
+
+
+def tiny_config(**changes) -> PipelineConfig:
+    base = PipelineConfig.quick().override(**{
+        "organs": (1, 6, 7),
+        "coarse.shape": (16, 16, 8), "coarse.base_channels": 2, "coarse.depth": 1, "coarse.epochs": 2,
+        "coarse.batch_size": 2,
+        "pretrain.base_width": 4, "pretrain.patch_size": 16, "pretrain.patches_per_slice": 1,
+        "pretrain.max_patches_per_volume": 12, "pretrain.epochs": 2, "pretrain.batch_size": 8,
+        "pretrain.projection_dim": 8,
+        "segment.patches_per_slice": 1, "segment.max_patches_per_volume": 12, "segment.aspp_channels": 8,
+        "segment.epochs": 2, "segment.batch_size": 8, "segment.stride": 16,
+    })
+    return base.override(**changes) if changes else base

@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from agcl.pipeline import ablation_table, results_entry, write_results
+
+
+def _result(dice: float, hd: float):
+    return {"per_organ": {"spleen": {"dice": dice, "hd95": hd, "assd": 1.0, "missed": int(math.isinf(hd))},
+                          "liver": {"dice": 0.9, "hd95": 3.0, "assd": 1.0, "missed": 0}},
+            "mean": {"dice": (dice + 0.9) / 2, "hd95": 3.0, "assd": 1.0, "missed": int(math.isinf(hd))},
+            "config": {"seed": 0}}
+
+
+def test_entry_has_exactly_the_contract_keys_and_no_infinity(tmp_path):
+    entry = results_entry(_result(0.0, math.inf), 12.345)
+    assert entry["per_organ"]["spleen"] == {"dice": 0.0, "hd95": None, "assd": 1.0}
+    assert entry["mean"]["missed"] == 1 and entry["runtime_s"] == 12.35
+    ablation = {"none": results_entry(_result(0.5, 4.0), 1.0), "agcl": entry}
+    json_path, md_path = write_results(tmp_path, entry, ablation=ablation, encoder="resnet18")
+    data = json.loads(json_path.read_text())  # strict JSON: allow_nan=False would have raised
+    assert set(data) == {"per_organ", "mean", "config", "runtime_s", "ablation"}
+    assert list(data["ablation"]) == ["none", "agcl"]
+    text = md_path.read_text()
+    assert "| resnet18 | AGCL | 0.000 | 0.900 |" in text and "| resnet18 | x (random) | 0.500 |" in text
+
+
+def test_ablation_table_shape():
+    table = ablation_table({"sscl": results_entry(_result(0.7, 2.0), 1.0)}, encoder="enc").splitlines()
+    assert table[0].startswith("| Encoder | Pretrain | spleen | liver | mean Dice |")
+    assert len(table) == 3 and table[2].startswith("| enc | SSCL | 0.700 | 0.900 | 0.800 |")
+
+
+def test_non_finite_mean_is_null():
+    r = _result(0.0, math.inf)
+    r["mean"]["hd95"] = math.inf
+    assert results_entry(r, 0.0)["mean"]["hd95"] is None
+    with pytest.raises(KeyError):
+        results_entry({"per_organ": {}}, 0.0)

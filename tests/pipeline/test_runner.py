@@ -1,0 +1,119 @@
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from agcl._io import safe_load
+from agcl.data import load_volume
+from agcl.pipeline import (
+    EpochLog,
+    find_coarse_file,
+    predict_volume,
+    results_entry,
+    run_pipeline,
+    write_results,
+)
+
+from ._tiny import tiny_cohort, tiny_config
+
+
+class Interrupt(Exception):
+    pass
+
+
+def _stop_after(stage: str, epoch: int, seen: list):
+    def callback(s, e, record):
+        seen.append((s, e))
+        if (s, e) == (stage, epoch):
+            raise Interrupt(f"stopped after {s} epoch {e}")
+
+    return callback
+
+
+def test_full_pipeline_resume_and_results(tmp_path):
+    train, test = tiny_cohort(tmp_path / "data")
+    # a 2-epoch coarse model may find nothing: train on ground-truth attention (the paper's option)
+    cfg = tiny_config(**{"coarse.source": "gt"})
+    out = tmp_path / "run"
+    seen: list = []
+    with pytest.raises(Interrupt):
+        run_pipeline(train, test, cfg, out, callback=_stop_after("pretrain", 1, seen))
+    assert seen == [("coarse", 1), ("coarse", 2), ("pretrain", 1)]
+    coarse_ckpt = safe_load(out / "checkpoints" / "coarse.pt")
+    assert coarse_ckpt["complete"] and coarse_ckpt["epoch"] == 2
+    pre = safe_load(out / "checkpoints" / "pretrain.pt")
+    assert pre["epoch"] == 1 and not pre["complete"]
+    coarse_mtime = (out / "checkpoints" / "coarse.pt").stat().st_mtime_ns
+
+    seen.clear()
+    result = run_pipeline(train, test, cfg, out, resume=True, callback=lambda s, e, r: seen.append((s, e)))
+    # stage 1 is not retrained, stage 2 continues from epoch 2, stage 3 runs in full
+    assert seen == [("pretrain", 2), ("segment", 1), ("segment", 2)]
+    assert (out / "checkpoints" / "coarse.pt").stat().st_mtime_ns == coarse_mtime
+    records = EpochLog(out / "epochs.jsonl").read()
+    assert [(r["stage"], r["epoch"]) for r in records] == [
+        ("coarse", 1), ("coarse", 2), ("pretrain", 1), ("pretrain", 2), ("segment", 1), ("segment", 2)]
+    assert all(np.isfinite(r["loss"]) for r in records)
+
+    # the resumed run equals an uninterrupted run with the same seed (same machine, same threads)
+    straight = run_pipeline(train, test, cfg, tmp_path / "straight", write_predictions=False)
+    a = safe_load(out / "checkpoints" / "segment.pt")["model"]
+    b = safe_load(tmp_path / "straight" / "checkpoints" / "segment.pt")["model"]
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+    assert result["mean"] == straight["mean"]
+
+    # results: the contract's keys, organ names, predictions next to the scans
+    assert set(result["per_organ"]) == {"spleen", "liver", "stomach"}
+    entry = results_entry(result, runtime_s=1.0)
+    json_path, md_path = write_results(out, entry)
+    data = json.loads(json_path.read_text())
+    assert set(data) == {"per_organ", "mean", "config", "runtime_s"}
+    assert set(data["mean"]) == {"dice", "hd95", "assd", "missed"}
+    assert all(set(v) == {"dice", "hd95", "assd"} for v in data["per_organ"].values())
+    assert "| liver |" in md_path.read_text()
+    assert len(result["predictions"]) == len(test)
+    for (case, _), path in zip(test, result["predictions"]):
+        saved, ref = nib.load(path), nib.load(case.image_path)
+        np.testing.assert_allclose(saved.affine, ref.affine)
+        assert saved.shape == ref.shape
+
+    # predict_volume reproduces the pipeline's prediction of a held-out case from the checkpoints
+    case = test[0][0]
+    labels = predict_volume(case.image_path, coarse_checkpoint=out / "checkpoints" / "coarse.pt",
+                            segment_checkpoint=out / "checkpoints" / "segment.pt")
+    np.testing.assert_array_equal(labels, load_volume(result["predictions"][0], kind="label").array)
+
+
+def test_coarse_dir_replaces_stage_1_and_gt_attention(tmp_path):
+    train, test = tiny_cohort(tmp_path / "data")
+    # the ground truth as "coarse" label maps, named <case_id>.nii.gz in per-modality folders
+    coarse = tmp_path / "coarse"
+    for case, _ in train + test:
+        folder = coarse / case.modality
+        folder.mkdir(parents=True, exist_ok=True)
+        nib.save(nib.load(case.label_path), folder / f"{case.case_id}.nii.gz")
+    assert find_coarse_file(coarse, "0001", "contrast").name == "0001.nii.gz"
+    cfg = tiny_config(**{"pretrain.method": "none", "coarse.source": "gt", "segment.epochs": 1})
+    seen: list = []
+    result = run_pipeline(train, test, cfg, tmp_path / "run", coarse_dir=coarse,
+                          callback=lambda s, e, r: seen.append(s))
+    assert seen == ["segment"]  # no stage 1 (own maps), no stage 2 ("none")
+    assert result["checkpoints"]["coarse"] is None and result["checkpoints"]["pretrain"] is None
+    assert result["embeddings"] is None
+    # attention from the ground truth: stage 1's own score is perfect
+    assert result["coarse_mean"]["dice"] == 1.0
+
+
+def test_errors(tmp_path):
+    train, test = tiny_cohort(tmp_path / "data")
+    with pytest.raises(ValueError, match="train and test"):
+        run_pipeline(train, [], tiny_config(), tmp_path / "r")
+    with pytest.raises(FileNotFoundError, match="0001"):
+        find_coarse_file(tmp_path, "0001", "contrast")
+    with pytest.raises(ValueError, match="organs"):
+        run_pipeline(train, test, tiny_config(organs=(99,)), tmp_path / "r")
