@@ -130,24 +130,51 @@ def test_invariances():
     torch.testing.assert_close(modal_target_supcon_loss(f * scale, modality=mod, target=tgt, **kw), base, **TOL64)
 
 
+def _supcon_reference(rows, labels, temperature):
+    """Khosla et al. (2020) Eq. 2 (L^sup_out) in float64, written from the paper with a full
+    masked log-softmax; NT-Xent (SimCLR) is the case where every sample has its own label."""
+    z = torch.nn.functional.normalize(rows.to(torch.float64), dim=1)
+    eye = torch.eye(z.shape[0], dtype=torch.bool)
+    log_prob = (z @ z.T / temperature).masked_fill(eye, float("-inf")).log_softmax(dim=1)
+    pos = (labels[:, None] == labels[None, :]) & ~eye
+    return -(log_prob.masked_fill(~pos, 0.0).sum(1) / pos.sum(1)).mean()
+
+
 def test_one_modality_equals_supcon():
-    pml = pytest.importorskip("pytorch_metric_learning.losses")
     f = _feats(16, 2, 8, seed=2).detach()
     tgt = torch.randint(0, 4, (16,), generator=torch.Generator().manual_seed(1))
     ours = modal_target_supcon_loss(f, modality=torch.zeros(16, dtype=torch.long), target=tgt,
                                     temperature=0.1)
-    theirs = pml.SupConLoss(temperature=0.1)(torch.cat(f.unbind(1)), tgt.repeat(2))
-    torch.testing.assert_close(ours, theirs, **TOL64)
+    ref = _supcon_reference(torch.cat(f.unbind(1)), tgt.repeat(2), 0.1)
+    torch.testing.assert_close(ours, ref, **TOL64)
+    # a second modality splits the classes: then it is SupCon over (modality, target) pairs
+    mod = torch.arange(16) % 2
+    ours2 = modal_target_supcon_loss(f, modality=mod, target=tgt, temperature=0.1)
+    ref2 = _supcon_reference(torch.cat(f.unbind(1)), (mod * 4 + tgt).repeat(2), 0.1)
+    torch.testing.assert_close(ours2, ref2, **TOL64)
 
 
 def test_unique_labels_equal_nt_xent():
-    pml = pytest.importorskip("pytorch_metric_learning.losses")
     f = _feats(10, 2, 8, seed=3).detach()
+    ref = _supcon_reference(torch.cat(f.unbind(1)), torch.arange(10).repeat(2), 0.5)
     ours_sscl = modal_target_supcon_loss(f, temperature=0.5)  # no labels: sample index
     ours_flat = modal_target_supcon_loss(torch.cat(f.unbind(1)), views=2, temperature=0.5)
-    theirs = pml.NTXentLoss(temperature=0.5)(torch.cat(f.unbind(1)), torch.arange(10).repeat(2))
+    ours_labels = modal_target_supcon_loss(f, torch.arange(10), temperature=0.5)
+    for ours in (ours_sscl, ours_flat, ours_labels):
+        torch.testing.assert_close(ours, ref, **TOL64)
+
+
+def test_supcon_and_nt_xent_match_pytorch_metric_learning():
+    # What users would otherwise pick (installed with the `bench` extra).
+    pml = pytest.importorskip("pytorch_metric_learning.losses")
+    f = _feats(16, 2, 8, seed=2).detach()
+    tgt = torch.randint(0, 4, (16,), generator=torch.Generator().manual_seed(1))
+    ours = modal_target_supcon_loss(f, target=tgt, temperature=0.1)
+    theirs = pml.SupConLoss(temperature=0.1)(torch.cat(f.unbind(1)), tgt.repeat(2))
+    torch.testing.assert_close(ours, theirs, **TOL64)
+    ours_sscl = modal_target_supcon_loss(f, temperature=0.5)
+    theirs = pml.NTXentLoss(temperature=0.5)(torch.cat(f.unbind(1)), torch.arange(16).repeat(2))
     torch.testing.assert_close(ours_sscl, theirs, **TOL64)
-    torch.testing.assert_close(ours_flat, theirs, **TOL64)
 
 
 @pytest.mark.parametrize("w", [0.0, 0.5, 1.0])
