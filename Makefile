@@ -20,13 +20,14 @@ $(PY):
 
 venv: $(PY)
 
+# the demo draws the paper's figures, so it installs the viz extra (matplotlib) too
 $(VENV)/.agcl-installed: pyproject.toml | $(PY)
-	$(PY) -m pip install -e .
+	$(PY) -m pip install -e ".[viz]"
 	@touch $@
 
 $(VENV)/.agcl-dev-installed: pyproject.toml | $(PY)
 	$(PY) -m pip install -e ".[dev]"
-	@touch $@ $(VENV)/.agcl-installed
+	@touch $@
 
 demo: $(VENV)/.agcl-installed
 	$(PY) examples/btcv_full.py

@@ -16,16 +16,21 @@ import numpy as np
 __all__ = ["pca_2d", "plot_embeddings", "plot_overlays"]
 
 
-def _pyplot() -> Any:
+_SAID_MISSING = False
+
+
+def _matplotlib() -> Any:
+    """The ``matplotlib`` module, or ``None`` (with a one-time message) when it is not installed."""
+    global _SAID_MISSING
     try:
         import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        import matplotlib.figure  # noqa: F401  (Figure draws without pyplot or a backend switch)
     except ImportError:
-        print("matplotlib is not installed: figures skipped (pip install agcl[viz])")
+        if not _SAID_MISSING:
+            print("matplotlib is not installed: figures skipped (pip install agcl[viz])")
+            _SAID_MISSING = True
         return None
-    return plt
+    return matplotlib
 
 
 def pca_2d(x: Any) -> np.ndarray:
@@ -52,16 +57,17 @@ def plot_embeddings(embedding: Any, target: Any, modality: Any, path: str | os.P
                     organ_names: Mapping[int, str] | None = None, modality_names: Sequence[str] | None = None,
                     title: str = "PCA of projected embeddings") -> Path | None:
     """Scatter the 2-D PCA of L2-normalised embeddings, colour = organ, marker = modality."""
-    plt = _pyplot()
-    if plt is None:
+    mpl = _matplotlib()
+    if mpl is None:
         return None
     z = np.asarray(embedding.detach().cpu().numpy() if hasattr(embedding, "detach") else embedding, np.float64)
     z = z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
     pts = pca_2d(z)
     t = np.asarray(target).reshape(-1)
     m = np.asarray(modality).reshape(-1)
-    fig, ax = plt.subplots(figsize=(7, 6))
-    cmap = plt.get_cmap("tab20")
+    fig = mpl.figure.Figure(figsize=(7, 6))
+    ax = fig.subplots()
+    cmap = mpl.colormaps["tab20"]
     markers = ["o", "^", "s", "D"]
     for ci, organ in enumerate(np.unique(t)):
         for mod in np.unique(m):
@@ -80,21 +86,21 @@ def plot_embeddings(embedding: Any, target: Any, modality: Any, path: str | os.P
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path
 
 
 def plot_overlays(image: np.ndarray, label: np.ndarray, pred: np.ndarray, path: str | os.PathLike[str], *,
                   n_slices: int = 3, title: str = "") -> Path | None:
     """Axial slices (the ones with most labelled voxels): ground truth (top) vs prediction (bottom)."""
-    plt = _pyplot()
-    if plt is None:
+    mpl = _matplotlib()
+    if mpl is None:
         return None
     counts = (label > 0).sum(axis=(0, 1))
     order = np.argsort(counts)[::-1]
     chosen = sorted(int(z) for z in order[: max(1, n_slices)] if counts[z] > 0) or [label.shape[2] // 2]
     chosen = chosen[:: max(1, len(chosen) // n_slices)][:n_slices]
-    fig, axes = plt.subplots(2, len(chosen), figsize=(3.2 * len(chosen), 6.4), squeeze=False)
+    fig = mpl.figure.Figure(figsize=(3.2 * len(chosen), 6.4))
+    axes = fig.subplots(2, len(chosen), squeeze=False)
     top = max(int(label.max()), int(pred.max()), 1)
     for j, z in enumerate(chosen):
         for i, (lab, name) in enumerate(((label, "ground truth"), (pred, "prediction"))):
@@ -110,5 +116,4 @@ def plot_overlays(image: np.ndarray, label: np.ndarray, pred: np.ndarray, path: 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path

@@ -29,3 +29,15 @@ def test_figures_are_written(tmp_path):
     lab[2:6, 2:6, 1:4] = 6
     q = plot_overlays(rng.random((12, 12, 5)), lab, np.roll(lab, 1, 0), tmp_path / "ov.png", n_slices=2)
     assert q is not None and q.stat().st_size > 0
+
+
+def test_figures_leave_the_callers_matplotlib_backend_alone(tmp_path):
+    matplotlib = pytest.importorskip("matplotlib")
+    before = matplotlib.get_backend()
+    matplotlib.use("pdf")  # a backend the figures must not switch away from
+    try:
+        emb = np.random.default_rng(2).normal(size=(12, 4))
+        assert plot_embeddings(emb, np.repeat([1, 6], 6), np.tile([0, 1], 6), tmp_path / "p.png")
+        assert matplotlib.get_backend() == "pdf"
+    finally:
+        matplotlib.use(before)
