@@ -15,6 +15,7 @@ import torch
 __all__ = [
     "check_choice",
     "check_in_range",
+    "check_int",
     "check_integer_tensor",
     "check_ndim",
     "check_positive",
@@ -82,6 +83,22 @@ def check_positive(name: str, value: Any, *, allow_zero: bool = False) -> float:
     if not math.isfinite(value) or not ok:
         raise ValueError(f"{name} must be a finite number {'>= 0' if allow_zero else '> 0'}; got {value}")
     return float(value)
+
+
+def check_int(name: str, value: Any, *, low: int | None = None, high: int | None = None) -> int:
+    """Raise unless ``value`` is a Python ``int`` (not ``bool``) within ``[low, high]``; return it.
+
+    ``TypeError`` for another type, ``ValueError`` for a value out of range.
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int; got {type(value).__name__}")
+    if low is not None and high is not None and not low <= value <= high:
+        raise ValueError(f"{name} must lie in [{low}, {high}]; got {value}")
+    if low is not None and value < low:
+        raise ValueError(f"{name} must be an int >= {low}; got {value}")
+    if high is not None and value > high:
+        raise ValueError(f"{name} must be an int <= {high}; got {value}")
+    return value
 
 
 def check_in_range(name: str, value: Any, low: float, high: float) -> float:

@@ -4,6 +4,7 @@ import torch
 from agcl._validation import (
     check_choice,
     check_in_range,
+    check_int,
     check_integer_tensor,
     check_ndim,
     check_positive,
@@ -46,3 +47,18 @@ def test_scalar_checks():
         check_in_range("p", 2, 0, 1)
     with pytest.raises(ValueError, match="reduction must be one of 'mean', 'sum'; got 'avg'"):
         check_choice("reduction", "avg", ("mean", "sum"))
+
+
+def test_check_int():
+    assert check_int("block_size", 4, low=1) == 4
+    assert check_int("anchor_start", 0, low=0, high=3) == 0
+    with pytest.raises(TypeError, match="block_size must be an int; got float"):
+        check_int("block_size", 2.0, low=1)
+    with pytest.raises(TypeError, match="flag must be an int; got bool"):
+        check_int("flag", True)
+    with pytest.raises(ValueError, match="block_size must be an int >= 1; got 0"):
+        check_int("block_size", 0, low=1)
+    with pytest.raises(ValueError, match=r"num_anchors must lie in \[0, 2\]; got 3"):
+        check_int("num_anchors", 3, low=0, high=2)
+    with pytest.raises(ValueError, match="depth must be an int <= 5; got 6"):
+        check_int("depth", 6, high=5)

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from agcl import _distributed
-from agcl._validation import check_choice, check_in_range, check_positive
+from agcl._validation import check_choice, check_in_range, check_int, check_positive
 from agcl.functional._contrastive_rows import build_rows, positive_keys, warn_user
 from agcl.kernels import BACKENDS, get_lse_fn, modal_target_loss_naive, resolve_backend
 
@@ -97,10 +97,8 @@ def _check_options(
     check_in_range("partial_weight", partial_weight, 0.0, 1.0)
     check_choice("reduction", reduction, REDUCTIONS)
     check_choice("backend", backend, BACKENDS)
-    if block_size is not None and (
-        isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1
-    ):
-        raise ValueError(f"block_size must be a positive integer or None; got {block_size!r}")
+    if block_size is not None:
+        check_int("block_size", block_size, low=1)
 
 
 def modal_target_supcon_loss(

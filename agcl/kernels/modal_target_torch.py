@@ -38,6 +38,8 @@ import math
 
 import torch
 
+from agcl._validation import check_int
+
 __all__ = ["contrastive_lse_torch", "default_block_size"]
 
 _LOG2E = 1.0 / math.log(2.0)
@@ -248,8 +250,8 @@ def contrastive_lse_torch(
             f"anchor_start={anchor_start}, num_anchors={num_anchors} must select rows of z "
             f"with shape {tuple(z.shape)}"
         )
-    if block_size is not None and block_size < 1:
-        raise ValueError(f"block_size must be a positive integer or None; got {block_size}")
+    if block_size is not None:
+        check_int("block_size", block_size, low=1)
     if m_rows == 0 or n_anchors == 0:
         return z.new_zeros(0) + 0.0 * z.sum()
     block = block_size or default_block_size(m_rows, z.element_size())

@@ -36,7 +36,7 @@ import torch
 import triton
 import triton.language as tl
 
-from agcl._validation import check_ndim, check_positive, check_tensor
+from agcl._validation import check_int, check_ndim, check_positive, check_tensor
 
 __all__ = ["contrastive_lse_triton"]
 
@@ -251,14 +251,6 @@ class _ContrastiveLSE(torch.autograd.Function):
         return dz, None, None, None, None
 
 
-def _check_index(name: str, value: Any, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int; got {type(value).__name__}")
-    if not low <= value <= high:
-        raise ValueError(f"{name} must lie in [{low}, {high}]; got {value}")
-    return value
-
-
 def contrastive_lse_triton(
     z: torch.Tensor,
     temperature: float,
@@ -337,10 +329,10 @@ def contrastive_lse_triton(
         )
     temperature = check_positive("temperature", temperature)
     m = z.shape[0]
-    a = _check_index("anchor_start", anchor_start, 0, m)
-    n = m - a if num_anchors is None else _check_index("num_anchors", num_anchors, 0, m - a)
+    a = check_int("anchor_start", anchor_start, low=0, high=m)
+    n = m - a if num_anchors is None else check_int("num_anchors", num_anchors, low=0, high=m - a)
     if block_size is not None:
-        _check_index("block_size", block_size, 1, 2**62)
+        check_int("block_size", block_size, low=1)
     blocks = _INTERPRETER_BLOCKS if INTERPRETED else None  # None: autotuned (CUDA)
     return _ContrastiveLSE.apply(z, temperature, a, n, blocks)
 

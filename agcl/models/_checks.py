@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from agcl._validation import check_int as _check_int
+
 __all__ = ["check_int", "check_output_stride"]
 
 
 def check_int(name: str, value: Any, low: int = 1) -> int:
-    """Raise ``ValueError`` unless ``value`` is an int (not bool) ``>= low``; return it."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}; got {value!r}")
-    return value
+    """``agcl._validation.check_int`` with the models' usual lower bound of 1."""
+    return _check_int(name, value, low=low)
 
 
 def check_output_stride(value: Any) -> int:
