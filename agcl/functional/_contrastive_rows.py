@@ -9,7 +9,7 @@ from types import FrameType
 
 import torch
 
-from agcl._validation import check_integer_tensor, check_tensor
+from agcl._validation import check_int, check_integer_tensor, check_tensor
 
 __all__ = ["build_rows", "positive_keys", "warn_user"]
 
@@ -69,8 +69,8 @@ def build_rows(
             "labels cannot be combined with modality/target: pass either labels, or modality "
             "and/or target"
         )
-    if views is not None and (isinstance(views, bool) or not isinstance(views, int) or views < 1):
-        raise ValueError(f"views must be a positive integer or None; got {views!r}")
+    if views is not None:
+        check_int("views", views, low=1)
     device = features.device
     out_shape: tuple[int, ...]
     if features.ndim == 3:
