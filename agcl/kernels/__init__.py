@@ -13,8 +13,8 @@ from typing import Callable, Literal
 
 import torch
 
-from agcl.kernels.modal_target_naive import contrastive_lse_naive, modal_target_loss_naive
-from agcl.kernels.modal_target_torch import contrastive_lse_torch, default_block_size
+from agcl.kernels.contrastive_lse_naive import contrastive_lse_naive, modal_target_loss_naive
+from agcl.kernels.contrastive_lse_torch import contrastive_lse_torch, default_block_size
 
 __all__ = [
     "BACKENDS",
@@ -93,5 +93,5 @@ def get_lse_fn(backend: Backend | str, device: torch.device | str) -> LseFn:
         return contrastive_lse_torch
     if name == "naive":
         return contrastive_lse_naive
-    module = importlib.import_module("agcl.kernels.modal_target_triton")
+    module = importlib.import_module("agcl.kernels.contrastive_lse_triton")
     return module.contrastive_lse_triton

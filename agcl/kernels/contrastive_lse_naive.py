@@ -32,7 +32,7 @@ def contrastive_lse_naive(
     num_anchors: int | None = None,
     block_size: int | None = None,
 ) -> torch.Tensor:
-    """Same contract as :func:`agcl.kernels.modal_target_torch.contrastive_lse_torch`, in one
+    """Same contract as :func:`agcl.kernels.contrastive_lse_torch.contrastive_lse_torch`, in one
     ``torch.logsumexp`` over the full ``(A, M)`` logits (``block_size`` is ignored).
 
     Shape:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import math
 
 import pytest
@@ -160,7 +161,7 @@ def test_symmetric_backward_both_paths(monkeypatch, temperature, factored):
     # g >= 0 with every row an anchor may take the factored backward (when the exponent range
     # allows it, e.g. not at T = 0.01); force the general path with factored=False: both agree
     if not factored:
-        monkeypatch.setattr("agcl.kernels.modal_target_torch._FACTOR_RANGE", -math.inf)
+        monkeypatch.setattr(importlib.import_module("agcl.kernels.contrastive_lse_torch"), "_FACTOR_RANGE", -math.inf)
     z = _rows(40, 5, seed=7)
     g = torch.rand(40, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
     g[::7] = 0.0  # anchors without positives get g = 0

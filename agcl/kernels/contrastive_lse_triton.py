@@ -263,7 +263,7 @@ def contrastive_lse_triton(
 
     ``lse_i = log sum_{j != a+i} exp(z_{a+i} . z_j / T)`` for the anchors ``a = anchor_start``
     .. ``a + A - 1``, differentiable with respect to ``z``. Same contract as
-    ``agcl.kernels.modal_target_torch.contrastive_lse_torch``; the loss calls it through
+    ``agcl.kernels.contrastive_lse_torch.contrastive_lse_torch``; the loss calls it through
     ``agcl.kernels.get_lse_fn``. Forward and backward use O(M * D) memory (``z``, ``dz`` and
     O(M) vectors); double backward is not supported.
 
@@ -298,7 +298,7 @@ def contrastive_lse_triton(
 
     Examples:
         >>> import torch
-        >>> from agcl.kernels.modal_target_triton import INTERPRETED, contrastive_lse_triton
+        >>> from agcl.kernels.contrastive_lse_triton import INTERPRETED, contrastive_lse_triton
         >>> z = torch.nn.functional.normalize(torch.randn(5, 8), dim=1)
         >>> if INTERPRETED or torch.cuda.is_available():
         ...     dev = "cuda" if torch.cuda.is_available() else "cpu"
@@ -318,7 +318,7 @@ def contrastive_lse_triton(
     if z.device.type != "cuda" and not INTERPRETED:
         raise ValueError(
             f"z is on the {z.device.type} device, but the triton backend needs a CUDA tensor, or "
-            "TRITON_INTERPRET=1 set before agcl.kernels.modal_target_triton is imported (slow; "
+            "TRITON_INTERPRET=1 set before agcl.kernels.contrastive_lse_triton is imported (slow; "
             "for tests). Use backend='torch' on the CPU."
         )
     if z.dtype == torch.bfloat16 and INTERPRETED:

@@ -1,4 +1,4 @@
-"""Tests of the fused Triton logsumexp kernel (agcl/kernels/modal_target_triton.py).
+"""Tests of the fused Triton logsumexp kernel (agcl/kernels/contrastive_lse_triton.py).
 
 Without CUDA these run under Triton's interpreter (the repository's conftest.py sets
 TRITON_INTERPRET=1 before anything imports the kernels), where ``tl.dot`` is exact fp32: they
@@ -16,6 +16,7 @@ M such terms, each bounded by |g| |z| / T).
 
 from __future__ import annotations
 
+import importlib
 import math
 import os
 import subprocess
@@ -31,7 +32,8 @@ from hypothesis import strategies as st  # noqa: E402
 
 from agcl.functional import modal_target_supcon_loss  # noqa: E402
 from agcl.kernels import contrastive_lse_torch  # noqa: E402
-from agcl.kernels import modal_target_triton as mtt  # noqa: E402
+
+mtt = importlib.import_module("agcl.kernels.contrastive_lse_triton")
 
 CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if CUDA else "cpu"
@@ -298,7 +300,7 @@ def test_bad_arguments_raise_clear_errors(kwargs, exc, match):
 def test_cpu_tensor_without_interpreter_raises_clear_error():
     code = (
         "import torch\n"
-        "from agcl.kernels.modal_target_triton import contrastive_lse_triton\n"
+        "from agcl.kernels.contrastive_lse_triton import contrastive_lse_triton\n"
         "try:\n"
         "    contrastive_lse_triton(torch.zeros(3, 4), 0.1)\n"
         "except ValueError as e:\n"
