@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import torch
 
+from agcl.kernels._checks import check_lse_args
+
 __all__ = ["contrastive_lse_naive", "modal_target_loss_naive"]
 
 
@@ -38,12 +40,15 @@ def contrastive_lse_naive(
     Shape:
         - z: ``(M, D)``; output: ``(A,)``.
 
+    Raises:
+        TypeError, ValueError: as :func:`agcl.kernels._checks.check_lse_args`.
+
     Examples:
         >>> z = torch.eye(3, dtype=torch.float64)
         >>> contrastive_lse_naive(z, 1.0)  # two off-diagonal zeros per row: log 2
         tensor([0.6931, 0.6931, 0.6931], dtype=torch.float64)
     """
-    n = z.shape[0] - anchor_start if num_anchors is None else num_anchors
+    temperature, anchor_start, n = check_lse_args(z, temperature, anchor_start, num_anchors, block_size)
     logits, self_mask = _logits(z, temperature, anchor_start, n)
     return torch.logsumexp(logits.masked_fill(self_mask, float("-inf")), dim=1)
 

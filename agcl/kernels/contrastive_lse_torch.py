@@ -38,7 +38,7 @@ import math
 
 import torch
 
-from agcl._validation import check_int
+from agcl.kernels._checks import check_lse_args
 
 __all__ = ["contrastive_lse_torch", "default_block_size"]
 
@@ -197,6 +197,7 @@ class _ContrastiveLSE(torch.autograd.Function):
         return lse2 * _LN2
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
         z, lse2 = ctx.saved_tensors
         c, temperature, anchor_start, block_size = ctx.meta
@@ -232,7 +233,10 @@ def contrastive_lse_torch(
         Differentiable w.r.t. ``z``; extra memory ``O(block_size * M)``.
 
     Raises:
-        ValueError: bad shapes, anchor range or block size.
+        TypeError: ``z`` not a floating tensor, non-integer indices or block size.
+        ValueError: ``z`` not 2-D, ``temperature`` not > 0, anchors outside the rows of ``z``,
+            ``block_size < 1``. Double backward (``create_graph=True``) raises a
+            ``RuntimeError``: the backward is not itself differentiable.
 
     Examples:
         >>> z = torch.nn.functional.normalize(torch.randn(6, 3, dtype=torch.float64), dim=1)
@@ -241,17 +245,10 @@ def contrastive_lse_torch(
         >>> torch.allclose(contrastive_lse_torch(z, 0.5, block_size=4), ref)
         True
     """
-    if z.ndim != 2:
-        raise ValueError(f"z must be 2-D (M, D); got shape {tuple(z.shape)}")
+    temperature, anchor_start, n_anchors = check_lse_args(
+        z, temperature, anchor_start, num_anchors, block_size
+    )
     m_rows = z.shape[0]
-    n_anchors = m_rows - anchor_start if num_anchors is None else num_anchors
-    if anchor_start < 0 or n_anchors < 0 or anchor_start + n_anchors > m_rows:
-        raise ValueError(
-            f"anchor_start={anchor_start}, num_anchors={num_anchors} must select rows of z "
-            f"with shape {tuple(z.shape)}"
-        )
-    if block_size is not None:
-        check_int("block_size", block_size, low=1)
     if m_rows == 0 or n_anchors == 0:
         return z.new_zeros(0) + 0.0 * z.sum()
     block = block_size or default_block_size(m_rows, z.element_size())

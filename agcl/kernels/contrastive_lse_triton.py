@@ -36,7 +36,7 @@ import torch
 import triton
 import triton.language as tl
 
-from agcl._validation import check_int, check_ndim, check_positive, check_tensor
+from agcl.kernels._checks import check_lse_args
 
 __all__ = ["contrastive_lse_triton"]
 
@@ -311,10 +311,9 @@ def contrastive_lse_triton(
         >>> ok
         True
     """
-    check_tensor("z", z)
-    check_ndim("z", z, (2,), "(M, D)")
-    if z.dtype not in _FLOAT_DTYPES:
+    if isinstance(z, torch.Tensor) and z.dtype not in _FLOAT_DTYPES:
         raise TypeError(f"z must be float32, bfloat16 or float16; got {z.dtype}")
+    temperature, a, n = check_lse_args(z, temperature, anchor_start, num_anchors, block_size)
     if z.device.type != "cuda" and not INTERPRETED:
         raise ValueError(
             f"z is on the {z.device.type} device, but the triton backend needs a CUDA tensor, or "
@@ -327,12 +326,6 @@ def contrastive_lse_triton(
             "z is bfloat16, which Triton's CPU interpreter cannot run; pass float32 or float16 "
             "(or run on CUDA)"
         )
-    temperature = check_positive("temperature", temperature)
-    m = z.shape[0]
-    a = check_int("anchor_start", anchor_start, low=0, high=m)
-    n = m - a if num_anchors is None else check_int("num_anchors", num_anchors, low=0, high=m - a)
-    if block_size is not None:
-        check_int("block_size", block_size, low=1)
     blocks = _INTERPRETER_BLOCKS if INTERPRETED else None  # None: autotuned (CUDA)
     return _ContrastiveLSE.apply(z, temperature, a, n, blocks)
 

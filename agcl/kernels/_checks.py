@@ -1,0 +1,41 @@
+"""The one argument check shared by the three contrastive log-sum-exp backends."""
+
+from __future__ import annotations
+
+import torch
+
+from agcl._validation import check_int, check_ndim, check_positive, check_tensor
+
+
+def check_lse_args(
+    z: torch.Tensor,
+    temperature: float,
+    anchor_start: int,
+    num_anchors: int | None,
+    block_size: int | None,
+) -> tuple[float, int, int]:
+    """Validate the common contract ``f(z, temperature, *, anchor_start, num_anchors, block_size)``.
+
+    Shape:
+        - z: ``(M, D)``, floating point.
+
+    Returns:
+        ``(temperature, anchor_start, num_anchors)`` with ``num_anchors`` resolved (``None``:
+        every row from ``anchor_start`` to the end).
+
+    Raises:
+        TypeError: ``z`` not a floating tensor; a non-real temperature; non-integer indices.
+        ValueError: ``z`` not 2-D; ``temperature`` not a finite number > 0; anchors outside the
+            rows of ``z``; ``block_size < 1``.
+    """
+    check_tensor("z", z)
+    check_ndim("z", z, (2,), "(M, D)")
+    if not z.is_floating_point():
+        raise TypeError(f"z must be a floating-point tensor; got {z.dtype}")
+    temperature = check_positive("temperature", temperature)
+    m = z.shape[0]
+    a = check_int("anchor_start", anchor_start, low=0, high=m)
+    n = m - a if num_anchors is None else check_int("num_anchors", num_anchors, low=0, high=m - a)
+    if block_size is not None:
+        check_int("block_size", block_size, low=1)
+    return temperature, a, n
