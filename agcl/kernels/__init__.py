@@ -13,6 +13,7 @@ from typing import Callable, Literal
 
 import torch
 
+from agcl.kernels import _self_check
 from agcl.kernels.contrastive_lse_naive import contrastive_lse_naive, modal_target_loss_naive
 from agcl.kernels.contrastive_lse_torch import contrastive_lse_torch, default_block_size
 
@@ -47,10 +48,22 @@ def triton_available() -> bool:
 _TRITON_OK: bool | None = None
 
 
-def resolve_backend(backend: str, device: torch.device | str) -> str:
+def resolve_backend(
+    backend: str, device: torch.device | str, *, dtype: torch.dtype = torch.float32
+) -> str:
     """Turn ``"auto"`` into a concrete backend and check that ``backend`` can run on ``device``.
 
-    ``"auto"`` is ``"triton"`` for CUDA tensors when triton imports, else ``"torch"``.
+    ``"auto"`` is ``"triton"`` for CUDA tensors when triton imports and the kernel passes its
+    self-check for ``(device, dtype)``, else ``"torch"``. The self-check runs once per
+    (device, dtype) and process, the first time ``auto`` would pick Triton: it launches the
+    forward and backward on a few hundred rows and compares them with the torch backend; on any
+    failure (compile error, launch error, mismatch) it warns once with the reason and ``auto``
+    answers ``"torch"`` there from then on. ``"triton"`` is never checked: its errors propagate.
+
+    Args:
+        backend: one of :data:`BACKENDS`.
+        device: where the rows live.
+        dtype: the dtype the kernel will be given (the loss passes float32).
 
     Raises:
         ValueError: unknown backend, or ``"triton"`` on a CPU tensor without
@@ -65,7 +78,9 @@ def resolve_backend(backend: str, device: torch.device | str) -> str:
         raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}; got {backend!r}")
     dev = torch.device(device)
     if backend == "auto":
-        return "triton" if dev.type == "cuda" and triton_available() else "torch"
+        if _self_check.considers(dev) and triton_available() and _self_check.triton_passes(dev, dtype):
+            return "triton"
+        return "torch"
     if backend == "triton":
         if not triton_available():
             raise ImportError(
@@ -81,14 +96,17 @@ def resolve_backend(backend: str, device: torch.device | str) -> str:
     return backend
 
 
-def get_lse_fn(backend: Backend | str, device: torch.device | str) -> LseFn:
-    """The contrastive log-sum-exp function of ``backend`` (``"auto"`` resolved for ``device``).
+def get_lse_fn(
+    backend: Backend | str, device: torch.device | str, *, dtype: torch.dtype = torch.float32
+) -> LseFn:
+    """The contrastive log-sum-exp function of ``backend`` (``"auto"`` resolved for ``device``
+    and ``dtype`` as in :func:`resolve_backend`).
 
     Examples:
         >>> get_lse_fn("torch", "cpu") is contrastive_lse_torch
         True
     """
-    name = resolve_backend(backend, device)
+    name = resolve_backend(backend, device, dtype=dtype)
     if name == "torch":
         return contrastive_lse_torch
     if name == "naive":
