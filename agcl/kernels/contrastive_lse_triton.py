@@ -50,7 +50,7 @@ _INTERPRETER_BLOCKS = (16, 16)
 
 @triton.jit
 def _lse_fwd_kernel(
-    z_ptr, lse_ptr, M, D, anchor_start, num_anchors, stride_zm, stride_zd, scale, m_bucket,
+    z_ptr, lse_ptr, M, D, anchor_start, num_anchors, stride_zm, stride_zd, scale,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr,
 ):
     # One program: anchors i in [pid*BLOCK_M, pid*BLOCK_M + BLOCK_M), i.e. rows a+i of z.
@@ -93,7 +93,7 @@ def _lse_fwd_kernel(
 @triton.jit
 def _lse_bwd_kernel(
     z_ptr, lse_ptr, g_ptr, dz_ptr, M, D, anchor_start, num_anchors,
-    stride_zm, stride_zd, stride_dm, stride_dd, scale, m_bucket,
+    stride_zm, stride_zd, stride_dm, stride_dd, scale,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr,
 ):
     # One program: output rows r in [pid*BLOCK_M, pid*BLOCK_M + BLOCK_M) of dz (all M rows).
@@ -166,10 +166,11 @@ def _prune(configs: list[Any], named_args: dict, **kwargs: Any) -> list[Any]:
 
 
 def _autotuned(kernel: Any, stages: tuple[int, ...]) -> Any:
-    # Tuned per (D, power-of-two bucket of M), plus the tensors' dtypes that triton appends to
-    # the key: the best tile depends on them, not on the exact M.
+    # Tuned per (M, D), plus the tensors' dtypes that triton appends to the key: the best tile
+    # depends on the row width and on how many programs M gives the GPU. A training run with a
+    # fixed batch size tunes once (and once more for a smaller last batch).
     return triton.autotune(
-        configs=_cuda_configs(stages), key=["D", "m_bucket"],
+        configs=_cuda_configs(stages), key=["M", "D"],
         prune_configs_by={"early_config_prune": _prune},
     )(kernel)
 
@@ -191,28 +192,55 @@ def _precision(dtype: torch.dtype) -> str:
     return "ieee"
 
 
-def _launch_args(z: torch.Tensor, temperature: float) -> dict[str, Any]:
-    m, d = z.shape
-    return {
-        "scale": 1.0 / temperature,
-        "m_bucket": max(1, int(m)).bit_length(),
-        "BLOCK_D": max(16, triton.next_power_of_2(d)),
-        "PRECISION": _precision(z.dtype),
-    }
+def _tiles(blocks: tuple[int, int] | None) -> tuple[dict[str, int], int | None]:
+    """Keyword tile sizes for a fixed launch, and the grid's BLOCK_M (None: the autotuner's)."""
+    if blocks is None:
+        return {}, None
+    return {"BLOCK_M": blocks[0], "BLOCK_N": blocks[1]}, blocks[0]
 
 
-def _launch(tuned: Any, plain: Any, grid_rows: int, args: tuple, kw: dict, blocks: Any) -> None:
-    """Launch through the autotuner (``blocks`` None) or with fixed (BLOCK_M, BLOCK_N).
+def _grid(rows: int, block_m: int | None) -> Any:
+    if block_m is None:
+        return lambda meta: (triton.cdiv(rows, meta["BLOCK_M"]),)
+    return (triton.cdiv(rows, block_m),)
 
-    Triton launches on the current CUDA device, so make it z's (``args[0]``) for the call.
-    """
-    z = args[0]
-    with torch.cuda.device(z.device) if z.is_cuda else contextlib.nullcontext():
-        if blocks is None:
-            tuned[lambda meta: (triton.cdiv(grid_rows, meta["BLOCK_M"]),)](*args, **kw)
-        else:
-            bm, bn = blocks
-            plain[(triton.cdiv(grid_rows, bm),)](*args, BLOCK_M=bm, BLOCK_N=bn, **kw)
+
+def _on_device(z: torch.Tensor) -> Any:
+    """Triton launches on the current CUDA device: make it z's for the call."""
+    return torch.cuda.device(z.device) if z.is_cuda else contextlib.nullcontext()
+
+
+def _launch_fwd(
+    z: torch.Tensor, lse: torch.Tensor, temperature: float, a: int, n: int,
+    blocks: tuple[int, int] | None,
+) -> None:
+    """lse[i] for anchors a .. a+n-1; ``blocks`` None: autotuned (CUDA), else fixed tiles."""
+    tiles, block_m = _tiles(blocks)
+    kernel = _lse_fwd_tuned if blocks is None else _lse_fwd_kernel
+    with _on_device(z):
+        kernel[_grid(n, block_m)](
+            z_ptr=z, lse_ptr=lse, M=z.shape[0], D=z.shape[1], anchor_start=a, num_anchors=n,
+            stride_zm=z.stride(0), stride_zd=z.stride(1), scale=1.0 / temperature,
+            BLOCK_D=max(16, triton.next_power_of_2(z.shape[1])), PRECISION=_precision(z.dtype),
+            **tiles,
+        )
+
+
+def _launch_bwd(
+    z: torch.Tensor, lse_full: torch.Tensor, g_full: torch.Tensor, dz: torch.Tensor,
+    temperature: float, a: int, n: int, blocks: tuple[int, int] | None,
+) -> None:
+    """dz (all M rows) from the (M,)-padded lse and g; ``blocks`` as for :func:`_launch_fwd`."""
+    tiles, block_m = _tiles(blocks)
+    kernel = _lse_bwd_tuned if blocks is None else _lse_bwd_kernel
+    with _on_device(z):
+        kernel[_grid(z.shape[0], block_m)](
+            z_ptr=z, lse_ptr=lse_full, g_ptr=g_full, dz_ptr=dz, M=z.shape[0], D=z.shape[1],
+            anchor_start=a, num_anchors=n, stride_zm=z.stride(0), stride_zd=z.stride(1),
+            stride_dm=dz.stride(0), stride_dd=dz.stride(1), scale=1.0 / temperature,
+            BLOCK_D=max(16, triton.next_power_of_2(z.shape[1])), PRECISION=_precision(z.dtype),
+            **tiles,
+        )
 
 
 class _ContrastiveLSE(torch.autograd.Function):
@@ -222,9 +250,7 @@ class _ContrastiveLSE(torch.autograd.Function):
     def forward(ctx: Any, z: torch.Tensor, temperature: float, a: int, n: int, blocks: Any) -> torch.Tensor:
         lse = torch.empty(n, device=z.device, dtype=torch.float32)
         if n > 0:
-            kw = _launch_args(z, temperature)
-            args = (z, lse, z.shape[0], z.shape[1], a, n, z.stride(0), z.stride(1))
-            _launch(_lse_fwd_tuned, _lse_fwd_kernel, n, args, kw, blocks)
+            _launch_fwd(z, lse, temperature, a, n, blocks)
         ctx.save_for_backward(z, lse)
         ctx.params = (temperature, a, n, blocks)
         return lse
@@ -244,10 +270,7 @@ class _ContrastiveLSE(torch.autograd.Function):
         g_full = torch.zeros(m, device=z.device, dtype=torch.float32)
         lse_full[a:a + n] = torch.where(finite, lse, torch.full_like(lse, math.inf))
         g_full[a:a + n] = torch.where(finite, grad.to(torch.float32), torch.zeros_like(lse))
-        kw = _launch_args(z, temperature)
-        args = (z, lse_full, g_full, dz, m, z.shape[1], a, n,
-                z.stride(0), z.stride(1), dz.stride(0), dz.stride(1))
-        _launch(_lse_bwd_tuned, _lse_bwd_kernel, m, args, kw, blocks)
+        _launch_bwd(z, lse_full, g_full, dz, temperature, a, n, blocks)
         return dz, None, None, None, None
 
 
@@ -329,9 +352,3 @@ def contrastive_lse_triton(
     blocks = _INTERPRETER_BLOCKS if INTERPRETED else None  # None: autotuned (CUDA)
     return _ContrastiveLSE.apply(z, temperature, a, n, blocks)
 
-
-def _contrastive_lse_blocks(
-    z: torch.Tensor, temperature: float, anchor_start: int, num_anchors: int, blocks: Any
-) -> torch.Tensor:
-    """Test hook: no checks; fixed ``blocks = (BLOCK_M, BLOCK_N)``, or None for the autotuner."""
-    return _ContrastiveLSE.apply(z, float(temperature), anchor_start, num_anchors, blocks)
