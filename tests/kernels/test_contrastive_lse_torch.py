@@ -170,3 +170,52 @@ def test_symmetric_backward_both_paths(monkeypatch, temperature, factored):
     ref, ref_dz = _ref_grad(z, temperature, 0, 40, g)
     torch.testing.assert_close(lse, ref, **TOL64)
     torch.testing.assert_close(dz, ref_dz, **TOL64)
+
+
+# -------------------------------------------------------------------------- CUDA only (not run here)
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize(
+    ("m", "d", "a", "n", "block"),
+    [(4099, 128, 0, None, None), (3001, 250, 517, 1200, 256), (2048, 64, 0, None, 100)],
+)
+def test_cuda_torch_backend_matches_float64(m, d, a, n, block):
+    # The production path on CUDA when triton is absent or fails auto's self-check. All rows
+    # as anchors (the symmetric and factored backward) and a sub-block (the gathered loss);
+    # fp32 on the GPU against float64 on the CPU: 1e-4 for sums over a few thousand terms.
+    gen = torch.Generator().manual_seed(m)
+    z = torch.nn.functional.normalize(torch.randn(m, d, generator=gen), dim=1)
+    count = m - a if n is None else n
+    g = torch.rand(count, generator=gen) / count
+    zc = z.clone().cuda().requires_grad_()
+    lse = contrastive_lse_torch(zc, 0.1, anchor_start=a, num_anchors=n, block_size=block)
+    (lse * g.cuda()).sum().backward()
+    z64 = z.double().requires_grad_()
+    ref = contrastive_lse_naive(z64, 0.1, anchor_start=a, num_anchors=n)
+    (ref * g.double()).sum().backward()
+    assert lse.device.type == "cuda" and zc.grad.device.type == "cuda"
+    torch.testing.assert_close(lse.double().cpu(), ref.detach(), rtol=1e-4, atol=1e-4)
+    scale = float(z64.grad.abs().max())
+    torch.testing.assert_close(zc.grad.double().cpu(), z64.grad, rtol=1e-4, atol=1e-4 * scale)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("backend", ["torch", "auto"])
+def test_cuda_loss_backends_agree(backend):
+    # The whole loss on CUDA through the torch backend and through auto (Triton after its
+    # self-check, or torch after a warned fallback) against the naive float64 oracle.
+    from agcl.functional import modal_target_supcon_loss
+
+    gen = torch.Generator().manual_seed(3)
+    feats = torch.randn(300, 2, 64, generator=gen)
+    opts = {"modality": torch.randint(0, 3, (300,), generator=gen),
+            "target": torch.randint(0, 5, (300,), generator=gen), "partial_weight": 0.5}
+    f64 = feats.double().requires_grad_()
+    want = modal_target_supcon_loss(f64, backend="naive", **opts)
+    want.backward()
+    fc = feats.clone().cuda().requires_grad_()
+    got = modal_target_supcon_loss(fc, backend=backend, **{k: (v.cuda() if torch.is_tensor(v) else v) for k, v in opts.items()})
+    got.backward()
+    torch.testing.assert_close(got.double().cpu(), want.detach(), rtol=5e-5, atol=5e-5)
+    torch.testing.assert_close(fc.grad.double().cpu(), f64.grad, rtol=1e-4, atol=1e-4 * float(f64.grad.abs().max()))
