@@ -26,5 +26,6 @@ def test_bench_loss_quick(tmp_path):
     for backend in ("naive", "torch"):
         assert rows[backend]["m"] == 128 and rows[backend]["time_s"] > 0, rows[backend]
         assert rows[backend]["matmul_s"] > 0 and rows[backend]["isfinite_s"] > 0
+        assert rows[backend]["plain_mm_s"] > 0  # the single-torch.mm yardstick
         assert f"M=   128 D=  32 {backend}" in run.stdout
-    assert "x matmul" in run.stdout and "wrote" in run.stdout
+    assert "x matmul" in run.stdout and "x one mm" in run.stdout and "wrote" in run.stdout
