@@ -219,25 +219,29 @@ class _ContrastiveLSE(torch.autograd.Function):
     """Autograd wrapper: saves z and the (A,) lse only; backward recomputes S tile by tile."""
 
     @staticmethod
-    def forward(ctx: Any, z: torch.Tensor, temperature: float, a: int, n: int, blocks: Any) -> torch.Tensor:
+    def forward(
+        ctx: Any, z: torch.Tensor, temperature: float, a: int, n: int, blocks: Any, grad_rows: int
+    ) -> torch.Tensor:
         lse = torch.empty(n, device=z.device, dtype=torch.float32)
         if n > 0:
             kw = _launch_args(z, temperature)
             args = (z, lse, z.shape[0], z.shape[1], a, n, z.stride(0), z.stride(1))
             _launch(_lse_fwd_tuned, _lse_fwd_kernel, n, args, kw, blocks)
         ctx.save_for_backward(z, lse)
-        ctx.params = (temperature, a, n, blocks)
+        ctx.params = (temperature, a, n, blocks, grad_rows)
         return lse
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:
         z, lse = ctx.saved_tensors
-        temperature, a, n, blocks = ctx.params
+        temperature, a, n, blocks, grad_rows = ctx.params
         m = z.shape[0]
         if n == 0 or m == 0:
-            return torch.zeros_like(z), None, None, None, None
+            return torch.zeros_like(z), None, None, None, None, None
         dz = torch.empty_like(z, memory_format=torch.contiguous_format)  # every entry is written
+        if grad_rows < m:  # rows from grad_rows on (a memory queue) are constants: not launched
+            dz[grad_rows:].zero_()
         # Pad to all M rows (O(M)); a non-finite lse (an anchor with no other row) gets g = 0.
         finite = torch.isfinite(lse)
         lse_full = torch.full((m,), math.inf, device=z.device, dtype=torch.float32)
@@ -247,8 +251,8 @@ class _ContrastiveLSE(torch.autograd.Function):
         kw = _launch_args(z, temperature)
         args = (z, lse_full, g_full, dz, m, z.shape[1], a, n,
                 z.stride(0), z.stride(1), dz.stride(0), dz.stride(1))
-        _launch(_lse_bwd_tuned, _lse_bwd_kernel, m, args, kw, blocks)
-        return dz, None, None, None, None
+        _launch(_lse_bwd_tuned, _lse_bwd_kernel, grad_rows, args, kw, blocks)
+        return dz, None, None, None, None, None
 
 
 def contrastive_lse_triton(
@@ -258,6 +262,7 @@ def contrastive_lse_triton(
     anchor_start: int = 0,
     num_anchors: int | None = None,
     block_size: int | None = None,
+    grad_rows: int | None = None,
 ) -> torch.Tensor:
     """Row logsumexp of ``z z^T / T`` without the diagonal, fused in Triton (S never stored).
 
@@ -276,6 +281,9 @@ def contrastive_lse_triton(
         num_anchors: number of anchors ``A``; ``None`` means every row from ``a`` to the end.
         block_size: accepted for signature parity with the torch backend and ignored: the
             tiles are autotuned on CUDA and fixed under the interpreter.
+        grad_rows: rows ``0 .. grad_rows-1`` receive gradients; the backward launches no
+            program for later rows (a detached memory queue) and gives them zero gradient.
+            ``None`` means every row. Must cover the anchors.
 
     Shape:
         - z: ``(M, D)``
@@ -333,12 +341,15 @@ def contrastive_lse_triton(
     n = m - a if num_anchors is None else check_int("num_anchors", num_anchors, low=0, high=m - a)
     if block_size is not None:
         check_int("block_size", block_size, low=1)
+    g = m if grad_rows is None else check_int("grad_rows", grad_rows, low=a + n, high=m)
     blocks = _INTERPRETER_BLOCKS if INTERPRETED else None  # None: autotuned (CUDA)
-    return _ContrastiveLSE.apply(z, temperature, a, n, blocks)
+    return _ContrastiveLSE.apply(z, temperature, a, n, blocks, g)
 
 
 def _contrastive_lse_blocks(
     z: torch.Tensor, temperature: float, anchor_start: int, num_anchors: int, blocks: Any
 ) -> torch.Tensor:
     """Test hook: no checks; fixed ``blocks = (BLOCK_M, BLOCK_N)``, or None for the autotuner."""
-    return _ContrastiveLSE.apply(z, float(temperature), anchor_start, num_anchors, blocks)
+    return _ContrastiveLSE.apply(
+        z, float(temperature), anchor_start, num_anchors, blocks, z.shape[0]
+    )
