@@ -240,8 +240,6 @@ class _ContrastiveLSE(torch.autograd.Function):
         if n == 0 or m == 0:
             return torch.zeros_like(z), None, None, None, None, None
         dz = torch.empty_like(z, memory_format=torch.contiguous_format)  # every entry is written
-        if grad_rows < m:  # rows from grad_rows on (a memory queue) are constants: not launched
-            dz[grad_rows:].zero_()
         # Pad to all M rows (O(M)); a non-finite lse (an anchor with no other row) gets g = 0.
         finite = torch.isfinite(lse)
         lse_full = torch.full((m,), math.inf, device=z.device, dtype=torch.float32)
@@ -252,6 +250,8 @@ class _ContrastiveLSE(torch.autograd.Function):
         args = (z, lse_full, g_full, dz, m, z.shape[1], a, n,
                 z.stride(0), z.stride(1), dz.stride(0), dz.stride(1))
         _launch(_lse_bwd_tuned, _lse_bwd_kernel, grad_rows, args, kw, blocks)
+        if grad_rows < m:  # rows from grad_rows on (a memory queue) are constants: no programs
+            dz[grad_rows:].zero_()  # (but the last launched block's tail), zero gradient
         return dz, None, None, None, None, None
 
 
