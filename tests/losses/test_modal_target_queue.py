@@ -195,3 +195,12 @@ def test_queue_errors():
 def test_repr_and_no_queue_has_no_buffers():
     assert "queue_size=3" in repr(ModalTargetSupConLoss(queue_size=3))
     assert ModalTargetSupConLoss().state_dict() == {}
+
+
+def test_docs_example_runs():
+    import doctest
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "docs" / "loss.md"
+    result = doctest.testfile(str(path), module_relative=False, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
