@@ -123,17 +123,21 @@ class ModalTargetSupConLoss(nn.Module):
             backend=self.backend,
             gather_distributed=self.gather_distributed,
             block_size=self.block_size,
-            queue=self.queue(features.shape[-1], n_cols=n_cols) if self.queue_size else None,
+            queue=self.queue(features.shape[-1], n_cols=n_cols, ordered=False) if self.queue_size else None,
         )
         if self.queue_size:
             self._enqueue(rows, cols)
         return (out, valid) if return_valid else out
 
-    def queue(self, d: int | None = None, *, n_cols: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def queue(
+        self, d: int | None = None, *, n_cols: int | None = None, ordered: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The queued ``(features (F, D), keys (F, C))``, oldest first (``F`` rows filled).
 
         ``d`` checks the feature dimension against the queue's (or fixes it, lazily);
-        ``n_cols`` the number of label columns (1, or 2 for modality and target).
+        ``n_cols`` the number of label columns (1, or 2 for modality and target);
+        ``ordered=False`` returns the full buffers in storage order (no copy; the loss does not
+        depend on the order).
         """
         if not self.queue_size:
             raise ValueError("this loss has no queue: pass queue_size=K > 0")
@@ -154,7 +158,7 @@ class ModalTargetSupConLoss(nn.Module):
                 "kind of labels (labels/target/modality, or modality and target) every call"
             )
         keys = self.queue_keys[:, : (c or n_cols or 1)]
-        if fill < self.queue_size:
+        if fill < self.queue_size or not ordered:
             return qf[:fill], keys[:fill]
         order = torch.arange(ptr, ptr + fill, device=qf.device) % self.queue_size
         return qf[order], keys[order]
