@@ -59,6 +59,8 @@ def child(case: dict) -> dict:
     """Run one case in this (fresh) process and return its measurements."""
     import torch
 
+    if "queue" in case:  # the memory-queue comparison (--queue)
+        return queue_child(case)
     torch.set_num_threads(case["threads"])
     m, d, backend, device = case["m"], case["d"], case["backend"], case["device"]
     feats, modality, target = _inputs(m, d, device)
@@ -209,10 +211,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--max-gb", type=float, default=6.0, help="skip cases estimated above this")
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--out", type=Path, help="JSON path (default benchmarks/results/...)")
+    parser.add_argument("--queue", action="store_true",
+                        help="only the memory-queue case: B=512 against K=65536 queued rows, D=128")
     args = parser.parse_args(argv)
     if args.child:
         print(json.dumps(child(json.loads(args.child))))
         return {}
+    if args.queue:
+        return queue_main(args)
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -307,6 +313,107 @@ def _targets(results: list[dict]) -> None:
                      f"{torch_64k['mem_mb'] / 1024:.2f} GB above baseline (target < 2)")
     for line in lines:
         print("target:", line)
+
+
+# --- memory queue: agcl's ModalTargetSupConLoss(queue_size=K) against pytorch-metric-learning's
+# CrossBatchMemory(SupConLoss, memory_size=K). Both queues are pre-filled in place (K random unit
+# rows with (modality, target) keys); one case per fresh process; "extra peak" is the peak RSS
+# (CUDA: max allocated) reached during the timed forward + backward steps minus the one before
+# them (inputs and the filled queue already held). PML's contrast set is its K memory rows (the
+# current batch enqueued among them), agcl's the B batch rows plus K queued rows: agcl does
+# slightly more work.
+
+
+def queue_child(case: dict) -> dict:
+    """One queue case (``case["queue"]`` in ``agcl``, ``pml``) in this process."""
+    import torch
+
+    torch.set_num_threads(case["threads"])
+    b, k, d, device = case["b"], case["k"], case["d"], case["device"]
+    gen = torch.Generator().manual_seed(0)
+    x0 = torch.randn(b, d, generator=gen).to(device)
+    mod = torch.randint(0, 2, (b,), generator=gen).to(device)
+    tgt = torch.randint(0, 12, (b,), generator=gen).to(device)
+    if case["queue"] == "agcl":
+        from agcl import ModalTargetSupConLoss
+
+        loss_fn = ModalTargetSupConLoss(0.1, queue_size=k, queue_dim=d).to(device)
+        mem, keys = loss_fn.queue_features, loss_fn.queue_keys
+        keys[:, 0].random_(0, 2, generator=gen)
+        keys[:, 1].random_(0, 12, generator=gen)
+        loss_fn.queue_state.copy_(torch.tensor([k, 0, 2]))
+
+        def step(x):
+            return loss_fn(x, modality=mod, target=tgt)
+    else:
+        from pytorch_metric_learning.losses import CrossBatchMemory, SupConLoss
+
+        loss_fn = CrossBatchMemory(SupConLoss(temperature=0.1), d, memory_size=k).to(device)
+        mem = loss_fn.embedding_memory
+        loss_fn.label_memory.random_(0, 24, generator=gen)
+        loss_fn.has_been_filled = True
+        key = mod * 12 + tgt  # its labels: the (modality, target) pair
+
+        def step(x):
+            return loss_fn(x, key)
+    mem.copy_(torch.randn(k, d, generator=gen))
+    mem.div_(torch.linalg.vector_norm(mem, dim=1, keepdim=True))
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    before_cuda = torch.cuda.memory_allocated() if device == "cuda" else 0
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    times = []
+    for _ in range(case["runs"]):
+        x = x0.clone().requires_grad_()
+        _sync(device)
+        t0 = time.perf_counter()
+        step(x).backward()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    out = {"time_s": min(times), "times_s": times,
+           "extra_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before}
+    if device == "cuda":
+        out["extra_peak_mb"] = (torch.cuda.max_memory_allocated() - before_cuda) / 2**20
+    return out
+
+
+def queue_main(args: argparse.Namespace) -> dict:
+    """Run the queue comparison, print a table with the ratios, write JSON."""
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    b, k, d = (64, 2048, 32) if args.quick else (512, 65536, 128)
+    info, results = _machine(), []
+    impls = ["agcl", "pml"]
+    try:
+        import pytorch_metric_learning  # noqa: F401
+    except ImportError:
+        impls = ["agcl"]
+    for impl in impls:
+        res = _run_child(dict(queue=impl, b=b, k=k, d=d, device=device, runs=3, threads=args.threads))
+        results.append(dict(queue=impl, b=b, k=k, d=d, **res))
+    info["loadavg_end"] = os.getloadavg()
+    rows = {r["queue"]: r for r in results}
+    print(f"| queue (B={b}, K={k}, D={d}) | fwd+bwd (s) | x PML time | extra peak (MB) | x PML memory |")
+    print("|---|---|---|---|---|")
+    for r in results:
+        p = rows.get("pml", {})
+        t_ratio = r["time_s"] / p["time_s"] if "time_s" in r and "time_s" in p else float("nan")
+        m_ratio = (r["extra_peak_mb"] / p["extra_peak_mb"]
+                   if "extra_peak_mb" in r and p.get("extra_peak_mb") else float("nan"))
+        name = "agcl ModalTargetSupConLoss(queue_size=K)" if r["queue"] == "agcl" else \
+            "PML CrossBatchMemory(SupConLoss, memory_size=K)"
+        if "error" in r:
+            print(f"| {name} | error: {r['error']} | | | |")
+            continue
+        print(f"| {name} | {r['time_s']:.3f} | {t_ratio:.3f} | {r['extra_peak_mb']:.1f} | {m_ratio:.3f} |")
+    report = {"machine": info, "results": results}
+    out = args.out or ROOT / "benchmarks" / "results" / f"bench_loss_queue_{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    print(f"wrote {out}")
+    return report
 
 
 if __name__ == "__main__":

@@ -116,6 +116,7 @@ def modal_target_supcon_loss(
     gather_distributed: bool = False,
     block_size: int | None = None,
     return_valid: bool = False,
+    queue: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Modal-target supervised contrastive loss (AGCL Eq. 3; SupCon and SSCL/NT-Xent as cases).
 
@@ -158,12 +159,21 @@ def modal_target_supcon_loss(
         block_size: anchor rows per block of the torch backend; ``None`` picks one so that a
             ``(block, M)`` fp32 temporary is at most 64 MiB.
         return_valid: also return the boolean mask of valid anchors.
+        queue: ``(queue_features, queue_keys)``, earlier rows added to the contrast set (not
+            anchors, no gradient; a memory queue, see ``ModalTargetSupConLoss(queue_size=K)``).
+            ``queue_features`` are used as given (detach and normalise them yourself);
+            ``queue_keys`` hold the label columns of the call's keys: ``(modality, target)``
+            when both are given, else the one of ``target`` / ``labels`` / ``modality`` given.
+            An anchor's positives are then the other rows of batch + queue with its key.
+            Needs labels (SSCL keys are sample indices, which do not carry across batches).
 
     Shape:
         - features: ``(B, V, D)`` or ``(M, D)``, rows ordered view-major (``M = V * B``).
         - labels, modality, target: ``(B,)`` for 3-D features, ``(M,)`` for 2-D.
         - output: scalar, or ``(B, V)`` / ``(M,)`` for ``reduction="none"``; valid: the same
           shape as a per-anchor result.
+        - queue: ``(K, D)`` features and ``(K, C)`` integer keys, ``C`` = 2 for
+          ``(modality, target)``, else 1 (``K = 0`` allowed).
 
     Returns:
         The loss (float32; float64 when the features are float64 and the backend is not
@@ -190,8 +200,65 @@ def modal_target_supcon_loss(
         >>> loss.shape, loss.dtype
         (torch.Size([]), torch.float32)
     """
+    out, valid, _, _ = _loss_and_rows(
+        features, labels, modality=modality, target=target, views=views,
+        temperature=temperature, partial_weight=partial_weight, normalize=normalize,
+        reduction=reduction, backend=backend, gather_distributed=gather_distributed,
+        block_size=block_size, queue=queue,
+    )
+    return (out, valid) if return_valid else out
+
+
+def _check_queue(
+    queue: object, d: int, n_cols: int, device: torch.device, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    if not (isinstance(queue, (tuple, list)) and len(queue) == 2):
+        raise TypeError(
+            f"queue must be a (queue_features, queue_keys) pair of tensors; got {type(queue).__name__}"
+        )
+    qf, qk = queue
+    if not isinstance(qf, torch.Tensor) or not qf.is_floating_point():
+        raise TypeError(f"queue_features must be a floating-point tensor; got {type(qf).__name__}")
+    if not isinstance(qk, torch.Tensor) or qk.is_floating_point() or qk.dtype == torch.bool:
+        raise TypeError(f"queue_keys must be an integer tensor; got {getattr(qk, 'dtype', type(qk))}")
+    if qf.ndim != 2 or qf.shape[1] != d:
+        raise ValueError(
+            f"queue_features must be (K, D) with D={d} like the features; got shape {tuple(qf.shape)}"
+        )
+    if qk.shape != (qf.shape[0], n_cols):
+        raise ValueError(
+            f"queue_keys must be (K, C) = {(qf.shape[0], n_cols)} (C=2 for modality and target, "
+            f"else 1) to match queue_features {tuple(qf.shape)} and this call's labels; got shape "
+            f"{tuple(qk.shape)}"
+        )
+    return qf.detach().to(device=device, dtype=dtype), qk.to(device=device, dtype=torch.long)
+
+
+def _loss_and_rows(
+    features: torch.Tensor,
+    labels: torch.Tensor | None,
+    *,
+    modality: torch.Tensor | None,
+    target: torch.Tensor | None,
+    views: int | None,
+    temperature: float,
+    partial_weight: float,
+    normalize: bool,
+    reduction: str,
+    backend: str,
+    gather_distributed: bool,
+    block_size: int | None,
+    queue: tuple[torch.Tensor, torch.Tensor] | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The loss, the valid mask, and the (gathered, normalised, detached) rows and their label
+    columns, which a memory queue enqueues."""
     _check_options(temperature, partial_weight, reduction, backend, block_size)
     rows, cols, has_partial, out_shape = build_rows(features, labels, modality, target, views)
+    if queue is not None and labels is None and modality is None and target is None:
+        raise ValueError(
+            "queue needs labels, modality or target: without them the positives are the sample's "
+            "own views, whose keys (sample indices) mean nothing across batches"
+        )
     if partial_weight > 0 and not has_partial:
         warn_user("partial_weight is ignored unless both modality and target are given")
     name = resolve_backend(backend, rows.device)
@@ -212,18 +279,27 @@ def modal_target_supcon_loss(
             z_all, cols_all, a, _ = _distributed.gather_rows(z, cols)
         else:
             z_all, cols_all = z, cols
-        key, mod_key = positive_keys(cols_all, has_partial)
+        n_batch = z_all.shape[0]
+        if queue is not None:
+            qf, qk = _check_queue(queue, z.shape[1], cols.shape[1], z.device, dtype)
+            z_set, cols_set = torch.cat([z_all, qf]), torch.cat([cols_all, qk])
+        else:
+            z_set, cols_set = z_all, cols_all
+        key, mod_key = positive_keys(cols_set, has_partial)
         w = partial_weight if has_partial else 0.0
         if name == "naive":
             loss, valid = modal_target_loss_naive(
-                z_all, key, temperature, modality_key=mod_key, partial_weight=w,
+                z_set, key, temperature, modality_key=mod_key, partial_weight=w,
                 anchor_start=a, num_anchors=n,
             )
         else:
             lse_fn = get_lse_fn(name, z.device)
-            lse = lse_fn(z_all, temperature, anchor_start=a, num_anchors=n, block_size=block_size)
-            loss, valid = _from_lse(z_all, lse.to(dtype), key, mod_key, temperature, w, a, n)
+            extra = {} if queue is None else {"grad_rows": n_batch}  # the queue: no gradient
+            lse = lse_fn(
+                z_set, temperature, anchor_start=a, num_anchors=n, block_size=block_size, **extra
+            )
+            loss, valid = _from_lse(z_set, lse.to(dtype), key, mod_key, temperature, w, a, n)
         out = _reduce(loss, valid, reduction, world, z)
     if reduction == "none":
         out = _per_anchor_shape(out, out_shape)
-    return (out, _per_anchor_shape(valid, out_shape)) if return_valid else out
+    return out, _per_anchor_shape(valid, out_shape), z_all.detach(), cols_all

@@ -38,6 +38,7 @@ import math
 
 import torch
 
+from agcl._validation import check_int
 from agcl.kernels._checks import check_lse_args
 
 __all__ = ["contrastive_lse_torch", "default_block_size"]
@@ -109,9 +110,12 @@ def _forward(z: torch.Tensor, c: float, a: int, n_anchors: int, block: int) -> t
 
 @torch.no_grad()
 def _backward(
-    z: torch.Tensor, lse2: torch.Tensor, g: torch.Tensor, c: float, a: int, block: int
+    z: torch.Tensor, lse2: torch.Tensor, g: torch.Tensor, c: float, a: int, block: int,
+    grad_rows: int | None = None,
 ) -> torch.Tensor:
-    """``dz`` (without the ``1/T`` factor) for upstream gradient ``g`` of the anchors' lse."""
+    """``dz`` (without the ``1/T`` factor) for upstream gradient ``g`` of the anchors' lse.
+
+    Rows from ``grad_rows`` on (a detached memory queue) get no gradient and cost no work."""
     m_rows, n_anchors = z.shape[0], g.shape[0]
     dz = torch.zeros_like(z)
     fold = bool((g >= 0).all())  # fold log2 g into the shift column
@@ -153,7 +157,10 @@ def _backward(
             torch.mm(p, z, out=dz[rows])
         else:
             dz[rows] += p @ z
-            dz.addmm_(p.T, z[rows])
+            if grad_rows is None or grad_rows >= m_rows:
+                dz.addmm_(p.T, z[rows])
+            else:  # constant rows (a memory queue) after grad_rows: their G^T term is skipped
+                dz[:grad_rows].addmm_(p[:, :grad_rows].T, z[rows])
     return dz
 
 
@@ -186,25 +193,25 @@ class _ContrastiveLSE(torch.autograd.Function):
     """Autograd wrapper: saves ``z`` and the ``(A,)`` base-2 lse only."""
 
     @staticmethod
-    def forward(ctx, z, temperature, anchor_start, num_anchors, block_size):
+    def forward(ctx, z, temperature, anchor_start, num_anchors, block_size, grad_rows):
         c = _LOG2E / temperature
         if z.shape[0] == 1:  # a lone row has no other row: empty sum
             lse2 = torch.full((num_anchors,), -math.inf, dtype=z.dtype, device=z.device)
         else:
             lse2 = _forward(z, c, anchor_start, num_anchors, block_size)
         ctx.save_for_backward(z, lse2)
-        ctx.meta = (c, temperature, anchor_start, block_size)
+        ctx.meta = (c, temperature, anchor_start, block_size, grad_rows)
         return lse2 * _LN2
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
         z, lse2 = ctx.saved_tensors
-        c, temperature, anchor_start, block_size = ctx.meta
+        c, temperature, anchor_start, block_size, grad_rows = ctx.meta
         if z.shape[0] == 1 or not ctx.needs_input_grad[0]:
-            return torch.zeros_like(z), None, None, None, None
-        dz = _backward(z, lse2, grad.to(z.dtype), c, anchor_start, block_size)
-        return dz.mul_(1.0 / temperature), None, None, None, None
+            return torch.zeros_like(z), None, None, None, None, None
+        dz = _backward(z, lse2, grad.to(z.dtype), c, anchor_start, block_size, grad_rows)
+        return dz.mul_(1.0 / temperature), None, None, None, None, None
 
 
 def contrastive_lse_torch(
@@ -214,6 +221,7 @@ def contrastive_lse_torch(
     anchor_start: int = 0,
     num_anchors: int | None = None,
     block_size: int | None = None,
+    grad_rows: int | None = None,
 ) -> torch.Tensor:
     """Row log-sum-exp of the contrastive logits, excluding self-similarity, in row blocks.
 
@@ -223,6 +231,9 @@ def contrastive_lse_torch(
         anchor_start: first anchor row ``a``.
         num_anchors: number of anchors ``A`` (rows ``a .. a+A-1``); ``None`` means every row.
         block_size: anchor rows per block; ``None`` picks :func:`default_block_size`.
+        grad_rows: rows ``0 .. grad_rows-1`` receive gradients; later rows (a detached memory
+            queue placed after the batch) are constants: backward gives them zero gradient and
+            spends no work on them. ``None`` means every row. Must cover the anchors.
 
     Shape:
         - z: ``(M, D)`` float32 or float64 (float64 is kept, for tests).
@@ -249,7 +260,11 @@ def contrastive_lse_torch(
         z, temperature, anchor_start, num_anchors, block_size
     )
     m_rows = z.shape[0]
+    if grad_rows is not None:
+        check_int("grad_rows", grad_rows, low=anchor_start + n_anchors, high=m_rows)
     if m_rows == 0 or n_anchors == 0:
         return z.new_zeros(0) + 0.0 * z.sum()
     block = block_size or default_block_size(m_rows, z.element_size())
-    return _ContrastiveLSE.apply(z.contiguous(), float(temperature), anchor_start, n_anchors, block)
+    return _ContrastiveLSE.apply(
+        z.contiguous(), float(temperature), anchor_start, n_anchors, block, grad_rows
+    )

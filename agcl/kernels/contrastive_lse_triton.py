@@ -36,6 +36,7 @@ import torch
 import triton
 import triton.language as tl
 
+from agcl._validation import check_int
 from agcl.kernels._checks import check_lse_args
 
 __all__ = ["contrastive_lse_triton"]
@@ -228,13 +229,14 @@ def _launch_fwd(
 
 def _launch_bwd(
     z: torch.Tensor, lse_full: torch.Tensor, g_full: torch.Tensor, dz: torch.Tensor,
-    temperature: float, a: int, n: int, blocks: tuple[int, int] | None,
+    temperature: float, a: int, n: int, blocks: tuple[int, int] | None, grad_rows: int,
 ) -> None:
-    """dz (all M rows) from the (M,)-padded lse and g; ``blocks`` as for :func:`_launch_fwd`."""
+    """dz of the first ``grad_rows`` rows (programs for those only) from the (M,)-padded lse and
+    g; ``blocks`` as for :func:`_launch_fwd`."""
     tiles, block_m = _tiles(blocks)
     kernel = _lse_bwd_tuned if blocks is None else _lse_bwd_kernel
     with _on_device(z):
-        kernel[_grid(z.shape[0], block_m)](
+        kernel[_grid(grad_rows, block_m)](
             z_ptr=z, lse_ptr=lse_full, g_ptr=g_full, dz_ptr=dz, M=z.shape[0], D=z.shape[1],
             anchor_start=a, num_anchors=n, stride_zm=z.stride(0), stride_zd=z.stride(1),
             stride_dm=dz.stride(0), stride_dd=dz.stride(1), scale=1.0 / temperature,
@@ -247,22 +249,24 @@ class _ContrastiveLSE(torch.autograd.Function):
     """Autograd wrapper: saves z and the (A,) lse only; backward recomputes S tile by tile."""
 
     @staticmethod
-    def forward(ctx: Any, z: torch.Tensor, temperature: float, a: int, n: int, blocks: Any) -> torch.Tensor:
+    def forward(
+        ctx: Any, z: torch.Tensor, temperature: float, a: int, n: int, blocks: Any, grad_rows: int
+    ) -> torch.Tensor:
         lse = torch.empty(n, device=z.device, dtype=torch.float32)
         if n > 0:
             _launch_fwd(z, lse, temperature, a, n, blocks)
         ctx.save_for_backward(z, lse)
-        ctx.params = (temperature, a, n, blocks)
+        ctx.params = (temperature, a, n, blocks, grad_rows)
         return lse
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:
         z, lse = ctx.saved_tensors
-        temperature, a, n, blocks = ctx.params
+        temperature, a, n, blocks, grad_rows = ctx.params
         m = z.shape[0]
         if n == 0 or m == 0:
-            return torch.zeros_like(z), None, None, None, None
+            return torch.zeros_like(z), None, None, None, None, None
         dz = torch.empty_like(z, memory_format=torch.contiguous_format)  # every entry is written
         # Pad to all M rows (O(M)); a non-finite lse (an anchor with no other row) gets g = 0.
         finite = torch.isfinite(lse)
@@ -270,8 +274,10 @@ class _ContrastiveLSE(torch.autograd.Function):
         g_full = torch.zeros(m, device=z.device, dtype=torch.float32)
         lse_full[a:a + n] = torch.where(finite, lse, torch.full_like(lse, math.inf))
         g_full[a:a + n] = torch.where(finite, grad.to(torch.float32), torch.zeros_like(lse))
-        _launch_bwd(z, lse_full, g_full, dz, temperature, a, n, blocks)
-        return dz, None, None, None, None
+        _launch_bwd(z, lse_full, g_full, dz, temperature, a, n, blocks, grad_rows)
+        if grad_rows < m:  # rows from grad_rows on (a memory queue) are constants: no programs
+            dz[grad_rows:].zero_()  # (but the last launched block's tail), zero gradient
+        return dz, None, None, None, None, None
 
 
 def contrastive_lse_triton(
@@ -281,6 +287,7 @@ def contrastive_lse_triton(
     anchor_start: int = 0,
     num_anchors: int | None = None,
     block_size: int | None = None,
+    grad_rows: int | None = None,
 ) -> torch.Tensor:
     """Row logsumexp of ``z z^T / T`` without the diagonal, fused in Triton (S never stored).
 
@@ -299,6 +306,9 @@ def contrastive_lse_triton(
         num_anchors: number of anchors ``A``; ``None`` means every row from ``a`` to the end.
         block_size: accepted for signature parity with the torch backend and ignored: the
             tiles are autotuned on CUDA and fixed under the interpreter.
+        grad_rows: rows ``0 .. grad_rows-1`` receive gradients; the backward launches no
+            program for later rows (a detached memory queue) and gives them zero gradient.
+            ``None`` means every row. Must cover the anchors.
 
     Shape:
         - z: ``(M, D)``
@@ -349,6 +359,8 @@ def contrastive_lse_triton(
             "z is bfloat16, which Triton's CPU interpreter cannot run; pass float32 or float16 "
             "(or run on CUDA)"
         )
+    m = z.shape[0]
+    g = m if grad_rows is None else check_int("grad_rows", grad_rows, low=a + n, high=m)
     blocks = _INTERPRETER_BLOCKS if INTERPRETED else None  # None: autotuned (CUDA)
-    return _ContrastiveLSE.apply(z, temperature, a, n, blocks)
+    return _ContrastiveLSE.apply(z, temperature, a, n, blocks, g)
 

@@ -64,6 +64,8 @@ class PretrainConfig:
             standard width.
         patch_size, patches_per_slice, max_patches_per_volume: the sampler's settings.
         temperature, partial_weight: the loss's settings (T = 0.1 in the paper).
+        queue_size: rows of earlier batches kept as extra contrast rows by the loss's memory
+            queue (``ModalTargetSupConLoss(queue_size=...)``; "agcl"/"supcon" only); 0 = off.
         epochs, lr, momentum, weight_decay, batch_size: SGD (the paper: 5 epochs, lr 5e-4, batch 4).
         projection_dim: the projection head's output size (256).
         aug_scale, aug_degrees: PairAug's random-resized-crop area range and rotation range.
@@ -78,6 +80,7 @@ class PretrainConfig:
     max_patches_per_volume: int | None = None
     temperature: float = 0.1
     partial_weight: float = 0.0
+    queue_size: int = 0
     epochs: int = 5
     lr: float = 5e-4
     momentum: float = 0.9

@@ -155,8 +155,10 @@ def pretrain_encoder(
     model: nn.Module = build_pretrain_model(config, num_modalities=num_modalities, num_organs=len(organ_ids)).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=p.lr, momentum=p.momentum, weight_decay=p.weight_decay)
     train_model = _wrap_ddp(model, device)
+    if p.queue_size and p.method not in ("agcl", "supcon"):
+        raise ValueError(f"config.pretrain.queue_size needs method 'agcl' or 'supcon'; got {p.method!r}")
     loss_fn = ModalTargetSupConLoss(p.temperature, partial_weight=p.partial_weight,
-                                    gather_distributed=dd.is_distributed())
+                                    gather_distributed=dd.is_distributed(), queue_size=p.queue_size)
     organ_index = {int(o): i for i, o in enumerate(organ_ids)}
     lut = torch.zeros(max(organ_index) + 1, dtype=torch.long)
     for o, i in organ_index.items():

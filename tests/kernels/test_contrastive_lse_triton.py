@@ -62,7 +62,7 @@ def run_both(z, temperature, a, n, g, blocks="default"):
     if blocks == "default":
         lse = mtt.contrastive_lse_triton(zk, temperature, anchor_start=a, num_anchors=n)
     else:
-        lse = mtt._ContrastiveLSE.apply(zk, float(temperature), a, n, blocks)
+        lse = mtt._ContrastiveLSE.apply(zk, float(temperature), a, n, blocks, zk.shape[0])
     (lse * g.to(DEVICE, lse.dtype)).sum().backward()
     z64 = z.detach().double().requires_grad_()
     ref = reference_lse(z64, temperature, a, n)
