@@ -9,7 +9,7 @@ from types import FrameType
 
 import torch
 
-from agcl._validation import check_int, check_integer_tensor, check_tensor
+from agcl._validation import check_has_data, check_int, check_integer_tensor, check_tensor
 
 __all__ = ["build_rows", "positive_keys", "warn_user"]
 
@@ -55,6 +55,7 @@ def build_rows(
         a per-anchor result (``(B, V)`` or ``(M,)``).
     """
     check_tensor("features", features)
+    check_has_data("features", features)
     if not features.is_floating_point():
         raise TypeError(f"features must be a floating-point tensor; got {features.dtype}")
     if features.ndim not in (2, 3):

@@ -90,6 +90,19 @@ def _per_anchor_shape(x: torch.Tensor, out_shape: tuple[int, ...]) -> torch.Tens
     return x
 
 
+def _check_magnitude(z: torch.Tensor, temperature: float) -> None:
+    """Refuse unnormalised rows so large that ``M |z|^2 / T`` (a bound on every similarity and
+    class sum of the loss) overflows ``z.dtype``: the loss would be NaN."""
+    sq = float(z.double().pow(2).sum(1).max())
+    bound = sq * z.shape[0] / temperature
+    if not bound < torch.finfo(z.dtype).max / 4:
+        raise ValueError(
+            f"features with normalize=False are too large for {z.dtype}: the largest squared row "
+            f"norm {sq:.3g} times M={z.shape[0]} / temperature={temperature} overflows; pass "
+            "normalize=True or rescale the features"
+        )
+
+
 def _check_options(
     temperature: float, partial_weight: float, reduction: str, backend: str, block_size: int | None
 ) -> None:
@@ -174,7 +187,8 @@ def modal_target_supcon_loss(
         TypeError: non-tensor or non-float features, non-integer labels.
         ValueError: wrong shapes, label lengths, negative labels, mixed ``labels`` and
             ``modality``/``target``, ``temperature <= 0``, ``partial_weight`` outside
-            ``[0, 1]``, unknown reduction/backend, non-finite features, ``views`` not dividing M.
+            ``[0, 1]``, unknown reduction/backend, non-finite features, ``views`` not dividing M,
+            ``normalize=False`` with features so large that the similarities overflow.
         ImportError: ``backend="triton"`` without triton installed.
 
     References:
@@ -200,6 +214,8 @@ def modal_target_supcon_loss(
         z = rows.to(dtype)
         if not bool(torch.isfinite(z).all()):
             raise ValueError("features must be finite; got NaN or inf entries")
+        if not normalize:
+            _check_magnitude(z, temperature)
         if normalize:
             z = F.normalize(z, dim=1)
         rank, world = _distributed.distributed_world()

@@ -10,6 +10,18 @@ import numpy as np
 __all__ = ["fuse_labels"]
 
 
+_INT16_MAX = int(np.iinfo(np.int16).max)
+
+
+def check_threshold(threshold: object, name: str = "threshold") -> float:
+    """Raise unless ``threshold`` is a real number in ``[0, 1)`` (NaN refused); return it."""
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
+        raise TypeError(f"{name} must be a number in [0, 1); got {type(threshold).__name__} {threshold!r}")
+    if not (0 <= threshold < 1):  # False for NaN
+        raise ValueError(f"{name} must be a number in [0, 1); got {threshold!r}")
+    return float(threshold)
+
+
 def fuse_labels(
     probabilities: Any,
     organ_ids: Sequence[int] | None = None,
@@ -36,9 +48,9 @@ def fuse_labels(
         An ``int16`` numpy label map with values in ``{0} | set(organ_ids)``.
 
     Raises:
-        TypeError: probabilities not an array/tensor.
-        ValueError: wrong rank, ids of the wrong length, non-positive or repeated ids, threshold
-            outside [0, 1), or non-finite probabilities.
+        TypeError: probabilities not an array/tensor, a threshold that is not a number.
+        ValueError: wrong rank, ids of the wrong length, non-positive, repeated or beyond-int16
+            (> 32767) ids, threshold outside [0, 1) or NaN, or non-finite probabilities.
 
     References:
         H. H. Lee et al., "Attention-Guided Supervised Contrastive Learning for Semantic
@@ -62,8 +74,9 @@ def fuse_labels(
         raise ValueError(f"organ_ids must have one id per probability map ({k}); got {len(ids)}: {ids}")
     if any(i <= 0 for i in ids) or len(set(ids)) != len(ids):
         raise ValueError(f"organ_ids must be distinct positive label ids (0 is background); got {ids}")
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not (0 <= threshold < 1):
-        raise ValueError(f"threshold must be a number in [0, 1); got {threshold!r}")
+    if any(i > _INT16_MAX for i in ids):
+        raise ValueError(f"organ_ids must be at most {_INT16_MAX} (the label map is int16); got {max(ids)}")
+    check_threshold(threshold)
     if not np.isfinite(probabilities).all():
         raise ValueError("probabilities must be finite; got NaN or inf entries")
     if k == 0:
