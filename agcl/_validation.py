@@ -20,6 +20,7 @@ __all__ = [
     "check_int",
     "check_integer_tensor",
     "check_ndim",
+    "check_output_stride",
     "check_positive",
     "check_tensor",
     "shape_of",
@@ -139,3 +140,10 @@ def check_choice(name: str, value: Any, options: Iterable[str]) -> str:
     if value not in opts:
         raise ValueError(f"{name} must be one of {', '.join(repr(o) for o in opts)}; got {value!r}")
     return value
+
+
+def check_output_stride(value: Any) -> int:
+    """Raise ``ValueError`` unless ``value`` is 8, 16 or 32; return it."""
+    if isinstance(value, bool) or value not in (8, 16, 32):
+        raise ValueError(f"output_stride must be one of 8, 16, 32; got {value!r}")
+    return int(value)

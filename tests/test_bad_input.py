@@ -263,3 +263,43 @@ def test_sampler_sample_generator_checked():
     lab[2:5, 2:5] = 1
     with warnings.catch_warnings(), pytest.raises(TypeError, match="generator"):
         AttentionPatchSampler(4, 1).sample(torch.randn(8, 8, 1), lab, generator=7)
+
+
+# one validation path: integer options go through agcl._validation.check_int (TypeError for
+# non-integers, ValueError for out-of-range values)
+@pytest.mark.parametrize("call, err, match", [
+    (lambda: AttentionPatchSampler(4, 2.0), TypeError, "patches_per_slice must be an int"),
+    (lambda: AttentionPatchSampler(4, 0), ValueError, "patches_per_slice"),
+    (lambda: AttentionPatchSampler(4, 1, margin="1"), TypeError, "margin must be an int"),
+    (lambda: AttentionPatchSampler(4, 1, max_patches=1.5), TypeError, "max_patches must be an int"),
+    (lambda: AttentionPatchSampler(4, 1, axis=1.0), TypeError, "axis must be an int"),
+    (lambda: AttentionPatchSampler(4, 1, axis=3), ValueError, r"axis must lie in \[-3, 2\]"),
+    (lambda: AttentionPatchSampler(4, 1, centre_mode="box"), ValueError, "centre_mode must be one of"),
+    (lambda: list(__import__("agcl.sampling").sampling.minibatches(
+        __import__("agcl.sampling").sampling.PatchBatch.empty(4), 2.0)), TypeError, "batch_size must be an int"),
+    (lambda: __import__("agcl.models").models.adapt_input_conv(torch.ones(2, 3, 3, 3), 0), ValueError, "in_chans"),
+    (lambda: __import__("agcl.metrics").metrics.hausdorff_distance(
+        np.ones((3, 3), bool), np.ones((3, 3), bool), percentile="95"), TypeError, "percentile"),
+    (lambda: __import__("agcl.metrics").metrics.hausdorff_distance(
+        np.ones((3, 3), bool), np.ones((3, 3), bool), percentile=0), ValueError, "percentile"),
+])
+def test_option_checks_share_one_path(call, err, match):
+    with pytest.raises(err, match=match):
+        call()
+
+
+def test_warn_user_moved_but_still_importable_and_attributed_to_the_caller():
+    from agcl._warnings import warn_user
+    from agcl.functional._contrastive_rows import warn_user as old
+
+    assert old is warn_user
+    with pytest.warns(UserWarning, match="ignored with a single channel") as rec:
+        soft_dice_loss(torch.randn(1, 1, 2, 2), torch.zeros(1, 1, 2, 2), activation="sigmoid", include_background=False)
+    assert rec[0].filename == __file__
+
+
+def test_backend_defined_once():
+    import agcl.functional.modal_target as fm
+    import agcl.kernels as k
+
+    assert fm.Backend is k.Backend

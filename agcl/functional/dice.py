@@ -7,7 +7,7 @@ from typing import Literal
 import torch
 
 from agcl._validation import check_choice, check_has_data, check_positive, check_tensor
-from agcl.functional._contrastive_rows import warn_user
+from agcl._warnings import warn_user
 
 __all__ = ["ACTIVATIONS", "soft_dice_loss"]
 

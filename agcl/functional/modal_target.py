@@ -9,13 +9,13 @@ import torch.nn.functional as F
 
 from agcl import _distributed
 from agcl._validation import check_choice, check_in_range, check_int, check_positive
-from agcl.functional._contrastive_rows import build_rows, positive_keys, warn_user
-from agcl.kernels import BACKENDS, get_lse_fn, modal_target_loss_naive, resolve_backend
+from agcl._warnings import warn_user
+from agcl.functional._contrastive_rows import build_rows, positive_keys
+from agcl.kernels import BACKENDS, Backend, get_lse_fn, modal_target_loss_naive, resolve_backend
 
-__all__ = ["REDUCTIONS", "modal_target_supcon_loss"]
+__all__ = ["REDUCTIONS", "modal_target_supcon_loss"]  # Backend: agcl.kernels.Backend, re-used here
 
 Reduction = Literal["mean", "sum", "none"]
-Backend = Literal["auto", "torch", "naive", "triton"]
 REDUCTIONS: tuple[str, ...] = ("mean", "sum", "none")
 
 

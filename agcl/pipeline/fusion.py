@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from agcl._validation import check_in_range
+
 __all__ = ["fuse_labels"]
 
 
@@ -15,11 +17,10 @@ _INT16_MAX = int(np.iinfo(np.int16).max)
 
 def check_threshold(threshold: object, name: str = "threshold") -> float:
     """Raise unless ``threshold`` is a real number in ``[0, 1)`` (NaN refused); return it."""
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
-        raise TypeError(f"{name} must be a number in [0, 1); got {type(threshold).__name__} {threshold!r}")
-    if not (0 <= threshold < 1):  # False for NaN
+    value = check_in_range(name, threshold, 0.0, 1.0)  # TypeError for a non-number; NaN refused
+    if value == 1.0:
         raise ValueError(f"{name} must be a number in [0, 1); got {threshold!r}")
-    return float(threshold)
+    return value
 
 
 def fuse_labels(

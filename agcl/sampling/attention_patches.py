@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import torch
 
-from agcl._validation import check_generator
+from agcl._validation import check_choice, check_generator, check_int
 from agcl.sampling._centres import attention_groups, draw_centres
 from agcl.sampling.windows import as_tensor, gather_windows, normalise_axis, pair
 
@@ -159,14 +159,11 @@ class AttentionPatchSampler:
         generator: torch.Generator | None = None,
     ) -> None:
         self.patch_size = pair("patch_size", patch_size)
-        if isinstance(patches_per_slice, bool) or not isinstance(patches_per_slice, int) or patches_per_slice < 1:
-            raise ValueError(f"patches_per_slice must be a positive integer; got {patches_per_slice!r}")
-        if centre_mode not in ("mask", "bbox"):
-            raise ValueError(f"centre_mode must be one of 'mask', 'bbox'; got {centre_mode!r}")
-        if isinstance(margin, bool) or not isinstance(margin, int) or margin < 0:
-            raise ValueError(f"margin must be a non-negative integer; got {margin!r}")
-        if max_patches is not None and (isinstance(max_patches, bool) or not isinstance(max_patches, int) or max_patches < 0):
-            raise ValueError(f"max_patches must be None or a non-negative integer; got {max_patches!r}")
+        check_int("patches_per_slice", patches_per_slice, low=1)
+        check_choice("centre_mode", centre_mode, ("mask", "bbox"))
+        check_int("margin", margin, low=0)
+        if max_patches is not None:
+            check_int("max_patches", max_patches, low=0)
         check_generator("generator", generator)
         if seed is not None and generator is not None:
             raise ValueError("pass seed or generator, not both; got both")

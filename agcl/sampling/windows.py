@@ -25,9 +25,7 @@ def as_tensor(name: str, value: Any) -> torch.Tensor:
 
 
 def normalise_axis(axis: int, ndim: int = 3) -> int:
-    if isinstance(axis, bool) or not isinstance(axis, int) or not -ndim <= axis < ndim:
-        raise ValueError(f"axis must be an integer in [{-ndim}, {ndim - 1}]; got {axis!r}")
-    return axis % ndim
+    return check_int("axis", axis, low=-ndim, high=ndim - 1) % ndim
 
 
 def pair(name: str, value: int | Sequence[int]) -> tuple[int, int]:
