@@ -303,3 +303,9 @@ def test_backend_defined_once():
     import agcl.kernels as k
 
     assert fm.Backend is k.Backend
+
+
+def test_dice_refuses_empty_batch_or_channels():  # the mean over no terms was NaN
+    for shape in [(0, 2, 3, 3), (1, 0, 3, 3)]:
+        with pytest.raises(ValueError, match="logits must hold at least one sample and one channel"):
+            soft_dice_loss(torch.zeros(shape), torch.zeros(shape), activation=None)

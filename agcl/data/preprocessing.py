@@ -37,6 +37,7 @@ def _check_finite(name: str, arr: np.ndarray) -> None:
 
 
 def _back(out: np.ndarray, like: torch.Tensor | None) -> Any:
+    out = np.asarray(out, dtype=np.float32)  # numpy ops on a 0-d array return a scalar
     return torch.from_numpy(out).to(like.device) if like is not None else out
 
 

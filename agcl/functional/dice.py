@@ -112,6 +112,8 @@ def soft_dice_loss(
             f"logits must be a float (B, C, H, W) or (B, C, H, W, D) tensor; got shape "
             f"{tuple(logits.shape)} and dtype {logits.dtype}"
         )
+    if logits.shape[0] == 0 or logits.shape[1] == 0:
+        raise ValueError(f"logits must hold at least one sample and one channel; got shape {tuple(logits.shape)}")
     _check_activation(activation)
     check_choice("reduction", reduction, ("mean", "sum", "none"))
     check_positive("smooth_nr", smooth_nr, allow_zero=True)

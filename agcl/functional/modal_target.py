@@ -93,7 +93,7 @@ def _per_anchor_shape(x: torch.Tensor, out_shape: tuple[int, ...]) -> torch.Tens
 def _check_magnitude(z: torch.Tensor, temperature: float) -> None:
     """Refuse unnormalised rows so large that ``M |z|^2 / T`` (a bound on every similarity and
     class sum of the loss) overflows ``z.dtype``: the loss would be NaN."""
-    sq = float(z.double().pow(2).sum(1).max())
+    sq = float(z.detach().double().pow(2).sum(1).max())
     bound = sq * z.shape[0] / temperature
     if not bound < torch.finfo(z.dtype).max / 4:
         raise ValueError(
