@@ -17,8 +17,17 @@ import torch
 __all__ = ["atomic_save", "safe_load"]
 
 
+def _umask() -> int:
+    """The process umask (read by setting it and restoring it at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_save(obj: Any, path: str | os.PathLike[str]) -> Path:
     """``torch.save`` ``obj`` to ``path`` atomically (temporary file + ``os.replace``).
+
+    The file gets the mode the user's umask gives (``0o666 & ~umask``), as ``torch.save`` would.
 
     Returns:
         The path written, as a ``Path``.
@@ -31,6 +40,7 @@ def atomic_save(obj: Any, path: str | os.PathLike[str]) -> Path:
             torch.save(obj, fh)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the mode open() would
         os.replace(tmp, path)
     except BaseException:
         try:

@@ -14,10 +14,13 @@ import torch
 
 __all__ = [
     "check_choice",
+    "check_generator",
+    "check_has_data",
     "check_in_range",
     "check_int",
     "check_integer_tensor",
     "check_ndim",
+    "check_output_stride",
     "check_positive",
     "check_tensor",
     "shape_of",
@@ -38,6 +41,26 @@ def check_tensor(name: str, value: Any) -> torch.Tensor:
     """Raise ``TypeError`` unless ``value`` is a ``torch.Tensor``."""
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor; got {type(value).__name__}")
+    return value
+
+
+def check_has_data(name: str, value: torch.Tensor) -> torch.Tensor:
+    """Raise ``ValueError`` for a tensor on the ``meta`` device (it has a shape but no values)."""
+    if value.device.type == "meta":
+        raise ValueError(
+            f"{name} is on the meta device and holds no values; move it to a real device "
+            f"(e.g. .to('cpu')) first; got shape {tuple(value.shape)} on meta"
+        )
+    return value
+
+
+def check_generator(name: str, value: Any) -> torch.Generator | None:
+    """Raise ``TypeError`` unless ``value`` is ``None`` or a ``torch.Generator``."""
+    if value is not None and not isinstance(value, torch.Generator):
+        raise TypeError(
+            f"{name} must be None or a torch.Generator (e.g. torch.Generator().manual_seed(0)); "
+            f"got {type(value).__name__}"
+        )
     return value
 
 
@@ -66,6 +89,7 @@ def check_integer_tensor(
     check_tensor(name, value)
     if value.is_floating_point() or value.is_complex() or value.dtype == torch.bool:
         raise TypeError(f"{name} must be an integer tensor (torch.long or another int dtype); got {value.dtype}")
+    check_has_data(name, value)
     if value.ndim != 1:
         raise ValueError(f"{name} must be 1-D with one entry {what or 'per row'}; got shape {tuple(value.shape)}")
     if numel is not None and value.numel() != numel:
@@ -116,3 +140,10 @@ def check_choice(name: str, value: Any, options: Iterable[str]) -> str:
     if value not in opts:
         raise ValueError(f"{name} must be one of {', '.join(repr(o) for o in opts)}; got {value!r}")
     return value
+
+
+def check_output_stride(value: Any) -> int:
+    """Raise ``ValueError`` unless ``value`` is 8, 16 or 32; return it."""
+    if isinstance(value, bool) or value not in (8, 16, 32):
+        raise ValueError(f"output_stride must be one of 8, 16, 32; got {value!r}")
+    return int(value)

@@ -16,7 +16,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from agcl._validation import check_ndim, check_positive, check_tensor
+from agcl._validation import check_generator, check_ndim, check_positive, check_tensor
 
 __all__ = ["PairAug", "affine_view"]
 
@@ -122,7 +122,7 @@ class PairAug:
         self.hflip = bool(hflip)
         self.mask_channels = tuple(mask_channels)
         self.image_padding = image_padding
-        self.generator = generator
+        self.generator = check_generator("generator", generator)
 
     def __repr__(self) -> str:
         return (f"PairAug(scale={self.scale}, ratio={self.ratio}, degrees={self.degrees}, hflip={self.hflip}, "
@@ -144,8 +144,12 @@ class PairAug:
         if not x.is_floating_point():
             raise TypeError(f"x must be a floating-point tensor; got {x.dtype}")
 
-    def sample_theta(self, n: int) -> torch.Tensor:
-        """Draw ``n`` affine matrices ``(n, 2, 3)`` (output -> input coordinates, CPU, float64)."""
+    def sample_theta(self, n: int, size: tuple[int, int] | None = None) -> torch.Tensor:
+        """Draw ``n`` affine matrices ``(n, 2, 3)`` (output -> input coordinates, CPU, float64).
+
+        ``size`` is the patch's ``(H, W)``: the rotation is applied in pixels, so a disk stays a
+        disk in a non-square patch (``None``: a square patch).
+        """
         g = self.generator
         u = torch.rand(n, 5, generator=g, dtype=torch.float64)
         area = self.scale[0] + (self.scale[1] - self.scale[0]) * u[:, 0]
@@ -161,16 +165,21 @@ class PairAug:
             flip = torch.where(torch.rand(n, generator=g, dtype=torch.float64) < 0.5, -1.0, 1.0)
         cos, sin = torch.cos(ang), torch.sin(ang)
         sx = fw * flip
+        # the rotation acts in pixels: normalised x spans W/2 pixels and y H/2, so conjugating
+        # R diag(sx, fh) with diag(W/2, H/2) scales the off-diagonal terms by H/W and W/H
+        hw = 1.0 if size is None else size[0] / size[1]
         theta = torch.stack([
-            torch.stack([cos * sx, -sin * fh, cx], 1),
-            torch.stack([sin * sx, cos * fh, cy], 1),
+            torch.stack([cos * sx, -sin * fh * hw, cx], 1),
+            torch.stack([sin * sx / hw, cos * fh, cy], 1),
         ], 1)
         return theta
 
     def view(self, x: torch.Tensor) -> torch.Tensor:
         """One random view of ``x`` ``(B, C, H, W)``."""
         self._check(x)
-        out = affine_view(x, self.sample_theta(x.shape[0]), mask_channels=self.mask_channels,
+        if x.shape[0] == 0:  # an empty batch in, an empty batch out
+            return x.clone()
+        out = affine_view(x, self.sample_theta(x.shape[0], (x.shape[2], x.shape[3])), mask_channels=self.mask_channels,
                           image_padding=self.image_padding)
         images = [k for k in range(x.shape[1]) if k not in {m % x.shape[1] for m in self.mask_channels}]
         if images and (self.intensity_jitter > 0 or self.color_distortion > 0):

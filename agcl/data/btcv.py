@@ -104,6 +104,8 @@ def discover_btcv(
     Raises:
         FileNotFoundError: no ``img/`` folder, no images in it, or a missing label file (the
             message names the expected path).
+        ValueError: two images with one case id (``img0001.nii`` and ``img0001.nii.gz``); both
+            paths are named. Hidden files (``._img0001.nii.gz``) are ignored.
 
     Examples:
         >>> import tempfile
@@ -114,13 +116,21 @@ def discover_btcv(
         ['0001', '0002']
     """
     base = _training_dir(Path(root))
-    images = sorted(p for p in (base / "img").iterdir() if _NII.match(p.name))
+    # hidden files (macOS "._img0001.nii.gz" resource forks, editors' ".#" files) are not scans
+    images = sorted(p for p in (base / "img").iterdir() if _NII.match(p.name) and not p.name.startswith("."))
     if not images:
         raise FileNotFoundError(f"no img*.nii.gz files in {base / 'img'}")
     cases = []
+    seen: dict[str, Path] = {}
     for img in images:
         stem = _NII.match(img.name).group("stem")  # type: ignore[union-attr]
         case_id = stem[3:] if stem.startswith("img") else stem
+        if case_id in seen:
+            raise ValueError(
+                f"two images for case {case_id!r} in {base / 'img'}: {seen[case_id]} and {img}; "
+                "remove or move one of them"
+            )
+        seen[case_id] = img
         ext = img.name[len(stem):]
         label: Path | None = base / "label" / f"label{case_id}{ext}"
         if not label.is_file():  # type: ignore[union-attr]
@@ -159,7 +169,9 @@ def load_datalist(
 
     Raises:
         FileNotFoundError: the JSON, an image or a listed label file does not exist.
-        ValueError: the JSON is malformed or has no ``split`` key (the valid keys are listed).
+        ValueError: the JSON is malformed, has no ``split`` key (the valid keys are listed), the
+            split is not a list, or an entry's image/label is not a path string (the file and
+            the entry are named).
 
     Examples:
         >>> import tempfile
@@ -181,12 +193,25 @@ def load_datalist(
         keys = sorted(content) if isinstance(content, dict) else []
         raise ValueError(f"split {split!r} not in datalist {json_path}; valid keys: {keys}")
     base = Path(base_dir) if base_dir is not None else json_path.parent
+    entries = content[split]
+    if not isinstance(entries, list):
+        raise ValueError(
+            f"split {split!r} of datalist {json_path} must be a list of entries "
+            f'({{"image": ..., "label": ...}} or image paths); got {type(entries).__name__} {entries!r}'
+        )
     cases = []
-    for i, entry in enumerate(content[split]):
+    for i, entry in enumerate(entries):
         if isinstance(entry, str):
             entry = {"image": entry}
         if not isinstance(entry, dict) or "image" not in entry:
             raise ValueError(f"entry {i} of {split!r} in {json_path} has no 'image': {entry!r}")
+        for key in ("image", "label"):
+            value = entry.get(key)
+            if not (isinstance(value, str) or (key == "label" and value is None)):
+                raise ValueError(
+                    f"entry {i} of {split!r} in {json_path}: {key!r} must be a path string; "
+                    f"got {type(value).__name__} {value!r}"
+                )
         image = _resolve(base, entry["image"])
         label = _resolve(base, entry["label"]) if entry.get("label") else None
         for what, p in (("image", image), ("label", label)):

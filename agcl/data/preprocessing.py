@@ -27,7 +27,17 @@ def _as_numpy(name: str, volume: Any) -> tuple[np.ndarray, torch.Tensor | None]:
     raise TypeError(f"{name} must be a numpy array or torch.Tensor; got {type(volume).__name__}")
 
 
+def _check_finite(name: str, arr: np.ndarray) -> None:
+    bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+    if bad:
+        raise ValueError(
+            f"{name} must be finite; got {bad} non-finite voxel(s) (NaN or inf) of {arr.size}; "
+            "replace them first, e.g. np.nan_to_num(volume, nan=-1024.0) for air"
+        )
+
+
 def _back(out: np.ndarray, like: torch.Tensor | None) -> Any:
+    out = np.asarray(out, dtype=np.float32)  # numpy ops on a 0-d array return a scalar
     return torch.from_numpy(out).to(like.device) if like is not None else out
 
 
@@ -75,7 +85,7 @@ def percentile_normalize(volume: Any, percentiles: tuple[float, float] = PERCENT
         A ``float32`` array (or tensor) of the same shape.
 
     Raises:
-        ValueError: percentiles outside [0, 100] or not increasing.
+        ValueError: percentiles outside [0, 100] or not increasing; non-finite voxels.
 
     Examples:
         >>> percentile_normalize(np.arange(5.0), (0, 100)).tolist()
@@ -87,6 +97,7 @@ def percentile_normalize(volume: Any, percentiles: tuple[float, float] = PERCENT
     if lo < 0 or hi > 100:
         raise ValueError(f"percentiles must lie in [0, 100]; got {percentiles!r}")
     arr, like = _as_numpy("volume", volume)
+    _check_finite("volume", arr)
     if arr.size == 0:
         return _back(arr.copy(), like)
     v_lo, v_hi = np.percentile(arr, [lo, hi])
@@ -113,6 +124,10 @@ def preprocess_ct(
     Returns:
         A ``float32`` array (or tensor) of the same shape.
 
+    Raises:
+        ValueError: ``volume`` holds NaN or inf voxels (the count is printed): a percentile
+            of such a volume is NaN and would turn the whole scan into zeros.
+
     References:
         Lee et al., Attention-Guided Supervised Contrastive Learning for Semantic
         Segmentation (AGCL), supplementary material: preprocessing.
@@ -122,6 +137,7 @@ def preprocess_ct(
         >>> [round(float(x), 3) for x in preprocess_ct(v, percentiles=(0, 100))]
         [0.0, 0.0, 0.412, 1.0, 1.0]
     """
+    _check_finite("volume", _as_numpy("volume", volume)[0])
     out = volume
     if window is not None:
         out = clip_hu(out, window)

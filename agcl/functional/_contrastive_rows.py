@@ -2,33 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import sys
-import warnings
-from types import FrameType
-
 import torch
 
-from agcl._validation import check_int, check_integer_tensor, check_tensor
+from agcl._validation import check_has_data, check_int, check_integer_tensor, check_tensor
+
+# warn_user is re-exported here so that older imports of it from this module keep working
+from agcl._warnings import warn_user
 
 __all__ = ["build_rows", "positive_keys", "warn_user"]
-
-_AGCL_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
-_TORCH_NN_DIR = os.path.join(os.path.dirname(os.path.abspath(torch.__file__)), "nn") + os.sep
-
-
-def warn_user(message: str, category: type[Warning] = UserWarning) -> None:
-    """``warnings.warn`` attributed to the first frame outside agcl and ``torch.nn``, so that
-    Python's default filter shows it once per user call site (however deep the call)."""
-    level, frame = 2, sys._getframe(1)
-    frame_or_none: FrameType | None = frame
-    while frame_or_none is not None:
-        name = os.path.abspath(frame_or_none.f_code.co_filename)
-        if not (name.startswith(_AGCL_DIR) or name.startswith(_TORCH_NN_DIR)):
-            break
-        frame_or_none, level = frame_or_none.f_back, level + 1
-    warnings.warn(message, category, stacklevel=level)
-
 
 def _labels_or_none(
     name: str, value: torch.Tensor | None, n: int, what: str, device: torch.device
@@ -55,6 +36,7 @@ def build_rows(
         a per-anchor result (``(B, V)`` or ``(M,)``).
     """
     check_tensor("features", features)
+    check_has_data("features", features)
     if not features.is_floating_point():
         raise TypeError(f"features must be a floating-point tensor; got {features.dtype}")
     if features.ndim not in (2, 3):

@@ -6,8 +6,8 @@ from typing import Literal
 
 import torch
 
-from agcl._validation import check_choice, check_positive, check_tensor
-from agcl.functional._contrastive_rows import warn_user
+from agcl._validation import check_choice, check_has_data, check_positive, check_tensor
+from agcl._warnings import warn_user
 
 __all__ = ["ACTIVATIONS", "soft_dice_loss"]
 
@@ -25,7 +25,15 @@ def _one_hot_target(target: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     b, c = logits.shape[:2]
     spatial = tuple(logits.shape[2:])
     if tuple(target.shape) == tuple(logits.shape):
-        return target.to(torch.float32)
+        soft = target.to(torch.float32)
+        if soft.numel():
+            lo, hi = float(soft.min()), float(soft.max())
+            if not (0.0 <= lo and hi <= 1.0):  # also False for NaN
+                raise ValueError(
+                    f"target shaped like logits is a one-hot/soft target and must lie in [0, 1]; got "
+                    f"values in [{lo}, {hi}] (a 0/255 mask: divide by 255; class indices: pass (B, *spatial))"
+                )
+        return soft
     if tuple(target.shape) in ((b, *spatial), (b, 1, *spatial)):
         if target.is_floating_point() or target.dtype == torch.bool:
             if c == 1:
@@ -70,8 +78,8 @@ def soft_dice_loss(
         activation: ``"softmax"`` over channels (needs ``C >= 2``), ``"sigmoid"`` per channel,
             or ``None``.
         include_background: keep channel 0 (set ``False`` to drop it; needs ``C >= 2``).
-        smooth_nr, smooth_dr: added to numerator and denominator; equal values make an empty
-            target with an empty prediction score 0 (not NaN).
+        smooth_nr, smooth_dr: added to numerator (>= 0) and denominator (> 0); equal values
+            make an empty target with an empty prediction score 0 (not NaN).
         reduction: ``"mean"`` or ``"sum"`` over (batch, channel) terms, or ``"none"``.
         batch_dice: pool the sums over the batch before the ratio (one Dice per channel).
 
@@ -86,7 +94,8 @@ def soft_dice_loss(
     Raises:
         TypeError: non-tensor input, float class indices.
         ValueError: bad shapes (both are printed), class indices out of range, unknown
-            activation/reduction, softmax with one channel, negative smoothing.
+            activation/reduction, softmax with one channel, negative smoothing or
+            ``smooth_dr = 0``, non-finite logits, a one-hot/soft target outside [0, 1].
 
     References:
         Lee et al., AGCL, Eq. 1. Milletari et al., "V-Net", 3DV 2016.
@@ -103,10 +112,16 @@ def soft_dice_loss(
             f"logits must be a float (B, C, H, W) or (B, C, H, W, D) tensor; got shape "
             f"{tuple(logits.shape)} and dtype {logits.dtype}"
         )
+    if logits.shape[0] == 0 or logits.shape[1] == 0:
+        raise ValueError(f"logits must hold at least one sample and one channel; got shape {tuple(logits.shape)}")
     _check_activation(activation)
     check_choice("reduction", reduction, ("mean", "sum", "none"))
     check_positive("smooth_nr", smooth_nr, allow_zero=True)
-    check_positive("smooth_dr", smooth_dr, allow_zero=True)
+    check_positive("smooth_dr", smooth_dr)  # > 0: an empty prediction and target would give 0/0
+    check_has_data("logits", logits)
+    check_has_data("target", target)
+    if not bool(torch.isfinite(logits).all()):
+        raise ValueError("logits must be finite; got NaN or inf entries")
     c = logits.shape[1]
     if activation == "softmax" and c == 1:
         raise ValueError("activation='softmax' needs C >= 2 channels; got C=1 (use 'sigmoid')")

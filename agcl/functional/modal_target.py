@@ -9,13 +9,13 @@ import torch.nn.functional as F
 
 from agcl import _distributed
 from agcl._validation import check_choice, check_in_range, check_int, check_positive
-from agcl.functional._contrastive_rows import build_rows, positive_keys, warn_user
-from agcl.kernels import BACKENDS, get_lse_fn, modal_target_loss_naive, resolve_backend
+from agcl._warnings import warn_user
+from agcl.functional._contrastive_rows import build_rows, positive_keys
+from agcl.kernels import BACKENDS, Backend, get_lse_fn, modal_target_loss_naive, resolve_backend
 
-__all__ = ["REDUCTIONS", "modal_target_supcon_loss"]
+__all__ = ["REDUCTIONS", "modal_target_supcon_loss"]  # Backend: agcl.kernels.Backend, re-used here
 
 Reduction = Literal["mean", "sum", "none"]
-Backend = Literal["auto", "torch", "naive", "triton"]
 REDUCTIONS: tuple[str, ...] = ("mean", "sum", "none")
 
 
@@ -88,6 +88,19 @@ def _per_anchor_shape(x: torch.Tensor, out_shape: tuple[int, ...]) -> torch.Tens
         b, v = out_shape
         return x.reshape(v, b).transpose(0, 1)
     return x
+
+
+def _check_magnitude(z: torch.Tensor, temperature: float) -> None:
+    """Refuse unnormalised rows so large that ``M |z|^2 / T`` (a bound on every similarity and
+    class sum of the loss) overflows ``z.dtype``: the loss would be NaN."""
+    sq = float(z.detach().double().pow(2).sum(1).max())
+    bound = sq * z.shape[0] / temperature
+    if not bound < torch.finfo(z.dtype).max / 4:
+        raise ValueError(
+            f"features with normalize=False are too large for {z.dtype}: the largest squared row "
+            f"norm {sq:.3g} times M={z.shape[0]} / temperature={temperature} overflows; pass "
+            "normalize=True or rescale the features"
+        )
 
 
 def _check_options(
@@ -184,7 +197,8 @@ def modal_target_supcon_loss(
         TypeError: non-tensor or non-float features, non-integer labels.
         ValueError: wrong shapes, label lengths, negative labels, mixed ``labels`` and
             ``modality``/``target``, ``temperature <= 0``, ``partial_weight`` outside
-            ``[0, 1]``, unknown reduction/backend, non-finite features, ``views`` not dividing M.
+            ``[0, 1]``, unknown reduction/backend, non-finite features, ``views`` not dividing M,
+            ``normalize=False`` with features so large that the similarities overflow.
         ImportError: ``backend="triton"`` without triton installed.
 
     References:
@@ -267,6 +281,8 @@ def _loss_and_rows(
         z = rows.to(dtype)
         if not bool(torch.isfinite(z).all()):
             raise ValueError("features must be finite; got NaN or inf entries")
+        if not normalize:
+            _check_magnitude(z, temperature)
         if normalize:
             z = F.normalize(z, dim=1)
         rank, world = _distributed.distributed_world()

@@ -22,7 +22,7 @@ class SoftDiceLoss(nn.Module):
     Args:
         activation: ``"softmax"`` (over channels), ``"sigmoid"`` or ``None`` (probabilities).
         include_background: keep channel 0.
-        smooth_nr, smooth_dr: smoothing terms of numerator and denominator.
+        smooth_nr, smooth_dr: smoothing terms of numerator (>= 0) and denominator (> 0).
         reduction: ``"mean"``, ``"sum"`` or ``"none"``.
         batch_dice: one Dice per channel over the whole batch.
 
@@ -55,7 +55,7 @@ class SoftDiceLoss(nn.Module):
         _check_activation(activation)
         check_choice("reduction", reduction, ("mean", "sum", "none"))
         self.smooth_nr = check_positive("smooth_nr", smooth_nr, allow_zero=True)
-        self.smooth_dr = check_positive("smooth_dr", smooth_dr, allow_zero=True)
+        self.smooth_dr = check_positive("smooth_dr", smooth_dr)
         self.activation = activation
         self.include_background = bool(include_background)
         self.reduction = reduction

@@ -55,9 +55,11 @@ def as_spacing(spacing: Sequence[float] | float | None, ndim: int) -> tuple[floa
     if isinstance(spacing, (int, float)) and not isinstance(spacing, bool):
         values: tuple[float, ...] = (float(spacing),) * ndim
     else:
+        if isinstance(spacing, (str, bytes)):  # float("1.5") would accept a string's characters
+            raise TypeError(f"spacing must be a number or a sequence of {ndim} numbers; got {spacing!r}")
         try:
             values = tuple(float(s) for s in spacing)  # type: ignore[union-attr]
-        except TypeError as exc:
+        except (TypeError, ValueError) as exc:
             raise TypeError(f"spacing must be a number or a sequence of {ndim} numbers; got {spacing!r}") from exc
     if len(values) != ndim:
         raise ValueError(f"spacing must have one entry per mask axis ({ndim}); got {len(values)}: {values}")

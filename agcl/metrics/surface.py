@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from agcl._validation import check_in_range, check_positive
 from agcl.metrics._masks import as_mask_pair, as_spacing, union_crop
 
 __all__ = ["average_surface_distance", "hausdorff_distance", "surface_distances"]
@@ -121,8 +122,8 @@ def hausdorff_distance(
         >>> hausdorff_distance(a, b, spacing=(1.0, 0.5))
         0.5
     """
-    if isinstance(percentile, bool) or not isinstance(percentile, (int, float)) or not (0 < percentile <= 100):
-        raise ValueError(f"percentile must be a number in (0, 100]; got {percentile!r}")
+    check_positive("percentile", percentile)
+    check_in_range("percentile", percentile, 0.0, 100.0)
     d_pg, d_gp = surface_distances(pred, gt, spacing)
     if d_pg.size == 0 and d_gp.size == 0:
         return 0.0

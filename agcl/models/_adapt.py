@@ -12,7 +12,7 @@ import logging
 
 import torch
 
-from agcl._validation import check_ndim, check_tensor
+from agcl._validation import check_int, check_ndim, check_tensor
 
 __all__ = ["adapt_input_conv"]
 
@@ -65,10 +65,7 @@ def adapt_input_conv(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
     """
     check_tensor("weight", weight)
     check_ndim("weight", weight, (3, 4, 5), "(out_channels, in_channels, *kernel_size)")
-    if isinstance(in_chans, bool) or not isinstance(in_chans, int):
-        raise TypeError(f"in_chans must be an int; got {type(in_chans).__name__}")
-    if in_chans < 1:
-        raise ValueError(f"in_chans must be >= 1; got {in_chans}")
+    check_int("in_chans", in_chans, low=1)
     src = int(weight.shape[1])
     w = weight.detach().to(torch.float64)
     if in_chans == src:

@@ -13,9 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from agcl._validation import check_tensor
-from agcl.models._checks import check_int as _check_int
-from agcl.models._checks import check_output_stride
+from agcl._validation import check_int as _check_int
+from agcl._validation import check_output_stride, check_tensor
 
 __all__ = ["ASPP", "ASPPDecoder", "DeepLabV3PlusDecoder", "scaled_dilations"]
 
@@ -79,13 +78,13 @@ class ASPP(nn.Module):
     def __init__(self, in_channels: int, out_channels: int = 512,
                  dilations: Sequence[int] = (6, 12, 18)) -> None:
         super().__init__()
-        _check_int("in_channels", in_channels)
-        _check_int("out_channels", out_channels)
+        _check_int("in_channels", in_channels, low=1)
+        _check_int("out_channels", out_channels, low=1)
         dilations = tuple(dilations)
         if not dilations:
             raise ValueError("dilations must hold at least one rate; got ()")
         for d in dilations:
-            _check_int("dilations", d)
+            _check_int("dilations", d, low=1)
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.dilations = dilations
@@ -161,7 +160,7 @@ class ASPPDecoder(nn.Module):
         self.encoder_channels = tuple(int(c) for c in encoder_channels)
         if not self.encoder_channels:
             raise ValueError("encoder_channels must list at least one map's channels; got ()")
-        self.num_classes = _check_int("num_classes", num_classes)
+        self.num_classes = _check_int("num_classes", num_classes, low=1)
         self.output_stride = output_stride
         self.aspp = ASPP(self.encoder_channels[-1], aspp_channels,
                          scaled_dilations(dilations, output_stride))
@@ -215,16 +214,16 @@ class DeepLabV3PlusDecoder(nn.Module):
         if n < 2 or not (0 <= low_level_index < n - 1):
             raise ValueError(f"low_level_index must point at a map before the last of "
                              f"encoder_channels={self.encoder_channels}; got {low_level_index}")
-        self.num_classes = _check_int("num_classes", num_classes)
+        self.num_classes = _check_int("num_classes", num_classes, low=1)
         self.output_stride = output_stride
         self.low_level_index = low_level_index
         self.aspp = ASPP(self.encoder_channels[-1], aspp_channels,
                          scaled_dilations(dilations, output_stride))
         self.low_level = _conv_bn_relu(self.encoder_channels[low_level_index],
-                                       _check_int("low_level_reduced", low_level_reduced), 1)
+                                       _check_int("low_level_reduced", low_level_reduced, low=1), 1)
         self.refine = nn.Sequential(
             _conv_bn_relu(aspp_channels + low_level_reduced,
-                          _check_int("decoder_channels", decoder_channels), 3),
+                          _check_int("decoder_channels", decoder_channels, low=1), 3),
             _conv_bn_relu(decoder_channels, decoder_channels, 3),
         )
         self.classifier = nn.Conv2d(decoder_channels, num_classes, 1)

@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from agcl._validation import check_ndim, check_tensor
-from agcl.models._checks import check_int
+from agcl._validation import check_int, check_ndim, check_tensor
 
 __all__ = ["ProjectionHead"]
 
@@ -42,9 +41,9 @@ class ProjectionHead(nn.Module):
     def __init__(self, in_features: int = 2048, hidden_features: int = 2048,
                  out_features: int = 256) -> None:
         super().__init__()
-        check_int("in_features", in_features)
-        check_int("hidden_features", hidden_features)
-        check_int("out_features", out_features)
+        check_int("in_features", in_features, low=1)
+        check_int("hidden_features", hidden_features, low=1)
+        check_int("out_features", out_features, low=1)
         self.in_features = in_features
         self.out_features = out_features
         self.fc1 = nn.Linear(in_features, hidden_features)

@@ -28,10 +28,9 @@ from typing import Literal
 import torch
 from torch import nn
 
-from agcl._validation import check_ndim, check_tensor
+from agcl._validation import check_int, check_ndim, check_output_stride, check_tensor
 from agcl.models._adapt import adapt_input_conv
 from agcl.models._blocks import BasicBlock, Bottleneck
-from agcl.models._checks import check_int, check_output_stride
 from agcl.models._registry import register_model
 
 __all__ = ["ResNet", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
@@ -80,9 +79,9 @@ class ResNet(nn.Module):
         zero_init_residual: bool = False,
     ) -> None:
         super().__init__()
-        check_int("in_chans", in_chans)
-        check_int("num_classes", num_classes, 0)
-        check_int("base_width", base_width)
+        check_int("in_chans", in_chans, low=1)
+        check_int("num_classes", num_classes, low=0)
+        check_int("base_width", base_width, low=1)
         check_output_stride(output_stride)
         self.in_chans = in_chans
         self.output_stride = int(output_stride)

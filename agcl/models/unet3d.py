@@ -12,8 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from agcl._validation import check_ndim, check_tensor
-from agcl.models._checks import check_int
+from agcl._validation import check_int, check_ndim, check_tensor
 from agcl.models._registry import register_model
 
 __all__ = ["CoarseUNet3D", "unet3d"]
@@ -64,7 +63,7 @@ class CoarseUNet3D(nn.Module):
         super().__init__()
         for name, value in (("in_channels", in_channels), ("num_classes", num_classes),
                             ("base_channels", base_channels), ("depth", depth)):
-            check_int(name, value)
+            check_int(name, value, low=1)
         self.in_channels = in_channels
         self.num_classes = num_classes
         self.depth = depth

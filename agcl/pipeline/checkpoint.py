@@ -86,13 +86,31 @@ def save_stage(
     return atomic_save(payload, path)
 
 
+#: The keys every stage checkpoint written by :func:`save_stage` holds.
+STAGE_KEYS: tuple[str, ...] = ("stage", "epoch", "epochs", "complete", "config", "model", "optimizer", "rng", "extra")
+
+
+def check_payload(ckpt: Any, path: Any, keys: tuple[str, ...]) -> dict[str, Any]:
+    """Raise ``ValueError`` naming ``path`` unless ``ckpt`` is a dict holding ``keys``."""
+    if not isinstance(ckpt, dict):
+        raise ValueError(f"checkpoint {path} must hold a dict with keys {list(keys)}; got a {type(ckpt).__name__}")
+    missing = [k for k in keys if k not in ckpt]
+    if missing:
+        raise ValueError(
+            f"checkpoint {path} misses the keys {missing} (expected {list(keys)}); it was not written "
+            "by this version of agcl's pipeline or is damaged"
+        )
+    return ckpt
+
+
 def load_stage(
     path: str | os.PathLike[str], *, stage: str, config: Mapping[str, Any] | None = None
 ) -> dict[str, Any] | None:
     """Load a stage checkpoint for resuming; ``None`` when there is none at ``path``.
 
     Raises:
-        ValueError: the file is corrupt, belongs to another stage, or was written with a
+        ValueError: the file is corrupt, is not a dict with the keys of :data:`STAGE_KEYS`,
+            belongs to another stage, or was written with a
             different ``config`` (the differing keys are listed; use a new output folder or
             the same options to resume).
     """
@@ -103,6 +121,7 @@ def load_stage(
     if not isinstance(ckpt, dict) or ckpt.get("stage") != stage:
         found = ckpt.get("stage") if isinstance(ckpt, dict) else type(ckpt).__name__
         raise ValueError(f"{path} is not a {stage!r} checkpoint (found {found!r})")
+    check_payload(ckpt, path, STAGE_KEYS)
     if config is not None:
         stored = ckpt.get("config", {})
         diff = sorted(k for k in set(stored) | set(config) if stored.get(k) != config.get(k))

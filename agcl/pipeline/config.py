@@ -8,13 +8,22 @@ few minutes on the synthetic phantoms: a slim ResNet-18 (base width 16), 64 x 64
 patches per slice, few epochs and larger learning rates (SGD 0.05 with momentum for
 pre-training, Adam 1e-3 for the decoder), because the paper's values need far more steps than a
 demo can afford. Every field can be overridden (``dataclasses.replace`` or :meth:`override`).
+
+Every field is checked when a config is built (``__post_init__``, so also by ``override``,
+``from_dict`` and ``dataclasses.replace``), before any work: types (int fields refuse floats,
+strings and bools; float fields accept ints), ranges and choices, each from the ``RULES`` table
+of its class. A new field needs an entry there (a field without one raises).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
+
+from agcl._validation import check_choice, check_int
 
 __all__ = [
     "CoarseConfig",
@@ -27,6 +36,72 @@ __all__ = [
 
 PretrainMethod = Literal["agcl", "sscl", "supcon", "ce", "none"]
 PRETRAIN_METHODS: tuple[str, ...] = ("agcl", "sscl", "supcon", "ce", "none")
+
+
+# --- field rules: each takes (name, value) and returns the (normalised) value or raises ---
+Rule = Callable[[str, Any], Any]
+
+
+def _int(low: int | None = None, high: int | None = None, *, optional: bool = False) -> Rule:
+    def rule(name: str, value: Any) -> Any:
+        return None if optional and value is None else check_int(name, value, low=low, high=high)
+    return rule
+
+
+def _float(low: float, high: float = math.inf, *, low_open: bool = False, high_open: bool = False) -> Rule:
+    def rule(name: str, value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"{name} must be a number; got {type(value).__name__} {value!r}")
+        ok = (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
+        if not ok or not math.isfinite(value):
+            lo, hi = "(" if low_open else "[", ")" if high_open or high == math.inf else "]"
+            raise ValueError(f"{name} must lie in {lo}{low}, {high}{hi}; got {value!r}")
+        return float(value)
+    return rule
+
+
+def _choice(options: tuple[Any, ...]) -> Rule:
+    def rule(name: str, value: Any) -> Any:
+        if isinstance(value, bool) or value not in options:
+            check_choice(name, value, options)  # raises with the list of options
+        return value
+    return rule
+
+
+def _str(name: str, value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise TypeError(f"{name} must be a non-empty string; got {type(value).__name__} {value!r}")
+    return value
+
+
+def _tuple(item: Rule, length: int | None, *, increasing: bool = False, optional: bool = False) -> Rule:
+    def rule(name: str, value: Any) -> Any:
+        if optional and value is None:
+            return None
+        if isinstance(value, (str, bytes)) or not isinstance(value, (tuple, list)):
+            raise TypeError(f"{name} must be a tuple of {length or 'any number of'} values; got {type(value).__name__} {value!r}")
+        if length is not None and len(value) != length:
+            raise ValueError(f"{name} must have {length} entries; got {len(value)}: {tuple(value)!r}")
+        out = tuple(item(f"{name}[{i}]", v) for i, v in enumerate(value))
+        if increasing and not all(a < b for a, b in zip(out, out[1:])):
+            raise ValueError(f"{name} must be increasing (low < high); got {out!r}")
+        return out
+    return rule
+
+
+def _check_fields(obj: Any, where: str) -> None:
+    """Apply ``obj.RULES`` to every field (each field must have a rule) before any work is done."""
+    for f in dataclasses.fields(obj):
+        if f.name not in obj.RULES:
+            raise TypeError(f"{type(obj).__name__}.{f.name} has no validation rule; add one to RULES")
+        rule = obj.RULES[f.name]
+        if rule is not None:
+            object.__setattr__(obj, f.name, rule(f"{where}{f.name}", getattr(obj, f.name)))
+
+
+_POS = _int(1)
+_MAX_PATCHES = _int(0, optional=True)
+_LR = _float(0.0, low_open=True)
 
 
 @dataclass
@@ -50,6 +125,14 @@ class CoarseConfig:
     batch_size: int = 2
     margin_mm: float = 10.0
     source: Literal["coarse", "gt"] = "coarse"
+
+    RULES: ClassVar[dict[str, Rule | None]] = {
+        "shape": _tuple(_POS, 3), "base_channels": _POS, "depth": _POS, "epochs": _POS, "lr": _LR,
+        "batch_size": _POS, "margin_mm": _float(0.0), "source": _choice(("coarse", "gt")),
+    }
+
+    def __post_init__(self) -> None:
+        _check_fields(self, "coarse.")
 
 
 @dataclass
@@ -90,6 +173,21 @@ class PretrainConfig:
     aug_scale: tuple[float, float] = (0.3, 0.7)
     aug_degrees: float = 30.0
 
+    RULES: ClassVar[dict[str, Rule | None]] = {
+        "method": _choice(PRETRAIN_METHODS), "encoder": _str, "base_width": _POS,
+        "output_stride": _choice((8, 16, 32)), "patch_size": _POS, "patches_per_slice": _POS,
+        "max_patches_per_volume": _MAX_PATCHES, "temperature": _float(0.0, low_open=True),
+        "partial_weight": _float(0.0, 1.0), "epochs": _POS, "lr": _LR, "momentum": _float(0.0, 1.0),
+        "weight_decay": _float(0.0), "batch_size": _POS, "projection_dim": _POS,
+        "aug_scale": _tuple(_float(0.0, 1.0, low_open=True), 2), "aug_degrees": _float(0.0, 180.0),
+        "queue_size": _int(0),
+    }
+
+    def __post_init__(self) -> None:
+        _check_fields(self, "pretrain.")
+        if self.aug_scale[0] > self.aug_scale[1]:
+            raise ValueError(f"pretrain.aug_scale must be (low, high) with low <= high; got {self.aug_scale!r}")
+
 
 @dataclass
 class SegmentConfig:
@@ -113,6 +211,15 @@ class SegmentConfig:
     stride: int = 64
     threshold: float = 0.5
     inference_batch_size: int = 32
+
+    RULES: ClassVar[dict[str, Rule | None]] = {
+        "patches_per_slice": _POS, "max_patches_per_volume": _MAX_PATCHES, "aspp_channels": _POS,
+        "epochs": _POS, "lr": _LR, "batch_size": _POS, "stride": _POS,
+        "threshold": _float(0.0, 1.0, high_open=True), "inference_batch_size": _POS,
+    }
+
+    def __post_init__(self) -> None:
+        _check_fields(self, "segment.")
 
 
 @dataclass
@@ -144,6 +251,26 @@ class PipelineConfig:
     coarse: CoarseConfig = field(default_factory=CoarseConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     segment: SegmentConfig = field(default_factory=SegmentConfig)
+
+    RULES: ClassVar[dict[str, Rule | None]] = {
+        "seed": _int(0), "clip_hu": _tuple(_float(-math.inf), 2, increasing=True),
+        "percentiles": _tuple(_float(0.0, 100.0), 2, increasing=True),
+        "organs": _tuple(_int(1, 32767), None, optional=True), "preset": _str,
+        "coarse": None, "pretrain": None, "segment": None,  # checked by their own __post_init__
+    }
+
+    def __post_init__(self) -> None:
+        _check_fields(self, "")
+        for name, cls in (("coarse", CoarseConfig), ("pretrain", PretrainConfig), ("segment", SegmentConfig)):
+            if not isinstance(getattr(self, name), cls):
+                raise TypeError(f"{name} must be a {cls.__name__}; got {type(getattr(self, name)).__name__}")
+        if self.organs is not None and len(set(self.organs)) != len(self.organs):
+            raise ValueError(f"organs must be distinct label ids; got {self.organs!r}")
+        if self.segment.stride > self.pretrain.patch_size:
+            raise ValueError(
+                f"segment.stride must be <= pretrain.patch_size={self.pretrain.patch_size} (the "
+                f"inference window); got {self.segment.stride}"
+            )
 
     @classmethod
     def paper(cls) -> PipelineConfig:
@@ -179,7 +306,9 @@ class PipelineConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PipelineConfig:
-        """Rebuild a config from :meth:`to_dict`'s output (unknown keys raise)."""
+        """Rebuild a config from :meth:`to_dict`'s output (unknown keys and invalid values raise)."""
+        if not isinstance(data, dict):
+            raise TypeError(f"data must be a dict (PipelineConfig.to_dict()'s output); got {type(data).__name__}")
         data = dict(data)
         sections = {"coarse": CoarseConfig, "pretrain": PretrainConfig, "segment": SegmentConfig}
         kwargs: dict[str, Any] = {}
@@ -189,7 +318,12 @@ class PipelineConfig:
         return cls(**kwargs)
 
     def override(self, **changes: Any) -> PipelineConfig:
-        """A copy with fields changed; nested fields as ``"section.field"`` keys."""
+        """A copy with fields changed; nested fields as ``"section.field"`` keys.
+
+        Raises:
+            ValueError, TypeError: an unknown field, or a value of the wrong type or range (the
+                message names the field as ``section.field``).
+        """
         data = self.to_dict()
         for key, value in changes.items():
             section, _, name = key.rpartition(".")
@@ -211,6 +345,8 @@ def _plain(value: Any) -> Any:
 
 
 def _build(cls: type, data: dict[str, Any], where: str, *, as_kwargs: bool = False) -> Any:
+    if not isinstance(data, dict):
+        raise TypeError(f"{where} must be a dict of fields; got {type(data).__name__} {data!r}")
     names = {f.name: f for f in dataclasses.fields(cls)}
     unknown = set(data) - set(names)
     if unknown:

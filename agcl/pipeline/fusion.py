@@ -7,7 +7,20 @@ from typing import Any
 
 import numpy as np
 
+from agcl._validation import check_in_range
+
 __all__ = ["fuse_labels"]
+
+
+_INT16_MAX = int(np.iinfo(np.int16).max)
+
+
+def check_threshold(threshold: object, name: str = "threshold") -> float:
+    """Raise unless ``threshold`` is a real number in ``[0, 1)`` (NaN refused); return it."""
+    value = check_in_range(name, threshold, 0.0, 1.0)  # TypeError for a non-number; NaN refused
+    if value == 1.0:
+        raise ValueError(f"{name} must be a number in [0, 1); got {threshold!r}")
+    return value
 
 
 def fuse_labels(
@@ -36,9 +49,9 @@ def fuse_labels(
         An ``int16`` numpy label map with values in ``{0} | set(organ_ids)``.
 
     Raises:
-        TypeError: probabilities not an array/tensor.
-        ValueError: wrong rank, ids of the wrong length, non-positive or repeated ids, threshold
-            outside [0, 1), or non-finite probabilities.
+        TypeError: probabilities not an array/tensor, a threshold that is not a number.
+        ValueError: wrong rank, ids of the wrong length, non-positive, repeated or beyond-int16
+            (> 32767) ids, threshold outside [0, 1) or NaN, or non-finite probabilities.
 
     References:
         H. H. Lee et al., "Attention-Guided Supervised Contrastive Learning for Semantic
@@ -62,8 +75,9 @@ def fuse_labels(
         raise ValueError(f"organ_ids must have one id per probability map ({k}); got {len(ids)}: {ids}")
     if any(i <= 0 for i in ids) or len(set(ids)) != len(ids):
         raise ValueError(f"organ_ids must be distinct positive label ids (0 is background); got {ids}")
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not (0 <= threshold < 1):
-        raise ValueError(f"threshold must be a number in [0, 1); got {threshold!r}")
+    if any(i > _INT16_MAX for i in ids):
+        raise ValueError(f"organ_ids must be at most {_INT16_MAX} (the label map is int16); got {max(ids)}")
+    check_threshold(threshold)
     if not np.isfinite(probabilities).all():
         raise ValueError("probabilities must be finite; got NaN or inf entries")
     if k == 0:

@@ -19,7 +19,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from agcl._validation import check_int
 from agcl.pipeline._volumes import organ_bboxes
+from agcl.pipeline.fusion import check_threshold
 
 __all__ = ["predict_volume", "segment_with_attention", "window_starts"]
 
@@ -117,8 +119,14 @@ def segment_with_attention(
         output ``(X, Y, Z)`` int16 organ codes.
 
     Raises:
-        ValueError: shapes that disagree, or a stride outside ``[1, patch_size]``.
+        TypeError: non-int ``patch_size``/``stride``/``batch_size``, a non-number threshold.
+        ValueError: shapes that disagree, a stride outside ``[1, patch_size]``, a threshold
+            outside ``[0, 1)`` or NaN, ``batch_size < 1``.
     """
+    check_int("patch_size", patch_size, low=1)
+    check_int("stride", stride, low=1, high=patch_size)
+    check_threshold(threshold)
+    check_int("batch_size", batch_size, low=1)
     image = np.asarray(image, dtype=np.float32)
     attention = np.asarray(attention)
     if attention.shape[1:] != image.shape or attention.shape[0] != len(organ_ids):
@@ -182,12 +190,20 @@ def predict_volume(
         write it next to the scan with ``agcl.data.save_like(labels, image_path, out_path)``.
 
     Raises:
-        ValueError: an array without spacing, a checkpoint of the wrong stage, or coarse labels
-            of another shape.
+        TypeError: a non-number ``threshold``, non-int ``stride``/``batch_size``.
+        ValueError: an array without spacing, a checkpoint of the wrong stage or without its
+            keys, coarse labels of another shape, ``threshold`` outside ``[0, 1)`` or NaN,
+            ``stride < 1`` or ``batch_size < 1`` (checked before any file is read).
 
     References:
         The AGCL paper, Fig. 2 (coarse attention, per-organ refinement, label fusion).
     """
+    if threshold is not None:
+        check_threshold(threshold)
+    if stride is not None:
+        check_int("stride", stride, low=1)
+    if batch_size is not None:
+        check_int("batch_size", batch_size, low=1)
     from agcl.data import load_volume, preprocess_ct
     from agcl.pipeline.stage1_coarse import coarse_attention, load_coarse, predict_coarse
     from agcl.pipeline.stage3_segment import load_segment_model

@@ -121,8 +121,11 @@ def _train(cases, config, organ_ids, ckpt_path, *, resume, device, log, callback
 def load_coarse(checkpoint: str | os.PathLike[str] | dict, device: str | torch.device = "cpu"):
     """``(model, organ_ids, config)`` from a coarse checkpoint (path or loaded dict)."""
     from agcl._io import safe_load
+    from agcl.pipeline.checkpoint import check_payload
 
     ckpt = checkpoint if isinstance(checkpoint, dict) else safe_load(checkpoint)
+    check_payload(ckpt, checkpoint if not isinstance(checkpoint, dict) else "(dict)", ("stage", "model", "extra"))
+    check_payload(ckpt["extra"], f"{checkpoint if not isinstance(checkpoint, dict) else '(dict)'} ['extra']", ("config", "organ_ids"))
     if ckpt.get("stage") != "coarse":
         raise ValueError(f"coarse_checkpoint must be a stage-1 ('coarse') checkpoint; got stage {ckpt.get('stage')!r}")
     config = PipelineConfig.from_dict(ckpt["extra"]["config"])

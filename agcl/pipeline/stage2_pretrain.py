@@ -235,8 +235,11 @@ def embed_patches(model: nn.Module, x: torch.Tensor, *, batch_size: int = 256,
 def load_pretrain_model(checkpoint: str | os.PathLike[str] | dict, device: str | torch.device = "cpu") -> nn.Module:
     """Rebuild the stage-2 model (encoder + head) from its checkpoint."""
     from agcl._io import safe_load
+    from agcl.pipeline.checkpoint import check_payload
 
     ckpt = checkpoint if isinstance(checkpoint, dict) else safe_load(checkpoint)
+    check_payload(ckpt, checkpoint if not isinstance(checkpoint, dict) else "(dict)", ("stage", "model", "extra"))
+    check_payload(ckpt["extra"], f"{checkpoint if not isinstance(checkpoint, dict) else '(dict)'} ['extra']", ("config", "organ_ids", "num_modalities"))
     if ckpt.get("stage") != "pretrain":
         raise ValueError(f"checkpoint must be a stage-2 ('pretrain') checkpoint; got stage {ckpt.get('stage')!r}")
     config = PipelineConfig.from_dict(ckpt["extra"]["config"])

@@ -48,8 +48,9 @@ def _encoder_state(pretrain_checkpoint: str | os.PathLike[str] | None) -> dict[s
     if pretrain_checkpoint is None:
         return None
     from agcl._io import safe_load
+    from agcl.pipeline.checkpoint import check_payload
 
-    ckpt = safe_load(pretrain_checkpoint)
+    ckpt = check_payload(safe_load(pretrain_checkpoint), pretrain_checkpoint, ("stage", "model"))
     if ckpt.get("stage") != "pretrain":
         raise ValueError(f"pretrain_checkpoint must be a stage-2 checkpoint; {pretrain_checkpoint} holds {ckpt.get('stage')!r}")
     return {k[len("encoder."):]: v for k, v in ckpt["model"].items() if k.startswith("encoder.")}
@@ -141,8 +142,11 @@ def train_segmenter(
 def load_segment_model(checkpoint: str | os.PathLike[str] | dict, device: str | torch.device = "cpu"):
     """``(model, organ_ids, config)`` from a stage-3 checkpoint (path or loaded dict)."""
     from agcl._io import safe_load
+    from agcl.pipeline.checkpoint import check_payload
 
     ckpt = checkpoint if isinstance(checkpoint, dict) else safe_load(checkpoint)
+    check_payload(ckpt, checkpoint if not isinstance(checkpoint, dict) else "(dict)", ("stage", "model", "extra"))
+    check_payload(ckpt["extra"], f"{checkpoint if not isinstance(checkpoint, dict) else '(dict)'} ['extra']", ("config", "organ_ids"))
     if ckpt.get("stage") != "segment":
         raise ValueError(f"segment_checkpoint must be a stage-3 ('segment') checkpoint; got stage {ckpt.get('stage')!r}")
     config = PipelineConfig.from_dict(ckpt["extra"]["config"])

@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 import torch
 
+from agcl._validation import check_choice, check_generator, check_int
 from agcl.sampling._centres import attention_groups, draw_centres
 from agcl.sampling.windows import as_tensor, gather_windows, normalise_axis, pair
 
@@ -158,14 +159,12 @@ class AttentionPatchSampler:
         generator: torch.Generator | None = None,
     ) -> None:
         self.patch_size = pair("patch_size", patch_size)
-        if isinstance(patches_per_slice, bool) or not isinstance(patches_per_slice, int) or patches_per_slice < 1:
-            raise ValueError(f"patches_per_slice must be a positive integer; got {patches_per_slice!r}")
-        if centre_mode not in ("mask", "bbox"):
-            raise ValueError(f"centre_mode must be one of 'mask', 'bbox'; got {centre_mode!r}")
-        if isinstance(margin, bool) or not isinstance(margin, int) or margin < 0:
-            raise ValueError(f"margin must be a non-negative integer; got {margin!r}")
-        if max_patches is not None and (isinstance(max_patches, bool) or not isinstance(max_patches, int) or max_patches < 0):
-            raise ValueError(f"max_patches must be None or a non-negative integer; got {max_patches!r}")
+        check_int("patches_per_slice", patches_per_slice, low=1)
+        check_choice("centre_mode", centre_mode, ("mask", "bbox"))
+        check_int("margin", margin, low=0)
+        if max_patches is not None:
+            check_int("max_patches", max_patches, low=0)
+        check_generator("generator", generator)
         if seed is not None and generator is not None:
             raise ValueError("pass seed or generator, not both; got both")
         self.patches_per_slice = patches_per_slice
@@ -214,9 +213,10 @@ class AttentionPatchSampler:
 
         Raises:
             TypeError, ValueError: inputs of the wrong type, rank or shape (shapes printed),
-                negative attention codes, or ``targets`` inconsistent with a stack.
+                negative or non-integer codes in a label-map attention, or ``targets``
+                inconsistent with a stack.
         """
-        gen = generator if generator is not None else self.generator
+        gen = check_generator("generator", generator) if generator is not None else self.generator
         img = as_tensor("image", image).cpu()  # sampling runs on the CPU; move the batch after
         if img.ndim != 3:
             raise ValueError(f"image must be a 3-D volume (D0, D1, D2); got shape {tuple(img.shape)}")
@@ -226,6 +226,8 @@ class AttentionPatchSampler:
             pass
         else:
             raise ValueError(f"attention must have the image's shape {shape} or (K, *{shape}); got shape {tuple(att.shape)}")
+        if att.ndim == 3 and (att.is_floating_point() or att.is_complex()):
+            _check_integral_codes(att)
         lab = None if label is None else att if label is attention else as_tensor("label", label).cpu()
         if lab is not None and tuple(lab.shape) != shape:
             raise ValueError(f"label must have the image's shape {shape}; got shape {tuple(lab.shape)}")
@@ -276,6 +278,18 @@ class AttentionPatchSampler:
             image=image.unsqueeze(1), attention=attention, label=label,
             target=target, modality=full(modality), volume_index=full(volume_index),
             slice_index=centres[:, 0].clone(), centre=centres[:, 1:].clone(),
+        )
+
+
+def _check_integral_codes(att: torch.Tensor) -> None:
+    """A float label map must hold whole organ codes (``.long()`` would truncate 0.5 to 0)."""
+    nz = att[att != 0]
+    if nz.numel() and not bool((torch.isfinite(nz) & (nz == nz.round())).all()):
+        bad = nz[~(torch.isfinite(nz) & (nz == nz.round()))][0].item()
+        raise ValueError(
+            "attention of the image's shape is a label map and must hold whole organ codes "
+            f"(0 background); got the non-integer value {bad}. For soft or binary per-organ "
+            "attention pass a (K, D0, D1, D2) stack (non-zero = inside)"
         )
 
 

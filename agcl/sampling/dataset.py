@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from agcl._validation import check_int
 from agcl.sampling.attention_patches import AttentionPatchSampler, PatchBatch
 
 __all__ = ["AttentionPatchDataset", "collate_patch_batches", "minibatches"]
@@ -87,8 +88,7 @@ class AttentionPatchDataset(Dataset):
             raise ValueError("cases must hold at least one case or volume; got none")
         if attention is not None and len(attention) != len(items):
             raise ValueError(f"attention must have one entry per case ({len(items)}); got {len(attention)}")
-        if isinstance(cache_size, bool) or not isinstance(cache_size, int) or cache_size < 1:
-            raise ValueError(f"cache_size must be a positive integer; got {cache_size!r}")
+        check_int("cache_size", cache_size, low=1)
         if modality_ids is None:
             modality_ids = ids_from_cohort if ids_from_cohort is not None else _ids_from_names(items)
         if len(modality_ids) != len(items):
@@ -209,8 +209,7 @@ def minibatches(
         >>> list(minibatches(b, 8))
         []
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
+    check_int("batch_size", batch_size, low=1)
     n = len(batch)
     order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
     for s in range(0, n, batch_size):

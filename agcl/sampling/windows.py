@@ -8,6 +8,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from agcl._validation import check_int
+
 __all__ = ["extract_windows", "gather_windows"]
 
 
@@ -23,19 +25,17 @@ def as_tensor(name: str, value: Any) -> torch.Tensor:
 
 
 def normalise_axis(axis: int, ndim: int = 3) -> int:
-    if isinstance(axis, bool) or not isinstance(axis, int) or not -ndim <= axis < ndim:
-        raise ValueError(f"axis must be an integer in [{-ndim}, {ndim - 1}]; got {axis!r}")
-    return axis % ndim
+    return check_int("axis", axis, low=-ndim, high=ndim - 1) % ndim
 
 
 def pair(name: str, value: int | Sequence[int]) -> tuple[int, int]:
-    vals = (value, value) if isinstance(value, (int, np.integer)) and not isinstance(value, bool) else value
-    try:
-        h, w = (int(v) for v in vals)  # type: ignore[union-attr]
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be an int or a pair of ints; got {value!r}") from None
-    if h < 1 or w < 1:
-        raise ValueError(f"{name} must be positive; got {value!r}")
+    """``value`` (an int or a pair of ints, each >= 1) as ``(h, w)``; floats and strings refused."""
+    if isinstance(value, np.integer):
+        value = int(value)
+    vals = (value, value) if isinstance(value, int) and not isinstance(value, bool) else value
+    if isinstance(vals, (str, bytes)) or not isinstance(vals, Sequence) or len(vals) != 2:
+        raise TypeError(f"{name} must be an int or a pair of ints; got {value!r}")
+    h, w = (check_int(name, int(v) if isinstance(v, np.integer) else v, low=1) for v in vals)
     return h, w
 
 

@@ -36,3 +36,73 @@ def test_override_and_errors():
         PipelineConfig.preset_named("huge")
     with pytest.raises(ValueError, match="fields"):
         PipelineConfig.from_dict({"bogus": 1})
+
+
+# --- every field validated when the config is built (issue 11, row 6) ---
+import dataclasses  # noqa: E402
+
+from agcl.pipeline import CoarseConfig, PretrainConfig, SegmentConfig  # noqa: E402
+
+
+@pytest.mark.parametrize("key, value, err", [
+    ("pretrain.method", "foo", ValueError),
+    ("pretrain.epochs", -1, ValueError),
+    ("pretrain.epochs", 0, ValueError),
+    ("pretrain.temperature", 0, ValueError),
+    ("pretrain.temperature", float("inf"), ValueError),
+    ("pretrain.temperature", "0.1", TypeError),
+    ("pretrain.partial_weight", 1.5, ValueError),
+    ("pretrain.output_stride", 12, ValueError),
+    ("pretrain.patch_size", 64.0, TypeError),
+    ("pretrain.batch_size", True, TypeError),
+    ("pretrain.max_patches_per_volume", -1, ValueError),
+    ("pretrain.aug_scale", (0.7, 0.3), ValueError),
+    ("pretrain.aug_scale", (0.0, 0.5), ValueError),
+    ("pretrain.encoder", 5, TypeError),
+    ("pretrain.lr", float("nan"), ValueError),
+    ("segment.threshold", 2, ValueError),
+    ("segment.threshold", 1.0, ValueError),
+    ("segment.stride", 0, ValueError),
+    ("segment.stride", 65, ValueError),  # above quick's patch size 64
+    ("coarse.epochs", "abc", TypeError),
+    ("coarse.shape", (16, 16), ValueError),
+    ("coarse.shape", (16, 16, 0), ValueError),
+    ("coarse.source", "truth", ValueError),
+    ("coarse.margin_mm", -1.0, ValueError),
+    ("seed", 1.5, TypeError),
+    ("clip_hu", (250, -175), ValueError),
+    ("percentiles", (1, 101), ValueError),
+    ("organs", (1, 1), ValueError),
+    ("organs", (0, 6), ValueError),
+    ("organs", "16", TypeError),
+    ("coarse", 5, TypeError),
+])
+def test_override_refuses_bad_values_naming_the_field(key, value, err):
+    with pytest.raises(err, match=key.replace(".", r"\.").replace("organs", "organs")):
+        PipelineConfig.quick().override(**{key: value})
+
+
+def test_config_validated_on_construction_and_from_dict():
+    with pytest.raises(ValueError, match="pretrain.method"):
+        PretrainConfig(method="foo")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="segment.threshold"):
+        dataclasses.replace(SegmentConfig(), threshold=-0.1)
+    data = PipelineConfig.quick().to_dict()
+    data["coarse"]["epochs"] = "abc"
+    with pytest.raises(TypeError, match="coarse.epochs"):
+        PipelineConfig.from_dict(data)
+    with pytest.raises(TypeError, match="data must be a dict"):
+        PipelineConfig.from_dict([1])  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="pretrain must be a PretrainConfig"):
+        PipelineConfig(pretrain={"epochs": 1})  # type: ignore[arg-type]
+
+
+def test_float_fields_accept_ints_and_lists_become_tuples():
+    cfg = PipelineConfig.quick().override(**{"pretrain.lr": 1, "coarse.shape": [8, 8, 4], "organs": [1, 6]})
+    assert cfg.pretrain.lr == 1.0 and isinstance(cfg.pretrain.lr, float)
+    assert cfg.coarse.shape == (8, 8, 4) and cfg.organs == (1, 6)
+
+
+@pytest.mark.parametrize("cls", [CoarseConfig, PretrainConfig, SegmentConfig, PipelineConfig])
+def test_every_field_has_a_rule(cls):
+    assert {f.name for f in dataclasses.fields(cls)} == set(cls.RULES)
