@@ -67,6 +67,8 @@ class PretrainConfig:
         epochs, lr, momentum, weight_decay, batch_size: SGD (the paper: 5 epochs, lr 5e-4, batch 4).
         projection_dim: the projection head's output size (256).
         aug_scale, aug_degrees: PairAug's random-resized-crop area range and rotation range.
+        steps_per_epoch: at most this many optimisation steps per epoch (``None``: one pass
+            over the epoch's sampled patches), e.g. to check a configuration in minutes.
     """
 
     method: PretrainMethod = "agcl"
@@ -86,6 +88,7 @@ class PretrainConfig:
     projection_dim: int = 256
     aug_scale: tuple[float, float] = (0.3, 0.7)
     aug_degrees: float = 30.0
+    steps_per_epoch: int | None = None
 
 
 @dataclass
@@ -99,6 +102,7 @@ class SegmentConfig:
         stride: sliding-window stride at inference (<= the patch size).
         threshold: label fusion threshold on the foreground probability.
         inference_batch_size: windows per forward pass at inference.
+        steps_per_epoch: at most this many optimisation steps per epoch (``None``: one pass).
     """
 
     patches_per_slice: int = 30
@@ -110,6 +114,7 @@ class SegmentConfig:
     stride: int = 64
     threshold: float = 0.5
     inference_batch_size: int = 32
+    steps_per_epoch: int | None = None
 
 
 @dataclass
