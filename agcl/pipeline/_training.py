@@ -41,14 +41,19 @@ def fit(
     extra: Callable[[], Mapping[str, Any]] | None = None,
     device: str | torch.device = "cpu",
     collective: bool = True,
+    steps_per_epoch: int | None = None,
 ) -> dict[str, Any]:
     """Train ``model`` for ``epochs`` epochs with a checkpoint after each; resume when asked.
 
     ``epoch_batches(epoch)`` yields the epoch's batches (its randomness must derive from the
     seed and the epoch so a resumed run repeats it); ``step(batch)`` runs one optimisation step
     and returns the batch loss. ``collective=False`` (a stage that only rank 0 runs) skips the
-    per-epoch loss averaging and barrier across ranks. Returns ``{"epoch", "loss", "skipped", "resumed_from"}``.
+    per-epoch loss averaging and barrier across ranks. ``steps_per_epoch`` stops each epoch after
+    that many steps (``None``: every batch). Returns ``{"epoch", "loss", "skipped", "resumed_from"}``.
     """
+    if steps_per_epoch is not None and (isinstance(steps_per_epoch, bool) or not isinstance(steps_per_epoch, int)
+                                        or steps_per_epoch < 1):
+        raise ValueError(f"steps_per_epoch must be None or a positive integer; got {steps_per_epoch!r}")
     start, resumed_from = 1, 0
     if resume:
         ckpt = load_stage(ckpt_path, stage=stage, config=settings)
@@ -77,6 +82,8 @@ def fit(
             total += value
             count += 1
             bar.set_postfix(loss=f"{total / count:.4f}")
+            if steps_per_epoch is not None and count >= steps_per_epoch:
+                break
         bar.close()
         loss = total / count if count else float("nan")
         if collective:

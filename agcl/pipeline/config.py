@@ -152,6 +152,8 @@ class PretrainConfig:
         epochs, lr, momentum, weight_decay, batch_size: SGD (the paper: 5 epochs, lr 5e-4, batch 4).
         projection_dim: the projection head's output size (256).
         aug_scale, aug_degrees: PairAug's random-resized-crop area range and rotation range.
+        steps_per_epoch: at most this many optimisation steps per epoch (``None``: one pass
+            over the epoch's sampled patches), e.g. to check a configuration in minutes.
     """
 
     method: PretrainMethod = "agcl"
@@ -172,6 +174,7 @@ class PretrainConfig:
     projection_dim: int = 256
     aug_scale: tuple[float, float] = (0.3, 0.7)
     aug_degrees: float = 30.0
+    steps_per_epoch: int | None = None
 
     RULES: ClassVar[dict[str, Rule | None]] = {
         "method": _choice(PRETRAIN_METHODS), "encoder": _str, "base_width": _POS,
@@ -180,7 +183,7 @@ class PretrainConfig:
         "partial_weight": _float(0.0, 1.0), "epochs": _POS, "lr": _LR, "momentum": _float(0.0, 1.0),
         "weight_decay": _float(0.0), "batch_size": _POS, "projection_dim": _POS,
         "aug_scale": _tuple(_float(0.0, 1.0, low_open=True), 2), "aug_degrees": _float(0.0, 180.0),
-        "queue_size": _int(0),
+        "queue_size": _int(0), "steps_per_epoch": _int(1, optional=True),
     }
 
     def __post_init__(self) -> None:
@@ -200,6 +203,7 @@ class SegmentConfig:
         stride: sliding-window stride at inference (<= the patch size).
         threshold: label fusion threshold on the foreground probability.
         inference_batch_size: windows per forward pass at inference.
+        steps_per_epoch: at most this many optimisation steps per epoch (``None``: one pass).
     """
 
     patches_per_slice: int = 30
@@ -211,11 +215,13 @@ class SegmentConfig:
     stride: int = 64
     threshold: float = 0.5
     inference_batch_size: int = 32
+    steps_per_epoch: int | None = None
 
     RULES: ClassVar[dict[str, Rule | None]] = {
         "patches_per_slice": _POS, "max_patches_per_volume": _MAX_PATCHES, "aspp_channels": _POS,
         "epochs": _POS, "lr": _LR, "batch_size": _POS, "stride": _POS,
         "threshold": _float(0.0, 1.0, high_open=True), "inference_batch_size": _POS,
+        "steps_per_epoch": _int(1, optional=True),
     }
 
     def __post_init__(self) -> None:

@@ -190,7 +190,7 @@ def pretrain_encoder(
     fit(stage="pretrain", epochs=p.epochs, ckpt_path=ckpt_path,
         settings=_settings(config, organ_ids, num_modalities), model=train_model, optimizer=optimizer,
         epoch_batches=epoch_batches, step=step, resume=resume, log=log or EpochLog(out / "epochs.jsonl"),
-        callback=callback, device=device,
+        callback=callback, device=device, steps_per_epoch=p.steps_per_epoch,
         extra=lambda: {"organ_ids": [int(i) for i in organ_ids], "num_modalities": int(num_modalities),
                        "config": config.to_dict()})
     return ckpt_path

@@ -134,7 +134,7 @@ def train_segmenter(
     settings["pretrain_checkpoint"] = None if pretrain_checkpoint is None else Path(pretrain_checkpoint).name
     fit(stage="segment", epochs=s.epochs, ckpt_path=ckpt_path, settings=settings, model=train_model,
         optimizer=optimizer, epoch_batches=epoch_batches, step=step, resume=resume,
-        log=log or EpochLog(out / "epochs.jsonl"), callback=callback, device=device,
+        log=log or EpochLog(out / "epochs.jsonl"), callback=callback, device=device, steps_per_epoch=s.steps_per_epoch,
         extra=lambda: {"organ_ids": [int(i) for i in organ_ids], "config": config.to_dict()})
     return ckpt_path
 

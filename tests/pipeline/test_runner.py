@@ -98,11 +98,12 @@ def test_coarse_dir_replaces_stage_1_and_gt_attention(tmp_path):
         folder.mkdir(parents=True, exist_ok=True)
         nib.save(nib.load(case.label_path), folder / f"{case.case_id}.nii.gz")
     assert find_coarse_file(coarse, "0001", "contrast").name == "0001.nii.gz"
-    cfg = tiny_config(**{"pretrain.method": "none", "coarse.source": "gt", "segment.epochs": 1})
+    cfg = tiny_config(**{"pretrain.method": "none", "coarse.source": "gt", "segment.epochs": 1,
+                         "segment.steps_per_epoch": 1})
     seen: list = []
     result = run_pipeline(train, test, cfg, tmp_path / "run", coarse_dir=coarse,
-                          callback=lambda s, e, r: seen.append(s))
-    assert seen == ["segment"]  # no stage 1 (own maps), no stage 2 ("none")
+                          callback=lambda s, e, r: seen.append((s, r["steps"])))
+    assert seen == [("segment", 1)]  # no stage 1 (own maps), no stage 2 ("none"); one step (steps_per_epoch)
     assert result["checkpoints"]["coarse"] is None and result["checkpoints"]["pretrain"] is None
     assert result["embeddings"] is None
     # attention from the ground truth: stage 1's own score is perfect
