@@ -73,8 +73,8 @@ def test_full_pipeline_resume_and_results(tmp_path):
     json_path, md_path = write_results(out, entry)
     data = json.loads(json_path.read_text())
     assert set(data) == {"per_organ", "mean", "config", "runtime_s"}
-    assert set(data["mean"]) == {"dice", "hd95", "assd", "missed"}
-    assert all(set(v) == {"dice", "hd95", "assd"} for v in data["per_organ"].values())
+    assert set(data["mean"]) == {"dice", "hd95", "assd", "missed", "false_positive"}
+    assert all(set(v) == {"dice", "hd95", "assd", "missed", "false_positive"} for v in data["per_organ"].values())
     assert "| liver |" in md_path.read_text()
     assert len(result["predictions"]) == len(test)
     for (case, _), path in zip(test, result["predictions"]):
