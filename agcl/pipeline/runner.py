@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -72,18 +73,28 @@ class _Attention:
 
 
 def _coarse_maps(train: Sequence[PreparedCase], test: Sequence[PreparedCase], config: PipelineConfig,
-                 organ_ids: Sequence[int], out: Path, *, coarse_dir, resume, device, log, callback) -> dict[str, np.ndarray]:
+                 organ_ids: Sequence[int], out: Path, *, coarse_dir, coarse_labels=None, resume, device, log,
+                 callback) -> dict[str, np.ndarray]:
     from agcl.data import load_volume, save_like
+    from agcl.pipeline.coarse_labels import remap_labels
     from agcl.pipeline.stage1_coarse import load_coarse, predict_coarse, train_coarse
 
     everything = list(train) + list(test)
     maps: dict[str, np.ndarray] = {}
     if coarse_dir is not None:
+        unmapped: set[int] = set()
         for case in everything:
             arr = load_volume(find_coarse_file(coarse_dir, case.case_id, case.modality_name), kind="label").array
             if arr.shape != case.image.shape:
                 raise ValueError(f"coarse label map of case {case.case_id} has shape {arr.shape}; its image has {case.image.shape}")
+            if coarse_labels is not None:
+                arr, missing = remap_labels(arr, coarse_labels)
+                unmapped |= missing
             maps[_file_stem(case)] = arr
+        if unmapped:
+            warnings.warn(f"coarse_labels maps no BTCV organ to the codes {sorted(unmapped)} found in the maps of "
+                          f"{coarse_dir}; they were set to background (map a code to 0 to silence this)",
+                          UserWarning, stacklevel=3)
         return maps
     ckpt = train_coarse(train, config, organ_ids, out, resume=resume, device=device, log=log, callback=callback)
     folder = out / "coarse"
@@ -110,6 +121,7 @@ def run_pipeline(
     resume: bool = False,
     device: str | torch.device = "cpu",
     coarse_dir: str | os.PathLike[str] | None = None,
+    coarse_labels: Mapping[int, int] | None = None,
     callback: EpochCallback | None = None,
     write_predictions: bool = True,
     embed_patches_per_slice: int = 1,
@@ -127,6 +139,9 @@ def run_pipeline(
         device: ``"cpu"``, ``"cuda"``, ...
         coarse_dir: a folder of your own coarse label maps (see :func:`find_coarse_file`) used
             instead of training stage 1.
+        coarse_labels: ``{their_code: btcv_code}`` translating the codes of ``coarse_dir``'s maps
+            (e.g. TotalSegmentator's, see :func:`agcl.pipeline.load_coarse_labels`); codes it
+            does not name become background, with one warning listing them.
         callback: called after every epoch of every stage as ``callback(stage, epoch, record)``.
         write_predictions: save the held-out predictions as NIfTI with the input's header.
         embed_patches_per_slice: patches per organ per slice of the held-out cases (inside their
@@ -147,6 +162,8 @@ def run_pipeline(
 
     if len(train) == 0 or len(test) == 0:
         raise ValueError(f"train and test must both hold cases; got {len(train)} and {len(test)}")
+    if coarse_labels is not None and coarse_dir is None:
+        raise ValueError("coarse_labels translates the maps of coarse_dir; got coarse_labels without coarse_dir")
     dd.init_from_env(device)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -165,7 +182,7 @@ def run_pipeline(
 
     t0 = time.perf_counter()
     coarse = _coarse_maps(prepared_train, [test_cases[i] for i in range(len(test_cases))], config, organ_ids, out,
-                          coarse_dir=coarse_dir, **common)
+                          coarse_dir=coarse_dir, coarse_labels=coarse_labels, **common)
     train_att = _Attention(prepared_train, None if config.coarse.source == "gt" else coarse, organ_ids,
                            config.coarse.margin_mm)
     pre_ckpt = pretrain_encoder(prepared_train, train_att, config, organ_ids, out, num_modalities=num_modalities,
