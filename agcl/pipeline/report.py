@@ -2,7 +2,9 @@
 
 ``results.json`` holds ``{"per_organ": {name: {"dice", "hd95", "assd", "missed",
 "false_positive"}}, "mean": {the same five keys}, "config": {...}, "runtime_s": ...}`` and, after
-``--ablation``, ``"ablation": {method: {the same four keys}}``. JSON has no infinity: a distance
+``--ablation``, ``"ablation": {method: {the same four keys}}``; from a pipeline run also
+``"coarse_mean"`` (the stage-1 maps' mean row) and ``"attention_recall"`` ``{name: fraction of
+the organ's ground-truth voxels inside its attention, averaged over the held-out cases}``. JSON has no infinity: a distance
 that is ``inf`` (an organ missed in every held-out case) is written as ``null``, and so is every
 value of an organ absent from every held-out ground truth (no score, see
 :mod:`agcl.metrics.evaluate`); ``missed`` says how many (case, organ) pairs were missed and
@@ -39,12 +41,17 @@ def results_entry(result: Mapping[str, Any], runtime_s: float) -> dict[str, Any]
         >>> results_entry(r, 1.5)["per_organ"]
         {'liver': {'dice': 0.9, 'hd95': None, 'assd': 1.0, 'missed': 1, 'false_positive': 0}}
     """
-    return {
+    entry: dict[str, Any] = {
         "per_organ": {name: _row(row) for name, row in result["per_organ"].items()},
         "mean": _row(result["mean"]),
         "config": result["config"],
         "runtime_s": round(float(runtime_s), 2),
     }
+    if "coarse_mean" in result:
+        entry["coarse_mean"] = _row(result["coarse_mean"])
+    if "attention_recall" in result:
+        entry["attention_recall"] = {name: _finite(v) for name, v in result["attention_recall"].items()}
+    return entry
 
 
 def _fmt(v: float | None, spec: str) -> str:
@@ -92,6 +99,14 @@ def write_results(out_dir: str | os.PathLike[str], entry: Mapping[str, Any], *,
     tmp.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n", encoding="utf-8")
     os.replace(tmp, json_path)
     md = ["# AGCL pipeline results", "", *notes, "", "## Held-out cases", "", _organ_table(entry), ""]
+    if "coarse_mean" in entry:
+        c = entry["coarse_mean"]
+        md += [f"Stage-1 coarse maps alone: mean Dice {_fmt(c['dice'], '.3f')}, HD95 {_fmt(c['hd95'], '.2f')} mm, "
+               f"missed {c['missed']}, false positives {c['false_positive']}.", ""]
+    if "attention_recall" in entry:
+        md += ["## Attention recall (fraction of each organ's ground truth inside its attention, held-out cases)", "",
+               "| organ | recall |", "|---|---|"]
+        md += [f"| {name} | {_fmt(v, '.3f')} |" for name, v in entry["attention_recall"].items()] + [""]
     if ablation is not None:
         md += ["## Ablation (Dice per organ; the paper's Table 1 layout)", "", ablation_table(ablation, encoder=encoder), ""]
     md_path = out / "results.md"

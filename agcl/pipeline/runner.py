@@ -4,6 +4,7 @@ Run folder layout (``out_dir``)::
 
     checkpoints/coarse.pt, pretrain.pt, segment.pt   per-epoch stage checkpoints
     coarse/<modality>_<case>.nii.gz                   stage-1 label maps (every case)
+    coarse/<modality>_<case>.prob.pt                  stage-1 probabilities on the coarse grid (float16)
     predictions/<modality>_<case>.nii.gz              fused predictions of the held-out cases
     epochs.jsonl                                      one JSON line per epoch of every stage
 """
@@ -55,11 +56,24 @@ def find_coarse_file(folder: str | os.PathLike[str], case_id: str, modality: str
 
 
 class _Attention:
-    """Attention stacks of a case list: from coarse label maps or the ground truth."""
+    """Attention stacks of a case list: from coarse probabilities, coarse label maps or the ground truth."""
 
     def __init__(self, cases: Sequence[PreparedCase], coarse: Mapping[str, np.ndarray] | None,
-                 organ_ids: Sequence[int], margin_mm: float) -> None:
+                 organ_ids: Sequence[int], margin_mm: float, *, prob_dir: Path | None = None,
+                 threshold: float = 0.3) -> None:
         self.cases, self.coarse, self.organ_ids, self.margin = cases, coarse, list(organ_ids), margin_mm
+        self.prob_dir, self.threshold = prob_dir, threshold
+
+    def sparse(self, i: int):
+        """``{organ: (box, mask)}`` from the stored coarse probabilities (``None`` without them)."""
+        if self.coarse is None or self.prob_dir is None:
+            return None
+        from agcl.pipeline._coarse_attention import attention_from_probabilities, load_probabilities
+
+        case = self.cases[i]
+        prob, ids, _ = load_probabilities(self.prob_dir / f"{_file_stem(case)}.prob.pt")
+        return attention_from_probabilities(prob, ids, case.image.shape, spacing=case.spacing,
+                                            margin_mm=self.margin, threshold=self.threshold)
 
     def labels(self, i: int) -> np.ndarray:
         case = self.cases[i]
@@ -68,6 +82,11 @@ class _Attention:
         return self.coarse[_file_stem(case)]
 
     def __call__(self, i: int) -> np.ndarray:
+        sparse = self.sparse(i)
+        if sparse is not None:
+            from agcl.pipeline._coarse_attention import densify
+
+            return densify(sparse, self.organ_ids, self.cases[i].image.shape)
         return attention_from_labels(self.labels(i), self.organ_ids, margin_mm=self.margin,
                                      spacing=self.cases[i].spacing)
 
@@ -76,8 +95,14 @@ def _coarse_maps(train: Sequence[PreparedCase], test: Sequence[PreparedCase], co
                  organ_ids: Sequence[int], out: Path, *, coarse_dir, coarse_labels=None, resume, device, log,
                  callback) -> dict[str, np.ndarray]:
     from agcl.data import load_volume, save_like
+    from agcl.pipeline._coarse_attention import save_probabilities
     from agcl.pipeline.coarse_labels import remap_labels
-    from agcl.pipeline.stage1_coarse import load_coarse, predict_coarse, train_coarse
+    from agcl.pipeline.stage1_coarse import (
+        coarse_probabilities,
+        labels_from_probabilities,
+        load_coarse,
+        train_coarse,
+    )
 
     everything = list(train) + list(test)
     maps: dict[str, np.ndarray] = {}
@@ -102,9 +127,12 @@ def _coarse_maps(train: Sequence[PreparedCase], test: Sequence[PreparedCase], co
         model, ids, cfg = load_coarse(ckpt, device)
         for case in everything:
             path = folder / f"{_file_stem(case)}.nii.gz"
-            if resume and path.is_file():
+            prob_path = folder / f"{_file_stem(case)}.prob.pt"
+            if resume and path.is_file() and prob_path.is_file():
                 continue
-            save_like(predict_coarse(model, case.image, ids, cfg.coarse.shape, device=device), case.reference, path)
+            prob = coarse_probabilities(model, case.image, cfg.coarse.shape, device=device)
+            save_probabilities(prob_path, prob, ids, case.image.shape)
+            save_like(labels_from_probabilities(prob, ids, case.image.shape), case.reference, path)
     dd.barrier()
     for case in everything:
         maps[_file_stem(case)] = load_volume(folder / f"{_file_stem(case)}.nii.gz", kind="label").array
@@ -148,9 +176,11 @@ def run_pipeline(
             ground-truth organs) embedded for the PCA figure.
 
     Returns:
-        ``{"per_organ", "mean", "coarse_mean", "config", "checkpoints", "predictions",
-        "embeddings", "examples"}``; ``per_organ``/``mean`` as :func:`agcl.metrics.summarize_cases`
-        (held-out cases), ``embeddings`` a dict of tensors for the PCA plot (or ``None``),
+        ``{"per_organ", "mean", "coarse_mean", "coarse_per_organ", "attention_recall", "config",
+        "checkpoints", "predictions", "embeddings", "examples"}``; ``per_organ``/``mean`` as
+        :func:`agcl.metrics.summarize_cases` (held-out cases; ``coarse_*`` the same for the
+        coarse label maps), ``attention_recall`` ``{organ name: the mean over the held-out cases
+        holding the organ of the fraction of its voxels inside its attention}`` (``None``: absent), ``embeddings`` a dict of tensors for the PCA plot (or ``None``),
         ``examples`` up to two held-out cases' image, ground truth and prediction arrays.
         Under torchrun only rank 0 evaluates; the other ranks return ``{}``.
     """
@@ -183,8 +213,10 @@ def run_pipeline(
     t0 = time.perf_counter()
     coarse = _coarse_maps(prepared_train, [test_cases[i] for i in range(len(test_cases))], config, organ_ids, out,
                           coarse_dir=coarse_dir, coarse_labels=coarse_labels, **common)
+    prob_dir = out / "coarse" if coarse_dir is None else None
+    threshold = config.coarse.attention_threshold
     train_att = _Attention(prepared_train, None if config.coarse.source == "gt" else coarse, organ_ids,
-                           config.coarse.margin_mm)
+                           config.coarse.margin_mm, prob_dir=prob_dir, threshold=threshold)
     pre_ckpt = pretrain_encoder(prepared_train, train_att, config, organ_ids, out, num_modalities=num_modalities,
                                 **common)
     seg_ckpt = train_segmenter(prepared_train, train_att, config, organ_ids, out, pretrain_checkpoint=pre_ckpt,
@@ -199,10 +231,17 @@ def run_pipeline(
     coarse_tables: list[dict[str, Any]] = []
     predictions: list[str] = []
     examples: list[dict[str, Any]] = []
-    test_att = _Attention([test_cases[i] for i in range(len(test_cases))], coarse, organ_ids, config.coarse.margin_mm)
+    test_att = _Attention([test_cases[i] for i in range(len(test_cases))], coarse, organ_ids, config.coarse.margin_mm,
+                          prob_dir=prob_dir, threshold=threshold)
+    recalls: dict[int, list[float]] = {k: [] for k in organ_ids}
     for i in range(len(test_cases)):
         case = test_cases[i]
-        pred = segment_with_attention(model, case.image, test_att(i), organ_ids, patch_size=config.pretrain.patch_size,
+        attention = test_att(i)
+        for k, organ in enumerate(organ_ids):
+            gt = case.label == organ
+            if gt.any():  # the fraction of the organ's voxels the attention covers
+                recalls[organ].append(float((gt & attention[k]).sum()) / float(gt.sum()))
+        pred = segment_with_attention(model, case.image, attention, organ_ids, patch_size=config.pretrain.patch_size,
                                       stride=s.stride, threshold=s.threshold, batch_size=s.inference_batch_size,
                                       device=device)
         subset = {k: names[k] for k in organ_ids}
@@ -224,6 +263,8 @@ def run_pipeline(
         "per_organ": summary["per_organ"],
         "mean": summary["mean"],
         "coarse_mean": summarize_cases(coarse_tables)["mean"],
+        "coarse_per_organ": summarize_cases(coarse_tables)["per_organ"],
+        "attention_recall": {names[k]: (float(np.mean(v)) if v else None) for k, v in recalls.items()},
         "config": config.to_dict(),
         "train_time_s": train_time,
         "checkpoints": {"coarse": str(out / "checkpoints" / "coarse.pt") if coarse_dir is None else None,
