@@ -59,6 +59,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--test-fraction", type=float, default=0.2,
                     help="held-out fraction of each cohort, at least one case (default: %(default)s)")
     ap.add_argument("--coarse-dir", default=None, help="a folder of your own coarse label maps (skips stage 1)")
+    ap.add_argument("--coarse-labels", default=None, metavar="FILE.json",
+                    help="{their_code: btcv_code} JSON translating the label codes of --coarse-dir's maps "
+                         "(e.g. TotalSegmentator's); unmapped codes become background (with a warning)")
     ap.add_argument("--attention", choices=("coarse", "gt"), default="coarse",
                     help="training attention: coarse predictions or ground truth (default: %(default)s)")
     ap.add_argument("--no-figures", action="store_true", help="do not draw the figures")
@@ -75,6 +78,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                  f"{len(args.data_dir)} folders")
     if not 0 < args.test_fraction < 1:
         ap.error(f"--test-fraction must lie in (0, 1); got {args.test_fraction}")
+    if args.coarse_labels and not args.coarse_dir:
+        ap.error("--coarse-labels needs --coarse-dir (it translates the codes of those maps)")
     for item in args.set:
         if "=" not in item:
             ap.error(f"--set must be KEY=VALUE; got {item!r}")
@@ -150,9 +155,14 @@ def make_config(args: argparse.Namespace, method: str) -> pl.PipelineConfig:
 def report_run(name: str, result: dict) -> None:
     print(f"\n== {name}: held-out cases (Dice, HD95 and ASSD/MSD in mm) ==")
     print(format_table({"per_organ": result["per_organ"], "mean": result["mean"]}))
-    m = result["mean"]
-    print(f"mean Dice {m['dice']:.3f} | mean HD95 {m['hd95']:.2f} mm | mean MSD {m['assd']:.2f} mm | "
-          f"missed organs {m['missed']} | stage-1 coarse mean Dice {result['coarse_mean']['dice']:.3f}")
+    m, c = result["mean"], result["coarse_mean"]
+    print(f"mean Dice {_num(m['dice'], '.3f')} | mean HD95 {_num(m['hd95'], '.2f')} mm | "
+          f"mean MSD {_num(m['assd'], '.2f')} mm | missed organs {m['missed']} | "
+          f"false positives {m['false_positive']} | stage-1 coarse mean Dice {_num(c['dice'], '.3f')}")
+
+
+def _num(value, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
 
 
 def main(argv=None) -> int:
@@ -166,6 +176,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     print(f"{len(train)} training and {len(test)} held-out cases; modalities {modalities}; preset {args.preset}; "
           f"out {out}", flush=True)
+    coarse_labels = pl.load_coarse_labels(args.coarse_labels) if args.coarse_labels else None
     methods = [m for m in METHOD_ORDER if m != args.pretrain] + [args.pretrain] if args.ablation else [args.pretrain]
     main_method = args.pretrain
     runs: dict[str, dict] = {}
@@ -176,7 +187,8 @@ def main(argv=None) -> int:
         run_dir = out if method == main_method else out / "ablation" / method
         coarse_dir = args.coarse_dir if method == main_method else (args.coarse_dir or out / "coarse")
         result = pl.run_pipeline(train, test, make_config(args, method), run_dir, resume=args.resume,
-                                 device=args.device, coarse_dir=coarse_dir)
+                                 device=args.device, coarse_dir=coarse_dir,
+                                 coarse_labels=coarse_labels if args.coarse_dir else None)
         if not result:  # a non-zero rank under torchrun
             continue
         result["runtime_s"] = time.perf_counter() - t0
@@ -192,7 +204,9 @@ def main(argv=None) -> int:
     encoder = f"{cfg['encoder']} (width {cfg['base_width']})"
     notes = [f"Preset `{args.preset}`, {len(train)} training / {len(test)} held-out cases, modalities {modalities}, "
              f"device `{args.device}`, seed {args.seed}; data: {', '.join(args.data_dir) or 'synthetic phantoms'}.",
-             f"Stage-1 coarse mean Dice on the held-out cases: {main_result['coarse_mean']['dice']:.3f}."]
+             f"Stage-1 coarse mean Dice on the held-out cases: {_num(main_result['coarse_mean']['dice'], '.3f')}.",
+             "Means leave out every (case, organ) pair whose ground truth lacks the organ (n/a); predicting it "
+             "there counts as a false positive."]
     json_path, md_path = pl.write_results(out, entry, ablation=ablation, encoder=encoder, notes=notes)
     if ablation is not None:
         print("\n== ablation (Dice; the paper's Table 1 layout) ==")

@@ -3,7 +3,9 @@
 Conventions are pinned in :mod:`agcl.metrics.surface` and :mod:`agcl.metrics.evaluate` and
 documented in docs/metrics.md: HD95 is the larger of the two directed 95th percentiles; ASSD
 pools both directions; both-empty masks give Dice 1 and distance 0, exactly one empty gives Dice 0
-and distance ``inf``, and aggregates count the missed organs instead of dropping them.
+and distance ``inf``; the per-organ evaluation leaves an organ absent from a case's ground truth
+out of the means (``None``) and counts a prediction of it as a false positive, and aggregates
+count the missed organs instead of dropping them.
 
 Examples:
     >>> import numpy as np

@@ -1,15 +1,20 @@
 """Per-organ evaluation of two label maps, and its aggregation over cases.
 
 The table format is the one ``results.json`` uses: ``{"per_organ": {name: {"dice", "hd95",
-"assd", "missed"}}, "mean": {"dice", "hd95", "assd", "missed"}}``.
+"assd", "missed", "false_positive"}}, "mean": {the same five keys}}``.
 
 Aggregation rules (pinned, tested):
 
-* an organ is **missed** in a case when exactly one of prediction and ground truth is empty
-  (its distances are ``inf`` and its Dice 0); organs empty in both count as Dice 1, distance 0;
-* Dice means include every case (a miss contributes 0);
+* an organ **absent from a case's ground truth** has no Dice and no distances in that case
+  (``None``, printed "n/a"), so it is left out of that case's means; predicting it there counts
+  one **false positive** (``false_positive`` = 1) instead of scoring a Dice of 0 or 1;
+* an organ is **missed** in a case when its ground truth is not empty and its prediction is
+  (distances ``inf``, Dice 0);
+* Dice means are over the (case, organ) pairs whose ground truth holds the organ (a miss
+  contributes 0);
 * distance means are over the finite values only, and ``missed`` says how many were left out,
-  so a missed organ never improves a mean silently; a mean with no finite value is ``inf``.
+  so a missed organ never improves a mean silently; a mean with no finite value is ``inf``;
+* a mean over no value at all (an organ absent from every ground truth) is ``None``.
 """
 
 from __future__ import annotations
@@ -48,9 +53,18 @@ def _organ_names(organs: Mapping[int, str] | Sequence[int] | None, gt: np.ndarra
     return {int(k): str(int(k)) for k in organs}
 
 
-def _mean_finite(values: Sequence[float]) -> tuple[float, int]:
-    finite = [v for v in values if math.isfinite(v)]
-    return (float(np.mean(finite)) if finite else float("inf")), len(values) - len(finite)
+def _mean_finite(values: Sequence[float | None]) -> float | None:
+    """Mean of the finite values; ``inf`` when every value is ``inf``; ``None`` when there is none."""
+    present = [v for v in values if v is not None]
+    if not present:
+        return None
+    finite = [v for v in present if math.isfinite(v)]
+    return float(np.mean(finite)) if finite else float("inf")
+
+
+def _mean_present(values: Sequence[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return float(np.mean(present)) if present else None
 
 
 def evaluate_labels(
@@ -75,9 +89,9 @@ def evaluate_labels(
         pred, gt: ``(*S)``, the same for both (3-D volumes, 2-D slices, ...).
 
     Returns:
-        ``{"per_organ": {name: {"dice", "hd95", "assd", "missed"}}, "mean": {"dice", "hd95",
-        "assd", "missed"}}`` with Python floats (``inf`` distances for a missed organ) and
-        integer ``missed`` counts (see the module notes for the rules).
+        ``{"per_organ": {name: {"dice", "hd95", "assd", "missed", "false_positive"}}, "mean":
+        {the same keys}}`` with Python floats (``inf`` distances for a missed organ, ``None``
+        for an organ absent from ``gt``) and integer counts (see the module notes for the rules).
 
     Raises:
         TypeError: non-integer label maps.
@@ -86,12 +100,12 @@ def evaluate_labels(
     Examples:
         >>> import numpy as np
         >>> gt = np.zeros((8, 8), np.int64); gt[1:4, 1:4] = 1; gt[5:7, 5:7] = 2
-        >>> pred = gt.copy(); pred[pred == 2] = 0
-        >>> table = evaluate_labels(pred, gt, organs={1: "spleen", 2: "liver"})
-        >>> table["per_organ"]["spleen"]["dice"], table["per_organ"]["liver"]["hd95"]
-        (1.0, inf)
+        >>> pred = gt.copy(); pred[pred == 2] = 0; pred[0, 7] = 3
+        >>> table = evaluate_labels(pred, gt, organs={1: "spleen", 2: "liver", 3: "aorta"})
+        >>> table["per_organ"]["liver"]["hd95"], table["per_organ"]["aorta"]
+        (inf, {'dice': None, 'hd95': None, 'assd': None, 'missed': 0, 'false_positive': 1})
         >>> table["mean"]
-        {'dice': 0.5, 'hd95': 0.0, 'assd': 0.0, 'missed': 1}
+        {'dice': 0.5, 'hd95': 0.0, 'assd': 0.0, 'missed': 1, 'false_positive': 1}
     """
     p = _label_array("pred", pred)
     g = _label_array("gt", gt)
@@ -101,37 +115,36 @@ def evaluate_labels(
     per_organ: dict[str, dict[str, Any]] = {}
     for label, name in _organ_names(organs, g).items():
         pm, gm = p == label, g == label
+        if not gm.any():  # absent from the ground truth: no score, a prediction is a false positive
+            per_organ[name] = {"dice": None, "hd95": None, "assd": None, "missed": 0,
+                               "false_positive": int(pm.any())}
+            continue
         d_pg, d_gp = surface_distances(pm, gm, sp)
-        if d_pg.size == 0 and d_gp.size == 0:
-            hd = assd = 0.0
-        else:
-            hd = max(_directed_percentile(d_pg, percentile), _directed_percentile(d_gp, percentile))
-            assd = float((d_pg.sum() + d_gp.sum()) / (d_pg.size + d_gp.size))
-        missed = int(math.isinf(hd))
-        per_organ[name] = {"dice": dice(pm, gm), "hd95": hd, "assd": assd, "missed": missed}
+        hd = max(_directed_percentile(d_pg, percentile), _directed_percentile(d_gp, percentile))
+        assd = float((d_pg.sum() + d_gp.sum()) / (d_pg.size + d_gp.size)) if d_pg.size else float("inf")
+        per_organ[name] = {"dice": dice(pm, gm), "hd95": hd, "assd": assd, "missed": int(math.isinf(hd)),
+                           "false_positive": 0}
     return {"per_organ": per_organ, "mean": _mean_row(per_organ)}
 
 
 def _mean_row(per_organ: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     rows = list(per_organ.values())
-    if not rows:
-        return {"dice": float("nan"), "hd95": float("nan"), "assd": float("nan"), "missed": 0}
-    hd, _ = _mean_finite([r["hd95"] for r in rows])
-    assd, _ = _mean_finite([r["assd"] for r in rows])
     return {
-        "dice": float(np.mean([r["dice"] for r in rows])),
-        "hd95": hd,
-        "assd": assd,
+        "dice": _mean_present([r["dice"] for r in rows]),
+        "hd95": _mean_finite([r["hd95"] for r in rows]),
+        "assd": _mean_finite([r["assd"] for r in rows]),
         "missed": int(sum(r["missed"] for r in rows)),
+        "false_positive": int(sum(r.get("false_positive", 0) for r in rows)),
     }
 
 
 def summarize_cases(tables: Sequence[Table]) -> Table:
     """Average per-case tables from :func:`evaluate_labels` into one table of the same format.
 
-    Per organ: Dice averaged over every case; HD95 and ASSD averaged over the cases where they
-    are finite; ``missed`` = the number of cases in which the organ was missed. The ``"mean"``
-    row averages the per-organ values (finite ones for distances) and sums ``missed``.
+    Per organ: Dice averaged over the cases whose ground truth holds it; HD95 and ASSD averaged
+    over the cases where they are finite; ``missed`` and ``false_positive`` = the number of cases
+    in which the organ was missed / predicted without being there. The ``"mean"`` row averages
+    the per-organ values (present ones for Dice, finite ones for distances) and sums the counts.
 
     Args:
         tables: one table per case; organs are matched by name (an organ absent from a table is
@@ -146,8 +159,10 @@ def summarize_cases(tables: Sequence[Table]) -> Table:
     Examples:
         >>> a = {"per_organ": {"liver": {"dice": 0.8, "hd95": 4.0, "assd": 1.0, "missed": 0}}}
         >>> b = {"per_organ": {"liver": {"dice": 0.0, "hd95": float("inf"), "assd": float("inf"), "missed": 1}}}
-        >>> summarize_cases([a, b])["per_organ"]["liver"]
-        {'dice': 0.4, 'hd95': 4.0, 'assd': 1.0, 'missed': 1}
+        >>> c = {"per_organ": {"liver": {"dice": None, "hd95": None, "assd": None, "missed": 0,
+        ...                              "false_positive": 1}}}
+        >>> summarize_cases([a, b, c])["per_organ"]["liver"]
+        {'dice': 0.4, 'hd95': 4.0, 'assd': 1.0, 'missed': 1, 'false_positive': 1}
     """
     if len(tables) == 0:
         raise ValueError("tables must hold at least one per-case table; got an empty sequence")
@@ -157,33 +172,39 @@ def summarize_cases(tables: Sequence[Table]) -> Table:
     per_organ: dict[str, dict[str, Any]] = {}
     for name in names:
         rows = [t["per_organ"][name] for t in tables if name in t["per_organ"]]
-        hd, _ = _mean_finite([r["hd95"] for r in rows])
-        assd, _ = _mean_finite([r["assd"] for r in rows])
         per_organ[name] = {
-            "dice": float(np.mean([r["dice"] for r in rows])),
-            "hd95": hd,
-            "assd": assd,
+            "dice": _mean_present([r["dice"] for r in rows]),
+            "hd95": _mean_finite([r["hd95"] for r in rows]),
+            "assd": _mean_finite([r["assd"] for r in rows]),
             "missed": int(sum(r["missed"] for r in rows)),
+            "false_positive": int(sum(r.get("false_positive", 0) for r in rows)),
         }
     return {"per_organ": per_organ, "mean": _mean_row(per_organ)}
+
+
+def _cell(value: float | None, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
 
 
 def format_table(table: Table, *, title: str | None = None) -> str:
     """A Markdown table of a (per-case or summarised) evaluation: one row per organ and the mean.
 
     Examples:
-        >>> t = {"per_organ": {"liver": {"dice": 0.9, "hd95": 3.0, "assd": 1.0, "missed": 0}},
-        ...      "mean": {"dice": 0.9, "hd95": 3.0, "assd": 1.0, "missed": 0}}
+        >>> t = {"per_organ": {"liver": {"dice": 0.9, "hd95": 3.0, "assd": 1.0, "missed": 0},
+        ...                    "aorta": {"dice": None, "hd95": None, "assd": None, "missed": 0,
+        ...                              "false_positive": 1}},
+        ...      "mean": {"dice": 0.9, "hd95": 3.0, "assd": 1.0, "missed": 0, "false_positive": 1}}
         >>> print(format_table(t))
-        | organ | Dice | HD95 (mm) | ASSD (mm) | missed |
-        |---|---|---|---|---|
-        | liver | 0.900 | 3.00 | 1.00 | 0 |
-        | **mean** | 0.900 | 3.00 | 1.00 | 0 |
+        | organ | Dice | HD95 (mm) | ASSD (mm) | missed | false positive |
+        |---|---|---|---|---|---|
+        | liver | 0.900 | 3.00 | 1.00 | 0 | 0 |
+        | aorta | n/a | n/a | n/a | 0 | 1 |
+        | **mean** | 0.900 | 3.00 | 1.00 | 0 | 1 |
     """
     lines = [f"### {title}", ""] if title else []
-    lines += ["| organ | Dice | HD95 (mm) | ASSD (mm) | missed |", "|---|---|---|---|---|"]
-    for name, row in table["per_organ"].items():
-        lines.append(f"| {name} | {row['dice']:.3f} | {row['hd95']:.2f} | {row['assd']:.2f} | {row['missed']} |")
-    m = table["mean"]
-    lines.append(f"| **mean** | {m['dice']:.3f} | {m['hd95']:.2f} | {m['assd']:.2f} | {m['missed']} |")
+    lines += ["| organ | Dice | HD95 (mm) | ASSD (mm) | missed | false positive |", "|---|---|---|---|---|---|"]
+    rows = [*table["per_organ"].items(), ("**mean**", table["mean"])]
+    for name, row in rows:
+        lines.append(f"| {name} | {_cell(row['dice'], '.3f')} | {_cell(row['hd95'], '.2f')} | "
+                     f"{_cell(row['assd'], '.2f')} | {row['missed']} | {row.get('false_positive', 0)} |")
     return "\n".join(lines)

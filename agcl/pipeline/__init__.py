@@ -28,6 +28,7 @@ from agcl.pipeline.checkpoint import (
     save_stage,
     seed_everything,
 )
+from agcl.pipeline.coarse_labels import load_coarse_labels, remap_labels
 from agcl.pipeline.config import (
     PRETRAIN_METHODS,
     CoarseConfig,
@@ -84,6 +85,7 @@ __all__ = [
     "fuse_labels",
     "init_distributed",
     "load_coarse",
+    "load_coarse_labels",
     "load_pretrain_model",
     "load_segment_model",
     "load_stage",
@@ -94,6 +96,7 @@ __all__ = [
     "predict_volume",
     "pretrain_encoder",
     "pretrain_step",
+    "remap_labels",
     "restore_rng",
     "results_entry",
     "run_pipeline",

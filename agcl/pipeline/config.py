@@ -112,7 +112,10 @@ class CoarseConfig:
         shape: the downsampled volume shape the U-Net trains and predicts on (canonical axes).
         base_channels, depth: U-Net width and number of down-sampling levels.
         epochs, lr, batch_size: Adam training on whole downsampled volumes (Dice + CE loss).
-        margin_mm: each organ's predicted mask is dilated by this many mm to make its attention.
+        margin_mm: each organ's attention region is dilated by this many mm.
+        attention_threshold: organ k's attention is where its coarse softmax probability reaches
+            this (below 0.5, so an organ that loses the arg-max still counts); where no voxel
+            does, its most probable connected region (see :mod:`agcl.pipeline._coarse_attention`).
         source: "coarse" (default: the coarse predictions, as at test time) or "gt" (the
             training cases' ground truth as attention, the paper's experiment option).
     """
@@ -125,10 +128,12 @@ class CoarseConfig:
     batch_size: int = 2
     margin_mm: float = 10.0
     source: Literal["coarse", "gt"] = "coarse"
+    attention_threshold: float = 0.3
 
     RULES: ClassVar[dict[str, Rule | None]] = {
         "shape": _tuple(_POS, 3), "base_channels": _POS, "depth": _POS, "epochs": _POS, "lr": _LR,
         "batch_size": _POS, "margin_mm": _float(0.0), "source": _choice(("coarse", "gt")),
+        "attention_threshold": _float(0.0, 1.0, low_open=True),
     }
 
     def __post_init__(self) -> None:

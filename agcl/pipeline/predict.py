@@ -205,7 +205,8 @@ def predict_volume(
     if batch_size is not None:
         check_int("batch_size", batch_size, low=1)
     from agcl.data import load_volume, preprocess_ct
-    from agcl.pipeline.stage1_coarse import coarse_attention, load_coarse, predict_coarse
+    from agcl.pipeline._coarse_attention import attention_from_probabilities, densify
+    from agcl.pipeline.stage1_coarse import coarse_attention, coarse_probabilities, load_coarse
     from agcl.pipeline.stage3_segment import load_segment_model
 
     if isinstance(image, (str, os.PathLike)):
@@ -225,13 +226,18 @@ def predict_volume(
         if coarse_checkpoint is None:
             raise ValueError("coarse_checkpoint is required unless coarse_labels is given")
         coarse_model, coarse_ids, coarse_cfg = load_coarse(coarse_checkpoint, device)
-        coarse = predict_coarse(coarse_model, norm, coarse_ids, coarse_cfg.coarse.shape, device=device)
+        # float16 as the pipeline stores them, so both give the same attention
+        prob = coarse_probabilities(coarse_model, norm, coarse_cfg.coarse.shape, device=device).half().float()
+        sparse = attention_from_probabilities(prob, coarse_ids, norm.shape, spacing=spacing,
+                                              margin_mm=config.coarse.margin_mm,
+                                              threshold=config.coarse.attention_threshold)
+        attention = densify(sparse, organ_ids, norm.shape)
     else:
         coarse = load_volume(coarse_labels, kind="label").array if isinstance(coarse_labels, (str, os.PathLike)) \
             else np.asarray(coarse_labels)
         if coarse.shape != hu.shape:
             raise ValueError(f"coarse_labels must have the image's shape {hu.shape}; got {coarse.shape}")
-    attention = coarse_attention(coarse, organ_ids, margin_mm=config.coarse.margin_mm, spacing=spacing)
+        attention = coarse_attention(coarse, organ_ids, margin_mm=config.coarse.margin_mm, spacing=spacing)
     s = config.segment
     return segment_with_attention(
         model, norm, attention, organ_ids, patch_size=config.pretrain.patch_size,

@@ -1,10 +1,14 @@
 """``results.json`` and ``results.md`` of a run (and of an ablation).
 
-``results.json`` holds ``{"per_organ": {name: {"dice", "hd95", "assd"}}, "mean": {"dice",
-"hd95", "assd", "missed"}, "config": {...}, "runtime_s": ...}`` and, after ``--ablation``,
-``"ablation": {method: {the same four keys}}``. JSON has no infinity: a distance that is ``inf``
-(an organ missed in every held-out case) is written as ``null``; ``missed`` says how many
-(case, organ) pairs were missed.
+``results.json`` holds ``{"per_organ": {name: {"dice", "hd95", "assd", "missed",
+"false_positive"}}, "mean": {the same five keys}, "config": {...}, "runtime_s": ...}`` and, after
+``--ablation``, ``"ablation": {method: {the same four keys}}``; from a pipeline run also
+``"coarse_mean"`` (the stage-1 maps' mean row) and ``"attention_recall"`` ``{name: fraction of
+the organ's ground-truth voxels inside its attention, averaged over the held-out cases}``. JSON has no infinity: a distance
+that is ``inf`` (an organ missed in every held-out case) is written as ``null``, and so is every
+value of an organ absent from every held-out ground truth (no score, see
+:mod:`agcl.metrics.evaluate`); ``missed`` says how many (case, organ) pairs were missed and
+``false_positive`` how many were predicted where the ground truth has no such organ.
 """
 
 from __future__ import annotations
@@ -19,8 +23,13 @@ from typing import Any
 __all__ = ["ablation_table", "results_entry", "write_results"]
 
 
-def _finite(value: float) -> float | None:
-    return float(value) if math.isfinite(value) else None
+def _finite(value: float | None) -> float | None:
+    return float(value) if value is not None and math.isfinite(value) else None
+
+
+def _row(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {"dice": _finite(row["dice"]), "hd95": _finite(row["hd95"]), "assd": _finite(row["assd"]),
+            "missed": int(row.get("missed", 0)), "false_positive": int(row.get("false_positive", 0))}
 
 
 def results_entry(result: Mapping[str, Any], runtime_s: float) -> dict[str, Any]:
@@ -30,16 +39,19 @@ def results_entry(result: Mapping[str, Any], runtime_s: float) -> dict[str, Any]
         >>> r = {"per_organ": {"liver": {"dice": 0.9, "hd95": float("inf"), "assd": 1.0, "missed": 1}},
         ...      "mean": {"dice": 0.9, "hd95": 2.0, "assd": 1.0, "missed": 1}, "config": {"seed": 0}}
         >>> results_entry(r, 1.5)["per_organ"]
-        {'liver': {'dice': 0.9, 'hd95': None, 'assd': 1.0}}
+        {'liver': {'dice': 0.9, 'hd95': None, 'assd': 1.0, 'missed': 1, 'false_positive': 0}}
     """
-    return {
-        "per_organ": {name: {k: _finite(row[k]) for k in ("dice", "hd95", "assd")}
-                      for name, row in result["per_organ"].items()},
-        "mean": {"dice": _finite(result["mean"]["dice"]), "hd95": _finite(result["mean"]["hd95"]),
-                 "assd": _finite(result["mean"]["assd"]), "missed": int(result["mean"]["missed"])},
+    entry: dict[str, Any] = {
+        "per_organ": {name: _row(row) for name, row in result["per_organ"].items()},
+        "mean": _row(result["mean"]),
         "config": result["config"],
         "runtime_s": round(float(runtime_s), 2),
     }
+    if "coarse_mean" in result:
+        entry["coarse_mean"] = _row(result["coarse_mean"])
+    if "attention_recall" in result:
+        entry["attention_recall"] = {name: _finite(v) for name, v in result["attention_recall"].items()}
+    return entry
 
 
 def _fmt(v: float | None, spec: str) -> str:
@@ -52,24 +64,24 @@ def ablation_table(ablation: Mapping[str, Mapping[str, Any]], *, encoder: str) -
     organs: list[str] = []
     for entry in ablation.values():
         organs.extend(o for o in entry["per_organ"] if o not in organs)
-    head = "| Encoder | Pretrain | " + " | ".join(organs) + " | mean Dice | HD95 (mm) | ASSD (mm) | missed |"
-    lines = [head, "|" + "---|" * (len(organs) + 6)]
+    head = ("| Encoder | Pretrain | " + " | ".join(organs)
+            + " | mean Dice | HD95 (mm) | ASSD (mm) | missed | false positive |")
+    lines = [head, "|" + "---|" * (len(organs) + 7)]
     label = {"none": "x (random)", "sscl": "SSCL", "supcon": "SupCon", "ce": "CE", "agcl": "AGCL"}
     for m in methods:
         e = ablation[m]
         cells = [_fmt(e["per_organ"].get(o, {}).get("dice"), ".3f") for o in organs]
         mean = e["mean"]
         lines.append(f"| {encoder} | {label.get(m, m)} | " + " | ".join(cells)
-                     + f" | {_fmt(mean['dice'], '.3f')} | {_fmt(mean['hd95'], '.2f')} | {_fmt(mean['assd'], '.2f')} | {mean['missed']} |")
+                     + f" | {_fmt(mean['dice'], '.3f')} | {_fmt(mean['hd95'], '.2f')} | {_fmt(mean['assd'], '.2f')} | {mean['missed']} | {mean.get('false_positive', 0)} |")
     return "\n".join(lines)
 
 
 def _organ_table(entry: Mapping[str, Any]) -> str:
-    lines = ["| organ | Dice | HD95 (mm) | ASSD (mm) |", "|---|---|---|---|"]
-    for name, row in entry["per_organ"].items():
-        lines.append(f"| {name} | {_fmt(row['dice'], '.3f')} | {_fmt(row['hd95'], '.2f')} | {_fmt(row['assd'], '.2f')} |")
-    m = entry["mean"]
-    lines.append(f"| **mean** (missed: {m['missed']}) | {_fmt(m['dice'], '.3f')} | {_fmt(m['hd95'], '.2f')} | {_fmt(m['assd'], '.2f')} |")
+    lines = ["| organ | Dice | HD95 (mm) | ASSD (mm) | missed | false positive |", "|---|---|---|---|---|---|"]
+    for name, row in [*entry["per_organ"].items(), ("**mean**", entry["mean"])]:
+        lines.append(f"| {name} | {_fmt(row['dice'], '.3f')} | {_fmt(row['hd95'], '.2f')} | {_fmt(row['assd'], '.2f')} "
+                     f"| {row.get('missed', 0)} | {row.get('false_positive', 0)} |")
     return "\n".join(lines)
 
 
@@ -87,6 +99,14 @@ def write_results(out_dir: str | os.PathLike[str], entry: Mapping[str, Any], *,
     tmp.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n", encoding="utf-8")
     os.replace(tmp, json_path)
     md = ["# AGCL pipeline results", "", *notes, "", "## Held-out cases", "", _organ_table(entry), ""]
+    if "coarse_mean" in entry:
+        c = entry["coarse_mean"]
+        md += [f"Stage-1 coarse maps alone: mean Dice {_fmt(c['dice'], '.3f')}, HD95 {_fmt(c['hd95'], '.2f')} mm, "
+               f"missed {c['missed']}, false positives {c['false_positive']}.", ""]
+    if "attention_recall" in entry:
+        md += ["## Attention recall (fraction of each organ's ground truth inside its attention, held-out cases)", "",
+               "| organ | recall |", "|---|---|"]
+        md += [f"| {name} | {_fmt(v, '.3f')} |" for name, v in entry["attention_recall"].items()] + [""]
     if ablation is not None:
         md += ["## Ablation (Dice per organ; the paper's Table 1 layout)", "", ablation_table(ablation, encoder=encoder), ""]
     md_path = out / "results.md"

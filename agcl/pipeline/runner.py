@@ -4,6 +4,7 @@ Run folder layout (``out_dir``)::
 
     checkpoints/coarse.pt, pretrain.pt, segment.pt   per-epoch stage checkpoints
     coarse/<modality>_<case>.nii.gz                   stage-1 label maps (every case)
+    coarse/<modality>_<case>.prob.pt                  stage-1 probabilities on the coarse grid (float16)
     predictions/<modality>_<case>.nii.gz              fused predictions of the held-out cases
     epochs.jsonl                                      one JSON line per epoch of every stage
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -54,11 +56,24 @@ def find_coarse_file(folder: str | os.PathLike[str], case_id: str, modality: str
 
 
 class _Attention:
-    """Attention stacks of a case list: from coarse label maps or the ground truth."""
+    """Attention stacks of a case list: from coarse probabilities, coarse label maps or the ground truth."""
 
     def __init__(self, cases: Sequence[PreparedCase], coarse: Mapping[str, np.ndarray] | None,
-                 organ_ids: Sequence[int], margin_mm: float) -> None:
+                 organ_ids: Sequence[int], margin_mm: float, *, prob_dir: Path | None = None,
+                 threshold: float = 0.3) -> None:
         self.cases, self.coarse, self.organ_ids, self.margin = cases, coarse, list(organ_ids), margin_mm
+        self.prob_dir, self.threshold = prob_dir, threshold
+
+    def sparse(self, i: int):
+        """``{organ: (box, mask)}`` from the stored coarse probabilities (``None`` without them)."""
+        if self.coarse is None or self.prob_dir is None:
+            return None
+        from agcl.pipeline._coarse_attention import attention_from_probabilities, load_probabilities
+
+        case = self.cases[i]
+        prob, ids, _ = load_probabilities(self.prob_dir / f"{_file_stem(case)}.prob.pt")
+        return attention_from_probabilities(prob, ids, case.image.shape, spacing=case.spacing,
+                                            margin_mm=self.margin, threshold=self.threshold)
 
     def labels(self, i: int) -> np.ndarray:
         case = self.cases[i]
@@ -67,23 +82,44 @@ class _Attention:
         return self.coarse[_file_stem(case)]
 
     def __call__(self, i: int) -> np.ndarray:
+        sparse = self.sparse(i)
+        if sparse is not None:
+            from agcl.pipeline._coarse_attention import densify
+
+            return densify(sparse, self.organ_ids, self.cases[i].image.shape)
         return attention_from_labels(self.labels(i), self.organ_ids, margin_mm=self.margin,
                                      spacing=self.cases[i].spacing)
 
 
 def _coarse_maps(train: Sequence[PreparedCase], test: Sequence[PreparedCase], config: PipelineConfig,
-                 organ_ids: Sequence[int], out: Path, *, coarse_dir, resume, device, log, callback) -> dict[str, np.ndarray]:
+                 organ_ids: Sequence[int], out: Path, *, coarse_dir, coarse_labels=None, resume, device, log,
+                 callback) -> dict[str, np.ndarray]:
     from agcl.data import load_volume, save_like
-    from agcl.pipeline.stage1_coarse import load_coarse, predict_coarse, train_coarse
+    from agcl.pipeline._coarse_attention import save_probabilities
+    from agcl.pipeline.coarse_labels import remap_labels
+    from agcl.pipeline.stage1_coarse import (
+        coarse_probabilities,
+        labels_from_probabilities,
+        load_coarse,
+        train_coarse,
+    )
 
     everything = list(train) + list(test)
     maps: dict[str, np.ndarray] = {}
     if coarse_dir is not None:
+        unmapped: set[int] = set()
         for case in everything:
             arr = load_volume(find_coarse_file(coarse_dir, case.case_id, case.modality_name), kind="label").array
             if arr.shape != case.image.shape:
                 raise ValueError(f"coarse label map of case {case.case_id} has shape {arr.shape}; its image has {case.image.shape}")
+            if coarse_labels is not None:
+                arr, missing = remap_labels(arr, coarse_labels)
+                unmapped |= missing
             maps[_file_stem(case)] = arr
+        if unmapped:
+            warnings.warn(f"coarse_labels maps no BTCV organ to the codes {sorted(unmapped)} found in the maps of "
+                          f"{coarse_dir}; they were set to background (map a code to 0 to silence this)",
+                          UserWarning, stacklevel=3)
         return maps
     ckpt = train_coarse(train, config, organ_ids, out, resume=resume, device=device, log=log, callback=callback)
     folder = out / "coarse"
@@ -91,9 +127,12 @@ def _coarse_maps(train: Sequence[PreparedCase], test: Sequence[PreparedCase], co
         model, ids, cfg = load_coarse(ckpt, device)
         for case in everything:
             path = folder / f"{_file_stem(case)}.nii.gz"
-            if resume and path.is_file():
+            prob_path = folder / f"{_file_stem(case)}.prob.pt"
+            if resume and path.is_file() and prob_path.is_file():
                 continue
-            save_like(predict_coarse(model, case.image, ids, cfg.coarse.shape, device=device), case.reference, path)
+            prob = coarse_probabilities(model, case.image, cfg.coarse.shape, device=device)
+            save_probabilities(prob_path, prob, ids, case.image.shape)
+            save_like(labels_from_probabilities(prob, ids, case.image.shape), case.reference, path)
     dd.barrier()
     for case in everything:
         maps[_file_stem(case)] = load_volume(folder / f"{_file_stem(case)}.nii.gz", kind="label").array
@@ -110,6 +149,7 @@ def run_pipeline(
     resume: bool = False,
     device: str | torch.device = "cpu",
     coarse_dir: str | os.PathLike[str] | None = None,
+    coarse_labels: Mapping[int, int] | None = None,
     callback: EpochCallback | None = None,
     write_predictions: bool = True,
     embed_patches_per_slice: int = 1,
@@ -127,15 +167,20 @@ def run_pipeline(
         device: ``"cpu"``, ``"cuda"``, ...
         coarse_dir: a folder of your own coarse label maps (see :func:`find_coarse_file`) used
             instead of training stage 1.
+        coarse_labels: ``{their_code: btcv_code}`` translating the codes of ``coarse_dir``'s maps
+            (e.g. TotalSegmentator's, see :func:`agcl.pipeline.load_coarse_labels`); codes it
+            does not name become background, with one warning listing them.
         callback: called after every epoch of every stage as ``callback(stage, epoch, record)``.
         write_predictions: save the held-out predictions as NIfTI with the input's header.
         embed_patches_per_slice: patches per organ per slice of the held-out cases (inside their
             ground-truth organs) embedded for the PCA figure.
 
     Returns:
-        ``{"per_organ", "mean", "coarse_mean", "config", "checkpoints", "predictions",
-        "embeddings", "examples"}``; ``per_organ``/``mean`` as :func:`agcl.metrics.summarize_cases`
-        (held-out cases), ``embeddings`` a dict of tensors for the PCA plot (or ``None``),
+        ``{"per_organ", "mean", "coarse_mean", "coarse_per_organ", "attention_recall", "config",
+        "checkpoints", "predictions", "embeddings", "examples"}``; ``per_organ``/``mean`` as
+        :func:`agcl.metrics.summarize_cases` (held-out cases; ``coarse_*`` the same for the
+        coarse label maps), ``attention_recall`` ``{organ name: the mean over the held-out cases
+        holding the organ of the fraction of its voxels inside its attention}`` (``None``: absent), ``embeddings`` a dict of tensors for the PCA plot (or ``None``),
         ``examples`` up to two held-out cases' image, ground truth and prediction arrays.
         Under torchrun only rank 0 evaluates; the other ranks return ``{}``.
     """
@@ -147,6 +192,8 @@ def run_pipeline(
 
     if len(train) == 0 or len(test) == 0:
         raise ValueError(f"train and test must both hold cases; got {len(train)} and {len(test)}")
+    if coarse_labels is not None and coarse_dir is None:
+        raise ValueError("coarse_labels translates the maps of coarse_dir; got coarse_labels without coarse_dir")
     dd.init_from_env(device)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -165,9 +212,11 @@ def run_pipeline(
 
     t0 = time.perf_counter()
     coarse = _coarse_maps(prepared_train, [test_cases[i] for i in range(len(test_cases))], config, organ_ids, out,
-                          coarse_dir=coarse_dir, **common)
+                          coarse_dir=coarse_dir, coarse_labels=coarse_labels, **common)
+    prob_dir = out / "coarse" if coarse_dir is None else None
+    threshold = config.coarse.attention_threshold
     train_att = _Attention(prepared_train, None if config.coarse.source == "gt" else coarse, organ_ids,
-                           config.coarse.margin_mm)
+                           config.coarse.margin_mm, prob_dir=prob_dir, threshold=threshold)
     pre_ckpt = pretrain_encoder(prepared_train, train_att, config, organ_ids, out, num_modalities=num_modalities,
                                 **common)
     seg_ckpt = train_segmenter(prepared_train, train_att, config, organ_ids, out, pretrain_checkpoint=pre_ckpt,
@@ -182,10 +231,17 @@ def run_pipeline(
     coarse_tables: list[dict[str, Any]] = []
     predictions: list[str] = []
     examples: list[dict[str, Any]] = []
-    test_att = _Attention([test_cases[i] for i in range(len(test_cases))], coarse, organ_ids, config.coarse.margin_mm)
+    test_att = _Attention([test_cases[i] for i in range(len(test_cases))], coarse, organ_ids, config.coarse.margin_mm,
+                          prob_dir=prob_dir, threshold=threshold)
+    recalls: dict[int, list[float]] = {k: [] for k in organ_ids}
     for i in range(len(test_cases)):
         case = test_cases[i]
-        pred = segment_with_attention(model, case.image, test_att(i), organ_ids, patch_size=config.pretrain.patch_size,
+        attention = test_att(i)
+        for k, organ in enumerate(organ_ids):
+            gt = case.label == organ
+            if gt.any():  # the fraction of the organ's voxels the attention covers
+                recalls[organ].append(float((gt & attention[k]).sum()) / float(gt.sum()))
+        pred = segment_with_attention(model, case.image, attention, organ_ids, patch_size=config.pretrain.patch_size,
                                       stride=s.stride, threshold=s.threshold, batch_size=s.inference_batch_size,
                                       device=device)
         subset = {k: names[k] for k in organ_ids}
@@ -207,6 +263,8 @@ def run_pipeline(
         "per_organ": summary["per_organ"],
         "mean": summary["mean"],
         "coarse_mean": summarize_cases(coarse_tables)["mean"],
+        "coarse_per_organ": summarize_cases(coarse_tables)["per_organ"],
+        "attention_recall": {names[k]: (float(np.mean(v)) if v else None) for k, v in recalls.items()},
         "config": config.to_dict(),
         "train_time_s": train_time,
         "checkpoints": {"coarse": str(out / "checkpoints" / "coarse.pt") if coarse_dir is None else None,

@@ -2,11 +2,12 @@
 
 A small 3D U-Net (:func:`agcl.models.unet3d`) is trained with cross-entropy + soft Dice on
 whole volumes resampled to ``config.coarse.shape`` (trilinear for images, nearest for labels).
-Its prediction for a volume is the arg-max label map at that resolution, brought back to the
-full grid by nearest-neighbour resampling of the labels (cheap in memory for 13 organs; the
-attention margin absorbs the blockiness). Each organ's mask is then dilated by
-``config.coarse.margin_mm`` (a Euclidean ball in mm) to give its attention map.
-"""
+:func:`coarse_probabilities` gives its softmax probabilities on that grid; the pipeline keeps
+them and builds each organ's attention from them (probability >= ``coarse.attention_threshold``
+or the organ's most probable connected region, dilated by ``coarse.margin_mm``; see
+:mod:`agcl.pipeline._coarse_attention`). :func:`predict_coarse` is the arg-max label map on the
+full grid (nearest resampling of the labels), and :func:`coarse_attention` the attention of a
+label map (each organ's mask dilated by ``margin_mm``), used for your own coarse maps."""
 
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ from agcl.pipeline._volumes import PreparedCase, attention_from_labels, resample
 from agcl.pipeline.checkpoint import EpochLog, seed_everything
 from agcl.pipeline.config import PipelineConfig
 
-__all__ = ["build_coarse_model", "coarse_attention", "load_coarse", "predict_coarse", "train_coarse"]
+__all__ = ["build_coarse_model", "coarse_attention", "coarse_probabilities", "load_coarse", "predict_coarse",
+           "train_coarse"]
 
 
 def build_coarse_model(config: PipelineConfig, num_organs: int) -> torch.nn.Module:
@@ -42,6 +44,7 @@ def _settings(config: PipelineConfig, organ_ids: Sequence[int]) -> dict[str, Any
     c.pop("epochs")
     c.pop("source")
     c.pop("margin_mm")
+    c.pop("attention_threshold", None)
     return {"coarse": c, "seed": config.seed, "organ_ids": [int(i) for i in organ_ids],
             "clip_hu": list(config.clip_hu), "percentiles": list(config.percentiles)}
 
@@ -148,6 +151,26 @@ def predict_coarse(model: torch.nn.Module, image: np.ndarray, organ_ids: Sequenc
     classes = model(x).argmax(1)[0].cpu()
     lut = torch.tensor([0, *[int(i) for i in organ_ids]], dtype=torch.int16)
     full = resample(classes.to(torch.int16), image.shape, mode="nearest").long()
+    return lut[full].numpy()
+
+
+@torch.no_grad()
+def coarse_probabilities(model: torch.nn.Module, image: np.ndarray, shape: Sequence[int], *,
+                         device: str | torch.device = "cpu") -> torch.Tensor:
+    """Softmax class probabilities of one preprocessed image on the coarse grid (CPU, float32).
+
+    Shape:
+        image: ``(X, Y, Z)`` float32; output ``(K + 1, *shape)``, channel 0 the background.
+    """
+    model.eval()
+    x = resample(image, shape, mode="trilinear")[None, None].to(device)
+    return torch.softmax(model(x).float(), dim=1)[0].cpu()
+
+
+def labels_from_probabilities(prob: torch.Tensor, organ_ids: Sequence[int], full_shape: Sequence[int]) -> np.ndarray:
+    """The arg-max label map (organ codes) of coarse probabilities, on the full grid (nearest)."""
+    lut = torch.tensor([0, *[int(i) for i in organ_ids]], dtype=torch.int16)
+    full = resample(prob.argmax(0).to(torch.int16), full_shape, mode="nearest").long()
     return lut[full].numpy()
 
 

@@ -36,9 +36,9 @@ def test_example_runs_and_writes_its_files(tmp_path):
     proc = _run(tmp_path)
     out = tmp_path / "run"
     data = json.loads((out / "results.json").read_text())
-    assert set(data) == {"per_organ", "mean", "config", "runtime_s"}
+    assert set(data) == {"per_organ", "mean", "config", "runtime_s", "coarse_mean", "attention_recall"}
     assert set(data["per_organ"]) == {"spleen", "liver", "stomach"}
-    assert set(data["mean"]) == {"dice", "hd95", "assd", "missed"}
+    assert set(data["mean"]) == {"dice", "hd95", "assd", "missed", "false_positive"}
     assert data["config"]["pretrain"]["method"] == "agcl" and data["config"]["preset"] == "quick"
     assert "Dice" in proc.stdout and "HD95" in proc.stdout and "MSD" in proc.stdout
     assert (out / "results.md").is_file()

@@ -76,6 +76,12 @@ from agcl.pipeline import CoarseConfig, PretrainConfig, SegmentConfig  # noqa: E
     ("organs", (0, 6), ValueError),
     ("organs", "16", TypeError),
     ("coarse", 5, TypeError),
+    ("coarse.attention_threshold", 0.0, ValueError),
+    ("coarse.attention_threshold", 1.5, ValueError),
+    ("pretrain.queue_size", -1, ValueError),
+    ("pretrain.queue_size", 2.5, TypeError),
+    ("pretrain.steps_per_epoch", 0, ValueError),
+    ("segment.steps_per_epoch", "20", TypeError),
 ])
 def test_override_refuses_bad_values_naming_the_field(key, value, err):
     with pytest.raises(err, match=key.replace(".", r"\.").replace("organs", "organs")):

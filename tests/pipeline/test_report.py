@@ -17,7 +17,7 @@ def _result(dice: float, hd: float):
 
 def test_entry_has_exactly_the_contract_keys_and_no_infinity(tmp_path):
     entry = results_entry(_result(0.0, math.inf), 12.345)
-    assert entry["per_organ"]["spleen"] == {"dice": 0.0, "hd95": None, "assd": 1.0}
+    assert entry["per_organ"]["spleen"] == {"dice": 0.0, "hd95": None, "assd": 1.0, "missed": 1, "false_positive": 0}
     assert entry["mean"]["missed"] == 1 and entry["runtime_s"] == 12.35
     ablation = {"none": results_entry(_result(0.5, 4.0), 1.0), "agcl": entry}
     json_path, md_path = write_results(tmp_path, entry, ablation=ablation, encoder="resnet18")
@@ -40,3 +40,18 @@ def test_non_finite_mean_is_null():
     assert results_entry(r, 0.0)["mean"]["hd95"] is None
     with pytest.raises(KeyError):
         results_entry({"per_organ": {}}, 0.0)
+
+
+def test_absent_organ_is_null_and_false_positives_are_reported(tmp_path):
+    r = _result(0.8, 2.0)
+    r["per_organ"]["aorta"] = {"dice": None, "hd95": None, "assd": None, "missed": 0, "false_positive": 2}
+    r["mean"]["false_positive"] = 2
+    entry = results_entry(r, 1.0)
+    assert entry["per_organ"]["aorta"] == {"dice": None, "hd95": None, "assd": None, "missed": 0, "false_positive": 2}
+    assert entry["mean"]["false_positive"] == 2
+    json_path, md_path = write_results(tmp_path, entry, ablation={"agcl": entry}, encoder="enc")
+    assert json.loads(json_path.read_text())["per_organ"]["aorta"]["dice"] is None
+    text = md_path.read_text()
+    assert "| aorta | n/a | n/a | n/a | 0 | 2 |" in text
+    assert "| **mean** | 0.850 | 3.00 | 1.00 | 0 | 2 |" in text
+    assert "| enc | AGCL | 0.800 | 0.900 | n/a | 0.850 | 3.00 | 1.00 | 0 | 2 |" in text

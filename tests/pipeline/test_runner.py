@@ -72,10 +72,16 @@ def test_full_pipeline_resume_and_results(tmp_path):
     entry = results_entry(result, runtime_s=1.0)
     json_path, md_path = write_results(out, entry)
     data = json.loads(json_path.read_text())
-    assert set(data) == {"per_organ", "mean", "config", "runtime_s"}
-    assert set(data["mean"]) == {"dice", "hd95", "assd", "missed"}
-    assert all(set(v) == {"dice", "hd95", "assd"} for v in data["per_organ"].values())
+    assert set(data) == {"per_organ", "mean", "config", "runtime_s", "coarse_mean", "attention_recall"}
+    assert set(data["mean"]) == {"dice", "hd95", "assd", "missed", "false_positive"}
+    assert all(set(v) == {"dice", "hd95", "assd", "missed", "false_positive"} for v in data["per_organ"].values())
     assert "| liver |" in md_path.read_text()
+    # stage 1 keeps its coarse-grid probabilities; the attention recall is reported per organ
+    assert sorted(p.name for p in (out / "coarse").glob("*.prob.pt")) == sorted(
+        f"{c.modality}_{c.case_id}.prob.pt" for c, _ in train + test)
+    assert set(data["attention_recall"]) == {"spleen", "liver", "stomach"}
+    assert all(v is None or 0.0 <= v <= 1.0 for v in data["attention_recall"].values())
+    assert "## Attention recall" in md_path.read_text()
     assert len(result["predictions"]) == len(test)
     for (case, _), path in zip(test, result["predictions"]):
         saved, ref = nib.load(path), nib.load(case.image_path)

@@ -1,0 +1,163 @@
+"""Per-organ attention from the coarse stage's probabilities (sparse: one box + mask per organ).
+
+Organ ``k``'s attention is where its coarse softmax probability reaches ``threshold``; where no
+voxel does, its most probable connected region (the 26-connected component of
+``prob >= fraction * max(prob)`` that holds the arg-max). So an organ that never wins the
+arg-max against its neighbours (an adrenal next to the kidney and the liver) still gets a region
+to look at. The coarse-grid region is brought to the full grid with the same nearest rule as
+:func:`agcl.pipeline._volumes.resample` and dilated by ``margin_mm`` (a Euclidean ball in mm).
+
+The representation, per case: ``{organ code: (box, mask)}`` with ``box`` a tuple of three slices
+into the full grid and ``mask`` a bool array of the box's shape; never a dense ``(K, X, Y, Z)``
+stack. An organ with a probability of 0 everywhere is left out.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+__all__ = [
+    "Attention",
+    "attention_from_probabilities",
+    "attention_recall",
+    "densify",
+    "load_probabilities",
+    "save_probabilities",
+]
+
+Box = tuple[slice, slice, slice]
+Attention = dict[int, tuple[Box, np.ndarray]]
+
+
+def _coarse_region(prob: np.ndarray, threshold: float, fraction: float) -> np.ndarray | None:
+    region = prob >= threshold
+    if region.any():
+        return region
+    top = float(prob.max())
+    if top <= 0.0:
+        return None
+    components, _ = ndimage.label(prob >= fraction * top, structure=np.ones((3, 3, 3), bool))
+    peak = np.unravel_index(int(np.argmax(prob)), prob.shape)
+    return components == components[peak]
+
+
+def _full_indices(lo: int, hi: int, coarse: int, full: int) -> tuple[int, int]:
+    # nearest resampling (align_corners=False, PyTorch's rule): full voxel i reads coarse voxel
+    # floor(i * coarse / full); so coarse voxels [lo, hi) cover full voxels [ceil(lo*f/c), ceil(hi*f/c))
+    return math.ceil(lo * full / coarse), min(full, math.ceil(hi * full / coarse))
+
+
+def attention_from_probabilities(
+    prob: np.ndarray | torch.Tensor,
+    organ_ids: Sequence[int],
+    full_shape: Sequence[int],
+    *,
+    spacing: Sequence[float],
+    margin_mm: float,
+    threshold: float = 0.3,
+    fraction: float = 0.5,
+) -> Attention:
+    """Sparse per-organ attention on the full grid from coarse-grid class probabilities.
+
+    Args:
+        prob: softmax probabilities on the coarse grid, channel 0 the background and channel
+            ``i`` organ ``organ_ids[i - 1]``.
+        organ_ids: the organ codes of channels ``1..K``.
+        full_shape: the full-resolution grid ``(X, Y, Z)``.
+        spacing: the full grid's voxel size in mm.
+        margin_mm: dilation of each region (Euclidean, in mm).
+        threshold: probability an attention voxel must reach (below 0.5 so that a second-ranked
+            organ still counts).
+        fraction: where no voxel reaches ``threshold``, the region is the component of
+            ``prob >= fraction * max(prob)`` holding the organ's most probable voxel.
+
+    Shape:
+        prob: ``(K + 1, x, y, z)``; output ``{code: (box, mask)}``, ``mask.shape`` the box's.
+
+    Examples:
+        >>> import numpy as np
+        >>> p = np.zeros((2, 4, 4, 1), np.float32); p[0] = 0.9; p[1, 1, 1, 0] = 0.2; p[0, 1, 1, 0] = 0.8
+        >>> att = attention_from_probabilities(p, [6], (8, 8, 1), spacing=(1, 1, 1), margin_mm=0)
+        >>> att[6][0], int(att[6][1].sum())  # never the arg-max, still a 2 x 2 region on the full grid
+        ((slice(2, 4, None), slice(2, 4, None), slice(0, 1, None)), 4)
+    """
+    p = prob.detach().cpu().float().numpy() if isinstance(prob, torch.Tensor) else np.asarray(prob, np.float32)
+    if p.ndim != 4 or p.shape[0] != len(organ_ids) + 1:
+        raise ValueError(f"prob must be (K + 1, x, y, z) with K = len(organ_ids) = {len(organ_ids)}; got {p.shape}")
+    if not 0.0 < threshold <= 1.0:
+        raise ValueError(f"threshold must lie in (0, 1]; got {threshold}")
+    full = tuple(int(s) for s in full_shape)
+    grow = [int(math.ceil(margin_mm / s)) for s in spacing]
+    out: Attention = {}
+    for k, organ in enumerate(organ_ids, start=1):
+        region = _coarse_region(p[k], threshold, fraction)
+        if region is None:
+            continue
+        cbox = ndimage.find_objects(region.astype(np.int8))[0]
+        fbox = [_full_indices(b.start, b.stop, c, f) for b, c, f in zip(cbox, p.shape[1:], full)]
+        index = [np.clip(np.floor(np.arange(lo, hi) * c / f).astype(np.int64), 0, c - 1)
+                 for (lo, hi), c, f in zip(fbox, p.shape[1:], full)]
+        mask = region[np.ix_(*index)]
+        box = tuple(slice(lo, hi) for lo, hi in fbox)
+        if margin_mm > 0:
+            big = tuple(slice(max(b.start - g, 0), min(b.stop + g, n)) for b, g, n in zip(box, grow, full))
+            inner = np.zeros(tuple(b.stop - b.start for b in big), bool)
+            inner[tuple(slice(b.start - o.start, b.stop - o.start) for b, o in zip(box, big))] = mask
+            mask = ndimage.distance_transform_edt(~inner, sampling=tuple(float(s) for s in spacing)) <= margin_mm
+            box = big
+        out[int(organ)] = (box, mask)  # type: ignore[assignment]
+    return out
+
+
+def densify(attention: Mapping[int, tuple[Box, np.ndarray]], organ_ids: Sequence[int],
+            shape: Sequence[int]) -> np.ndarray:
+    """The dense ``(K, X, Y, Z)`` bool stack of a sparse attention (for code that needs one)."""
+    out = np.zeros((len(organ_ids), *(int(s) for s in shape)), bool)
+    for k, organ in enumerate(organ_ids):
+        if int(organ) in attention:
+            box, mask = attention[int(organ)]
+            out[k][box] = mask
+    return out
+
+
+def attention_recall(attention: Mapping[int, tuple[Box, np.ndarray]], labels: np.ndarray,
+                     organ_ids: Sequence[int]) -> dict[int, float | None]:
+    """Fraction of each organ's ground-truth voxels inside its attention (``None``: organ absent)."""
+    out: dict[int, float | None] = {}
+    for organ in organ_ids:
+        gt = labels == organ
+        total = int(gt.sum())
+        if total == 0:
+            out[int(organ)] = None
+            continue
+        if int(organ) not in attention:
+            out[int(organ)] = 0.0
+            continue
+        box, mask = attention[int(organ)]
+        out[int(organ)] = float((gt[box] & mask).sum()) / total
+    return out
+
+
+def save_probabilities(path: str | os.PathLike[str], prob: torch.Tensor, organ_ids: Sequence[int],
+                       full_shape: Sequence[int]) -> Path:
+    """Write coarse probabilities (float16) atomically as a ``weights_only``-safe ``.pt``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({"prob": prob.detach().cpu().to(torch.float16), "organ_ids": [int(i) for i in organ_ids],
+                "full_shape": [int(s) for s in full_shape]}, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_probabilities(path: str | os.PathLike[str]) -> tuple[torch.Tensor, list[int], tuple[int, ...]]:
+    """``(prob float32, organ_ids, full_shape)`` from :func:`save_probabilities`' file."""
+    data = torch.load(path, map_location="cpu", weights_only=True)
+    return data["prob"].float(), [int(i) for i in data["organ_ids"]], tuple(int(s) for s in data["full_shape"])
