@@ -143,6 +143,11 @@ class PairAug:
             raise ValueError(f"mask_channels {bad} out of range for x with C={c} channels; got shape {tuple(x.shape)}")
         if not x.is_floating_point():
             raise TypeError(f"x must be a floating-point tensor; got {x.dtype}")
+        if x.shape[0] > 0 and (x.shape[2] == 0 or x.shape[3] == 0):
+            raise ValueError(f"x must have patches of at least 1 x 1 pixels; got shape {tuple(x.shape)}")
+        if x.device.type != "meta" and not bool(torch.isfinite(x).all()):
+            bad = int((~torch.isfinite(x)).sum())
+            raise ValueError(f"x must be finite; got {bad} NaN/inf values in a tensor of shape {tuple(x.shape)}")
 
     def sample_theta(self, n: int, size: tuple[int, int] | None = None) -> torch.Tensor:
         """Draw ``n`` affine matrices ``(n, 2, 3)`` (output -> input coordinates, CPU, float64).

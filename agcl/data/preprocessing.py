@@ -113,6 +113,7 @@ def preprocess_ct(
     *,
     window: tuple[float, float] | None = HU_WINDOW,
     percentiles: tuple[float, float] | None = PERCENTILES,
+    source: Any = None,
 ) -> Any:
     """The paper's CT preprocessing: clip to ``window``, then percentile min-max.
 
@@ -120,6 +121,7 @@ def preprocess_ct(
         volume: HU intensities, numpy array or tensor.
         window: the HU window, or ``None`` to skip clipping.
         percentiles: the normalisation percentiles, or ``None`` to skip normalisation.
+        source: where ``volume`` came from (e.g. its file path), named in error messages.
 
     Returns:
         A ``float32`` array (or tensor) of the same shape.
@@ -137,7 +139,12 @@ def preprocess_ct(
         >>> [round(float(x), 3) for x in preprocess_ct(v, percentiles=(0, 100))]
         [0.0, 0.0, 0.412, 1.0, 1.0]
     """
-    _check_finite("volume", _as_numpy("volume", volume)[0])
+    try:
+        _check_finite("volume", _as_numpy("volume", volume)[0])
+    except ValueError as err:
+        if source is None:
+            raise
+        raise ValueError(f"{source}: {err}") from None
     out = volume
     if window is not None:
         out = clip_hu(out, window)

@@ -46,6 +46,7 @@ def prepare_case(case: Any, modality: int, *, clip_hu: Sequence[float] | None,
         image.array,
         window=(float(clip_hu[0]), float(clip_hu[1])) if clip_hu is not None else None,
         percentiles=(float(percentiles[0]), float(percentiles[1])) if percentiles is not None else None,
+        source=getattr(case, "image_path", None),
     )
     return PreparedCase(
         case_id=str(case.case_id),

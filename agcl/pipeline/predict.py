@@ -221,7 +221,8 @@ def predict_volume(
     if hu.ndim != 3:
         raise ValueError(f"image must be a 3-D volume; got shape {hu.shape}")
     model, organ_ids, config = load_segment_model(segment_checkpoint, device)
-    norm = preprocess_ct(hu, window=tuple(config.clip_hu), percentiles=tuple(config.percentiles))
+    source = image if isinstance(image, (str, os.PathLike)) else None
+    norm = preprocess_ct(hu, window=tuple(config.clip_hu), percentiles=tuple(config.percentiles), source=source)
     if coarse_labels is None:
         if coarse_checkpoint is None:
             raise ValueError("coarse_checkpoint is required unless coarse_labels is given")

@@ -135,7 +135,7 @@ class AttentionPatchDataset(Dataset):
             from agcl.data import load_case, preprocess_ct  # nibabel/scipy only when files are read
 
             img_vol, lab_vol = load_case(item, unknown_labels=self.unknown_labels)
-            image = preprocess_ct(img_vol.array) if self.preprocess else img_vol.array
+            image = preprocess_ct(img_vol.array, source=getattr(item, "image_path", None)) if self.preprocess else img_vol.array
             label = None if lab_vol is None else lab_vol.array
         if self.attention is None:
             if label is None:

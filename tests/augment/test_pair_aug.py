@@ -140,3 +140,13 @@ def test_bad_arguments():
         PairAug(mask_channels=(3,))(torch.rand(2, 2, 8, 8))
     with pytest.raises(TypeError, match="x must be a floating"):
         aug(torch.zeros(2, 2, 8, 8, dtype=torch.long))
+
+
+def test_non_finite_or_empty_patches_refused():
+    aug = PairAug(generator=torch.Generator().manual_seed(0))
+    x = torch.rand(2, 2, 8, 8)
+    x[0, 0, 3, 3] = float("nan")
+    with pytest.raises(ValueError, match="x must be finite; got 1 NaN/inf"):
+        aug(x)
+    with pytest.raises(ValueError, match="at least 1 x 1"):
+        aug(torch.rand(1, 2, 0, 0))

@@ -52,3 +52,24 @@ def test_bad_arguments_name_themselves():
         percentile_normalize(np.zeros(3), (1, 120))
     with pytest.raises(TypeError, match="volume"):
         preprocess_ct([1.0, 2.0])
+
+
+def test_non_finite_error_names_the_source_file(tmp_path):
+    import nibabel as nib
+
+    from agcl.data import discover_btcv
+    from agcl.sampling import AttentionPatchDataset, AttentionPatchSampler
+
+    arr = np.zeros((8, 8, 2), np.float32)
+    arr[1, 1, 0] = np.nan
+    lab = np.zeros((8, 8, 2), np.int16)
+    lab[2:5, 2:5, :] = 1
+    for sub, name, data in (("img", "img0001.nii.gz", arr), ("label", "label0001.nii.gz", lab)):
+        (tmp_path / sub).mkdir(exist_ok=True)
+        nib.save(nib.Nifti1Image(data, np.eye(4)), str(tmp_path / sub / name))
+    with pytest.raises(ValueError, match="x.nii.gz: volume must be finite; got 1 non-finite"):
+        preprocess_ct(arr, source="x.nii.gz")
+    cases = discover_btcv(tmp_path)
+    ds = AttentionPatchDataset(cases, AttentionPatchSampler(patch_size=4, patches_per_slice=1))
+    with pytest.raises(ValueError, match="img0001.nii.gz: volume must be finite"):
+        ds[0]
