@@ -309,3 +309,12 @@ def test_dice_refuses_empty_batch_or_channels():  # the mean over no terms was N
     for shape in [(0, 2, 3, 3), (1, 0, 3, 3)]:
         with pytest.raises(ValueError, match="logits must hold at least one sample and one channel"):
             soft_dice_loss(torch.zeros(shape), torch.zeros(shape), activation=None)
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+def test_tiny_temperature_refused_not_nan(normalize):
+    from agcl.functional import modal_target_supcon_loss
+
+    feats = torch.tensor([[[-1.0046], [0.6352]]])
+    with pytest.raises(ValueError, match="temperature"):
+        modal_target_supcon_loss(feats, temperature=2e-146, normalize=normalize)

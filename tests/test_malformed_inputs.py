@@ -22,7 +22,8 @@ from agcl.metrics import dice, hausdorff_distance
 from agcl.pipeline import fuse_labels
 from agcl.sampling import AttentionPatchSampler, extract_windows
 
-SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# derandomize: the same examples on every run, so CI cannot fail by chance on a case no one saw
+SETTINGS = settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 
 dims = st.integers(0, 4)
 shapes = st.lists(dims, min_size=0, max_size=5).map(tuple)

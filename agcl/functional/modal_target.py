@@ -90,12 +90,19 @@ def _per_anchor_shape(x: torch.Tensor, out_shape: tuple[int, ...]) -> torch.Tens
     return x
 
 
-def _check_magnitude(z: torch.Tensor, temperature: float) -> None:
-    """Refuse unnormalised rows so large that ``M |z|^2 / T`` (a bound on every similarity and
-    class sum of the loss) overflows ``z.dtype``: the loss would be NaN."""
-    sq = float(z.detach().double().pow(2).sum(1).max())
+def _check_magnitude(z: torch.Tensor, temperature: float, *, normalized: bool) -> None:
+    """Refuse a temperature and rows for which ``M |z|^2 / T`` (a bound on every similarity and
+    class sum of the loss) overflows ``z.dtype``: the loss would be NaN. Normalised rows have
+    ``|z| = 1``, so there only ``temperature`` can be too small."""
+    sq = 1.0 if normalized else float(z.detach().double().pow(2).sum(1).max())
     bound = sq * z.shape[0] / temperature
     if not bound < torch.finfo(z.dtype).max / 4:
+        if normalized:
+            raise ValueError(
+                f"temperature={temperature} is too small for {z.dtype}: similarities up to "
+                f"1 / temperature times M={z.shape[0]} rows overflow; use a temperature of at least "
+                f"{4 * z.shape[0] / torch.finfo(z.dtype).max:.3g}"
+            )
         raise ValueError(
             f"features with normalize=False are too large for {z.dtype}: the largest squared row "
             f"norm {sq:.3g} times M={z.shape[0]} / temperature={temperature} overflows; pass "
@@ -281,8 +288,7 @@ def _loss_and_rows(
         z = rows.to(dtype)
         if not bool(torch.isfinite(z).all()):
             raise ValueError("features must be finite; got NaN or inf entries")
-        if not normalize:
-            _check_magnitude(z, temperature)
+        _check_magnitude(z, temperature, normalized=normalize)
         if normalize:
             z = F.normalize(z, dim=1)
         rank, world = _distributed.distributed_world()
