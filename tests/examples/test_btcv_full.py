@@ -54,5 +54,5 @@ def test_example_ablation_table(tmp_path):
     data = json.loads((tmp_path / "run" / "results.json").read_text())
     assert list(data["ablation"]) == ["none", "sscl", "supcon", "ce", "agcl"]
     for entry in data["ablation"].values():
-        assert set(entry) == {"per_organ", "mean", "config", "runtime_s"}
+        assert set(entry) == {"per_organ", "mean", "config", "runtime_s", "coarse_mean", "attention_recall"}
     assert "| Encoder | Pretrain |" in proc.stdout
