@@ -39,3 +39,11 @@ def check_lse_args(
     if block_size is not None:
         check_int("block_size", block_size, low=1)
     return temperature, a, n
+
+
+def check_grad_rows(grad_rows: int | None, anchor_start: int, num_anchors: int, m: int) -> int:
+    """``grad_rows`` (rows ``0 .. grad_rows-1`` get gradients) resolved: ``None`` is all ``m``
+    rows; it must cover every anchor (``>= anchor_start + num_anchors``) and be ``<= m``."""
+    if grad_rows is None:
+        return m
+    return check_int("grad_rows", grad_rows, low=anchor_start + num_anchors, high=m)

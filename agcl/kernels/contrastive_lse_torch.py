@@ -38,8 +38,7 @@ import math
 
 import torch
 
-from agcl._validation import check_int
-from agcl.kernels._checks import check_lse_args
+from agcl.kernels._checks import check_grad_rows, check_lse_args
 
 __all__ = ["contrastive_lse_torch", "default_block_size"]
 
@@ -260,8 +259,7 @@ def contrastive_lse_torch(
         z, temperature, anchor_start, num_anchors, block_size
     )
     m_rows = z.shape[0]
-    if grad_rows is not None:
-        check_int("grad_rows", grad_rows, low=anchor_start + n_anchors, high=m_rows)
+    grad_rows = check_grad_rows(grad_rows, anchor_start, n_anchors, m_rows)
     if m_rows == 0 or n_anchors == 0:
         return z.new_zeros(0) + 0.0 * z.sum()
     block = block_size or default_block_size(m_rows, z.element_size())

@@ -36,8 +36,7 @@ import torch
 import triton
 import triton.language as tl
 
-from agcl._validation import check_int
-from agcl.kernels._checks import check_lse_args
+from agcl.kernels._checks import check_grad_rows, check_lse_args
 
 __all__ = ["contrastive_lse_triton"]
 
@@ -359,8 +358,7 @@ def contrastive_lse_triton(
             "z is bfloat16, which Triton's CPU interpreter cannot run; pass float32 or float16 "
             "(or run on CUDA)"
         )
-    m = z.shape[0]
-    g = m if grad_rows is None else check_int("grad_rows", grad_rows, low=a + n, high=m)
+    g = check_grad_rows(grad_rows, a, n, z.shape[0])
     blocks = _INTERPRETER_BLOCKS if INTERPRETED else None  # None: autotuned (CUDA)
     return _ContrastiveLSE.apply(z, temperature, a, n, blocks, g)
 
