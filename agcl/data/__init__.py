@@ -1,7 +1,9 @@
 """Volumes and datasets: NIfTI loading in RAS, BTCV discovery, preprocessing, cohorts.
 
 ``agcl.data.synthetic`` (a submodule, imported on its own) generates abdominal CT phantoms in
-the BTCV layout. This subpackage imports nibabel and scipy; ``import agcl`` does not load it.
+the BTCV layout; ``agcl.data.synthetic2d`` 2-D scenes in the PASCAL VOC layout (read by
+:class:`VOCSegmentation`; Pillow, the ``agcl[voc]`` extra, is imported only to read or write
+images). This subpackage imports nibabel and scipy; ``import agcl`` does not load it.
 """
 
 from __future__ import annotations
@@ -25,12 +27,26 @@ from agcl.data.preprocessing import (
     percentile_normalize,
     preprocess_ct,
 )
+from agcl.data.voc import (
+    VOC_CLASSES,
+    VOC_VOID,
+    VOCSegmentation,
+    find_voc_root,
+    load_voc_image,
+    load_voc_mask,
+    read_voc_split,
+    save_voc_mask,
+    voc_palette,
+)
 
 __all__ = [
     "BTCV_ORGANS",
     "BTCV_ORGAN_CODES",
     "BTCV_ORGAN_NAMES",
     "HU_WINDOW",
+    "VOC_CLASSES",
+    "VOC_VOID",
+    "VOCSegmentation",
     "PERCENTILES",
     "Case",
     "Cohort",
@@ -39,10 +55,16 @@ __all__ = [
     "check_label_codes",
     "clip_hu",
     "discover_btcv",
+    "find_voc_root",
     "load_case",
     "load_datalist",
     "load_volume",
+    "load_voc_image",
+    "load_voc_mask",
     "percentile_normalize",
     "preprocess_ct",
+    "read_voc_split",
     "save_like",
+    "save_voc_mask",
+    "voc_palette",
 ]
