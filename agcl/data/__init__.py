@@ -16,8 +16,10 @@ from agcl.data.btcv import (
     load_case,
     load_datalist,
 )
+from agcl.data.cache import VolumeCache, nbytes_of
 from agcl.data.cohort import Cohort, build_cohort
 from agcl.data.nifti import Volume, load_volume, save_like
+from agcl.data.prepared import PreparedCase, PreparedCases, prepare_case, resample
 from agcl.data.preprocessing import (
     HU_WINDOW,
     PERCENTILES,
@@ -34,7 +36,10 @@ __all__ = [
     "PERCENTILES",
     "Case",
     "Cohort",
+    "PreparedCase",
+    "PreparedCases",
     "Volume",
+    "VolumeCache",
     "build_cohort",
     "check_label_codes",
     "clip_hu",
@@ -42,7 +47,10 @@ __all__ = [
     "load_case",
     "load_datalist",
     "load_volume",
+    "nbytes_of",
     "percentile_normalize",
+    "prepare_case",
     "preprocess_ct",
+    "resample",
     "save_like",
 ]
