@@ -24,6 +24,7 @@ _LAZY_ATTRS: dict[str, str] = {
     "AttentionPatchSampler": "agcl.sampling.attention_patches",
     "PatchBatch": "agcl.sampling.attention_patches",
     "AttentionPatchDataset": "agcl.sampling.dataset",
+    "PatchStream": "agcl.sampling.stream",
     "PairAug": "agcl.augment.pair_aug",
 }
 _SUBMODULES = (
@@ -44,6 +45,7 @@ __all__ = [
     "ModalTargetSupConLoss",
     "PairAug",
     "PatchBatch",
+    "PatchStream",
     "SoftDiceLoss",
     "__version__",
     "augment",
@@ -74,6 +76,7 @@ if TYPE_CHECKING:  # pragma: no cover - for static analysers only
     from agcl.losses.modal_target import ModalTargetSupConLoss
     from agcl.sampling.attention_patches import AttentionPatchSampler, PatchBatch
     from agcl.sampling.dataset import AttentionPatchDataset
+    from agcl.sampling.stream import PatchStream
 
 
 def __getattr__(name: str) -> Any:

@@ -18,8 +18,10 @@ from agcl.data.btcv import (
     load_case,
     load_datalist,
 )
+from agcl.data.cache import VolumeCache, nbytes_of
 from agcl.data.cohort import Cohort, build_cohort
 from agcl.data.nifti import Volume, load_volume, save_like
+from agcl.data.prepared import PreparedCase, PreparedCases, prepare_case, resample
 from agcl.data.preprocessing import (
     HU_WINDOW,
     PERCENTILES,
@@ -50,7 +52,10 @@ __all__ = [
     "PERCENTILES",
     "Case",
     "Cohort",
+    "PreparedCase",
+    "PreparedCases",
     "Volume",
+    "VolumeCache",
     "build_cohort",
     "check_label_codes",
     "clip_hu",
@@ -61,9 +66,12 @@ __all__ = [
     "load_volume",
     "load_voc_image",
     "load_voc_mask",
+    "nbytes_of",
     "percentile_normalize",
+    "prepare_case",
     "preprocess_ct",
     "read_voc_split",
+    "resample",
     "save_like",
     "save_voc_mask",
     "voc_palette",

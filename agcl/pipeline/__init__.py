@@ -32,6 +32,7 @@ from agcl.pipeline.coarse_labels import load_coarse_labels, remap_labels
 from agcl.pipeline.config import (
     PRETRAIN_METHODS,
     CoarseConfig,
+    DataConfig,
     PipelineConfig,
     PretrainConfig,
     SegmentConfig,
@@ -40,7 +41,8 @@ from agcl.pipeline.figures import pca_2d, plot_embeddings, plot_overlays
 from agcl.pipeline.fusion import fuse_labels
 from agcl.pipeline.predict import predict_volume, segment_with_attention, window_starts
 from agcl.pipeline.report import ablation_table, results_entry, write_results
-from agcl.pipeline.runner import find_coarse_file, run_pipeline
+from agcl.pipeline.runner import run_pipeline
+from agcl.pipeline.volumes import CaseAttention, TrainingVolumes, case_stem, find_coarse_file
 from agcl.pipeline.stage1_coarse import (
     build_coarse_model,
     coarse_attention,
@@ -49,8 +51,12 @@ from agcl.pipeline.stage1_coarse import (
     train_coarse,
 )
 from agcl.pipeline.stage2_pretrain import (
+    PRETRAIN_STEPS,
     PretrainClassifier,
     build_encoder,
+    build_optimizer,
+    build_pair_aug,
+    build_pretrain_loss,
     build_pretrain_model,
     embed_patches,
     load_pretrain_model,
@@ -58,6 +64,7 @@ from agcl.pipeline.stage2_pretrain import (
     pretrain_step,
 )
 from agcl.pipeline.stage3_segment import (
+    build_segment_loss,
     build_segment_model,
     load_segment_model,
     segment_step,
@@ -66,19 +73,28 @@ from agcl.pipeline.stage3_segment import (
 
 __all__ = [
     "PRETRAIN_METHODS",
+    "PRETRAIN_STEPS",
+    "CaseAttention",
     "CoarseConfig",
+    "DataConfig",
     "EpochLog",
     "PipelineConfig",
     "PretrainClassifier",
     "PretrainConfig",
     "SegmentConfig",
+    "TrainingVolumes",
     "ablation_table",
     "barrier",
     "build_coarse_model",
     "build_encoder",
+    "build_optimizer",
+    "build_pair_aug",
+    "build_pretrain_loss",
     "build_pretrain_model",
+    "build_segment_loss",
     "build_segment_model",
     "capture_rng",
+    "case_stem",
     "coarse_attention",
     "embed_patches",
     "find_coarse_file",

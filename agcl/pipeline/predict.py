@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from agcl._validation import check_int
-from agcl.pipeline._volumes import organ_bboxes
+from agcl.sampling.attention_maps import organ_bboxes
 from agcl.pipeline.fusion import check_threshold
 
 __all__ = ["predict_volume", "segment_with_attention", "window_starts"]
