@@ -32,17 +32,16 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import _voc_stages_interim as interim  # noqa: E402  (INTERIM: replaced by agcl.pipeline's stages 2-3)
-
-import agcl.pipeline as pl  # noqa: E402
-from agcl.data.synthetic2d import SYNTHETIC2D_CLASSES, write_voc_like  # noqa: E402
-from agcl.data.voc import VOC_CLASSES, VOCSegmentation, save_voc_mask, voc_palette  # noqa: E402
-from agcl.metrics import confusion_matrix, iou_from_confusion, mean_iou  # noqa: E402
-from agcl.pipeline._coarse_attention import attention_recall  # noqa: E402
-from agcl.pipeline.image2d import (  # noqa: E402
+import agcl.pipeline as pl
+from agcl import AttentionPatchSampler
+from agcl.data.synthetic2d import SYNTHETIC2D_CLASSES, write_voc_like
+from agcl.data.voc import VOC_CLASSES, VOCSegmentation, save_voc_mask, voc_palette
+from agcl.metrics import confusion_matrix, iou_from_confusion, mean_iou
+from agcl.pipeline import _distributed as dd
+from agcl.pipeline._coarse_attention import attention_recall
+from agcl.pipeline.image2d import (
     Coarse2DConfig,
     attention_2d,
     image_volume,
@@ -64,16 +63,15 @@ PRESETS: dict[str, dict] = {
         "pipeline": {"pretrain.temperature": 0.07, "pretrain.patch_size": 48, "pretrain.patches_per_slice": 6,
                      "pretrain.epochs": 4, "pretrain.batch_size": 64, "pretrain.lr": 0.05,
                      "pretrain.output_stride": 8, "segment.patches_per_slice": 6, "segment.epochs": 8,
-                     "segment.lr": 1e-3, "segment.batch_size": 32, "segment.stride": 48},
-        "color_distortion": 0.5,
+                     "segment.lr": 1e-3, "segment.batch_size": 32, "segment.stride": 48,
+                     "segment.aspp_channels": 64, "pretrain.aug_color_distortion": 0.5},
     },
     "paper": {
         "coarse2d": {"encoder": "resnet50", "base_width": 64, "output_stride": 16, "aspp_channels": 256,
                      "epochs": 30, "optimizer": "sgd", "lr": 1e-3, "batch_size": 8, "crop_size": 321,
                      "margin_px": 16.0},
         "pipeline": {"pretrain.temperature": 0.07, "pretrain.batch_size": 8, "segment.batch_size": 8,
-                     "segment.epochs": 10, "segment.lr": 1e-4},
-        "color_distortion": 0.5,
+                     "segment.epochs": 10, "segment.lr": 1e-4, "pretrain.aug_color_distortion": 0.5},
     },
 }
 
@@ -117,10 +115,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def make_configs(args: argparse.Namespace, method: str) -> tuple[Coarse2DConfig, pl.PipelineConfig, float]:
+def make_configs(args: argparse.Namespace, method: str) -> tuple[Coarse2DConfig, pl.PipelineConfig]:
+    """Stage 1's :class:`Coarse2DConfig` and the :class:`PipelineConfig` of stages 2-3 (RGB:
+    ``pretrain.image_channels`` 3; flips allowed on natural images)."""
     preset = PRESETS[args.preset]
     coarse = dict(preset["coarse2d"])
-    changes = {"seed": args.seed, "pretrain.method": method, **preset["pipeline"]}
+    changes = {"seed": args.seed, "pretrain.method": method, "pretrain.image_channels": 3,
+               "pretrain.aug_hflip": True, **preset["pipeline"]}
+    if args.color_distortion is not None:
+        changes["pretrain.aug_color_distortion"] = args.color_distortion
     if args.epochs is not None:
         changes.update({"pretrain.epochs": args.epochs, "segment.epochs": args.epochs})
     if args.coarse_epochs is not None:
@@ -141,9 +144,7 @@ def make_configs(args: argparse.Namespace, method: str) -> tuple[Coarse2DConfig,
         coarse_cfg = Coarse2DConfig(**coarse)
     except TypeError as err:
         raise SystemExit(f"--set coarse2d.*: {err}") from err
-    base = pl.PipelineConfig.preset_named(args.preset)
-    cd = preset["color_distortion"] if args.color_distortion is None else args.color_distortion
-    return coarse_cfg, base.override(**changes), float(cd)
+    return coarse_cfg, pl.PipelineConfig.preset_named(args.preset).override(**changes)
 
 
 def synthetic_devkit(args: argparse.Namespace) -> Path:
@@ -210,18 +211,18 @@ def overlay_figure(images, masks, preds, ids, path: Path, title: str) -> Path | 
     return path
 
 
-def run_method(method, args, val, class_ids, names, out_dir: Path, volumes, *, figures: bool):
-    _, cfg, color = make_configs(args, method)
+def run_method(method, args, val, class_ids, names, out_dir: Path, volumes, val_volumes, *, figures: bool):
+    """Stages 2 and 3 through the CT pipeline's own functions (PatchStream), then whole-image inference."""
+    _, cfg = make_configs(args, method)
     t0 = time.perf_counter()
-    log = pl.EpochLog(out_dir / "epochs.jsonl", enabled=_is_main())
-    # INTERIM (until agcl.pipeline.pretrain_encoder / train_segmenter take volume sequences):
-    pre = interim.pretrain_2d(volumes, cfg, class_ids, out_dir, num_modalities=1, image_channels=3,
-                              color_distortion=color, resume=args.resume, device=args.device, log=log)
-    seg = interim.train_segmenter_2d(volumes, cfg, class_ids, out_dir, pretrain_checkpoint=pre, image_channels=3,
-                                     resume=args.resume, device=args.device, log=log)
-    if not _is_main():
+    log = pl.EpochLog(out_dir / "epochs.jsonl", enabled=dd.is_main())
+    pre = pl.pretrain_encoder(volumes, cfg, class_ids, out_dir, num_modalities=1, resume=args.resume,
+                              device=args.device, log=log)
+    seg = pl.train_segmenter(volumes, cfg, class_ids, out_dir, pretrain_checkpoint=pre, resume=args.resume,
+                             device=args.device, log=log)
+    if not dd.is_main():
         return None
-    model = interim.load_segment_model_2d(seg, args.device)
+    model, _, _ = pl.load_segment_model(seg, args.device)
     ids, images, masks, attention = val
     preds = []
     for i, image, att in zip(ids, images, attention):
@@ -231,23 +232,22 @@ def run_method(method, args, val, class_ids, names, out_dir: Path, volumes, *, f
     ious, miou = evaluate(preds, masks, len(names))
     result = {"method": method, "mean": {"miou": miou},
               "per_class": {n: {"iou": v} for n, v in zip(names, ious)},
-              "runtime_s": round(time.perf_counter() - t0, 1), "config": cfg.to_dict(), "color_distortion": color}
+              "runtime_s": round(time.perf_counter() - t0, 1), "config": cfg.to_dict()}
     if figures:
         overlay_figure(images, masks, preds, ids, out_dir / "fig_overlays.png",
                        f"{method}: held-out images, ground truth vs prediction (mIoU {miou:.3f})")
-        if pre is not None:
-            emb = interim.embed_patches(pre, [image_volume(im, a, m) for im, a, m in zip(images, attention, masks)],
-                                        cfg, class_ids, device=args.device)
-            if emb is not None:
-                pl.plot_embeddings(emb["embedding"], emb["target"] - 1, emb["modality"], out_dir / "fig_embeddings_pca.png",
-                                   organ_names=names[1:], modality_names=["rgb"],
-                                   title=f"PCA of projected embeddings ({method}, held-out patches)")
+        if pre is not None and method != "ce":
+            sampler = AttentionPatchSampler(patch_size=cfg.pretrain.patch_size, patches_per_slice=4, seed=0)
+            batches = [sampler.sample(v["image"], v["attention"], None, v["modality"], volume_index=k)
+                       for k, v in enumerate(val_volumes) if v["attention"]]
+            x = torch.cat([b.inputs() for b in batches if len(b)])[:800]
+            target = torch.cat([b.target for b in batches if len(b)])[:800]
+            emb = pl.embed_patches(pl.load_pretrain_model(pre, args.device), x, device=args.device)
+            pl.plot_embeddings(emb.numpy(), target.numpy(), np.zeros(len(target), int),
+                               out_dir / "fig_embeddings_pca.png", organ_names=dict(zip(class_ids, names[1:])),
+                               modality_names=["rgb"],
+                               title=f"PCA of projected embeddings ({method}, held-out patches)")
     return result
-
-
-def _is_main() -> bool:
-    from agcl.pipeline import _distributed as dd
-    return dd.is_main()
 
 
 def _fmt(v) -> str:
@@ -292,7 +292,7 @@ def main(argv=None) -> int:
     class_ids = list(range(1, len(names)))
     train_ids, train_images, train_masks = load_split(devkit, args.train_split, args.max_train)
     val_ids, val_images, val_masks = load_split(devkit, args.val_split, args.max_val)
-    coarse_cfg, _, _ = make_configs(args, args.pretrain)
+    coarse_cfg, _ = make_configs(args, args.pretrain)
     if rank == 0:
         print(f"{len(train_ids)} training and {len(val_ids)} held-out images from {devkit}; {len(class_ids)} classes; "
               f"preset {args.preset}; out {out}", flush=True)
@@ -323,12 +323,13 @@ def main(argv=None) -> int:
             save_voc_mask(out / "coarse" / f"{i}.png", p)
         print(f"stage 1: held-out mIoU {_fmt(miou)} (" + ", ".join(f"{n} {_fmt(v)}" for n, v in zip(names, ious)) + ")")
     volumes = [image_volume(im, a, m, modality=0) for im, a, m in zip(train_images, train_att, train_masks)]
+    val_volumes = [image_volume(im, a, m, modality=0) for im, a, m in zip(val_images, val_att, val_masks)]
     val = (val_ids, val_images, val_masks, val_att)
     methods = [args.pretrain] + ([m for m in METHOD_ORDER if m != args.pretrain] if args.ablation else [])
     runs: dict[str, dict] = {}
     for method in methods:
         run_dir = out if method == args.pretrain else out / "ablation" / method
-        result = run_method(method, args, val, class_ids, names, run_dir, volumes,
+        result = run_method(method, args, val, class_ids, names, run_dir, volumes, val_volumes,
                             figures=not args.no_figures and method == args.pretrain)
         if result is None:
             continue

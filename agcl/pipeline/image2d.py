@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from agcl.pipeline._coarse_attention import Attention, attention_from_probabilities
-from agcl.pipeline.config import _POS, _check_fields, _choice, _float, _int, _str
+from agcl.pipeline.config import _POS, _bool, _check_fields, _choice, _float, _int, _str
 from agcl.pipeline.fusion import fuse_labels
 
 __all__ = [
@@ -91,13 +91,11 @@ class Coarse2DConfig:
         "encoder": _str, "base_width": _POS, "output_stride": _choice((8, 16, 32)), "aspp_channels": _POS,
         "decoder_channels": _POS, "low_level_reduced": _POS, "epochs": _POS, "optimizer": _choice(("sgd", "adam")), "lr": _float(0.0, low_open=True),
         "momentum": _float(0.0, 1.0), "weight_decay": _float(0.0), "batch_size": _POS, "crop_size": _int(16),
-        "hflip": _choice((True, False)), "attention_threshold": _float(0.0, 1.0, low_open=True),
+        "hflip": _bool, "attention_threshold": _float(0.0, 1.0, low_open=True),
         "fraction": _float(0.0, 1.0, low_open=True), "margin_px": _float(0.0),
     }
 
     def __post_init__(self) -> None:
-        if not isinstance(self.hflip, bool):
-            raise TypeError(f"coarse2d.hflip must be a bool; got {type(self.hflip).__name__} {self.hflip!r}")
         _check_fields(self, "coarse2d.")
 
     def to_dict(self) -> dict[str, Any]:
