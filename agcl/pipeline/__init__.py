@@ -39,6 +39,17 @@ from agcl.pipeline.config import (
 )
 from agcl.pipeline.figures import pca_2d, plot_embeddings, plot_overlays
 from agcl.pipeline.fusion import fuse_labels
+from agcl.pipeline.image2d import (
+    Coarse2DConfig,
+    attention_2d,
+    build_coarse_model_2d,
+    image_tensor,
+    image_volume,
+    load_coarse_2d,
+    predict_probabilities_2d,
+    segment_image_2d,
+    train_coarse_2d,
+)
 from agcl.pipeline.predict import predict_volume, segment_with_attention, window_starts
 from agcl.pipeline.report import ablation_table, results_entry, write_results
 from agcl.pipeline.runner import run_pipeline
@@ -72,6 +83,15 @@ from agcl.pipeline.stage3_segment import (
 )
 
 __all__ = [
+    "Coarse2DConfig",
+    "attention_2d",
+    "build_coarse_model_2d",
+    "image_tensor",
+    "image_volume",
+    "load_coarse_2d",
+    "predict_probabilities_2d",
+    "segment_image_2d",
+    "train_coarse_2d",
     "PRETRAIN_METHODS",
     "PRETRAIN_STEPS",
     "CaseAttention",
