@@ -58,7 +58,7 @@ METHOD_ORDER = ("none", "sscl", "supcon", "ce", "agcl")
 PRESETS: dict[str, dict] = {
     "quick": {
         "coarse2d": {"encoder": "resnet18", "base_width": 16, "output_stride": 16, "aspp_channels": 48,
-                     "decoder_channels": 32, "low_level_reduced": 16, "epochs": 25, "optimizer": "adam", "lr": 2e-3, "weight_decay": 0.0, "batch_size": 8,
+                     "decoder_channels": 32, "low_level_reduced": 16, "epochs": 20, "optimizer": "adam", "lr": 2e-3, "weight_decay": 0.0, "batch_size": 8,
                      "crop_size": 96, "margin_px": 6.0},
         "pipeline": {"pretrain.temperature": 0.07, "pretrain.patch_size": 48, "pretrain.patches_per_slice": 6,
                      "pretrain.epochs": 4, "pretrain.batch_size": 64, "pretrain.lr": 0.05,

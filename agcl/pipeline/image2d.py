@@ -67,6 +67,12 @@ class Coarse2DConfig:
             randomly cropped to it, so images of different sizes batch together.
         hflip: random horizontal flips while training.
         attention_threshold, fraction, margin_px: the attention rule (see the module docstring).
+        presence_threshold: a class whose probability stays below this everywhere gets no
+            attention in the image. CT organs are in every scan, so the CT rule always finds a
+            region; a natural image lacks most classes, and their "most probable region" is
+            arbitrary background whose patches would be labelled with the absent class (in
+            stage 2 that made the contrastive loss collapse on the synthetic scenes). 0 restores
+            the CT rule.
     """
 
     encoder: str = "resnet50"
@@ -86,6 +92,7 @@ class Coarse2DConfig:
     attention_threshold: float = 0.3
     fraction: float = 0.5
     margin_px: float = 8.0
+    presence_threshold: float = 0.1
 
     RULES: ClassVar[dict[str, Any]] = {
         "encoder": _str, "base_width": _POS, "output_stride": _choice((8, 16, 32)), "aspp_channels": _POS,
@@ -93,6 +100,7 @@ class Coarse2DConfig:
         "momentum": _float(0.0, 1.0), "weight_decay": _float(0.0), "batch_size": _POS, "crop_size": _int(16),
         "hflip": _bool, "attention_threshold": _float(0.0, 1.0, low_open=True),
         "fraction": _float(0.0, 1.0, low_open=True), "margin_px": _float(0.0),
+        "presence_threshold": _float(0.0, 1.0),
     }
 
     def __post_init__(self) -> None:
@@ -272,6 +280,8 @@ def predict_probabilities_2d(model: nn.Module, image: np.ndarray, *, device: str
 def attention_2d(prob: torch.Tensor | np.ndarray, class_ids: Sequence[int], config: Coarse2DConfig) -> Attention:
     """Per-class attention of one image from its probabilities (boxes over ``(H, W, 1)``).
 
+    Classes whose probability never reaches ``config.presence_threshold`` are left out.
+
     Shape:
         prob: ``(K + 1, H, W)``, channel ``i`` class ``class_ids[i - 1]``; output
         ``{code: (box of three slices, bool mask (h, w, 1))}``.
@@ -283,10 +293,17 @@ def attention_2d(prob: torch.Tensor | np.ndarray, class_ids: Sequence[int], conf
         >>> att = attention_2d(p, [1, 2], Coarse2DConfig(margin_px=0))
         >>> att[1][0], int(att[1][1].sum()), int(att[2][1].sum())
         ((slice(1, 3, None), slice(1, 3, None), slice(0, 1, None)), 4, 1)
+        >>> sorted(attention_2d(p, [1, 2], Coarse2DConfig(margin_px=0, presence_threshold=0.5)))
+        [1]
     """
     p = prob if isinstance(prob, torch.Tensor) else torch.as_tensor(np.asarray(prob, np.float32))
     if p.ndim != 3:
         raise ValueError(f"prob must be (K + 1, H, W); got shape {tuple(p.shape)}")
+    absent = p.flatten(1).amax(1) < config.presence_threshold
+    absent[0] = False
+    if bool(absent.any()):
+        p = p.clone()
+        p[absent] = 0.0  # left out by the CT rule (probability 0 everywhere)
     return attention_from_probabilities(p[..., None], class_ids, (*p.shape[1:], 1), spacing=(1.0, 1.0, 1.0),
                                         margin_mm=config.margin_px, threshold=config.attention_threshold,
                                         fraction=config.fraction)

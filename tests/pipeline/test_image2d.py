@@ -56,6 +56,19 @@ def test_attention_threshold_fallback_and_dilation():
         attention_2d(p[0], [1], Coarse2DConfig())
 
 
+def test_absent_classes_get_no_attention():
+    p = np.full((3, 9, 9), 0.04, np.float32)
+    p[0] = 0.9
+    p[1, 2:4, 2:5] = 0.7
+    p[2] = 0.01
+    p[2, 6, 6] = 0.06  # never above the presence threshold (0.1): absent
+    att = attention_2d(p, [1, 2], Coarse2DConfig(margin_px=0))
+    assert sorted(att) == [1]
+    # presence 0: the CT rule, every class with any probability gets its most probable region
+    assert sorted(attention_2d(p, [1, 2], Coarse2DConfig(margin_px=0, presence_threshold=0.0))) == [1, 2]
+    assert int(attention_2d(p, [1, 2], Coarse2DConfig(margin_px=0, presence_threshold=0.0))[2][1].sum()) == 1
+
+
 class _Fixed(nn.Module):
     """A stand-in stage-3 model: foreground logit = +-3 depending on the image's red channel."""
 
