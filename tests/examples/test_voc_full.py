@@ -52,7 +52,7 @@ def test_presets_carry_the_papers_settings():
 
 
 @pytest.mark.slow
-def test_tiny_run_writes_its_files_and_resumes(tmp_path):
+def test_tiny_run_writes_its_files_resumes_and_runs_the_ablation(tmp_path):
     proc = _run(tmp_path, *TINY)
     out = tmp_path / "run"
     data = json.loads((out / "results.json").read_text())
@@ -66,8 +66,17 @@ def test_tiny_run_writes_its_files_and_resumes(tmp_path):
     assert [p.stem for p in preds] == ["synth_00006", "synth_00007", "synth_00008"]
     assert load_voc_mask(preds[0]).shape == (48, 48)
     assert set(np.unique(load_voc_mask(preds[0]))) <= {0, 1, 2, 3, 4}
-    proc = _run(tmp_path, *TINY, "--resume", "--no-figures")
-    assert "complete" in proc.stdout and "skipped" in proc.stdout
+    pytest.importorskip("matplotlib")
+    assert (out / "fig_overlays.png").is_file() and (out / "fig_embeddings_pca.png").is_file()
+    # resumed: the main run's stages are complete and skipped; the ablation trains the other four
+    proc = _run(tmp_path, *TINY, "--resume", "--ablation", "--no-figures")
+    assert proc.stdout.count("skipped") >= 3  # coarse2d, pretrain and segment of the main run
+    data = json.loads((out / "results.json").read_text())
+    assert list(data["ablation"]) == ["none", "sscl", "supcon", "ce", "agcl"]
+    assert all(0.0 <= e["miou"] <= 1.0 for e in data["ablation"].values())
+    assert not (out / "ablation" / "none" / "checkpoints" / "pretrain.pt").exists()
+    assert (out / "ablation" / "ce" / "checkpoints" / "pretrain.pt").is_file()
+    assert "Pre-training ablation" in (out / "results.md").read_text()
 
 
 @pytest.mark.slow
