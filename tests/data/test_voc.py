@@ -110,3 +110,16 @@ def test_save_voc_mask_round_trips_with_the_palette(tmp_path):
         save_voc_mask(tmp_path / "x.png", np.zeros((2, 2, 2), np.uint8))
     with pytest.raises(TypeError, match="integer"):
         save_voc_mask(tmp_path / "x.png", np.zeros((2, 2)))
+
+
+def test_corrupt_image_and_mismatched_mask_are_named(tmp_path):
+    from agcl.data.voc import load_voc_image
+
+    devkit, _ = _devkit(tmp_path)
+    jpg = devkit / "VOC2012" / "JPEGImages" / "a.jpg"
+    jpg.write_bytes(b"\xff\xd8 broken")
+    with pytest.raises(ValueError, match="a.jpg"):
+        load_voc_image(jpg)
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(devkit / "VOC2012" / "JPEGImages" / "b.jpg")
+    with pytest.raises(ValueError, match="b.png.*shape"):
+        VOCSegmentation(devkit, "train")[1]

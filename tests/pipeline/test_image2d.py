@@ -145,3 +145,21 @@ def test_coarse_model_is_deeplabv3plus_and_config_is_checked():
         Coarse2DConfig(hflip=1)
     with pytest.raises(ValueError, match="coarse2d.attention_threshold"):
         Coarse2DConfig(attention_threshold=0.0)
+
+
+def test_crop_pads_small_images_with_void_and_flips_both():
+    from agcl.pipeline.image2d import _crop
+
+    x = torch.arange(2 * 3 * 4, dtype=torch.float32).view(2, 3, 4) + 1
+    y = torch.ones(3, 4, dtype=torch.long)
+    gen = torch.Generator().manual_seed(0)
+    cx, cy = _crop(x, y, 5, gen, hflip=False)
+    assert cx.shape == (2, 5, 5) and cy.shape == (5, 5)
+    assert int((cy == 255).sum()) == 25 - 12 and bool((cx[:, cy == 255] == 0).all())
+    seen_flip = False
+    for _ in range(20):
+        fx, fy = _crop(x, torch.arange(12).view(3, 4), 3, gen, hflip=True)
+        # image and label cut and flipped together: the label still indexes the same pixels
+        np.testing.assert_array_equal(fx[0].numpy(), (fy.float() + 1).numpy())
+        seen_flip |= bool(fy[0, 0] > fy[0, 1])
+    assert seen_flip
