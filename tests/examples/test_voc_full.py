@@ -85,3 +85,16 @@ def test_default_run_reaches_half_miou(tmp_path):
     _run(tmp_path, "--no-figures", timeout=1500)
     data = json.loads((tmp_path / "run" / "results.json").read_text())
     assert data["mean"]["miou"] >= 0.5, data["per_class"]
+
+
+def test_ground_truth_attention_covers_present_classes_only():
+    mod = _module()
+    mask = np.zeros((8, 8), np.uint8)
+    mask[2:5, 2:5] = 3
+    mask[1, 2:5] = 255
+    att = mod.gt_attention(mask, [1, 2, 3, 4], 0.0)
+    assert sorted(att) == [3]
+    box, m = att[3]
+    assert box[:2] == (slice(2, 5), slice(2, 5)) and int(m.sum()) == 9
+    grown = mod.gt_attention(mask, [1, 2, 3, 4], 1.0)[3]
+    assert int(grown[1].sum()) == 9 + 12
