@@ -237,7 +237,8 @@ class AttentionPatchSampler:
             warnings.warn(f"no attention voxels for {want} in this volume (volume_index={volume_index}); "
                           "returning an empty PatchBatch", stacklevel=2)
             return PatchBatch.empty(self.patch_size, with_label=label is not None, channels=img.shape[0])
-        return self.cut(img, attention, centres, target, label=label, modality=modality, volume_index=volume_index)
+        return self.cut(img, attention, centres, target, label=label, modality=modality, volume_index=volume_index,
+                        targets=targets)
 
     def _image(self, image: Any) -> torch.Tensor:
         img = as_tensor("image", image).cpu()  # sampling runs on the CPU; move the batch after
@@ -341,6 +342,7 @@ class AttentionPatchSampler:
         label: Any = None,
         modality: int = 0,
         volume_index: int = 0,
+        targets: Sequence[int] | None = None,
     ) -> PatchBatch:
         """Cut the windows at ``centres`` (from :meth:`plan`; any subset, in any order).
 
@@ -354,6 +356,8 @@ class AttentionPatchSampler:
             label: optional integer label map ``(D0, D1, D2)``; each patch's label is the mask
                 of its own target organ.
             modality, volume_index: stored in the batch.
+            targets: for a ``(K, ...)`` stack, the code of each map (as given to :meth:`plan`;
+                default ``1..K``).
 
         Shape:
             Output image ``(P, C, h, w)``; attention and label ``(P, 1, h, w)``.
@@ -389,7 +393,9 @@ class AttentionPatchSampler:
         else:
             if att.ndim == 4:
                 attention_w = torch.empty(win, dtype=torch.bool)
-                codes = torch.arange(1, att.shape[0] + 1)
+                if targets is not None and len(targets) != att.shape[0]:
+                    raise ValueError(f"targets must give one code per attention map (K={att.shape[0]}); got {len(targets)}")
+                codes = torch.arange(1, att.shape[0] + 1) if targets is None else torch.tensor([int(t) for t in targets])
                 for ch in range(att.shape[0]):  # one gather per organ map
                     sel = torch.nonzero(target == codes[ch]).squeeze(1)
                     if sel.numel():

@@ -233,7 +233,7 @@ class PatchStream(IterableDataset):
         centres, target = centres[order], target[order]
         for s in range(0, centres.shape[0], self.chunk_size):
             yield self.sampler.cut(img, attention, centres[s:s + self.chunk_size], target[s:s + self.chunk_size],
-                                   label=label, modality=modality, volume_index=index)
+                                   label=label, modality=modality, volume_index=index, targets=self.targets)
 
     def _shard(self, shard: int) -> Iterator[PatchBatch]:
         todo = deque(self.shard_volumes(shard))
