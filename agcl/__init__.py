@@ -86,11 +86,11 @@ if TYPE_CHECKING:  # pragma: no cover - for static analysers only
     from agcl.augment.pair_aug import PairAug
     from agcl.functional.dice import soft_dice_loss
     from agcl.functional.modal_target import modal_target_supcon_loss
+    from agcl.losses.dice import SoftDiceLoss
+    from agcl.losses.modal_target import ModalTargetSupConLoss
     from agcl.models._registry import create_model, list_models
     from agcl.pipeline.config import PipelineConfig
     from agcl.pipeline.runner import run_pipeline
-    from agcl.losses.dice import SoftDiceLoss
-    from agcl.losses.modal_target import ModalTargetSupConLoss
     from agcl.sampling.attention_patches import AttentionPatchSampler, PatchBatch
     from agcl.sampling.dataset import AttentionPatchDataset
     from agcl.sampling.stream import PatchStream
