@@ -51,7 +51,7 @@ def _cases(root: Path, per_modality: int, shape, spacing):
     return list(adata.build_cohort({m: adata.discover_btcv(root / m) for m in ("contrast", "non-contrast")}))
 
 
-def child_scale(n: int, steps: int, root: Path) -> dict:
+def child_scale(n: int, steps: int, root: Path, per_modality: int) -> dict:
     import torch
 
     from agcl.data import PreparedCases, VolumeCache
@@ -59,7 +59,7 @@ def child_scale(n: int, steps: int, root: Path) -> dict:
     from agcl.pipeline import CaseAttention, PipelineConfig, TrainingVolumes, pretrain_encoder
 
     torch.set_num_threads(max(1, os.cpu_count() or 1))
-    pairs = _cases(root, 3, BTCV_SHAPE, BTCV_SPACING)
+    pairs = _cases(root, per_modality, BTCV_SHAPE, BTCV_SPACING)
     by_mod: dict[int, list] = {}
     for case, m in pairs:
         by_mod.setdefault(m, []).append((case, m))
@@ -160,25 +160,34 @@ def _run_child(args: list[str]) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cases", type=int, nargs="+", default=[2, 6], help="training cases of each scale run (even)")
-    ap.add_argument("--steps", type=int, default=20, help="stage-2 steps of each scale run")
+    ap.add_argument("--steps", type=int, default=100, help="stage-2 steps of each scale run")
     ap.add_argument("--repeats", type=int, default=3, help="repeats of the quick-preset data-path timing")
     ap.add_argument("--cache-dir", default=None, help="where the synthetic cases are written (default: a temp dir)")
     ap.add_argument("--skip-scale", action="store_true")
     ap.add_argument("--skip-quick", action="store_true")
     ap.add_argument("--json", default=None, help="also write the results to this file")
-    ap.add_argument("--child", choices=("scale", "quick"), help=argparse.SUPPRESS)
+    ap.add_argument("--child", choices=("write", "scale", "quick"), help=argparse.SUPPRESS)
     ap.add_argument("--n", type=int, default=2, help=argparse.SUPPRESS)
+    ap.add_argument("--per-modality", type=int, default=3, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     root = Path(args.cache_dir or tempfile.mkdtemp(prefix="agcl-bench-pipeline-"))
+    if args.child == "write":  # in its own process, so generating the phantoms counts in no peak
+        _cases(root / "btcv", args.per_modality, BTCV_SHAPE, BTCV_SPACING)
+        print(json.dumps({"written": str(root / "btcv")}))
+        return 0
     if args.child == "scale":
-        print(json.dumps(child_scale(args.n, args.steps, root / "btcv")))
+        print(json.dumps(child_scale(args.n, args.steps, root / "btcv", args.per_modality)))
         return 0
     if args.child == "quick":
         print(json.dumps(child_quick(root / "quick", args.repeats)))
         return 0
     results: dict = {"scale": [], "quick": None}
-    common = ["--cache-dir", str(root), "--steps", str(args.steps), "--repeats", str(args.repeats)]
+    if any(n < 2 or n % 2 for n in args.cases):
+        ap.error(f"--cases must be even numbers >= 2 (one case per modality in turn); got {args.cases}")
+    common = ["--cache-dir", str(root), "--steps", str(args.steps), "--repeats", str(args.repeats),
+              "--per-modality", str(max(args.cases) // 2)]
     if not args.skip_scale:
+        _run_child(["--child", "write", *common])
         for n in args.cases:
             row = _run_child(["--child", "scale", "--n", str(n), *common])
             results["scale"].append(row)
