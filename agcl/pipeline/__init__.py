@@ -53,7 +53,6 @@ from agcl.pipeline.image2d import (
 from agcl.pipeline.predict import predict_volume, segment_with_attention, window_starts
 from agcl.pipeline.report import ablation_table, results_entry, write_results
 from agcl.pipeline.runner import run_pipeline
-from agcl.pipeline.volumes import CaseAttention, TrainingVolumes, case_stem, find_coarse_file
 from agcl.pipeline.stage1_coarse import (
     build_coarse_model,
     coarse_attention,
@@ -81,6 +80,7 @@ from agcl.pipeline.stage3_segment import (
     segment_step,
     train_segmenter,
 )
+from agcl.pipeline.volumes import CaseAttention, TrainingVolumes, case_stem, find_coarse_file
 
 __all__ = [
     "Coarse2DConfig",

@@ -266,17 +266,19 @@ class DataConfig:
         num_workers: DataLoader worker processes (0: sample in the training process). The
             batches are the same for every value.
         shards, streams: independent sub-streams (a worker's unit of work) and volumes each
-            samples from at once; a batch mixes the patches of ``streams`` volumes or more.
+            samples from at once; a batch mixes the patches of ``streams`` volumes or more
+            (what is left in the buffer from earlier ones), and at most ``shards * streams``
+            volumes are open at a time (plus the cache).
         shuffle_buffer: patches in each shard's shuffle buffer (>= the batch sizes).
         chunk_size: patches cut from a volume at a time.
     """
 
-    cache_mb: int = 1024
+    cache_mb: int = 512
     num_workers: int = 0
     shards: int = 2
-    streams: int = 4
+    streams: int = 2
     shuffle_buffer: int = 1024
-    chunk_size: int = 32
+    chunk_size: int = 128
 
     RULES: ClassVar[dict[str, Rule | None]] = {
         "cache_mb": _int(0), "num_workers": _int(0), "shards": _POS, "streams": _POS,

@@ -57,7 +57,12 @@ def _coarse_stage(train: Sequence[Any], test: Sequence[Any], config: PipelineCon
     """
     from agcl.data import save_like
     from agcl.pipeline._coarse_attention import save_probabilities
-    from agcl.pipeline.stage1_coarse import coarse_probabilities, labels_from_probabilities, load_coarse, train_coarse
+    from agcl.pipeline.stage1_coarse import (
+        coarse_probabilities,
+        labels_from_probabilities,
+        load_coarse,
+        train_coarse,
+    )
 
     margin, threshold = config.coarse.margin_mm, config.coarse.attention_threshold
     if coarse_dir is not None:
@@ -129,10 +134,10 @@ def run_pipeline(
     """
     from agcl.data import BTCV_ORGANS, PreparedCases, VolumeCache, save_like
     from agcl.metrics import evaluate_labels, summarize_cases
-    from agcl.sampling import attention_recall, densify
     from agcl.pipeline.predict import segment_with_attention
     from agcl.pipeline.stage2_pretrain import pretrain_encoder
     from agcl.pipeline.stage3_segment import load_segment_model, train_segmenter
+    from agcl.sampling import attention_recall
 
     if len(train) == 0 or len(test) == 0:
         raise ValueError(f"train and test must both hold cases; got {len(train)} and {len(test)}")
@@ -180,14 +185,12 @@ def run_pipeline(
         for organ, value in attention_recall(sparse, case.label, organ_ids).items():
             if value is not None:  # the fraction of the organ's voxels the attention covers
                 recalls[organ].append(value)
-        attention = densify(sparse, organ_ids, case.image.shape)
-        pred = segment_with_attention(model, case.image, attention, organ_ids, patch_size=config.pretrain.patch_size,
+        pred = segment_with_attention(model, case.image, sparse, organ_ids, patch_size=config.pretrain.patch_size,
                                       stride=s.stride, threshold=s.threshold, batch_size=s.inference_batch_size,
                                       device=device)
         subset = {k: names[k] for k in organ_ids}
         tables.append(evaluate_labels(pred, case.label, spacing=case.spacing, organs=subset))
         coarse_tables.append(evaluate_labels(coarse.labels(case), case.label, spacing=case.spacing, organs=subset))
-        del attention
         if write_predictions:
             path = out / "predictions" / f"{case_stem(case)}.nii.gz"
             save_like(pred, case.reference, path)
@@ -218,8 +221,8 @@ def run_pipeline(
 def _embeddings(ckpt, cases, config, organ_ids, per_slice, device, max_patches: int = 400) -> dict[str, torch.Tensor] | None:
     """Embeddings of at most ``max_patches`` held-out patches inside their ground-truth organs."""
     from agcl import AttentionPatchSampler, PatchBatch
-    from agcl.sampling import attention_from_labels
     from agcl.pipeline.stage2_pretrain import embed_patches, load_pretrain_model
+    from agcl.sampling import attention_from_labels
 
     cap = max(1, max_patches // max(1, len(cases)))
     sampler = AttentionPatchSampler(patch_size=config.pretrain.patch_size, patches_per_slice=per_slice,

@@ -20,12 +20,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from agcl.data.prepared import PreparedCase, resample
 from agcl.pipeline import _distributed as dd
 from agcl.pipeline._training import EpochCallback, fit
-from agcl.data.prepared import PreparedCase, resample
-from agcl.sampling.attention_maps import attention_from_labels, densify
 from agcl.pipeline.checkpoint import EpochLog, seed_everything
 from agcl.pipeline.config import PipelineConfig
+from agcl.sampling.attention_maps import attention_from_labels, densify
 
 __all__ = ["build_coarse_model", "coarse_attention", "coarse_probabilities", "load_coarse", "predict_coarse",
            "train_coarse"]

@@ -93,7 +93,10 @@ class CaseAttention:
                 raise ValueError(f"case {case.case_id} has no label for ground-truth attention")
             return attention_from_labels(case.label, self.organ_ids, margin_mm=self.margin_mm, spacing=case.spacing)
         if self.source == "probabilities":
-            from agcl.pipeline._coarse_attention import attention_from_probabilities, load_probabilities
+            from agcl.pipeline._coarse_attention import (
+                attention_from_probabilities,
+                load_probabilities,
+            )
 
             path = self.prob_dir / f"{case_stem(case)}.prob.pt"  # type: ignore[operator]
             if not path.is_file():

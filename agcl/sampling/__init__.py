@@ -5,7 +5,12 @@ Imports only torch and numpy (scipy on first use of the attention-map helpers).
 
 from __future__ import annotations
 
-from agcl.sampling.attention_maps import attention_from_labels, attention_recall, densify, organ_bboxes
+from agcl.sampling.attention_maps import (
+    attention_from_labels,
+    attention_recall,
+    densify,
+    organ_bboxes,
+)
 from agcl.sampling.attention_patches import AttentionPatchSampler, PatchBatch
 from agcl.sampling.dataset import AttentionPatchDataset, collate_patch_batches, minibatches
 from agcl.sampling.stream import PatchStream

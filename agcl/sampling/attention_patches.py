@@ -237,7 +237,8 @@ class AttentionPatchSampler:
             warnings.warn(f"no attention voxels for {want} in this volume (volume_index={volume_index}); "
                           "returning an empty PatchBatch", stacklevel=2)
             return PatchBatch.empty(self.patch_size, with_label=label is not None, channels=img.shape[0])
-        return self.cut(img, attention, centres, target, label=label, modality=modality, volume_index=volume_index)
+        return self.cut(img, attention, centres, target, label=label, modality=modality, volume_index=volume_index,
+                        targets=targets)
 
     def _image(self, image: Any) -> torch.Tensor:
         img = as_tensor("image", image).cpu()  # sampling runs on the CPU; move the batch after
@@ -331,6 +332,30 @@ class AttentionPatchSampler:
             out_t.append(torch.full((cen.shape[0],), code, dtype=torch.long))
         return torch.cat(out_c), torch.cat(out_t)
 
+    def pad_attention(self, attention: Mapping[int, Any], shape: Sequence[int], *,
+                      codes: Any = None) -> Mapping[int, Any]:
+        """A sparse attention with each mask zero-padded in-plane by half a patch, for :meth:`cut`.
+
+        Every window then lies inside its padded mask, so it is read with one strided gather;
+        pad once per volume when cutting its patches in many chunks. ``codes`` restricts it to
+        those organs.
+        """
+        shape = tuple(int(v) for v in shape)
+        a = self.axis
+        b, c = (d for d in range(3) if d != a)
+        grow = {a: 0, b: self.patch_size[0] // 2 + 1, c: self.patch_size[1] // 2 + 1}
+        wanted = None if codes is None else {int(v) for v in torch.as_tensor(codes).unique().tolist()}
+        out = _PaddedSparse()
+        for code in attention:
+            if wanted is not None and int(code) not in wanted:
+                continue
+            box, mask = _sparse_entry(attention, int(code), shape)
+            big = torch.zeros([mask.shape[d] + 2 * grow[d] for d in range(3)], dtype=torch.bool)
+            big[tuple(slice(grow[d], grow[d] + mask.shape[d]) for d in range(3))] = mask
+            origin = torch.tensor([box[a].start - grow[a], box[b].start - grow[b], box[c].start - grow[c]])
+            out[int(code)] = (origin, big)
+        return out
+
     def cut(
         self,
         image: Any,
@@ -341,6 +366,8 @@ class AttentionPatchSampler:
         label: Any = None,
         modality: int = 0,
         volume_index: int = 0,
+        targets: Sequence[int] | None = None,
+        pad_value: float | None = None,
     ) -> PatchBatch:
         """Cut the windows at ``centres`` (from :meth:`plan`; any subset, in any order).
 
@@ -354,6 +381,11 @@ class AttentionPatchSampler:
             label: optional integer label map ``(D0, D1, D2)``; each patch's label is the mask
                 of its own target organ.
             modality, volume_index: stored in the batch.
+            targets: for a ``(K, ...)`` stack, the code of each map (as given to :meth:`plan`;
+                default ``1..K``).
+            pad_value: the image value outside the volume (default: the sampler's
+                ``image_pad_value``, else the image's minimum; pass it when cutting one volume
+                in many chunks to compute it once).
 
         Shape:
             Output image ``(P, C, h, w)``; attention and label ``(P, 1, h, w)``.
@@ -369,27 +401,32 @@ class AttentionPatchSampler:
         if centres.shape[0] == 0:
             return PatchBatch.empty(self.patch_size, with_label=lab is not None, channels=img.shape[0])
         # the image minimum is only computed when some window crosses the border
-        pad: Any = (lambda: float(img.min())) if self.image_pad_value is None else float(self.image_pad_value)
+        if pad_value is None and self.image_pad_value is not None:
+            pad_value = self.image_pad_value
+        pad: Any = (lambda: float(img.min())) if pad_value is None else float(pad_value)
         p = centres.shape[0]
         image_w = torch.stack([gather_windows(img[ch], self.axis, centres, self.patch_size, pad)
                                for ch in range(img.shape[0])], 1).float()
         win = (p, *self.patch_size)
         if isinstance(attention, Mapping):
             attention_w = torch.zeros(win, dtype=torch.bool)
-            a = self.axis
-            b, c = (d for d in range(3) if d != a)
+            padded = attention if isinstance(attention, _PaddedSparse) else self.pad_attention(attention, shape, codes=target)
             for code in torch.unique(target).tolist():
-                box, mask = _sparse_entry(attention, int(code), shape)
+                if int(code) not in padded:
+                    raise ValueError(f"target {code} has no entry in the sparse attention")
+                origin, mask = padded[int(code)]
                 sel = torch.nonzero(target == code).squeeze(1)
-                rel = centres[sel] - torch.tensor([box[a].start, box[b].start, box[c].start])
-                inside = (rel[:, 0] >= 0) & (rel[:, 0] < mask.shape[a])
+                rel = centres[sel] - origin
+                inside = (rel[:, 0] >= 0) & (rel[:, 0] < mask.shape[self.axis])
                 if not bool(inside.all()):
                     raise ValueError(f"centres of organ {code} must lie on the slices of its attention box; got some outside")
-                attention_w[sel] = gather_windows(mask, a, rel, self.patch_size, 0) != 0
+                attention_w[sel] = gather_windows(mask, self.axis, rel, self.patch_size, False)
         else:
             if att.ndim == 4:
                 attention_w = torch.empty(win, dtype=torch.bool)
-                codes = torch.arange(1, att.shape[0] + 1)
+                if targets is not None and len(targets) != att.shape[0]:
+                    raise ValueError(f"targets must give one code per attention map (K={att.shape[0]}); got {len(targets)}")
+                codes = torch.arange(1, att.shape[0] + 1) if targets is None else torch.tensor([int(t) for t in targets])
                 for ch in range(att.shape[0]):  # one gather per organ map
                     sel = torch.nonzero(target == codes[ch]).squeeze(1)
                     if sel.numel():
@@ -408,6 +445,10 @@ class AttentionPatchSampler:
             target=target.clone(), modality=full(modality), volume_index=full(volume_index),
             slice_index=centres[:, 0].clone(), centre=centres[:, 1:].clone(),
         )
+
+
+class _PaddedSparse(dict):
+    """``{code: (origin (3,) in (slice, i, j) order, padded bool mask)}`` from :meth:`AttentionPatchSampler.pad_attention`."""
 
 
 def _label_tensor(label: Any, attention: Any, att: Any, shape: tuple[int, ...]) -> torch.Tensor | None:

@@ -139,9 +139,9 @@ class PatchStream(IterableDataset):
         with_label: bool = False,
         targets: Sequence[int] | None = None,
         shards: int = 2,
-        streams: int = 4,
+        streams: int = 2,
         buffer_size: int = 1024,
-        chunk_size: int = 32,
+        chunk_size: int = 128,
         seed: int = 0,
         rank: int | None = None,
         world_size: int | None = None,
@@ -231,9 +231,14 @@ class PatchStream(IterableDataset):
         centres, target = self.sampler.plan(attention, img.shape[1:], self.targets, generator=gen)
         order = torch.randperm(centres.shape[0], generator=gen)
         centres, target = centres[order], target[order]
+        if isinstance(attention, Mapping):  # pad each mask once, then every window is a strided read
+            attention = self.sampler.pad_attention(attention, img.shape[1:])
+        pad = self.sampler.image_pad_value
+        pad = float(img.min()) if pad is None and img.numel() else pad
         for s in range(0, centres.shape[0], self.chunk_size):
             yield self.sampler.cut(img, attention, centres[s:s + self.chunk_size], target[s:s + self.chunk_size],
-                                   label=label, modality=modality, volume_index=index)
+                                   label=label, modality=modality, volume_index=index, targets=self.targets,
+                                   pad_value=pad)
 
     def _shard(self, shard: int) -> Iterator[PatchBatch]:
         todo = deque(self.shard_volumes(shard))
