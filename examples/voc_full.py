@@ -43,8 +43,8 @@ from agcl.pipeline import _distributed as dd
 from agcl.pipeline._coarse_attention import attention_recall
 from agcl.pipeline.image2d import (
     Coarse2DConfig,
+    ImageVolumes,
     attention_2d,
-    image_volume,
     load_coarse_2d,
     predict_probabilities_2d,
     segment_image_2d,
@@ -322,8 +322,8 @@ def main(argv=None) -> int:
         for i, p in zip(val_ids, coarse_preds):
             save_voc_mask(out / "coarse" / f"{i}.png", p)
         print(f"stage 1: held-out mIoU {_fmt(miou)} (" + ", ".join(f"{n} {_fmt(v)}" for n, v in zip(names, ious)) + ")")
-    volumes = [image_volume(im, a, m, modality=0) for im, a, m in zip(train_images, train_att, train_masks)]
-    val_volumes = [image_volume(im, a, m, modality=0) for im, a, m in zip(val_images, val_att, val_masks)]
+    volumes = ImageVolumes(train_images, train_att, train_masks)  # float32 volumes made on access
+    val_volumes = ImageVolumes(val_images, val_att, val_masks)
     val = (val_ids, val_images, val_masks, val_att)
     methods = [args.pretrain] + ([m for m in METHOD_ORDER if m != args.pretrain] if args.ablation else [])
     runs: dict[str, dict] = {}

@@ -41,6 +41,7 @@ from agcl.pipeline.figures import pca_2d, plot_embeddings, plot_overlays
 from agcl.pipeline.fusion import fuse_labels
 from agcl.pipeline.image2d import (
     Coarse2DConfig,
+    ImageVolumes,
     attention_2d,
     build_coarse_model_2d,
     image_tensor,
@@ -84,6 +85,7 @@ from agcl.pipeline.volumes import CaseAttention, TrainingVolumes, case_stem, fin
 
 __all__ = [
     "Coarse2DConfig",
+    "ImageVolumes",
     "attention_2d",
     "build_coarse_model_2d",
     "image_tensor",

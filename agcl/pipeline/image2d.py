@@ -36,6 +36,7 @@ from agcl.pipeline.fusion import fuse_labels
 
 __all__ = [
     "Coarse2DConfig",
+    "ImageVolumes",
     "IMAGE_MEAN",
     "IMAGE_STD",
     "attention_2d",
@@ -143,6 +144,36 @@ def image_volume(image: np.ndarray, attention: Attention | np.ndarray, label: np
     if isinstance(attention, np.ndarray) and attention.ndim == 2:
         out["attention"] = attention[..., None]
     return out
+
+
+class ImageVolumes(Sequence):
+    """The ``volumes`` sequence of stages 2-3 for a set of images, built lazily.
+
+    Holds the images as given (uint8, 3 bytes a pixel) and makes the float32 single-slice
+    volume of :func:`image_volume` only when ``volumes[i]`` is read (by
+    :class:`agcl.sampling.PatchStream`, once per image per epoch), so a split of VOC costs its
+    uint8 size in memory, not four times it.
+
+    Args:
+        images: RGB uint8 ``(H, W, 3)`` arrays.
+        attention: one ``{code: (box, mask)}`` per image.
+        masks: optional class masks (uint8 ``(H, W)``, 255 = void), one per image.
+        modality: the modality id of every image.
+    """
+
+    def __init__(self, images: Sequence[np.ndarray], attention: Sequence[Attention],
+                 masks: Sequence[np.ndarray] | None = None, *, modality: int = 0) -> None:
+        if len(attention) != len(images) or (masks is not None and len(masks) != len(images)):
+            raise ValueError(f"images, attention and masks must have one entry per image; got {len(images)}, "
+                             f"{len(attention)} and {None if masks is None else len(masks)}")
+        self.images, self.attention, self.masks, self.modality = images, attention, masks, int(modality)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:  # type: ignore[override]
+        mask = None if self.masks is None else self.masks[index]
+        return image_volume(self.images[index], self.attention[index], mask, modality=self.modality)
 
 
 def build_coarse_model_2d(config: Coarse2DConfig, num_classes: int, *, in_chans: int = 3) -> nn.Module:

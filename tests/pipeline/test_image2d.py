@@ -163,3 +163,24 @@ def test_crop_pads_small_images_with_void_and_flips_both():
         np.testing.assert_array_equal(fx[0].numpy(), (fy.float() + 1).numpy())
         seen_flip |= bool(fy[0, 0] > fy[0, 1])
     assert seen_flip
+
+
+def test_image_volumes_is_a_lazy_sequence_the_stream_reads():
+    from agcl import AttentionPatchSampler
+    from agcl.pipeline.image2d import ImageVolumes
+    from agcl.sampling import PatchStream
+
+    images, masks = _scenes(3, size=24)
+    att = [{1: ((slice(0, 24), slice(0, 24), slice(0, 1)), (m == 1)[..., None])} for m in masks]
+    vols = ImageVolumes(images, att, masks)
+    assert len(vols) == 3 and vols[1]["image"].shape == (3, 24, 24, 1) and vols[1]["label"].shape == (24, 24, 1)
+    stream = PatchStream(vols, AttentionPatchSampler(patch_size=8, patches_per_slice=4), batch_size=6,
+                         with_label=True)
+    batches = list(stream)
+    assert sum(len(b) for b in batches) == 12 and batches[0].image.shape[1:] == (3, 8, 8)
+    assert bool((batches[0].target == 1).all())
+    # here the attention is the class-1 mask itself, so the label (void -> 0) equals it in every patch
+    for b in batches:
+        assert torch.equal(b.label, b.attention)
+    with pytest.raises(ValueError, match="one entry per image"):
+        ImageVolumes(images, att[:2])
