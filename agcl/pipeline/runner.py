@@ -130,7 +130,7 @@ def _coarse_maps(train: Sequence[PreparedCase], test: Sequence[PreparedCase], co
             prob_path = folder / f"{_file_stem(case)}.prob.pt"
             if resume and path.is_file() and prob_path.is_file():
                 continue
-            prob = coarse_probabilities(model, case.image, cfg.coarse.shape, device=device)
+            prob = coarse_probabilities(model, case.image, cfg.coarse, spacing=case.spacing, device=device)
             save_probabilities(prob_path, prob, ids, case.image.shape)
             save_like(labels_from_probabilities(prob, ids, case.image.shape), case.reference, path)
     dd.barrier()
