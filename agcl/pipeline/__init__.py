@@ -44,6 +44,7 @@ from agcl.pipeline.runner import find_coarse_file, run_pipeline
 from agcl.pipeline.stage1_coarse import (
     build_coarse_model,
     coarse_attention,
+    coarse_grid,
     load_coarse,
     predict_coarse,
     train_coarse,
@@ -80,6 +81,7 @@ __all__ = [
     "build_segment_model",
     "capture_rng",
     "coarse_attention",
+    "coarse_grid",
     "embed_patches",
     "find_coarse_file",
     "fuse_labels",
