@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from agcl._io import atomic_save, safe_load
-from agcl.data.synthetic import make_phantom
 from agcl.data import preprocess_ct
+from agcl.data.synthetic import make_phantom
 from agcl.pipeline import CoarseConfig, PipelineConfig
 from agcl.pipeline._coarse_attention import attention_from_probabilities, attention_recall, densify
 from agcl.pipeline._volumes import PreparedCase, resample
