@@ -132,6 +132,8 @@ class CoarseConfig:
         augment: light augmentation of the crops: a random isotropic zoom in [0.9, 1.1] and an
             intensity scale in [0.9, 1.1] and shift in [-0.05, 0.05] (no flips: left and right
             organs differ).
+        lr_decay: the polynomial learning-rate decay of nnU-Net, ``lr * (1 - (e - 1) /
+            epochs) ** 0.9`` in epoch ``e`` (voxel-size mode only; otherwise a constant ``lr``).
         base_channels, depth: U-Net width and number of down-sampling levels.
         epochs, lr, batch_size: Adam training (Dice + cross-entropy loss) on crops (or on whole
             volumes when ``spacing_mm`` is ``None``).
@@ -150,6 +152,7 @@ class CoarseConfig:
     crops_per_case: int = 4
     overlap: float = 0.5
     augment: bool = True
+    lr_decay: bool = True
     base_channels: int = 16
     depth: int = 3
     epochs: int = 200
@@ -162,7 +165,8 @@ class CoarseConfig:
     RULES: ClassVar[dict[str, Rule | None]] = {
         "spacing_mm": _tuple(_float(0.0, low_open=True), 3, optional=True), "shape": _tuple(_POS, 3),
         "crop_shape": _tuple(_POS, 3), "foreground_fraction": _float(0.0, 1.0), "crops_per_case": _POS,
-        "overlap": _float(0.0, 1.0, high_open=True), "augment": _bool, "base_channels": _POS, "depth": _POS, "epochs": _POS, "lr": _LR,
+        "overlap": _float(0.0, 1.0, high_open=True), "augment": _bool, "lr_decay": _bool,
+        "base_channels": _POS, "depth": _POS, "epochs": _POS, "lr": _LR,
         "batch_size": _POS, "margin_mm": _float(0.0), "source": _choice(("coarse", "gt")),
         "attention_threshold": _float(0.0, 1.0, low_open=True),
     }

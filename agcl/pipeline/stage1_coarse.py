@@ -149,6 +149,9 @@ def _train(cases, config, organ_ids, ckpt_path, *, resume, device, log, callback
                 yield x_all[idx], y_all[idx]
     else:
         def epoch_batches(epoch: int):
+            if c.lr_decay:  # set at each epoch's start, so a resumed run continues the schedule
+                for group in optimizer.param_groups:
+                    group["lr"] = c.lr * (1.0 - (epoch - 1) / c.epochs) ** 0.9
             rng = np.random.default_rng([config.seed, 7919, epoch])
             order = rng.permutation(np.repeat(np.arange(len(grid_cases)), c.crops_per_case))
             for i in range(0, len(order), c.batch_size):

@@ -88,6 +88,7 @@ from agcl.pipeline import CoarseConfig, PretrainConfig, SegmentConfig  # noqa: E
     ("coarse.crops_per_case", 0, ValueError),
     ("coarse.overlap", 1.0, ValueError),
     ("coarse.augment", 1, TypeError),
+    ("coarse.lr_decay", "yes", TypeError),
     ("pretrain.queue_size", -1, ValueError),
     ("pretrain.queue_size", 2.5, TypeError),
     ("pretrain.steps_per_epoch", 0, ValueError),

@@ -76,6 +76,9 @@ def test_train_coarse_on_a_tiny_case_reads_each_case_once_and_predicts_the_coars
     losses = [json.loads(line)["loss"] for line in (tmp_path / "epochs.jsonl").read_text().splitlines()]
     assert len(losses) == 3 and losses[-1] < losses[0]
     assert [json.loads(line)["steps"] for line in (tmp_path / "epochs.jsonl").read_text().splitlines()] == [2] * 3
+    # nnU-Net's poly decay: epoch 3 of 3 trains at lr * (1 - 2 / 3) ** 0.9
+    lrs = [g["lr"] for g in safe_load(ckpt)["optimizer"]["param_groups"]]
+    assert lrs == [pytest.approx(1e-2 * (1 - 2 / 3) ** 0.9)]
     model, ids, loaded = load_coarse(ckpt)
     assert ids == ORGANS and loaded.coarse.spacing_mm == (14.6, 14.6, 12.5)
     case = _case(1)
@@ -107,6 +110,7 @@ def test_a_short_training_learns_the_liver(tmp_path):
 def test_fixed_shape_mode_and_checkpoints_written_before_spacing_mm(tmp_path):
     cfg = _config(**{"coarse.spacing_mm": None, "coarse.shape": (12, 12, 8), "coarse.epochs": 1})
     ckpt = train_coarse([_case(1)], cfg, ORGANS, tmp_path)
+    assert [g["lr"] for g in safe_load(ckpt)["optimizer"]["param_groups"]] == [1e-2]  # constant there
     model, ids, loaded = load_coarse(ckpt)
     case = _case(1)
     assert coarse_probabilities(model, case.image, loaded.coarse, spacing=case.spacing).shape == (4, 12, 12, 8)
