@@ -57,6 +57,7 @@ from agcl.pipeline.runner import run_pipeline
 from agcl.pipeline.stage1_coarse import (
     build_coarse_model,
     coarse_attention,
+    coarse_grid,
     load_coarse,
     predict_coarse,
     train_coarse,
@@ -118,6 +119,7 @@ __all__ = [
     "capture_rng",
     "case_stem",
     "coarse_attention",
+    "coarse_grid",
     "embed_patches",
     "find_coarse_file",
     "fuse_labels",
