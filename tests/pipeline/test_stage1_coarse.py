@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 import torch
-from agcl.pipeline._volumes import PreparedCase, resample
+from agcl.data.prepared import PreparedCase, resample
 
 from agcl._io import atomic_save, safe_load
 from agcl.data import preprocess_ct
