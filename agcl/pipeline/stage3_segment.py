@@ -71,13 +71,24 @@ def _encoder_state(pretrain_checkpoint: str | os.PathLike[str] | None) -> dict[s
     return {k[len("encoder."):]: v for k, v in ckpt["model"].items() if k.startswith("encoder.")}
 
 
-def segment_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: nn.Module) -> torch.Tensor:
+def segment_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: nn.Module,
+                 ignore: torch.Tensor | None = None) -> torch.Tensor:
     """The soft Dice loss of one batch of patches.
 
+    ``ignore`` pixels (e.g. VOC's void) are left out: there the logits are replaced by a
+    constant, certain background and the target by background, so they add nothing to the
+    Dice sums and get no gradient.
+
     Shape:
-        x: ``(B, C + 1, h, w)`` image + attention; y: ``(B, h, w)`` long 0/1 organ mask.
+        x: ``(B, C + 1, h, w)`` image + attention; y: ``(B, h, w)`` long 0/1 organ mask;
+        ignore: ``(B, h, w)`` bool or ``None``.
     """
-    return loss_fn(model(x), y)
+    logits = model(x)
+    if ignore is not None:
+        sure = torch.tensor([30.0, -30.0], dtype=logits.dtype, device=logits.device).view(1, 2, 1, 1)
+        logits = torch.where(ignore[:, None], sure, logits)
+        y = y.masked_fill(ignore, 0)
+    return loss_fn(logits, y)
 
 
 def _settings(config: PipelineConfig, organ_ids: Sequence[int]) -> dict[str, Any]:
@@ -144,7 +155,8 @@ def train_segmenter(
             return None
         x = batch.inputs().to(device, non_blocking=True)
         y = batch.label[:, 0].to(device).long()  # type: ignore[index]
-        loss = segment_step(train_model, x, y, loss_fn)
+        ignore = None if batch.ignore is None else batch.ignore[:, 0].to(device)
+        loss = segment_step(train_model, x, y, loss_fn, ignore)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -35,6 +35,8 @@ class PatchBatch:
         - label: ``(P, 1, h, w)`` float32 0/1 ground truth of the target organ, or ``None``.
         - target, modality, volume_index, slice_index: ``(P,)`` long.
         - centre: ``(P, 2)`` long, the in-plane centre (indices along the two non-slice axes).
+        - ignore: ``(P, 1, h, w)`` bool, pixels to leave out of the loss (e.g. VOC's void
+          label; outside the volume counts as ignored), or ``None``.
 
     Examples:
         >>> a = PatchBatch.empty(8, with_label=True)
@@ -52,6 +54,7 @@ class PatchBatch:
     volume_index: torch.Tensor
     slice_index: torch.Tensor
     centre: torch.Tensor
+    ignore: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.target.shape[0])
@@ -100,6 +103,8 @@ class PatchBatch:
         has = {b.label is not None for b in batches}
         if len(has) > 1:
             raise ValueError("batches must all have labels or all have label=None; got a mix")
+        if len({b.ignore is not None for b in batches}) > 1:
+            raise ValueError("batches must all have an ignore mask or all have ignore=None; got a mix")
         parts: dict[str, Any] = {f.name: None if getattr(batches[0], f.name) is None
                                  else torch.cat([getattr(b, f.name) for b in batches]) for f in fields(PatchBatch)}
         return PatchBatch(**parts)
@@ -368,6 +373,7 @@ class AttentionPatchSampler:
         volume_index: int = 0,
         targets: Sequence[int] | None = None,
         pad_value: float | None = None,
+        ignore: Any = None,
     ) -> PatchBatch:
         """Cut the windows at ``centres`` (from :meth:`plan`; any subset, in any order).
 
@@ -386,6 +392,8 @@ class AttentionPatchSampler:
             pad_value: the image value outside the volume (default: the sampler's
                 ``image_pad_value``, else the image's minimum; pass it when cutting one volume
                 in many chunks to compute it once).
+            ignore: optional bool map ``(D0, D1, D2)`` of pixels to leave out of the loss;
+                cut into ``PatchBatch.ignore`` (outside the volume: ignored).
 
         Shape:
             Output image ``(P, C, h, w)``; attention and label ``(P, 1, h, w)``.
@@ -439,11 +447,18 @@ class AttentionPatchSampler:
             label_w = attention_f.clone()
         elif lab is not None:
             label_w = _equals(gather_windows(lab, self.axis, centres, self.patch_size, 0), target).float().unsqueeze(1)
+        ignore_w = None
+        if ignore is not None:
+            ign = as_tensor("ignore", ignore).cpu()
+            if tuple(ign.shape) != shape:
+                raise ValueError(f"ignore must have the image's shape {shape}; got shape {tuple(ign.shape)}")
+            ignore_w = (gather_windows(ign if ign.dtype == torch.bool else ign != 0, self.axis, centres,
+                                       self.patch_size, True)).unsqueeze(1)
         full = lambda v: torch.full((p,), int(v), dtype=torch.long)  # noqa: E731
         return PatchBatch(
             image=image_w, attention=attention_f, label=label_w,
             target=target.clone(), modality=full(modality), volume_index=full(volume_index),
-            slice_index=centres[:, 0].clone(), centre=centres[:, 1:].clone(),
+            slice_index=centres[:, 0].clone(), centre=centres[:, 1:].clone(), ignore=ignore_w,
         )
 
 

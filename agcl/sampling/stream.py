@@ -50,6 +50,7 @@ class _Buffer:
         self.image = torch.empty(capacity, channels, *patch)
         self.attention = torch.empty(capacity, 1, *patch, dtype=torch.bool)
         self.label = torch.empty(capacity, 1, *patch, dtype=torch.bool) if with_label else None
+        self.ignore: torch.Tensor | None = None  # allocated when a volume brings an ignore map
         self.meta = torch.empty(capacity, 6, dtype=torch.long)  # target, modality, volume, slice, centre i, j
 
     def room(self) -> int:
@@ -64,6 +65,10 @@ class _Buffer:
             if b.label is None:
                 raise ValueError("with_label=True needs volumes with a 'label'; a volume gave none")
             self.label[s] = b.label > 0.5
+        if b.ignore is not None and self.ignore is None:
+            self.ignore = torch.zeros(self.capacity, 1, *self.image.shape[2:], dtype=torch.bool)
+        if self.ignore is not None:
+            self.ignore[s] = b.ignore if b.ignore is not None else False
         self.meta[s] = torch.stack([b.target, b.modality, b.volume_index, b.slice_index,
                                     b.centre[:, 0], b.centre[:, 1]], 1)
         self.n += k
@@ -77,13 +82,14 @@ class _Buffer:
             image=self.image[idx], attention=self.attention[idx].float(),
             label=None if self.label is None else self.label[idx].float(),
             target=m[:, 0], modality=m[:, 1], volume_index=m[:, 2], slice_index=m[:, 3], centre=m[:, 4:6],
+            ignore=None if self.ignore is None else self.ignore[idx],
         )
         tail = self.n - count
         chosen = torch.zeros(self.n, dtype=torch.bool)
         chosen[idx] = True
         holes = idx[idx < tail]
         movers = torch.nonzero(~chosen[tail:]).squeeze(1) + tail
-        for t in (self.image, self.attention, self.label, self.meta):
+        for t in (self.image, self.attention, self.label, self.ignore, self.meta):
             if t is not None and holes.numel():
                 t[holes] = t[movers]
         self.n = tail
@@ -97,7 +103,8 @@ class PatchStream(IterableDataset):
         volumes: a sequence; ``volumes[i]`` returns a dict ``{"image": (D0, D1, D2) or
             (C, D0, D1, D2) float array, "attention": label map, (K, D0, D1, D2) stack or sparse
             {code: (box, mask)} (see :meth:`AttentionPatchSampler.plan`), "label": integer label
-            map or None, "modality": int}``. It is called once per volume per epoch, in the
+            map or None, "modality": int}`` and optionally ``"ignore"``: a bool map of pixels
+            to leave out of the loss, cut into ``PatchBatch.ignore`` with the labels). It is called once per volume per epoch, in the
             process (worker) that samples the volume; loading lazily there (with a bounded
             cache, e.g. :class:`agcl.data.VolumeCache`) keeps memory bounded.
         sampler: the :class:`AttentionPatchSampler` whose options are used (its own generator is
@@ -214,7 +221,7 @@ class PatchStream(IterableDataset):
         yield from _merge(items, self.shards if num_workers > 0 else None)
 
     # ----------------------------------------------------------------------------------
-    def _volume(self, index: int) -> tuple[Any, Any, Any, int]:
+    def _volume(self, index: int) -> tuple[Any, Any, Any, int, Any]:
         vol = self.volumes[index]
         if not isinstance(vol, Mapping) or "image" not in vol or "attention" not in vol:
             raise TypeError(f"volumes[{index}] must be a dict with 'image' and 'attention'; got "
@@ -222,10 +229,11 @@ class PatchStream(IterableDataset):
         label = vol.get("label")
         if self.with_label and label is None:
             raise ValueError(f"with_label=True needs a 'label' in every volume; volumes[{index}] has none")
-        return vol["image"], vol["attention"], label if self.with_label else None, int(vol.get("modality", 0))
+        ignore = vol.get("ignore") if self.with_label else None
+        return vol["image"], vol["attention"], label if self.with_label else None, int(vol.get("modality", 0)), ignore
 
     def _volume_chunks(self, index: int) -> Iterator[PatchBatch]:
-        image, attention, label, modality = self._volume(index)
+        image, attention, label, modality, ignore = self._volume(index)
         gen = _generator(self.seed, self.epoch, index)
         img = self.sampler._image(image)
         centres, target = self.sampler.plan(attention, img.shape[1:], self.targets, generator=gen)
@@ -238,7 +246,7 @@ class PatchStream(IterableDataset):
         for s in range(0, centres.shape[0], self.chunk_size):
             yield self.sampler.cut(img, attention, centres[s:s + self.chunk_size], target[s:s + self.chunk_size],
                                    label=label, modality=modality, volume_index=index, targets=self.targets,
-                                   pad_value=pad)
+                                   pad_value=pad, ignore=ignore)
 
     def _shard(self, shard: int) -> Iterator[PatchBatch]:
         todo = deque(self.shard_volumes(shard))

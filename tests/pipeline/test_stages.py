@@ -175,3 +175,32 @@ def test_stage3_trains_on_labels_and_skips_single_patch_batches(tmp_path):
     train_segmenter(_volumes(1), cfg, ORGANS, tmp_path, pretrain_checkpoint=None, loss_fn=Loss())
     # 9 patches in batches of 8: the lone ninth patch is skipped, never passed to BatchNorm
     assert seen == [(8, torch.int64, 1)]
+
+
+def test_segment_step_leaves_ignored_pixels_out():
+    from agcl.pipeline import build_segment_loss, segment_step
+
+    torch.manual_seed(0)
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.randn(2, 2, 6, 6))
+
+        def forward(self, x):
+            return self.w.expand(x.shape[0], -1, -1, -1)
+
+    net, loss_fn = Net(), build_segment_loss(_config())
+    x = torch.zeros(2, 2, 6, 6)
+    y = torch.zeros(2, 6, 6, dtype=torch.long)
+    y[:, :3] = 1
+    ignore = torch.zeros(2, 6, 6, dtype=torch.bool)
+    ignore[:, :, 4:] = True
+    loss = segment_step(net, x, y, loss_fn, ignore)
+    loss.backward()
+    assert net.w.grad[:, :, :, 4:].abs().sum() == 0 and net.w.grad[:, :, :, :4].abs().sum() > 0
+    # changing the target under the ignored pixels does not change the loss
+    y2 = y.clone()
+    y2[:, :, 4:] = 1 - y2[:, :, 4:]
+    assert float(segment_step(net, x, y2, loss_fn, ignore)) == pytest.approx(float(loss))
+    assert float(segment_step(net, x, y2, loss_fn)) != pytest.approx(float(loss))

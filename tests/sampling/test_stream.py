@@ -196,3 +196,23 @@ def test_a_pickled_cache_is_empty():
     cache = VolumeCache(10**9)
     cache.get("x", lambda: np.zeros(10**6, np.float32))
     assert len(pickle.loads(pickle.dumps(cache))) == 0
+
+
+def test_ignore_maps_travel_with_the_labels():
+    vols = _volumes(3)
+    for v in vols:
+        ign = np.zeros(v["label"].shape, bool)
+        ign[:, :12] = True  # the left half is void
+        v["ignore"] = ign
+    batches = list(_stream(vols))
+    for b in batches:
+        assert b.ignore is not None and b.ignore.dtype == torch.bool
+        for j in range(len(b)):
+            ci, cj = b.centre[j].tolist()
+            cols = torch.arange(cj - 4, cj + 4)
+            want = (cols < 12) | (cols >= 24)  # void, or outside the volume
+            rows_ok = (torch.arange(ci - 4, ci + 4) >= 0) & (torch.arange(ci - 4, ci + 4) < 24)
+            expect = want[None, :] | ~rows_ok[:, None]
+            assert torch.equal(b.ignore[j, 0], expect)
+    no_label = _stream(vols, with_label=False)
+    assert all(b.ignore is None for b in no_label)
