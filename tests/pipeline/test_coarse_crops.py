@@ -3,8 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from agcl.data.prepared import resample
 
+from agcl.data.prepared import resample
 from agcl.pipeline._coarse_crops import (
     GridCase,
     extract,

@@ -8,10 +8,10 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 import torch
-from agcl.data.prepared import PreparedCase, resample
 
 from agcl._io import atomic_save, safe_load
 from agcl.data import preprocess_ct
+from agcl.data.prepared import PreparedCase, resample
 from agcl.data.synthetic import make_phantom
 from agcl.pipeline import CoarseConfig, PipelineConfig
 from agcl.pipeline._coarse_attention import attention_from_probabilities, attention_recall, densify
