@@ -20,6 +20,7 @@ Examples:
 from __future__ import annotations
 
 from agcl.pipeline._distributed import barrier, init_distributed
+from agcl.pipeline.ablation import ablation_markdown, ablation_statistics, case_dice, write_ablation
 from agcl.pipeline.checkpoint import (
     EpochLog,
     capture_rng,
@@ -72,6 +73,8 @@ __all__ = [
     "PretrainClassifier",
     "PretrainConfig",
     "SegmentConfig",
+    "ablation_markdown",
+    "ablation_statistics",
     "ablation_table",
     "barrier",
     "build_coarse_model",
@@ -79,6 +82,7 @@ __all__ = [
     "build_pretrain_model",
     "build_segment_model",
     "capture_rng",
+    "case_dice",
     "coarse_attention",
     "embed_patches",
     "find_coarse_file",
@@ -107,5 +111,6 @@ __all__ = [
     "train_coarse",
     "train_segmenter",
     "window_starts",
+    "write_ablation",
     "write_results",
 ]
