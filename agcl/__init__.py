@@ -24,7 +24,14 @@ _LAZY_ATTRS: dict[str, str] = {
     "AttentionPatchSampler": "agcl.sampling.attention_patches",
     "PatchBatch": "agcl.sampling.attention_patches",
     "AttentionPatchDataset": "agcl.sampling.dataset",
+    "PatchStream": "agcl.sampling.stream",
     "PairAug": "agcl.augment.pair_aug",
+    "modal_target_supcon_loss": "agcl.functional.modal_target",
+    "soft_dice_loss": "agcl.functional.dice",
+    "create_model": "agcl.models._registry",
+    "list_models": "agcl.models._registry",
+    "PipelineConfig": "agcl.pipeline.config",
+    "run_pipeline": "agcl.pipeline.runner",
 }
 _SUBMODULES = (
     "augment",
@@ -43,18 +50,25 @@ __all__ = [
     "AttentionPatchSampler",
     "ModalTargetSupConLoss",
     "PairAug",
+    "PipelineConfig",
     "PatchBatch",
+    "PatchStream",
     "SoftDiceLoss",
     "__version__",
     "augment",
+    "create_model",
     "data",
     "functional",
     "kernels",
+    "list_models",
     "losses",
     "metrics",
+    "modal_target_supcon_loss",
     "models",
     "pipeline",
+    "run_pipeline",
     "sampling",
+    "soft_dice_loss",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover - for static analysers only
@@ -70,10 +84,16 @@ if TYPE_CHECKING:  # pragma: no cover - for static analysers only
         sampling,
     )
     from agcl.augment.pair_aug import PairAug
+    from agcl.functional.dice import soft_dice_loss
+    from agcl.functional.modal_target import modal_target_supcon_loss
     from agcl.losses.dice import SoftDiceLoss
     from agcl.losses.modal_target import ModalTargetSupConLoss
+    from agcl.models._registry import create_model, list_models
+    from agcl.pipeline.config import PipelineConfig
+    from agcl.pipeline.runner import run_pipeline
     from agcl.sampling.attention_patches import AttentionPatchSampler, PatchBatch
     from agcl.sampling.dataset import AttentionPatchDataset
+    from agcl.sampling.stream import PatchStream
 
 
 def __getattr__(name: str) -> Any:

@@ -7,7 +7,7 @@ import pytest
 
 import agcl
 
-HEAVY = ("scipy", "nibabel", "tqdm", "matplotlib", "triton")
+HEAVY = ("scipy", "nibabel", "tqdm", "matplotlib", "triton", "PIL")
 
 
 def test_import_agcl_loads_nothing_heavy():

@@ -1,7 +1,9 @@
 """Volumes and datasets: NIfTI loading in RAS, BTCV discovery, preprocessing, cohorts.
 
 ``agcl.data.synthetic`` (a submodule, imported on its own) generates abdominal CT phantoms in
-the BTCV layout. This subpackage imports nibabel and scipy; ``import agcl`` does not load it.
+the BTCV layout; ``agcl.data.synthetic2d`` 2-D scenes in the PASCAL VOC layout (read by
+:class:`VOCSegmentation`; Pillow, the ``agcl[voc]`` extra, is imported only to read or write
+images). This subpackage imports nibabel and scipy; ``import agcl`` does not load it.
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ from agcl.data.btcv import (
     load_case,
     load_datalist,
 )
+from agcl.data.cache import VolumeCache, nbytes_of
 from agcl.data.cohort import Cohort, build_cohort
 from agcl.data.nifti import Volume, load_volume, save_like
+from agcl.data.prepared import PreparedCase, PreparedCases, prepare_case, resample
 from agcl.data.preprocessing import (
     HU_WINDOW,
     PERCENTILES,
@@ -25,24 +29,50 @@ from agcl.data.preprocessing import (
     percentile_normalize,
     preprocess_ct,
 )
+from agcl.data.voc import (
+    VOC_CLASSES,
+    VOC_VOID,
+    VOCSegmentation,
+    find_voc_root,
+    load_voc_image,
+    load_voc_mask,
+    read_voc_split,
+    save_voc_mask,
+    voc_palette,
+)
 
 __all__ = [
     "BTCV_ORGANS",
     "BTCV_ORGAN_CODES",
     "BTCV_ORGAN_NAMES",
     "HU_WINDOW",
+    "VOC_CLASSES",
+    "VOC_VOID",
+    "VOCSegmentation",
     "PERCENTILES",
     "Case",
     "Cohort",
+    "PreparedCase",
+    "PreparedCases",
     "Volume",
+    "VolumeCache",
     "build_cohort",
     "check_label_codes",
     "clip_hu",
     "discover_btcv",
+    "find_voc_root",
     "load_case",
     "load_datalist",
     "load_volume",
+    "load_voc_image",
+    "load_voc_mask",
+    "nbytes_of",
     "percentile_normalize",
+    "prepare_case",
     "preprocess_ct",
+    "read_voc_split",
+    "resample",
     "save_like",
+    "save_voc_mask",
+    "voc_palette",
 ]

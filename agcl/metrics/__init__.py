@@ -1,4 +1,4 @@
-"""Segmentation metrics: Dice, Hausdorff distance (max / HD95) and ASSD in mm, per organ.
+"""Segmentation metrics: Dice, Hausdorff distance (max / HD95) and ASSD in mm, per organ; IoU per class.
 
 Conventions are pinned in :mod:`agcl.metrics.surface` and :mod:`agcl.metrics.evaluate` and
 documented in docs/metrics.md: HD95 is the larger of the two directed 95th percentiles; ASSD
@@ -18,15 +18,20 @@ Examples:
 from __future__ import annotations
 
 from agcl.metrics.evaluate import evaluate_labels, format_table, summarize_cases
+from agcl.metrics.iou import confusion_matrix, iou_from_confusion, iou_per_class, mean_iou
 from agcl.metrics.overlap import dice
 from agcl.metrics.surface import average_surface_distance, hausdorff_distance, surface_distances
 
 __all__ = [
     "average_surface_distance",
+    "confusion_matrix",
     "dice",
     "evaluate_labels",
     "format_table",
     "hausdorff_distance",
+    "iou_from_confusion",
+    "iou_per_class",
+    "mean_iou",
     "summarize_cases",
     "surface_distances",
 ]

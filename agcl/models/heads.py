@@ -7,7 +7,7 @@ from torch import nn
 
 from agcl._validation import check_int, check_ndim, check_tensor
 
-__all__ = ["ProjectionHead"]
+__all__ = ["ProjectionHead", "PretrainClassifier"]
 
 
 class ProjectionHead(nn.Module):
@@ -59,3 +59,37 @@ class ProjectionHead(nn.Module):
                 f"Build the head with in_features={x.shape[1]} (the encoder's num_features)"
             )
         return self.fc2(self.relu(self.fc1(x)))
+
+
+class PretrainClassifier(nn.Module):
+    """Encoder + linear classifier on its pooled features (the ``ce`` pre-training baseline).
+
+    Args:
+        encoder: a module with ``num_features`` and ``forward_pooled(x) -> (B, num_features)``
+            (every :class:`agcl.models.ResNet`).
+        num_classes: classifier outputs (``modalities x organs`` in the pipeline).
+
+    Shape:
+        Input ``(B, C, h, w)``; output ``(B, num_classes)`` logits.
+
+    Examples:
+        >>> import torch
+        >>> from agcl.models import resnet18
+        >>> m = PretrainClassifier(resnet18(in_chans=2, base_width=4), 6)
+        >>> m(torch.randn(2, 2, 32, 32)).shape
+        torch.Size([2, 6])
+    """
+
+    def __init__(self, encoder: nn.Module, num_classes: int) -> None:
+        super().__init__()
+        if not hasattr(encoder, "num_features") or not hasattr(encoder, "forward_pooled"):
+            raise TypeError(f"encoder must have num_features and forward_pooled (an agcl ResNet); got {type(encoder).__name__}")
+        self.encoder = encoder
+        self.classifier = nn.Linear(int(getattr(encoder, "num_features")), int(num_classes))  # noqa: B009
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled encoder features ``(B, num_features)``."""
+        return getattr(self.encoder, "forward_pooled")(x)  # noqa: B009
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))

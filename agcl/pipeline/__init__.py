@@ -33,15 +33,28 @@ from agcl.pipeline.coarse_labels import load_coarse_labels, remap_labels
 from agcl.pipeline.config import (
     PRETRAIN_METHODS,
     CoarseConfig,
+    DataConfig,
     PipelineConfig,
     PretrainConfig,
     SegmentConfig,
 )
 from agcl.pipeline.figures import pca_2d, plot_embeddings, plot_overlays
 from agcl.pipeline.fusion import fuse_labels
+from agcl.pipeline.image2d import (
+    Coarse2DConfig,
+    ImageVolumes,
+    attention_2d,
+    build_coarse_model_2d,
+    image_tensor,
+    image_volume,
+    load_coarse_2d,
+    predict_probabilities_2d,
+    segment_image_2d,
+    train_coarse_2d,
+)
 from agcl.pipeline.predict import predict_volume, segment_with_attention, window_starts
 from agcl.pipeline.report import ablation_table, results_entry, write_results
-from agcl.pipeline.runner import find_coarse_file, run_pipeline
+from agcl.pipeline.runner import run_pipeline
 from agcl.pipeline.stage1_coarse import (
     build_coarse_model,
     coarse_attention,
@@ -50,8 +63,12 @@ from agcl.pipeline.stage1_coarse import (
     train_coarse,
 )
 from agcl.pipeline.stage2_pretrain import (
+    PRETRAIN_STEPS,
     PretrainClassifier,
     build_encoder,
+    build_optimizer,
+    build_pair_aug,
+    build_pretrain_loss,
     build_pretrain_model,
     embed_patches,
     load_pretrain_model,
@@ -59,15 +76,30 @@ from agcl.pipeline.stage2_pretrain import (
     pretrain_step,
 )
 from agcl.pipeline.stage3_segment import (
+    build_segment_loss,
     build_segment_model,
     load_segment_model,
     segment_step,
     train_segmenter,
 )
+from agcl.pipeline.volumes import CaseAttention, TrainingVolumes, case_stem, find_coarse_file
 
 __all__ = [
+    "Coarse2DConfig",
+    "ImageVolumes",
+    "attention_2d",
+    "build_coarse_model_2d",
+    "image_tensor",
+    "image_volume",
+    "load_coarse_2d",
+    "predict_probabilities_2d",
+    "segment_image_2d",
+    "train_coarse_2d",
     "PRETRAIN_METHODS",
+    "PRETRAIN_STEPS",
+    "CaseAttention",
     "CoarseConfig",
+    "DataConfig",
     "EpochLog",
     "PipelineConfig",
     "PretrainClassifier",
@@ -75,14 +107,20 @@ __all__ = [
     "SegmentConfig",
     "ablation_markdown",
     "ablation_statistics",
+    "TrainingVolumes",
     "ablation_table",
     "barrier",
     "build_coarse_model",
     "build_encoder",
+    "build_optimizer",
+    "build_pair_aug",
+    "build_pretrain_loss",
     "build_pretrain_model",
+    "build_segment_loss",
     "build_segment_model",
     "capture_rng",
     "case_dice",
+    "case_stem",
     "coarse_attention",
     "embed_patches",
     "find_coarse_file",

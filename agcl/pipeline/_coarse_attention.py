@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -32,8 +32,7 @@ __all__ = [
     "save_probabilities",
 ]
 
-Box = tuple[slice, slice, slice]
-Attention = dict[int, tuple[Box, np.ndarray]]
+from agcl.sampling.attention_maps import Attention, Box, attention_recall, densify  # noqa: F401 (re-exported)
 
 
 def _coarse_region(prob: np.ndarray, threshold: float, fraction: float) -> np.ndarray | None:
@@ -113,35 +112,6 @@ def attention_from_probabilities(
             mask = ndimage.distance_transform_edt(~inner, sampling=tuple(float(s) for s in spacing)) <= margin_mm
             box = big
         out[int(organ)] = (box, mask)  # type: ignore[assignment]
-    return out
-
-
-def densify(attention: Mapping[int, tuple[Box, np.ndarray]], organ_ids: Sequence[int],
-            shape: Sequence[int]) -> np.ndarray:
-    """The dense ``(K, X, Y, Z)`` bool stack of a sparse attention (for code that needs one)."""
-    out = np.zeros((len(organ_ids), *(int(s) for s in shape)), bool)
-    for k, organ in enumerate(organ_ids):
-        if int(organ) in attention:
-            box, mask = attention[int(organ)]
-            out[k][box] = mask
-    return out
-
-
-def attention_recall(attention: Mapping[int, tuple[Box, np.ndarray]], labels: np.ndarray,
-                     organ_ids: Sequence[int]) -> dict[int, float | None]:
-    """Fraction of each organ's ground-truth voxels inside its attention (``None``: organ absent)."""
-    out: dict[int, float | None] = {}
-    for organ in organ_ids:
-        gt = labels == organ
-        total = int(gt.sum())
-        if total == 0:
-            out[int(organ)] = None
-            continue
-        if int(organ) not in attention:
-            out[int(organ)] = 0.0
-            continue
-        box, mask = attention[int(organ)]
-        out[int(organ)] = float((gt[box] & mask).sum()) / total
     return out
 
 

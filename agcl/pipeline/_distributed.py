@@ -59,6 +59,15 @@ def all_mean(value: float, device: str | torch.device = "cpu") -> float:
     return float(t.item()) / dist.get_world_size()
 
 
+def all_true(flag: bool, device: str | torch.device = "cpu") -> bool:
+    """Whether ``flag`` holds on every rank (itself outside torchrun)."""
+    if not is_distributed():
+        return bool(flag)
+    t = torch.tensor([1 if flag else 0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return bool(t.item())
+
+
 def init_distributed(device: str | torch.device = "cpu") -> tuple[int, int]:
     """Start torch.distributed from torchrun's environment (if any); returns ``(rank, world_size)``.
 

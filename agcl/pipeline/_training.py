@@ -18,6 +18,7 @@ from agcl.pipeline.checkpoint import EpochLog, capture_rng, load_stage, restore_
 __all__ = ["EpochCallback", "fit"]
 
 EpochCallback = Callable[[str, int, Mapping[str, Any]], None]
+_END = object()
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -34,7 +35,7 @@ def fit(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     epoch_batches: Callable[[int], Iterable[Any]],
-    step: Callable[[Any], float],
+    step: Callable[[Any], float | None],
     resume: bool,
     log: EpochLog,
     callback: EpochCallback | None = None,
@@ -47,7 +48,8 @@ def fit(
 
     ``epoch_batches(epoch)`` yields the epoch's batches (its randomness must derive from the
     seed and the epoch so a resumed run repeats it); ``step(batch)`` runs one optimisation step
-    and returns the batch loss. ``collective=False`` (a stage that only rank 0 runs) skips the
+    and returns the batch loss (``None``: the batch was skipped and is not counted). Under
+    torchrun (``collective``) all ranks stop an epoch as soon as one has no batch left. ``collective=False`` (a stage that only rank 0 runs) skips the
     per-epoch loss averaging and barrier across ranks. ``steps_per_epoch`` stops each epoch after
     that many steps (``None``: every batch). Returns ``{"epoch", "loss", "skipped", "resumed_from"}``.
     """
@@ -75,15 +77,27 @@ def fit(
         t0 = time.perf_counter()
         model.train()
         total, count = 0.0, 0
-        bar = tqdm(epoch_batches(epoch), desc=f"{stage} {epoch}/{epochs}", leave=True,
+        bar = tqdm(total=steps_per_epoch, desc=f"{stage} {epoch}/{epochs}", leave=True,
                    disable=not dd.is_main() or None, file=sys.stdout, dynamic_ncols=True)
-        for batch in bar:
+        batches = iter(epoch_batches(epoch))
+        sync = collective and dd.is_distributed()
+        while steps_per_epoch is None or count < steps_per_epoch:
+            batch = next(batches, _END)
+            more = batch is not _END
+            if sync:  # under torchrun every rank stops when the first one runs out (DDP needs equal steps)
+                more = dd.all_true(more, device)
+            if not more:
+                break
             value = step(batch)
+            if value is None:  # a batch the step skipped (e.g. a single sample)
+                continue
             total += value
             count += 1
+            bar.update(1)
             bar.set_postfix(loss=f"{total / count:.4f}")
-            if steps_per_epoch is not None and count >= steps_per_epoch:
-                break
+        close = getattr(batches, "close", None)
+        if close is not None:
+            close()  # ends a DataLoader's workers early when steps_per_epoch stopped the epoch
         bar.close()
         loss = total / count if count else float("nan")
         if collective:

@@ -27,6 +27,7 @@ from agcl._validation import check_choice, check_int
 
 __all__ = [
     "CoarseConfig",
+    "DataConfig",
     "PipelineConfig",
     "PretrainConfig",
     "PretrainMethod",
@@ -66,6 +67,12 @@ def _choice(options: tuple[Any, ...]) -> Rule:
             check_choice(name, value, options)  # raises with the list of options
         return value
     return rule
+
+
+def _bool(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False; got {type(value).__name__} {value!r}")
+    return value
 
 
 def _str(name: str, value: Any) -> str:
@@ -157,6 +164,10 @@ class PretrainConfig:
         epochs, lr, momentum, weight_decay, batch_size: SGD (the paper: 5 epochs, lr 5e-4, batch 4).
         projection_dim: the projection head's output size (256).
         aug_scale, aug_degrees: PairAug's random-resized-crop area range and rotation range.
+        aug_ratio, aug_hflip, aug_intensity_jitter, aug_color_distortion: PairAug's aspect-ratio
+            range, horizontal flips, intensity jitter and colour distortion (see :class:`agcl.PairAug`).
+        image_channels: channels of the image volumes (1 for CT; the encoder takes
+            ``image_channels + 1`` inputs: the image and the organ's attention).
         steps_per_epoch: at most this many optimisation steps per epoch (``None``: one pass
             over the epoch's sampled patches), e.g. to check a configuration in minutes.
     """
@@ -179,9 +190,16 @@ class PretrainConfig:
     projection_dim: int = 256
     aug_scale: tuple[float, float] = (0.3, 0.7)
     aug_degrees: float = 30.0
+    aug_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    aug_hflip: bool = False
+    aug_intensity_jitter: float = 0.0
+    aug_color_distortion: float = 0.0
+    image_channels: int = 1
     steps_per_epoch: int | None = None
 
     RULES: ClassVar[dict[str, Rule | None]] = {
+        "aug_ratio": _tuple(_float(0.0, low_open=True), 2, increasing=False), "aug_hflip": _bool,
+        "aug_intensity_jitter": _float(0.0), "aug_color_distortion": _float(0.0, 1.0), "image_channels": _POS,
         "method": _choice(PRETRAIN_METHODS), "encoder": _str, "base_width": _POS,
         "output_stride": _choice((8, 16, 32)), "patch_size": _POS, "patches_per_slice": _POS,
         "max_patches_per_volume": _MAX_PATCHES, "temperature": _float(0.0, low_open=True),
@@ -195,6 +213,8 @@ class PretrainConfig:
         _check_fields(self, "pretrain.")
         if self.aug_scale[0] > self.aug_scale[1]:
             raise ValueError(f"pretrain.aug_scale must be (low, high) with low <= high; got {self.aug_scale!r}")
+        if self.aug_ratio[0] > self.aug_ratio[1]:
+            raise ValueError(f"pretrain.aug_ratio must be (low, high) with low <= high; got {self.aug_ratio!r}")
 
 
 @dataclass
@@ -204,6 +224,7 @@ class SegmentConfig:
     Attributes:
         patches_per_slice, max_patches_per_volume: training patches (same sampler as stage 2).
         aspp_channels: the ASPP width (512 in the paper).
+        decoder: ``"aspp"`` (the paper's) or ``"deeplabv3plus"`` (ASPP + a low-level skip).
         epochs, lr, batch_size: Adam with the soft Dice loss (the paper: 10 epochs, 1e-4, 4).
         stride: sliding-window stride at inference (<= the patch size).
         threshold: label fusion threshold on the foreground probability.
@@ -222,6 +243,7 @@ class SegmentConfig:
     patches_per_slice: int = 30
     max_patches_per_volume: int | None = None
     aspp_channels: int = 512
+    decoder: Literal["aspp", "deeplabv3plus"] = "aspp"
     epochs: int = 10
     lr: float = 1e-4
     batch_size: int = 4
@@ -234,6 +256,7 @@ class SegmentConfig:
 
     RULES: ClassVar[dict[str, Rule | None]] = {
         "patches_per_slice": _POS, "max_patches_per_volume": _MAX_PATCHES, "aspp_channels": _POS,
+        "decoder": _choice(("aspp", "deeplabv3plus")),
         "epochs": _POS, "lr": _LR, "batch_size": _POS, "stride": _POS,
         "threshold": _float(0.0, 1.0, high_open=True), "inference_batch_size": _POS,
         "steps_per_epoch": _int(1, optional=True), "coarse_weight": _float(0.0, 1.0),
@@ -242,6 +265,42 @@ class SegmentConfig:
 
     def __post_init__(self) -> None:
         _check_fields(self, "segment.")
+
+
+@dataclass
+class DataConfig:
+    """How stages 2 and 3 read their patches (:class:`agcl.sampling.PatchStream`).
+
+    Attributes:
+        cache_mb: loaded training volumes (image, labels, attention) kept in memory, in MiB,
+            per process (each DataLoader worker has its own); 0 reloads a volume every epoch.
+        num_workers: DataLoader worker processes (0: sample in the training process). The
+            batches are the same for every value.
+        shards, streams: independent sub-streams (a worker's unit of work) and volumes each
+            samples from at once; a batch mixes the patches of ``streams`` volumes or more
+            (what is left in the buffer from earlier ones), and at most ``shards * streams``
+            volumes are open at a time (plus the cache).
+        shuffle_buffer: patches in each shard's shuffle buffer (>= the batch sizes).
+        chunk_size: patches cut from a volume at a time.
+    """
+
+    cache_mb: int = 512
+    num_workers: int = 0
+    shards: int = 2
+    streams: int = 2
+    shuffle_buffer: int = 1024
+    chunk_size: int = 128
+
+    RULES: ClassVar[dict[str, Rule | None]] = {
+        "cache_mb": _int(0), "num_workers": _int(0), "shards": _POS, "streams": _POS,
+        "shuffle_buffer": _POS, "chunk_size": _POS,
+    }
+
+    def __post_init__(self) -> None:
+        _check_fields(self, "data.")
+
+
+_SECTIONS = ("coarse", "pretrain", "segment", "data")
 
 
 @dataclass
@@ -273,21 +332,27 @@ class PipelineConfig:
     coarse: CoarseConfig = field(default_factory=CoarseConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     segment: SegmentConfig = field(default_factory=SegmentConfig)
+    data: DataConfig = field(default_factory=DataConfig)
 
     RULES: ClassVar[dict[str, Rule | None]] = {
         "seed": _int(0), "clip_hu": _tuple(_float(-math.inf), 2, increasing=True),
         "percentiles": _tuple(_float(0.0, 100.0), 2, increasing=True),
         "organs": _tuple(_int(1, 32767), None, optional=True), "preset": _str,
-        "coarse": None, "pretrain": None, "segment": None,  # checked by their own __post_init__
+        "coarse": None, "pretrain": None, "segment": None, "data": None,  # checked by their own __post_init__
     }
 
     def __post_init__(self) -> None:
         _check_fields(self, "")
-        for name, cls in (("coarse", CoarseConfig), ("pretrain", PretrainConfig), ("segment", SegmentConfig)):
+        for name, cls in (("coarse", CoarseConfig), ("pretrain", PretrainConfig), ("segment", SegmentConfig),
+                          ("data", DataConfig)):
             if not isinstance(getattr(self, name), cls):
                 raise TypeError(f"{name} must be a {cls.__name__}; got {type(getattr(self, name)).__name__}")
         if self.organs is not None and len(set(self.organs)) != len(self.organs):
             raise ValueError(f"organs must be distinct label ids; got {self.organs!r}")
+        for stage in ("pretrain", "segment"):
+            if self.data.shuffle_buffer < getattr(self, stage).batch_size:
+                raise ValueError(f"data.shuffle_buffer must be >= {stage}.batch_size="
+                                 f"{getattr(self, stage).batch_size}; got {self.data.shuffle_buffer}")
         if self.segment.stride > self.pretrain.patch_size:
             raise ValueError(
                 f"segment.stride must be <= pretrain.patch_size={self.pretrain.patch_size} (the "
@@ -332,7 +397,7 @@ class PipelineConfig:
         if not isinstance(data, dict):
             raise TypeError(f"data must be a dict (PipelineConfig.to_dict()'s output); got {type(data).__name__}")
         data = dict(data)
-        sections = {"coarse": CoarseConfig, "pretrain": PretrainConfig, "segment": SegmentConfig}
+        sections = {"coarse": CoarseConfig, "pretrain": PretrainConfig, "segment": SegmentConfig, "data": DataConfig}
         kwargs: dict[str, Any] = {}
         for name, section in sections.items():
             kwargs[name] = _build(section, data.pop(name, {}), name)
@@ -350,8 +415,8 @@ class PipelineConfig:
         for key, value in changes.items():
             section, _, name = key.rpartition(".")
             target = data[section] if section else data
-            if section and section not in ("coarse", "pretrain", "segment"):
-                raise ValueError(f"unknown config section {section!r} in {key!r}; use coarse, pretrain or segment")
+            if section and section not in _SECTIONS:
+                raise ValueError(f"unknown config section {section!r} in {key!r}; use {', '.join(_SECTIONS)}")
             if name not in target:
                 raise ValueError(f"unknown config field {key!r}; valid: {sorted(target)}")
             target[name] = value

@@ -17,15 +17,15 @@ probability (``segment.coarse_weight``, an ensemble of the two stages; see
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
 from agcl._validation import check_in_range, check_int
-from agcl.pipeline._volumes import organ_bboxes
 from agcl.pipeline.fusion import check_threshold
+from agcl.sampling.attention_maps import organ_bboxes
 
 __all__ = ["WINDOW_WEIGHTS", "predict_volume", "segment_with_attention", "upsample_in_box", "window_starts", "window_weight"]
 
@@ -195,7 +195,9 @@ def segment_with_attention(
     Args:
         model: maps ``(B, 2, patch, patch)`` windows to ``(B, 2, patch, patch)`` logits.
         image: the preprocessed image.
-        attention: one boolean attention map per organ.
+        attention: one boolean attention map per organ, ``(K, X, Y, Z)``, or sparse
+            ``{code: (box, mask)}`` (:mod:`agcl.sampling.attention_maps`; only one organ's
+            full-grid mask exists at a time).
         organ_ids: the organ code of each attention map.
         patch_size: the window size (the training patch size).
         stride: the window step, ``1 <= stride <= patch_size``.
@@ -241,10 +243,12 @@ def segment_with_attention(
                              f"got shape {coarse_probability.shape}")
         channel = {organ: i + 1 for i, organ in enumerate(ids_c)}
     image = np.asarray(image, dtype=np.float32)
-    attention = np.asarray(attention)
-    if attention.shape[1:] != image.shape or attention.shape[0] != len(organ_ids):
-        raise ValueError(f"attention must be (K={len(organ_ids)}, *image.shape) with image {image.shape}; "
-                         f"got attention {attention.shape}")
+    sparse = isinstance(attention, Mapping)
+    if not sparse:
+        attention = np.asarray(attention)
+        if attention.shape[1:] != image.shape or attention.shape[0] != len(organ_ids):
+            raise ValueError(f"attention must be (K={len(organ_ids)}, *image.shape) with image {image.shape}; "
+                             f"got attention {attention.shape}")
     if not (1 <= stride <= patch_size):
         raise ValueError(f"stride must lie in [1, patch_size={patch_size}]; got {stride}")
     model.eval()
@@ -252,10 +256,18 @@ def segment_with_attention(
     labels = np.zeros(image.shape, np.int16)
     pad_value = float(image.min()) if image.size else 0.0
     for k, organ in enumerate(organ_ids):
-        box = organ_bboxes(attention[k].astype(np.int16), [1]).get(1)
+        if sparse:  # one organ's full-grid mask at a time, never a (K, X, Y, Z) stack
+            if int(organ) not in attention:
+                continue
+            att_k = np.zeros(image.shape, bool)
+            sbox, smask = attention[int(organ)]
+            att_k[tuple(sbox)] = smask
+        else:
+            att_k = attention[k]
+        box = organ_bboxes(att_k.astype(np.int16), [1]).get(1)
         if box is None:
             continue
-        prob, region = _organ_probability(model, image, attention[k], box, patch=patch_size, stride=stride,
+        prob, region = _organ_probability(model, image, att_k, box, patch=patch_size, stride=stride,
                                           batch_size=batch_size, device=device, pad_value=pad_value, weight=window)
         # crop the padded region back to the image
         lo = [max(s.start, 0) for s in region[:2]]
@@ -264,7 +276,7 @@ def segment_with_attention(
         view = (slice(lo[0], hi[0]), slice(lo[1], hi[1]), region[2])
         if weight_c > 0 and int(organ) in channel:
             pc = upsample_in_box(coarse_probability[channel[int(organ)]], image.shape, view)  # type: ignore[index]
-            p = ((1.0 - weight_c) * p + weight_c * pc) * attention[k][view]
+            p = ((1.0 - weight_c) * p + weight_c * pc) * att_k[view]
         better = p > best[view]
         best[view] = np.where(better, p, best[view])
         labels[view] = np.where(better, np.int16(organ), labels[view])

@@ -23,80 +23,40 @@ import torch
 
 from agcl.pipeline import _distributed as dd
 from agcl.pipeline._training import EpochCallback
-from agcl.pipeline._volumes import LazyCases, PreparedCase, attention_from_labels
 from agcl.pipeline.checkpoint import EpochLog
 from agcl.pipeline.config import PipelineConfig
+from agcl.pipeline.volumes import CaseAttention, TrainingVolumes, case_stem, find_coarse_file
 
 __all__ = ["find_coarse_file", "run_pipeline"]
 
-_EXTS = (".nii.gz", ".nii")
 
-
-def _file_stem(case: PreparedCase) -> str:
-    return f"{case.modality_name}_{case.case_id}"
-
-
-def find_coarse_file(folder: str | os.PathLike[str], case_id: str, modality: str) -> Path:
-    """The label map of a case in a ``--coarse-dir`` folder, matched by case id.
-
-    Accepted names (first match wins): ``<modality>_<case_id>``, ``<modality>/<case_id>``,
-    ``<case_id>``, ``label<case_id>`` and ``img<case_id>``, each ``.nii.gz`` or ``.nii``.
-
-    Raises:
-        FileNotFoundError: none of them exists (the message lists the paths tried).
-    """
-    folder = Path(folder)
-    stems = [f"{modality}_{case_id}", f"{modality}/{case_id}", case_id, f"label{case_id}", f"img{case_id}"]
-    tried = [folder / f"{s}{e}" for s in stems for e in _EXTS]
-    for path in tried:
-        if path.is_file():
-            return path
-    raise FileNotFoundError(f"no coarse label map for case {case_id!r} ({modality}) in {folder}; tried "
-                            + ", ".join(p.name if p.parent == folder else str(p.relative_to(folder)) for p in tried))
-
-
-class _Attention:
-    """Attention stacks of a case list: from coarse probabilities, coarse label maps or the ground truth."""
-
-    def __init__(self, cases: Sequence[PreparedCase], coarse: Mapping[str, np.ndarray] | None,
-                 organ_ids: Sequence[int], margin_mm: float, *, prob_dir: Path | None = None,
-                 threshold: float = 0.3) -> None:
-        self.cases, self.coarse, self.organ_ids, self.margin = cases, coarse, list(organ_ids), margin_mm
-        self.prob_dir, self.threshold = prob_dir, threshold
-
-    def sparse(self, i: int):
-        """``{organ: (box, mask)}`` from the stored coarse probabilities (``None`` without them)."""
-        if self.coarse is None or self.prob_dir is None:
-            return None
-        from agcl.pipeline._coarse_attention import attention_from_probabilities, load_probabilities
-
-        case = self.cases[i]
-        prob, ids, _ = load_probabilities(self.prob_dir / f"{_file_stem(case)}.prob.pt")
-        return attention_from_probabilities(prob, ids, case.image.shape, spacing=case.spacing,
-                                            margin_mm=self.margin, threshold=self.threshold)
-
-    def labels(self, i: int) -> np.ndarray:
-        case = self.cases[i]
-        if self.coarse is None:
-            return case.label  # type: ignore[return-value]
-        return self.coarse[_file_stem(case)]
-
-    def __call__(self, i: int) -> np.ndarray:
-        sparse = self.sparse(i)
-        if sparse is not None:
-            from agcl.pipeline._coarse_attention import densify
-
-            return densify(sparse, self.organ_ids, self.cases[i].image.shape)
-        return attention_from_labels(self.labels(i), self.organ_ids, margin_mm=self.margin,
-                                     spacing=self.cases[i].spacing)
-
-
-def _coarse_maps(train: Sequence[PreparedCase], test: Sequence[PreparedCase], config: PipelineConfig,
-                 organ_ids: Sequence[int], out: Path, *, coarse_dir, coarse_labels=None, resume, device, log,
-                 callback) -> dict[str, np.ndarray]:
-    from agcl.data import load_volume, save_like
-    from agcl.pipeline._coarse_attention import save_probabilities
+def _check_coarse_dir(cases: Sequence[Any], coarse_dir: Any, coarse_labels: Mapping[int, int] | None) -> None:
+    """Every case has a map in ``coarse_dir`` (a missing one raises now, not in stage 3); one
+    warning lists the codes ``coarse_labels`` does not translate. One map in memory at a time."""
+    from agcl.data import load_volume
     from agcl.pipeline.coarse_labels import remap_labels
+
+    unmapped: set[int] = set()
+    for case in cases:
+        path = find_coarse_file(coarse_dir, str(case.case_id), str(case.modality))
+        if coarse_labels is not None:
+            _, missing = remap_labels(load_volume(path, kind="label").array, coarse_labels)
+            unmapped |= missing
+    if unmapped:
+        warnings.warn(f"coarse_labels maps no BTCV organ to the codes {sorted(unmapped)} found in the maps of "
+                      f"{coarse_dir}; they were set to background (map a code to 0 to silence this)",
+                      UserWarning, stacklevel=3)
+
+
+def _coarse_stage(train: Sequence[Any], test: Sequence[Any], config: PipelineConfig, organ_ids: Sequence[int],
+                  out: Path, *, coarse_dir, coarse_labels=None, resume, device, log, callback) -> CaseAttention:
+    """Stage 1 (or your own maps): returns where each case's coarse attention comes from.
+
+    ``train`` and ``test`` are lazy sequences of prepared cases: each case is prepared, used and
+    let go (the coarse probabilities are written to ``out/coarse/``).
+    """
+    from agcl.data import save_like
+    from agcl.pipeline._coarse_attention import save_probabilities
     from agcl.pipeline.stage1_coarse import (
         coarse_probabilities,
         labels_from_probabilities,
@@ -104,39 +64,27 @@ def _coarse_maps(train: Sequence[PreparedCase], test: Sequence[PreparedCase], co
         train_coarse,
     )
 
-    everything = list(train) + list(test)
-    maps: dict[str, np.ndarray] = {}
+    margin, threshold = config.coarse.margin_mm, config.coarse.attention_threshold
     if coarse_dir is not None:
-        unmapped: set[int] = set()
-        for case in everything:
-            arr = load_volume(find_coarse_file(coarse_dir, case.case_id, case.modality_name), kind="label").array
-            if arr.shape != case.image.shape:
-                raise ValueError(f"coarse label map of case {case.case_id} has shape {arr.shape}; its image has {case.image.shape}")
-            if coarse_labels is not None:
-                arr, missing = remap_labels(arr, coarse_labels)
-                unmapped |= missing
-            maps[_file_stem(case)] = arr
-        if unmapped:
-            warnings.warn(f"coarse_labels maps no BTCV organ to the codes {sorted(unmapped)} found in the maps of "
-                          f"{coarse_dir}; they were set to background (map a code to 0 to silence this)",
-                          UserWarning, stacklevel=3)
-        return maps
+        _check_coarse_dir([*train.cases, *test.cases], coarse_dir, coarse_labels)
+        return CaseAttention(organ_ids, margin, source="labels", coarse_dir=coarse_dir, coarse_labels=coarse_labels)
     ckpt = train_coarse(train, config, organ_ids, out, resume=resume, device=device, log=log, callback=callback)
     folder = out / "coarse"
     if dd.is_main():
         model, ids, cfg = load_coarse(ckpt, device)
-        for case in everything:
-            path = folder / f"{_file_stem(case)}.nii.gz"
-            prob_path = folder / f"{_file_stem(case)}.prob.pt"
-            if resume and path.is_file() and prob_path.is_file():
-                continue
-            prob = coarse_probabilities(model, case.image, cfg.coarse.shape, device=device)
-            save_probabilities(prob_path, prob, ids, case.image.shape)
-            save_like(labels_from_probabilities(prob, ids, case.image.shape), case.reference, path)
+        for cases in (train, test):
+            for i, raw in enumerate(cases.cases):
+                path = folder / f"{case_stem(raw)}.nii.gz"
+                prob_path = folder / f"{case_stem(raw)}.prob.pt"
+                if resume and path.is_file() and prob_path.is_file():
+                    continue
+                case = cases[i]
+                prob = coarse_probabilities(model, case.image, cfg.coarse.shape, device=device)
+                save_probabilities(prob_path, prob, ids, case.image.shape)
+                save_like(labels_from_probabilities(prob, ids, case.image.shape), case.reference, path)
     dd.barrier()
-    for case in everything:
-        maps[_file_stem(case)] = load_volume(folder / f"{_file_stem(case)}.nii.gz", kind="label").array
-    return maps
+    return CaseAttention(organ_ids, margin, source="probabilities", prob_dir=folder, label_dir=folder,
+                         threshold=threshold)
 
 
 def run_pipeline(
@@ -184,11 +132,12 @@ def run_pipeline(
         ``examples`` up to two held-out cases' image, ground truth and prediction arrays.
         Under torchrun only rank 0 evaluates; the other ranks return ``{}``.
     """
-    from agcl.data import BTCV_ORGANS, save_like
+    from agcl.data import BTCV_ORGANS, PreparedCases, VolumeCache, save_like
     from agcl.metrics import evaluate_labels, summarize_cases
     from agcl.pipeline.predict import segment_with_attention
     from agcl.pipeline.stage2_pretrain import pretrain_encoder
     from agcl.pipeline.stage3_segment import load_segment_model, train_segmenter
+    from agcl.sampling import attention_recall
 
     if len(train) == 0 or len(test) == 0:
         raise ValueError(f"train and test must both hold cases; got {len(train)} and {len(test)}")
@@ -203,24 +152,22 @@ def run_pipeline(
     if missing:
         raise ValueError(f"config.organs holds codes {missing} that organs does not name; organs: {names}")
     kw: dict[str, Any] = {"clip_hu": config.clip_hu, "percentiles": config.percentiles, "organs": dict(BTCV_ORGANS) | names}
-    train_cases = LazyCases([c for c, _ in train], [m for _, m in train], cache=len(train), **kw)
-    test_cases = LazyCases([c for c, _ in test], [m for _, m in test], cache=2, **kw)
-    prepared_train = [train_cases[i] for i in range(len(train_cases))]
+    # lazy: a case is loaded when a stage needs it; only TrainingVolumes keeps some, within data.cache_mb
+    train_cases = PreparedCases([c for c, _ in train], [m for _, m in train], **kw)
+    test_cases = PreparedCases([c for c, _ in test], [m for _, m in test], **kw)
     num_modalities = max([m for _, m in train] + [m for _, m in test]) + 1
     log = EpochLog(out / "epochs.jsonl", enabled=dd.is_main())
     common: dict[str, Any] = {"resume": resume, "device": device, "log": log, "callback": callback}
 
     t0 = time.perf_counter()
-    coarse = _coarse_maps(prepared_train, [test_cases[i] for i in range(len(test_cases))], config, organ_ids, out,
-                          coarse_dir=coarse_dir, coarse_labels=coarse_labels, **common)
-    prob_dir = out / "coarse" if coarse_dir is None else None
-    threshold = config.coarse.attention_threshold
-    train_att = _Attention(prepared_train, None if config.coarse.source == "gt" else coarse, organ_ids,
-                           config.coarse.margin_mm, prob_dir=prob_dir, threshold=threshold)
-    pre_ckpt = pretrain_encoder(prepared_train, train_att, config, organ_ids, out, num_modalities=num_modalities,
-                                **common)
-    seg_ckpt = train_segmenter(prepared_train, train_att, config, organ_ids, out, pretrain_checkpoint=pre_ckpt,
-                               **common)
+    coarse = _coarse_stage(train_cases, test_cases, config, organ_ids, out, coarse_dir=coarse_dir,
+                           coarse_labels=coarse_labels, **common)
+    train_att = CaseAttention(organ_ids, config.coarse.margin_mm) if config.coarse.source == "gt" else coarse
+    cache = VolumeCache(config.data.cache_mb * 2**20)
+    volumes = TrainingVolumes(train_cases, train_att, cache=cache)
+    pre_ckpt = pretrain_encoder(volumes, config, organ_ids, out, num_modalities=num_modalities, **common)
+    seg_ckpt = train_segmenter(volumes, config, organ_ids, out, pretrain_checkpoint=pre_ckpt, **common)
+    cache.clear()
     train_time = time.perf_counter() - t0
     if not dd.is_main():
         return {}
@@ -231,34 +178,30 @@ def run_pipeline(
     coarse_tables: list[dict[str, Any]] = []
     predictions: list[str] = []
     examples: list[dict[str, Any]] = []
-    test_att = _Attention([test_cases[i] for i in range(len(test_cases))], coarse, organ_ids, config.coarse.margin_mm,
-                          prob_dir=prob_dir, threshold=threshold)
     recalls: dict[int, list[float]] = {k: [] for k in organ_ids}
     for i in range(len(test_cases)):
         case = test_cases[i]
-        attention = test_att(i)
-        for k, organ in enumerate(organ_ids):
-            gt = case.label == organ
-            if gt.any():  # the fraction of the organ's voxels the attention covers
-                recalls[organ].append(float((gt & attention[k]).sum()) / float(gt.sum()))
-        pred = segment_with_attention(model, case.image, attention, organ_ids, patch_size=config.pretrain.patch_size,
+        sparse = coarse(case)
+        for organ, value in attention_recall(sparse, case.label, organ_ids).items():
+            if value is not None:  # the fraction of the organ's voxels the attention covers
+                recalls[organ].append(value)
+        pred = segment_with_attention(model, case.image, sparse, organ_ids, patch_size=config.pretrain.patch_size,
                                       stride=s.stride, threshold=s.threshold, batch_size=s.inference_batch_size,
                                       device=device)
         subset = {k: names[k] for k in organ_ids}
         tables.append(evaluate_labels(pred, case.label, spacing=case.spacing, organs=subset))
-        coarse_tables.append(evaluate_labels(test_att.labels(i), case.label, spacing=case.spacing, organs=subset))
+        coarse_tables.append(evaluate_labels(coarse.labels(case), case.label, spacing=case.spacing, organs=subset))
         if write_predictions:
-            path = out / "predictions" / f"{_file_stem(case)}.nii.gz"
+            path = out / "predictions" / f"{case_stem(case)}.nii.gz"
             save_like(pred, case.reference, path)
             predictions.append(str(path))
         if len(examples) < 2:
-            examples.append({"case": _file_stem(case), "image": case.image, "label": case.label, "pred": pred})
+            examples.append({"case": case_stem(case), "image": case.image, "label": case.label, "pred": pred})
     summary = summarize_cases(tables)
     embeddings = None
     if pre_ckpt is not None and embed_patches_per_slice > 0:
         # patches of the held-out cases inside their ground-truth organs (the labels are known)
-        gt_att = _Attention([test_cases[i] for i in range(len(test_cases))], None, organ_ids, 0.0)
-        embeddings = _embeddings(pre_ckpt, test_cases, gt_att, config, organ_ids, embed_patches_per_slice, device)
+        embeddings = _embeddings(pre_ckpt, test_cases, config, organ_ids, embed_patches_per_slice, device)
     return {
         "per_organ": summary["per_organ"],
         "mean": summary["mean"],
@@ -275,14 +218,25 @@ def run_pipeline(
     }
 
 
-def _embeddings(ckpt, cases, attention, config, organ_ids, per_slice, device) -> dict[str, torch.Tensor] | None:
-    from agcl.pipeline._patches import sample_pool
+def _embeddings(ckpt, cases, config, organ_ids, per_slice, device, max_patches: int = 400) -> dict[str, torch.Tensor] | None:
+    """Embeddings of at most ``max_patches`` held-out patches inside their ground-truth organs."""
+    from agcl import AttentionPatchSampler, PatchBatch
     from agcl.pipeline.stage2_pretrain import embed_patches, load_pretrain_model
+    from agcl.sampling import attention_from_labels
 
-    prepared = [cases[i] for i in range(len(cases))]
-    pool = sample_pool(prepared, attention, organ_ids, patch_size=config.pretrain.patch_size,
-                       patches_per_slice=per_slice, max_patches=400, seed=config.seed + 99, with_label=False, allow_empty=True)
-    if pool is None:
+    cap = max(1, max_patches // max(1, len(cases)))
+    sampler = AttentionPatchSampler(patch_size=config.pretrain.patch_size, patches_per_slice=per_slice,
+                                    max_patches=cap, seed=config.seed + 99)
+    parts = []
+    for i in range(len(cases)):
+        case = cases[i]
+        att = attention_from_labels(case.label, organ_ids, margin_mm=0.0, spacing=case.spacing)
+        if att:
+            batch = sampler.sample(case.image, att, modality=case.modality, volume_index=i)
+            if len(batch):
+                parts.append(batch)
+    if not parts:
         return None
-    z = embed_patches(load_pretrain_model(ckpt, device), pool.x, device=device)
+    pool = PatchBatch.cat(parts)
+    z = embed_patches(load_pretrain_model(ckpt, device), pool.inputs(), device=device)
     return {"embedding": z, "target": pool.target, "modality": pool.modality}

@@ -20,11 +20,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from agcl.data.prepared import PreparedCase, resample
 from agcl.pipeline import _distributed as dd
 from agcl.pipeline._training import EpochCallback, fit
-from agcl.pipeline._volumes import PreparedCase, attention_from_labels, resample
 from agcl.pipeline.checkpoint import EpochLog, seed_everything
 from agcl.pipeline.config import PipelineConfig
+from agcl.sampling.attention_maps import attention_from_labels, densify
 
 __all__ = ["build_coarse_model", "coarse_attention", "coarse_probabilities", "load_coarse", "predict_coarse",
            "train_coarse"]
@@ -185,5 +186,6 @@ def coarse_attention(coarse_labels: np.ndarray, organ_ids: Sequence[int], *, mar
         >>> int(att.sum())  # the voxel and its 4 in-plane neighbours (1 mm away)
         5
     """
-    return attention_from_labels(np.asarray(coarse_labels), list(organ_ids), margin_mm=margin_mm,
-                                 spacing=spacing)
+    labels = np.asarray(coarse_labels)
+    sparse = attention_from_labels(labels, list(organ_ids), margin_mm=margin_mm, spacing=spacing)
+    return densify(sparse, list(organ_ids), labels.shape)

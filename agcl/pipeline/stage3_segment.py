@@ -5,43 +5,58 @@ and is frozen (:meth:`agcl.models.SegmentationModel.freeze_encoder`: no gradient
 eval mode). The decoder is :class:`agcl.models.ASPPDecoder` with two output classes (background,
 organ) and a softmax, as in the paper (``s_i`` in ``R^{b x 2 x h x w}``); it is trained with
 :class:`agcl.SoftDiceLoss` on the organ channel (``include_background=False``) against the
-organ's ground-truth mask in each patch. Patches come from the same attention-guided sampler as
-stage 2 (image + attention channels in). Adam, as in the paper.
+organ's ground-truth mask in each patch. Patches stream from the training volumes through the
+same :class:`agcl.sampling.PatchStream` as stage 2 (image + attention channels in, the organ's
+mask as the label). Adam, as in the paper. ``config.segment.decoder`` chooses the ASPP decoder
+or DeepLabV3+; ``model``, ``loss_fn`` and ``optimizer`` can be passed in.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from agcl.pipeline import _distributed as dd
-from agcl.pipeline._patches import PatchPool, sample_pool
 from agcl.pipeline._training import EpochCallback, fit
-from agcl.pipeline._volumes import PreparedCase
 from agcl.pipeline.checkpoint import EpochLog, seed_everything
 from agcl.pipeline.config import PipelineConfig
-from agcl.pipeline.stage2_pretrain import _batches, _wrap_ddp, build_encoder
+from agcl.pipeline.stage2_pretrain import (
+    _optimizer,
+    _stream_settings,
+    build_encoder,
+    epoch_batches,
+    patch_stream,
+    wrap_ddp,
+)
 
-__all__ = ["build_segment_model", "load_segment_model", "segment_step", "train_segmenter"]
+__all__ = ["build_segment_loss", "build_segment_model", "load_segment_model", "segment_step", "train_segmenter"]
 
 
 def build_segment_model(config: PipelineConfig, encoder_state: dict[str, torch.Tensor] | None = None) -> nn.Module:
-    """A :class:`agcl.models.SegmentationModel` (encoder frozen) with a 2-class ASPP decoder."""
-    from agcl.models import ASPPDecoder, SegmentationModel
+    """A :class:`agcl.models.SegmentationModel` (encoder frozen) with a 2-class decoder:
+    ``config.segment.decoder`` ``"aspp"`` (:class:`agcl.models.ASPPDecoder`) or ``"deeplabv3plus"``."""
+    from agcl.models import ASPPDecoder, DeepLabV3PlusDecoder, SegmentationModel
 
     encoder = build_encoder(config)
     if encoder_state is not None:
         encoder.load_state_dict(encoder_state)
     channels = tuple(getattr(encoder, "out_channels"))  # noqa: B009
-    decoder = ASPPDecoder(channels, 2, output_stride=config.pretrain.output_stride,
-                          aspp_channels=config.segment.aspp_channels)
+    s = config.segment
+    cls = DeepLabV3PlusDecoder if s.decoder == "deeplabv3plus" else ASPPDecoder
+    decoder = cls(channels, 2, output_stride=config.pretrain.output_stride, aspp_channels=s.aspp_channels)
     return SegmentationModel(encoder, decoder).freeze_encoder()
+
+
+def build_segment_loss(config: PipelineConfig) -> nn.Module:
+    """The paper's soft Dice loss on the organ channel (softmax over background / organ)."""
+    from agcl import SoftDiceLoss
+
+    return SoftDiceLoss(activation="softmax", include_background=False)
 
 
 def _encoder_state(pretrain_checkpoint: str | os.PathLike[str] | None) -> dict[str, torch.Tensor] | None:
@@ -60,7 +75,7 @@ def segment_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: nn
     """The soft Dice loss of one batch of patches.
 
     Shape:
-        x: ``(B, 2, h, w)`` image + attention; y: ``(B, h, w)`` long 0/1 organ mask.
+        x: ``(B, C + 1, h, w)`` image + attention; y: ``(B, h, w)`` long 0/1 organ mask.
     """
     return loss_fn(model(x), y)
 
@@ -73,17 +88,19 @@ def _settings(config: PipelineConfig, organ_ids: Sequence[int]) -> dict[str, Any
     p.pop("epochs")
     return {"segment": s, "pretrain": p, "seed": config.seed, "organ_ids": [int(i) for i in organ_ids],
             "coarse_source": config.coarse.source, "margin_mm": config.coarse.margin_mm,
-            "world_size": dd.world_size()}
+            "world_size": dd.world_size(), "stream": _stream_settings(config)}
 
 
 def train_segmenter(
-    cases: Sequence[PreparedCase],
-    attention: Callable[[int], np.ndarray],
+    volumes: Sequence[Mapping[str, Any]],
     config: PipelineConfig,
     organ_ids: Sequence[int],
     out_dir: str | os.PathLike[str],
     *,
     pretrain_checkpoint: str | os.PathLike[str] | None,
+    model: nn.Module | None = None,
+    loss_fn: nn.Module | None = None,
+    optimizer: torch.optim.Optimizer | Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer] | None = None,
     resume: bool = False,
     device: str | torch.device = "cpu",
     log: EpochLog | None = None,
@@ -96,45 +113,49 @@ def train_segmenter(
     needs.
 
     Args:
-        cases: the labelled training cases.
-        attention: ``attention(i) -> (K, X, Y, Z)`` bool attention stack of case ``i``.
-        config: the pipeline config (``config.segment`` and the encoder settings).
-        organ_ids: the organ codes, one per attention map.
+        volumes: the labelled training volumes (as :func:`agcl.pipeline.pretrain_encoder`; each
+            needs a ``"label"``).
+        config: the pipeline config (``config.segment``, ``config.data`` and the encoder settings).
+        organ_ids: the organ codes to sample.
         out_dir: the run folder.
-        pretrain_checkpoint: the stage-2 checkpoint, or ``None`` for a random encoder.
+        pretrain_checkpoint: the stage-2 checkpoint, or ``None`` for a random encoder (ignored
+            when ``model`` is given).
+        model: default :func:`build_segment_model` (encoder from ``pretrain_checkpoint``, frozen);
+            one you pass in must be rebuildable from the config by :func:`load_segment_model`
+            if you use the pipeline's prediction.
+        loss_fn: ``loss_fn(logits, y)`` (default :func:`build_segment_loss`).
+        optimizer: an optimizer or a factory ``params -> optimizer`` (default Adam, ``segment.lr``).
         resume, device, log, callback: as :func:`agcl.pipeline.pretrain_encoder`.
     """
-    from agcl import SoftDiceLoss
-
-    s, p = config.segment, config.pretrain
+    s = config.segment
     out = Path(out_dir)
     ckpt_path = out / "checkpoints" / "segment.pt"
     seed_everything(config.seed + 1)
-    model = build_segment_model(config, _encoder_state(pretrain_checkpoint)).to(device)
-    optimizer = torch.optim.Adam([q for q in model.parameters() if q.requires_grad], lr=s.lr)
-    train_model = _wrap_ddp(model, device)
-    loss_fn = SoftDiceLoss(activation="softmax", include_background=False)
-    per_rank = max(1, s.batch_size // dd.world_size())
+    if model is None:
+        model = build_segment_model(config, _encoder_state(pretrain_checkpoint))
+    model = model.to(device)
+    opt = _optimizer(optimizer, model, config, "segment")
+    train_model = wrap_ddp(model, device)
+    loss_fn = build_segment_loss(config) if loss_fn is None else loss_fn
+    stream = patch_stream(volumes, config, organ_ids, stage="segment")
 
-    def epoch_batches(epoch: int):
-        pool = sample_pool(cases, attention, organ_ids, patch_size=p.patch_size,
-                           patches_per_slice=s.patches_per_slice, max_patches=s.max_patches_per_volume,
-                           seed=config.seed * 2003 + epoch, with_label=True)
-        assert pool is not None  # allow_empty=False raises instead
-        yield from _batches(pool, per_rank, seed=config.seed + 17 * epoch)
-
-    def step(batch: PatchPool) -> float:
-        loss = segment_step(train_model, batch.x.to(device), batch.label.to(device), loss_fn)  # type: ignore[union-attr]
-        optimizer.zero_grad(set_to_none=True)
+    def step(batch) -> float | None:
+        if len(batch) < 2:  # BatchNorm in the decoder's pooling branch needs two samples: skipped
+            return None
+        x = batch.inputs().to(device, non_blocking=True)
+        y = batch.label[:, 0].to(device).long()  # type: ignore[index]
+        loss = segment_step(train_model, x, y, loss_fn)
+        opt.zero_grad(set_to_none=True)
         loss.backward()
-        optimizer.step()
+        opt.step()
         return float(loss.detach())
 
     settings = _settings(config, organ_ids)
     settings["pretrain_checkpoint"] = None if pretrain_checkpoint is None else Path(pretrain_checkpoint).name
     fit(stage="segment", epochs=s.epochs, ckpt_path=ckpt_path, settings=settings, model=train_model,
-        optimizer=optimizer, epoch_batches=epoch_batches, step=step, resume=resume,
-        log=log or EpochLog(out / "epochs.jsonl"), callback=callback, device=device, steps_per_epoch=s.steps_per_epoch,
+        optimizer=opt, epoch_batches=lambda epoch: epoch_batches(stream, config, epoch, device), step=step,
+        resume=resume, log=log or EpochLog(out / "epochs.jsonl"), callback=callback, device=device,
+        steps_per_epoch=s.steps_per_epoch,
         extra=lambda: {"organ_ids": [int(i) for i in organ_ids], "config": config.to_dict()})
     return ckpt_path
 

@@ -13,7 +13,7 @@ gathered with one flat ``torch.take`` per channel (in chunks, to bound memory).
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, Literal
 
@@ -30,7 +30,8 @@ class PatchBatch:
     """Patches with their attention, optional ground truth and provenance.
 
     Shape:
-        - image, attention: ``(P, 1, h, w)`` float32; attention is 0/1 (the target organ only).
+        - image: ``(P, C, h, w)`` float32 (``C = 1`` for a single-channel volume).
+        - attention: ``(P, 1, h, w)`` float32 0/1 (the target organ only).
         - label: ``(P, 1, h, w)`` float32 0/1 ground truth of the target organ, or ``None``.
         - target, modality, volume_index, slice_index: ``(P,)`` long.
         - centre: ``(P, 2)`` long, the in-plane centre (indices along the two non-slice axes).
@@ -61,6 +62,12 @@ class PatchBatch:
                                  for f in fields(self)}
         return PatchBatch(**parts)
 
+    def pin_memory(self) -> PatchBatch:
+        """A copy in pinned memory (what ``DataLoader(pin_memory=True)`` calls)."""
+        parts: dict[str, Any] = {f.name: None if getattr(self, f.name) is None else getattr(self, f.name).pin_memory()
+                                 for f in fields(self)}
+        return PatchBatch(**parts)
+
     def __getitem__(self, index: Any) -> PatchBatch:
         """The patches selected by ``index`` (an int, slice, index or boolean tensor)."""
         if isinstance(index, int):
@@ -70,7 +77,7 @@ class PatchBatch:
         return PatchBatch(**parts)
 
     def inputs(self, *, with_label: bool = False) -> torch.Tensor:
-        """The network input: image and attention stacked, ``(P, 2, h, w)`` (3 with the label)."""
+        """The network input: image and attention stacked, ``(P, C + 1, h, w)`` (``C + 2`` with the label)."""
         parts = [self.image, self.attention]
         if with_label:
             if self.label is None:
@@ -98,12 +105,12 @@ class PatchBatch:
         return PatchBatch(**parts)
 
     @staticmethod
-    def empty(patch_size: int | Sequence[int], *, with_label: bool = False) -> PatchBatch:
-        """A batch with no patches."""
+    def empty(patch_size: int | Sequence[int], *, with_label: bool = False, channels: int = 1) -> PatchBatch:
+        """A batch with no patches (``channels`` image channels)."""
         h, w = pair("patch_size", patch_size)
         img = torch.zeros(0, 1, h, w)
         long = torch.zeros(0, dtype=torch.long)
-        return PatchBatch(img, img.clone(), img.clone() if with_label else None, long, long.clone(),
+        return PatchBatch(torch.zeros(0, int(channels), h, w), img.clone(), img.clone() if with_label else None, long, long.clone(),
                           long.clone(), long.clone(), torch.zeros(0, 2, dtype=torch.long))
 
 
@@ -193,16 +200,18 @@ class AttentionPatchSampler:
         *,
         generator: torch.Generator | None = None,
     ) -> PatchBatch:
-        """Sample the patches of one volume.
+        """Sample the patches of one volume (:meth:`plan` then :meth:`cut`).
 
         Args:
-            image: the image volume ``(D0, D1, D2)``.
-            attention: a label map of the same shape, or a binary stack ``(K, D0, D1, D2)``.
+            image: the image volume ``(D0, D1, D2)``, or ``(C, D0, D1, D2)`` with channels.
+            attention: a label map of the image's shape, a binary stack ``(K, D0, D1, D2)``,
+                or sparse ``{code: (box, mask)}`` (``box`` three slices, ``mask`` a bool array
+                of the box's shape; see :meth:`plan`).
             label: optional ground-truth label map ``(D0, D1, D2)``.
             modality: the volume's modality id.
             targets: organ codes to sample. Label-map attention: default every code present;
                 codes that are absent are skipped. Stack: the code of each of the ``K`` maps
-                (default ``1..K``).
+                (default ``1..K``). Sparse: a subset of its keys (default all, sorted).
             volume_index: stored in ``PatchBatch.volume_index``.
             generator: overrides the sampler's generator for this call.
 
@@ -216,69 +225,263 @@ class AttentionPatchSampler:
                 negative or non-integer codes in a label-map attention, or ``targets``
                 inconsistent with a stack.
         """
-        gen = check_generator("generator", generator) if generator is not None else self.generator
-        img = as_tensor("image", image).cpu()  # sampling runs on the CPU; move the batch after
-        if img.ndim != 3:
-            raise ValueError(f"image must be a 3-D volume (D0, D1, D2); got shape {tuple(img.shape)}")
-        shape = tuple(img.shape)
-        att = as_tensor("attention", attention).cpu()
-        if att.shape == shape or (att.ndim == 4 and tuple(att.shape[1:]) == shape):
-            pass
-        else:
-            raise ValueError(f"attention must have the image's shape {shape} or (K, *{shape}); got shape {tuple(att.shape)}")
-        if att.ndim == 3 and (att.is_floating_point() or att.is_complex()):
-            _check_integral_codes(att)
-        lab = None if label is None else att if label is attention else as_tensor("label", label).cpu()
-        if lab is not None and tuple(lab.shape) != shape:
-            raise ValueError(f"label must have the image's shape {shape}; got shape {tuple(lab.shape)}")
-        if lab is not None and lab.is_floating_point():
-            raise TypeError(f"label must be an integer label map; got dtype {lab.dtype}")
-        groups, flat, starts, counts = attention_groups(att, targets, self.axis)
-        centres, group = draw_centres(groups, flat, starts, counts, shape, gen, axis=self.axis,
-                                      per_slice=self.patches_per_slice, mode=self.centre_mode,
-                                      margin=self.margin)
-        if self.max_patches is not None and centres.shape[0] > self.max_patches:
-            keep = torch.randperm(centres.shape[0], generator=gen)[: self.max_patches].sort().values
-            centres, group = centres[keep], group[keep]
+        img = self._image(image)
+        shape = tuple(img.shape[-3:])
+        if not isinstance(attention, Mapping):
+            attention = as_tensor("attention", attention).cpu()
+            label = attention if label is not None and label is attention else label
+        _label_tensor(label, attention, attention, shape)  # refuse a bad label before any work
+        centres, target = self.plan(attention, shape, targets, generator=generator)
         if centres.shape[0] == 0:
             want = "any organ" if targets is None else f"targets {list(targets)}"
             warnings.warn(f"no attention voxels for {want} in this volume (volume_index={volume_index}); "
                           "returning an empty PatchBatch", stacklevel=2)
-            return PatchBatch.empty(self.patch_size, with_label=lab is not None)
-        return self._cut(img, att, lab, centres, group, targets, modality, volume_index)
+            return PatchBatch.empty(self.patch_size, with_label=label is not None, channels=img.shape[0])
+        return self.cut(img, attention, centres, target, label=label, modality=modality, volume_index=volume_index,
+                        targets=targets)
 
-    def _cut(self, img: torch.Tensor, att: torch.Tensor, lab: torch.Tensor | None, centres: torch.Tensor,
-             group: torch.Tensor, targets: Sequence[int] | None, modality: int, volume_index: int) -> PatchBatch:
-        n_sl = img.shape[self.axis]
-        slot = group // n_sl
-        if att.ndim == 4:
-            codes = torch.arange(1, att.shape[0] + 1) if targets is None else torch.tensor([int(t) for t in targets])
-            target = codes[slot]
+    def _image(self, image: Any) -> torch.Tensor:
+        img = as_tensor("image", image).cpu()  # sampling runs on the CPU; move the batch after
+        if img.ndim == 3:
+            img = img.unsqueeze(0)
+        if img.ndim != 4:
+            raise ValueError(f"image must be a 3-D volume (D0, D1, D2) or (C, D0, D1, D2); got shape {tuple(img.shape)}")
+        return img
+
+    def plan(
+        self,
+        attention: Any,
+        shape: Sequence[int],
+        targets: Sequence[int] | None = None,
+        *,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Draw a volume's patch centres without cutting any window.
+
+        Args:
+            attention: a label map of ``shape``, a binary stack ``(K, *shape)``, or sparse
+                ``{code: (box, mask)}``: ``box`` a tuple of three slices into the volume and
+                ``mask`` a bool array of the box's shape, the organ's attention inside it (no
+                dense map of every organ is ever built).
+            shape: the volume's shape ``(D0, D1, D2)``.
+            targets: as in :meth:`sample`.
+            generator: overrides the sampler's generator for this call.
+
+        Returns:
+            ``(centres, target)``: ``(P, 3)`` long centres as (slice, i, j) (``i``, ``j`` along
+            the two in-plane axes in order) and ``(P,)`` long organ codes, in the order of
+            :meth:`sample`. ``max_patches`` is applied.
+
+        Examples:
+            >>> import numpy as np
+            >>> box = (slice(2, 6), slice(2, 6), slice(0, 2))
+            >>> s = AttentionPatchSampler(patch_size=4, patches_per_slice=3, seed=0)
+            >>> c, t = s.plan({5: (box, np.ones((4, 4, 2), bool))}, (10, 10, 3))
+            >>> c.shape, t.tolist(), bool(((c[:, 1:] >= 2) & (c[:, 1:] < 6)).all())
+            (torch.Size([6, 3]), [5, 5, 5, 5, 5, 5], True)
+        """
+        gen = check_generator("generator", generator) if generator is not None else self.generator
+        shape = tuple(int(s) for s in shape)
+        if len(shape) != 3:
+            raise ValueError(f"shape must be a 3-D volume shape (D0, D1, D2); got {shape}")
+        if isinstance(attention, Mapping):
+            centres, target = self._plan_sparse(attention, shape, targets, gen)
         else:
-            target = slot
+            att = as_tensor("attention", attention).cpu()
+            if not (tuple(att.shape) == shape or (att.ndim == 4 and tuple(att.shape[1:]) == shape)):
+                raise ValueError(f"attention must have the image's shape {shape} or (K, *{shape}); got shape {tuple(att.shape)}")
+            if att.ndim == 3 and (att.is_floating_point() or att.is_complex()):
+                _check_integral_codes(att)
+            groups, flat, starts, counts = attention_groups(att, targets, self.axis)
+            centres, group = draw_centres(groups, flat, starts, counts, shape, gen, axis=self.axis,
+                                          per_slice=self.patches_per_slice, mode=self.centre_mode,
+                                          margin=self.margin)
+            slot = group // shape[self.axis]
+            if att.ndim == 4:
+                codes = torch.arange(1, att.shape[0] + 1) if targets is None else torch.tensor([int(t) for t in targets])
+                target = codes[slot] if slot.numel() else slot
+            else:
+                target = slot
+        if self.max_patches is not None and centres.shape[0] > self.max_patches:
+            keep = torch.randperm(centres.shape[0], generator=gen)[: self.max_patches].sort().values
+            centres, target = centres[keep], target[keep]
+        return centres, target.long()
+
+    def _plan_sparse(self, attention: Mapping[int, Any], shape: tuple[int, ...], targets: Sequence[int] | None,
+                     gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        codes = sorted(int(k) for k in attention) if targets is None else [int(t) for t in targets]
+        a = self.axis
+        b, c = (d for d in range(3) if d != a)
+        out_c, out_t = [torch.zeros(0, 3, dtype=torch.long)], [torch.zeros(0, dtype=torch.long)]
+        for code in codes:
+            if code not in attention:
+                continue
+            box, mask = _sparse_entry(attention, code, shape)
+            # grow the box in-plane by the sampler's margin so the margin is not clipped at its edge
+            grown = [slice(max(box[d].start - (self.margin if d != a else 0), 0),
+                           min(box[d].stop + (self.margin if d != a else 0), shape[d])) for d in range(3)]
+            if grown != list(box):
+                big = torch.zeros([g.stop - g.start for g in grown], dtype=torch.bool)
+                big[tuple(slice(box[d].start - grown[d].start, box[d].stop - grown[d].start) for d in range(3))] = mask
+                mask = big
+            sub = tuple(int(g.stop - g.start) for g in grown)
+            groups, flat, starts, counts = attention_groups(mask, None, a)
+            cen, _ = draw_centres(groups, flat, starts, counts, sub, gen, axis=a, per_slice=self.patches_per_slice,
+                                  mode=self.centre_mode, margin=self.margin)
+            out_c.append(cen + torch.tensor([grown[a].start, grown[b].start, grown[c].start]))
+            out_t.append(torch.full((cen.shape[0],), code, dtype=torch.long))
+        return torch.cat(out_c), torch.cat(out_t)
+
+    def pad_attention(self, attention: Mapping[int, Any], shape: Sequence[int], *,
+                      codes: Any = None) -> Mapping[int, Any]:
+        """A sparse attention with each mask zero-padded in-plane by half a patch, for :meth:`cut`.
+
+        Every window then lies inside its padded mask, so it is read with one strided gather;
+        pad once per volume when cutting its patches in many chunks. ``codes`` restricts it to
+        those organs.
+        """
+        shape = tuple(int(v) for v in shape)
+        a = self.axis
+        b, c = (d for d in range(3) if d != a)
+        grow = {a: 0, b: self.patch_size[0] // 2 + 1, c: self.patch_size[1] // 2 + 1}
+        wanted = None if codes is None else {int(v) for v in torch.as_tensor(codes).unique().tolist()}
+        out = _PaddedSparse()
+        for code in attention:
+            if wanted is not None and int(code) not in wanted:
+                continue
+            box, mask = _sparse_entry(attention, int(code), shape)
+            big = torch.zeros([mask.shape[d] + 2 * grow[d] for d in range(3)], dtype=torch.bool)
+            big[tuple(slice(grow[d], grow[d] + mask.shape[d]) for d in range(3))] = mask
+            origin = torch.tensor([box[a].start - grow[a], box[b].start - grow[b], box[c].start - grow[c]])
+            out[int(code)] = (origin, big)
+        return out
+
+    def cut(
+        self,
+        image: Any,
+        attention: Any,
+        centres: torch.Tensor,
+        target: torch.Tensor,
+        *,
+        label: Any = None,
+        modality: int = 0,
+        volume_index: int = 0,
+        targets: Sequence[int] | None = None,
+        pad_value: float | None = None,
+    ) -> PatchBatch:
+        """Cut the windows at ``centres`` (from :meth:`plan`; any subset, in any order).
+
+        Cutting a volume's planned centres in chunks bounds the memory of a volume with many
+        patches (:class:`agcl.sampling.PatchStream` does this).
+
+        Args:
+            image: ``(D0, D1, D2)`` or ``(C, D0, D1, D2)``.
+            attention: the attention given to :meth:`plan`.
+            centres, target: ``(P, 3)`` and ``(P,)`` from :meth:`plan`.
+            label: optional integer label map ``(D0, D1, D2)``; each patch's label is the mask
+                of its own target organ.
+            modality, volume_index: stored in the batch.
+            targets: for a ``(K, ...)`` stack, the code of each map (as given to :meth:`plan`;
+                default ``1..K``).
+            pad_value: the image value outside the volume (default: the sampler's
+                ``image_pad_value``, else the image's minimum; pass it when cutting one volume
+                in many chunks to compute it once).
+
+        Shape:
+            Output image ``(P, C, h, w)``; attention and label ``(P, 1, h, w)``.
+        """
+        img = self._image(image)
+        shape = tuple(img.shape[1:])
+        att = attention if isinstance(attention, Mapping) else as_tensor("attention", attention).cpu()
+        lab = _label_tensor(label, attention, att, shape)
+        centres = torch.as_tensor(centres, dtype=torch.long)
+        target = torch.as_tensor(target, dtype=torch.long)
+        if centres.ndim != 2 or centres.shape[1] != 3 or target.shape != (centres.shape[0],):
+            raise ValueError(f"centres must be (P, 3) and target (P,); got {tuple(centres.shape)} and {tuple(target.shape)}")
+        if centres.shape[0] == 0:
+            return PatchBatch.empty(self.patch_size, with_label=lab is not None, channels=img.shape[0])
         # the image minimum is only computed when some window crosses the border
-        pad: Any = (lambda: float(img.min())) if self.image_pad_value is None else float(self.image_pad_value)
+        if pad_value is None and self.image_pad_value is not None:
+            pad_value = self.image_pad_value
+        pad: Any = (lambda: float(img.min())) if pad_value is None else float(pad_value)
         p = centres.shape[0]
-        image = gather_windows(img, self.axis, centres, self.patch_size, pad).float()
-        if att.ndim == 4:
-            attention = torch.empty(image.shape, dtype=torch.bool)
-            for ch in torch.unique(slot).tolist():  # one gather per organ map
-                sel = torch.nonzero(slot == ch).squeeze(1)
-                attention[sel] = gather_windows(att[ch], self.axis, centres[sel], self.patch_size, 0) != 0
+        image_w = torch.stack([gather_windows(img[ch], self.axis, centres, self.patch_size, pad)
+                               for ch in range(img.shape[0])], 1).float()
+        win = (p, *self.patch_size)
+        if isinstance(attention, Mapping):
+            attention_w = torch.zeros(win, dtype=torch.bool)
+            padded = attention if isinstance(attention, _PaddedSparse) else self.pad_attention(attention, shape, codes=target)
+            for code in torch.unique(target).tolist():
+                if int(code) not in padded:
+                    raise ValueError(f"target {code} has no entry in the sparse attention")
+                origin, mask = padded[int(code)]
+                sel = torch.nonzero(target == code).squeeze(1)
+                rel = centres[sel] - origin
+                inside = (rel[:, 0] >= 0) & (rel[:, 0] < mask.shape[self.axis])
+                if not bool(inside.all()):
+                    raise ValueError(f"centres of organ {code} must lie on the slices of its attention box; got some outside")
+                attention_w[sel] = gather_windows(mask, self.axis, rel, self.patch_size, False)
         else:
-            attention = _equals(gather_windows(att, self.axis, centres, self.patch_size, 0), target)
-        label = None
-        attention = attention.float().unsqueeze(1)
+            if att.ndim == 4:
+                attention_w = torch.empty(win, dtype=torch.bool)
+                if targets is not None and len(targets) != att.shape[0]:
+                    raise ValueError(f"targets must give one code per attention map (K={att.shape[0]}); got {len(targets)}")
+                codes = torch.arange(1, att.shape[0] + 1) if targets is None else torch.tensor([int(t) for t in targets])
+                for ch in range(att.shape[0]):  # one gather per organ map
+                    sel = torch.nonzero(target == codes[ch]).squeeze(1)
+                    if sel.numel():
+                        attention_w[sel] = gather_windows(att[ch], self.axis, centres[sel], self.patch_size, 0) != 0
+            else:
+                attention_w = _equals(gather_windows(att, self.axis, centres, self.patch_size, 0), target)
+        attention_f = attention_w.float().unsqueeze(1)
+        label_w = None
         if lab is not None and lab is att:  # ground truth used as attention: one gather serves both
-            label = attention.clone()
+            label_w = attention_f.clone()
         elif lab is not None:
-            label = _equals(gather_windows(lab, self.axis, centres, self.patch_size, 0), target).float().unsqueeze(1)
+            label_w = _equals(gather_windows(lab, self.axis, centres, self.patch_size, 0), target).float().unsqueeze(1)
         full = lambda v: torch.full((p,), int(v), dtype=torch.long)  # noqa: E731
         return PatchBatch(
-            image=image.unsqueeze(1), attention=attention, label=label,
-            target=target, modality=full(modality), volume_index=full(volume_index),
+            image=image_w, attention=attention_f, label=label_w,
+            target=target.clone(), modality=full(modality), volume_index=full(volume_index),
             slice_index=centres[:, 0].clone(), centre=centres[:, 1:].clone(),
         )
+
+
+class _PaddedSparse(dict):
+    """``{code: (origin (3,) in (slice, i, j) order, padded bool mask)}`` from :meth:`AttentionPatchSampler.pad_attention`."""
+
+
+def _label_tensor(label: Any, attention: Any, att: Any, shape: tuple[int, ...]) -> torch.Tensor | None:
+    """``label`` as a checked CPU tensor (``att`` itself when the label is the attention)."""
+    if label is None:
+        return None
+    if label is attention and not isinstance(attention, Mapping):
+        lab = att
+    else:
+        lab = as_tensor("label", label).cpu()
+    if tuple(lab.shape) != shape:
+        raise ValueError(f"label must have the image's shape {shape}; got shape {tuple(lab.shape)}")
+    if lab.is_floating_point():
+        raise TypeError(f"label must be an integer label map; got dtype {lab.dtype}")
+    return lab
+
+
+def _sparse_entry(attention: Mapping[int, Any], code: int, shape: tuple[int, ...]) -> tuple[tuple[slice, ...], torch.Tensor]:
+    """``(box, mask)`` of ``code`` in a sparse attention, checked against the volume ``shape``."""
+    entry = attention[code]
+    if not (isinstance(entry, (tuple, list)) and len(entry) == 2):
+        raise TypeError(f"attention[{code}] must be a (box, mask) pair; got {type(entry).__name__}")
+    box, mask = entry
+    if len(box) != 3 or not all(isinstance(s, slice) for s in box):
+        raise TypeError(f"attention[{code}]'s box must be a tuple of three slices; got {box!r}")
+    if any(s.step not in (None, 1) for s in box):
+        raise ValueError(f"attention[{code}]'s box must use unit steps; got {box!r}")
+    box = tuple(slice(*s.indices(n)[:2]) for s, n in zip(box, shape))
+    m = as_tensor(f"attention[{code}] mask", mask).cpu()
+    want = tuple(s.stop - s.start for s in box)
+    if tuple(m.shape) != want:
+        raise ValueError(f"attention[{code}]'s mask must have its box's shape {want}; got {tuple(m.shape)}")
+    return box, m if m.dtype == torch.bool else m != 0
 
 
 def _check_integral_codes(att: torch.Tensor) -> None:

@@ -216,3 +216,24 @@ def test_gaussian_window_averages_with_the_window_weight(stride):
             w = np.ones(len(covering)) if kind == "uniform" else np.array([wcol[col - s] for s in covering])
             assert (out[4, col, 0] == 1) == (float((p * w).sum() / w.sum()) > 0.5), (kind, col)
     assert not np.array_equal(outs["uniform"], outs["gaussian"]) or stride == 5
+
+def test_sparse_attention_predicts_like_the_dense_stack():
+    import torch
+
+    from agcl.pipeline.predict import segment_with_attention
+    from agcl.sampling import attention_from_labels, densify
+
+    class Model(torch.nn.Module):  # organ probability = the image value, background 1 - it
+        def forward(self, x):
+            p = x[:, :1].clamp(1e-4, 1 - 1e-4)
+            return torch.cat([torch.log(1 - p), torch.log(p)], 1)
+
+    lab = np.zeros((40, 36, 4), np.uint8)
+    lab[5:15, 6:18, :] = 1
+    lab[20:34, 20:30, 1:3] = 6
+    img = np.random.default_rng(0).random(lab.shape, dtype=np.float32)
+    sparse = attention_from_labels(lab, [1, 6, 7], margin_mm=3.0, spacing=(1, 1, 1))
+    dense = densify(sparse, [1, 6, 7], lab.shape)
+    a = segment_with_attention(Model(), img, sparse, [1, 6, 7], patch_size=16, stride=8)
+    b = segment_with_attention(Model(), img, dense, [1, 6, 7], patch_size=16, stride=8)
+    assert np.array_equal(a, b) and set(np.unique(a)) >= {1, 6}

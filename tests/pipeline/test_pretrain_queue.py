@@ -28,14 +28,14 @@ def test_stage2_builds_the_loss_with_the_queue(monkeypatch, tmp_path):
     monkeypatch.setattr(ModalTargetSupConLoss, "__init__", fake_init)
     cfg = PipelineConfig.quick().override(**{"pretrain.queue_size": 32, "pretrain.method": "agcl"})
     with pytest.raises(Stop):
-        pretrain_encoder([], lambda i: None, cfg, [1], tmp_path, num_modalities=1)
+        pretrain_encoder([], cfg, [1], tmp_path, num_modalities=1)
     assert seen["queue_size"] == 32
 
 
 def test_queue_needs_a_labelled_method(tmp_path):
     cfg = PipelineConfig.quick().override(**{"pretrain.queue_size": 8, "pretrain.method": "sscl"})
     with pytest.raises(ValueError, match="queue_size"):
-        pretrain_encoder([], lambda i: None, cfg, [1], tmp_path, num_modalities=1)
+        pretrain_encoder([], cfg, [1], tmp_path, num_modalities=1)
 
 
 def test_set_flag_of_the_example_reaches_the_field():

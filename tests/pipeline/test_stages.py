@@ -1,0 +1,177 @@
+"""Stages 2 and 3 on the streaming path: every method pinned, components passed in, workers, resume."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from agcl.functional import modal_target_supcon_loss
+from agcl.pipeline import (
+    PRETRAIN_STEPS,
+    build_pair_aug,
+    build_pretrain_model,
+    load_segment_model,
+    pretrain_encoder,
+    train_segmenter,
+)
+from agcl.pipeline.stage2_pretrain import epoch_batches, patch_stream
+from agcl.sampling import attention_from_labels
+from tests.pipeline._tiny import tiny_config
+
+ORGANS = [1, 6, 7]
+
+
+def _volumes(n=4, shape=(32, 32, 5)):
+    rng = np.random.default_rng(0)
+    out = []
+    for i in range(n):
+        lab = np.zeros(shape, np.uint8)
+        lab[3:12, 3:12, :] = 1
+        lab[16:28, 14:30, 1:4] = 6
+        lab[4:10, 20:26, 2:5] = 7
+        img = rng.random(shape, dtype=np.float32) * 0.2 + lab * 0.1
+        out.append({"image": img, "attention": attention_from_labels(lab, ORGANS, margin_mm=2.0, spacing=(1, 1, 1)),
+                    "label": lab, "modality": i % 2})
+    return out
+
+
+def _config(method="agcl", **changes):
+    return tiny_config(**{"pretrain.method": method, "pretrain.epochs": 1, "pretrain.batch_size": 12,
+                          "pretrain.patches_per_slice": 2, "data.shuffle_buffer": 48, **changes})
+
+
+def _flip(x):
+    return x, torch.flip(x, dims=[-1])
+
+
+def _first_loss(tmp_path):
+    return json.loads((tmp_path / "epochs.jsonl").read_text().splitlines()[0])["loss"]
+
+
+@pytest.mark.parametrize("method", ["agcl", "supcon", "sscl", "ce"])
+def test_one_step_loss_equals_the_reference(tmp_path, method):
+    """A wrong positive rule (e.g. supcon given the modality) or wrong ce classes fails here."""
+    cfg = _config(method, **{"pretrain.steps_per_epoch": 1})
+    vols = _volumes()
+    torch.manual_seed(0)
+    model = build_pretrain_model(cfg, num_modalities=2, num_organs=len(ORGANS))
+    start = copy.deepcopy(model)
+    pretrain_encoder(vols, cfg, ORGANS, tmp_path, num_modalities=2, model=model, augment=_flip)
+    batch = next(iter(epoch_batches(patch_stream(vols, cfg, ORGANS, stage="pretrain"), cfg, 1, "cpu")))
+    assert len(set(batch.modality.tolist())) == 2 and len(set(batch.target.tolist())) >= 2
+    start.train()
+    v1, v2 = _flip(batch.inputs())
+    out = start(torch.cat([v1, v2]))
+    if method == "ce":
+        cls = batch.modality * len(ORGANS) + torch.tensor([ORGANS.index(t) for t in batch.target.tolist()])
+        want = F.cross_entropy(out, cls.repeat(2))
+    else:
+        feats = torch.stack(out.chunk(2), 1)
+        keys = {"agcl": {"modality": batch.modality, "target": batch.target}, "supcon": {"target": batch.target},
+                "sscl": {}}[method]
+        want = modal_target_supcon_loss(feats, temperature=cfg.pretrain.temperature, **keys)
+    assert _first_loss(tmp_path) == pytest.approx(float(want.detach()), rel=1e-5, abs=1e-6)
+
+
+def test_the_method_table_is_what_runs(tmp_path, monkeypatch):
+    calls = []
+
+    def step(model, v1, v2, **kw):
+        calls.append(sorted(kw))
+        return model(torch.cat([v1, v2])).pow(2).mean()
+
+    monkeypatch.setitem(PRETRAIN_STEPS, "supcon", step)
+    pretrain_encoder(_volumes(2), _config("supcon", **{"pretrain.steps_per_epoch": 2}), ORGANS, tmp_path,
+                     num_modalities=2)
+    assert calls == [["class_index", "loss_fn", "modality", "target"]] * 2
+
+
+def test_components_passed_in_are_used(tmp_path):
+    cfg = _config("agcl", **{"pretrain.steps_per_epoch": 2})
+    seen = {"loss": 0, "aug": 0, "opt": 0}
+
+    class Loss(torch.nn.Module):
+        def forward(self, feats, modality=None, target=None):
+            seen["loss"] += 1
+            return feats.pow(2).mean()
+
+    def aug(x):
+        seen["aug"] += 1
+        return x, x
+
+    def make_opt(params):
+        seen["opt"] += 1
+        return torch.optim.SGD(params, lr=0.0)
+
+    model = build_pretrain_model(cfg, num_modalities=2, num_organs=3)
+    before = copy.deepcopy(model.state_dict())
+    pretrain_encoder(_volumes(2), cfg, ORGANS, tmp_path, num_modalities=2, model=model, loss_fn=Loss(),
+                     augment=aug, optimizer=make_opt)
+    assert seen == {"loss": 2, "aug": 2, "opt": 1}
+    weights = [k for k in before if "running" not in k and "num_batches" not in k]
+    assert all(torch.equal(before[k], model.state_dict()[k]) for k in weights)  # lr 0: unchanged
+    with pytest.raises(TypeError, match="optimizer"):
+        pretrain_encoder(_volumes(2), cfg, ORGANS, tmp_path / "b", num_modalities=2, optimizer="sgd")
+
+
+def test_pair_aug_options_come_from_the_config():
+    cfg = _config(**{"pretrain.aug_hflip": True, "pretrain.aug_ratio": (0.5, 2.0), "pretrain.aug_intensity_jitter": 0.1,
+                     "pretrain.aug_color_distortion": 0.3, "pretrain.image_channels": 3})
+    aug = build_pair_aug(cfg)
+    assert aug.hflip is True and tuple(aug.ratio) == (0.5, 2.0)
+    assert aug.intensity_jitter == 0.1 and aug.color_distortion == 0.3 and tuple(aug.mask_channels) == (3,)
+
+
+def _state(path):
+    return torch.load(path, weights_only=True)["model"]
+
+
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")
+def test_workers_give_the_same_training_and_resume_is_bit_identical(tmp_path):
+    vols = _volumes(5)
+    cfg2 = _config("agcl", **{"pretrain.epochs": 2, "data.num_workers": 2, "data.shards": 3})
+    full = pretrain_encoder(vols, cfg2, ORGANS, tmp_path / "full", num_modalities=2)
+    # the same two epochs in the training process (num_workers=0)
+    inproc = pretrain_encoder(vols, cfg2.override(**{"data.num_workers": 0}), ORGANS, tmp_path / "w0", num_modalities=2)
+    a, b = _state(full), _state(inproc)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # one epoch, stop, resume for the second (with workers)
+    cfg1 = cfg2.override(**{"pretrain.epochs": 1})
+    pretrain_encoder(vols, cfg1, ORGANS, tmp_path / "res", num_modalities=2)
+    resumed = pretrain_encoder(vols, cfg2, ORGANS, tmp_path / "res", num_modalities=2, resume=True)
+    c = _state(resumed)
+    assert all(torch.equal(a[k], c[k]) for k in a)
+
+
+@pytest.mark.parametrize("decoder", ["aspp", "deeplabv3plus"])
+def test_stage3_decoder_is_recorded_and_rebuilt(tmp_path, decoder):
+    from agcl.models import ASPPDecoder, DeepLabV3PlusDecoder
+
+    cfg = _config("none", **{"segment.decoder": decoder, "segment.epochs": 1, "segment.steps_per_epoch": 2,
+                             "segment.batch_size": 8, "segment.patches_per_slice": 2})
+    ckpt = train_segmenter(_volumes(2), cfg, ORGANS, tmp_path, pretrain_checkpoint=None)
+    model, organs, config = load_segment_model(ckpt)
+    want = DeepLabV3PlusDecoder if decoder == "deeplabv3plus" else ASPPDecoder
+    assert type(model.decoder) is want and config.segment.decoder == decoder and organs == ORGANS
+    x = torch.zeros(2, 2, 16, 16)
+    assert model(x).shape == (2, 2, 16, 16)
+
+
+def test_stage3_trains_on_labels_and_skips_single_patch_batches(tmp_path):
+    cfg = _config("none", **{"segment.epochs": 1, "segment.batch_size": 8, "segment.patches_per_slice": 1,
+                             "segment.max_patches_per_volume": 9})
+    seen = []
+
+    class Loss(torch.nn.Module):
+        def forward(self, logits, y):
+            seen.append((logits.shape[0], y.dtype, int(y.max())))
+            return logits.mean() * 0
+
+    train_segmenter(_volumes(1), cfg, ORGANS, tmp_path, pretrain_checkpoint=None, loss_fn=Loss())
+    # 9 patches in batches of 8: the lone ninth patch is skipped, never passed to BatchNorm
+    assert seen == [(8, torch.int64, 1)]
