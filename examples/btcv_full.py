@@ -72,7 +72,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="training attention: coarse predictions or ground truth (default: %(default)s)")
     ap.add_argument("--no-figures", action="store_true", help="do not draw the figures")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a config field, e.g. --set segment.epochs=5 --set coarse.shape=[48,48,24] "
+                    help="override a config field, e.g. --set segment.epochs=5 --set coarse.spacing_mm=[4,4,5] "
                          "(values are JSON; repeatable)")
     ap.add_argument("--synthetic-shape", type=int, nargs=3, default=None, metavar=("X", "Y", "Z"),
                     help="grid of the synthetic phantoms (default: the generator's)")

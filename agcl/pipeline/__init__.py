@@ -58,6 +58,7 @@ from agcl.pipeline.runner import run_pipeline
 from agcl.pipeline.stage1_coarse import (
     build_coarse_model,
     coarse_attention,
+    coarse_grid,
     load_coarse,
     predict_coarse,
     train_coarse,
@@ -122,6 +123,7 @@ __all__ = [
     "case_dice",
     "case_stem",
     "coarse_attention",
+    "coarse_grid",
     "embed_patches",
     "find_coarse_file",
     "fuse_labels",

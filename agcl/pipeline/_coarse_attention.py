@@ -5,7 +5,7 @@ voxel does, its most probable connected region (the 26-connected component of
 ``prob >= fraction * max(prob)`` that holds the arg-max). So an organ that never wins the
 arg-max against its neighbours (an adrenal next to the kidney and the liver) still gets a region
 to look at. The coarse-grid region is brought to the full grid with the same nearest rule as
-:func:`agcl.pipeline._volumes.resample` and dilated by ``margin_mm`` (a Euclidean ball in mm).
+:func:`agcl.data.resample` and dilated by ``margin_mm`` (a Euclidean ball in mm).
 
 The representation, per case: ``{organ code: (box, mask)}`` with ``box`` a tuple of three slices
 into the full grid and ``mask`` a bool array of the box's shape; never a dense ``(K, X, Y, Z)``

@@ -81,6 +81,12 @@ def _str(name: str, value: Any) -> str:
     return value
 
 
+def _bool(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False; got {type(value).__name__} {value!r}")
+    return value
+
+
 def _tuple(item: Rule, length: int | None, *, increasing: bool = False, optional: bool = False) -> Rule:
     def rule(name: str, value: Any) -> Any:
         if optional and value is None:
@@ -116,9 +122,28 @@ class CoarseConfig:
     """Stage 1: the coarse 3D U-Net on downsampled volumes and the attention maps it gives.
 
     Attributes:
-        shape: the downsampled volume shape the U-Net trains and predicts on (canonical axes).
+        spacing_mm: the voxel size in mm (canonical axes) the U-Net trains and predicts at:
+            every volume is resampled with its own spacing to it (trilinear image, nearest
+            labels), so the coarse grid keeps each scan's physical extent. ``None``: the
+            fixed-``shape`` mode (every volume resized to ``shape`` whatever its size and
+            trained whole; ``crop_shape``, ``foreground_fraction``, ``crops_per_case``,
+            ``overlap`` and ``augment`` are then unused).
+        shape: the fixed grid of the ``spacing_mm=None`` mode (canonical axes).
+        crop_shape: training crops (voxels of the resampled grid) and the inference window;
+            a volume smaller than the crop is padded; a larger one is predicted by sliding
+            windows overlapping by ``overlap`` (Gaussian-weighted).
+        foreground_fraction: the fraction of crops centred on a voxel of an organ class drawn
+            uniformly from the classes present in the case (nnU-Net's class-by-class
+            oversampling, so small organs are seen often); the rest are placed at random.
+        crops_per_case: crops drawn from each training case per epoch.
+        augment: light augmentation of the crops: a random isotropic zoom in [0.9, 1.1] and an
+            intensity scale in [0.9, 1.1] and shift in [-0.05, 0.05] (no flips: left and right
+            organs differ).
+        lr_decay: the polynomial learning-rate decay of nnU-Net, ``lr * (1 - (e - 1) /
+            epochs) ** 0.9`` in epoch ``e`` (voxel-size mode only; otherwise a constant ``lr``).
         base_channels, depth: U-Net width and number of down-sampling levels.
-        epochs, lr, batch_size: Adam training on whole downsampled volumes (Dice + CE loss).
+        epochs, lr, batch_size: Adam training (Dice + cross-entropy loss) on crops (or on whole
+            volumes when ``spacing_mm`` is ``None``).
         margin_mm: each organ's attention region is dilated by this many mm.
         attention_threshold: organ k's attention is where its coarse softmax probability reaches
             this (below 0.5, so an organ that loses the arg-max still counts); where no voxel
@@ -127,7 +152,14 @@ class CoarseConfig:
             training cases' ground truth as attention, the paper's experiment option).
     """
 
+    spacing_mm: tuple[float, float, float] | None = (2.0, 2.0, 3.0)
     shape: tuple[int, int, int] = (96, 96, 48)
+    crop_shape: tuple[int, int, int] = (128, 128, 64)
+    foreground_fraction: float = 0.33
+    crops_per_case: int = 4
+    overlap: float = 0.5
+    augment: bool = True
+    lr_decay: bool = True
     base_channels: int = 16
     depth: int = 3
     epochs: int = 200
@@ -138,7 +170,10 @@ class CoarseConfig:
     attention_threshold: float = 0.3
 
     RULES: ClassVar[dict[str, Rule | None]] = {
-        "shape": _tuple(_POS, 3), "base_channels": _POS, "depth": _POS, "epochs": _POS, "lr": _LR,
+        "spacing_mm": _tuple(_float(0.0, low_open=True), 3, optional=True), "shape": _tuple(_POS, 3),
+        "crop_shape": _tuple(_POS, 3), "foreground_fraction": _float(0.0, 1.0), "crops_per_case": _POS,
+        "overlap": _float(0.0, 1.0, high_open=True), "augment": _bool, "lr_decay": _bool,
+        "base_channels": _POS, "depth": _POS, "epochs": _POS, "lr": _LR,
         "batch_size": _POS, "margin_mm": _float(0.0), "source": _choice(("coarse", "gt")),
         "attention_threshold": _float(0.0, 1.0, low_open=True),
     }
@@ -369,8 +404,9 @@ class PipelineConfig:
         """A CPU demo preset: minutes on 2 cores for ~8 small synthetic cases."""
         return cls(
             preset="quick",
-            coarse=CoarseConfig(shape=(40, 40, 20), base_channels=8, depth=2, epochs=80, lr=1e-2,
-                                batch_size=1, margin_mm=10.0),
+            coarse=CoarseConfig(spacing_mm=(5.5, 5.5, 5.0), crop_shape=(48, 48, 24), crops_per_case=2,
+                                shape=(40, 40, 20), base_channels=8, depth=2, epochs=80, lr=1e-2,
+                                batch_size=2, margin_mm=10.0),
             pretrain=PretrainConfig(encoder="resnet18", base_width=16, output_stride=8, patch_size=64,
                                     patches_per_slice=4, max_patches_per_volume=400, epochs=4,
                                     lr=0.05, batch_size=64, projection_dim=64),

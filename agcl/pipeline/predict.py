@@ -362,7 +362,7 @@ def predict_volume(
             raise ValueError("coarse_checkpoint is required unless coarse_labels is given")
         coarse_model, coarse_ids, coarse_cfg = load_coarse(coarse_checkpoint, device)
         # float16 as the pipeline stores them, so both give the same attention
-        prob = coarse_probabilities(coarse_model, norm, coarse_cfg.coarse.shape, device=device).half().float()
+        prob = coarse_probabilities(coarse_model, norm, coarse_cfg.coarse, spacing=spacing, device=device).half().float()
         sparse = attention_from_probabilities(prob, coarse_ids, norm.shape, spacing=spacing,
                                               margin_mm=config.coarse.margin_mm,
                                               threshold=config.coarse.attention_threshold)

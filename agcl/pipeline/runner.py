@@ -79,7 +79,7 @@ def _coarse_stage(train: Sequence[Any], test: Sequence[Any], config: PipelineCon
                 if resume and path.is_file() and prob_path.is_file():
                     continue
                 case = cases[i]
-                prob = coarse_probabilities(model, case.image, cfg.coarse.shape, device=device)
+                prob = coarse_probabilities(model, case.image, cfg.coarse, spacing=case.spacing, device=device)
                 save_probabilities(prob_path, prob, ids, case.image.shape)
                 save_like(labels_from_probabilities(prob, ids, case.image.shape), case.reference, path)
     dd.barrier()

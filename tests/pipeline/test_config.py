@@ -78,6 +78,17 @@ from agcl.pipeline import CoarseConfig, PretrainConfig, SegmentConfig  # noqa: E
     ("coarse", 5, TypeError),
     ("coarse.attention_threshold", 0.0, ValueError),
     ("coarse.attention_threshold", 1.5, ValueError),
+    ("coarse.spacing_mm", (2.0, 2.0), ValueError),
+    ("coarse.spacing_mm", (2.0, 0.0, 3.0), ValueError),
+    ("coarse.spacing_mm", "2mm", TypeError),
+    ("coarse.crop_shape", (16, 16, 0), ValueError),
+    ("coarse.crop_shape", (16.0, 16, 8), TypeError),
+    ("coarse.foreground_fraction", 1.5, ValueError),
+    ("coarse.foreground_fraction", -0.1, ValueError),
+    ("coarse.crops_per_case", 0, ValueError),
+    ("coarse.overlap", 1.0, ValueError),
+    ("coarse.augment", 1, TypeError),
+    ("coarse.lr_decay", "yes", TypeError),
     ("pretrain.queue_size", -1, ValueError),
     ("pretrain.queue_size", 2.5, TypeError),
     ("pretrain.steps_per_epoch", 0, ValueError),
@@ -126,3 +137,16 @@ def test_inference_blending_fields_round_trip():
     old = PipelineConfig.quick().to_dict()
     del old["segment"]["coarse_weight"], old["segment"]["window"]  # a checkpoint written before the fields
     assert PipelineConfig.from_dict(old).segment.window == "uniform"
+
+
+def test_coarse_voxel_size_fields():
+    quick, paper = PipelineConfig.quick(), PipelineConfig.paper()
+    # millimetres, not a fixed shape: every scan keeps its extent (2-3 mm in-plane, 3-5 mm axial)
+    assert paper.coarse.spacing_mm == (2.0, 2.0, 3.0) and quick.coarse.spacing_mm == (5.5, 5.5, 5.0)
+    assert paper.coarse.foreground_fraction == pytest.approx(0.33) and paper.coarse.augment is True
+    cfg = quick.override(**{"coarse.spacing_mm": [3, 3, 4], "coarse.crop_shape": [32, 32, 16]})
+    assert cfg.coarse.spacing_mm == (3.0, 3.0, 4.0) and isinstance(cfg.coarse.spacing_mm[0], float)
+    assert cfg.coarse.crop_shape == (32, 32, 16)
+    fixed = quick.override(**{"coarse.spacing_mm": None})
+    assert fixed.coarse.spacing_mm is None
+    assert PipelineConfig.from_dict(fixed.to_dict()) == fixed

@@ -1,0 +1,141 @@
+from __future__ import annotations
+
+import gc
+import json
+import weakref
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+import torch
+from agcl.data.prepared import PreparedCase, resample
+
+from agcl._io import atomic_save, safe_load
+from agcl.data import preprocess_ct
+from agcl.data.synthetic import make_phantom
+from agcl.pipeline import CoarseConfig, PipelineConfig
+from agcl.pipeline._coarse_attention import attention_from_probabilities, attention_recall, densify
+from agcl.pipeline.stage1_coarse import (
+    coarse_grid,
+    coarse_probabilities,
+    labels_from_probabilities,
+    load_coarse,
+    predict_coarse,
+    train_coarse,
+)
+
+SPACING = (7.3, 7.3, 12.5)
+ORGANS = [1, 2, 6]  # spleen, right kidney, liver
+
+
+def _case(seed: int) -> PreparedCase:
+    hu, lab = make_phantom(seed, "contrast", shape=(48, 48, 16), spacing=SPACING)
+    lab = np.where(np.isin(lab, ORGANS), lab, 0).astype(np.int16)
+    return PreparedCase(case_id=f"{seed:04d}", modality=0, modality_name="contrast", image=preprocess_ct(hu),
+                        label=lab, spacing=SPACING, reference=None)
+
+
+class _OneAtATime(Sequence):
+    """A lazy case list that fails when an earlier case it handed out is still alive."""
+
+    def __init__(self, seeds):
+        self.seeds, self.alive, self.loads = list(seeds), [], 0
+
+    def __len__(self):
+        return len(self.seeds)
+
+    def __getitem__(self, i):
+        gc.collect()
+        held = [r for r in self.alive if r() is not None]
+        assert not held, f"stage 1 kept {len(held)} earlier case(s) alive while loading case {i}"
+        case = _case(self.seeds[i])
+        self.alive.append(weakref.ref(case))
+        self.loads += 1
+        return case
+
+
+def _config(**changes) -> PipelineConfig:
+    base = {"coarse.spacing_mm": (14.6, 14.6, 12.5), "coarse.crop_shape": (16, 16, 8), "coarse.base_channels": 2,
+            "coarse.depth": 1, "coarse.epochs": 3, "coarse.batch_size": 2, "coarse.crops_per_case": 2,
+            "coarse.lr": 1e-2}
+    return PipelineConfig.quick().override(**{**base, **changes})
+
+
+def test_coarse_grid_from_the_voxel_size_or_the_fixed_shape():
+    assert coarse_grid((48, 48, 16), CoarseConfig(spacing_mm=(14.6, 14.6, 12.5)), SPACING) == (24, 24, 16)
+    assert coarse_grid((48, 48, 16), CoarseConfig(spacing_mm=None, shape=(8, 8, 4))) == (8, 8, 4)
+    with pytest.raises(ValueError, match="spacing"):
+        coarse_grid((48, 48, 16), CoarseConfig(spacing_mm=(2.0, 2.0, 3.0)))
+
+
+def test_train_coarse_on_a_tiny_case_reads_each_case_once_and_predicts_the_coarse_grid(tmp_path):
+    cases = _OneAtATime([1, 2])
+    cfg = _config()
+    ckpt = train_coarse(cases, cfg, ORGANS, tmp_path)
+    assert cases.loads == 2  # one pass over the (lazy) cases, none kept
+    losses = [json.loads(line)["loss"] for line in (tmp_path / "epochs.jsonl").read_text().splitlines()]
+    assert len(losses) == 3 and losses[-1] < losses[0]
+    assert [json.loads(line)["steps"] for line in (tmp_path / "epochs.jsonl").read_text().splitlines()] == [2] * 3
+    # nnU-Net's poly decay: epoch 3 of 3 trains at lr * (1 - 2 / 3) ** 0.9
+    lrs = [g["lr"] for g in safe_load(ckpt)["optimizer"]["param_groups"]]
+    assert lrs == [pytest.approx(1e-2 * (1 - 2 / 3) ** 0.9)]
+    model, ids, loaded = load_coarse(ckpt)
+    assert ids == ORGANS and loaded.coarse.spacing_mm == (14.6, 14.6, 12.5)
+    case = _case(1)
+    prob = coarse_probabilities(model, case.image, loaded.coarse, spacing=case.spacing)
+    assert prob.shape == (4, 24, 24, 16)  # larger than the 16 x 16 x 8 crop: sliding windows
+    assert torch.allclose(prob.sum(0), torch.ones(24, 24, 16), atol=1e-5)
+    labels = predict_coarse(model, case.image, ids, loaded.coarse, spacing=case.spacing)
+    assert labels.shape == case.image.shape
+    assert np.array_equal(labels, labels_from_probabilities(prob, ids, case.image.shape))
+    with pytest.raises(ValueError, match="spacing"):
+        coarse_probabilities(model, case.image, loaded.coarse)
+
+
+@pytest.mark.slow
+def test_a_short_training_learns_the_liver(tmp_path):
+    cfg = _config(**{"coarse.epochs": 25, "coarse.base_channels": 8, "coarse.crops_per_case": 2})
+    train_coarse([_case(1), _case(2)], cfg, ORGANS, tmp_path)
+    model, ids, loaded = load_coarse(tmp_path / "checkpoints" / "coarse.pt")
+    case = _case(1)
+    prob = coarse_probabilities(model, case.image, loaded.coarse, spacing=case.spacing)
+    labels = labels_from_probabilities(prob, ids, case.image.shape)
+    liver = case.label == 6
+    dice = 2 * float((liver & (labels == 6)).sum()) / float(liver.sum() + (labels == 6).sum())
+    assert dice > 0.6
+    att = attention_from_probabilities(prob, ids, case.image.shape, spacing=case.spacing, margin_mm=10.0)
+    assert attention_recall(att, case.label, ids)[6] > 0.9
+
+
+def test_fixed_shape_mode_and_checkpoints_written_before_spacing_mm(tmp_path):
+    cfg = _config(**{"coarse.spacing_mm": None, "coarse.shape": (12, 12, 8), "coarse.epochs": 1})
+    ckpt = train_coarse([_case(1)], cfg, ORGANS, tmp_path)
+    assert [g["lr"] for g in safe_load(ckpt)["optimizer"]["param_groups"]] == [1e-2]  # constant there
+    model, ids, loaded = load_coarse(ckpt)
+    case = _case(1)
+    assert coarse_probabilities(model, case.image, loaded.coarse, spacing=case.spacing).shape == (4, 12, 12, 8)
+    assert coarse_probabilities(model, case.image, (12, 12, 8)).shape == (4, 12, 12, 8)  # the older call
+    # a checkpoint from before coarse.spacing_mm existed was trained on the fixed shape
+    old = safe_load(ckpt)
+    del old["extra"]["config"]["coarse"]["spacing_mm"]
+    atomic_save(old, tmp_path / "old.pt")
+    assert load_coarse(tmp_path / "old.pt")[2].coarse.spacing_mm is None
+
+
+def test_labels_and_attention_map_back_from_a_voxel_size_grid():
+    # a coarse grid that is no integer fraction of the full one
+    case = _case(3)
+    cfg = CoarseConfig(spacing_mm=(17.0, 17.0, 30.0))
+    grid = coarse_grid(case.image.shape, cfg, case.spacing)
+    assert grid == (21, 21, 7)
+    lut = np.zeros(7, np.int64)
+    lut[ORGANS] = [1, 2, 3]
+    classes = resample(torch.from_numpy(lut[case.label]), grid, mode="nearest")
+    prob = torch.nn.functional.one_hot(classes, 4).permute(3, 0, 1, 2).float()
+    back = resample(classes, case.image.shape, mode="nearest").numpy()
+    assert np.array_equal(labels_from_probabilities(prob, ORGANS, case.image.shape),
+                          np.array([0, *ORGANS])[back])
+    att = densify(attention_from_probabilities(prob, ORGANS, case.image.shape, spacing=case.spacing, margin_mm=0.0),
+                  ORGANS, case.image.shape)
+    for k in range(3):
+        assert np.array_equal(att[k], back == k + 1)
