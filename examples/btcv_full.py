@@ -10,6 +10,7 @@ per-organ Dice, MSD (ASSD) and HD95 on the held-out cases.
     python examples/btcv_full.py --data-dir /data/ce --modality contrast \
                                  --data-dir /data/nce --modality non-contrast
     python examples/btcv_full.py --ablation                        # all five pre-trainings
+    python examples/btcv_full.py --ablation --seeds 3              # ... over 3 seeds, with Wilcoxon tests
     torchrun --nproc_per_node=2 examples/btcv_full.py              # stages 2-3 distributed
 
 Outputs in ``--out``: results.json, results.md, checkpoints/, coarse/ and predictions/ NIfTI
@@ -23,6 +24,7 @@ import argparse
 import json
 import math
 import os
+import platform
 import shutil
 import sys
 import tempfile
@@ -51,6 +53,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--pretrain", choices=pl.PRETRAIN_METHODS, default="agcl",
                     help="pre-training of the encoder (default: %(default)s)")
     ap.add_argument("--ablation", action="store_true", help="run all five pre-trainings and print a Table-1-like table")
+    ap.add_argument("--seeds", type=_positive_int, default=None, metavar="K",
+                    help="with --ablation: run every method with seeds --seed ... --seed+K-1 (stage 1 trained once "
+                         "per seed and shared by its methods) and write ablation.json/.md with mean +/- std and "
+                         "paired Wilcoxon p-values against agcl (default: 1)")
     ap.add_argument("--resume", action="store_true", help="continue every stage from its last completed epoch")
     ap.add_argument("--seed", type=int, default=0, help="default: %(default)s")
     ap.add_argument("--cache-dir", default=None,
@@ -83,9 +89,21 @@ def parse_args(argv=None) -> argparse.Namespace:
     for item in args.set:
         if "=" not in item:
             ap.error(f"--set must be KEY=VALUE; got {item!r}")
+    if args.seeds is not None and not args.ablation:
+        ap.error("--seeds needs --ablation (it repeats the ablation over K seeds)")
     if args.n_cases < 2:
         ap.error(f"--n-cases must be at least 2 (one to train, one to test); got {args.n_cases}")
     return args
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer; got {value}")
+    return value
 
 
 def synthetic_dataset(args: argparse.Namespace, *, quiet: bool = False) -> list[tuple[str, Path]]:
@@ -136,8 +154,8 @@ def load_cohorts(args: argparse.Namespace):
     return train, test, list(cohort.modalities)
 
 
-def make_config(args: argparse.Namespace, method: str) -> pl.PipelineConfig:
-    changes = {"seed": args.seed, "pretrain.method": method, "coarse.source": args.attention}
+def make_config(args: argparse.Namespace, method: str, seed: int | None = None) -> pl.PipelineConfig:
+    changes = {"seed": args.seed if seed is None else seed, "pretrain.method": method, "coarse.source": args.attention}
     if args.epochs is not None:
         changes.update({"pretrain.epochs": args.epochs, "segment.epochs": args.epochs})
     if args.coarse_epochs is not None:
@@ -150,6 +168,57 @@ def make_config(args: argparse.Namespace, method: str) -> pl.PipelineConfig:
             value = text  # a bare string such as resnet50
         changes[key.strip()] = tuple(value) if isinstance(value, list) else value
     return pl.PipelineConfig.preset_named(args.preset).override(**changes)
+
+
+def ablation_dir(out: Path, method: str, seed: int, *, main_method: str, first_seed: int) -> Path:
+    """The run folder of ``method`` at ``seed``: ``out`` (the main run), ``out/ablation/<method>`` (the
+    first seed's other methods) or ``out/ablation/seed<seed>/<method>`` (the later seeds)."""
+    if seed == first_seed:
+        return out if method == main_method else out / "ablation" / method
+    return out / "ablation" / f"seed{seed}" / method
+
+
+def share_stage1(src: Path, dst: Path, *, fresh: bool, main: bool = True) -> None:
+    """Give ``dst`` the stage-1 checkpoint and coarse maps (labels and probabilities) of ``src``.
+
+    Hard links where the file system allows (else copies), so every method of a seed builds its
+    attention from the same coarse probabilities; ``fresh`` removes ``dst``'s stage-2/3
+    checkpoints, so those stages start over as in a new run. Only ``main`` (rank 0) touches the
+    files; every rank waits for it.
+    """
+    if main:
+        (dst / "checkpoints").mkdir(parents=True, exist_ok=True)
+        (dst / "coarse").mkdir(parents=True, exist_ok=True)
+        files = [Path("checkpoints") / "coarse.pt", *(p.relative_to(src) for p in sorted((src / "coarse").iterdir()))]
+        for rel in files:
+            target = dst / rel
+            if target.exists() or target.is_symlink():
+                target.unlink()
+            try:
+                os.link(src / rel, target)
+            except OSError:
+                shutil.copy2(src / rel, target)
+        if fresh:
+            for name in ("pretrain.pt", "segment.pt"):
+                (dst / "checkpoints" / name).unlink(missing_ok=True)
+    pl.barrier()
+
+
+def case_records(result: dict, test, run_dir: Path, *, method: str, seed: int) -> list[dict]:
+    """Per held-out case Dice of a run (from its prediction files): ``[{"method", "seed", "case",
+    "dice", "per_organ"}]``; ``dice`` the mean over the organs the case's ground truth holds."""
+    codes = result["config"]["organs"] or sorted(adata.BTCV_ORGANS)
+    organs = {int(k): adata.BTCV_ORGANS[int(k)] for k in codes}
+    rows = []
+    for case, _ in test:
+        stem = f"{case.modality}_{case.case_id}"
+        pred = adata.load_volume(run_dir / "predictions" / f"{stem}.nii.gz", kind="label").array
+        label = adata.load_volume(case.label_path, kind="label").array
+        per_organ = pl.case_dice(pred, label, organs)
+        present = [v for v in per_organ.values() if v is not None]
+        rows.append({"method": method, "seed": seed, "case": stem,
+                     "dice": sum(present) / len(present) if present else None, "per_organ": per_organ})
+    return rows
 
 
 def report_run(name: str, result: dict) -> None:
@@ -179,21 +248,32 @@ def main(argv=None) -> int:
     coarse_labels = pl.load_coarse_labels(args.coarse_labels) if args.coarse_labels else None
     methods = [m for m in METHOD_ORDER if m != args.pretrain] + [args.pretrain] if args.ablation else [args.pretrain]
     main_method = args.pretrain
-    runs: dict[str, dict] = {}
-    # the main run first: it trains stage 1 and writes coarse/ for every case
+    seeds = [args.seed + i for i in range(args.seeds or 1)]
+    runs: dict[str, dict] = {}  # the first seed's runs (results.json, the Table-1 layout)
+    records: list[dict] = []  # per (method, seed, held-out case) Dice, for ablation.json
+    # per seed, the main run first: it trains stage 1 and writes coarse/; the seed's other methods share it
     order = [main_method] + [m for m in methods if m != main_method]
-    for method in order:
-        t0 = time.perf_counter()
-        run_dir = out if method == main_method else out / "ablation" / method
-        coarse_dir = args.coarse_dir if method == main_method else (args.coarse_dir or out / "coarse")
-        result = pl.run_pipeline(train, test, make_config(args, method), run_dir, resume=args.resume,
-                                 device=args.device, coarse_dir=coarse_dir,
-                                 coarse_labels=coarse_labels if args.coarse_dir else None)
-        if not result:  # a non-zero rank under torchrun
-            continue
-        result["runtime_s"] = time.perf_counter() - t0
-        runs[method] = result
-        report_run(f"pre-training {method!r}", result)
+    for seed in seeds:
+        first_dir = None
+        for method in order:
+            t0 = time.perf_counter()
+            run_dir = ablation_dir(out, method, seed, main_method=main_method, first_seed=seeds[0])
+            resume = args.resume
+            if first_dir is not None and args.coarse_dir is None:
+                share_stage1(first_dir, run_dir, fresh=not args.resume, main=rank == 0)
+                resume = True  # stage 1 complete (shared); stages 2-3 start fresh unless --resume
+            result = pl.run_pipeline(train, test, make_config(args, method, seed), run_dir, resume=resume,
+                                     device=args.device, coarse_dir=args.coarse_dir,
+                                     coarse_labels=coarse_labels if args.coarse_dir else None)
+            first_dir = first_dir or run_dir
+            if not result:  # a non-zero rank under torchrun
+                continue
+            result["runtime_s"] = time.perf_counter() - t0
+            if seed == seeds[0]:
+                runs[method] = result
+            if args.ablation:
+                records += case_records(result, test, run_dir, method=method, seed=seed)
+            report_run(f"pre-training {method!r}" + (f", seed {seed}" if len(seeds) > 1 else ""), result)
     if not runs:
         return 0
     main_result = runs[main_method]
@@ -211,6 +291,16 @@ def main(argv=None) -> int:
     if ablation is not None:
         print("\n== ablation (Dice; the paper's Table 1 layout) ==")
         print(pl.ablation_table(ablation, encoder=encoder))
+        records.sort(key=lambda r: METHOD_ORDER.index(r["method"]))  # Table 1's order (stable within a method)
+        stats = pl.ablation_statistics(records, reference="agcl")
+        abl_notes = [notes[0].replace(f"seed {args.seed}", f"seeds {seeds}"),
+                     f"Stage 1 trained once per seed and shared by that seed's methods; {len(test)} held-out cases x "
+                     f"{len(seeds)} seeds = {len(test) * len(seeds)} (case, seed) pairs per method.",
+                     f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores ({platform.processor() or 'cpu'}), "
+                     f"device `{args.device}`; whole ablation {time.perf_counter() - start:.0f} s."]
+        pl.write_ablation(out, records, stats, notes=abl_notes)
+        print("\n== ablation statistics (mean Dice per held-out case; Wilcoxon against agcl) ==")
+        print(pl.ablation_markdown(stats))
     if not args.no_figures:
         emb = main_result["embeddings"]
         if emb is not None:

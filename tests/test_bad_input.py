@@ -205,6 +205,8 @@ def test_atomic_save_uses_the_umask_mode(tmp_path, umask, mode):
     ({"stride": 0}, ValueError, "stride"),
     ({"stride": 2.5}, TypeError, "stride"),
     ({"batch_size": 0}, ValueError, "batch_size"),
+    ({"coarse_weight": 1.5}, ValueError, "coarse_weight"),
+    ({"coarse_weight": "0.5"}, TypeError, "coarse_weight"),
 ])
 def test_predict_volume_checks_options_before_reading_files(tmp_path, kwargs, err, match):
     with pytest.raises(err, match=match):

@@ -20,6 +20,7 @@ Examples:
 from __future__ import annotations
 
 from agcl.pipeline._distributed import barrier, init_distributed
+from agcl.pipeline.ablation import ablation_markdown, ablation_statistics, case_dice, write_ablation
 from agcl.pipeline.checkpoint import (
     EpochLog,
     capture_rng,
@@ -105,6 +106,8 @@ __all__ = [
     "PretrainClassifier",
     "PretrainConfig",
     "SegmentConfig",
+    "ablation_markdown",
+    "ablation_statistics",
     "TrainingVolumes",
     "ablation_table",
     "barrier",
@@ -117,6 +120,7 @@ __all__ = [
     "build_segment_loss",
     "build_segment_model",
     "capture_rng",
+    "case_dice",
     "case_stem",
     "coarse_attention",
     "coarse_grid",
@@ -147,5 +151,6 @@ __all__ = [
     "train_coarse",
     "train_segmenter",
     "window_starts",
+    "write_ablation",
     "write_results",
 ]

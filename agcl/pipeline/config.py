@@ -265,6 +265,14 @@ class SegmentConfig:
         threshold: label fusion threshold on the foreground probability.
         inference_batch_size: windows per forward pass at inference.
         steps_per_epoch: at most this many optimisation steps per epoch (``None``: one pass).
+        coarse_weight: at inference each organ's score is ``(1 - w) p3 + w pc``, the stage-3
+            probability blended with the stage-1 probability (upsampled); 0 is the paper's fusion
+            of ``p3`` alone. Used where the coarse probabilities exist (stage 1 of the run or
+            ``predict_volume`` with a coarse checkpoint), not with your own label maps. 0.5
+            ensembles the two stages (see :func:`agcl.pipeline.segment_with_attention`;
+            docs/results.md has the measurement).
+        window: how overlapping inference windows are averaged: "uniform" or "gaussian"
+            (:func:`agcl.pipeline.predict.window_weight`).
     """
 
     patches_per_slice: int = 30
@@ -278,13 +286,16 @@ class SegmentConfig:
     threshold: float = 0.5
     inference_batch_size: int = 32
     steps_per_epoch: int | None = None
+    coarse_weight: float = 0.0
+    window: Literal["uniform", "gaussian"] = "uniform"
 
     RULES: ClassVar[dict[str, Rule | None]] = {
         "patches_per_slice": _POS, "max_patches_per_volume": _MAX_PATCHES, "aspp_channels": _POS,
         "decoder": _choice(("aspp", "deeplabv3plus")),
         "epochs": _POS, "lr": _LR, "batch_size": _POS, "stride": _POS,
         "threshold": _float(0.0, 1.0, high_open=True), "inference_batch_size": _POS,
-        "steps_per_epoch": _int(1, optional=True),
+        "steps_per_epoch": _int(1, optional=True), "coarse_weight": _float(0.0, 1.0),
+        "window": _choice(("uniform", "gaussian")),
     }
 
     def __post_init__(self) -> None:
@@ -400,7 +411,7 @@ class PipelineConfig:
                                     patches_per_slice=4, max_patches_per_volume=400, epochs=4,
                                     lr=0.05, batch_size=64, projection_dim=64),
             segment=SegmentConfig(patches_per_slice=4, max_patches_per_volume=400, aspp_channels=64,
-                                  epochs=6, lr=1e-3, batch_size=32, stride=32, inference_batch_size=64),
+                                  epochs=12, lr=1e-3, batch_size=32, stride=32, inference_batch_size=64),
         )
 
     @classmethod

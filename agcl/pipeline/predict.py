@@ -7,7 +7,11 @@ attention; the image padded with its minimum, the attention with 0 outside the v
 through the segmentation model; the organ probabilities of overlapping windows are averaged and
 kept only inside the attention. Label fusion then gives every voxel the organ with the highest
 probability, or background when none exceeds the threshold (:func:`agcl.pipeline.fuse_labels`,
-computed incrementally here so only one probability map is held at a time).
+computed incrementally here so only one probability map is held at a time). Where the stage-1
+probabilities are at hand, each organ's stage-3 probability is first blended with its coarse
+probability (``segment.coarse_weight``, an ensemble of the two stages; see
+:func:`segment_with_attention`), and overlapping windows can be weighted by a Gaussian
+(``segment.window``).
 """
 
 from __future__ import annotations
@@ -19,11 +23,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from agcl._validation import check_int
+from agcl._validation import check_in_range, check_int
 from agcl.pipeline.fusion import check_threshold
 from agcl.sampling.attention_maps import organ_bboxes
 
-__all__ = ["predict_volume", "segment_with_attention", "window_starts"]
+__all__ = ["WINDOW_WEIGHTS", "predict_volume", "segment_with_attention", "upsample_in_box", "window_starts", "window_weight"]
 
 
 def window_starts(lo: int, hi: int, size: int, stride: int) -> np.ndarray:
@@ -44,10 +48,76 @@ def window_starts(lo: int, hi: int, size: int, stride: int) -> np.ndarray:
     return np.array(starts)
 
 
+def upsample_in_box(coarse: np.ndarray | torch.Tensor, full_shape: Sequence[int], box: Sequence[slice]) -> np.ndarray:
+    """Trilinear upsampling of a coarse-grid map to ``full_shape``, computed only inside ``box``.
+
+    Equal to ``F.interpolate(coarse, size=full_shape, mode="trilinear", align_corners=False)``
+    cropped to ``box`` (the rule stage 1's resampling uses), without building the full-size
+    volume: for a 512 x 512 x 200 scan and 13 organs that would be 2.7 GB of float32.
+
+    Shape:
+        coarse: ``(x, y, z)``; output: the box's shape, float32.
+
+    Examples:
+        >>> import numpy as np
+        >>> c = np.arange(8, dtype=np.float32).reshape(2, 2, 2)
+        >>> upsample_in_box(c, (4, 4, 4), (slice(0, 4), slice(1, 2), slice(0, 1)))[:, 0, 0].tolist()
+        [0.5, 1.5, 3.5, 4.5]
+    """
+    c = coarse.detach().cpu().float().numpy() if isinstance(coarse, torch.Tensor) else np.asarray(coarse, np.float32)
+    if c.ndim != 3 or len(full_shape) != 3 or len(box) != 3:
+        raise ValueError(f"coarse must be (x, y, z) and full_shape/box have 3 entries; got {c.shape}, "
+                         f"{tuple(full_shape)}, {len(box)} slices")
+    out = c
+    for axis, (n_c, n_f, sl) in enumerate(zip(c.shape, full_shape, box)):
+        i = np.arange(sl.start, sl.stop, dtype=np.float64)
+        src = np.maximum((i + 0.5) * n_c / n_f - 0.5, 0.0)
+        i0 = np.minimum(np.floor(src).astype(np.int64), n_c - 1)
+        i1 = np.minimum(i0 + 1, n_c - 1)
+        lam = (src - i0).astype(np.float32)
+        shape = [1, 1, 1]
+        shape[axis] = len(i)
+        lam = lam.reshape(shape)
+        out = np.take(out, i0, axis=axis) * (1 - lam) + np.take(out, i1, axis=axis) * lam
+    return out.astype(np.float32)
+
+
+WINDOW_WEIGHTS: tuple[str, ...] = ("uniform", "gaussian")
+
+
+def window_weight(patch: int, kind: str = "gaussian") -> torch.Tensor:
+    """The per-pixel weight of a window's prediction when overlapping windows are averaged.
+
+    ``"uniform"``: every pixel 1 (the plain mean). ``"gaussian"``: a 2-D Gaussian centred on the
+    window with sigma ``patch / 8`` (nnU-Net's choice), scaled to 1 at the centre and floored at
+    1e-3, so a pixel near a window's edge, where the network saw the least context, counts less
+    than the same pixel near another window's centre.
+
+    Shape:
+        output ``(patch, patch)`` float32.
+
+    Examples:
+        >>> w = window_weight(8)
+        >>> float(w.max()), bool(w[0, 0] < w[4, 4])
+        (1.0, True)
+        >>> window_weight(4, "uniform").unique().tolist()
+        [1.0]
+    """
+    check_int("patch", patch, low=1)
+    if kind not in WINDOW_WEIGHTS:
+        raise ValueError(f"window weight must be one of {WINDOW_WEIGHTS}; got {kind!r}")
+    if kind == "uniform":
+        return torch.ones(patch, patch)
+    centre, sigma = (patch - 1) / 2.0, patch / 8.0
+    g = torch.exp(-((torch.arange(patch, dtype=torch.float64) - centre) ** 2) / (2.0 * sigma**2))
+    w = g[:, None] * g[None, :]
+    return (w / w.max()).clamp_min(1e-3).float()
+
+
 @torch.no_grad()
 def _organ_probability(model, image: np.ndarray, att: np.ndarray, box: tuple[slice, ...], *, patch: int,
-                       stride: int, batch_size: int, device, pad_value: float):
-    """Averaged window probabilities of one organ inside ``box`` (grown by the window)."""
+                       stride: int, batch_size: int, device, pad_value: float, weight: str = "uniform"):
+    """Weighted mean of the window probabilities of one organ inside ``box`` (grown by the window)."""
     half = patch // 2 + 1
     x0, x1 = box[0].start - half, box[0].stop + half
     y0, y1 = box[1].start - half, box[1].stop + half
@@ -76,6 +146,7 @@ def _organ_probability(model, image: np.ndarray, att: np.ndarray, box: tuple[sli
         return total.numpy(), (slice(x0, x1), slice(y0, y1), zsl)
     tl = torch.from_numpy(np.concatenate(starts)).long()
     ar = torch.arange(patch)
+    w = window_weight(patch, weight)
     for i in range(0, len(tl), batch_size):
         t = tl[i: i + batch_size]
         r = (t[:, 0, None] + ar)[:, :, None].expand(-1, patch, patch)
@@ -83,9 +154,10 @@ def _organ_probability(model, image: np.ndarray, att: np.ndarray, box: tuple[sli
         zz = t[:, 2, None, None].expand(-1, patch, patch)
         x = torch.stack([img_t[r, c, zz], att_t[r, c, zz]], 1).to(device)
         prob = torch.softmax(model(x).float(), 1)[:, 1].cpu()
-        total.index_put_((r, c, zz), prob, accumulate=True)
-        count.index_put_((r, c, zz), torch.ones_like(prob), accumulate=True)
-    mean = torch.where(count > 0, total / count.clamp_min(1), torch.zeros(()))
+        wb = w.expand_as(prob)
+        total.index_put_((r, c, zz), prob * wb, accumulate=True)
+        count.index_put_((r, c, zz), wb, accumulate=True)
+    mean = torch.where(count > 0, total / count.clamp_min(1e-12), torch.zeros(()))
     return (mean * att_t).numpy(), (slice(x0, x1), slice(y0, y1), zsl)
 
 
@@ -100,8 +172,25 @@ def segment_with_attention(
     threshold: float = 0.5,
     batch_size: int = 32,
     device: str | torch.device = "cpu",
+    window: str = "uniform",
+    coarse_probability: np.ndarray | torch.Tensor | None = None,
+    coarse_ids: Sequence[int] | None = None,
+    coarse_weight: float = 0.0,
 ) -> np.ndarray:
     """Segment a preprocessed volume with a trained stage-3 model and per-organ attention.
+
+    Organ ``k``'s score at a voxel inside its attention is
+    ``(1 - coarse_weight) * p3 + coarse_weight * pc``: ``p3`` the stage-3 probability (windows
+    averaged), ``pc`` the stage-1 probability of the organ upsampled trilinearly (an ensemble of
+    the two stages; ``coarse_weight=0``, or no ``coarse_probability``, is the paper's fusion of
+    ``p3`` alone). With the weight 0.5 and the threshold 0.5 a voxel passes where
+    ``p3 + pc > 1``: one where stage 3 is sure (``p3 = 1``) stays the organ wherever the coarse
+    probability is above 0, one where stage 3 is sure of background (``p3 = 0``) stays background
+    whatever the coarse map says, and in between the two stages must agree. That removes stage
+    3's stray false positives far from the coarse organ, while an organ that loses the coarse
+    arg-max (a low ``pc``) keeps what stage 3 is confident of. Outside its attention
+    an organ's score is 0. Fusion: the highest score wins, background where none exceeds
+    ``threshold``.
 
     Args:
         model: maps ``(B, 2, patch, patch)`` windows to ``(B, 2, patch, patch)`` logits.
@@ -115,20 +204,44 @@ def segment_with_attention(
         threshold: label fusion threshold on the foreground probability.
         batch_size: windows per forward pass.
         device: where the model runs.
+        window: how overlapping windows are averaged, ``"uniform"`` or ``"gaussian"``
+            (:func:`window_weight`).
+        coarse_probability: stage-1 softmax probabilities on the coarse grid, channel 0 the
+            background and channel ``i`` organ ``coarse_ids[i - 1]`` (as
+            :func:`agcl.pipeline.stage1_coarse.coarse_probabilities` gives them), or ``None``.
+        coarse_ids: the organ code of each coarse channel ``1..C`` (default ``organ_ids``); an
+            organ of ``organ_ids`` without a coarse channel is scored by stage 3 alone.
+        coarse_weight: in ``[0, 1]``, the weight of the coarse probability in each organ's score.
 
     Shape:
         image: ``(X, Y, Z)`` (axial slices along the last axis); attention: ``(K, X, Y, Z)``;
-        output ``(X, Y, Z)`` int16 organ codes.
+        coarse_probability: ``(C + 1, x, y, z)``; output ``(X, Y, Z)`` int16 organ codes.
 
     Raises:
-        TypeError: non-int ``patch_size``/``stride``/``batch_size``, a non-number threshold.
+        TypeError: non-int ``patch_size``/``stride``/``batch_size``, a non-number threshold or
+            coarse_weight.
         ValueError: shapes that disagree, a stride outside ``[1, patch_size]``, a threshold
-            outside ``[0, 1)`` or NaN, ``batch_size < 1``.
+            outside ``[0, 1)`` or NaN, ``batch_size < 1``, an unknown ``window``, a
+            ``coarse_weight`` outside ``[0, 1]``, ``coarse_ids`` of the wrong length.
     """
     check_int("patch_size", patch_size, low=1)
     check_int("stride", stride, low=1, high=patch_size)
     check_threshold(threshold)
     check_int("batch_size", batch_size, low=1)
+    if window not in WINDOW_WEIGHTS:
+        raise ValueError(f"window must be one of {WINDOW_WEIGHTS}; got {window!r}")
+    weight_c = check_in_range("coarse_weight", coarse_weight, 0.0, 1.0)
+    channel: dict[int, int] = {}
+    if coarse_probability is not None:
+        cp = coarse_probability
+        if isinstance(cp, torch.Tensor):
+            cp = cp.detach().cpu().float().numpy()
+        coarse_probability = np.asarray(cp, np.float32)
+        ids_c = list(organ_ids) if coarse_ids is None else [int(i) for i in coarse_ids]
+        if coarse_probability.ndim != 4 or coarse_probability.shape[0] != len(ids_c) + 1:
+            raise ValueError(f"coarse_probability must be (C + 1, x, y, z) with C = len(coarse_ids) = {len(ids_c)}; "
+                             f"got shape {coarse_probability.shape}")
+        channel = {organ: i + 1 for i, organ in enumerate(ids_c)}
     image = np.asarray(image, dtype=np.float32)
     sparse = isinstance(attention, Mapping)
     if not sparse:
@@ -155,12 +268,15 @@ def segment_with_attention(
         if box is None:
             continue
         prob, region = _organ_probability(model, image, att_k, box, patch=patch_size, stride=stride,
-                                          batch_size=batch_size, device=device, pad_value=pad_value)
+                                          batch_size=batch_size, device=device, pad_value=pad_value, weight=window)
         # crop the padded region back to the image
         lo = [max(s.start, 0) for s in region[:2]]
         hi = [min(s.stop, n) for s, n in zip(region[:2], image.shape[:2])]
         p = prob[lo[0] - region[0].start: hi[0] - region[0].start, lo[1] - region[1].start: hi[1] - region[1].start]
         view = (slice(lo[0], hi[0]), slice(lo[1], hi[1]), region[2])
+        if weight_c > 0 and int(organ) in channel:
+            pc = upsample_in_box(coarse_probability[channel[int(organ)]], image.shape, view)  # type: ignore[index]
+            p = ((1.0 - weight_c) * p + weight_c * pc) * att_k[view]
         better = p > best[view]
         best[view] = np.where(better, p, best[view])
         labels[view] = np.where(better, np.int16(organ), labels[view])
@@ -179,6 +295,7 @@ def predict_volume(
     threshold: float | None = None,
     stride: int | None = None,
     batch_size: int | None = None,
+    coarse_weight: float | None = None,
 ) -> np.ndarray:
     """Segment a new CT volume with trained stage-1 and stage-3 checkpoints.
 
@@ -195,7 +312,9 @@ def predict_volume(
         spacing: voxel size in mm (only for an array ``image``).
         coarse_labels: your own coarse label map for this image (array in canonical
             orientation, or a NIfTI path) instead of the coarse model's.
-        threshold, stride, batch_size: override the checkpoint config's inference settings.
+        threshold, stride, batch_size, coarse_weight: override the checkpoint config's inference
+            settings (``coarse_weight`` blends in the coarse model's probabilities; it has no
+            effect with ``coarse_labels``, which carry none).
 
     Returns:
         An ``int16`` label map (organ codes) in canonical orientation, the shape of the image;
@@ -216,6 +335,8 @@ def predict_volume(
         check_int("stride", stride, low=1)
     if batch_size is not None:
         check_int("batch_size", batch_size, low=1)
+    if coarse_weight is not None:
+        check_in_range("coarse_weight", coarse_weight, 0.0, 1.0)
     from agcl.data import load_volume, preprocess_ct
     from agcl.pipeline._coarse_attention import attention_from_probabilities, densify
     from agcl.pipeline.stage1_coarse import coarse_attention, coarse_probabilities, load_coarse
@@ -235,6 +356,7 @@ def predict_volume(
     model, organ_ids, config = load_segment_model(segment_checkpoint, device)
     source = image if isinstance(image, (str, os.PathLike)) else None
     norm = preprocess_ct(hu, window=tuple(config.clip_hu), percentiles=tuple(config.percentiles), source=source)
+    coarse_prob = None
     if coarse_labels is None:
         if coarse_checkpoint is None:
             raise ValueError("coarse_checkpoint is required unless coarse_labels is given")
@@ -245,6 +367,7 @@ def predict_volume(
                                               margin_mm=config.coarse.margin_mm,
                                               threshold=config.coarse.attention_threshold)
         attention = densify(sparse, organ_ids, norm.shape)
+        coarse_prob = (prob, coarse_ids)
     else:
         coarse = load_volume(coarse_labels, kind="label").array if isinstance(coarse_labels, (str, os.PathLike)) \
             else np.asarray(coarse_labels)
@@ -255,4 +378,7 @@ def predict_volume(
     return segment_with_attention(
         model, norm, attention, organ_ids, patch_size=config.pretrain.patch_size,
         stride=stride or s.stride, threshold=s.threshold if threshold is None else threshold,
-        batch_size=batch_size or s.inference_batch_size, device=device)
+        batch_size=batch_size or s.inference_batch_size, device=device, window=s.window,
+        coarse_probability=None if coarse_prob is None else coarse_prob[0],
+        coarse_ids=None if coarse_prob is None else coarse_prob[1],
+        coarse_weight=s.coarse_weight if coarse_weight is None else coarse_weight)

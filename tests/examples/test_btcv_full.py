@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -22,6 +23,50 @@ TINY = [
     "--set", "pretrain.batch_size=8", "--set", "segment.patches_per_slice=1",
     "--set", "segment.max_patches_per_volume=12", "--set", "segment.aspp_channels=8", "--set", "segment.stride=16",
 ]
+
+
+def _example():
+    spec = importlib.util.spec_from_file_location("btcv_full_example", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_seeds_flag_parses_and_is_validated(capsys):
+    ex = _example()
+    assert ex.parse_args(["--ablation", "--seeds", "3"]).seeds == 3
+    assert ex.parse_args(["--ablation"]).seeds is None
+    for bad in ("0", "-2", "2.5", "two"):
+        with pytest.raises(SystemExit):
+            ex.parse_args(["--ablation", "--seeds", bad])
+        assert "positive integer" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        ex.parse_args(["--seeds", "2"])
+    assert "--seeds needs --ablation" in capsys.readouterr().err
+
+
+def test_ablation_folders_and_shared_stage1(tmp_path):
+    ex = _example()
+    out = tmp_path / "run"
+    assert ex.ablation_dir(out, "agcl", 4, main_method="agcl", first_seed=4) == out
+    assert ex.ablation_dir(out, "ce", 4, main_method="agcl", first_seed=4) == out / "ablation" / "ce"
+    assert ex.ablation_dir(out, "agcl", 5, main_method="agcl", first_seed=4) == out / "ablation" / "seed5" / "agcl"
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    (src / "checkpoints").mkdir(parents=True)
+    (src / "coarse").mkdir()
+    (src / "checkpoints" / "coarse.pt").write_bytes(b"stage1")
+    (src / "coarse" / "a.prob.pt").write_bytes(b"prob")
+    (src / "coarse" / "a.nii.gz").write_bytes(b"map")
+    (dst / "checkpoints").mkdir(parents=True)
+    (dst / "checkpoints" / "segment.pt").write_bytes(b"stale")
+    (dst / "checkpoints" / "pretrain.pt").write_bytes(b"stale")
+    ex.share_stage1(src, dst, fresh=False)
+    assert (dst / "checkpoints" / "segment.pt").is_file()  # --resume keeps stages 2-3
+    ex.share_stage1(src, dst, fresh=True)  # twice: existing links are replaced
+    assert (dst / "checkpoints" / "coarse.pt").read_bytes() == b"stage1"
+    assert sorted(p.name for p in (dst / "coarse").iterdir()) == ["a.nii.gz", "a.prob.pt"]
+    assert (dst / "coarse" / "a.prob.pt").read_bytes() == b"prob"
+    assert not (dst / "checkpoints" / "segment.pt").exists() and not (dst / "checkpoints" / "pretrain.pt").exists()
 
 
 def _run(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
@@ -51,9 +96,38 @@ def test_example_runs_and_writes_its_files(tmp_path):
 
 @pytest.mark.slow
 def test_example_ablation_table(tmp_path):
-    proc = _run(tmp_path, "--ablation", "--no-figures")
-    data = json.loads((tmp_path / "run" / "results.json").read_text())
+    proc = _run(tmp_path, "--ablation", "--seeds", "2", "--no-figures")
+    out = tmp_path / "run"
+    data = json.loads((out / "results.json").read_text())
     assert list(data["ablation"]) == ["none", "sscl", "supcon", "ce", "agcl"]
     for entry in data["ablation"].values():
         assert set(entry) == {"per_organ", "mean", "config", "runtime_s", "coarse_mean", "attention_recall"}
     assert "| Encoder | Pretrain |" in proc.stdout
+    # every method of a seed builds its attention from the same stage-1 probabilities
+    for method in ("none", "sscl", "supcon", "ce"):
+        for first, other in ((out, out / "ablation" / method),
+                             (out / "ablation" / "seed1" / "agcl", out / "ablation" / "seed1" / method)):
+            probs = sorted(p.name for p in (first / "coarse").glob("*.prob.pt"))
+            assert probs and probs == sorted(p.name for p in (other / "coarse").glob("*.prob.pt"))
+            assert all((first / "coarse" / n).read_bytes() == (other / "coarse" / n).read_bytes() for n in probs)
+        assert (out / "ablation" / "seed1" / method / "predictions").is_dir()
+    abl = json.loads((out / "ablation.json").read_text())
+    recs = abl["records"]
+    assert len(recs) == 5 * 2 * 2  # methods x seeds x held-out cases
+    assert {(r["method"], r["seed"]) for r in recs} == {(m, s) for m in data["ablation"] for s in (0, 1)}
+    assert {r["case"] for r in recs} == {"contrast_0002", "non-contrast_0002"}
+    # the per-case Dice agree with the run's own evaluation (seed 0, every method)
+    for method, entry in data["ablation"].items():
+        for organ, row in entry["per_organ"].items():
+            vals = [r["per_organ"][organ] for r in recs if r["method"] == method and r["seed"] == 0
+                    and r["per_organ"][organ] is not None]
+            assert (row["dice"] is None and not vals) or row["dice"] == pytest.approx(sum(vals) / len(vals))
+    st = abl["statistics"]
+    assert st["reference"] == "agcl" and list(st["methods"]) == ["none", "sscl", "supcon", "ce", "agcl"]
+    for method, e in st["methods"].items():
+        assert e["n"] == 4 and e["seeds"] == [0, 1]
+        assert e["n_pairs"] == 4 and e["p_value"] is None  # 4 pairs < 6: no test, said so
+        assert e["note"] == ("reference" if method == "agcl" else "too few pairs (4 < 6): no test")
+    md = (out / "ablation.md").read_text()
+    assert "| Pre-training | mean Dice +/- std" in md and "Wilcoxon" in md and "seeds [0, 1]" in md
+    assert "ablation statistics" in proc.stdout

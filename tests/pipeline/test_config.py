@@ -93,6 +93,10 @@ from agcl.pipeline import CoarseConfig, PretrainConfig, SegmentConfig  # noqa: E
     ("pretrain.queue_size", 2.5, TypeError),
     ("pretrain.steps_per_epoch", 0, ValueError),
     ("segment.steps_per_epoch", "20", TypeError),
+    ("segment.coarse_weight", 1.5, ValueError),
+    ("segment.coarse_weight", -0.1, ValueError),
+    ("segment.coarse_weight", "0.5", TypeError),
+    ("segment.window", "cosine", ValueError),
 ])
 def test_override_refuses_bad_values_naming_the_field(key, value, err):
     with pytest.raises(err, match=key.replace(".", r"\.").replace("organs", "organs")):
@@ -123,6 +127,16 @@ def test_float_fields_accept_ints_and_lists_become_tuples():
 @pytest.mark.parametrize("cls", [CoarseConfig, PretrainConfig, SegmentConfig, PipelineConfig])
 def test_every_field_has_a_rule(cls):
     assert {f.name for f in dataclasses.fields(cls)} == set(cls.RULES)
+
+
+def test_inference_blending_fields_round_trip():
+    cfg = PipelineConfig.quick().override(**{"segment.coarse_weight": 0.5, "segment.window": "gaussian"})
+    assert cfg.segment.coarse_weight == 0.5 and cfg.segment.window == "gaussian"
+    assert PipelineConfig.from_dict(cfg.to_dict()) == cfg
+    assert PipelineConfig.quick().segment.coarse_weight == 0.0  # the paper's fusion until the runner passes probabilities
+    old = PipelineConfig.quick().to_dict()
+    del old["segment"]["coarse_weight"], old["segment"]["window"]  # a checkpoint written before the fields
+    assert PipelineConfig.from_dict(old).segment.window == "uniform"
 
 
 def test_coarse_voxel_size_fields():

@@ -94,6 +94,31 @@ def test_full_pipeline_resume_and_results(tmp_path):
                             segment_checkpoint=out / "checkpoints" / "segment.pt")
     np.testing.assert_array_equal(labels, load_volume(result["predictions"][0], kind="label").array)
 
+    # coarse_weight (1.0: the coarse probabilities alone inside the attention): predict_volume uses the
+    # coarse model's probabilities, the very ones the run stored (float16), as segment_with_attention does
+    from agcl.data import preprocess_ct
+    from agcl.pipeline import load_segment_model, segment_with_attention
+    from agcl.pipeline._coarse_attention import (
+        attention_from_probabilities,
+        densify,
+        load_probabilities,
+    )
+
+    blended = predict_volume(case.image_path, coarse_checkpoint=out / "checkpoints" / "coarse.pt",
+                             segment_checkpoint=out / "checkpoints" / "segment.pt", coarse_weight=1.0)
+    model, ids, cfg = load_segment_model(out / "checkpoints" / "segment.pt")
+    vol = load_volume(case.image_path, kind="image")
+    norm = preprocess_ct(vol.array, window=tuple(cfg.clip_hu), percentiles=tuple(cfg.percentiles))
+    prob, coarse_ids, _ = load_probabilities(out / "coarse" / f"{case.modality}_{case.case_id}.prob.pt")
+    att = densify(attention_from_probabilities(prob, coarse_ids, norm.shape, spacing=vol.spacing,
+                                               margin_mm=cfg.coarse.margin_mm,
+                                               threshold=cfg.coarse.attention_threshold), ids, norm.shape)
+    want = segment_with_attention(model, norm, att, ids, patch_size=cfg.pretrain.patch_size, stride=cfg.segment.stride,
+                                  threshold=cfg.segment.threshold, batch_size=cfg.segment.inference_batch_size,
+                                  coarse_probability=prob, coarse_ids=coarse_ids, coarse_weight=1.0)
+    np.testing.assert_array_equal(blended, want)
+    assert (want != labels).any()  # the coarse probabilities change the result, so the check above can fail
+
 
 def test_coarse_dir_replaces_stage_1_and_gt_attention(tmp_path):
     train, test = tiny_cohort(tmp_path / "data")
