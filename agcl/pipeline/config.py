@@ -286,7 +286,7 @@ class SegmentConfig:
     threshold: float = 0.5
     inference_batch_size: int = 32
     steps_per_epoch: int | None = None
-    coarse_weight: float = 0.0
+    coarse_weight: float = 0.5
     window: Literal["uniform", "gaussian"] = "uniform"
 
     RULES: ClassVar[dict[str, Rule | None]] = {

@@ -185,9 +185,15 @@ def run_pipeline(
         for organ, value in attention_recall(sparse, case.label, organ_ids).items():
             if value is not None:  # the fraction of the organ's voxels the attention covers
                 recalls[organ].append(value)
+        coarse_prob = coarse_ids = None
+        if coarse.source == "probabilities" and s.coarse_weight > 0:  # stage 1's probabilities join the fusion
+            from agcl.pipeline._coarse_attention import load_probabilities
+
+            coarse_prob, coarse_ids, _ = load_probabilities(coarse.prob_dir / f"{case_stem(case)}.prob.pt")
         pred = segment_with_attention(model, case.image, sparse, organ_ids, patch_size=config.pretrain.patch_size,
                                       stride=s.stride, threshold=s.threshold, batch_size=s.inference_batch_size,
-                                      device=device)
+                                      device=device, window=s.window, coarse_probability=coarse_prob,
+                                      coarse_ids=coarse_ids, coarse_weight=s.coarse_weight)
         subset = {k: names[k] for k in organ_ids}
         tables.append(evaluate_labels(pred, case.label, spacing=case.spacing, organs=subset))
         coarse_tables.append(evaluate_labels(coarse.labels(case), case.label, spacing=case.spacing, organs=subset))

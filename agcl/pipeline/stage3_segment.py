@@ -93,8 +93,8 @@ def segment_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: nn
 
 def _settings(config: PipelineConfig, organ_ids: Sequence[int]) -> dict[str, Any]:
     s = config.to_dict()["segment"]
-    for key in ("epochs", "stride", "threshold", "inference_batch_size"):
-        s.pop(key)
+    for key in ("epochs", "stride", "threshold", "inference_batch_size", "coarse_weight", "window"):
+        s.pop(key, None)
     p = config.to_dict()["pretrain"]
     p.pop("epochs")
     return {"segment": s, "pretrain": p, "seed": config.seed, "organ_ids": [int(i) for i in organ_ids],

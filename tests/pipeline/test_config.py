@@ -133,7 +133,7 @@ def test_inference_blending_fields_round_trip():
     cfg = PipelineConfig.quick().override(**{"segment.coarse_weight": 0.5, "segment.window": "gaussian"})
     assert cfg.segment.coarse_weight == 0.5 and cfg.segment.window == "gaussian"
     assert PipelineConfig.from_dict(cfg.to_dict()) == cfg
-    assert PipelineConfig.quick().segment.coarse_weight == 0.0  # the paper's fusion until the runner passes probabilities
+    assert PipelineConfig.quick().segment.coarse_weight == 0.5  # stage 1's probabilities join the fusion
     old = PipelineConfig.quick().to_dict()
     del old["segment"]["coarse_weight"], old["segment"]["window"]  # a checkpoint written before the fields
     assert PipelineConfig.from_dict(old).segment.window == "uniform"
