@@ -21,7 +21,6 @@ the projected embeddings (paper Fig. 3) and overlays of prediction vs ground tru
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
@@ -35,6 +34,7 @@ import agcl.data as adata
 import agcl.data.synthetic as synthetic
 import agcl.pipeline as pl
 from agcl.metrics import format_table
+from agcl.pipeline.config import parse_overrides
 
 METHOD_ORDER = ("none", "sscl", "supcon", "ce", "agcl")
 
@@ -160,13 +160,7 @@ def make_config(args: argparse.Namespace, method: str, seed: int | None = None) 
         changes.update({"pretrain.epochs": args.epochs, "segment.epochs": args.epochs})
     if args.coarse_epochs is not None:
         changes["coarse.epochs"] = args.coarse_epochs
-    for item in args.set:
-        key, _, text = item.partition("=")
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError:
-            value = text  # a bare string such as resnet50
-        changes[key.strip()] = tuple(value) if isinstance(value, list) else value
+    changes.update(parse_overrides(args.set))
     return pl.PipelineConfig.preset_named(args.preset).override(**changes)
 
 

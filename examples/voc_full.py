@@ -41,6 +41,7 @@ from agcl.data.voc import VOC_CLASSES, VOCSegmentation, save_voc_mask, voc_palet
 from agcl.metrics import confusion_matrix, iou_from_confusion, mean_iou
 from agcl.pipeline import _distributed as dd
 from agcl.pipeline._coarse_attention import attention_recall
+from agcl.pipeline.config import parse_overrides
 from agcl.pipeline.image2d import (
     Coarse2DConfig,
     ImageVolumes,
@@ -128,14 +129,7 @@ def make_configs(args: argparse.Namespace, method: str) -> tuple[Coarse2DConfig,
         changes.update({"pretrain.epochs": args.epochs, "segment.epochs": args.epochs})
     if args.coarse_epochs is not None:
         coarse["epochs"] = args.coarse_epochs
-    for item in args.set:
-        key, _, text = item.partition("=")
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError:
-            value = text
-        value = tuple(value) if isinstance(value, list) else value
-        key = key.strip()
+    for key, value in parse_overrides(args.set).items():
         if key.startswith("coarse2d."):
             coarse[key[len("coarse2d."):]] = value
         else:

@@ -37,6 +37,7 @@ from agcl.pipeline.config import (
     PipelineConfig,
     PretrainConfig,
     SegmentConfig,
+    parse_overrides,
 )
 from agcl.pipeline.figures import pca_2d, plot_embeddings, plot_overlays
 from agcl.pipeline.fusion import fuse_labels
@@ -133,6 +134,7 @@ __all__ = [
     "load_pretrain_model",
     "load_segment_model",
     "load_stage",
+    "parse_overrides",
     "pca_2d",
     "plot_embeddings",
     "plot_overlays",

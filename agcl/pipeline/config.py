@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -33,6 +33,7 @@ __all__ = [
     "PretrainMethod",
     "SegmentConfig",
     "PRETRAIN_METHODS",
+    "parse_overrides",
 ]
 
 PretrainMethod = Literal["agcl", "sscl", "supcon", "ce", "none"]
@@ -457,6 +458,28 @@ class PipelineConfig:
                 raise ValueError(f"unknown config field {key!r}; valid: {sorted(target)}")
             target[name] = value
         return PipelineConfig.from_dict(data)
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` strings (a command line's ``--set``) as :meth:`PipelineConfig.override` keywords.
+
+    Values are JSON (lists become tuples); a value that is not JSON is kept as a bare string.
+
+    Examples:
+        >>> parse_overrides(["segment.epochs=5", "coarse.shape=[48,48,24]", "pretrain.encoder=resnet50"])
+        {'segment.epochs': 5, 'coarse.shape': (48, 48, 24), 'pretrain.encoder': 'resnet50'}
+    """
+    import json
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, _, text = item.partition("=")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = text  # a bare string such as resnet50
+        out[key.strip()] = tuple(value) if isinstance(value, list) else value
+    return out
 
 
 def _plain(value: Any) -> Any:
