@@ -29,6 +29,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -154,11 +155,26 @@ def synthetic_devkit(args: argparse.Namespace) -> Path:
     return write_voc_like(root, args.n_train, args.n_val, seed=args.seed, size=args.image_size)
 
 
+class _SplitView(Sequence):
+    """The images (``part=0``) or masks (``part=1``) of a split, read from disk on access."""
+
+    def __init__(self, ds: VOCSegmentation, n: int, part: int) -> None:
+        self.ds, self.n, self.part = ds, n, part
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int):
+        if not -self.n <= i < self.n:
+            raise IndexError(f"index must lie in [0, {self.n}); got {i}")
+        return self.ds[i % self.n][self.part]
+
+
 def load_split(devkit: Path, split: str, limit: int | None):
+    """``(ids, images, masks)`` of a split; images and masks are lazy views (nothing held in memory)."""
     ds = VOCSegmentation(devkit, split)
     n = len(ds) if limit is None else min(limit, len(ds))
-    items = [ds[i] for i in range(n)]
-    return ds.ids[:n], [im for im, _ in items], [m for _, m in items]
+    return ds.ids[:n], _SplitView(ds, n, 0), _SplitView(ds, n, 1)
 
 
 def gt_attention(mask: np.ndarray, class_ids, margin_px: float):
@@ -295,15 +311,21 @@ def main(argv=None) -> int:
     pl.barrier()
     coarse_model, _, _ = load_coarse_2d(out / "checkpoints" / "coarse2d.pt", args.device)
 
-    def attend(images):
-        probs = [predict_probabilities_2d(coarse_model, im, device=args.device) for im in images]
-        return probs, [attention_2d(p, class_ids, coarse_cfg) for p in probs]
+    def attend(images, *, with_preds: bool):
+        """Each image's sparse attention (and its uint8 arg-max map); no probability map is kept."""
+        atts, preds = [], []
+        for im in images:
+            p = predict_probabilities_2d(coarse_model, im, device=args.device)
+            atts.append(attention_2d(p, class_ids, coarse_cfg))
+            if with_preds:
+                preds.append(p.argmax(0).numpy().astype(np.uint8))
+        return atts, preds
 
-    train_probs, train_att = attend(train_images)
-    val_probs, val_att = attend(val_images)
     if args.attention == "gt":
         train_att = [gt_attention(m, class_ids, coarse_cfg.margin_px) for m in train_masks]
-    coarse_preds = [p.argmax(0).numpy().astype(np.uint8) for p in val_probs]
+    else:
+        train_att, _ = attend(train_images, with_preds=False)
+    val_att, coarse_preds = attend(val_images, with_preds=True)
     ious, miou = evaluate(coarse_preds, val_masks, len(names))
     recall_sum: dict[int, list[float]] = {c: [] for c in class_ids}
     for att, m in zip(val_att, val_masks):

@@ -234,14 +234,21 @@ def train_coarse_2d(
 
     if len(images) != len(masks) or not images:
         raise ValueError(f"images and masks must be non-empty and of equal length; got {len(images)} and {len(masks)}")
-    xs = [image_tensor(im) for im in images]
-    ys = [torch.from_numpy(np.asarray(m).astype(np.int64)) for m in masks]
-    for k, (x, y) in enumerate(zip(xs, ys)):
-        if tuple(y.shape) != tuple(x.shape[1:]):
-            raise ValueError(f"masks[{k}] has shape {tuple(y.shape)}, images[{k}] (H, W) = {tuple(x.shape[1:])}")
+    # one checking pass; the images stay as given (uint8, possibly read lazily) and are turned
+    # into tensors per batch, so stage 1 does not hold a float copy of the whole training set
+    longest = 0
+    for k in range(len(images)):
+        im, y = np.asarray(images[k]), np.asarray(masks[k])
+        if im.ndim != 3 or tuple(y.shape) != tuple(im.shape[:2]):
+            raise ValueError(f"masks[{k}] has shape {tuple(y.shape)}, images[{k}] (H, W) = {tuple(im.shape[:2])}")
         bad = (y != VOID) & ((y < 0) | (y >= num_classes))
         if bool(bad.any()):
             raise ValueError(f"masks[{k}] must hold class ids in [0, {num_classes}) or {VOID}; got {int(y[bad][0])}")
+        longest = max(longest, *y.shape)
+
+    def pair(i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return image_tensor(images[i]), torch.from_numpy(np.asarray(masks[i]).astype(np.int64))
+
     seed_everything(seed + 101)
     model = build_coarse_model_2d(config, num_classes).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -250,14 +257,14 @@ def train_coarse_2d(
         optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     else:
         optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
-    size = min(config.crop_size, max(max(y.shape) for y in ys))
+    size = min(config.crop_size, longest)
 
     def epoch_batches(epoch: int):
         gen = torch.Generator().manual_seed(seed * 1009 + epoch)
-        order = torch.randperm(len(xs), generator=gen).tolist()
+        order = torch.randperm(len(images), generator=gen).tolist()
         bs = max(2, config.batch_size)  # BatchNorm in the ASPP pooling branch needs 2 samples
         for s in range(0, len(order), bs):
-            pairs = [_crop(xs[i], ys[i], size, gen, config.hflip) for i in order[s:s + bs]]
+            pairs = [_crop(*pair(i), size, gen, config.hflip) for i in order[s:s + bs]]
             if len(pairs) < 2:
                 continue
             yield torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
@@ -273,7 +280,7 @@ def train_coarse_2d(
     out = Path(out_dir)
     ckpt = out / "checkpoints" / "coarse2d.pt"
     settings = {"coarse2d": config.to_dict(), "num_classes": int(num_classes), "seed": int(seed),
-                "n_images": len(xs)}
+                "n_images": len(images)}
     fit(stage="coarse2d", epochs=config.epochs, ckpt_path=ckpt, settings=settings, model=model,
         optimizer=optimizer, epoch_batches=epoch_batches, step=step, resume=resume,
         log=log or EpochLog(out / "epochs.jsonl"), device=device, collective=False,
