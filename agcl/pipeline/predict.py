@@ -262,9 +262,12 @@ def segment_with_attention(
             att_k = np.zeros(image.shape, bool)
             sbox, smask = attention[int(organ)]
             att_k[tuple(sbox)] = smask
+            inner = organ_bboxes(np.asarray(smask, np.uint8), [1]).get(1)  # tight box inside the stored one
+            box = None if inner is None else tuple(slice(o.start + i.start, o.start + i.stop)
+                                                   for o, i in zip(sbox, inner))
         else:
             att_k = attention[k]
-        box = organ_bboxes(att_k.astype(np.int16), [1]).get(1)
+            box = organ_bboxes(att_k.astype(np.int16), [1]).get(1)
         if box is None:
             continue
         prob, region = _organ_probability(model, image, att_k, box, patch=patch_size, stride=stride,

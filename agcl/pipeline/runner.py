@@ -181,15 +181,12 @@ def run_pipeline(
     recalls: dict[int, list[float]] = {k: [] for k in organ_ids}
     for i in range(len(test_cases)):
         case = test_cases[i]
-        sparse = coarse(case)
+        stored = coarse.probabilities(case) if coarse.source == "probabilities" else None  # read once
+        sparse = coarse(case, probabilities=stored)
         for organ, value in attention_recall(sparse, case.label, organ_ids).items():
             if value is not None:  # the fraction of the organ's voxels the attention covers
                 recalls[organ].append(value)
-        coarse_prob = coarse_ids = None
-        if coarse.source == "probabilities" and s.coarse_weight > 0:  # stage 1's probabilities join the fusion
-            from agcl.pipeline._coarse_attention import load_probabilities
-
-            coarse_prob, coarse_ids, _ = load_probabilities(coarse.prob_dir / f"{case_stem(case)}.prob.pt")
+        coarse_prob, coarse_ids = stored if stored is not None and s.coarse_weight > 0 else (None, None)
         pred = segment_with_attention(model, case.image, sparse, organ_ids, patch_size=config.pretrain.patch_size,
                                       stride=s.stride, threshold=s.threshold, batch_size=s.inference_batch_size,
                                       device=device, window=s.window, coarse_probability=coarse_prob,

@@ -87,24 +87,31 @@ class CaseAttention:
         self.coarse_dir = None if coarse_dir is None else Path(coarse_dir)
         self.coarse_labels = None if coarse_labels is None else {int(k): int(v) for k, v in coarse_labels.items()}
 
-    def __call__(self, case: PreparedCase) -> Attention:
+    def __call__(self, case: PreparedCase, *, probabilities: tuple[Any, Sequence[int]] | None = None) -> Attention:
+        """The case's attention; ``probabilities`` (from :meth:`probabilities`) saves re-reading them."""
         if self.source == "gt":
             if case.label is None:
                 raise ValueError(f"case {case.case_id} has no label for ground-truth attention")
             return attention_from_labels(case.label, self.organ_ids, margin_mm=self.margin_mm, spacing=case.spacing)
         if self.source == "probabilities":
-            from agcl.pipeline._coarse_attention import (
-                attention_from_probabilities,
-                load_probabilities,
-            )
+            from agcl.pipeline._coarse_attention import attention_from_probabilities
 
-            path = self.prob_dir / f"{case_stem(case)}.prob.pt"  # type: ignore[operator]
-            if not path.is_file():
-                raise FileNotFoundError(f"no coarse probabilities for case {case.case_id} at {path}")
-            prob, ids, _ = load_probabilities(path)
+            prob, ids = self.probabilities(case) if probabilities is None else probabilities
             return attention_from_probabilities(prob, ids, case.image.shape, spacing=case.spacing,
                                                 margin_mm=self.margin_mm, threshold=self.threshold)
         return attention_from_labels(self.labels(case), self.organ_ids, margin_mm=self.margin_mm, spacing=case.spacing)
+
+    def probabilities(self, case: PreparedCase) -> tuple[Any, list[int]]:
+        """``(prob (K + 1, x, y, z), organ_ids)``: the case's stored coarse probabilities."""
+        from agcl.pipeline._coarse_attention import load_probabilities
+
+        if self.prob_dir is None:
+            raise ValueError("this CaseAttention has no coarse probabilities (source='probabilities' needs prob_dir)")
+        path = self.prob_dir / f"{case_stem(case)}.prob.pt"
+        if not path.is_file():
+            raise FileNotFoundError(f"no coarse probabilities for case {case.case_id} at {path}")
+        prob, ids, _ = load_probabilities(path)
+        return prob, ids
 
     def labels(self, case: PreparedCase) -> np.ndarray:
         """The case's coarse label map (organ codes, the image's grid)."""

@@ -193,11 +193,14 @@ class PatchStream(IterableDataset):
         """The volumes of shard ``shard`` in the current epoch."""
         return self.rank_volumes()[shard::self.shards]
 
-    def __iter__(self) -> Iterator[Any]:
+    def _my_shards(self) -> list[int]:
+        """The shards this process runs: shard ``s`` in DataLoader worker ``s % num_workers``."""
         info = get_worker_info()
         workers, worker = (info.num_workers, info.id) if info is not None else (1, 0)
-        mine = [s for s in range(self.shards) if s % workers == worker]
-        return _round_robin([self._shard(s) for s in mine])
+        return [s for s in range(self.shards) if s % workers == worker]
+
+    def __iter__(self) -> Iterator[Any]:
+        return _round_robin([self._shard(s) for s in self._my_shards()])
 
     def loader(self, num_workers: int = 0, *, pin_memory: bool = False, prefetch_factor: int | None = None) -> Iterator[PatchBatch]:
         """The epoch's batches through a ``DataLoader`` with ``num_workers`` worker processes.
@@ -352,8 +355,5 @@ class _Tagged(IterableDataset):
         self.stream = stream
 
     def __iter__(self) -> Iterator[tuple[int, PatchBatch | None]]:
-        info = get_worker_info()
-        workers, worker = (info.num_workers, info.id) if info is not None else (1, 0)
-        s = self.stream
-        return _tagged_round_robin({k: s._shard(k) for k in range(s.shards) if k % workers == worker})
+        return _tagged_round_robin({k: self.stream._shard(k) for k in self.stream._my_shards()})
 

@@ -204,3 +204,50 @@ def test_segment_step_leaves_ignored_pixels_out():
     y2[:, :, 4:] = 1 - y2[:, :, 4:]
     assert float(segment_step(net, x, y2, loss_fn, ignore)) == pytest.approx(float(loss))
     assert float(segment_step(net, x, y2, loss_fn)) != pytest.approx(float(loss))
+
+
+def test_factories_and_step_refuse_what_they_cannot_build():
+    from agcl.pipeline import build_optimizer, build_pretrain_loss, pretrain_step
+
+    cfg = _config()
+    model = torch.nn.Linear(2, 2)
+    assert isinstance(build_optimizer(cfg, model.parameters(), stage="pretrain"), torch.optim.SGD)
+    assert isinstance(build_optimizer(cfg, model.parameters(), stage="segment"), torch.optim.Adam)
+    with pytest.raises(ValueError, match="stage"):
+        build_optimizer(cfg, model.parameters(), stage="coarse")
+    with pytest.raises(ValueError, match="'none'"):
+        build_pretrain_loss(_config("none"))
+    with pytest.raises(ValueError, match="queue_size"):
+        build_pretrain_loss(_config("sscl", **{"pretrain.queue_size": 8}))
+    assert isinstance(build_pretrain_loss(_config("ce")), torch.nn.CrossEntropyLoss)
+    x = torch.randn(3, 2)
+    with pytest.raises(ValueError, match="loss_fn is required"):
+        pretrain_step(model, x, x, method="agcl", target=torch.zeros(3), modality=torch.zeros(3), loss_fn=None)
+    with pytest.raises(ValueError, match="method must be one of"):
+        pretrain_step(model, x, x, method="simclr", target=torch.zeros(3), modality=torch.zeros(3), loss_fn=None)
+    cls = torch.tensor([0, 1, 1])
+    got = pretrain_step(model, x, x, method="ce", target=cls, modality=cls, loss_fn=None, class_index=cls)
+    assert float(got) == pytest.approx(float(F.cross_entropy(model(torch.cat([x, x])), cls.repeat(2))))
+
+
+def test_shuffle_buffer_must_hold_a_batch():
+    with pytest.raises(ValueError, match="data.shuffle_buffer must be >= pretrain.batch_size"):
+        tiny_config(**{"pretrain.batch_size": 64, "data.shuffle_buffer": 32})
+
+
+def test_a_user_augmentation_generator_is_reseeded_every_epoch(tmp_path):
+    """So a resumed epoch repeats its views: the same epoch seed gives the same draws."""
+    draws = []
+
+    class Aug:
+        def __init__(self, seed):
+            self.generator = torch.Generator().manual_seed(seed)  # different states: only the reseed equalises them
+
+        def __call__(self, x):
+            draws.append(float(torch.rand((), generator=self.generator)))
+            return x, x
+
+    cfg = _config(**{"pretrain.steps_per_epoch": 1})
+    pretrain_encoder(_volumes(2), cfg, ORGANS, tmp_path / "a", num_modalities=2, augment=Aug(1))
+    pretrain_encoder(_volumes(2), cfg, ORGANS, tmp_path / "b", num_modalities=2, augment=Aug(2))
+    assert len(draws) == 2 and draws[0] == draws[1]
