@@ -21,6 +21,7 @@ __version__ = "0.1.0.dev0"
 _LAZY_ATTRS: dict[str, str] = {
     "ModalTargetSupConLoss": "agcl.losses.modal_target",
     "SoftDiceLoss": "agcl.losses.dice",
+    "DiceCELoss": "agcl.losses.dice",
     "AttentionPatchSampler": "agcl.sampling.attention_patches",
     "PatchBatch": "agcl.sampling.attention_patches",
     "AttentionPatchDataset": "agcl.sampling.dataset",
@@ -48,6 +49,7 @@ _SUBMODULES = (
 __all__ = [
     "AttentionPatchDataset",
     "AttentionPatchSampler",
+    "DiceCELoss",
     "ModalTargetSupConLoss",
     "PairAug",
     "PipelineConfig",
@@ -86,7 +88,7 @@ if TYPE_CHECKING:  # pragma: no cover - for static analysers only
     from agcl.augment.pair_aug import PairAug
     from agcl.functional.dice import soft_dice_loss
     from agcl.functional.modal_target import modal_target_supcon_loss
-    from agcl.losses.dice import SoftDiceLoss
+    from agcl.losses.dice import DiceCELoss, SoftDiceLoss
     from agcl.losses.modal_target import ModalTargetSupConLoss
     from agcl.models._registry import create_model, list_models
     from agcl.pipeline.config import PipelineConfig

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agcl.losses.dice import SoftDiceLoss
+from agcl.losses.dice import DiceCELoss, SoftDiceLoss
 from agcl.losses.modal_target import ModalTargetSupConLoss
 
-__all__ = ["ModalTargetSupConLoss", "SoftDiceLoss"]
+__all__ = ["DiceCELoss", "ModalTargetSupConLoss", "SoftDiceLoss"]

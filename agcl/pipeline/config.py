@@ -70,12 +70,6 @@ def _choice(options: tuple[Any, ...]) -> Rule:
     return rule
 
 
-def _bool(name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be True or False; got {type(value).__name__} {value!r}")
-    return value
-
-
 def _str(name: str, value: Any) -> str:
     if not isinstance(value, str) or not value:
         raise TypeError(f"{name} must be a non-empty string; got {type(value).__name__} {value!r}")
@@ -261,6 +255,10 @@ class SegmentConfig:
         patches_per_slice, max_patches_per_volume: training patches (same sampler as stage 2).
         aspp_channels: the ASPP width (512 in the paper).
         decoder: ``"aspp"`` (the paper's) or ``"deeplabv3plus"`` (ASPP + a low-level skip).
+        decoder_channels: width of DeepLabV3+'s two 3 x 3 refinement convs at stride 4 (256 in
+            DeepLabV3+; unused by ``"aspp"``). Their cost grows with its square.
+        loss: ``"dice"`` (the paper's soft Dice on the organ channel) or ``"dice_ce"`` (soft
+            Dice plus cross-entropy, :class:`agcl.DiceCELoss`, as nnU-Net and stage 1 train).
         epochs, lr, batch_size: Adam with the soft Dice loss (the paper: 10 epochs, 1e-4, 4).
         stride: sliding-window stride at inference (<= the patch size).
         threshold: label fusion threshold on the foreground probability.
@@ -280,6 +278,8 @@ class SegmentConfig:
     max_patches_per_volume: int | None = None
     aspp_channels: int = 512
     decoder: Literal["aspp", "deeplabv3plus"] = "aspp"
+    decoder_channels: int = 256
+    loss: Literal["dice", "dice_ce"] = "dice"
     epochs: int = 10
     lr: float = 1e-4
     batch_size: int = 4
@@ -292,7 +292,8 @@ class SegmentConfig:
 
     RULES: ClassVar[dict[str, Rule | None]] = {
         "patches_per_slice": _POS, "max_patches_per_volume": _MAX_PATCHES, "aspp_channels": _POS,
-        "decoder": _choice(("aspp", "deeplabv3plus")),
+        "decoder": _choice(("aspp", "deeplabv3plus")), "decoder_channels": _POS,
+        "loss": _choice(("dice", "dice_ce")),
         "epochs": _POS, "lr": _LR, "batch_size": _POS, "stride": _POS,
         "threshold": _float(0.0, 1.0, high_open=True), "inference_batch_size": _POS,
         "steps_per_epoch": _int(1, optional=True), "coarse_weight": _float(0.0, 1.0),

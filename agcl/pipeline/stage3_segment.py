@@ -48,14 +48,19 @@ def build_segment_model(config: PipelineConfig, encoder_state: dict[str, torch.T
     channels = tuple(getattr(encoder, "out_channels"))  # noqa: B009
     s = config.segment
     cls = DeepLabV3PlusDecoder if s.decoder == "deeplabv3plus" else ASPPDecoder
-    decoder = cls(channels, 2, output_stride=config.pretrain.output_stride, aspp_channels=s.aspp_channels)
+    extra = {"decoder_channels": s.decoder_channels} if s.decoder == "deeplabv3plus" else {}
+    decoder = cls(channels, 2, output_stride=config.pretrain.output_stride, aspp_channels=s.aspp_channels, **extra)
     return SegmentationModel(encoder, decoder).freeze_encoder()
 
 
 def build_segment_loss(config: PipelineConfig) -> nn.Module:
-    """The paper's soft Dice loss on the organ channel (softmax over background / organ)."""
-    from agcl import SoftDiceLoss
+    """``config.segment.loss``: ``"dice"``, the paper's soft Dice loss on the organ channel
+    (softmax over background / organ), or ``"dice_ce"``, the same plus cross-entropy
+    (:class:`agcl.DiceCELoss`)."""
+    from agcl import DiceCELoss, SoftDiceLoss
 
+    if config.segment.loss == "dice_ce":
+        return DiceCELoss(include_background=False)
     return SoftDiceLoss(activation="softmax", include_background=False)
 
 

@@ -124,3 +124,45 @@ def test_single_channel_background_flag_warns():
 def test_errors(call, exc, match):
     with pytest.raises(exc, match=match):
         call()
+
+
+# --- DiceCELoss ---
+
+def test_dice_ce_is_the_weighted_sum_of_its_terms():
+    from agcl import DiceCELoss
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 4, 5, 6, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 4, (3, 5, 6), generator=g)
+    dice = SoftDiceLoss(activation="softmax", include_background=False)(logits, y)
+    ce = torch.nn.functional.cross_entropy(logits, y)
+    for wd, wc in ((1.0, 1.0), (0.3, 2.0), (0.0, 1.0), (1.0, 0.0)):
+        got = DiceCELoss(dice_weight=wd, ce_weight=wc)(logits, y)
+        torch.testing.assert_close(got, wd * dice + wc * ce)
+    # the background flag reaches the Dice term; a (B, 1, ...) target is accepted
+    with_bg = SoftDiceLoss(activation="softmax", include_background=True)(logits, y)
+    torch.testing.assert_close(DiceCELoss(include_background=True)(logits, y[:, None]), with_bg + ce)
+
+
+def test_dice_ce_gradient_reaches_every_pixel():
+    from agcl import DiceCELoss
+
+    # an empty target: the Dice term's gradient is tiny, the cross-entropy's is not
+    logits = torch.zeros(2, 2, 8, 8, requires_grad=True)
+    DiceCELoss(dice_weight=0.0)(logits, torch.zeros(2, 8, 8, dtype=torch.long)).backward()
+    assert logits.grad is not None and bool((logits.grad[:, 1] > 0).all())
+
+
+@pytest.mark.parametrize("kwargs, args, exc, match", [
+    ({"dice_weight": -1.0}, None, ValueError, "dice_weight"),
+    ({"dice_weight": 0.0, "ce_weight": 0.0}, None, ValueError, "both be 0"),
+    ({}, (torch.zeros(2, 1, 4, 4), torch.zeros(2, 4, 4, dtype=torch.long)), ValueError, "C >= 2"),
+    ({}, (torch.zeros(2, 2, 4, 4), torch.zeros(2, 4, 4)), TypeError, "integer class indices"),
+    ({}, (torch.zeros(2, 2, 4, 4), torch.full((2, 4, 4), 5)), ValueError, "class indices"),
+])
+def test_dice_ce_errors(kwargs, args, exc, match):
+    from agcl import DiceCELoss
+
+    with pytest.raises(exc, match=match):
+        loss = DiceCELoss(**kwargs)
+        loss(*args)

@@ -162,6 +162,19 @@ def test_stage3_decoder_is_recorded_and_rebuilt(tmp_path, decoder):
     assert model(x).shape == (2, 2, 16, 16)
 
 
+def test_stage3_loss_and_decoder_width_follow_the_config():
+    from agcl import DiceCELoss, SoftDiceLoss
+    from agcl.pipeline import build_segment_loss, build_segment_model
+
+    assert type(build_segment_loss(_config())) is SoftDiceLoss  # the paper's default
+    dice_ce = build_segment_loss(_config(**{"segment.loss": "dice_ce"}))
+    assert type(dice_ce) is DiceCELoss and not dice_ce.dice.include_background
+    model = build_segment_model(_config(**{"segment.decoder": "deeplabv3plus", "segment.decoder_channels": 12}))
+    assert model.decoder.classifier.in_channels == 12
+    with pytest.raises(ValueError, match="segment.loss"):
+        _config(**{"segment.loss": "focal"})
+
+
 def test_stage3_trains_on_labels_and_skips_single_patch_batches(tmp_path):
     cfg = _config("none", **{"segment.epochs": 1, "segment.batch_size": 8, "segment.patches_per_slice": 1,
                              "segment.max_patches_per_volume": 9})
@@ -177,7 +190,8 @@ def test_stage3_trains_on_labels_and_skips_single_patch_batches(tmp_path):
     assert seen == [(8, torch.int64, 1)]
 
 
-def test_segment_step_leaves_ignored_pixels_out():
+@pytest.mark.parametrize("loss", ["dice", "dice_ce"])
+def test_segment_step_leaves_ignored_pixels_out(loss):
     from agcl.pipeline import build_segment_loss, segment_step
 
     torch.manual_seed(0)
@@ -190,7 +204,7 @@ def test_segment_step_leaves_ignored_pixels_out():
         def forward(self, x):
             return self.w.expand(x.shape[0], -1, -1, -1)
 
-    net, loss_fn = Net(), build_segment_loss(_config())
+    net, loss_fn = Net(), build_segment_loss(_config(**{"segment.loss": loss}))
     x = torch.zeros(2, 2, 6, 6)
     y = torch.zeros(2, 6, 6, dtype=torch.long)
     y[:, :3] = 1
