@@ -413,7 +413,8 @@ class PipelineConfig:
                                     patches_per_slice=4, max_patches_per_volume=400, epochs=4,
                                     lr=0.05, batch_size=64, projection_dim=64),
             segment=SegmentConfig(patches_per_slice=4, max_patches_per_volume=400, aspp_channels=64,
-                                  epochs=12, lr=1e-3, batch_size=32, stride=32, inference_batch_size=64),
+                                  decoder="deeplabv3plus", decoder_channels=64, loss="dice_ce", epochs=12,
+                                  lr=1e-3, batch_size=32, stride=32, inference_batch_size=64),
         )
 
     @classmethod
