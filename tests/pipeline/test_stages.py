@@ -166,7 +166,11 @@ def test_stage3_loss_and_decoder_width_follow_the_config():
     from agcl import DiceCELoss, SoftDiceLoss
     from agcl.pipeline import build_segment_loss, build_segment_model
 
-    assert type(build_segment_loss(_config())) is SoftDiceLoss  # the paper's default
+    from agcl.pipeline import PipelineConfig
+
+    assert type(build_segment_loss(PipelineConfig.paper())) is SoftDiceLoss  # the paper's loss
+    assert type(build_segment_loss(_config(**{"segment.loss": "dice"}))) is SoftDiceLoss
+    assert PipelineConfig.quick().segment.loss == "dice_ce"
     dice_ce = build_segment_loss(_config(**{"segment.loss": "dice_ce"}))
     assert type(dice_ce) is DiceCELoss and not dice_ce.dice.include_background
     model = build_segment_model(_config(**{"segment.decoder": "deeplabv3plus", "segment.decoder_channels": 12}))
