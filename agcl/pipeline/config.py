@@ -259,7 +259,7 @@ class SegmentConfig:
             DeepLabV3+; unused by ``"aspp"``). Their cost grows with its square.
         loss: ``"dice"`` (the paper's soft Dice on the organ channel) or ``"dice_ce"`` (soft
             Dice plus cross-entropy, :class:`agcl.DiceCELoss`, as nnU-Net and stage 1 train).
-        epochs, lr, batch_size: Adam with the soft Dice loss (the paper: 10 epochs, 1e-4, 4).
+        epochs, lr, batch_size: Adam with ``loss`` (the paper: 10 epochs, 1e-4, 4).
         stride: sliding-window stride at inference (<= the patch size).
         threshold: label fusion threshold on the foreground probability.
         inference_batch_size: windows per forward pass at inference.
