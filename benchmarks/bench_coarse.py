@@ -30,11 +30,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))
 
 import btcv_full as example  # noqa: E402
-from agcl.pipeline._volumes import LazyCases  # noqa: E402
 
 import agcl.pipeline as pl  # noqa: E402
 from agcl._io import safe_load  # noqa: E402
-from agcl.data import BTCV_ORGANS  # noqa: E402
+from agcl.data import BTCV_ORGANS, PreparedCases  # noqa: E402
 from agcl.metrics import dice  # noqa: E402
 from agcl.pipeline import stage1_coarse as s1  # noqa: E402
 from agcl.pipeline._coarse_attention import attention_from_probabilities, attention_recall  # noqa: E402
@@ -53,8 +52,8 @@ def main(argv=None) -> int:
     cfg = example.make_config(args, "agcl")
     organ_ids = sorted(BTCV_ORGANS)
     kw = {"clip_hu": cfg.clip_hu, "percentiles": cfg.percentiles, "organs": dict(BTCV_ORGANS)}
-    train_cases = LazyCases([c for c, _ in train], [m for _, m in train], cache=1, **kw)
-    test_cases = LazyCases([c for c, _ in test], [m for _, m in test], cache=1, **kw)
+    train_cases = PreparedCases([c for c, _ in train], [m for _, m in train], **kw)
+    test_cases = PreparedCases([c for c, _ in test], [m for _, m in test], **kw)
     t0 = time.perf_counter()
     ckpt = Path(a.out) / "checkpoints" / "coarse.pt"
     if not a.eval_only:
