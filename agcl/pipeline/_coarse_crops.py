@@ -21,10 +21,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from agcl.data.prepared import resample
 
-__all__ = ["GridCase", "extract", "gaussian_weights", "grid_shape", "sample_crop", "sliding_window", "to_grid",
+__all__ = ["GridCase", "extract", "gaussian_weights", "crop_matrix", "grid_shape", "rotation_matrix", "sample_crop", "sliding_window", "to_grid",
            "window_starts"]
 
 #: at most this many voxel positions are kept per organ class and case for foreground crops
@@ -115,22 +116,79 @@ def _start(centre: int | None, n: int, size: int, rng: np.random.Generator) -> i
     return int(np.clip(centre - size // 2, lo, hi))
 
 
+def rotation_matrix(angles_deg: Sequence[float]) -> np.ndarray:
+    """The 3 x 3 rotation by ``angles_deg`` about axes 0, 1 and 2 (in that order, degrees).
+
+    Examples:
+        >>> np.round(rotation_matrix((0, 0, 90)) @ np.array([1.0, 0.0, 0.0]), 6).tolist()
+        [0.0, 1.0, 0.0]
+    """
+    out = np.eye(3)
+    for axis, deg in enumerate(angles_deg):
+        c, s = math.cos(math.radians(float(deg))), math.sin(math.radians(float(deg)))
+        i, j = [d for d in range(3) if d != axis]
+        r = np.eye(3)
+        r[i, i], r[i, j], r[j, i], r[j, j] = c, -s, s, c
+        out = r @ out
+    return out
+
+
+def crop_matrix(angles_deg: Sequence[float], factor: float = 1.0, spacing: Sequence[float] | None = None) -> np.ndarray:
+    """Crop voxel offsets -> volume voxel offsets: zoom by ``factor``, rotate by ``angles_deg`` in mm.
+
+    ``diag(1 / spacing) @ R @ diag(spacing) * factor``: a voxel step is turned into mm, rotated
+    and turned back, so anisotropic voxels (``spacing`` in mm; isotropic when ``None``) keep
+    physical shapes.
+
+    Examples:
+        >>> np.round(crop_matrix((90, 0, 0), spacing=(1.0, 2.0, 4.0)) @ [0, 2, 0], 6).tolist()
+        [0.0, 0.0, 1.0]
+    """
+    sp = np.ones(3) if spacing is None else np.asarray(spacing, dtype=np.float64)
+    if sp.shape != (3,) or not (sp > 0).all():
+        raise ValueError(f"spacing must be three positive voxel sizes in mm; got {spacing}")
+    return rotation_matrix(angles_deg) * sp[None, :] / sp[:, None] * float(factor)
+
+
+def _affine_crop(case: GridCase, crop: tuple[int, ...], centre: np.ndarray, matrix: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    # crop voxel o -> volume voxel centre + matrix @ (o - (crop - 1) / 2); trilinear image, nearest labels,
+    # the image padded with case.pad outside the volume and the labels with background
+    axes = [torch.arange(n, dtype=torch.float64) - (n - 1) / 2 for n in crop]
+    offsets = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1)  # (X, Y, Z, 3)
+    coords = offsets @ torch.from_numpy(matrix).T + torch.from_numpy(np.asarray(centre, dtype=np.float64))
+    size = torch.tensor(case.image.shape, dtype=torch.float64)
+    grid = ((2 * coords + 1) / size - 1).flip(-1)[None].float()  # align_corners=False; grid_sample wants (z, y, x)
+    image = F.grid_sample((case.image.float() - case.pad)[None, None], grid, mode="bilinear", padding_mode="zeros",
+                          align_corners=False)[0, 0] + case.pad
+    label = F.grid_sample(case.label.float()[None, None], grid, mode="nearest", padding_mode="zeros",
+                          align_corners=False)[0, 0]
+    return image, label.round().to(case.label.dtype)
+
+
 def sample_crop(case: GridCase, crop_shape: Sequence[int], rng: np.random.Generator, *, foreground: float,
-                augment: bool = True, zoom: float = 0.1, intensity: float = 0.1) -> tuple[torch.Tensor, torch.Tensor, int]:
+                augment: bool = True, zoom: float = 0.1, intensity: float = 0.1, rotation_deg: float = 0.0,
+                spacing: Sequence[float] | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
     """One training crop ``(image float32, label int64, class)`` of ``crop_shape``.
 
     With probability ``foreground`` the crop is centred on a random voxel of a class drawn
     uniformly from the classes present in the case (returned as ``class``; 0 for a random crop).
     ``augment`` zooms by a factor in ``[1 - zoom, 1 + zoom]`` (the window read is
-    ``crop_shape * factor``, resampled to ``crop_shape``: trilinear image, nearest labels) and
-    maps the intensities ``v -> a * v + b`` with ``a`` in ``[1 - intensity, 1 + intensity]`` and
-    ``b`` in ``[-intensity / 2, intensity / 2]`` (the preprocessed range is [0, 1]).
+    ``crop_shape * factor``), rotates it by an angle drawn in ``[-rotation_deg, rotation_deg]``
+    about each axis (in mm, with the grid's voxel size ``spacing``; isotropic when ``None``),
+    resamples it to ``crop_shape`` (trilinear image, nearest labels; outside the volume the image
+    is padded with ``case.pad`` and the labels with background) and maps the intensities
+    ``v -> a * v + b`` with ``a`` in ``[1 - intensity, 1 + intensity]`` and ``b`` in
+    ``[-intensity / 2, intensity / 2]`` (the preprocessed range is [0, 1]). Never a mirror: left
+    and right organs differ.
 
     Shape:
         outputs ``crop_shape`` each.
     """
     crop = tuple(int(s) for s in crop_shape)
+    if rotation_deg < 0 or zoom < 0:
+        raise ValueError(f"rotation_deg and zoom must be >= 0; got {rotation_deg} and {zoom}")
     factor = float(rng.uniform(1.0 - zoom, 1.0 + zoom)) if augment and zoom > 0 else 1.0
+    angles = rng.uniform(-rotation_deg, rotation_deg, 3) if augment and rotation_deg > 0 else np.zeros(3)
     size = tuple(max(1, int(round(s * factor))) for s in crop)
     cls, centre = 0, None
     if case.locations and rng.random() < foreground:
@@ -139,11 +197,13 @@ def sample_crop(case: GridCase, crop_shape: Sequence[int], rng: np.random.Genera
         where = case.locations[cls]
         centre = where[int(rng.integers(len(where)))]
     start = [_start(None if centre is None else int(centre[d]), case.image.shape[d], size[d], rng) for d in range(3)]
-    image = extract(case.image, start, size, case.pad).float()
-    label = extract(case.label, start, size, 0)
-    if size != crop:
-        image = resample(image, crop, mode="trilinear")
-        label = resample(label, crop, mode="nearest")
+    if factor == 1.0 and not angles.any():
+        image = extract(case.image, start, size, case.pad).float()
+        label = extract(case.label, start, size, 0)
+    else:
+        matrix = crop_matrix(angles, factor, spacing)
+        middle = np.asarray(start, dtype=np.float64) + (np.asarray(size, dtype=np.float64) - 1) / 2
+        image, label = _affine_crop(case, crop, middle, matrix)
     if augment and intensity > 0:
         a = float(rng.uniform(1.0 - intensity, 1.0 + intensity))
         b = float(rng.uniform(-intensity / 2, intensity / 2))

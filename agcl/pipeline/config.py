@@ -131,9 +131,15 @@ class CoarseConfig:
             uniformly from the classes present in the case (nnU-Net's class-by-class
             oversampling, so small organs are seen often); the rest are placed at random.
         crops_per_case: crops drawn from each training case per epoch.
-        augment: light augmentation of the crops: a random isotropic zoom in [0.9, 1.1] and an
-            intensity scale in [0.9, 1.1] and shift in [-0.05, 0.05] (no flips: left and right
-            organs differ).
+        augment: augmentation of the crops: a random isotropic zoom in ``[1 - zoom, 1 + zoom]``,
+            a rotation in ``[-rotation_deg, rotation_deg]`` about each axis (in mm, so
+            anisotropic voxels rotate correctly) and an intensity scale in [0.9, 1.1] and shift
+            in [-0.05, 0.05] (no flips: left and right organs differ).
+        zoom, rotation_deg: the ranges of the spatial augmentation (``rotation_deg=0``: none).
+        amp: mixed-precision training of the U-Net: "off" (float32), "bf16" or "fp16" (autocast;
+            fp16 with a gradient scaler), or "auto": fp16 on CUDA, bf16 on a CPU with native
+            bf16 support (AVX512-BF16/AMX; about 1.5x faster there), float32 otherwise.
+            Prediction stays in float32. Not part of the resume check.
         lr_decay: the polynomial learning-rate decay of nnU-Net, ``lr * (1 - (e - 1) /
             epochs) ** 0.9`` in epoch ``e`` (voxel-size mode only; otherwise a constant ``lr``).
         base_channels, depth: U-Net width and number of down-sampling levels.
@@ -154,6 +160,9 @@ class CoarseConfig:
     crops_per_case: int = 4
     overlap: float = 0.5
     augment: bool = True
+    zoom: float = 0.1
+    rotation_deg: float = 0.0
+    amp: Literal["off", "bf16", "fp16", "auto"] = "off"
     lr_decay: bool = True
     base_channels: int = 16
     depth: int = 3
@@ -168,6 +177,8 @@ class CoarseConfig:
         "spacing_mm": _tuple(_float(0.0, low_open=True), 3, optional=True), "shape": _tuple(_POS, 3),
         "crop_shape": _tuple(_POS, 3), "foreground_fraction": _float(0.0, 1.0), "crops_per_case": _POS,
         "overlap": _float(0.0, 1.0, high_open=True), "augment": _bool, "lr_decay": _bool,
+        "zoom": _float(0.0, 1.0, high_open=True), "rotation_deg": _float(0.0, 180.0),
+        "amp": _choice(("off", "bf16", "fp16", "auto")),
         "base_channels": _POS, "depth": _POS, "epochs": _POS, "lr": _LR,
         "batch_size": _POS, "margin_mm": _float(0.0), "source": _choice(("coarse", "gt")),
         "attention_threshold": _float(0.0, 1.0, low_open=True),

@@ -37,7 +37,7 @@ from agcl.pipeline.checkpoint import EpochLog, seed_everything
 from agcl.pipeline.config import CoarseConfig, PipelineConfig
 from agcl.sampling.attention_maps import attention_from_labels, densify
 
-__all__ = ["build_coarse_model", "coarse_attention", "coarse_grid", "coarse_probabilities", "load_coarse",
+__all__ = ["amp_dtype", "build_coarse_model", "coarse_attention", "coarse_grid", "coarse_probabilities", "load_coarse",
            "predict_coarse", "train_coarse"]
 
 
@@ -56,6 +56,7 @@ def _settings(config: PipelineConfig, organ_ids: Sequence[int]) -> dict[str, Any
     c.pop("source")
     c.pop("margin_mm")
     c.pop("attention_threshold", None)
+    c.pop("amp", None)  # the precision may change between machines without changing the run
     return {"coarse": c, "seed": config.seed, "organ_ids": [int(i) for i in organ_ids],
             "clip_hu": list(config.clip_hu), "percentiles": list(config.percentiles)}
 
@@ -134,6 +135,37 @@ def _grid_cases(cases, organ_ids, coarse: CoarseConfig, seed: int) -> list[GridC
     return out
 
 
+def amp_dtype(amp: str, device: str | torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``coarse.amp`` on ``device`` (``None``: float32).
+
+    "auto" is float16 on CUDA and bfloat16 on a CPU whose oneDNN has native bf16 kernels
+    (AVX512-BF16 or AMX), float32 elsewhere (emulated bf16 would be slower than float32).
+
+    Raises:
+        ValueError: ``amp`` is not one of "off", "bf16", "fp16", "auto"; "fp16" on a CPU.
+
+    Examples:
+        >>> amp_dtype("off", "cpu") is None, amp_dtype("bf16", "cpu")
+        (True, torch.bfloat16)
+    """
+    kind = torch.device(device).type
+    if amp == "off":
+        return None
+    if amp == "bf16":
+        return torch.bfloat16
+    if amp == "fp16":
+        if kind != "cuda":
+            raise ValueError(f"coarse.amp='fp16' needs a CUDA device; got {device!r} (use 'bf16' or 'auto' on a CPU)")
+        return torch.float16
+    if amp == "auto":
+        if kind == "cuda":
+            return torch.float16
+        if kind == "cpu" and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            return torch.bfloat16
+        return None
+    raise ValueError(f"coarse.amp must be one of 'off', 'bf16', 'fp16', 'auto'; got {amp!r}")
+
+
 def _train(cases, config, organ_ids, ckpt_path, *, resume, device, log, callback) -> None:
     c = config.coarse
     grid_cases = _grid_cases(cases, organ_ids, c, config.seed)
@@ -157,24 +189,34 @@ def _train(cases, config, organ_ids, ckpt_path, *, resume, device, log, callback
             order = rng.permutation(np.repeat(np.arange(len(grid_cases)), c.crops_per_case))
             for i in range(0, len(order), c.batch_size):
                 crops = [sample_crop(grid_cases[j], c.crop_shape, rng, foreground=c.foreground_fraction,
-                                     augment=c.augment) for j in order[i: i + c.batch_size]]
+                                     augment=c.augment, zoom=c.zoom, rotation_deg=c.rotation_deg,
+                                     spacing=c.spacing_mm) for j in order[i: i + c.batch_size]]
                 yield (torch.stack([x for x, _, _ in crops])[:, None].to(device),
                        torch.stack([y for _, y, _ in crops]).to(device))
 
     seed_everything(config.seed)
     model = build_coarse_model(config, len(organ_ids)).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=c.lr)
-    from agcl.losses import SoftDiceLoss
+    from agcl.losses import DiceCELoss
 
-    dice = SoftDiceLoss(activation="softmax", include_background=False)
+    criterion = DiceCELoss(include_background=False)
+    dtype = amp_dtype(c.amp, device)
+    kind = torch.device(device).type
+    scaler = torch.amp.GradScaler(kind) if dtype == torch.float16 else None
 
     def step(batch) -> float:
         x, y = batch
-        logits = model(x)
-        loss = F.cross_entropy(logits, y) + dice(logits, y)
+        with torch.autocast(device_type=kind, dtype=dtype or torch.float32, enabled=dtype is not None):
+            logits = model(x)
+        loss = criterion(logits.float(), y)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        if scaler is None:
+            loss.backward()
+            optimizer.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
         return float(loss.detach())
 
     fit(stage="coarse", epochs=c.epochs, ckpt_path=ckpt_path, settings=_settings(config, organ_ids),

@@ -8,8 +8,11 @@ from agcl.data.prepared import resample
 from agcl.pipeline._coarse_crops import (
     GridCase,
     extract,
+    _affine_crop,
+    crop_matrix,
     gaussian_weights,
     grid_shape,
+    rotation_matrix,
     sample_crop,
     sliding_window,
     to_grid,
@@ -93,10 +96,66 @@ def test_crops_are_seeded_padded_and_never_mirrored():
         if len(xs1) and len(xs2):
             assert xs1.max() < xs2.min()
         assert img.shape == (12, 8, 6)
+    # rotated crops tilt the boundary but never swap the sides
+    for _ in range(100):
+        img, lab, _ = sample_crop(lr, (12, 8, 6), rng, foreground=0.5, augment=True, rotation_deg=20.0,
+                                  spacing=(2.0, 2.0, 3.0))
+        xs1, xs2 = torch.nonzero(lab == 1)[:, 0].float(), torch.nonzero(lab == 2)[:, 0].float()
+        if len(xs1) > 5 and len(xs2) > 5:
+            assert xs1.mean() < xs2.mean()
+        assert img.shape == (12, 8, 6) and set(lab.unique().tolist()) <= {0, 1, 2}
     # intensity augmentation stays light: a * v + b with a in [0.9, 1.1], b in [-0.05, 0.05]
     flat = GridCase(image=torch.full((8, 8, 8), 0.5, dtype=torch.float16), label=torch.zeros((8, 8, 8), dtype=torch.uint8))
     values = [float(sample_crop(flat, (8, 8, 8), rng, foreground=0.0, zoom=0.0)[0].mean()) for _ in range(200)]
     assert 0.40 <= min(values) < 0.47 and 0.53 < max(values) <= 0.60
+
+
+def test_rotation_matrix_is_a_rotation_in_the_right_sense():
+    r = rotation_matrix((10.0, -25.0, 40.0))
+    assert np.allclose(r @ r.T, np.eye(3)) and np.isclose(np.linalg.det(r), 1.0)
+    assert np.allclose(rotation_matrix((0, 0, 90)) @ [1, 0, 0], [0, 1, 0])  # about axis 2: x -> y
+    assert np.allclose(rotation_matrix((90, 0, 0)) @ [0, 1, 0], [0, 0, 1])  # about axis 0: y -> z
+    assert np.allclose(rotation_matrix((0, 0, 0)), np.eye(3))
+
+
+def test_affine_crop_resamples_like_a_plain_crop_and_a_rot90():
+    g = torch.Generator().manual_seed(0)
+    image = torch.rand((12, 12, 6), generator=g).half()
+    label = (torch.rand((12, 12, 6), generator=g) * 4).to(torch.uint8)
+    case = GridCase(image=image, label=label, pad=-1.0)
+    # the identity at integer voxel centres is a plain crop, padded outside the volume
+    img, lab = _affine_crop(case, (8, 8, 4), np.array([3.5, 7.5, 2.5]), np.eye(3))
+    want_img, want_lab = extract(image.float(), (0, 4, 1), (8, 8, 4), -1.0), extract(label, (0, 4, 1), (8, 8, 4), 0)
+    assert torch.allclose(img, want_img, atol=1e-6) and torch.equal(lab, want_lab)
+    # 90 degrees about axis 2: crop[x, y] = volume[R (x, y)], the volume turned the other way in the x-y plane
+    img, lab = _affine_crop(case, (12, 12, 6), np.array([5.5, 5.5, 2.5]), rotation_matrix((0, 0, 90)))
+    assert torch.allclose(img, torch.rot90(image.float(), 1, (1, 0)), atol=1e-5)
+    assert torch.equal(lab, torch.rot90(label, 1, (1, 0)))
+    # anisotropic voxels: sample_crop rotates in mm, so a rotation keeps a 2:1 box's physical shape
+    case = GridCase(image=torch.zeros((40, 40, 20)).half(), label=torch.zeros((40, 40, 20), dtype=torch.uint8), pad=0.0)
+    case.label[10:30, 15:25, 5:15] = 1  # 20 x 10 voxels in-plane
+    sq = sample_crop(case, (40, 40, 20), np.random.default_rng(0), foreground=0.0, zoom=0.0, intensity=0.0)
+    assert torch.equal(sq[1], case.label.long())
+    with pytest.raises(ValueError, match="rotation_deg"):
+        sample_crop(case, (8, 8, 8), np.random.default_rng(0), foreground=0.0, rotation_deg=-1.0)
+
+
+def test_rotations_are_in_mm_on_anisotropic_voxels():
+    # a bar 20 voxels (40 mm) long along y on 2 x 2 x 4 mm voxels; turned 90 degrees about x it
+    # lies along z and is 10 voxels (40 mm) long there: the rotation is physical, not in voxels
+    label = torch.zeros((24, 24, 24), dtype=torch.uint8)
+    label[11:13, 2:22, 11:13] = 1
+    case = GridCase(image=label.half(), label=label)
+    _, lab = _affine_crop(case, (24, 24, 24), np.array([11.5, 11.5, 11.5]), crop_matrix((90, 0, 0), 1.0, (2.0, 2.0, 4.0)))
+    where = torch.nonzero(lab == 1)
+    assert where[:, 1].unique().numel() <= 4  # thin along y now
+    assert abs(int(where[:, 2].max() - where[:, 2].min()) + 1 - 10) <= 1  # 40 mm along z = 10 voxels
+    # zoom: factor 2 reads twice the extent, so the bar is half as long in the crop
+    _, lab = _affine_crop(case, (24, 24, 24), np.array([11.5, 11.5, 11.5]), crop_matrix((0, 0, 0), 2.0))
+    where = torch.nonzero(lab == 1)
+    assert abs(int(where[:, 1].max() - where[:, 1].min()) + 1 - 10) <= 1
+    with pytest.raises(ValueError, match="spacing"):
+        crop_matrix((0, 0, 0), 1.0, (1.0, 0.0, 1.0))
 
 
 def test_extract_pads_outside_the_volume():
