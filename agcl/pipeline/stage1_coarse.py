@@ -27,7 +27,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from agcl.data.prepared import PreparedCase, resample
 from agcl.pipeline import _distributed as dd

@@ -7,9 +7,9 @@ import torch
 from agcl.data.prepared import resample
 from agcl.pipeline._coarse_crops import (
     GridCase,
-    extract,
     _affine_crop,
     crop_matrix,
+    extract,
     gaussian_weights,
     grid_shape,
     rotation_matrix,

@@ -164,9 +164,7 @@ def test_stage3_decoder_is_recorded_and_rebuilt(tmp_path, decoder):
 
 def test_stage3_loss_and_decoder_width_follow_the_config():
     from agcl import DiceCELoss, SoftDiceLoss
-    from agcl.pipeline import build_segment_loss, build_segment_model
-
-    from agcl.pipeline import PipelineConfig
+    from agcl.pipeline import PipelineConfig, build_segment_loss, build_segment_model
 
     assert type(build_segment_loss(PipelineConfig.paper())) is SoftDiceLoss  # the paper's loss
     assert type(build_segment_loss(_config(**{"segment.loss": "dice"}))) is SoftDiceLoss
