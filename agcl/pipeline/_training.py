@@ -1,4 +1,5 @@
-"""Private: the epoch loop shared by the three stages (resume, checkpoints, log, progress bar)."""
+"""Private: the epoch loop shared by the three stages (resume, checkpoints, log, progress bar) and
+their mixed precision (:class:`MixedPrecision`)."""
 
 from __future__ import annotations
 
@@ -14,11 +15,83 @@ from tqdm.auto import tqdm
 
 from agcl.pipeline import _distributed as dd
 from agcl.pipeline.checkpoint import EpochLog, capture_rng, load_stage, restore_rng, save_stage
+from agcl.pipeline.config import AMP_CHOICES
 
-__all__ = ["EpochCallback", "fit"]
+__all__ = ["AMP_CHOICES", "EpochCallback", "MixedPrecision", "amp_dtype", "fit"]
 
 EpochCallback = Callable[[str, int, Mapping[str, Any]], None]
 _END = object()
+
+
+def amp_dtype(amp: str, device: str | torch.device, name: str = "amp") -> torch.dtype | None:
+    """The autocast dtype of an ``amp`` setting on ``device`` (``None``: float32).
+
+    "auto" is float16 on CUDA and bfloat16 on a CPU whose oneDNN has native bf16 kernels
+    (AVX512-BF16 or AMX), float32 elsewhere (emulated bf16 would be slower than float32).
+
+    Raises:
+        ValueError: ``amp`` not one of :data:`AMP_CHOICES`; "fp16" on a CPU (``name`` is the
+            config field named in the message).
+
+    Examples:
+        >>> amp_dtype("off", "cpu") is None, amp_dtype("bf16", "cpu")
+        (True, torch.bfloat16)
+    """
+    kind = torch.device(device).type
+    if amp == "off":
+        return None
+    if amp == "bf16":
+        return torch.bfloat16
+    if amp == "fp16":
+        if kind != "cuda":
+            raise ValueError(f"{name}='fp16' needs a CUDA device; got {device!r} (use 'bf16' or 'auto' on a CPU)")
+        return torch.float16
+    if amp == "auto":
+        if kind == "cuda":
+            return torch.float16
+        if kind == "cpu" and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            return torch.bfloat16
+        return None
+    raise ValueError(f"{name} must be one of {', '.join(map(repr, AMP_CHOICES))}; got {amp!r}")
+
+
+class MixedPrecision:
+    """One stage's mixed precision: autocast forward passes and a (scaled) optimiser step.
+
+    ``forward(model)`` is ``model`` run under autocast with float32 outputs, so losses and
+    their reductions stay float32; ``step(loss, optimizer)`` is ``backward`` + ``step``, through
+    a gradient scaler for float16.
+
+    Examples:
+        >>> mp = MixedPrecision("off", "cpu")
+        >>> mp.forward(torch.nn.Linear(2, 1))(torch.ones(1, 2)).dtype
+        torch.float32
+    """
+
+    def __init__(self, amp: str, device: str | torch.device, name: str = "amp") -> None:
+        self.dtype = amp_dtype(amp, device, name)
+        self.device_type = torch.device(device).type
+        self.scaler = torch.amp.GradScaler(self.device_type) if self.dtype == torch.float16 else None
+
+    def forward(self, model: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+        if self.dtype is None:
+            return model
+
+        def run(*args: Any, **kwargs: Any) -> torch.Tensor:
+            with torch.autocast(device_type=self.device_type, dtype=self.dtype):
+                out = model(*args, **kwargs)
+            return out.float() if isinstance(out, torch.Tensor) and out.is_floating_point() else out
+
+        return run
+
+    def step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
+        if self.scaler is None:
+            loss.backward()
+            optimizer.step()
+        else:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(optimizer)
+            self.scaler.update()
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:

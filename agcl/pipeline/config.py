@@ -112,6 +112,10 @@ _MAX_PATCHES = _int(0, optional=True)
 _LR = _float(0.0, low_open=True)
 
 
+#: the values of the stages' ``amp`` fields (see :func:`agcl.pipeline._training.amp_dtype`)
+AMP_CHOICES = ("off", "bf16", "fp16", "auto")
+
+
 @dataclass
 class CoarseConfig:
     """Stage 1: the coarse 3D U-Net on downsampled volumes and the attention maps it gives.
@@ -161,8 +165,8 @@ class CoarseConfig:
     overlap: float = 0.5
     augment: bool = True
     zoom: float = 0.1
-    rotation_deg: float = 0.0
-    amp: Literal["off", "bf16", "fp16", "auto"] = "off"
+    rotation_deg: float = 15.0
+    amp: Literal["off", "bf16", "fp16", "auto"] = "auto"
     lr_decay: bool = True
     base_channels: int = 16
     depth: int = 3
@@ -178,7 +182,7 @@ class CoarseConfig:
         "crop_shape": _tuple(_POS, 3), "foreground_fraction": _float(0.0, 1.0), "crops_per_case": _POS,
         "overlap": _float(0.0, 1.0, high_open=True), "augment": _bool, "lr_decay": _bool,
         "zoom": _float(0.0, 1.0, high_open=True), "rotation_deg": _float(0.0, 180.0),
-        "amp": _choice(("off", "bf16", "fp16", "auto")),
+        "amp": _choice(AMP_CHOICES),
         "base_channels": _POS, "depth": _POS, "epochs": _POS, "lr": _LR,
         "batch_size": _POS, "margin_mm": _float(0.0), "source": _choice(("coarse", "gt")),
         "attention_threshold": _float(0.0, 1.0, low_open=True),
@@ -211,6 +215,8 @@ class PretrainConfig:
             ``image_channels + 1`` inputs: the image and the organ's attention).
         steps_per_epoch: at most this many optimisation steps per epoch (``None``: one pass
             over the epoch's sampled patches), e.g. to check a configuration in minutes.
+        amp: mixed-precision training, as ``coarse.amp`` ("auto": fp16 on CUDA, bf16 on a CPU
+            with native bf16 kernels, float32 otherwise; not part of the resume check).
     """
 
     method: PretrainMethod = "agcl"
@@ -237,6 +243,7 @@ class PretrainConfig:
     aug_color_distortion: float = 0.0
     image_channels: int = 1
     steps_per_epoch: int | None = None
+    amp: Literal["off", "bf16", "fp16", "auto"] = "auto"
 
     RULES: ClassVar[dict[str, Rule | None]] = {
         "aug_ratio": _tuple(_float(0.0, low_open=True), 2, increasing=False), "aug_hflip": _bool,
@@ -247,7 +254,7 @@ class PretrainConfig:
         "partial_weight": _float(0.0, 1.0), "epochs": _POS, "lr": _LR, "momentum": _float(0.0, 1.0),
         "weight_decay": _float(0.0), "batch_size": _POS, "projection_dim": _POS,
         "aug_scale": _tuple(_float(0.0, 1.0, low_open=True), 2), "aug_degrees": _float(0.0, 180.0),
-        "queue_size": _int(0), "steps_per_epoch": _int(1, optional=True),
+        "queue_size": _int(0), "steps_per_epoch": _int(1, optional=True), "amp": _choice(AMP_CHOICES),
     }
 
     def __post_init__(self) -> None:
@@ -283,6 +290,8 @@ class SegmentConfig:
             docs/results.md has the measurement).
         window: how overlapping inference windows are averaged: "uniform" or "gaussian"
             (:func:`agcl.pipeline.predict.window_weight`).
+        amp: mixed-precision training, as ``coarse.amp`` ("auto": fp16 on CUDA, bf16 on a CPU
+            with native bf16 kernels, float32 otherwise; not part of the resume check).
     """
 
     patches_per_slice: int = 30
@@ -300,6 +309,7 @@ class SegmentConfig:
     steps_per_epoch: int | None = None
     coarse_weight: float = 0.5
     window: Literal["uniform", "gaussian"] = "uniform"
+    amp: Literal["off", "bf16", "fp16", "auto"] = "auto"
 
     RULES: ClassVar[dict[str, Rule | None]] = {
         "patches_per_slice": _POS, "max_patches_per_volume": _MAX_PATCHES, "aspp_channels": _POS,
@@ -308,7 +318,7 @@ class SegmentConfig:
         "epochs": _POS, "lr": _LR, "batch_size": _POS, "stride": _POS,
         "threshold": _float(0.0, 1.0, high_open=True), "inference_batch_size": _POS,
         "steps_per_epoch": _int(1, optional=True), "coarse_weight": _float(0.0, 1.0),
-        "window": _choice(("uniform", "gaussian")),
+        "window": _choice(("uniform", "gaussian")), "amp": _choice(AMP_CHOICES),
     }
 
     def __post_init__(self) -> None:

@@ -31,7 +31,7 @@ import torch
 from agcl.data.prepared import PreparedCase, resample
 from agcl.pipeline import _distributed as dd
 from agcl.pipeline._coarse_crops import GridCase, grid_shape, sample_crop, sliding_window, to_grid
-from agcl.pipeline._training import EpochCallback, fit
+from agcl.pipeline._training import EpochCallback, MixedPrecision, amp_dtype, fit
 from agcl.pipeline.checkpoint import EpochLog, seed_everything
 from agcl.pipeline.config import CoarseConfig, PipelineConfig
 from agcl.sampling.attention_maps import attention_from_labels, densify
@@ -134,37 +134,6 @@ def _grid_cases(cases, organ_ids, coarse: CoarseConfig, seed: int) -> list[GridC
     return out
 
 
-def amp_dtype(amp: str, device: str | torch.device) -> torch.dtype | None:
-    """The autocast dtype of ``coarse.amp`` on ``device`` (``None``: float32).
-
-    "auto" is float16 on CUDA and bfloat16 on a CPU whose oneDNN has native bf16 kernels
-    (AVX512-BF16 or AMX), float32 elsewhere (emulated bf16 would be slower than float32).
-
-    Raises:
-        ValueError: ``amp`` is not one of "off", "bf16", "fp16", "auto"; "fp16" on a CPU.
-
-    Examples:
-        >>> amp_dtype("off", "cpu") is None, amp_dtype("bf16", "cpu")
-        (True, torch.bfloat16)
-    """
-    kind = torch.device(device).type
-    if amp == "off":
-        return None
-    if amp == "bf16":
-        return torch.bfloat16
-    if amp == "fp16":
-        if kind != "cuda":
-            raise ValueError(f"coarse.amp='fp16' needs a CUDA device; got {device!r} (use 'bf16' or 'auto' on a CPU)")
-        return torch.float16
-    if amp == "auto":
-        if kind == "cuda":
-            return torch.float16
-        if kind == "cpu" and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
-            return torch.bfloat16
-        return None
-    raise ValueError(f"coarse.amp must be one of 'off', 'bf16', 'fp16', 'auto'; got {amp!r}")
-
-
 def _train(cases, config, organ_ids, ckpt_path, *, resume, device, log, callback) -> None:
     c = config.coarse
     grid_cases = _grid_cases(cases, organ_ids, c, config.seed)
@@ -199,23 +168,14 @@ def _train(cases, config, organ_ids, ckpt_path, *, resume, device, log, callback
     from agcl.losses import DiceCELoss
 
     criterion = DiceCELoss(include_background=False)
-    dtype = amp_dtype(c.amp, device)
-    kind = torch.device(device).type
-    scaler = torch.amp.GradScaler(kind) if dtype == torch.float16 else None
+    mp = MixedPrecision(c.amp, device, "coarse.amp")
+    forward = mp.forward(model)
 
     def step(batch) -> float:
         x, y = batch
-        with torch.autocast(device_type=kind, dtype=dtype or torch.float32, enabled=dtype is not None):
-            logits = model(x)
-        loss = criterion(logits.float(), y)
+        loss = criterion(forward(x), y)
         optimizer.zero_grad(set_to_none=True)
-        if scaler is None:
-            loss.backward()
-            optimizer.step()
-        else:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+        mp.step(loss, optimizer)
         return float(loss.detach())
 
     fit(stage="coarse", epochs=c.epochs, ckpt_path=ckpt_path, settings=_settings(config, organ_ids),

@@ -35,7 +35,7 @@ from torch import nn
 
 from agcl.models.heads import PretrainClassifier
 from agcl.pipeline import _distributed as dd
-from agcl.pipeline._training import EpochCallback, fit
+from agcl.pipeline._training import EpochCallback, MixedPrecision, fit
 from agcl.pipeline.checkpoint import EpochLog, seed_everything
 from agcl.pipeline.config import PRETRAIN_METHODS, PipelineConfig
 
@@ -201,6 +201,7 @@ def epoch_batches(stream: Any, config: PipelineConfig, epoch: int, device: str |
 def _settings(config: PipelineConfig, organ_ids: Sequence[int], num_modalities: int) -> dict[str, Any]:
     p = config.to_dict()["pretrain"]
     p.pop("epochs")
+    p.pop("amp", None)  # the precision may change between machines without changing the run
     return {"pretrain": p, "seed": config.seed, "organ_ids": [int(i) for i in organ_ids],
             "num_modalities": int(num_modalities), "coarse_source": config.coarse.source,
             "margin_mm": config.coarse.margin_mm, "world_size": dd.world_size(), "stream": _stream_settings(config)}
@@ -282,16 +283,18 @@ def pretrain_encoder(
         _reseed(aug, config.seed * 7919 + epoch * 101 + dd.rank())
         return epoch_batches(stream, config, epoch, device)
 
+    mp = MixedPrecision(p.amp, device, "pretrain.amp")
+    forward = mp.forward(train_model)  # the encoder under autocast, embeddings and loss in float32
+
     def step(batch) -> float:
         x = batch.inputs().to(device, non_blocking=True)
         v1, v2 = aug(x)
         target = batch.target.to(device)
         modality = batch.modality.to(device)
         cls = modality * len(organ_ids) + lut[batch.target].to(device)
-        loss = step_fn(train_model, v1, v2, target=target, modality=modality, loss_fn=loss_fn, class_index=cls)
+        loss = step_fn(forward, v1, v2, target=target, modality=modality, loss_fn=loss_fn, class_index=cls)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        mp.step(loss, opt)
         return float(loss.detach())
 
     fit(stage="pretrain", epochs=p.epochs, ckpt_path=ckpt_path,

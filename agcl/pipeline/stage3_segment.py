@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from agcl.pipeline import _distributed as dd
-from agcl.pipeline._training import EpochCallback, fit
+from agcl.pipeline._training import EpochCallback, MixedPrecision, fit
 from agcl.pipeline.checkpoint import EpochLog, seed_everything
 from agcl.pipeline.config import PipelineConfig
 from agcl.pipeline.stage2_pretrain import (
@@ -98,10 +98,11 @@ def segment_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: nn
 
 def _settings(config: PipelineConfig, organ_ids: Sequence[int]) -> dict[str, Any]:
     s = config.to_dict()["segment"]
-    for key in ("epochs", "stride", "threshold", "inference_batch_size", "coarse_weight", "window"):
+    for key in ("epochs", "stride", "threshold", "inference_batch_size", "coarse_weight", "window", "amp"):
         s.pop(key, None)
     p = config.to_dict()["pretrain"]
     p.pop("epochs")
+    p.pop("amp", None)
     return {"segment": s, "pretrain": p, "seed": config.seed, "organ_ids": [int(i) for i in organ_ids],
             "coarse_source": config.coarse.source, "margin_mm": config.coarse.margin_mm,
             "world_size": dd.world_size(), "stream": _stream_settings(config)}
@@ -155,16 +156,18 @@ def train_segmenter(
     loss_fn = build_segment_loss(config) if loss_fn is None else loss_fn
     stream = patch_stream(volumes, config, organ_ids, stage="segment")
 
+    mp = MixedPrecision(s.amp, device, "segment.amp")
+    forward = mp.forward(train_model)  # the model under autocast, logits and loss in float32
+
     def step(batch) -> float | None:
         if len(batch) < 2:  # BatchNorm in the decoder's pooling branch needs two samples: skipped
             return None
         x = batch.inputs().to(device, non_blocking=True)
         y = batch.label[:, 0].to(device).long()  # type: ignore[index]
         ignore = None if batch.ignore is None else batch.ignore[:, 0].to(device)
-        loss = segment_step(train_model, x, y, loss_fn, ignore)
+        loss = segment_step(forward, x, y, loss_fn, ignore)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        mp.step(loss, opt)
         return float(loss.detach())
 
     settings = _settings(config, organ_ids)

@@ -34,5 +34,8 @@ def tiny_config(**changes) -> PipelineConfig:
         "pretrain.projection_dim": 8,
         "segment.patches_per_slice": 1, "segment.max_patches_per_volume": 12, "segment.aspp_channels": 8,
         "segment.epochs": 2, "segment.batch_size": 8, "segment.stride": 16,
+        # float32 everywhere, so results do not depend on whether the CPU has bf16 kernels
+        # (mixed precision has its own tests)
+        "coarse.amp": "off", "pretrain.amp": "off", "segment.amp": "off",
     })
     return base.override(**changes) if changes else base

@@ -177,6 +177,26 @@ def test_stage3_loss_and_decoder_width_follow_the_config():
         _config(**{"segment.loss": "focal"})
 
 
+@pytest.mark.parametrize("method", ["agcl", "ce"])
+def test_stages_2_and_3_train_in_bf16_under_their_amp_fields(tmp_path, method):
+    def losses(folder, stage):
+        rows = [json.loads(line) for line in (folder / "epochs.jsonl").read_text().splitlines()]
+        return [r["loss"] for r in rows if r["stage"] == stage]
+
+    out = {}
+    for amp in ("off", "bf16"):
+        cfg = _config(method, **{"pretrain.steps_per_epoch": 2, "segment.epochs": 1, "segment.steps_per_epoch": 2,
+                                 "pretrain.amp": amp, "segment.amp": amp})
+        folder = tmp_path / amp
+        ckpt = pretrain_encoder(_volumes(), cfg, ORGANS, folder, num_modalities=2, augment=_flip)
+        train_segmenter(_volumes(), cfg, ORGANS, folder, pretrain_checkpoint=ckpt)
+        out[amp] = (losses(folder, "pretrain"), losses(folder, "segment"))
+    for stage in (0, 1):
+        assert out["off"][stage] != out["bf16"][stage]  # the forward passes ran in bf16 ...
+        assert np.allclose(out["off"][stage], out["bf16"][stage], rtol=0.05)  # ... and trained the same
+        assert all(np.isfinite(out["bf16"][stage]))
+
+
 def test_stage3_trains_on_labels_and_skips_single_patch_batches(tmp_path):
     cfg = _config("none", **{"segment.epochs": 1, "segment.batch_size": 8, "segment.patches_per_slice": 1,
                              "segment.max_patches_per_volume": 9})
