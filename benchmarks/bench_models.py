@@ -7,7 +7,12 @@ Three groups, each with its own baseline (the first row, ratio 1.00):
   slimmer ``base_width`` and ResNet-18 encoders (what a CPU demo can afford);
 * stage 3: trainable vs frozen encoder (``SegmentationModel.freeze_encoder``) with the ASPP
   decoder at output stride 16, and the frozen encoder at output stride 8;
-* stage 1: the coarse 3D U-Net on downsampled volumes, ``base_channels`` 8 vs 16.
+* stage 1: the coarse 3D U-Net on downsampled volumes, ``base_channels`` 8 vs 16;
+* mixed precision (the stages' ``amp`` field): the quick preset's stage-1 U-Net (base 8, depth
+  2, 2 x 48 x 48 x 24 crops, 14 classes, Dice + CE) and stage-3 model (ResNet-18 width 16,
+  frozen, DeepLabV3+ 64) in float32 against bf16 autocast on the CPU (fp16 on CUDA is not
+  measured here). Whether the CPU has native bf16 kernels is printed: without them bf16 is
+  emulated and slower, which is why ``amp="auto"`` uses it only where they exist.
 
     python benchmarks/bench_models.py           # 128 x 128 patches, batch 4, 64 x 64 x 32 volumes
     python benchmarks/bench_models.py --quick   # tiny sizes, seconds
@@ -74,6 +79,25 @@ def unet(base: int, x: torch.Tensor, y: torch.Tensor):
     return model, lambda m: F.cross_entropy(m(x), y)
 
 
+def amp_unet(amp: str, x: torch.Tensor, y: torch.Tensor):
+    from agcl.losses import DiceCELoss
+    from agcl.pipeline._training import MixedPrecision
+
+    model = create_model("unet3d", num_classes=14, base_channels=8, depth=2)
+    forward, loss = MixedPrecision(amp, "cpu").forward(model), DiceCELoss(include_background=False)
+    return model, lambda m: loss(forward(x), y)
+
+
+def amp_stage3(amp: str, x: torch.Tensor, y: torch.Tensor):
+    from agcl.pipeline import PipelineConfig
+    from agcl.pipeline._training import MixedPrecision
+    from agcl.pipeline.stage3_segment import build_segment_model
+
+    model = build_segment_model(PipelineConfig.quick(), None)  # frozen encoder, DeepLabV3+ decoder
+    forward = MixedPrecision(amp, "cpu").forward(model.train())
+    return model, lambda m: F.cross_entropy(forward(x), y)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="tiny sizes (smoke run)")
@@ -87,6 +111,10 @@ def main() -> None:
     x2 = torch.randn(2 * b, 2, p, p)
     x3, y3 = torch.randn(b, 2, p, p), torch.randint(0, 2, (b, p, p))
     xv, yv = torch.randn(*vol), torch.randint(0, 5, (vol[0], *vol[2:]))
+    xa, ya = (torch.rand(2, 1, 24, 24, 12), torch.randint(0, 14, (2, 24, 24, 12))) if args.quick else (
+        torch.rand(2, 1, 48, 48, 24), torch.randint(0, 14, (2, 48, 48, 24)))
+    xs, ys = torch.randn(32 if not args.quick else 4, 2, 64, 64), torch.randint(0, 2, (32 if not args.quick else 4, 64, 64))
+    native = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
     groups = {
         f"stage 2: encoder + projection, {2 * b} x 2 x {p} x {p}": [
             ("resnet50 base_width=64 (paper)", lambda: stage2("resnet50", 64, x2)),
@@ -103,6 +131,14 @@ def main() -> None:
         f"stage 1: unet3d depth 3, {' x '.join(map(str, vol))}": [
             ("base_channels=8", lambda: unet(8, xv, yv)),
             ("base_channels=16", lambda: unet(16, xv, yv)),
+        ],
+        f"mixed precision, stage-1 U-Net (quick preset), {' x '.join(map(str, xa.shape))}; native bf16: {native}": [
+            ("float32", lambda: amp_unet("off", xa, ya)),
+            ("bf16 autocast", lambda: amp_unet("bf16", xa, ya)),
+        ],
+        f"mixed precision, stage-3 ResNet-18/16 + DeepLabV3+ 64 (quick preset), {' x '.join(map(str, xs.shape))}": [
+            ("float32", lambda: amp_stage3("off", xs, ys)),
+            ("bf16 autocast", lambda: amp_stage3("bf16", xs, ys)),
         ],
     }
     results = []
