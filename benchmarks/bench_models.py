@@ -16,6 +16,7 @@ Three groups, each with its own baseline (the first row, ratio 1.00):
 
     python benchmarks/bench_models.py           # 128 x 128 patches, batch 4, 64 x 64 x 32 volumes
     python benchmarks/bench_models.py --quick   # tiny sizes, seconds
+    python benchmarks/bench_models.py --groups mixed   # only float32 vs bf16
 
 Prints a table and writes JSON (machine, versions, results) under benchmarks/results/.
 """
@@ -46,16 +47,16 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def time_step(model: torch.nn.Module, make_loss: Callable[[torch.nn.Module], torch.Tensor],
-              reps: int) -> float:
+              reps: int, warmup: int = 1) -> float:
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=1e-4)
     times = []
-    for i in range(reps + 1):
+    for i in range(reps + warmup):
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         make_loss(model).backward()
         opt.step()
-        if i:  # the first step is a warm-up
+        if i >= warmup:  # oneDNN builds its kernels (bf16 ones for several steps) in the first steps
             times.append(time.perf_counter() - t0)
     return statistics.median(times)
 
@@ -102,6 +103,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="tiny sizes (smoke run)")
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--warmup", type=int, default=1, help="untimed steps first (the mixed-precision group: at least 6)")
+    ap.add_argument("--groups", default="", help="only the groups whose title holds this text, e.g. 'mixed'")
     ap.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "models.json")
     args = ap.parse_args()
@@ -143,12 +146,16 @@ def main() -> None:
     }
     results = []
     for group, cases in groups.items():
+        if args.groups not in group:
+            continue
+        mixed = group.startswith("mixed")
         print(f"\n{group}\n{'case':<34}{'params':>12}{'s/step':>10}{'ratio':>8}")
         base = None
         for label, build in cases:
             model, loss = build()
             n = sum(q.numel() for q in model.parameters())
-            t = time_step(model, loss, args.reps)
+            t = time_step(model, loss, max(args.reps, 9) if mixed else args.reps,
+                          max(args.warmup, 6) if mixed else args.warmup)
             base = base or t
             print(f"{label:<34}{n:>12,}{t:>10.3f}{t / base:>8.2f}")
             results.append({"group": group, "case": label, "params": n, "seconds_per_step": t,
