@@ -31,12 +31,12 @@ import torch
 from agcl.data.prepared import PreparedCase, resample
 from agcl.pipeline import _distributed as dd
 from agcl.pipeline._coarse_crops import GridCase, grid_shape, sample_crop, sliding_window, to_grid
-from agcl.pipeline._training import EpochCallback, MixedPrecision, amp_dtype, fit
+from agcl.pipeline._training import EpochCallback, MixedPrecision, fit
 from agcl.pipeline.checkpoint import EpochLog, seed_everything
 from agcl.pipeline.config import CoarseConfig, PipelineConfig
 from agcl.sampling.attention_maps import attention_from_labels, densify
 
-__all__ = ["amp_dtype", "build_coarse_model", "coarse_attention", "coarse_grid", "coarse_probabilities", "load_coarse",
+__all__ = ["build_coarse_model", "coarse_attention", "coarse_grid", "coarse_probabilities", "load_coarse",
            "predict_coarse", "train_coarse"]
 
 
