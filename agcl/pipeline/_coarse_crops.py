@@ -6,8 +6,8 @@
 * :func:`sample_crop` draws one 3-D training crop: centred on a voxel of a randomly chosen organ
   class present in the case with probability ``foreground``, anywhere otherwise (nnU-Net's
   class-by-class foreground oversampling), padded where the volume is smaller than the crop,
-  with light augmentation (a small isotropic zoom and an intensity scale/shift; never a flip,
-  since left and right organs differ).
+  with augmentation (a small isotropic zoom, a rotation in mm (:func:`crop_matrix`) and an
+  intensity scale/shift; never a flip, since left and right organs differ).
 * :func:`sliding_window` gives softmax probabilities of a whole coarse-grid volume from windows
   of the crop size overlapping by ``overlap``, blended with Gaussian weights.
 """
@@ -25,8 +25,8 @@ import torch.nn.functional as F
 
 from agcl.data.prepared import resample
 
-__all__ = ["GridCase", "extract", "gaussian_weights", "crop_matrix", "grid_shape", "rotation_matrix", "sample_crop", "sliding_window", "to_grid",
-           "window_starts"]
+__all__ = ["GridCase", "crop_matrix", "extract", "gaussian_weights", "grid_shape", "rotation_matrix", "sample_crop",
+           "sliding_window", "to_grid", "window_starts"]
 
 #: at most this many voxel positions are kept per organ class and case for foreground crops
 MAX_LOCATIONS = 10_000

@@ -5,8 +5,9 @@ voxel size ``config.coarse.spacing_mm``: each volume is resampled with its own s
 voxel size (trilinear for images, nearest for labels; the coarse grid keeps the scan's physical
 extent), and training draws 3-D crops of ``coarse.crop_shape`` from it, a
 ``coarse.foreground_fraction`` of them centred on a voxel of an organ class drawn uniformly from
-those present (so small organs are seen often), with a light zoom and intensity augmentation
-(:mod:`agcl.pipeline._coarse_crops`). Only the coarse-grid arrays of the training cases are
+those present (so small organs are seen often), with zoom, rotation (``coarse.rotation_deg``,
+in mm) and intensity augmentation (:mod:`agcl.pipeline._coarse_crops`), in mixed precision
+where the hardware has it (``coarse.amp``). Only the coarse-grid arrays of the training cases are
 kept, never their full-resolution volumes. With ``spacing_mm=None`` every volume is resized to
 the fixed ``coarse.shape`` and trained whole (the earlier behaviour).
 
