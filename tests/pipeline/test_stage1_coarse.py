@@ -156,3 +156,17 @@ def test_labels_and_attention_map_back_from_a_voxel_size_grid():
                   ORGANS, case.image.shape)
     for k in range(3):
         assert np.array_equal(att[k], back == k + 1)
+
+
+# -------------------------------------------------------------------------- CUDA only (not run here)
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_auto_amp_trains_stage1_in_fp16_with_a_scaler(tmp_path):
+    from agcl.pipeline._training import MixedPrecision
+
+    assert MixedPrecision("auto", "cuda").scaler is not None
+    train_coarse([_case(1), _case(2)], _config(**{"coarse.epochs": 2}), ORGANS, tmp_path, device="cuda")
+    model, _, _ = load_coarse(tmp_path / "checkpoints" / "coarse.pt")
+    assert all(torch.isfinite(p).all() and p.dtype == torch.float32 for p in model.parameters())
+    losses = [json.loads(line)["loss"] for line in (tmp_path / "epochs.jsonl").read_text().splitlines()]
+    assert len(losses) == 2 and all(np.isfinite(losses))
