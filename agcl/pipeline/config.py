@@ -142,7 +142,8 @@ class CoarseConfig:
         zoom, rotation_deg: the ranges of the spatial augmentation (``rotation_deg=0``: none).
         amp: mixed-precision training of the U-Net: "off" (float32), "bf16" or "fp16" (autocast;
             fp16 with a gradient scaler), or "auto": fp16 on CUDA, bf16 on a CPU with native
-            bf16 support (AVX512-BF16/AMX; about 1.5x faster there), float32 otherwise.
+            bf16 support (AVX512-BF16/AMX; a quick-preset step takes 0.52x of float32 on this
+            project's CPU), float32 otherwise.
             Prediction stays in float32. Not part of the resume check.
         lr_decay: the polynomial learning-rate decay of nnU-Net, ``lr * (1 - (e - 1) /
             epochs) ** 0.9`` in epoch ``e`` (voxel-size mode only; otherwise a constant ``lr``).
