@@ -117,7 +117,9 @@ def main() -> None:
     xa, ya = (torch.rand(2, 1, 24, 24, 12), torch.randint(0, 14, (2, 24, 24, 12))) if args.quick else (
         torch.rand(2, 1, 48, 48, 24), torch.randint(0, 14, (2, 48, 48, 24)))
     xs, ys = torch.randn(32 if not args.quick else 4, 2, 64, 64), torch.randint(0, 2, (32 if not args.quick else 4, 64, 64))
-    native = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    from agcl.pipeline._training import amp_dtype
+
+    native = amp_dtype("auto", "cpu") is torch.bfloat16  # what amp="auto" decides on this CPU
     groups = {
         f"stage 2: encoder + projection, {2 * b} x 2 x {p} x {p}": [
             ("resnet50 base_width=64 (paper)", lambda: stage2("resnet50", 64, x2)),

@@ -109,6 +109,23 @@ def test_bf16_training_runs_under_autocast_and_resumes_across_precisions(tmp_pat
     assert len(losses(tmp_path / "fp32")) == 3
 
 
+def test_training_crops_get_the_configured_augmentation(tmp_path, monkeypatch):
+    import agcl.pipeline.stage1_coarse as s1
+
+    seen = []
+    real = s1.sample_crop
+
+    def spy(*args, **kwargs):
+        seen.append({k: kwargs[k] for k in ("augment", "zoom", "rotation_deg", "spacing")})
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(s1, "sample_crop", spy)
+    cfg = _config(**{"coarse.epochs": 1, "coarse.rotation_deg": 25.0, "coarse.zoom": 0.2, "coarse.amp": "off"})
+    train_coarse([_case(1)], cfg, ORGANS, tmp_path)
+    assert seen and all(s == {"augment": True, "zoom": 0.2, "rotation_deg": 25.0, "spacing": (14.6, 14.6, 12.5)}
+                        for s in seen)
+
+
 @pytest.mark.slow
 def test_a_short_training_learns_the_liver(tmp_path):
     cfg = _config(**{"coarse.epochs": 25, "coarse.base_channels": 8, "coarse.crops_per_case": 2})

@@ -195,6 +195,12 @@ def test_stages_2_and_3_train_in_bf16_under_their_amp_fields(tmp_path, method):
         assert out["off"][stage] != out["bf16"][stage]  # the forward passes ran in bf16 ...
         assert np.allclose(out["off"][stage], out["bf16"][stage], rtol=0.05)  # ... and trained the same
         assert all(np.isfinite(out["bf16"][stage]))
+    # the precision is not part of either stage's resume check: the float32 run continues in bf16
+    cfg = _config(method, **{"pretrain.steps_per_epoch": 2, "segment.epochs": 2, "segment.steps_per_epoch": 2,
+                             "pretrain.epochs": 2, "pretrain.amp": "bf16", "segment.amp": "bf16"})
+    ckpt = pretrain_encoder(_volumes(), cfg, ORGANS, tmp_path / "off", num_modalities=2, augment=_flip, resume=True)
+    train_segmenter(_volumes(), cfg, ORGANS, tmp_path / "off", pretrain_checkpoint=ckpt, resume=True)
+    assert [len(v) for v in (losses(tmp_path / "off", "pretrain"), losses(tmp_path / "off", "segment"))] == [2, 2]
 
 
 def test_stage3_trains_on_labels_and_skips_single_patch_batches(tmp_path):
