@@ -3,6 +3,7 @@ import of benchmarks/bench_coarse.py (it once imported a removed module and noth
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 import os
@@ -39,3 +40,35 @@ def test_bench_coarse_imports_and_parses_its_arguments():
     with pytest.raises(SystemExit) as exit_info:
         module.main(["--help"])
     assert exit_info.value.code == 0
+
+
+def test_bench_coarse_attention_setting_parses_and_rejects_bad_values():
+    spec = importlib.util.spec_from_file_location("bench_coarse", ROOT / "benchmarks" / "bench_coarse.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module._setting("0.1:15") == (0.1, 15.0)
+    for bad in ("0.1", "a:b", "0:10", "1.5:10", "0.3:-1"):
+        with pytest.raises(argparse.ArgumentTypeError, match="THRESHOLD:MARGIN_MM|threshold in"):
+            module._setting(bad)
+
+
+def test_bench_coarse_report_counts_pairs_below_the_target_per_setting(capsys):
+    spec = importlib.util.spec_from_file_location("bench_coarse", ROOT / "benchmarks" / "bench_coarse.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    spleen, gallbladder = module.BTCV_ORGANS[1], module.BTCV_ORGANS[4]
+
+    def case(r_tight, r_wide, size_tight, size_wide):
+        return {"dice": {spleen: 0.9, gallbladder: None if r_tight is None else 0.5},
+                "recall": {"0.3:10": {spleen: 1.0, gallbladder: r_tight}, "0.1:15": {spleen: 1.0, gallbladder: r_wide}},
+                "attention_size": {"0.3:10": size_tight, "0.1:15": size_wide}}
+
+    cases = {"a": case(0.90, 0.97, 2.0, 4.0), "b": case(0.80, 0.99, 3.0, 5.0), "c": case(None, None, 1.0, 3.0)}
+    out = module.report("t", cases, [1, 4], [(0.3, 10.0), (0.1, 15.0)])
+    tight, wide = out["settings"]["0.3:10"], out["settings"]["0.1:15"]
+    assert tight["below_0.95"] == 2 and wide["below_0.95"] == 0  # an absent organ (None) is not counted
+    assert tight["min_recall"] == pytest.approx(0.80) and wide["min_recall"] == pytest.approx(0.97)
+    assert tight["mean_recall"] == pytest.approx((1.0 + 0.85) / 2)
+    assert tight["attention_size"] == pytest.approx(2.0) and wide["attention_size"] == pytest.approx(4.0)
+    assert out["mean_dice"] == pytest.approx((0.9 + 0.5) / 2)
+    assert "2 (case, organ) pairs below recall 0.95" in capsys.readouterr().out
