@@ -60,7 +60,7 @@ def attention_from_probabilities(
     *,
     spacing: Sequence[float],
     margin_mm: float,
-    threshold: float = 0.3,
+    threshold: float = 0.1,
     fraction: float = 0.5,
 ) -> Attention:
     """Sparse per-organ attention on the full grid from coarse-grid class probabilities.

@@ -73,7 +73,7 @@ class CaseAttention:
     def __init__(self, organ_ids: Sequence[int], margin_mm: float, *,
                  source: Literal["gt", "probabilities", "labels"] = "gt", prob_dir: str | os.PathLike[str] | None = None,
                  label_dir: str | os.PathLike[str] | None = None, coarse_dir: str | os.PathLike[str] | None = None,
-                 coarse_labels: Mapping[int, int] | None = None, threshold: float = 0.3) -> None:
+                 coarse_labels: Mapping[int, int] | None = None, threshold: float = 0.1) -> None:
         if source not in ("gt", "probabilities", "labels"):
             raise ValueError(f"source must be 'gt', 'probabilities' or 'labels'; got {source!r}")
         if source == "probabilities" and prob_dir is None:

@@ -293,3 +293,18 @@ def test_a_user_augmentation_generator_is_reseeded_every_epoch(tmp_path):
     pretrain_encoder(_volumes(2), cfg, ORGANS, tmp_path / "a", num_modalities=2, augment=Aug(1))
     pretrain_encoder(_volumes(2), cfg, ORGANS, tmp_path / "b", num_modalities=2, augment=Aug(2))
     assert len(draws) == 2 and draws[0] == draws[1]
+
+
+@pytest.mark.parametrize("field, value", [("coarse.attention_threshold", 0.4), ("coarse.margin_mm", 3.0)])
+def test_stages_2_and_3_refuse_to_resume_with_another_attention(tmp_path, field, value):
+    """The attention decides where both stages sample their patches: a run resumed with another
+    threshold or margin would mix two trainings, so both stages name the field and stop."""
+    cfg = _config("agcl", **{"pretrain.steps_per_epoch": 1, "segment.epochs": 1, "segment.steps_per_epoch": 1})
+    ckpt = pretrain_encoder(_volumes(), cfg, ORGANS, tmp_path, num_modalities=2, augment=_flip)
+    train_segmenter(_volumes(), cfg, ORGANS, tmp_path, pretrain_checkpoint=ckpt)
+    other = cfg.override(**{field: value})
+    key = field.split(".")[1]
+    with pytest.raises(ValueError, match=f"different settings.*{key}"):
+        pretrain_encoder(_volumes(), other, ORGANS, tmp_path, num_modalities=2, augment=_flip, resume=True)
+    with pytest.raises(ValueError, match=f"different settings.*{key}"):
+        train_segmenter(_volumes(), other, ORGANS, tmp_path, pretrain_checkpoint=ckpt, resume=True)
