@@ -82,8 +82,12 @@ def test_example_runs_and_writes_its_files(tmp_path):
     proc = _run(tmp_path)
     out = tmp_path / "run"
     data = json.loads((out / "results.json").read_text())
-    assert set(data) == {"per_organ", "mean", "config", "runtime_s", "coarse_mean", "attention_recall"}
+    assert set(data) == {"per_organ", "mean", "config", "runtime_s", "coarse_mean", "attention_recall",
+                         "attention_recall_min"}
     assert set(data["per_organ"]) == {"spleen", "liver", "stomach"}
+    low = {k: v for k, v in data["attention_recall_min"].items() if v is not None}
+    organ = min(low, key=low.get)
+    assert f"attention recall, lowest held-out case: {organ} {low[organ]:.3f}" in proc.stdout
     assert set(data["mean"]) == {"dice", "hd95", "assd", "missed", "false_positive"}
     assert data["config"]["pretrain"]["method"] == "agcl" and data["config"]["preset"] == "quick"
     assert "Dice" in proc.stdout and "HD95" in proc.stdout and "MSD" in proc.stdout

@@ -55,3 +55,20 @@ def test_absent_organ_is_null_and_false_positives_are_reported(tmp_path):
     assert "| aorta | n/a | n/a | n/a | 0 | 2 |" in text
     assert "| **mean** | 0.850 | 3.00 | 1.00 | 0 | 2 |" in text
     assert "| enc | AGCL | 0.800 | 0.900 | n/a | 0.850 | 3.00 | 1.00 | 0 | 2 |" in text
+
+
+def test_attention_recall_reports_the_mean_the_lowest_case_and_the_setting(tmp_path):
+    result = {**_result(0.8, 2.0), "attention_recall": {"spleen": 0.9, "liver": None},
+              "attention_recall_min": {"spleen": 0.8, "liver": None},
+              "config": {"seed": 0, "coarse": {"attention_threshold": 0.1, "margin_mm": 15.0}}}
+    entry = results_entry(result, 1.0)
+    assert entry["attention_recall_min"] == {"spleen": 0.8, "liver": None}
+    _, md_path = write_results(tmp_path, entry)
+    text = md_path.read_text()
+    assert "| spleen | 0.900 | 0.800 |" in text and "| liver | n/a | n/a |" in text
+    assert "coarse probability >= 0.1 (or the organ's most probable region), dilated by 15 mm." in text
+    # a result from before the lowest case was kept: the one-column table, no setting line without a config
+    old = results_entry({**_result(0.8, 2.0), "attention_recall": {"spleen": 0.9}}, 1.0)
+    _, md_path = write_results(tmp_path / "old", old)
+    text = md_path.read_text()
+    assert "| spleen | 0.900 |" in text and "lowest case" not in text and "dilated by" not in text

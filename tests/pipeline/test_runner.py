@@ -72,7 +72,8 @@ def test_full_pipeline_resume_and_results(tmp_path):
     entry = results_entry(result, runtime_s=1.0)
     json_path, md_path = write_results(out, entry)
     data = json.loads(json_path.read_text())
-    assert set(data) == {"per_organ", "mean", "config", "runtime_s", "coarse_mean", "attention_recall"}
+    assert set(data) == {"per_organ", "mean", "config", "runtime_s", "coarse_mean", "attention_recall",
+                         "attention_recall_min"}
     assert set(data["mean"]) == {"dice", "hd95", "assd", "missed", "false_positive"}
     assert all(set(v) == {"dice", "hd95", "assd", "missed", "false_positive"} for v in data["per_organ"].values())
     assert "| liver |" in md_path.read_text()
@@ -81,7 +82,13 @@ def test_full_pipeline_resume_and_results(tmp_path):
         f"{c.modality}_{c.case_id}.prob.pt" for c, _ in train + test)
     assert set(data["attention_recall"]) == {"spleen", "liver", "stomach"}
     assert all(v is None or 0.0 <= v <= 1.0 for v in data["attention_recall"].values())
-    assert "## Attention recall" in md_path.read_text()
+    assert set(data["attention_recall_min"]) == set(data["attention_recall"])
+    for name, mean in data["attention_recall"].items():  # the lowest case is at most the mean, None alike
+        low = data["attention_recall_min"][name]
+        assert (mean is None) == (low is None) and (low is None or low <= mean + 1e-12)
+    text = md_path.read_text()
+    assert "## Attention recall" in text and "| organ | recall (mean) | lowest case |" in text
+    assert f"probability >= {cfg.coarse.attention_threshold:g}" in text and f"{cfg.coarse.margin_mm:g} mm" in text
     assert len(result["predictions"]) == len(test)
     for (case, _), path in zip(test, result["predictions"]):
         saved, ref = nib.load(path), nib.load(case.image_path)
