@@ -2,7 +2,7 @@
 
 Part 1 (scale): the paper preset's sampling (128 x 128 patches, 30 per organ per slice, 13
 organs) on N synthetic BTCV-size training cases (512 x 512 x 100 at 0.78 x 0.78 x 3 mm, written
-once by ``agcl.data.synthetic.write_btcv_like``), ground-truth attention (10 mm margin), a slim
+once by ``agcl.data.synthetic.write_btcv_like``), ground-truth attention (``coarse.margin_mm``), a slim
 ResNet-18 (width 8) and a fixed ``steps_per_epoch``: peak RSS of the process and training
 patches/s, for each N (default 2 and 6). Each N runs in its own process, so one's memory does
 not count in another's peak.
