@@ -125,13 +125,13 @@ def run_pipeline(
 
     Returns:
         ``{"per_organ", "mean", "coarse_mean", "coarse_per_organ", "attention_recall",
-        "attention_recall_min", "config", "checkpoints", "predictions", "embeddings", "examples"}``; ``per_organ``/``mean`` as
-        :func:`agcl.metrics.summarize_cases` (held-out cases; ``coarse_*`` the same for the
-        coarse label maps), ``attention_recall`` ``{organ name: the mean over the held-out cases
-        holding the organ of the fraction of its voxels inside its attention}`` (``None``: absent),
-        ``attention_recall_min`` the same with the lowest case instead of the mean (a target
-        such as "recall >= 0.95 for every organ" is about it), ``embeddings`` a dict of tensors
-        for the PCA plot (or ``None``),
+        "attention_recall_min", "config", "checkpoints", "predictions", "embeddings",
+        "examples"}``; ``per_organ``/``mean`` as :func:`agcl.metrics.summarize_cases`
+        (held-out cases; ``coarse_*`` the same for the coarse label maps), ``attention_recall``
+        ``{organ name: the mean over the held-out cases holding the organ of the fraction of its
+        voxels inside its attention}`` (``None``: absent), ``attention_recall_min`` the same
+        with the lowest case instead of the mean (a target such as "recall >= 0.95 for every
+        organ" is about it), ``embeddings`` a dict of tensors for the PCA plot (or ``None``),
         ``examples`` up to two held-out cases' image, ground truth and prediction arrays.
         Under torchrun only rank 0 evaluates; the other ranks return ``{}``.
     """
