@@ -105,7 +105,8 @@ def test_example_ablation_table(tmp_path):
     data = json.loads((out / "results.json").read_text())
     assert list(data["ablation"]) == ["none", "sscl", "supcon", "ce", "agcl"]
     for entry in data["ablation"].values():
-        assert set(entry) == {"per_organ", "mean", "config", "runtime_s", "coarse_mean", "attention_recall"}
+        assert set(entry) == {"per_organ", "mean", "config", "runtime_s", "coarse_mean", "attention_recall",
+                              "attention_recall_min"}
     assert "| Encoder | Pretrain |" in proc.stdout
     # every method of a seed builds its attention from the same stage-1 probabilities
     for method in ("none", "sscl", "supcon", "ce"):
