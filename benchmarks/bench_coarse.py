@@ -54,13 +54,14 @@ def _setting(text: str) -> tuple[float, float]:
     return threshold, margin
 
 
-def extra_cases(args, n_extra: int):
+def extra_cases(args, n_extra: int, root: Path | None = None):
     """``n_extra`` more phantoms per modality, never trained on: the demo's phantoms are cases
     ``1..n_cases`` of the same seed, so a dataset of ``n_cases + n_extra`` cases holds them
-    unchanged and these after them. Returns ``[(case, modality_id)]``."""
+    unchanged and these after them. ``root``: where that dataset is written (default: the
+    example's cache folder for ``n_cases + n_extra`` cases). Returns ``[(case, modality_id)]``."""
     from agcl import data as adata
 
-    extended = argparse.Namespace(**{**vars(args), "n_cases": args.n_cases + n_extra, "cache_dir": None})
+    extended = argparse.Namespace(**{**vars(args), "n_cases": args.n_cases + n_extra, "cache_dir": root})
     datasets = [(m, adata.discover_btcv(path, modality=m)) for m, path in example.synthetic_dataset(extended)]
     return [(c, m) for c, m in adata.build_cohort(datasets) if int(c.case_id) > args.n_cases]
 
@@ -91,6 +92,7 @@ def evaluate(model, ids, loaded, cases, settings, device) -> dict:
 def report(title: str, cases: dict, ids, settings) -> dict:
     """Print per organ the mean Dice and, per setting, mean/min recall; return the summary."""
     keys = [f"{t:g}:{m:g}" for t, m in settings]
+    size = {k: float(np.mean([c["attention_size"][k] for c in cases.values()])) for k in keys}
     print(f"\n{title} ({len(cases)} cases)")
     print(f"{'organ':26s} {'dice':>6s} " + " ".join(f"{'recall ' + k + ' mean/min':>22s}" for k in keys))
     dices, summary = [], {k: {"mean": [], "min": [], "below_0.95": 0} for k in keys}
@@ -111,13 +113,11 @@ def report(title: str, cases: dict, ids, settings) -> dict:
     print(f"{'mean (lowest organ)':26s} {np.mean(dices):6.3f} " + " ".join(
         f"{np.mean(summary[k]['mean']):14.3f}/{min(summary[k]['min']):.3f}" for k in keys))
     for key in keys:
-        size = np.mean([v["attention_size"][key] for v in cases.values()])
         print(f"  {key}: {summary[key]['below_0.95']} (case, organ) pairs below recall 0.95; "
-              f"attention {size:.2f} x the foreground's voxels")
+              f"attention {size[key]:.2f} x the foreground's voxels")
     return {"mean_dice": float(np.mean(dices)),
             "settings": {k: {"mean_recall": float(np.mean(v["mean"])), "min_recall": float(min(v["min"])),
-                             "below_0.95": int(v["below_0.95"]),
-                             "attention_size": float(np.mean([c["attention_size"][k] for c in cases.values()]))}
+                             "below_0.95": int(v["below_0.95"]), "attention_size": size[k]}
                          for k, v in summary.items()}}
 
 

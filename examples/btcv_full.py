@@ -222,12 +222,21 @@ def report_run(name: str, result: dict) -> None:
     print(f"mean Dice {_num(m['dice'], '.3f')} | mean HD95 {_num(m['hd95'], '.2f')} mm | "
           f"mean MSD {_num(m['assd'], '.2f')} mm | missed organs {m['missed']} | "
           f"false positives {m['false_positive']} | stage-1 coarse mean Dice {_num(c['dice'], '.3f')}")
-    lowest = {k: v for k, v in (result.get("attention_recall_min") or {}).items() if v is not None}
-    if lowest:  # the attention bounds what stage 3 can find: an organ part outside it is lost
-        organ = min(lowest, key=lowest.get)
-        below = [k for k, v in lowest.items() if v < 0.95]
-        print(f"attention recall, lowest held-out case: {organ} {lowest[organ]:.3f} | organs below 0.95 in "
-              f"some case: {', '.join(below) if below else 'none'}")
+    line = recall_line(result.get("attention_recall_min") or {})
+    if line:
+        print(line)
+
+
+def recall_line(lowest: dict) -> str | None:
+    """The console line on ``{organ: lowest held-out recall}`` (the attention bounds what stage 3
+    can find: an organ part outside it is lost); ``None`` when no organ has a value."""
+    lowest = {k: v for k, v in lowest.items() if v is not None}
+    if not lowest:
+        return None
+    organ = min(lowest, key=lowest.get)
+    below = [k for k, v in lowest.items() if v < 0.95]
+    return (f"attention recall, lowest held-out case: {organ} {lowest[organ]:.3f} | organs below 0.95 in "
+            f"some case: {', '.join(below) if below else 'none'}")
 
 
 def _num(value, spec: str) -> str:

@@ -213,8 +213,7 @@ def run_pipeline(
         "mean": summary["mean"],
         "coarse_mean": summarize_cases(coarse_tables)["mean"],
         "coarse_per_organ": summarize_cases(coarse_tables)["per_organ"],
-        "attention_recall": {names[k]: (float(np.mean(v)) if v else None) for k, v in recalls.items()},
-        "attention_recall_min": {names[k]: (float(min(v)) if v else None) for k, v in recalls.items()},
+        **_summarize_recalls(recalls, names),
         "config": config.to_dict(),
         "train_time_s": train_time,
         "checkpoints": {"coarse": str(out / "checkpoints" / "coarse.pt") if coarse_dir is None else None,
@@ -223,6 +222,18 @@ def run_pipeline(
         "embeddings": embeddings,
         "examples": examples,
     }
+
+
+def _summarize_recalls(recalls: Mapping[int, Sequence[float]], names: Mapping[int, str]) -> dict[str, dict[str, Any]]:
+    """``{"attention_recall": {name: mean}, "attention_recall_min": {name: lowest case}}`` of the
+    per-case recalls of each organ code (``None`` for an organ no held-out case holds).
+
+    Examples:
+        >>> _summarize_recalls({6: [0.9, 0.7], 7: []}, {6: "liver", 7: "stomach"})["attention_recall_min"]
+        {'liver': 0.7, 'stomach': None}
+    """
+    return {"attention_recall": {names[k]: (float(np.mean(v)) if len(v) else None) for k, v in recalls.items()},
+            "attention_recall_min": {names[k]: (float(min(v)) if len(v) else None) for k, v in recalls.items()}}
 
 
 def _embeddings(ckpt, cases, config, organ_ids, per_slice, device, max_patches: int = 400) -> dict[str, torch.Tensor] | None:

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import nibabel as nib
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,10 +33,15 @@ def test_bench_models_mixed_precision_group_quick(tmp_path):
     assert "native bf16:" in run.stdout
 
 
-def test_bench_coarse_imports_and_parses_its_arguments():
+def _bench_coarse():
     spec = importlib.util.spec_from_file_location("bench_coarse", ROOT / "benchmarks" / "bench_coarse.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)  # fails on a stale import
+    return module
+
+
+def test_bench_coarse_imports_and_parses_its_arguments():
+    module = _bench_coarse()
     assert callable(module.main)
     with pytest.raises(SystemExit) as exit_info:
         module.main(["--help"])
@@ -43,9 +49,7 @@ def test_bench_coarse_imports_and_parses_its_arguments():
 
 
 def test_bench_coarse_attention_setting_parses_and_rejects_bad_values():
-    spec = importlib.util.spec_from_file_location("bench_coarse", ROOT / "benchmarks" / "bench_coarse.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _bench_coarse()
     assert module._setting("0.1:15") == (0.1, 15.0)
     for bad in ("0.1", "a:b", "0:10", "1.5:10", "0.3:-1"):
         with pytest.raises(argparse.ArgumentTypeError, match="THRESHOLD:MARGIN_MM|threshold in"):
@@ -53,9 +57,7 @@ def test_bench_coarse_attention_setting_parses_and_rejects_bad_values():
 
 
 def test_bench_coarse_report_counts_pairs_below_the_target_per_setting(capsys):
-    spec = importlib.util.spec_from_file_location("bench_coarse", ROOT / "benchmarks" / "bench_coarse.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _bench_coarse()
     spleen, gallbladder = module.BTCV_ORGANS[1], module.BTCV_ORGANS[4]
 
     def case(r_tight, r_wide, size_tight, size_wide):
@@ -72,3 +74,19 @@ def test_bench_coarse_report_counts_pairs_below_the_target_per_setting(capsys):
     assert tight["attention_size"] == pytest.approx(2.0) and wide["attention_size"] == pytest.approx(4.0)
     assert out["mean_dice"] == pytest.approx((0.9 + 0.5) / 2)
     assert "2 (case, organ) pairs below recall 0.95" in capsys.readouterr().out
+
+
+def test_bench_coarse_extra_cases_follow_the_demo_cases_unchanged(tmp_path):
+    module = _bench_coarse()
+    grid = ["--n-cases", "2", "--synthetic-shape", "24", "24", "6", "--synthetic-spacing", "14.6", "14.6", "25"]
+    demo = module.example.parse_args([*grid, "--cache-dir", str(tmp_path / "demo")])
+    extra = module.extra_cases(demo, 1, root=tmp_path / "extended")
+    assert sorted((c.modality, c.case_id) for c, _ in extra) == [("contrast", "0003"), ("non-contrast", "0003")]
+    assert sorted(m for _, m in extra) == [0, 1]
+    module.example.synthetic_dataset(demo)  # the demo's own 2 cases per modality
+    for modality in ("contrast", "non-contrast"):
+        for name in ("img0001.nii.gz", "label0002.nii.gz"):
+            kind = "img" if name.startswith("img") else "label"
+            own = tmp_path / "demo" / modality / "RawData" / "Training" / kind / name
+            ext = tmp_path / "extended" / modality / "RawData" / "Training" / kind / name
+            assert nib.load(own).get_fdata().tobytes() == nib.load(ext).get_fdata().tobytes()

@@ -159,3 +159,11 @@ def test_errors(tmp_path):
         find_coarse_file(tmp_path, "0001", "contrast")
     with pytest.raises(ValueError, match="organs"):
         run_pipeline(train, test, tiny_config(organs=(99,)), tmp_path / "r")
+
+
+def test__summarize_recalls_gives_the_mean_and_the_lowest_case():
+    from agcl.pipeline.runner import _summarize_recalls
+
+    out = _summarize_recalls({6: [0.9, 0.7, 0.8], 1: [], 7: [1.0]}, {6: "liver", 1: "spleen", 7: "stomach"})
+    assert out["attention_recall"] == {"liver": pytest.approx(0.8), "spleen": None, "stomach": 1.0}
+    assert out["attention_recall_min"] == {"liver": 0.7, "spleen": None, "stomach": 1.0}
