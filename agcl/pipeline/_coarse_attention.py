@@ -8,8 +8,10 @@ to look at. The coarse-grid region is brought to the full grid with the same nea
 :func:`agcl.data.resample` and dilated by ``margin_mm`` (a Euclidean ball in mm).
 
 The representation, per case: ``{organ code: (box, mask)}`` with ``box`` a tuple of three slices
-into the full grid and ``mask`` a bool array of the box's shape; never a dense ``(K, X, Y, Z)``
-stack. An organ with a probability of 0 everywhere is left out.
+into the full grid and ``mask`` an array of the box's shape (bool; with ``channel="probability"``
+float16 ``0.5 + 0.5 * p`` inside the region, ``p`` the organ's nearest-upsampled coarse
+probability, 0 outside); never a dense ``(K, X, Y, Z)`` stack. An organ with a probability of 0
+everywhere is left out.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ __all__ = [
     "save_probabilities",
 ]
 
-from agcl.sampling.attention_maps import Attention, Box, attention_recall, densify  # noqa: F401 (re-exported)
+from agcl.sampling.attention_maps import Attention, Box, attention_recall, check_channel, densify, graded  # noqa: F401 (re-exported)
 
 
 def _coarse_region(prob: np.ndarray, threshold: float, fraction: float) -> np.ndarray | None:
@@ -53,6 +55,11 @@ def _full_indices(lo: int, hi: int, coarse: int, full: int) -> tuple[int, int]:
     return math.ceil(lo * full / coarse), min(full, math.ceil(hi * full / coarse))
 
 
+def _nearest_index(lo: int, hi: int, coarse: int, full: int) -> np.ndarray:
+    # the coarse voxel that full voxels lo..hi-1 read with nearest resampling
+    return np.clip(np.floor(np.arange(lo, hi) * coarse / full).astype(np.int64), 0, coarse - 1)
+
+
 def attention_from_probabilities(
     prob: np.ndarray | torch.Tensor,
     organ_ids: Sequence[int],
@@ -62,6 +69,7 @@ def attention_from_probabilities(
     margin_mm: float,
     threshold: float = 0.1,
     fraction: float = 0.5,
+    channel: str = "mask",
 ) -> Attention:
     """Sparse per-organ attention on the full grid from coarse-grid class probabilities.
 
@@ -76,6 +84,10 @@ def attention_from_probabilities(
             organ still counts).
         fraction: where no voxel reaches ``threshold``, the region is the component of
             ``prob >= fraction * max(prob)`` holding the organ's most probable voxel.
+        channel: what the masks hold (:data:`agcl.sampling.attention_maps.ATTENTION_CHANNELS`):
+            ``"mask"`` bool; ``"probability"`` float16 ``0.5 + 0.5 * p`` inside the region (so
+            the network sees how probable the organ is, not only where it may be), 0 outside.
+            The region is the same for both.
 
     Shape:
         prob: ``(K + 1, x, y, z)``; output ``{code: (box, mask)}``, ``mask.shape`` the box's.
@@ -92,6 +104,7 @@ def attention_from_probabilities(
         raise ValueError(f"prob must be (K + 1, x, y, z) with K = len(organ_ids) = {len(organ_ids)}; got {p.shape}")
     if not 0.0 < threshold <= 1.0:
         raise ValueError(f"threshold must lie in (0, 1]; got {threshold}")
+    check_channel(channel)
     full = tuple(int(s) for s in full_shape)
     grow = [int(math.ceil(margin_mm / s)) for s in spacing]
     out: Attention = {}
@@ -101,8 +114,7 @@ def attention_from_probabilities(
             continue
         cbox = ndimage.find_objects(region.astype(np.int8))[0]
         fbox = [_full_indices(b.start, b.stop, c, f) for b, c, f in zip(cbox, p.shape[1:], full)]
-        index = [np.clip(np.floor(np.arange(lo, hi) * c / f).astype(np.int64), 0, c - 1)
-                 for (lo, hi), c, f in zip(fbox, p.shape[1:], full)]
+        index = [_nearest_index(lo, hi, c, f) for (lo, hi), c, f in zip(fbox, p.shape[1:], full)]
         mask = region[np.ix_(*index)]
         box = tuple(slice(lo, hi) for lo, hi in fbox)
         if margin_mm > 0:
@@ -111,6 +123,9 @@ def attention_from_probabilities(
             inner[tuple(slice(b.start - o.start, b.stop - o.start) for b, o in zip(box, big))] = mask
             mask = ndimage.distance_transform_edt(~inner, sampling=tuple(float(s) for s in spacing)) <= margin_mm
             box = big
+        if channel == "probability":
+            index = [_nearest_index(b.start, b.stop, c, f) for b, c, f in zip(box, p.shape[1:], full)]
+            mask = graded(mask, p[k][np.ix_(*index)])
         out[int(organ)] = (box, mask)  # type: ignore[assignment]
     return out
 

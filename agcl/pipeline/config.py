@@ -160,6 +160,12 @@ class CoarseConfig:
             predict an organ, so it errs on the side of recall: 0.1 with ``margin_mm=15`` left 1
             of those 260 pairs below 0.95 (0.3 with 10 mm: 21), for an attention 3.9x the
             foreground's size instead of 2.3x (docs/results.md, stop 20).
+        attention_channel: what stages 2 and 3 see in the attention channel (the region, where
+            patches are drawn and predictions kept, is the same): "mask" (default, the paper's
+            binary map, 1 inside the dilated region) or "probability" (0.5 + 0.5 p inside the
+            region, p the organ's coarse probability, 0 outside; label maps give 1 on the organ
+            and 0.5 in the margin), so the network also sees where the organ is likely, not only
+            where it may be.
         source: "coarse" (default: the coarse predictions, as at test time) or "gt" (the
             training cases' ground truth as attention, the paper's experiment option).
     """
@@ -183,6 +189,7 @@ class CoarseConfig:
     margin_mm: float = 15.0
     source: Literal["coarse", "gt"] = "coarse"
     attention_threshold: float = 0.1
+    attention_channel: Literal["mask", "probability"] = "mask"
 
     RULES: ClassVar[dict[str, Rule | None]] = {
         "spacing_mm": _tuple(_float(0.0, low_open=True), 3, optional=True), "shape": _tuple(_POS, 3),
@@ -193,6 +200,7 @@ class CoarseConfig:
         "base_channels": _POS, "depth": _POS, "epochs": _POS, "lr": _LR,
         "batch_size": _POS, "margin_mm": _float(0.0), "source": _choice(("coarse", "gt")),
         "attention_threshold": _float(0.0, 1.0, low_open=True),
+        "attention_channel": _choice(("mask", "probability")),
     }
 
     def __post_init__(self) -> None:

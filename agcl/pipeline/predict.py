@@ -25,7 +25,7 @@ import torch
 
 from agcl._validation import check_in_range, check_int
 from agcl.pipeline.fusion import check_threshold
-from agcl.sampling.attention_maps import organ_bboxes
+from agcl.sampling.attention_maps import attention_from_labels, organ_bboxes
 
 __all__ = ["WINDOW_WEIGHTS", "predict_volume", "segment_with_attention", "upsample_in_box", "window_starts", "window_weight"]
 
@@ -158,7 +158,7 @@ def _organ_probability(model, image: np.ndarray, att: np.ndarray, box: tuple[sli
         total.index_put_((r, c, zz), prob * wb, accumulate=True)
         count.index_put_((r, c, zz), wb, accumulate=True)
     mean = torch.where(count > 0, total / count.clamp_min(1e-12), torch.zeros(()))
-    return (mean * att_t).numpy(), (slice(x0, x1), slice(y0, y1), zsl)
+    return (mean * (att_t > 0)).numpy(), (slice(x0, x1), slice(y0, y1), zsl)
 
 
 def segment_with_attention(
@@ -195,9 +195,10 @@ def segment_with_attention(
     Args:
         model: maps ``(B, 2, patch, patch)`` windows to ``(B, 2, patch, patch)`` logits.
         image: the preprocessed image.
-        attention: one boolean attention map per organ, ``(K, X, Y, Z)``, or sparse
+        attention: one attention map per organ, ``(K, X, Y, Z)``, or sparse
             ``{code: (box, mask)}`` (:mod:`agcl.sampling.attention_maps`; only one organ's
-            full-grid mask exists at a time).
+            full-grid mask exists at a time). Non-zero is inside; a float (graded) map's values
+            are what the model's attention channel sees, as in training.
         organ_ids: the organ code of each attention map.
         patch_size: the window size (the training patch size).
         stride: the window step, ``1 <= stride <= patch_size``.
@@ -259,15 +260,16 @@ def segment_with_attention(
         if sparse:  # one organ's full-grid mask at a time, never a (K, X, Y, Z) stack
             if int(organ) not in attention:
                 continue
-            att_k = np.zeros(image.shape, bool)
             sbox, smask = attention[int(organ)]
+            smask = np.asarray(smask)
+            att_k = np.zeros(image.shape, np.float32 if smask.dtype.kind == "f" else bool)  # graded: its values
             att_k[tuple(sbox)] = smask
-            inner = organ_bboxes(np.asarray(smask, np.uint8), [1]).get(1)  # tight box inside the stored one
+            inner = organ_bboxes((smask != 0).astype(np.uint8), [1]).get(1)  # tight box inside the stored one
             box = None if inner is None else tuple(slice(o.start + i.start, o.start + i.stop)
                                                    for o, i in zip(sbox, inner))
         else:
             att_k = attention[k]
-            box = organ_bboxes(att_k.astype(np.int16), [1]).get(1)
+            box = organ_bboxes((att_k != 0).astype(np.int16), [1]).get(1)
         if box is None:
             continue
         prob, region = _organ_probability(model, image, att_k, box, patch=patch_size, stride=stride,
@@ -279,7 +281,7 @@ def segment_with_attention(
         view = (slice(lo[0], hi[0]), slice(lo[1], hi[1]), region[2])
         if weight_c > 0 and int(organ) in channel:
             pc = upsample_in_box(coarse_probability[channel[int(organ)]], image.shape, view)  # type: ignore[index]
-            p = ((1.0 - weight_c) * p + weight_c * pc) * att_k[view]
+            p = ((1.0 - weight_c) * p + weight_c * pc) * (att_k[view] != 0)
         better = p > best[view]
         best[view] = np.where(better, p, best[view])
         labels[view] = np.where(better, np.int16(organ), labels[view])
@@ -341,8 +343,8 @@ def predict_volume(
     if coarse_weight is not None:
         check_in_range("coarse_weight", coarse_weight, 0.0, 1.0)
     from agcl.data import load_volume, preprocess_ct
-    from agcl.pipeline._coarse_attention import attention_from_probabilities, densify
-    from agcl.pipeline.stage1_coarse import coarse_attention, coarse_probabilities, load_coarse
+    from agcl.pipeline._coarse_attention import attention_from_probabilities
+    from agcl.pipeline.stage1_coarse import coarse_probabilities, load_coarse
     from agcl.pipeline.stage3_segment import load_segment_model
 
     if isinstance(image, (str, os.PathLike)):
@@ -366,17 +368,19 @@ def predict_volume(
         coarse_model, coarse_ids, coarse_cfg = load_coarse(coarse_checkpoint, device)
         # float16 as the pipeline stores them, so both give the same attention
         prob = coarse_probabilities(coarse_model, norm, coarse_cfg.coarse, spacing=spacing, device=device).half().float()
-        sparse = attention_from_probabilities(prob, coarse_ids, norm.shape, spacing=spacing,
-                                              margin_mm=config.coarse.margin_mm,
-                                              threshold=config.coarse.attention_threshold)
-        attention = densify(sparse, organ_ids, norm.shape)
+        # sparse, as the pipeline evaluates (never a dense (K, X, Y, Z) stack)
+        attention = attention_from_probabilities(prob, coarse_ids, norm.shape, spacing=spacing,
+                                                 margin_mm=config.coarse.margin_mm,
+                                                 threshold=config.coarse.attention_threshold,
+                                                 channel=config.coarse.attention_channel)
         coarse_prob = (prob, coarse_ids)
     else:
         coarse = load_volume(coarse_labels, kind="label").array if isinstance(coarse_labels, (str, os.PathLike)) \
             else np.asarray(coarse_labels)
         if coarse.shape != hu.shape:
             raise ValueError(f"coarse_labels must have the image's shape {hu.shape}; got {coarse.shape}")
-        attention = coarse_attention(coarse, organ_ids, margin_mm=config.coarse.margin_mm, spacing=spacing)
+        attention = attention_from_labels(coarse, organ_ids, margin_mm=config.coarse.margin_mm, spacing=spacing,
+                                          channel=config.coarse.attention_channel)
     s = config.segment
     return segment_with_attention(
         model, norm, attention, organ_ids, patch_size=config.pretrain.patch_size,

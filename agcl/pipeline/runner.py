@@ -64,10 +64,11 @@ def _coarse_stage(train: Sequence[Any], test: Sequence[Any], config: PipelineCon
         train_coarse,
     )
 
-    margin, threshold = config.coarse.margin_mm, config.coarse.attention_threshold
+    margin, threshold, channel = config.coarse.margin_mm, config.coarse.attention_threshold, config.coarse.attention_channel
     if coarse_dir is not None:
         _check_coarse_dir([*train.cases, *test.cases], coarse_dir, coarse_labels)
-        return CaseAttention(organ_ids, margin, source="labels", coarse_dir=coarse_dir, coarse_labels=coarse_labels)
+        return CaseAttention(organ_ids, margin, source="labels", coarse_dir=coarse_dir, coarse_labels=coarse_labels,
+                             channel=channel)
     ckpt = train_coarse(train, config, organ_ids, out, resume=resume, device=device, log=log, callback=callback)
     folder = out / "coarse"
     if dd.is_main():
@@ -84,7 +85,7 @@ def _coarse_stage(train: Sequence[Any], test: Sequence[Any], config: PipelineCon
                 save_like(labels_from_probabilities(prob, ids, case.image.shape), case.reference, path)
     dd.barrier()
     return CaseAttention(organ_ids, margin, source="probabilities", prob_dir=folder, label_dir=folder,
-                         threshold=threshold)
+                         threshold=threshold, channel=channel)
 
 
 def run_pipeline(
@@ -165,7 +166,8 @@ def run_pipeline(
     t0 = time.perf_counter()
     coarse = _coarse_stage(train_cases, test_cases, config, organ_ids, out, coarse_dir=coarse_dir,
                            coarse_labels=coarse_labels, **common)
-    train_att = CaseAttention(organ_ids, config.coarse.margin_mm) if config.coarse.source == "gt" else coarse
+    train_att = (CaseAttention(organ_ids, config.coarse.margin_mm, channel=config.coarse.attention_channel)
+                 if config.coarse.source == "gt" else coarse)
     cache = VolumeCache(config.data.cache_mb * 2**20)
     volumes = TrainingVolumes(train_cases, train_att, cache=cache)
     pre_ckpt = pretrain_encoder(volumes, config, organ_ids, out, num_modalities=num_modalities, **common)

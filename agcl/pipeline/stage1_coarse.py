@@ -56,6 +56,7 @@ def _settings(config: PipelineConfig, organ_ids: Sequence[int]) -> dict[str, Any
     c.pop("source")
     c.pop("margin_mm")
     c.pop("attention_threshold", None)
+    c.pop("attention_channel", None)  # what stages 2-3 see, not how stage 1 trains
     c.pop("amp", None)  # the precision may change between machines without changing the run
     return {"coarse": c, "seed": config.seed, "organ_ids": [int(i) for i in organ_ids],
             "clip_hu": list(config.clip_hu), "percentiles": list(config.percentiles)}

@@ -204,7 +204,7 @@ def _settings(config: PipelineConfig, organ_ids: Sequence[int], num_modalities: 
     p.pop("amp", None)  # the precision may change between machines without changing the run
     return {"pretrain": p, "seed": config.seed, "organ_ids": [int(i) for i in organ_ids],
             "num_modalities": int(num_modalities), "coarse_source": config.coarse.source,
-            "margin_mm": config.coarse.margin_mm, "attention_threshold": config.coarse.attention_threshold,
+            "margin_mm": config.coarse.margin_mm, "attention_threshold": config.coarse.attention_threshold, "attention_channel": config.coarse.attention_channel,
             "world_size": dd.world_size(), "stream": _stream_settings(config)}
 
 

@@ -105,7 +105,7 @@ def _settings(config: PipelineConfig, organ_ids: Sequence[int]) -> dict[str, Any
     p.pop("amp", None)
     return {"segment": s, "pretrain": p, "seed": config.seed, "organ_ids": [int(i) for i in organ_ids],
             "coarse_source": config.coarse.source, "margin_mm": config.coarse.margin_mm,
-            "attention_threshold": config.coarse.attention_threshold,
+            "attention_threshold": config.coarse.attention_threshold, "attention_channel": config.coarse.attention_channel,
             "world_size": dd.world_size(), "stream": _stream_settings(config)}
 
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from agcl.data.cache import VolumeCache
 from agcl.data.prepared import PreparedCase
-from agcl.sampling.attention_maps import Attention, attention_from_labels
+from agcl.sampling.attention_maps import Attention, attention_from_labels, check_channel
 
 __all__ = ["CaseAttention", "TrainingVolumes", "case_stem"]
 
@@ -65,6 +65,8 @@ class CaseAttention:
             maps: ``label_dir/<stem>.nii.gz``, or :func:`find_coarse_file` in ``coarse_dir``
             with the codes translated by ``coarse_labels``).
         prob_dir, label_dir, coarse_dir, coarse_labels, threshold: as above.
+        channel: what the masks hold, ``"mask"`` (bool) or ``"probability"`` (graded float16;
+            :data:`agcl.sampling.attention_maps.ATTENTION_CHANNELS`).
 
     Calling it on a :class:`agcl.data.PreparedCase` gives ``{code: (box, mask)}``;
     :meth:`labels` gives the coarse label map itself (for the coarse Dice).
@@ -73,13 +75,15 @@ class CaseAttention:
     def __init__(self, organ_ids: Sequence[int], margin_mm: float, *,
                  source: Literal["gt", "probabilities", "labels"] = "gt", prob_dir: str | os.PathLike[str] | None = None,
                  label_dir: str | os.PathLike[str] | None = None, coarse_dir: str | os.PathLike[str] | None = None,
-                 coarse_labels: Mapping[int, int] | None = None, threshold: float = 0.1) -> None:
+                 coarse_labels: Mapping[int, int] | None = None, threshold: float = 0.1,
+                 channel: Literal["mask", "probability"] = "mask") -> None:
         if source not in ("gt", "probabilities", "labels"):
             raise ValueError(f"source must be 'gt', 'probabilities' or 'labels'; got {source!r}")
         if source == "probabilities" and prob_dir is None:
             raise ValueError("source='probabilities' needs prob_dir")
         if source == "labels" and label_dir is None and coarse_dir is None:
             raise ValueError("source='labels' needs label_dir or coarse_dir")
+        self.channel = check_channel(channel)
         self.organ_ids = [int(o) for o in organ_ids]
         self.margin_mm, self.source, self.threshold = float(margin_mm), source, float(threshold)
         self.prob_dir = None if prob_dir is None else Path(prob_dir)
@@ -92,14 +96,16 @@ class CaseAttention:
         if self.source == "gt":
             if case.label is None:
                 raise ValueError(f"case {case.case_id} has no label for ground-truth attention")
-            return attention_from_labels(case.label, self.organ_ids, margin_mm=self.margin_mm, spacing=case.spacing)
+            return attention_from_labels(case.label, self.organ_ids, margin_mm=self.margin_mm, spacing=case.spacing,
+                                         channel=self.channel)
         if self.source == "probabilities":
             from agcl.pipeline._coarse_attention import attention_from_probabilities
 
             prob, ids = self.probabilities(case) if probabilities is None else probabilities
             return attention_from_probabilities(prob, ids, case.image.shape, spacing=case.spacing,
-                                                margin_mm=self.margin_mm, threshold=self.threshold)
-        return attention_from_labels(self.labels(case), self.organ_ids, margin_mm=self.margin_mm, spacing=case.spacing)
+                                                margin_mm=self.margin_mm, threshold=self.threshold, channel=self.channel)
+        return attention_from_labels(self.labels(case), self.organ_ids, margin_mm=self.margin_mm, spacing=case.spacing,
+                                     channel=self.channel)
 
     def probabilities(self, case: PreparedCase) -> tuple[Any, list[int]]:
         """``(prob (K + 1, x, y, z), organ_ids)``: the case's stored coarse probabilities."""

@@ -1,7 +1,8 @@
 """Sparse per-organ attention: one bounding box and one mask inside it per organ.
 
 An attention is a dict ``{organ code: (box, mask)}``: ``box`` a tuple of three slices into the
-volume and ``mask`` a bool array of the box's shape. Thirteen organs of a 512 x 512 x 100 scan
+volume and ``mask`` an array of the box's shape: bool, or float (a *graded* attention, values in
+``[0, 1]``, 0 outside; see :data:`ATTENTION_CHANNELS`). Thirteen organs of a 512 x 512 x 100 scan
 need a few tens of MB this way instead of a dense ``(13, 512, 512, 100)`` stack (340 MB).
 :class:`agcl.AttentionPatchSampler` and :class:`agcl.sampling.PatchStream` take it directly.
 """
@@ -13,10 +14,37 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["Attention", "attention_from_labels", "attention_recall", "densify", "organ_bboxes"]
+__all__ = ["ATTENTION_CHANNELS", "Attention", "attention_from_labels", "attention_recall", "densify", "organ_bboxes"]
 
 Box = tuple[slice, slice, slice]
 Attention = dict[int, tuple[Box, np.ndarray]]
+
+#: What an attention mask holds, i.e. what the network's attention channel sees:
+#: ``"mask"`` -- bool, 1 inside the organ's dilated region (the paper's binary map);
+#: ``"probability"`` -- float16, 0 outside the region and ``0.5 + 0.5 * p`` inside it, ``p`` the
+#: organ's coarse probability (from labels: 1 on the organ, 0.5 in the margin). The region, and so
+#: where patches are drawn and predictions are kept, is the same for both.
+ATTENTION_CHANNELS = ("mask", "probability")
+
+_GRADED_FLOOR = 0.5  # the value of a graded attention where the organ is improbable but inside
+
+
+def check_channel(channel: str) -> str:
+    """``channel`` if it is one of :data:`ATTENTION_CHANNELS`, else a ``ValueError``."""
+    if channel not in ATTENTION_CHANNELS:
+        raise ValueError(f"channel must be one of {ATTENTION_CHANNELS}; got {channel!r}")
+    return channel
+
+
+def graded(region: np.ndarray, score: np.ndarray) -> np.ndarray:
+    """The graded mask ``0.5 + 0.5 * score`` inside ``region`` (bool), 0 outside, as float16.
+
+    Examples:
+        >>> graded(np.array([True, True, False]), np.array([0.0, 1.0, 1.0])).tolist()
+        [0.5, 1.0, 0.0]
+    """
+    value = _GRADED_FLOOR + (1.0 - _GRADED_FLOOR) * np.clip(np.asarray(score, np.float32), 0.0, 1.0)
+    return np.where(region, value, 0.0).astype(np.float16)
 
 
 def organ_bboxes(labels: np.ndarray, organ_ids: Sequence[int]) -> dict[int, tuple[slice, ...]]:
@@ -36,11 +64,13 @@ def organ_bboxes(labels: np.ndarray, organ_ids: Sequence[int]) -> dict[int, tupl
 
 
 def attention_from_labels(labels: np.ndarray, organ_ids: Sequence[int], *, margin_mm: float,
-                          spacing: Sequence[float]) -> Attention:
+                          spacing: Sequence[float], channel: str = "mask") -> Attention:
     """Per-organ attention of a label map: each organ's mask dilated by ``margin_mm``.
 
     The dilation is a Euclidean ball in mm (``spacing`` the voxel size), computed inside the
-    organ's bounding box grown by the margin, never over the whole volume.
+    organ's bounding box grown by the margin, never over the whole volume. ``channel``
+    (:data:`ATTENTION_CHANNELS`): ``"mask"`` gives bool masks, ``"probability"`` float16 masks
+    that are 1 on the organ and 0.5 in its margin.
 
     Shape:
         labels: ``(X, Y, Z)`` organ codes; output ``{code: (box, mask)}`` for the organs present.
@@ -54,29 +84,36 @@ def attention_from_labels(labels: np.ndarray, organ_ids: Sequence[int], *, margi
     from scipy import ndimage
 
     labels = np.asarray(labels)
+    check_channel(channel)
     if margin_mm < 0 or not math.isfinite(margin_mm):
         raise ValueError(f"margin_mm must be a finite number >= 0; got {margin_mm}")
     grow = [int(math.ceil(margin_mm / float(s))) for s in spacing]
     out: Attention = {}
     for organ, box in organ_bboxes(labels, organ_ids).items():
         big = tuple(slice(max(b.start - g, 0), min(b.stop + g, n)) for b, g, n in zip(box, grow, labels.shape))
-        mask = labels[big] == organ
+        organ_mask = labels[big] == organ
+        mask = organ_mask
         if margin_mm > 0:
-            mask = ndimage.distance_transform_edt(~mask, sampling=tuple(float(s) for s in spacing)) <= margin_mm
+            mask = ndimage.distance_transform_edt(~organ_mask, sampling=tuple(float(s) for s in spacing)) <= margin_mm
+        if channel == "probability":
+            mask = graded(mask, organ_mask)
         out[int(organ)] = (big, mask)  # type: ignore[assignment]
     return out
 
 
 def densify(attention: Mapping[int, tuple[Box, np.ndarray]], organ_ids: Sequence[int],
             shape: Sequence[int]) -> np.ndarray:
-    """The dense ``(K, X, Y, Z)`` bool stack of a sparse attention (for code that needs one).
+    """The dense ``(K, X, Y, Z)`` stack of a sparse attention (for code that needs one).
+
+    bool, or float16 if any mask is graded (float).
 
     Examples:
         >>> att = {3: ((slice(0, 1), slice(0, 2), slice(0, 1)), np.ones((1, 2, 1), bool))}
         >>> densify(att, [1, 3], (2, 2, 1)).sum(axis=(1, 2, 3)).tolist()
         [0, 2]
     """
-    out = np.zeros((len(organ_ids), *(int(s) for s in shape)), bool)
+    floating = any(np.asarray(attention[int(o)][1]).dtype.kind == "f" for o in organ_ids if int(o) in attention)
+    out = np.zeros((len(organ_ids), *(int(s) for s in shape)), np.float16 if floating else bool)
     for k, organ in enumerate(organ_ids):
         if int(organ) in attention:
             box, mask = attention[int(organ)]
@@ -106,5 +143,5 @@ def attention_recall(attention: Mapping[int, tuple[Box, np.ndarray]], labels: np
             out[int(organ)] = 0.0
             continue
         box, mask = attention[int(organ)]
-        out[int(organ)] = float(((labels[box] == organ) & mask).sum()) / total
+        out[int(organ)] = float(((labels[box] == organ) & (np.asarray(mask) != 0)).sum()) / total
     return out

@@ -2,8 +2,9 @@
 
 For every target organ and every slice where its attention is present, ``patches_per_slice``
 centres are drawn uniformly over the attention's voxels on that slice (or over its bounding
-box) and ``patch_size`` windows are cut from the image, the organ's binary attention and,
-optionally, its binary ground truth.
+box) and ``patch_size`` windows are cut from the image, the organ's attention (binary; a sparse
+attention's float masks are cut with their values, a graded attention channel) and, optionally,
+its binary ground truth.
 
 One ``torch.nonzero`` over the volume finds every attention voxel; they are grouped by
 (organ, slice) with one sort, centres are drawn for all groups at once and all windows are
@@ -31,7 +32,8 @@ class PatchBatch:
 
     Shape:
         - image: ``(P, C, h, w)`` float32 (``C = 1`` for a single-channel volume).
-        - attention: ``(P, 1, h, w)`` float32 0/1 (the target organ only).
+        - attention: ``(P, 1, h, w)`` float32 (the target organ only): 0/1, or a sparse
+          attention's float mask values in ``[0, 1]``.
         - label: ``(P, 1, h, w)`` float32 0/1 ground truth of the target organ, or ``None``.
         - target, modality, volume_index, slice_index: ``(P,)`` long.
         - centre: ``(P, 2)`` long, the in-plane centre (indices along the two non-slice axes).
@@ -211,7 +213,8 @@ class AttentionPatchSampler:
             image: the image volume ``(D0, D1, D2)``, or ``(C, D0, D1, D2)`` with channels.
             attention: a label map of the image's shape, a binary stack ``(K, D0, D1, D2)``,
                 or sparse ``{code: (box, mask)}`` (``box`` three slices, ``mask`` a bool array
-                of the box's shape; see :meth:`plan`).
+                of the box's shape, or a float one in ``[0, 1]`` whose values the attention
+                channel keeps; see :meth:`plan`).
             label: optional ground-truth label map ``(D0, D1, D2)``.
             modality: the volume's modality id.
             targets: organ codes to sample. Label-map attention: default every code present;
@@ -267,7 +270,8 @@ class AttentionPatchSampler:
             attention: a label map of ``shape``, a binary stack ``(K, *shape)``, or sparse
                 ``{code: (box, mask)}``: ``box`` a tuple of three slices into the volume and
                 ``mask`` a bool array of the box's shape, the organ's attention inside it (no
-                dense map of every organ is ever built).
+                dense map of every organ is ever built); a float mask (values in ``[0, 1]``)
+                counts as inside where it is non-zero and :meth:`cut` keeps its values.
             shape: the volume's shape ``(D0, D1, D2)``.
             targets: as in :meth:`sample`.
             generator: overrides the sampler's generator for this call.
@@ -322,6 +326,7 @@ class AttentionPatchSampler:
             if code not in attention:
                 continue
             box, mask = _sparse_entry(attention, code, shape)
+            mask = mask != 0  # where patches may be centred (a graded mask: wherever it is > 0)
             # grow the box in-plane by the sampler's margin so the margin is not clipped at its edge
             grown = [slice(max(box[d].start - (self.margin if d != a else 0), 0),
                            min(box[d].stop + (self.margin if d != a else 0), shape[d])) for d in range(3)]
@@ -355,7 +360,7 @@ class AttentionPatchSampler:
             if wanted is not None and int(code) not in wanted:
                 continue
             box, mask = _sparse_entry(attention, int(code), shape)
-            big = torch.zeros([mask.shape[d] + 2 * grow[d] for d in range(3)], dtype=torch.bool)
+            big = torch.zeros([mask.shape[d] + 2 * grow[d] for d in range(3)], dtype=mask.dtype)
             big[tuple(slice(grow[d], grow[d] + mask.shape[d]) for d in range(3))] = mask
             origin = torch.tensor([box[a].start - grow[a], box[b].start - grow[b], box[c].start - grow[c]])
             out[int(code)] = (origin, big)
@@ -417,8 +422,10 @@ class AttentionPatchSampler:
                                for ch in range(img.shape[0])], 1).float()
         win = (p, *self.patch_size)
         if isinstance(attention, Mapping):
-            attention_w = torch.zeros(win, dtype=torch.bool)
             padded = attention if isinstance(attention, _PaddedSparse) else self.pad_attention(attention, shape, codes=target)
+            chosen = [padded[int(c)][1] for c in torch.unique(target).tolist() if int(c) in padded]
+            graded = any(m.is_floating_point() for m in chosen)
+            attention_w = torch.zeros(win, dtype=torch.float16 if graded else torch.bool)
             for code in torch.unique(target).tolist():
                 if int(code) not in padded:
                     raise ValueError(f"target {code} has no entry in the sparse attention")
@@ -428,7 +435,8 @@ class AttentionPatchSampler:
                 inside = (rel[:, 0] >= 0) & (rel[:, 0] < mask.shape[self.axis])
                 if not bool(inside.all()):
                     raise ValueError(f"centres of organ {code} must lie on the slices of its attention box; got some outside")
-                attention_w[sel] = gather_windows(mask, self.axis, rel, self.patch_size, False)
+                attention_w[sel] = gather_windows(mask, self.axis, rel, self.patch_size, 0 if graded else False).to(
+                    attention_w.dtype)
         else:
             if att.ndim == 4:
                 attention_w = torch.empty(win, dtype=torch.bool)
@@ -482,7 +490,10 @@ def _label_tensor(label: Any, attention: Any, att: Any, shape: tuple[int, ...]) 
 
 
 def _sparse_entry(attention: Mapping[int, Any], code: int, shape: tuple[int, ...]) -> tuple[tuple[slice, ...], torch.Tensor]:
-    """``(box, mask)`` of ``code`` in a sparse attention, checked against the volume ``shape``."""
+    """``(box, mask)`` of ``code`` in a sparse attention, checked against the volume ``shape``.
+
+    The mask comes back bool (integer masks: non-zero), or float16 for a float (graded) mask.
+    """
     entry = attention[code]
     if not (isinstance(entry, (tuple, list)) and len(entry) == 2):
         raise TypeError(f"attention[{code}] must be a (box, mask) pair; got {type(entry).__name__}")
@@ -496,6 +507,12 @@ def _sparse_entry(attention: Mapping[int, Any], code: int, shape: tuple[int, ...
     want = tuple(s.stop - s.start for s in box)
     if tuple(m.shape) != want:
         raise ValueError(f"attention[{code}]'s mask must have its box's shape {want}; got {tuple(m.shape)}")
+    if m.is_floating_point():
+        if m.numel() and not bool(((m >= 0) & (m <= 1)).all()):  # also refuses NaN
+            bad = m[~((m >= 0) & (m <= 1))][0].item()
+            raise ValueError(f"attention[{code}]'s float mask must hold values in [0, 1] (a graded attention); "
+                             f"got {bad}")
+        return box, m.to(torch.float16)
     return box, m if m.dtype == torch.bool else m != 0
 
 

@@ -43,12 +43,12 @@ __all__ = ["PatchStream"]
 
 
 class _Buffer:
-    """A fixed-capacity shuffle buffer of patches (image float32, attention/label bool)."""
+    """A fixed-capacity shuffle buffer of patches (image float32, attention float16, label bool)."""
 
     def __init__(self, capacity: int, channels: int, patch: tuple[int, int], with_label: bool) -> None:
         self.capacity, self.n = capacity, 0
         self.image = torch.empty(capacity, channels, *patch)
-        self.attention = torch.empty(capacity, 1, *patch, dtype=torch.bool)
+        self.attention = torch.empty(capacity, 1, *patch, dtype=torch.float16)  # 0/1 or graded values
         self.label = torch.empty(capacity, 1, *patch, dtype=torch.bool) if with_label else None
         self.ignore: torch.Tensor | None = None  # allocated when a volume brings an ignore map
         self.meta = torch.empty(capacity, 6, dtype=torch.long)  # target, modality, volume, slice, centre i, j
@@ -60,7 +60,7 @@ class _Buffer:
         k = len(b)
         s = slice(self.n, self.n + k)
         self.image[s] = b.image
-        self.attention[s] = b.attention > 0.5
+        self.attention[s] = b.attention
         if self.label is not None:
             if b.label is None:
                 raise ValueError("with_label=True needs volumes with a 'label'; a volume gave none")

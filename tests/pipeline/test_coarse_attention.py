@@ -74,6 +74,29 @@ def test_recall_counts_ground_truth_inside_attention():
     assert attention_recall(att, gt, [12])[12] == 0.0
 
 
+def test_probability_channel_grades_the_same_region_by_the_coarse_probability():
+    """``channel="probability"``: the region is the mask channel's, and inside it each full-grid
+    voxel holds 0.5 + 0.5 p of the coarse voxel it reads (nearest, 2x here); the margin ring,
+    where p is ~0, holds 0.5, never 0 (0 is outside)."""
+    p = _probs()
+    p[1, 0:3, 0:3, 0] = 0.6  # organ 6: one probability per coarse slice
+    kw = dict(spacing=(1, 1, 1), margin_mm=2.0, threshold=0.3)
+    binary = attention_from_probabilities(p, [6, 12], (12, 12, 4), **kw)
+    soft = attention_from_probabilities(p, [6, 12], (12, 12, 4), channel="probability", **kw)
+    assert soft.keys() == binary.keys()
+    for organ in soft:
+        (box, mask), (box_b, mask_b) = soft[organ], binary[organ]
+        assert box == box_b and mask.dtype == np.float16 and mask_b.dtype == bool
+        np.testing.assert_array_equal(mask != 0, mask_b)
+    box, mask = soft[6]
+    full = densify(soft, [6, 12], (12, 12, 4))[0]
+    assert full.dtype == np.float16 and box[0].start == 0
+    assert full[0, 0, 0] == pytest.approx(0.5 + 0.5 * 0.6, abs=1e-3)  # coarse slice 0
+    assert full[0, 0, 2] == pytest.approx(0.5 + 0.5 * 0.9, abs=1e-3)  # coarse slice 1
+    assert full[6, 0, 0] == pytest.approx(0.5, abs=1e-3)  # the margin: p = 0 there, still inside
+    assert full[9, 0, 0] == 0  # beyond the 2 mm margin
+
+
 def test_probabilities_round_trip_weights_only(tmp_path):
     prob = torch.rand(3, 4, 4, 2)
     path = save_probabilities(tmp_path / "c" / "x.prob.pt", prob, [6, 12], (8, 8, 4))
@@ -89,3 +112,6 @@ def test_errors():
     with pytest.raises(ValueError, match="threshold"):
         attention_from_probabilities(np.zeros((2, 3, 3, 3)), [1], (3, 3, 3), spacing=(1, 1, 1), margin_mm=0,
                                      threshold=0.0)
+    with pytest.raises(ValueError, match="channel must be one of .*'soft'"):
+        attention_from_probabilities(np.ones((2, 3, 3, 3)), [1], (3, 3, 3), spacing=(1, 1, 1), margin_mm=0,
+                                     channel="soft")

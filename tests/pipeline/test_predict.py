@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -237,3 +239,34 @@ def test_sparse_attention_predicts_like_the_dense_stack():
     a = segment_with_attention(Model(), img, sparse, [1, 6, 7], patch_size=16, stride=8)
     b = segment_with_attention(Model(), img, dense, [1, 6, 7], patch_size=16, stride=8)
     assert np.array_equal(a, b) and set(np.unique(a)) >= {1, 6}
+
+
+def test_graded_attention_feeds_its_values_and_bounds_by_non_zero():
+    """A graded mask reaches the model's attention channel with its values (as in training),
+    and only decides *where* an organ may be: the kept probability is not scaled by it."""
+    import torch
+
+    from agcl.pipeline.predict import segment_with_attention
+    from agcl.sampling import attention_from_labels, densify
+
+    class Echo(torch.nn.Module):  # organ probability = the attention channel's value
+        def forward(self, x):
+            p = x[:, 1:2].clamp(1e-4, 1 - 1e-4)
+            return torch.cat([torch.log(1 - p), torch.log(p)], 1)
+
+    class Sure(torch.nn.Module):  # p = 0.9 everywhere
+        def forward(self, x):
+            return torch.cat([torch.zeros_like(x[:, :1]), torch.full_like(x[:, :1], math.log(9.0))], 1)
+
+    lab = np.zeros((30, 30, 2), np.uint8)
+    lab[10:20, 10:20, :] = 3
+    img = np.zeros(lab.shape, np.float32)
+    soft = attention_from_labels(lab, [3], margin_mm=3.0, spacing=(1, 1, 1), channel="probability")
+    region = densify(soft, [3], lab.shape)[0] != 0
+    for att in (soft, densify(soft, [3], lab.shape)):
+        # the channel holds 1 on the organ and 0.5 in the margin: with threshold 0.6 only the organ stays
+        echo = segment_with_attention(Echo(), img, att, [3], patch_size=8, stride=4, threshold=0.6)
+        np.testing.assert_array_equal(echo == 3, lab == 3)
+        # p = 0.9 in the margin too (not 0.9 * 0.5 < 0.6): the whole region, nothing outside it
+        sure = segment_with_attention(Sure(), img, att, [3], patch_size=8, stride=4, threshold=0.6)
+        np.testing.assert_array_equal(sure == 3, region)

@@ -151,6 +151,40 @@ def test_coarse_dir_replaces_stage_1_and_gt_attention(tmp_path):
     assert result["coarse_mean"]["dice"] == 1.0
 
 
+@pytest.mark.parametrize("source", ["probabilities", "labels", "gt"])
+@pytest.mark.parametrize("channel", ["mask", "probability"])
+def test_attention_channel_reaches_the_training_volumes(tmp_path, monkeypatch, source, channel):
+    """Stages 2 and 3 get the configured channel from every attention source: bool masks for
+    "mask", graded float16 masks (0 outside, 0.5 to 1 inside) for "probability"."""
+    import agcl.pipeline.stage2_pretrain as stage2
+
+    train, test = tiny_cohort(tmp_path / "data")
+    coarse = None
+    if source == "labels":  # the ground truth as the user's own coarse maps
+        coarse = tmp_path / "coarse"
+        for case, _ in train + test:
+            (coarse / case.modality).mkdir(parents=True, exist_ok=True)
+            nib.save(nib.load(case.label_path), coarse / case.modality / f"{case.case_id}.nii.gz")
+    seen = {}
+
+    def capture(volumes, *args, **kwargs):
+        seen["masks"] = [mask for _, mask in volumes[0]["attention"].values()]
+        raise Interrupt("captured")
+
+    monkeypatch.setattr(stage2, "pretrain_encoder", capture)
+    cfg = tiny_config(**{"coarse.attention_channel": channel, "coarse.epochs": 1,
+                         "coarse.source": "gt" if source == "gt" else "coarse"})
+    with pytest.raises(Interrupt):
+        run_pipeline(train, test, cfg, tmp_path / "run", coarse_dir=coarse)
+    masks = seen["masks"]
+    assert masks
+    if channel == "mask":
+        assert all(m.dtype == bool for m in masks)
+    else:
+        assert all(m.dtype == np.float16 and m.max() <= 1 and (m[m != 0] >= 0.5).all() for m in masks)
+        assert any(((m > 0.5) & (m < 1)).any() for m in masks) == (source == "probabilities")
+
+
 def test_errors(tmp_path):
     train, test = tiny_cohort(tmp_path / "data")
     with pytest.raises(ValueError, match="train and test"):

@@ -109,6 +109,19 @@ def test_bf16_training_runs_under_autocast_and_resumes_across_precisions(tmp_pat
     assert len(losses(tmp_path / "fp32")) == 3
 
 
+@pytest.mark.parametrize("field, value", [("coarse.margin_mm", 4.0), ("coarse.attention_threshold", 0.4),
+                                          ("coarse.attention_channel", "probability")])
+def test_attention_settings_do_not_stop_stage_1_from_resuming(tmp_path, field, value):
+    """How the attention is built from stage 1's output is not how stage 1 trains: a completed
+    stage 1 is reused (not retrained, not refused) when only they change."""
+    cfg = _config(**{"coarse.epochs": 1, "coarse.amp": "off"})
+    ckpt = train_coarse([_case(1)], cfg, ORGANS, tmp_path)
+    before = ckpt.stat().st_mtime_ns
+    again = train_coarse([_case(1)], cfg.override(**{field: value}), ORGANS, tmp_path, resume=True)
+    assert again == ckpt and ckpt.stat().st_mtime_ns == before
+    assert len((tmp_path / "epochs.jsonl").read_text().splitlines()) == 1
+
+
 def test_training_crops_get_the_configured_augmentation(tmp_path, monkeypatch):
     import agcl.pipeline.stage1_coarse as s1
 

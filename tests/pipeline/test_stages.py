@@ -295,10 +295,12 @@ def test_a_user_augmentation_generator_is_reseeded_every_epoch(tmp_path):
     assert len(draws) == 2 and draws[0] == draws[1]
 
 
-@pytest.mark.parametrize("field, value", [("coarse.attention_threshold", 0.4), ("coarse.margin_mm", 3.0)])
+@pytest.mark.parametrize("field, value", [("coarse.attention_threshold", 0.4), ("coarse.margin_mm", 3.0),
+                                          ("coarse.attention_channel", "probability")])
 def test_stages_2_and_3_refuse_to_resume_with_another_attention(tmp_path, field, value):
-    """The attention decides where both stages sample their patches: a run resumed with another
-    threshold or margin would mix two trainings, so both stages name the field and stop."""
+    """The attention decides where both stages sample their patches and what their attention
+    channel holds: a run resumed with another threshold, margin or channel would mix two
+    trainings, so both stages name the field and stop."""
     cfg = _config("agcl", **{"pretrain.steps_per_epoch": 1, "segment.epochs": 1, "segment.steps_per_epoch": 1})
     ckpt = pretrain_encoder(_volumes(), cfg, ORGANS, tmp_path, num_modalities=2, augment=_flip)
     train_segmenter(_volumes(), cfg, ORGANS, tmp_path, pretrain_checkpoint=ckpt)

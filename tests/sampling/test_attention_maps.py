@@ -79,3 +79,62 @@ def test_sparse_entries_are_checked():
         s.plan({1: ((slice(0, 2),), np.ones((2,), bool))}, (5, 5, 2))
     with pytest.raises(TypeError, match="pair"):
         s.plan({1: np.ones((5, 5, 2), bool)}, (5, 5, 2))
+
+
+def test_probability_channel_of_labels_is_one_on_the_organ_and_half_in_the_margin():
+    lab = _labels()
+    spacing = (1.5, 1.0, 3.0)
+    binary = attention_from_labels(lab, [1, 6, 13], margin_mm=4.0, spacing=spacing)
+    soft = attention_from_labels(lab, [1, 6, 13], margin_mm=4.0, spacing=spacing, channel="probability")
+    for organ, (box, mask) in soft.items():
+        assert box == binary[organ][0] and mask.dtype == np.float16
+        np.testing.assert_array_equal(mask != 0, binary[organ][1])  # the same region
+        on = lab[box] == organ
+        assert (mask[on] == 1).all() and (mask[~on & (mask != 0)] == 0.5).all()
+    with pytest.raises(ValueError, match="channel must be one of"):
+        attention_from_labels(lab, [1], margin_mm=1.0, spacing=(1, 1, 1), channel="labels")
+
+
+def test_recall_and_densify_treat_a_graded_mask_as_inside_where_non_zero():
+    lab = _labels()
+    soft = attention_from_labels(lab, [1, 6, 13], margin_mm=2.0, spacing=(1, 1, 1), channel="probability")
+    box, mask = soft[6]
+    mask = mask.copy()
+    mask[: mask.shape[0] // 2] = 0  # half of the region (and of the organ's rows) removed
+    soft[6] = (box, mask)
+    binary = {k: (b, m != 0) for k, (b, m) in soft.items()}
+    assert attention_recall(soft, lab, [1, 6, 13]) == attention_recall(binary, lab, [1, 6, 13])
+    assert attention_recall(soft, lab, [6])[6] < 0.9
+    dense = densify(soft, [1, 6, 13], lab.shape)
+    assert dense.dtype == np.float16 and set(np.unique(dense).tolist()) == {0.0, 0.5, 1.0}
+    np.testing.assert_array_equal(dense != 0, densify(binary, [1, 6, 13], lab.shape))
+
+
+def test_sampler_cuts_a_graded_mask_with_its_values():
+    """Centres come from where the mask is non-zero (as for its bool version, same draws); the
+    attention channel holds the mask's values, not 0/1."""
+    lab = _labels()
+    img = np.random.default_rng(2).random(lab.shape, dtype=np.float32)
+    soft = attention_from_labels(lab, [1, 6, 13], margin_mm=3.0, spacing=(1, 1, 1), channel="probability")
+    binary = {k: (b, m != 0) for k, (b, m) in soft.items()}
+    b = AttentionPatchSampler(patch_size=10, patches_per_slice=3, seed=4).sample(img, soft, label=lab)
+    ref = AttentionPatchSampler(patch_size=10, patches_per_slice=3, seed=4).sample(img, binary, label=lab)
+    assert torch.equal(b.slice_index, ref.slice_index) and torch.equal(b.centre, ref.centre)
+    assert torch.equal(b.attention != 0, ref.attention != 0) and torch.equal(b.label, ref.label)
+    assert b.attention.dtype == torch.float32 and set(torch.unique(b.attention).tolist()) == {0.0, 0.5, 1.0}
+    # each window's value is the mask's own at that voxel
+    j = 0
+    t, sl = int(b.target[j]), int(b.slice_index[j])
+    ci, cj = b.centre[j].tolist()
+    box, mask = soft[t]
+    assert float(b.attention[j, 0, 5, 5]) == float(mask[ci - box[0].start, cj - box[1].start, sl - box[2].start])
+
+
+def test_a_graded_mask_outside_zero_one_is_refused():
+    s = AttentionPatchSampler(patch_size=4)
+    box = (slice(0, 2), slice(0, 2), slice(0, 1))
+    for bad in (1.5, -0.1, float("nan")):
+        mask = np.full((2, 2, 1), 0.5, np.float32)
+        mask[0, 0, 0] = bad
+        with pytest.raises(ValueError, match=r"attention\[3\]'s float mask must hold values in \[0, 1\]"):
+            s.plan({3: (box, mask)}, (5, 5, 2))

@@ -216,3 +216,17 @@ def test_ignore_maps_travel_with_the_labels():
             assert torch.equal(b.ignore[j, 0], expect)
     no_label = _stream(vols, with_label=False)
     assert all(b.ignore is None for b in no_label)
+
+
+def test_graded_attention_keeps_its_values_through_the_buffer():
+    vols = _volumes(sparse=True)
+    for v in vols:
+        v["attention"] = attention_from_labels(v["label"], [1, 6, 7], margin_mm=2.0, spacing=(1, 1, 1),
+                                               channel="probability")
+    values = set()
+    for b in _stream(vols):
+        # 1 on the organ (its label), 0.5 in the margin, 0 outside
+        assert torch.equal(b.attention == 1, b.label == 1)
+        assert torch.equal(b.attention != 0, b.attention >= 0.5)  # 0 outside, 0.5 or 1 inside
+        values |= set(torch.unique(b.attention).tolist())
+    assert values == {0.0, 0.5, 1.0}
