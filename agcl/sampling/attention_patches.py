@@ -141,8 +141,8 @@ class AttentionPatchSampler:
 
     Shape:
         ``sample`` takes ``image (D0, D1, D2)``; ``attention`` either an integer label map of
-        the same shape (organ codes, 0 background) or a binary stack ``(K, D0, D1, D2)`` (one
-        map per organ); ``label`` an integer label map ``(D0, D1, D2)``. Numpy or torch.
+        the same shape (organ codes, 0 background) or a stack ``(K, D0, D1, D2)`` (one map per
+        organ: bool/integer binary, float graded in ``[0, 1]``); ``label`` an integer label map ``(D0, D1, D2)``. Numpy or torch.
 
     References:
         Lee et al., Attention-Guided Supervised Contrastive Learning for Semantic Segmentation
@@ -211,8 +211,9 @@ class AttentionPatchSampler:
 
         Args:
             image: the image volume ``(D0, D1, D2)``, or ``(C, D0, D1, D2)`` with channels.
-            attention: a label map of the image's shape, a binary stack ``(K, D0, D1, D2)``,
-                or sparse ``{code: (box, mask)}`` (``box`` three slices, ``mask`` a bool array
+            attention: a label map of the image's shape, a stack ``(K, D0, D1, D2)`` (bool or
+                integer: binary; float: graded values in ``[0, 1]``, kept in the attention
+                channel, inside where non-zero), or sparse ``{code: (box, mask)}`` (``box`` three slices, ``mask`` a bool array
                 of the box's shape, or a float one in ``[0, 1]`` whose values the attention
                 channel keeps; see :meth:`plan`).
             label: optional ground-truth label map ``(D0, D1, D2)``.
@@ -267,7 +268,7 @@ class AttentionPatchSampler:
         """Draw a volume's patch centres without cutting any window.
 
         Args:
-            attention: a label map of ``shape``, a binary stack ``(K, *shape)``, or sparse
+            attention: a label map of ``shape``, a stack ``(K, *shape)`` (non-zero = inside), or sparse
                 ``{code: (box, mask)}``: ``box`` a tuple of three slices into the volume and
                 ``mask`` a bool array of the box's shape, the organ's attention inside it (no
                 dense map of every organ is ever built); a float mask (values in ``[0, 1]``)
@@ -439,14 +440,18 @@ class AttentionPatchSampler:
                     attention_w.dtype)
         else:
             if att.ndim == 4:
-                attention_w = torch.empty(win, dtype=torch.bool)
+                graded = att.is_floating_point()  # a float stack is cut with its values
+                attention_w = torch.empty(win, dtype=torch.float32 if graded else torch.bool)
                 if targets is not None and len(targets) != att.shape[0]:
                     raise ValueError(f"targets must give one code per attention map (K={att.shape[0]}); got {len(targets)}")
                 codes = torch.arange(1, att.shape[0] + 1) if targets is None else torch.tensor([int(t) for t in targets])
                 for ch in range(att.shape[0]):  # one gather per organ map
                     sel = torch.nonzero(target == codes[ch]).squeeze(1)
                     if sel.numel():
-                        attention_w[sel] = gather_windows(att[ch], self.axis, centres[sel], self.patch_size, 0) != 0
+                        w = gather_windows(att[ch], self.axis, centres[sel], self.patch_size, 0)
+                        if graded:
+                            _check_unit_range(w, f"attention map {ch}'s")
+                        attention_w[sel] = w.float() if graded else w != 0
             else:
                 attention_w = _equals(gather_windows(att, self.axis, centres, self.patch_size, 0), target)
         attention_f = attention_w.float().unsqueeze(1)
@@ -508,12 +513,16 @@ def _sparse_entry(attention: Mapping[int, Any], code: int, shape: tuple[int, ...
     if tuple(m.shape) != want:
         raise ValueError(f"attention[{code}]'s mask must have its box's shape {want}; got {tuple(m.shape)}")
     if m.is_floating_point():
-        if m.numel() and not bool(((m >= 0) & (m <= 1)).all()):  # also refuses NaN
-            bad = m[~((m >= 0) & (m <= 1))][0].item()
-            raise ValueError(f"attention[{code}]'s float mask must hold values in [0, 1] (a graded attention); "
-                             f"got {bad}")
+        _check_unit_range(m, f"attention[{code}]'s")
         return box, m.to(torch.float16)
     return box, m if m.dtype == torch.bool else m != 0
+
+
+def _check_unit_range(values: torch.Tensor, name: str) -> None:
+    """A graded (float) attention holds values in [0, 1] (NaN is refused too)."""
+    ok = (values >= 0) & (values <= 1)
+    if values.numel() and not bool(ok.all()):
+        raise ValueError(f"{name} float mask must hold values in [0, 1] (a graded attention); got {values[~ok][0].item()}")
 
 
 def _check_integral_codes(att: torch.Tensor) -> None:
@@ -523,7 +532,7 @@ def _check_integral_codes(att: torch.Tensor) -> None:
         bad = nz[~(torch.isfinite(nz) & (nz == nz.round()))][0].item()
         raise ValueError(
             "attention of the image's shape is a label map and must hold whole organ codes "
-            f"(0 background); got the non-integer value {bad}. For soft or binary per-organ "
+            f"(0 background); got the non-integer value {bad}. For graded or binary per-organ "
             "attention pass a (K, D0, D1, D2) stack (non-zero = inside)"
         )
 

@@ -138,3 +138,18 @@ def test_a_graded_mask_outside_zero_one_is_refused():
         mask[0, 0, 0] = bad
         with pytest.raises(ValueError, match=r"attention\[3\]'s float mask must hold values in \[0, 1\]"):
             s.plan({3: (box, mask)}, (5, 5, 2))
+
+
+def test_a_float_stack_is_cut_with_its_values_like_the_sparse_graded_mask():
+    lab = _labels()
+    img = np.random.default_rng(3).random(lab.shape, dtype=np.float32)
+    soft = attention_from_labels(lab, [1, 6, 13], margin_mm=2.0, spacing=(1, 1, 1), channel="probability")
+    b = AttentionPatchSampler(patch_size=10, patches_per_slice=2, seed=5).sample(img, soft)
+    stack = densify(soft, [1, 6, 13], lab.shape).astype(np.float32)
+    s = AttentionPatchSampler(patch_size=10)
+    centres = torch.cat([b.slice_index[:, None], b.centre], 1)
+    again = s.cut(img, stack, centres, b.target, targets=[1, 6, 13])
+    assert torch.equal(again.attention, b.attention) and set(torch.unique(again.attention).tolist()) == {0.0, 0.5, 1.0}
+    stack[0][stack[0] == 1] = 2.0  # not a graded attention any more
+    with pytest.raises(ValueError, match="attention map 0's float mask must hold values in"):
+        s.cut(img, stack, centres, b.target, targets=[1, 6, 13])

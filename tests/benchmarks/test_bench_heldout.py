@@ -1,0 +1,54 @@
+"""benchmarks/bench_heldout.py scores a run's checkpoints exactly as the run scores its own
+held-out cases (else its figures on more phantoms would not be comparable with results.json)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from agcl.data import PreparedCases
+from agcl.pipeline import run_pipeline
+
+from ..pipeline._tiny import tiny_cohort, tiny_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("bench_heldout", ROOT / "benchmarks" / "bench_heldout.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("channel", ["mask", "probability"])
+def test_scores_equal_the_runs_own_held_out_results(tmp_path, channel):
+    module = _bench()
+    train, test = tiny_cohort(tmp_path / "data")
+    cfg = tiny_config(**{"coarse.attention_channel": channel, "coarse.epochs": 3})
+    result = run_pipeline(train, test, cfg, tmp_path / "run", write_predictions=False, embed_patches_per_slice=0)
+    cases = PreparedCases([c for c, _ in test], [m for _, m in test], clip_hu=cfg.clip_hu,
+                          percentiles=cfg.percentiles, organs=dict(module.BTCV_ORGANS))
+    summary = module.summarize(module.score_cases(tmp_path / "run", cases, overrides={}))
+    assert summary["cases"] == len(test)
+    assert summary["mean_dice"] == pytest.approx(result["mean"]["dice"], abs=1e-9)
+    assert summary["coarse_mean_dice"] == pytest.approx(result["coarse_mean"]["dice"], abs=1e-9)
+    for name, row in summary["per_organ"].items():
+        assert row["dice"] == result["per_organ"][name]["dice"], name
+        assert row["min_recall"] == result["attention_recall_min"][name], name
+    # an inference-only override changes the fusion, not the checkpoints
+    zero = module.summarize(module.score_cases(tmp_path / "run", cases, overrides={"segment.threshold": 0.99}))
+    assert zero["coarse_mean_dice"] == summary["coarse_mean_dice"]
+
+
+def test_only_inference_fields_can_be_overridden_and_the_run_must_exist(tmp_path, capsys):
+    module = _bench()
+    with pytest.raises(SystemExit):
+        module.main(["--run", str(tmp_path), "--set", "segment.epochs=3"])
+    err = capsys.readouterr().err
+    assert "segment.coarse_weight" in err and "'segment.epochs=3'" in err and "fixed by the run's checkpoints" in err
+    with pytest.raises(SystemExit):
+        module.main(["--run", str(tmp_path), "--set", "segment.coarse_weight=0.6"])
+    assert f"{tmp_path / 'checkpoints' / 'segment.pt'} not found" in capsys.readouterr().err
