@@ -51,7 +51,7 @@ def _cases(root: Path, per_modality: int, shape, spacing):
     return list(adata.build_cohort({m: adata.discover_btcv(root / m) for m in ("contrast", "non-contrast")}))
 
 
-def child_scale(n: int, steps: int, root: Path, per_modality: int) -> dict:
+def child_scale(n: int, steps: int, root: Path, per_modality: int, channel: str = "mask") -> dict:
     import torch
 
     from agcl.data import PreparedCases, VolumeCache
@@ -66,17 +66,19 @@ def child_scale(n: int, steps: int, root: Path, per_modality: int) -> dict:
     train = [p for i in range(n // 2) for p in (by_mod[0][i], by_mod[1][i])][:n]
     cfg = PipelineConfig.paper().override(**{
         "pretrain.encoder": "resnet18", "pretrain.base_width": 8, "pretrain.epochs": 1,
-        "pretrain.steps_per_epoch": steps, "pretrain.projection_dim": 32, "coarse.source": "gt"})
+        "pretrain.steps_per_epoch": steps, "pretrain.projection_dim": 32, "coarse.source": "gt",
+        "coarse.attention_channel": channel})
     organs = sorted(BTCV_ORGANS)
     cases = PreparedCases([c for c, _ in train], [m for _, m in train], clip_hu=cfg.clip_hu,
                           percentiles=cfg.percentiles)
-    volumes = TrainingVolumes(cases, CaseAttention(organs, cfg.coarse.margin_mm), cache=VolumeCache(cfg.data.cache_mb << 20))
+    attention = CaseAttention(organs, cfg.coarse.margin_mm, channel=cfg.coarse.attention_channel)
+    volumes = TrainingVolumes(cases, attention, cache=VolumeCache(cfg.data.cache_mb << 20))
     rss0 = _peak_rss_mb()
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as out:
         pretrain_encoder(volumes, cfg, organs, out, num_modalities=2)
     dt = time.perf_counter() - t0
-    return {"cases": n, "steps": steps, "batch_size": cfg.pretrain.batch_size, "seconds": round(dt, 2),
+    return {"cases": n, "steps": steps, "attention_channel": channel, "batch_size": cfg.pretrain.batch_size, "seconds": round(dt, 2),
             "train_patches_per_s": round(steps * cfg.pretrain.batch_size / dt, 2),
             "peak_rss_mb": round(_peak_rss_mb(), 1), "rss_before_stage2_mb": round(rss0, 1),
             "cache_mb": cfg.data.cache_mb, "shards": cfg.data.shards, "streams": cfg.data.streams}
@@ -166,6 +168,8 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-scale", action="store_true")
     ap.add_argument("--skip-quick", action="store_true")
     ap.add_argument("--json", default=None, help="also write the results to this file")
+    ap.add_argument("--attention-channel", choices=("mask", "probability"), default="mask",
+                    help="the scale runs' coarse.attention_channel (graded masks are float16, 2x bool's bytes)")
     ap.add_argument("--child", choices=("write", "scale", "quick"), help=argparse.SUPPRESS)
     ap.add_argument("--n", type=int, default=2, help=argparse.SUPPRESS)
     ap.add_argument("--per-modality", type=int, default=3, help=argparse.SUPPRESS)
@@ -176,7 +180,7 @@ def main(argv=None) -> int:
         print(json.dumps({"written": str(root / "btcv")}))
         return 0
     if args.child == "scale":
-        print(json.dumps(child_scale(args.n, args.steps, root / "btcv", args.per_modality)))
+        print(json.dumps(child_scale(args.n, args.steps, root / "btcv", args.per_modality, args.attention_channel)))
         return 0
     if args.child == "quick":
         print(json.dumps(child_quick(root / "quick", args.repeats)))
@@ -185,13 +189,13 @@ def main(argv=None) -> int:
     if any(n < 2 or n % 2 for n in args.cases):
         ap.error(f"--cases must be even numbers >= 2 (one case per modality in turn); got {args.cases}")
     common = ["--cache-dir", str(root), "--steps", str(args.steps), "--repeats", str(args.repeats),
-              "--per-modality", str(max(args.cases) // 2)]
+              "--per-modality", str(max(args.cases) // 2), "--attention-channel", args.attention_channel]
     if not args.skip_scale:
         _run_child(["--child", "write", *common])
         for n in args.cases:
             row = _run_child(["--child", "scale", "--n", str(n), *common])
             results["scale"].append(row)
-            print(f"scale N={n}: peak RSS {row['peak_rss_mb']:.0f} MB, {row['train_patches_per_s']:.1f} training "
+            print(f"scale N={n} ({args.attention_channel}): peak RSS {row['peak_rss_mb']:.0f} MB, {row['train_patches_per_s']:.1f} training "
                   f"patches/s ({row['steps']} steps, {row['seconds']:.1f} s)", flush=True)
         rows = results["scale"]
         if len(rows) >= 2:

@@ -34,7 +34,14 @@ __all__ = [
     "save_probabilities",
 ]
 
-from agcl.sampling.attention_maps import Attention, Box, attention_recall, check_channel, densify, graded  # noqa: F401 (re-exported)
+from agcl.sampling.attention_maps import (  # noqa: F401 (re-exported)
+    Attention,
+    Box,
+    attention_recall,
+    check_channel,
+    densify,
+    graded,
+)
 
 
 def _coarse_region(prob: np.ndarray, threshold: float, fraction: float) -> np.ndarray | None:

@@ -444,7 +444,7 @@ class PipelineConfig:
             preset="quick",
             coarse=CoarseConfig(spacing_mm=(5.5, 5.5, 5.0), crop_shape=(48, 48, 24), crops_per_case=6,
                                 shape=(40, 40, 20), base_channels=8, depth=2, epochs=60, lr=1e-2,
-                                batch_size=2, margin_mm=15.0),
+                                batch_size=2, margin_mm=15.0, attention_channel="probability"),
             pretrain=PretrainConfig(encoder="resnet18", base_width=16, output_stride=8, patch_size=64,
                                     patches_per_slice=4, max_patches_per_volume=400, epochs=4,
                                     lr=0.05, batch_size=64, projection_dim=64),

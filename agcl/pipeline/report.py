@@ -108,8 +108,11 @@ def write_results(out_dir: str | os.PathLike[str], entry: Mapping[str, Any], *,
         md += ["## Attention recall (fraction of each organ's ground truth inside its attention, held-out cases)", ""]
         coarse = entry.get("config", {}).get("coarse", {})
         if "attention_threshold" in coarse and "margin_mm" in coarse:
+            channel = {"mask": " Attention channel: the binary mask.",
+                       "probability": " Attention channel: 0.5 + 0.5 x the coarse probability inside the region."}
             md += [f"Attention: coarse probability >= {coarse['attention_threshold']:g} (or the organ's most probable "
-                   f"region), dilated by {coarse['margin_mm']:g} mm.", ""]
+                   f"region), dilated by {coarse['margin_mm']:g} mm."
+                   + channel.get(coarse.get("attention_channel", ""), ""), ""]
         lowest = entry.get("attention_recall_min")
         if lowest is None:
             md += ["| organ | recall |", "|---|---|"]

@@ -204,8 +204,18 @@ def _settings(config: PipelineConfig, organ_ids: Sequence[int], num_modalities: 
     p.pop("amp", None)  # the precision may change between machines without changing the run
     return {"pretrain": p, "seed": config.seed, "organ_ids": [int(i) for i in organ_ids],
             "num_modalities": int(num_modalities), "coarse_source": config.coarse.source,
-            "margin_mm": config.coarse.margin_mm, "attention_threshold": config.coarse.attention_threshold, "attention_channel": config.coarse.attention_channel,
-            "world_size": dd.world_size(), "stream": _stream_settings(config)}
+            **_attention_settings(config), "world_size": dd.world_size(), "stream": _stream_settings(config)}
+
+
+def _attention_settings(config: PipelineConfig) -> dict[str, Any]:
+    """The attention fields stages 2-3 must not resume across (where patches are drawn, what the
+    attention channel holds). The binary channel leaves no key, so a run written before
+    ``coarse.attention_channel`` existed (binary) still resumes."""
+    c = config.coarse
+    out: dict[str, Any] = {"margin_mm": c.margin_mm, "attention_threshold": c.attention_threshold}
+    if c.attention_channel != "mask":
+        out["attention_channel"] = c.attention_channel
+    return out
 
 
 def _stream_settings(config: PipelineConfig) -> dict[str, Any]:

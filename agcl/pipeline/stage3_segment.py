@@ -26,6 +26,7 @@ from agcl.pipeline._training import EpochCallback, MixedPrecision, fit
 from agcl.pipeline.checkpoint import EpochLog, seed_everything
 from agcl.pipeline.config import PipelineConfig
 from agcl.pipeline.stage2_pretrain import (
+    _attention_settings,
     _optimizer,
     _stream_settings,
     build_encoder,
@@ -104,8 +105,7 @@ def _settings(config: PipelineConfig, organ_ids: Sequence[int]) -> dict[str, Any
     p.pop("epochs")
     p.pop("amp", None)
     return {"segment": s, "pretrain": p, "seed": config.seed, "organ_ids": [int(i) for i in organ_ids],
-            "coarse_source": config.coarse.source, "margin_mm": config.coarse.margin_mm,
-            "attention_threshold": config.coarse.attention_threshold, "attention_channel": config.coarse.attention_channel,
+            "coarse_source": config.coarse.source, **_attention_settings(config),
             "world_size": dd.world_size(), "stream": _stream_settings(config)}
 
 

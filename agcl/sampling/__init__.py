@@ -6,6 +6,7 @@ Imports only torch and numpy (scipy on first use of the attention-map helpers).
 from __future__ import annotations
 
 from agcl.sampling.attention_maps import (
+    ATTENTION_CHANNELS,
     attention_from_labels,
     attention_recall,
     densify,
@@ -17,6 +18,7 @@ from agcl.sampling.stream import PatchStream
 from agcl.sampling.windows import extract_windows
 
 __all__ = [
+    "ATTENTION_CHANNELS",
     "attention_from_labels",
     "attention_recall",
     "densify",

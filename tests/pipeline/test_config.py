@@ -154,3 +154,15 @@ def test_coarse_voxel_size_fields():
     fixed = quick.override(**{"coarse.spacing_mm": None})
     assert fixed.coarse.spacing_mm is None
     assert PipelineConfig.from_dict(fixed.to_dict()) == fixed
+
+
+def test_attention_channel_field():
+    quick, paper = PipelineConfig.quick(), PipelineConfig.paper()
+    assert paper.coarse.attention_channel == "mask"  # the paper's binary attention
+    assert quick.coarse.attention_channel == "probability"  # measured better on the phantoms (results.md)
+    # a checkpoint written before the field was trained on binary masks and still reads so
+    old = quick.to_dict()
+    del old["coarse"]["attention_channel"]
+    assert PipelineConfig.from_dict(old).coarse.attention_channel == "mask"
+    with pytest.raises(ValueError, match="coarse.attention_channel"):
+        quick.override(**{"coarse.attention_channel": "soft"})

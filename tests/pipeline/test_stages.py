@@ -295,8 +295,21 @@ def test_a_user_augmentation_generator_is_reseeded_every_epoch(tmp_path):
     assert len(draws) == 2 and draws[0] == draws[1]
 
 
+def test_binary_channel_leaves_the_resume_settings_as_before():
+    """Runs written before ``coarse.attention_channel`` existed trained on binary masks and have no
+    such key: the binary channel adds none, so they still resume; the graded one is recorded."""
+    from agcl.pipeline.stage2_pretrain import _settings as settings2
+    from agcl.pipeline.stage3_segment import _settings as settings3
+
+    binary = _config("agcl", **{"coarse.attention_channel": "mask"})
+    graded = binary.override(**{"coarse.attention_channel": "probability"})
+    assert "attention_channel" not in settings2(binary, ORGANS, 2) and "attention_channel" not in settings3(binary, ORGANS)
+    assert settings2(graded, ORGANS, 2)["attention_channel"] == "probability"
+    assert settings3(graded, ORGANS)["attention_channel"] == "probability"
+
+
 @pytest.mark.parametrize("field, value", [("coarse.attention_threshold", 0.4), ("coarse.margin_mm", 3.0),
-                                          ("coarse.attention_channel", "probability")])
+                                          ("coarse.attention_channel", "mask")])  # tiny (quick): "probability"
 def test_stages_2_and_3_refuse_to_resume_with_another_attention(tmp_path, field, value):
     """The attention decides where both stages sample their patches and what their attention
     channel holds: a run resumed with another threshold, margin or channel would mix two
