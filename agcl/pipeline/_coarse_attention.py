@@ -9,8 +9,9 @@ to look at. The coarse-grid region is brought to the full grid with the same nea
 
 The representation, per case: ``{organ code: (box, mask)}`` with ``box`` a tuple of three slices
 into the full grid and ``mask`` an array of the box's shape (bool; with ``channel="probability"``
-float16 ``0.5 + 0.5 * p`` inside the region, ``p`` the organ's nearest-upsampled coarse
-probability, 0 outside); never a dense ``(K, X, Y, Z)`` stack. An organ with a probability of 0
+float16 ``0.5 + 0.5 * p / max(p)`` inside the region, ``p`` the organ's nearest-upsampled coarse
+probability and ``max(p)`` its highest in the volume, 0 outside); never a dense ``(K, X, Y, Z)``
+stack. An organ with a probability of 0
 everywhere is left out.
 """
 
@@ -92,9 +93,10 @@ def attention_from_probabilities(
         fraction: where no voxel reaches ``threshold``, the region is the component of
             ``prob >= fraction * max(prob)`` holding the organ's most probable voxel.
         channel: what the masks hold (:data:`agcl.sampling.attention_maps.ATTENTION_CHANNELS`):
-            ``"mask"`` bool; ``"probability"`` float16 ``0.5 + 0.5 * p`` inside the region (so
-            the network sees how probable the organ is, not only where it may be), 0 outside.
-            The region is the same for both.
+            ``"mask"`` bool; ``"probability"`` float16 ``0.5 + 0.5 * p / max(p)`` inside the
+            region, ``max(p)`` the organ's highest probability in the volume (so the network
+            sees where inside the region the organ is likeliest, even for an organ stage 1 is
+            unsure of everywhere), 0 outside. The region is the same for both.
 
     Shape:
         prob: ``(K + 1, x, y, z)``; output ``{code: (box, mask)}``, ``mask.shape`` the box's.
@@ -132,7 +134,9 @@ def attention_from_probabilities(
             box = big
         if channel == "probability":
             index = [_nearest_index(b.start, b.stop, c, f) for b, c, f in zip(box, p.shape[1:], full)]
-            mask = graded(mask, p[k][np.ix_(*index)])
+            # relative to the organ's highest probability in the volume: an organ stage 1 is
+            # unsure of everywhere still shows where it is likeliest (measured, docs/results.md)
+            mask = graded(mask, p[k][np.ix_(*index)] / float(p[k].max()))
         out[int(organ)] = (box, mask)  # type: ignore[assignment]
     return out
 

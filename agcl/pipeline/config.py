@@ -162,10 +162,11 @@ class CoarseConfig:
             foreground's size instead of 2.3x (docs/results.md, stop 20).
         attention_channel: what stages 2 and 3 see in the attention channel (the region, where
             patches are drawn and predictions kept, is the same): "mask" (default, the paper's
-            binary map, 1 inside the dilated region) or "probability" (0.5 + 0.5 p inside the
-            region, p the organ's coarse probability, 0 outside; label maps give 1 on the organ
-            and 0.5 in the margin), so the network also sees where the organ is likely, not only
-            where it may be.
+            binary map, 1 inside the dilated region) or "probability" (0.5 + 0.5 p / max(p) inside
+            the region, p the organ's coarse probability and max(p) its highest in the volume, 0
+            outside; label maps give 1 on the organ and 0.5 in the margin), so the network also
+            sees where the organ is likeliest, not only where it may be. The quick preset uses
+            "probability" (measured better on the phantoms, docs/results.md stop 22).
         source: "coarse" (default: the coarse predictions, as at test time) or "gt" (the
             training cases' ground truth as attention, the paper's experiment option).
     """

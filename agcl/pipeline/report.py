@@ -109,7 +109,7 @@ def write_results(out_dir: str | os.PathLike[str], entry: Mapping[str, Any], *,
         coarse = entry.get("config", {}).get("coarse", {})
         if "attention_threshold" in coarse and "margin_mm" in coarse:
             channel = {"mask": " Attention channel: the binary mask.",
-                       "probability": " Attention channel: 0.5 + 0.5 x the coarse probability inside the region."}
+                       "probability": " Attention channel: 0.5 + 0.5 x the coarse probability / its maximum, inside the region."}
             md += [f"Attention: coarse probability >= {coarse['attention_threshold']:g} (or the organ's most probable "
                    f"region), dilated by {coarse['margin_mm']:g} mm."
                    + channel.get(coarse.get("attention_channel", ""), ""), ""]

@@ -21,8 +21,9 @@ Attention = dict[int, tuple[Box, np.ndarray]]
 
 #: What an attention mask holds, i.e. what the network's attention channel sees:
 #: ``"mask"`` -- bool, 1 inside the organ's dilated region (the paper's binary map);
-#: ``"probability"`` -- float16, 0 outside the region and ``0.5 + 0.5 * p`` inside it, ``p`` the
-#: organ's coarse probability (from labels: 1 on the organ, 0.5 in the margin). The region, and so
+#: ``"probability"`` -- float16, 0 outside the region and ``0.5 + 0.5 * p / max(p)`` inside it,
+#: ``p`` the organ's coarse probability and ``max(p)`` its highest in the volume (from labels: 1
+#: on the organ, 0.5 in the margin). The region, and so
 #: where patches are drawn and predictions are kept, is the same for both.
 ATTENTION_CHANNELS = ("mask", "probability")
 

@@ -76,8 +76,8 @@ def test_recall_counts_ground_truth_inside_attention():
 
 def test_probability_channel_grades_the_same_region_by_the_coarse_probability():
     """``channel="probability"``: the region is the mask channel's, and inside it each full-grid
-    voxel holds 0.5 + 0.5 p of the coarse voxel it reads (nearest, 2x here); the margin ring,
-    where p is ~0, holds 0.5, never 0 (0 is outside)."""
+    voxel holds 0.5 + 0.5 p / max(p) of the coarse voxel it reads (nearest, 2x here); the margin
+    ring, where p is ~0, holds 0.5, never 0 (0 is outside)."""
     p = _probs()
     p[1, 0:3, 0:3, 0] = 0.6  # organ 6: one probability per coarse slice
     kw = dict(spacing=(1, 1, 1), margin_mm=2.0, threshold=0.3)
@@ -91,10 +91,13 @@ def test_probability_channel_grades_the_same_region_by_the_coarse_probability():
     box, mask = soft[6]
     full = densify(soft, [6, 12], (12, 12, 4))[0]
     assert full.dtype == np.float16 and box[0].start == 0
-    assert full[0, 0, 0] == pytest.approx(0.5 + 0.5 * 0.6, abs=1e-3)  # coarse slice 0
-    assert full[0, 0, 2] == pytest.approx(0.5 + 0.5 * 0.9, abs=1e-3)  # coarse slice 1
+    assert full[0, 0, 0] == pytest.approx(0.5 + 0.5 * 0.6 / 0.9, abs=1e-3)  # coarse slice 0
+    assert full[0, 0, 2] == pytest.approx(1.0, abs=1e-3)  # coarse slice 1: the organ's highest, 0.9
     assert full[6, 0, 0] == pytest.approx(0.5, abs=1e-3)  # the margin: p = 0 there, still inside
     assert full[9, 0, 0] == 0  # beyond the 2 mm margin
+    # organ 12 never exceeds 0.45: relative to its own maximum, its peak still reads 1
+    peak = densify(soft, [6, 12], (12, 12, 4))[1]
+    assert float(peak.max()) == pytest.approx(1.0, abs=1e-3) and peak[8, 8, 0] == peak.max()
 
 
 def test_probabilities_round_trip_weights_only(tmp_path):

@@ -67,7 +67,7 @@ def test_attention_recall_reports_the_mean_the_lowest_case_and_the_setting(tmp_p
     text = md_path.read_text()
     assert "| spleen | 0.900 | 0.800 |" in text and "| liver | n/a | n/a |" in text
     assert "coarse probability >= 0.1 (or the organ's most probable region), dilated by 15 mm.\n" in text
-    for channel, words in (("mask", "the binary mask"), ("probability", "0.5 + 0.5 x the coarse probability")):
+    for channel, words in (("mask", "the binary mask"), ("probability", "0.5 + 0.5 x the coarse probability / its maximum")):
         result["config"]["coarse"]["attention_channel"] = channel
         _, md_path = write_results(tmp_path / channel, results_entry(result, 1.0))
         assert f"dilated by 15 mm. Attention channel: {words}" in md_path.read_text()
