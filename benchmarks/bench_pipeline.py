@@ -78,7 +78,8 @@ def child_scale(n: int, steps: int, root: Path, per_modality: int, channel: str 
     with tempfile.TemporaryDirectory() as out:
         pretrain_encoder(volumes, cfg, organs, out, num_modalities=2)
     dt = time.perf_counter() - t0
-    return {"cases": n, "steps": steps, "attention_channel": channel, "batch_size": cfg.pretrain.batch_size, "seconds": round(dt, 2),
+    return {"cases": n, "steps": steps, "attention_channel": channel, "batch_size": cfg.pretrain.batch_size,
+            "seconds": round(dt, 2),
             "train_patches_per_s": round(steps * cfg.pretrain.batch_size / dt, 2),
             "peak_rss_mb": round(_peak_rss_mb(), 1), "rss_before_stage2_mb": round(rss0, 1),
             "cache_mb": cfg.data.cache_mb, "shards": cfg.data.shards, "streams": cfg.data.streams}

@@ -142,7 +142,8 @@ class AttentionPatchSampler:
     Shape:
         ``sample`` takes ``image (D0, D1, D2)``; ``attention`` either an integer label map of
         the same shape (organ codes, 0 background) or a stack ``(K, D0, D1, D2)`` (one map per
-        organ: bool/integer binary, float graded in ``[0, 1]``); ``label`` an integer label map ``(D0, D1, D2)``. Numpy or torch.
+        organ: bool/integer binary, float graded in ``[0, 1]``); ``label`` an integer label map
+        ``(D0, D1, D2)``. Numpy or torch.
 
     References:
         Lee et al., Attention-Guided Supervised Contrastive Learning for Semantic Segmentation
@@ -213,9 +214,9 @@ class AttentionPatchSampler:
             image: the image volume ``(D0, D1, D2)``, or ``(C, D0, D1, D2)`` with channels.
             attention: a label map of the image's shape, a stack ``(K, D0, D1, D2)`` (bool or
                 integer: binary; float: graded values in ``[0, 1]``, kept in the attention
-                channel, inside where non-zero), or sparse ``{code: (box, mask)}`` (``box`` three slices, ``mask`` a bool array
-                of the box's shape, or a float one in ``[0, 1]`` whose values the attention
-                channel keeps; see :meth:`plan`).
+                channel, inside where non-zero), or sparse ``{code: (box, mask)}`` (``box``
+                three slices, ``mask`` a bool array of the box's shape, or a float one in
+                ``[0, 1]`` whose values the attention channel keeps; see :meth:`plan`).
             label: optional ground-truth label map ``(D0, D1, D2)``.
             modality: the volume's modality id.
             targets: organ codes to sample. Label-map attention: default every code present;
@@ -268,8 +269,8 @@ class AttentionPatchSampler:
         """Draw a volume's patch centres without cutting any window.
 
         Args:
-            attention: a label map of ``shape``, a stack ``(K, *shape)`` (non-zero = inside), or sparse
-                ``{code: (box, mask)}``: ``box`` a tuple of three slices into the volume and
+            attention: a label map of ``shape``, a stack ``(K, *shape)`` (non-zero = inside),
+                or sparse ``{code: (box, mask)}``: ``box`` a tuple of three slices into the volume and
                 ``mask`` a bool array of the box's shape, the organ's attention inside it (no
                 dense map of every organ is ever built); a float mask (values in ``[0, 1]``)
                 counts as inside where it is non-zero and :meth:`cut` keeps its values.

@@ -270,3 +270,8 @@ def test_graded_attention_feeds_its_values_and_bounds_by_non_zero():
         # p = 0.9 in the margin too (not 0.9 * 0.5 < 0.6): the whole region, nothing outside it
         sure = segment_with_attention(Sure(), img, att, [3], patch_size=8, stride=4, threshold=0.6)
         np.testing.assert_array_equal(sure == 3, region)
+        # the same with the coarse blend (coarse probability 0.9 everywhere: the blend is 0.9)
+        cp = np.stack([np.full(lab.shape, 0.1, np.float32), np.full(lab.shape, 0.9, np.float32)])
+        blended = segment_with_attention(Sure(), img, att, [3], patch_size=8, stride=4, threshold=0.6,
+                                         coarse_probability=cp, coarse_ids=[3], coarse_weight=0.5)
+        np.testing.assert_array_equal(blended == 3, region)
