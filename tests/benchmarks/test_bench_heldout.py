@@ -27,8 +27,12 @@ def _bench():
 def test_scores_equal_the_runs_own_held_out_results(tmp_path, channel):
     module = _bench()
     train, test = tiny_cohort(tmp_path / "data")
-    cfg = tiny_config(**{"coarse.attention_channel": channel, "coarse.epochs": 3})
+    # trained on ground-truth attention and long enough that stage 3 finds something (a Dice of 0
+    # everywhere would make the comparison below vacuous)
+    cfg = tiny_config(**{"coarse.attention_channel": channel, "coarse.epochs": 20, "coarse.source": "gt",
+                         "segment.epochs": 6})
     result = run_pipeline(train, test, cfg, tmp_path / "run", write_predictions=False, embed_patches_per_slice=0)
+    assert result["mean"]["dice"] > 0.05
     cases = PreparedCases([c for c, _ in test], [m for _, m in test], clip_hu=cfg.clip_hu,
                           percentiles=cfg.percentiles, organs=dict(module.BTCV_ORGANS))
     summary = module.summarize(module.score_cases(tmp_path / "run", cases, overrides={}))
@@ -39,8 +43,9 @@ def test_scores_equal_the_runs_own_held_out_results(tmp_path, channel):
         assert row["dice"] == result["per_organ"][name]["dice"], name
         assert row["min_recall"] == result["attention_recall_min"][name], name
     # an inference-only override changes the fusion, not the checkpoints
-    zero = module.summarize(module.score_cases(tmp_path / "run", cases, overrides={"segment.threshold": 0.99}))
-    assert zero["coarse_mean_dice"] == summary["coarse_mean_dice"]
+    strict = module.summarize(module.score_cases(tmp_path / "run", cases, overrides={"segment.threshold": 0.99}))
+    assert strict["coarse_mean_dice"] == summary["coarse_mean_dice"]
+    assert strict["mean_dice"] < summary["mean_dice"] and strict["missed"] > summary["missed"]
 
 
 def test_only_inference_fields_can_be_overridden_and_the_run_must_exist(tmp_path, capsys):
