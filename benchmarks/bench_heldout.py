@@ -129,18 +129,19 @@ def main(argv=None) -> int:
     print(f"{summary['cases']} held-out phantoms, {time.perf_counter() - t0:.0f} s; run {a.run}"
           + (f"; {overrides}" if overrides else ""))
     print(f"{'organ':26s} {'Dice':>6s} {'coarse':>6s} {'missed':>6s} {'min recall':>10s}")
+    fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
     for name, o in summary["per_organ"].items():
-        fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
         print(f"{name:26s} {fmt(o['dice']):>6s} {fmt(o['coarse_dice']):>6s} {o['missed'] or 0:6d} "
               f"{fmt(o['min_recall']):>10s}")
-    print(f"{'mean':26s} {summary['mean_dice']:6.3f} {summary['coarse_mean_dice']:6.3f} {summary['missed'] or 0:6d}")
+    print(f"{'mean':26s} {fmt(summary['mean_dice']):>6s} {fmt(summary['coarse_mean_dice']):>6s} "
+          f"{summary['missed'] or 0:6d}")
     out = (a.out or a.run) / "heldout_eval.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"summary": summary, "overrides": overrides, "threads": torch.get_num_threads(),
                                "cases": [{"case": r["case"], "dice": {k: v["dice"] for k, v in r["final"]["per_organ"].items()}}
                                          for r in rows]}, indent=1, default=float))
     print(f"wrote {out}")
-    return 0 if np.isfinite(summary["mean_dice"]) else 1
+    return 0 if summary["mean_dice"] is not None and np.isfinite(summary["mean_dice"]) else 1
 
 
 if __name__ == "__main__":
