@@ -40,7 +40,7 @@ from agcl.data import BTCV_ORGANS, PreparedCases  # noqa: E402
 from agcl.metrics import evaluate_labels, summarize_cases  # noqa: E402
 from agcl.pipeline import stage1_coarse as s1  # noqa: E402
 from agcl.pipeline._coarse_attention import attention_from_probabilities, attention_recall  # noqa: E402
-from agcl.pipeline.predict import segment_with_attention  # noqa: E402
+from agcl.pipeline.predict import _segment_as_configured  # noqa: E402
 from agcl.pipeline.stage3_segment import load_segment_model  # noqa: E402
 
 INFERENCE_FIELDS = ("segment.coarse_weight", "segment.threshold", "segment.stride", "segment.window")
@@ -52,7 +52,7 @@ def score_cases(run: Path, cases, *, overrides: dict, device: str = "cpu") -> li
     model, organ_ids, config = load_segment_model(run / "checkpoints" / "segment.pt", device)
     config = config.override(**overrides) if overrides else config
     coarse_model, coarse_ids, coarse_cfg = s1.load_coarse(run / "checkpoints" / "coarse.pt", device)
-    c, s = config.coarse, config.segment
+    c = config.coarse
     names = {k: BTCV_ORGANS[k] for k in organ_ids}
     rows = []
     for i in range(len(cases)):
@@ -62,10 +62,8 @@ def score_cases(run: Path, cases, *, overrides: dict, device: str = "cpu") -> li
         att = attention_from_probabilities(prob, coarse_ids, case.image.shape, spacing=case.spacing,
                                            margin_mm=c.margin_mm, threshold=c.attention_threshold,
                                            channel=c.attention_channel)
-        pred = segment_with_attention(model, case.image, att, organ_ids, patch_size=config.pretrain.patch_size,
-                                      stride=s.stride, threshold=s.threshold, batch_size=s.inference_batch_size,
-                                      device=device, window=s.window, coarse_probability=prob,
-                                      coarse_ids=coarse_ids, coarse_weight=s.coarse_weight)
+        pred = _segment_as_configured(model, case.image, att, organ_ids, config, device=device,
+                                      coarse_probability=prob, coarse_ids=coarse_ids)
         coarse_labels = s1.labels_from_probabilities(prob, coarse_ids, case.image.shape)
         rows.append({"case": f"{case.modality_name}_{case.case_id}",
                      "final": evaluate_labels(pred, case.label, spacing=case.spacing, organs=names),

@@ -35,11 +35,12 @@ __all__ = [
     "save_probabilities",
 ]
 
+from agcl._validation import check_choice
 from agcl.sampling.attention_maps import (  # noqa: F401 (re-exported)
+    ATTENTION_CHANNELS,
     Attention,
     Box,
     attention_recall,
-    check_channel,
     densify,
     graded,
 )
@@ -113,7 +114,7 @@ def attention_from_probabilities(
         raise ValueError(f"prob must be (K + 1, x, y, z) with K = len(organ_ids) = {len(organ_ids)}; got {p.shape}")
     if not 0.0 < threshold <= 1.0:
         raise ValueError(f"threshold must lie in (0, 1]; got {threshold}")
-    check_channel(channel)
+    check_choice("channel", channel, ATTENTION_CHANNELS)
     full = tuple(int(s) for s in full_shape)
     grow = [int(math.ceil(margin_mm / s)) for s in spacing]
     out: Attention = {}

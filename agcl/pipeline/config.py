@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 from agcl._validation import check_choice, check_int
+from agcl.sampling.attention_maps import ATTENTION_CHANNELS
 
 __all__ = [
     "CoarseConfig",
@@ -201,7 +202,7 @@ class CoarseConfig:
         "base_channels": _POS, "depth": _POS, "epochs": _POS, "lr": _LR,
         "batch_size": _POS, "margin_mm": _float(0.0), "source": _choice(("coarse", "gt")),
         "attention_threshold": _float(0.0, 1.0, low_open=True),
-        "attention_channel": _choice(("mask", "probability")),
+        "attention_channel": _choice(ATTENTION_CHANNELS),
     }
 
     def __post_init__(self) -> None:

@@ -262,7 +262,7 @@ def segment_with_attention(
                 continue
             sbox, smask = attention[int(organ)]
             smask = np.asarray(smask)
-            att_k = np.zeros(image.shape, np.float32 if smask.dtype.kind == "f" else bool)  # graded: its values
+            att_k = np.zeros(image.shape, np.float16 if smask.dtype.kind == "f" else bool)  # graded: its values
             att_k[tuple(sbox)] = smask
             inner = organ_bboxes((smask != 0).astype(np.uint8), [1]).get(1)  # tight box inside the stored one
             box = None if inner is None else tuple(slice(o.start + i.start, o.start + i.stop)
@@ -287,6 +287,19 @@ def segment_with_attention(
         labels[view] = np.where(better, np.int16(organ), labels[view])
     labels[best <= threshold] = 0
     return labels
+
+
+def _segment_as_configured(model, image: np.ndarray, attention: Any, organ_ids: Sequence[int], config: Any, *,
+                           device: str | torch.device = "cpu", coarse_probability: Any = None,
+                           coarse_ids: Sequence[int] | None = None) -> np.ndarray:
+    """:func:`segment_with_attention` with a run's stage-3 inference settings (``config.segment``:
+    stride, threshold, window, batch size, coarse weight; the training patch size): the one call
+    that the pipeline's evaluation, :func:`predict_volume` and ``benchmarks/bench_heldout.py`` share."""
+    s = config.segment
+    return segment_with_attention(model, image, attention, organ_ids, patch_size=config.pretrain.patch_size,
+                                  stride=s.stride, threshold=s.threshold, batch_size=s.inference_batch_size,
+                                  device=device, window=s.window, coarse_probability=coarse_probability,
+                                  coarse_ids=coarse_ids, coarse_weight=s.coarse_weight)
 
 
 def predict_volume(
@@ -381,11 +394,9 @@ def predict_volume(
             raise ValueError(f"coarse_labels must have the image's shape {hu.shape}; got {coarse.shape}")
         attention = attention_from_labels(coarse, organ_ids, margin_mm=config.coarse.margin_mm, spacing=spacing,
                                           channel=config.coarse.attention_channel)
-    s = config.segment
-    return segment_with_attention(
-        model, norm, attention, organ_ids, patch_size=config.pretrain.patch_size,
-        stride=stride or s.stride, threshold=s.threshold if threshold is None else threshold,
-        batch_size=batch_size or s.inference_batch_size, device=device, window=s.window,
-        coarse_probability=None if coarse_prob is None else coarse_prob[0],
-        coarse_ids=None if coarse_prob is None else coarse_prob[1],
-        coarse_weight=s.coarse_weight if coarse_weight is None else coarse_weight)
+    given = {"segment.stride": stride, "segment.threshold": threshold, "segment.inference_batch_size": batch_size,
+             "segment.coarse_weight": coarse_weight}
+    config = config.override(**{k: v for k, v in given.items() if v is not None})
+    return _segment_as_configured(model, norm, attention, organ_ids, config, device=device,
+                                  coarse_probability=None if coarse_prob is None else coarse_prob[0],
+                                  coarse_ids=None if coarse_prob is None else coarse_prob[1])

@@ -138,7 +138,7 @@ def run_pipeline(
     """
     from agcl.data import BTCV_ORGANS, PreparedCases, VolumeCache, save_like
     from agcl.metrics import evaluate_labels, summarize_cases
-    from agcl.pipeline.predict import segment_with_attention
+    from agcl.pipeline.predict import _segment_as_configured
     from agcl.pipeline.stage2_pretrain import pretrain_encoder
     from agcl.pipeline.stage3_segment import load_segment_model, train_segmenter
     from agcl.sampling import attention_recall
@@ -192,10 +192,8 @@ def run_pipeline(
             if value is not None:  # the fraction of the organ's voxels the attention covers
                 recalls[organ].append(value)
         coarse_prob, coarse_ids = stored if stored is not None and s.coarse_weight > 0 else (None, None)
-        pred = segment_with_attention(model, case.image, sparse, organ_ids, patch_size=config.pretrain.patch_size,
-                                      stride=s.stride, threshold=s.threshold, batch_size=s.inference_batch_size,
-                                      device=device, window=s.window, coarse_probability=coarse_prob,
-                                      coarse_ids=coarse_ids, coarse_weight=s.coarse_weight)
+        pred = _segment_as_configured(model, case.image, sparse, organ_ids, config, device=device,
+                                      coarse_probability=coarse_prob, coarse_ids=coarse_ids)
         subset = {k: names[k] for k in organ_ids}
         tables.append(evaluate_labels(pred, case.label, spacing=case.spacing, organs=subset))
         coarse_tables.append(evaluate_labels(coarse.labels(case), case.label, spacing=case.spacing, organs=subset))

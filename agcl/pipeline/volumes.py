@@ -17,9 +17,10 @@ from typing import Any, Literal
 
 import numpy as np
 
+from agcl._validation import check_choice
 from agcl.data.cache import VolumeCache
 from agcl.data.prepared import PreparedCase
-from agcl.sampling.attention_maps import Attention, attention_from_labels, check_channel
+from agcl.sampling.attention_maps import ATTENTION_CHANNELS, Attention, attention_from_labels
 
 __all__ = ["CaseAttention", "TrainingVolumes", "case_stem"]
 
@@ -83,7 +84,7 @@ class CaseAttention:
             raise ValueError("source='probabilities' needs prob_dir")
         if source == "labels" and label_dir is None and coarse_dir is None:
             raise ValueError("source='labels' needs label_dir or coarse_dir")
-        self.channel = check_channel(channel)
+        self.channel = check_choice("channel", channel, ATTENTION_CHANNELS)
         self.organ_ids = [int(o) for o in organ_ids]
         self.margin_mm, self.source, self.threshold = float(margin_mm), source, float(threshold)
         self.prob_dir = None if prob_dir is None else Path(prob_dir)

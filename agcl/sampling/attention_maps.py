@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from agcl._validation import check_choice
+
 __all__ = ["ATTENTION_CHANNELS", "Attention", "attention_from_labels", "attention_recall", "densify", "organ_bboxes"]
 
 Box = tuple[slice, slice, slice]
@@ -28,13 +30,6 @@ Attention = dict[int, tuple[Box, np.ndarray]]
 ATTENTION_CHANNELS = ("mask", "probability")
 
 _GRADED_FLOOR = 0.5  # the value of a graded attention where the organ is improbable but inside
-
-
-def check_channel(channel: str) -> str:
-    """``channel`` if it is one of :data:`ATTENTION_CHANNELS`, else a ``ValueError``."""
-    if channel not in ATTENTION_CHANNELS:
-        raise ValueError(f"channel must be one of {ATTENTION_CHANNELS}; got {channel!r}")
-    return channel
 
 
 def graded(region: np.ndarray, score: np.ndarray) -> np.ndarray:
@@ -85,7 +80,7 @@ def attention_from_labels(labels: np.ndarray, organ_ids: Sequence[int], *, margi
     from scipy import ndimage
 
     labels = np.asarray(labels)
-    check_channel(channel)
+    check_choice("channel", channel, ATTENTION_CHANNELS)
     if margin_mm < 0 or not math.isfinite(margin_mm):
         raise ValueError(f"margin_mm must be a finite number >= 0; got {margin_mm}")
     grow = [int(math.ceil(margin_mm / float(s))) for s in spacing]

@@ -425,10 +425,10 @@ class AttentionPatchSampler:
         win = (p, *self.patch_size)
         if isinstance(attention, Mapping):
             padded = attention if isinstance(attention, _PaddedSparse) else self.pad_attention(attention, shape, codes=target)
-            chosen = [padded[int(c)][1] for c in torch.unique(target).tolist() if int(c) in padded]
-            graded = any(m.is_floating_point() for m in chosen)
+            wanted = torch.unique(target).tolist()
+            graded = any(padded[int(c)][1].is_floating_point() for c in wanted if int(c) in padded)
             attention_w = torch.zeros(win, dtype=torch.float16 if graded else torch.bool)
-            for code in torch.unique(target).tolist():
+            for code in wanted:
                 if int(code) not in padded:
                     raise ValueError(f"target {code} has no entry in the sparse attention")
                 origin, mask = padded[int(code)]

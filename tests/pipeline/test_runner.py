@@ -119,7 +119,8 @@ def test_full_pipeline_resume_and_results(tmp_path):
     prob, coarse_ids, _ = load_probabilities(out / "coarse" / f"{case.modality}_{case.case_id}.prob.pt")
     att = densify(attention_from_probabilities(prob, coarse_ids, norm.shape, spacing=vol.spacing,
                                                margin_mm=cfg.coarse.margin_mm,
-                                               threshold=cfg.coarse.attention_threshold), ids, norm.shape)
+                                               threshold=cfg.coarse.attention_threshold,
+                                               channel=cfg.coarse.attention_channel), ids, norm.shape)
     want = segment_with_attention(model, norm, att, ids, patch_size=cfg.pretrain.patch_size, stride=cfg.segment.stride,
                                   threshold=cfg.segment.threshold, batch_size=cfg.segment.inference_batch_size,
                                   coarse_probability=prob, coarse_ids=coarse_ids, coarse_weight=1.0)
@@ -128,6 +129,10 @@ def test_full_pipeline_resume_and_results(tmp_path):
                                    threshold=cfg.segment.threshold, batch_size=cfg.segment.inference_batch_size,
                                    coarse_weight=0.0)
     assert (want != plain).any()  # the coarse probabilities change the result, so the check above can fail
+    # ... and stage 3 alone (coarse_weight=0.0) is what predict_volume gives when asked for it
+    alone = predict_volume(case.image_path, coarse_checkpoint=out / "checkpoints" / "coarse.pt",
+                           segment_checkpoint=out / "checkpoints" / "segment.pt", coarse_weight=0.0)
+    np.testing.assert_array_equal(alone, plain)
 
 
 def test_coarse_dir_replaces_stage_1_and_gt_attention(tmp_path):
