@@ -17,7 +17,11 @@ stage-1 settings, e.g. the fixed-shape mode against the voxel-size mode:
 two held-out cases of the demo's split are too few to tell how often an organ is missed), and
 ``--attention T:M`` adds recall at probability threshold T and margin M mm to the table.
 
-``--set`` takes the same ``section.field=JSON`` overrides as ``examples/btcv_full.py``.
+``--set`` takes the same ``section.field=JSON`` overrides as ``examples/btcv_full.py``;
+``--n-cases N`` and ``--seed S`` pick the example's phantoms (N per modality, the same split rule),
+e.g. to see whether more training phantoms at the same crops per epoch help stage 1:
+
+    python benchmarks/bench_coarse.py --out /tmp/c_n9 --n-cases 9 --set coarse.crops_per_case=3 --extra-cases 6
 """
 
 from __future__ import annotations
@@ -52,6 +56,14 @@ def _setting(text: str) -> tuple[float, float]:
     if not 0.0 < threshold <= 1.0 or margin < 0:
         raise argparse.ArgumentTypeError(f"expected a threshold in (0, 1] and a margin >= 0 mm; got {text!r}")
     return threshold, margin
+
+
+def example_args(preset: str, sets=(), *, n_cases: int | None = None, seed: int = 0) -> argparse.Namespace:
+    """The arguments ``examples/btcv_full.py`` would parse for this preset, ``--set`` list,
+    ``--n-cases`` (``None``: the example's default) and ``--seed``: the same phantoms and split."""
+    return example.parse_args(["--preset", preset, "--seed", str(seed)]
+                              + ([] if n_cases is None else ["--n-cases", str(n_cases)])
+                              + [arg for s in sets for arg in ("--set", s)])
 
 
 def extra_cases(args, n_extra: int, root: Path | None = None):
@@ -131,11 +143,16 @@ def main(argv=None) -> int:
                     help="also evaluate on N more phantoms per modality that no split trains on (default: 0)")
     ap.add_argument("--attention", type=_setting, action="append", default=[], metavar="T:M",
                     help="also report recall with threshold T and margin M mm (repeatable), e.g. 0.1:15")
+    ap.add_argument("--n-cases", type=int, default=None, metavar="N",
+                    help="phantoms per modality of the demo's split (default: the example's)")
+    ap.add_argument("--seed", type=int, default=0, help="the phantoms' seed (default: %(default)s)")
     ap.add_argument("--device", default="cpu")
     a = ap.parse_args(argv)
     if a.extra_cases < 0:
         ap.error(f"--extra-cases must be >= 0; got {a.extra_cases}")
-    args = example.parse_args(["--preset", a.preset] + sum((["--set", s] for s in a.set), []))
+    if a.n_cases is not None and a.n_cases < 2:
+        ap.error(f"--n-cases must be >= 2 (a training and a held-out case); got {a.n_cases}")
+    args = example_args(a.preset, a.set, n_cases=a.n_cases, seed=a.seed)
     train, test, _ = example.load_cohorts(args)
     cfg = example.make_config(args, "agcl")
     organ_ids = sorted(BTCV_ORGANS)

@@ -90,3 +90,14 @@ def test_bench_coarse_extra_cases_follow_the_demo_cases_unchanged(tmp_path):
             own = tmp_path / "demo" / modality / "RawData" / "Training" / kind / name
             ext = tmp_path / "extended" / modality / "RawData" / "Training" / kind / name
             assert nib.load(own).get_fdata().tobytes() == nib.load(ext).get_fdata().tobytes()
+
+
+def test_bench_coarse_example_args_pick_the_phantoms_and_split(tmp_path):
+    module = _bench_coarse()
+    default = module.example_args("quick", [])
+    args = module.example_args("paper", ["coarse.epochs=3"], n_cases=9, seed=2)
+    assert (default.n_cases, default.seed, default.preset) == (5, 0, "quick")
+    assert (args.n_cases, args.seed, args.preset, args.set) == (9, 2, "paper", ["coarse.epochs=3"])
+    with pytest.raises(SystemExit) as exit_info:
+        module.main(["--out", str(tmp_path), "--n-cases", "1"])
+    assert exit_info.value.code == 2
