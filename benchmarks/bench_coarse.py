@@ -18,7 +18,8 @@ two held-out cases of the demo's split are too few to tell how often an organ is
 ``--attention T:M`` adds recall at probability threshold T and margin M mm to the table.
 
 ``--set`` takes the same ``section.field=JSON`` overrides as ``examples/btcv_full.py``;
-``--n-cases N`` and ``--seed S`` pick the example's phantoms (N per modality, the same split rule),
+``--n-cases N`` and ``--seed S`` are the example's (N phantoms per modality, the same split rule;
+the seed of the phantoms and of training),
 e.g. to see whether more training phantoms at the same crops per epoch help stage 1:
 
     python benchmarks/bench_coarse.py --out /tmp/c_n9 --n-cases 9 --set coarse.crops_per_case=3 --extra-cases 6
@@ -145,7 +146,7 @@ def main(argv=None) -> int:
                     help="also report recall with threshold T and margin M mm (repeatable), e.g. 0.1:15")
     ap.add_argument("--n-cases", type=int, default=None, metavar="N",
                     help="phantoms per modality of the demo's split (default: the example's)")
-    ap.add_argument("--seed", type=int, default=0, help="the phantoms' seed (default: %(default)s)")
+    ap.add_argument("--seed", type=int, default=0, help="the example's --seed: its phantoms and the training seed (default: %(default)s)")
     ap.add_argument("--device", default="cpu")
     a = ap.parse_args(argv)
     if a.extra_cases < 0:

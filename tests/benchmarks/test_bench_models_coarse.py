@@ -92,7 +92,7 @@ def test_bench_coarse_extra_cases_follow_the_demo_cases_unchanged(tmp_path):
             assert nib.load(own).get_fdata().tobytes() == nib.load(ext).get_fdata().tobytes()
 
 
-def test_bench_coarse_example_args_pick_the_phantoms_and_split(tmp_path):
+def test_bench_coarse_example_args_reach_the_example_and_refuse_one_case(tmp_path):
     module = _bench_coarse()
     default = module.example_args("quick", [])
     args = module.example_args("paper", ["coarse.epochs=3"], n_cases=9, seed=2)
