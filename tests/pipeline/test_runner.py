@@ -154,6 +154,14 @@ def test_coarse_dir_replaces_stage_1_and_gt_attention(tmp_path):
     assert result["embeddings"] is None
     # attention from the ground truth: stage 1's own score is perfect
     assert result["coarse_mean"]["dice"] == 1.0
+    # predict_volume with the user's own label map reproduces the run's prediction (the same
+    # sparse attention and channel: graded with the quick preset)
+    case = test[0][0]
+    labels = predict_volume(case.image_path, coarse_checkpoint=None, segment_checkpoint=result["checkpoints"]["segment"],
+                            coarse_labels=case.label_path)
+    saved = load_volume(result["predictions"][0], kind="label").array
+    assert cfg.coarse.attention_channel == "probability" and (saved != 0).any()  # else the equality is vacuous
+    np.testing.assert_array_equal(labels, saved)
 
 
 @pytest.mark.parametrize("source", ["probabilities", "labels", "gt"])
