@@ -11,8 +11,7 @@ The representation, per case: ``{organ code: (box, mask)}`` with ``box`` a tuple
 into the full grid and ``mask`` an array of the box's shape (bool; with ``channel="probability"``
 float16 ``0.5 + 0.5 * p / max(p)`` inside the region, ``p`` the organ's nearest-upsampled coarse
 probability and ``max(p)`` its highest in the volume, 0 outside); never a dense ``(K, X, Y, Z)``
-stack. An organ with a probability of 0
-everywhere is left out.
+stack. An organ with a probability of 0 everywhere is left out.
 """
 
 from __future__ import annotations
