@@ -20,6 +20,8 @@ from agcl.data.btcv import (
 )
 from agcl.data.cache import VolumeCache, nbytes_of
 from agcl.data.cohort import Cohort, build_cohort
+from agcl.data.images2d import IMAGE_MEAN, IMAGE_STD, ImageVolumes, image_tensor, image_volume
+from agcl.data.labels import load_coarse_labels, remap_labels
 from agcl.data.nifti import Volume, load_volume, save_like
 from agcl.data.prepared import PreparedCase, PreparedCases, prepare_case, resample
 from agcl.data.preprocessing import (
@@ -40,12 +42,16 @@ from agcl.data.voc import (
     save_voc_mask,
     voc_palette,
 )
+from agcl.data.volumes import TrainingVolumes, case_stem, find_coarse_file
 
 __all__ = [
     "BTCV_ORGANS",
     "BTCV_ORGAN_CODES",
     "BTCV_ORGAN_NAMES",
     "HU_WINDOW",
+    "IMAGE_MEAN",
+    "IMAGE_STD",
+    "ImageVolumes",
     "VOC_CLASSES",
     "VOC_VOID",
     "VOCSegmentation",
@@ -54,14 +60,20 @@ __all__ = [
     "Cohort",
     "PreparedCase",
     "PreparedCases",
+    "TrainingVolumes",
     "Volume",
     "VolumeCache",
     "build_cohort",
+    "case_stem",
     "check_label_codes",
     "clip_hu",
     "discover_btcv",
+    "find_coarse_file",
     "find_voc_root",
+    "image_tensor",
+    "image_volume",
     "load_case",
+    "load_coarse_labels",
     "load_datalist",
     "load_volume",
     "load_voc_image",
@@ -71,6 +83,7 @@ __all__ = [
     "prepare_case",
     "preprocess_ct",
     "read_voc_split",
+    "remap_labels",
     "resample",
     "save_like",
     "save_voc_mask",

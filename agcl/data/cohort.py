@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from agcl.data.btcv import Case
 
@@ -51,7 +52,9 @@ def build_cohort(datasets: Mapping[str, Sequence[Case]] | Sequence[tuple[str, Se
         A :class:`Cohort`.
 
     Raises:
-        ValueError: no datasets, an empty name, or a dataset with no cases.
+        ValueError: no datasets, an empty name, a dataset with no cases, two cases of one
+            modality with the same case id (both files named: their outputs would share a
+            name), or one image file listed twice (e.g. the same folder given twice).
         TypeError: an item that is not a :class:`Case`.
 
     Examples:
@@ -68,6 +71,8 @@ def build_cohort(datasets: Mapping[str, Sequence[Case]] | Sequence[tuple[str, Se
     names: list[str] = []
     cases: list[Case] = []
     ids: list[int] = []
+    seen_ids: dict[tuple[str, str], Case] = {}
+    seen_files: dict[str, Case] = {}
     for pair in pairs:
         if not (isinstance(pair, tuple) and len(pair) == 2 and isinstance(pair[0], str)):
             raise TypeError(f"datasets items must be (modality name, cases) pairs; got {pair!r}")
@@ -81,6 +86,17 @@ def build_cohort(datasets: Mapping[str, Sequence[Case]] | Sequence[tuple[str, Se
         for case in items:
             if not isinstance(case, Case):
                 raise TypeError(f"datasets[{name!r}] must hold Case objects; got {type(case).__name__}")
-            cases.append(replace(case, modality=name))
+            key = (name, str(case.case_id))
+            if key in seen_ids:
+                raise ValueError(f"datasets: modality {name!r} holds case id {case.case_id!r} twice: "
+                                 f"{seen_ids[key].image_path} and {case.image_path}; case ids must be unique "
+                                 "within a modality (give the folders different modality names, or rename)")
+            image = str(Path(case.image_path).resolve())
+            if image in seen_files:
+                raise ValueError(f"datasets: the image {case.image_path} is listed twice (as case "
+                                 f"{seen_files[image].case_id!r} of {seen_files[image].modality!r} and as case "
+                                 f"{case.case_id!r} of {name!r}); was a folder given twice?")
+            seen_ids[key] = seen_files[image] = replace(case, modality=name)
+            cases.append(seen_ids[key])
             ids.append(names.index(name))
     return Cohort(tuple(cases), tuple(ids), tuple(names))

@@ -151,7 +151,8 @@ def save_like(
 
     The inverse of :func:`load_volume`'s reorientation is applied and the file gets the
     reference's original affine and a copy of its header (data type ``int16``, no scaling), so
-    it overlays the scan in a viewer.
+    it overlays the scan in a viewer. The file is written atomically (a temporary file in the
+    same folder, then renamed).
 
     Args:
         label_array: integer labels in canonical RAS orientation (numpy array or tensor), the
@@ -203,8 +204,10 @@ def save_like(
     out.set_data_dtype(np.int16)
     out.header.set_slope_inter(1.0, 0.0)
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(out, str(out_path))
+    from agcl._atomic import atomic_path
+
+    with atomic_path(out_path) as tmp:  # a killed run never leaves a cut-short map behind
+        nib.save(out, str(tmp))
     return out_path
 
 

@@ -1,15 +1,23 @@
 """The three-stage AGCL pipeline: coarse attention, contrastive pre-training, segmentation.
 
-* Stage 1 (:mod:`~agcl.pipeline.stage1_coarse`): a small 3D U-Net on downsampled volumes gives
-  coarse organ masks, dilated into per-organ attention maps.
-* Stage 2 (:mod:`~agcl.pipeline.stage2_pretrain`): attention-guided patches, two augmented
-  views, encoder + projection, the modal-target contrastive loss (or a baseline).
-* Stage 3 (:mod:`~agcl.pipeline.stage3_segment`): frozen encoder + ASPP decoder with the soft
-  Dice loss; sliding-window inference inside the attention and label fusion
-  (:mod:`~agcl.pipeline.predict`).
+The folders name the stages and what they share:
 
-:func:`run_pipeline` runs all three and evaluates held-out cases; :func:`predict_volume`
-segments a new scan from the saved checkpoints. See docs/pipeline.md.
+* :mod:`~agcl.pipeline.coarse` -- stage 1: the coarse segmenters (a 3D U-Net on CT, a
+  DeepLabV3+ on 2-D images), their training crops, inference and the attention they give;
+* :mod:`~agcl.pipeline.pretrain` -- stage 2: attention-guided contrastive pre-training of the
+  encoder (and the baselines);
+* :mod:`~agcl.pipeline.segment` -- stage 3: the frozen encoder + ASPP decoder, sliding-window
+  inference inside the attention, label fusion;
+* :mod:`~agcl.pipeline.toolkit` -- what every stage shares: the epoch loop, checkpoints and the
+  one loader of run files, the per-stage fingerprint, component factories, patch streams, DDP,
+  sliding windows;
+* :mod:`~agcl.pipeline.run` -- the run folder and its manifest (``run.json``);
+* :mod:`~agcl.pipeline.domains` -- CT volumes and 2-D images;
+* :mod:`~agcl.pipeline.config` -- :class:`PipelineConfig` and its sections;
+* :mod:`~agcl.pipeline.report` -- results files, the ablation's statistics, figures.
+
+:func:`run_pipeline` runs all three stages in a run folder and evaluates held-out cases;
+:func:`predict_volume` segments a new scan with a finished run. See docs/pipeline.md.
 
 Examples:
     >>> from agcl.pipeline import PipelineConfig, fuse_labels
@@ -19,19 +27,39 @@ Examples:
 
 from __future__ import annotations
 
-from agcl.pipeline._distributed import barrier, init_distributed
-from agcl.pipeline.ablation import ablation_markdown, ablation_statistics, case_dice, write_ablation
-from agcl.pipeline.checkpoint import (
-    EpochLog,
-    capture_rng,
-    load_stage,
-    restore_rng,
-    save_stage,
-    seed_everything,
+from agcl.data import (
+    ImageVolumes,
+    TrainingVolumes,
+    case_stem,
+    find_coarse_file,
+    image_tensor,
+    image_volume,
+    load_coarse_labels,
+    remap_labels,
 )
-from agcl.pipeline.coarse_labels import load_coarse_labels, remap_labels
+from agcl.pipeline.coarse import (
+    CoarseCropDataset,
+    ImageCropDataset,
+    attention_2d,
+    build_coarse_augment,
+    build_coarse_loss,
+    build_coarse_model,
+    build_coarse_model_2d,
+    coarse_attention,
+    coarse_grid,
+    coarse_probabilities,
+    labels_from_probabilities,
+    load_coarse,
+    load_coarse_2d,
+    predict_coarse,
+    predict_probabilities_2d,
+    train_coarse,
+    train_coarse_2d,
+)
 from agcl.pipeline.config import (
+    DOMAINS,
     PRETRAIN_METHODS,
+    Coarse2DConfig,
     CoarseConfig,
     DataConfig,
     PipelineConfig,
@@ -39,36 +67,12 @@ from agcl.pipeline.config import (
     SegmentConfig,
     parse_overrides,
 )
-from agcl.pipeline.figures import pca_2d, plot_embeddings, plot_overlays
-from agcl.pipeline.fusion import fuse_labels
-from agcl.pipeline.image2d import (
-    Coarse2DConfig,
-    ImageVolumes,
-    attention_2d,
-    build_coarse_model_2d,
-    image_tensor,
-    image_volume,
-    load_coarse_2d,
-    predict_probabilities_2d,
-    segment_image_2d,
-    train_coarse_2d,
+from agcl.pipeline.predict import (
+    predict_volume,
 )
-from agcl.pipeline.predict import predict_volume, segment_with_attention, window_starts
-from agcl.pipeline.report import ablation_table, results_entry, write_results
-from agcl.pipeline.runner import run_pipeline
-from agcl.pipeline.stage1_coarse import (
-    build_coarse_model,
-    coarse_attention,
-    coarse_grid,
-    load_coarse,
-    predict_coarse,
-    train_coarse,
-)
-from agcl.pipeline.stage2_pretrain import (
+from agcl.pipeline.pretrain import (
     PRETRAIN_STEPS,
     PretrainClassifier,
-    build_encoder,
-    build_optimizer,
     build_pair_aug,
     build_pretrain_loss,
     build_pretrain_model,
@@ -77,42 +81,85 @@ from agcl.pipeline.stage2_pretrain import (
     pretrain_encoder,
     pretrain_step,
 )
-from agcl.pipeline.stage3_segment import (
+from agcl.pipeline.report import (
+    ablation_markdown,
+    ablation_statistics,
+    ablation_table,
+    case_dice,
+    pca_2d,
+    plot_embeddings,
+    plot_overlays,
+    results_entry,
+    write_ablation,
+    write_results,
+)
+from agcl.pipeline.run import (
+    RunExistsError,
+    RunFolder,
+    RunFolderError,
+)
+from agcl.pipeline.runner import (
+    run_pipeline,
+)
+from agcl.pipeline.segment import (
     build_segment_loss,
     build_segment_model,
+    fuse_labels,
     load_segment_model,
+    segment_image_2d,
     segment_step,
+    segment_with_attention,
     train_segmenter,
 )
-from agcl.pipeline.volumes import CaseAttention, TrainingVolumes, case_stem, find_coarse_file
+from agcl.pipeline.toolkit import (
+    EpochLog,
+    barrier,
+    build_encoder,
+    build_optimizer,
+    capture_rng,
+    init_distributed,
+    load_checkpoint,
+    load_stage,
+    restore_rng,
+    save_stage,
+    seed_everything,
+    sliding_window,
+    window_starts,
+    window_weight,
+)
+from agcl.sampling import (
+    CaseAttention,
+)
 
 __all__ = [
-    "Coarse2DConfig",
-    "ImageVolumes",
-    "attention_2d",
-    "build_coarse_model_2d",
-    "image_tensor",
-    "image_volume",
-    "load_coarse_2d",
-    "predict_probabilities_2d",
-    "segment_image_2d",
-    "train_coarse_2d",
-    "PRETRAIN_METHODS",
-    "PRETRAIN_STEPS",
     "CaseAttention",
+    "Coarse2DConfig",
     "CoarseConfig",
+    "CoarseCropDataset",
+    "DOMAINS",
     "DataConfig",
     "EpochLog",
+    "ImageCropDataset",
+    "ImageVolumes",
+    "PRETRAIN_METHODS",
+    "PRETRAIN_STEPS",
     "PipelineConfig",
     "PretrainClassifier",
     "PretrainConfig",
+    "RunExistsError",
+    "RunFolder",
+    "RunFolderError",
     "SegmentConfig",
+    "TrainingVolumes",
     "ablation_markdown",
     "ablation_statistics",
-    "TrainingVolumes",
     "ablation_table",
+    "attention_2d",
     "barrier",
+    "build_coarse_augment",
+    "build_coarse_loss",
     "build_coarse_model",
+    "build_coarse_model_2d",
     "build_encoder",
     "build_optimizer",
     "build_pair_aug",
@@ -125,11 +172,17 @@ __all__ = [
     "case_stem",
     "coarse_attention",
     "coarse_grid",
+    "coarse_probabilities",
     "embed_patches",
     "find_coarse_file",
     "fuse_labels",
+    "image_tensor",
+    "image_volume",
     "init_distributed",
+    "labels_from_probabilities",
+    "load_checkpoint",
     "load_coarse",
+    "load_coarse_2d",
     "load_coarse_labels",
     "load_pretrain_model",
     "load_segment_model",
@@ -139,6 +192,7 @@ __all__ = [
     "plot_embeddings",
     "plot_overlays",
     "predict_coarse",
+    "predict_probabilities_2d",
     "predict_volume",
     "pretrain_encoder",
     "pretrain_step",
@@ -148,11 +202,15 @@ __all__ = [
     "run_pipeline",
     "save_stage",
     "seed_everything",
+    "segment_image_2d",
     "segment_step",
     "segment_with_attention",
+    "sliding_window",
     "train_coarse",
+    "train_coarse_2d",
     "train_segmenter",
     "window_starts",
+    "window_weight",
     "write_ablation",
     "write_results",
 ]

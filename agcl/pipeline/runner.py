@@ -1,11 +1,13 @@
-"""``run_pipeline``: the three stages, evaluation on held-out cases and prediction files.
+"""``run_pipeline``: the three stages in a run folder, evaluated on held-out cases.
 
-Run folder layout (``out_dir``)::
+One pipeline for CT volumes (``config.domain="ct"``) and 2-D images (``"image2d"``); the
+domains (:mod:`agcl.pipeline.domains`) differ in their data, stage 1 and metrics, and share
+stages 2-3, the run folder and its manifest. Run folder layout (``out_dir``)::
 
-    checkpoints/coarse.pt, pretrain.pt, segment.pt   per-epoch stage checkpoints
-    coarse/<modality>_<case>.nii.gz                   stage-1 label maps (every case)
-    coarse/<modality>_<case>.prob.pt                  stage-1 probabilities on the coarse grid (float16)
-    predictions/<modality>_<case>.nii.gz              fused predictions of the held-out cases
+    run.json                                          what each stage was made from (the manifest)
+    checkpoints/coarse.pt (2-D: coarse2d.pt), pretrain.pt, segment.pt   per-epoch stage checkpoints
+    coarse/<modality>_<case>.nii.gz, .prob.pt         stage-1 maps of every case (CT)
+    predictions/<modality>_<case>.nii.gz (2-D: <id>.png)   predictions of the held-out cases
     epochs.jsonl                                      one JSON line per epoch of every stage
 """
 
@@ -13,248 +15,233 @@ from __future__ import annotations
 
 import os
 import time
-import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from agcl.pipeline import _distributed as dd
-from agcl.pipeline._training import EpochCallback
-from agcl.pipeline.checkpoint import EpochLog
 from agcl.pipeline.config import PipelineConfig
-from agcl.pipeline.volumes import CaseAttention, TrainingVolumes, case_stem, find_coarse_file
+from agcl.pipeline.run.folder import RunFolder
+from agcl.pipeline.run.stages import StageBook
+from agcl.pipeline.toolkit import distributed as dd
+from agcl.pipeline.toolkit.fingerprint import components_record, stage_fingerprint
+from agcl.pipeline.toolkit.log import EpochLog
+from agcl.pipeline.toolkit.training import EpochCallback
 
-__all__ = ["find_coarse_file", "run_pipeline"]
+__all__ = ["COMPONENT_STAGES", "RunContext", "run_pipeline"]
 
-
-def _check_coarse_dir(cases: Sequence[Any], coarse_dir: Any, coarse_labels: Mapping[int, int] | None) -> None:
-    """Every case has a map in ``coarse_dir`` (a missing one raises now, not in stage 3); one
-    warning lists the codes ``coarse_labels`` does not translate. One map in memory at a time."""
-    from agcl.data import load_volume
-    from agcl.pipeline.coarse_labels import remap_labels
-
-    unmapped: set[int] = set()
-    for case in cases:
-        path = find_coarse_file(coarse_dir, str(case.case_id), str(case.modality))
-        if coarse_labels is not None:
-            _, missing = remap_labels(load_volume(path, kind="label").array, coarse_labels)
-            unmapped |= missing
-    if unmapped:
-        warnings.warn(f"coarse_labels maps no BTCV organ to the codes {sorted(unmapped)} found in the maps of "
-                      f"{coarse_dir}; they were set to background (map a code to 0 to silence this)",
-                      UserWarning, stacklevel=3)
+#: the components each stage takes (``run_pipeline(components={stage: {name: value}})``)
+COMPONENT_STAGES: dict[str, tuple[str, ...]] = {
+    "coarse": ("model", "loss_fn", "optimizer", "augment"),
+    "coarse2d": ("model", "loss_fn", "optimizer", "augment"),
+    "pretrain": ("model", "loss_fn", "optimizer", "augment"),
+    "segment": ("model", "loss_fn", "optimizer"),
+}
 
 
-def _coarse_stage(train: Sequence[Any], test: Sequence[Any], config: PipelineConfig, organ_ids: Sequence[int],
-                  out: Path, *, coarse_dir, coarse_labels=None, resume, device, log, callback) -> CaseAttention:
-    """Stage 1 (or your own maps): returns where each case's coarse attention comes from.
+@dataclass
+class RunContext:
+    """What every stage of one run shares: the folder, its bookkeeping, the log and the device."""
 
-    ``train`` and ``test`` are lazy sequences of prepared cases: each case is prepared, used and
-    let go (the coarse probabilities are written to ``out/coarse/``).
-    """
-    from agcl.data import save_like
-    from agcl.pipeline._coarse_attention import save_probabilities
-    from agcl.pipeline.stage1_coarse import (
-        coarse_probabilities,
-        labels_from_probabilities,
-        load_coarse,
-        train_coarse,
-    )
+    folder: RunFolder
+    book: StageBook
+    config: PipelineConfig
+    device: str | torch.device
+    log: EpochLog
+    callback: EpochCallback | None = None
+    components: dict[str, dict[str, Any]] = field(default_factory=dict)
 
-    margin, threshold, channel = config.coarse.margin_mm, config.coarse.attention_threshold, config.coarse.attention_channel
-    if coarse_dir is not None:
-        _check_coarse_dir([*train.cases, *test.cases], coarse_dir, coarse_labels)
-        return CaseAttention(organ_ids, margin, source="labels", coarse_dir=coarse_dir, coarse_labels=coarse_labels,
-                             channel=channel)
-    ckpt = train_coarse(train, config, organ_ids, out, resume=resume, device=device, log=log, callback=callback)
-    folder = out / "coarse"
-    if dd.is_main():
-        model, ids, cfg = load_coarse(ckpt, device)
-        for cases in (train, test):
-            for i, raw in enumerate(cases.cases):
-                path = folder / f"{case_stem(raw)}.nii.gz"
-                prob_path = folder / f"{case_stem(raw)}.prob.pt"
-                if resume and path.is_file() and prob_path.is_file():
-                    continue
-                case = cases[i]
-                prob = coarse_probabilities(model, case.image, cfg.coarse, spacing=case.spacing, device=device)
-                save_probabilities(prob_path, prob, ids, case.image.shape)
-                save_like(labels_from_probabilities(prob, ids, case.image.shape), case.reference, path)
-    dd.barrier()
-    return CaseAttention(organ_ids, margin, source="probabilities", prob_dir=folder, label_dir=folder,
-                         threshold=threshold, channel=channel)
+    @property
+    def out(self) -> Path:
+        return self.folder.path
+
+
+def _check_components(components: Mapping[str, Mapping[str, Any]] | None) -> dict[str, dict[str, Any]]:
+    if components is None:
+        return {}
+    if not isinstance(components, Mapping):
+        raise TypeError(f"components must be a dict {{stage: {{name: component}}}}; got {type(components).__name__}")
+    out: dict[str, dict[str, Any]] = {}
+    for stage, parts in components.items():
+        if stage not in COMPONENT_STAGES:
+            raise ValueError(f"components: unknown stage {stage!r}; stages: {', '.join(COMPONENT_STAGES)}")
+        if not isinstance(parts, Mapping):
+            raise TypeError(f"components[{stage!r}] must be a dict {{name: component}}; got {type(parts).__name__}")
+        unknown = sorted(set(parts) - set(COMPONENT_STAGES[stage]))
+        if unknown:
+            raise ValueError(f"components[{stage!r}]: unknown names {unknown}; {stage} takes "
+                             f"{', '.join(COMPONENT_STAGES[stage])}")
+        out[stage] = {k: v for k, v in parts.items() if v is not None}
+    return out
+
+
+def _domain(config: PipelineConfig, train: Any, test: Any, *, organs: Any, coarse_dir: Any, coarse_labels: Any,
+            class_names: Any) -> Any:
+    if config.domain == "image2d":
+        from agcl.pipeline.domains.image2d import ImageDomain
+
+        if coarse_dir is not None or coarse_labels is not None:
+            raise ValueError("coarse_dir and coarse_labels are for CT runs (config.domain='ct')")
+        return ImageDomain(train, test, config, class_names=class_names)
+    from agcl.pipeline.domains.ct import CTDomain
+
+    if class_names is not None:
+        raise ValueError("class_names is for 2-D runs (config.domain='image2d'); CT runs take organs")
+    return CTDomain(train, test, config, organs=organs, coarse_dir=coarse_dir, coarse_labels=coarse_labels)
 
 
 def run_pipeline(
-    train: Sequence[tuple[Any, int]],
-    test: Sequence[tuple[Any, int]],
+    train: Sequence[Any],
+    test: Sequence[Any],
     config: PipelineConfig,
     out_dir: str | os.PathLike[str],
     *,
     organs: Mapping[int, str] | None = None,
+    class_names: Sequence[str] | None = None,
     resume: bool = False,
+    overwrite: bool = False,
     device: str | torch.device = "cpu",
     coarse_dir: str | os.PathLike[str] | None = None,
     coarse_labels: Mapping[int, int] | None = None,
+    components: Mapping[str, Mapping[str, Any]] | None = None,
     callback: EpochCallback | None = None,
     write_predictions: bool = True,
     embed_patches_per_slice: int = 1,
 ) -> dict[str, Any]:
-    """Run stages 1-3 on ``train`` and evaluate on ``test``.
+    """Run stages 1-3 on ``train`` and evaluate on ``test`` in the run folder ``out_dir``.
 
     Args:
-        train, test: ``(agcl.data.Case, modality_id)`` pairs (iterating an
-            :class:`agcl.data.Cohort` gives them); every case needs a label map.
+        train, test: CT (``config.domain="ct"``): ``(agcl.data.Case, modality_id)`` pairs
+            (iterating an :class:`agcl.data.Cohort` gives them), every case labelled. 2-D
+            (``"image2d"``): image sets such as :class:`agcl.data.VOCSegmentation` (``[i]`` an
+            ``(image, mask)`` pair; ``ids`` and the files' paths where known).
         config: the settings (``PipelineConfig.quick()`` or ``.paper()``, possibly overridden).
-        out_dir: the run folder (see the module notes for its layout).
-        organs: ``{code: name}`` of the organs to segment (default :data:`agcl.data.BTCV_ORGANS`,
-            restricted to ``config.organs`` when set).
-        resume: continue every stage from its last completed epoch; completed stages are skipped.
+        out_dir: the run folder (see the module notes): a folder holding an earlier run needs
+            ``resume`` or ``overwrite`` (:class:`agcl.pipeline.run.RunFolder`).
+        organs: CT: ``{code: name}`` of the organs to segment (default
+            :data:`agcl.data.BTCV_ORGANS`, restricted to ``config.organs`` when set).
+        class_names: 2-D: the class names, background first (default: VOC's 21 classes).
+        resume: continue the run in ``out_dir``: each stage continues from its last epoch when
+            its recorded settings and inputs still match, and is redone (with every stage built
+            on it) when they do not; the log says which and why.
+        overwrite: replace the run in ``out_dir`` (its own files only).
         device: ``"cpu"``, ``"cuda"``, ...
-        coarse_dir: a folder of your own coarse label maps (see :func:`find_coarse_file`) used
-            instead of training stage 1.
+        coarse_dir: CT: a folder of your own coarse label maps (see
+            :func:`agcl.data.find_coarse_file`) used instead of training stage 1.
         coarse_labels: ``{their_code: btcv_code}`` translating the codes of ``coarse_dir``'s maps
-            (e.g. TotalSegmentator's, see :func:`agcl.pipeline.load_coarse_labels`); codes it
-            does not name become background, with one warning listing them.
+            (e.g. TotalSegmentator's, see :func:`agcl.data.load_coarse_labels`).
+        components: your own parts per stage, ``{"coarse" | "coarse2d" | "pretrain" |
+            "segment": {"model", "loss_fn", "optimizer", "augment"}}`` (``segment`` takes no
+            augment); each replaces the default the stage builds from the config (a component
+            is part of the stage's fingerprint by its class).
         callback: called after every epoch of every stage as ``callback(stage, epoch, record)``.
-        write_predictions: save the held-out predictions as NIfTI with the input's header.
-        embed_patches_per_slice: patches per organ per slice of the held-out cases (inside their
-            ground-truth organs) embedded for the PCA figure.
+        write_predictions: save the held-out predictions (NIfTI with the input's header; 2-D PNG).
+        embed_patches_per_slice: CT: patches per organ per slice of the held-out cases (inside
+            their ground-truth organs) embedded for the PCA figure.
 
     Returns:
-        ``{"per_organ", "mean", "coarse_mean", "coarse_per_organ", "attention_recall",
-        "attention_recall_min", "config", "checkpoints", "predictions", "embeddings",
-        "examples"}``; ``per_organ``/``mean`` as :func:`agcl.metrics.summarize_cases`
-        (held-out cases; ``coarse_*`` the same for the coarse label maps), ``attention_recall``
-        ``{organ name: the mean over the held-out cases holding the organ of the fraction of its
-        voxels inside its attention}`` (``None``: absent), ``attention_recall_min`` the same
-        with the lowest case instead of the mean (a target such as "recall >= 0.95 for every
-        organ" is about it), ``embeddings`` a dict of tensors for the PCA plot (or ``None``),
-        ``examples`` up to two held-out cases' image, ground truth and prediction arrays.
-        Under torchrun only rank 0 evaluates; the other ranks return ``{}``.
-    """
-    from agcl.data import BTCV_ORGANS, PreparedCases, VolumeCache, save_like
-    from agcl.metrics import evaluate_labels, summarize_cases
-    from agcl.pipeline.predict import _segment_as_configured
-    from agcl.pipeline.stage2_pretrain import pretrain_encoder
-    from agcl.pipeline.stage3_segment import load_segment_model, train_segmenter
-    from agcl.sampling import attention_recall
+        CT: ``{"per_organ", "mean", "coarse_mean", "coarse_per_organ", "stage3_only",
+        "attention_recall", "attention_recall_min", "config", "train_time_s", "checkpoints",
+        "predictions", "embeddings", "examples", "run_id"}``: ``per_organ``/``mean`` as
+        :func:`agcl.metrics.summarize_cases` of the held-out cases (``coarse_*`` the same for
+        the coarse label maps; ``stage3_only`` for stage 3 alone, ``segment.coarse_weight=0``),
+        ``attention_recall`` ``{organ: the mean over the held-out cases holding it of the
+        fraction of its voxels inside its attention}`` and ``attention_recall_min`` the lowest
+        case. 2-D: ``{"mean": {"miou"}, "per_class", "coarse", ...}``. Under torchrun only rank
+        0 evaluates; the other ranks return ``{}``.
 
-    if len(train) == 0 or len(test) == 0:
-        raise ValueError(f"train and test must both hold cases; got {len(train)} and {len(test)}")
-    if coarse_labels is not None and coarse_dir is None:
-        raise ValueError("coarse_labels translates the maps of coarse_dir; got coarse_labels without coarse_dir")
+    Raises:
+        agcl.pipeline.run.RunExistsError: ``out_dir`` holds a run and neither ``resume`` nor
+            ``overwrite`` was given.
+    """
+    parts = _check_components(components)
     dd.init_from_env(device)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    names = dict(organs if organs is not None else BTCV_ORGANS)
-    organ_ids = sorted(int(k) for k in (config.organs if config.organs is not None else names))
-    missing = [k for k in organ_ids if k not in names]
-    if missing:
-        raise ValueError(f"config.organs holds codes {missing} that organs does not name; organs: {names}")
-    kw: dict[str, Any] = {"clip_hu": config.clip_hu, "percentiles": config.percentiles, "organs": dict(BTCV_ORGANS) | names}
-    # lazy: a case is loaded when a stage needs it; only TrainingVolumes keeps some, within data.cache_mb
-    train_cases = PreparedCases([c for c, _ in train], [m for _, m in train], **kw)
-    test_cases = PreparedCases([c for c, _ in test], [m for _, m in test], **kw)
-    num_modalities = max([m for _, m in train] + [m for _, m in test]) + 1
-    log = EpochLog(out / "epochs.jsonl", enabled=dd.is_main())
-    common: dict[str, Any] = {"resume": resume, "device": device, "log": log, "callback": callback}
+    domain = _domain(config, train, test, organs=organs, coarse_dir=coarse_dir, coarse_labels=coarse_labels,
+                     class_names=class_names)
+    if dd.is_main():
+        domain.check()
+    folder = RunFolder.open(out_dir, resume=resume, overwrite=overwrite, main=dd.is_main())
+    dd.barrier()
+    if not dd.is_main():  # the main rank's manifest decides what is redone; the others follow its files
+        folder = RunFolder(Path(out_dir), folder.manifest, main=False)
+
+    def drop_maps(redo: list[str]) -> None:
+        if domain.stage1 in redo:
+            for record in folder.manifest.data.get("maps", {}).values():
+                folder.remove(list(record.get("files", {})))
+            folder.manifest.drop_maps()
+
+    from_maps = config.coarse.source != "gt" and coarse_dir is None
+    book = StageBook(folder, {domain.stage1: ["pretrain", "segment"] if from_maps else [],
+                              "pretrain": ["segment"]}, on_redo=drop_maps)
+    log = EpochLog(folder.path / "epochs.jsonl", enabled=dd.is_main(), run_id=folder.run_id)
+    folder.own(log.path)
+    ctx = RunContext(folder, book, config, device, log, callback, parts)
 
     t0 = time.perf_counter()
-    coarse = _coarse_stage(train_cases, test_cases, config, organ_ids, out, coarse_dir=coarse_dir,
-                           coarse_labels=coarse_labels, **common)
-    train_att = (CaseAttention(organ_ids, config.coarse.margin_mm, channel=config.coarse.attention_channel)
-                 if config.coarse.source == "gt" else coarse)
-    cache = VolumeCache(config.data.cache_mb * 2**20)
-    volumes = TrainingVolumes(train_cases, train_att, cache=cache)
-    pre_ckpt = pretrain_encoder(volumes, config, organ_ids, out, num_modalities=num_modalities, **common)
-    seg_ckpt = train_segmenter(volumes, config, organ_ids, out, pretrain_checkpoint=pre_ckpt, **common)
-    cache.clear()
+    domain.run_stage1(ctx)
+    pre_ckpt, seg_ckpt = _stages_2_and_3(ctx, domain)
     train_time = time.perf_counter() - t0
     if not dd.is_main():
         return {}
+    result = domain.evaluate(ctx, seg_ckpt, write_predictions=write_predictions)
+    result.update(config=config.to_dict(), train_time_s=train_time, run_id=folder.run_id,
+                  checkpoints={domain.stage1: None if coarse_dir is not None else
+                               str(folder.path / "checkpoints" / f"{domain.stage1}.pt"),
+                               "pretrain": None if pre_ckpt is None else str(pre_ckpt), "segment": str(seg_ckpt)})
+    if config.domain == "ct":
+        result["embeddings"] = None
+        if pre_ckpt is not None and embed_patches_per_slice > 0:
+            from agcl.pipeline.domains.embeddings import held_out_embeddings
 
-    model, _, _ = load_segment_model(seg_ckpt, device)
-    s = config.segment
-    tables: list[dict[str, Any]] = []
-    coarse_tables: list[dict[str, Any]] = []
-    predictions: list[str] = []
-    examples: list[dict[str, Any]] = []
-    recalls: dict[int, list[float]] = {k: [] for k in organ_ids}
-    for i in range(len(test_cases)):
-        case = test_cases[i]
-        stored = coarse.probabilities(case) if coarse.source == "probabilities" else None  # read once
-        sparse = coarse(case, probabilities=stored)
-        for organ, value in attention_recall(sparse, case.label, organ_ids).items():
-            if value is not None:  # the fraction of the organ's voxels the attention covers
-                recalls[organ].append(value)
-        coarse_prob, coarse_ids = stored if stored is not None and s.coarse_weight > 0 else (None, None)
-        pred = _segment_as_configured(model, case.image, sparse, organ_ids, config, device=device,
-                                      coarse_probability=coarse_prob, coarse_ids=coarse_ids)
-        subset = {k: names[k] for k in organ_ids}
-        tables.append(evaluate_labels(pred, case.label, spacing=case.spacing, organs=subset))
-        coarse_tables.append(evaluate_labels(coarse.labels(case), case.label, spacing=case.spacing, organs=subset))
-        if write_predictions:
-            path = out / "predictions" / f"{case_stem(case)}.nii.gz"
-            save_like(pred, case.reference, path)
-            predictions.append(str(path))
-        if len(examples) < 2:
-            examples.append({"case": case_stem(case), "image": case.image, "label": case.label, "pred": pred})
-    summary = summarize_cases(tables)
-    embeddings = None
-    if pre_ckpt is not None and embed_patches_per_slice > 0:
-        # patches of the held-out cases inside their ground-truth organs (the labels are known)
-        embeddings = _embeddings(pre_ckpt, test_cases, config, organ_ids, embed_patches_per_slice, device)
-    return {
-        "per_organ": summary["per_organ"],
-        "mean": summary["mean"],
-        "coarse_mean": summarize_cases(coarse_tables)["mean"],
-        "coarse_per_organ": summarize_cases(coarse_tables)["per_organ"],
-        **_summarize_recalls(recalls, names),
-        "config": config.to_dict(),
-        "train_time_s": train_time,
-        "checkpoints": {"coarse": str(out / "checkpoints" / "coarse.pt") if coarse_dir is None else None,
-                        "pretrain": None if pre_ckpt is None else str(pre_ckpt), "segment": str(seg_ckpt)},
-        "predictions": predictions,
-        "embeddings": embeddings,
-        "examples": examples,
-    }
+            # patches of the held-out cases inside their ground-truth organs (the labels are known)
+            result["embeddings"] = held_out_embeddings(pre_ckpt, domain.test_cases, config, domain.organ_ids,
+                                                       embed_patches_per_slice, device)
+    folder.save()
+    return result
 
 
-def _summarize_recalls(recalls: Mapping[int, Sequence[float]], names: Mapping[int, str]) -> dict[str, dict[str, Any]]:
-    """``{"attention_recall": {name: mean}, "attention_recall_min": {name: lowest case}}`` of the
-    per-case recalls of each organ code (``None`` for an organ no held-out case holds).
+def _stages_2_and_3(ctx: RunContext, domain: Any) -> tuple[Path | None, Path]:
+    from torch.utils.data import Subset
 
-    Examples:
-        >>> _summarize_recalls({6: [0.9, 0.7], 7: []}, {6: "liver", 7: "stomach"})["attention_recall_min"]
-        {'liver': 0.7, 'stomach': None}
-    """
-    return {"attention_recall": {names[k]: (float(np.mean(v)) if len(v) else None) for k, v in recalls.items()},
-            "attention_recall_min": {names[k]: (float(min(v)) if len(v) else None) for k, v in recalls.items()}}
+    from agcl.data import VolumeCache
+    from agcl.pipeline.pretrain import pretrain_encoder
+    from agcl.pipeline.segment import train_segmenter
 
-
-def _embeddings(ckpt, cases, config, organ_ids, per_slice, device, max_patches: int = 400) -> dict[str, torch.Tensor] | None:
-    """Embeddings of at most ``max_patches`` held-out patches inside their ground-truth organs."""
-    from agcl import AttentionPatchSampler, PatchBatch
-    from agcl.pipeline.stage2_pretrain import embed_patches, load_pretrain_model
-    from agcl.sampling import attention_from_labels
-
-    cap = max(1, max_patches // max(1, len(cases)))
-    sampler = AttentionPatchSampler(patch_size=config.pretrain.patch_size, patches_per_slice=per_slice,
-                                    max_patches=cap, seed=config.seed + 99)
-    parts = []
-    for i in range(len(cases)):
-        case = cases[i]
-        att = attention_from_labels(case.label, organ_ids, margin_mm=0.0, spacing=case.spacing)
-        if att:
-            batch = sampler.sample(case.image, att, modality=case.modality, volume_index=i)
-            if len(batch):
-                parts.append(batch)
-    if not parts:
-        return None
-    pool = PatchBatch.cat(parts)
-    z = embed_patches(load_pretrain_model(ckpt, device), pool.inputs(), device=device)
-    return {"embedding": z, "target": pool.target, "modality": pool.modality}
+    config, book = ctx.config, ctx.book
+    inputs = {"cases": domain.records("train"), **(domain.attention_inputs() if dd.is_main() else {})}
+    cache = VolumeCache(config.data.cache_mb * 2**20)
+    volumes = domain.training_volumes(cache)
+    common: dict[str, Any] = {"resume": True, "device": ctx.device, "log": ctx.log, "callback": ctx.callback}
+    world = dd.world_size()
+    pre_ckpt: Path | None = None
+    parts = ctx.components.get("pretrain", {})
+    if config.pretrain.method != "none":
+        fp = stage_fingerprint("pretrain", config, organ_ids=domain.organ_ids, num_modalities=domain.num_modalities,
+                               world_size=world, components=components_record(**parts))
+        book.begin("pretrain", fp, inputs)
+        dd.barrier()
+        pre_ckpt = pretrain_encoder(volumes, config, domain.organ_ids, ctx.out, num_modalities=domain.num_modalities,
+                                    **parts, **common)
+        book.done("pretrain", [pre_ckpt])
+    else:
+        book.begin("pretrain", stage_fingerprint("pretrain", config, organ_ids=domain.organ_ids,
+                                                 num_modalities=domain.num_modalities, world_size=world), inputs)
+        book.done("pretrain", [])
+    parts = ctx.components.get("segment", {})
+    labelled = domain.labelled()
+    fp = stage_fingerprint("segment", config, organ_ids=domain.organ_ids, world_size=world,
+                           components=components_record(**parts))
+    cases = inputs["cases"]
+    seg_inputs = {**inputs, "labelled": [f"{cases[i]['modality']}/{cases[i]['case_id']}" for i in labelled],
+                  "pretrain": None if pre_ckpt is None else book.digest("pretrain", pre_ckpt)}
+    book.begin("segment", fp, seg_inputs)
+    dd.barrier()
+    seg_volumes = volumes if len(labelled) == len(volumes) else Subset(volumes, labelled)
+    seg_ckpt = train_segmenter(seg_volumes, config, domain.organ_ids, ctx.out, pretrain_checkpoint=pre_ckpt,
+                               **parts, **common)
+    book.done("segment", [seg_ckpt])
+    cache.clear()
+    return pre_ckpt, seg_ckpt

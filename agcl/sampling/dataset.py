@@ -1,11 +1,13 @@
-"""A ``torch.utils.data`` dataset that samples attention-guided patches from a list of volumes.
+"""A map-style ``torch.utils.data`` dataset: the attention-guided patches of one volume per item.
 
-Item ``i`` is the :class:`PatchBatch` of volume ``i``, sampled afresh on each access with a
-generator seeded from ``(seed, epoch, i)``, so results do not depend on the number of
-workers or on the order in which they run. Volumes are loaded lazily, in the worker that
-first needs them, and kept in a small per-worker LRU cache.
-
-Use it with :func:`collate_patch_batches`::
+It reads the same volumes as :class:`agcl.sampling.PatchStream` and the pipeline: a sequence
+whose item ``i`` is ``{"image", "attention", "label", "modality"}`` (e.g.
+:class:`agcl.data.TrainingVolumes` over :class:`agcl.data.PreparedCases`, loaded on demand into a
+:class:`agcl.data.VolumeCache` bounded in bytes). Given cases (or a Cohort) it builds exactly
+that. Item ``i`` is the :class:`PatchBatch` of volume ``i``, sampled afresh on each access with a
+generator seeded from ``(seed, epoch, i)``, so results do not depend on the number of workers or
+on the order in which they run. Where :class:`~agcl.sampling.PatchStream` mixes volumes into
+ready minibatches, this dataset gives whole volumes' patches for a ``DataLoader`` of your own:
 
     loader = DataLoader(ds, batch_size=2, shuffle=True, num_workers=2,
                         collate_fn=collate_patch_batches)
@@ -17,8 +19,7 @@ Use it with :func:`collate_patch_batches`::
 from __future__ import annotations
 
 import os
-from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -32,30 +33,32 @@ __all__ = ["AttentionPatchDataset", "collate_patch_batches", "minibatches"]
 
 
 class AttentionPatchDataset(Dataset):
-    """Patches from a list of cases (or in-memory volumes), one :class:`PatchBatch` per volume.
+    """Patches from a list of cases, volumes or in-memory arrays, one :class:`PatchBatch` per volume.
 
     Args:
-        cases: a sequence of :class:`agcl.data.Case`, an :class:`agcl.data.Cohort`, or
-            in-memory volumes as dictionaries ``{"image": array, "label": array or None}``
-            (canonical orientation; images already preprocessed).
+        cases: one of: a sequence of :class:`agcl.data.Case` or an :class:`agcl.data.Cohort`
+            (loaded and preprocessed on demand through :class:`agcl.data.PreparedCases`); a
+            volumes sequence such as :class:`agcl.data.TrainingVolumes` (items with an
+            ``"attention"``); or in-memory dictionaries ``{"image": array, "label": array or
+            None, "modality": int}`` (canonical orientation; images already preprocessed).
         sampler: the :class:`AttentionPatchSampler` (its options are used; its generator is
             not: every item gets its own, see ``seed``).
-        attention: where the attention comes from: ``None`` uses the ground-truth label (the
-            paper's experiments); otherwise one entry per case, each a label-map path
-            (loaded with :func:`agcl.data.load_volume`) or an array.
+        attention: for cases and dictionaries: ``None`` uses each case's ground-truth label map
+            (the paper's experiments); otherwise one entry per case, a label-map path (loaded
+            with :func:`agcl.data.load_volume`) or an array.
         modality_ids: one integer per case. Default: a Cohort's ids, or the cases' modality
             names numbered in order of first appearance (``0`` for dictionaries without a
             ``"modality"`` key).
         targets: the organ codes to sample (default: every code in the attention).
         preprocess: apply :func:`agcl.data.preprocess_ct` (paper window and percentiles) to
             images loaded from files.
-        cache_size: volumes kept in memory per worker.
+        cache_mb: prepared cases kept in memory per process (worker), in MiB.
         unknown_labels: passed to :func:`agcl.data.load_case`.
         seed: base seed of the per-item generators.
 
     Raises:
-        ValueError: ``attention`` or ``modality_ids`` of the wrong length, ``cache_size < 1``,
-            no cases.
+        ValueError: ``attention`` or ``modality_ids`` of the wrong length, ``cache_mb < 0``, no
+            cases.
 
     Examples:
         >>> import numpy as np
@@ -76,100 +79,127 @@ class AttentionPatchDataset(Dataset):
         modality_ids: Sequence[int] | None = None,
         targets: Sequence[int] | None = None,
         preprocess: bool = True,
-        cache_size: int = 2,
+        cache_mb: int = 256,
         unknown_labels: Literal["error", "warn"] = "error",
         seed: int = 0,
     ) -> None:
+        from agcl.data.cache import VolumeCache
+        from agcl.data.prepared import PreparedCases
+        from agcl.data.volumes import TrainingVolumes
+
         if not isinstance(sampler, AttentionPatchSampler):
             raise TypeError(f"sampler must be an AttentionPatchSampler; got {type(sampler).__name__}")
+        check_int("cache_mb", cache_mb, low=0)
+        self.sampler = sampler
+        self.targets = None if targets is None else [check_int(f"targets[{i}]", t) for i, t in enumerate(targets)]
+        self.seed = check_int("seed", seed, low=0, high=2**63 - 1)
+        self.epoch = 0
+        if isinstance(cases, TrainingVolumes) or (len(cases) and _is_volume(cases[0])):
+            if attention is not None or modality_ids is not None:
+                raise ValueError("attention and modality_ids come with the volumes; pass them only with cases")
+            self.volumes: Sequence[Mapping[str, Any]] = cases
+            return
         ids_from_cohort = getattr(cases, "modality_ids", None)
         items = list(getattr(cases, "cases", cases))
         if not items:
             raise ValueError("cases must hold at least one case or volume; got none")
         if attention is not None and len(attention) != len(items):
             raise ValueError(f"attention must have one entry per case ({len(items)}); got {len(attention)}")
-        check_int("cache_size", cache_size, low=1)
         if modality_ids is None:
             modality_ids = ids_from_cohort if ids_from_cohort is not None else _ids_from_names(items)
         if len(modality_ids) != len(items):
             raise ValueError(f"modality_ids must have one entry per case ({len(items)}); got {len(modality_ids)}")
-        self.items = items
-        self.sampler = sampler
-        self.attention = None if attention is None else list(attention)
-        self.modality_ids = [int(m) for m in modality_ids]
-        self.targets = None if targets is None else [int(t) for t in targets]
-        self.preprocess = preprocess
-        self.cache_size = cache_size
-        self.unknown_labels = unknown_labels
-        self.seed = int(seed)
-        self.epoch = 0
-        self._cache: OrderedDict[int, tuple[np.ndarray, np.ndarray, np.ndarray | None]] = OrderedDict()
+        ids = [check_int(f"modality_ids[{i}]", m, low=0) for i, m in enumerate(modality_ids)]
+        given = None if attention is None else list(attention)
+        if all(isinstance(item, Mapping) for item in items):
+            self.volumes = _ArrayVolumes(items, given, ids)
+            return
+        window = {} if preprocess else {"clip_hu": None, "percentiles": None}
+        prepared = PreparedCases(items, ids, unknown_labels=unknown_labels, **window)
+        self.volumes = TrainingVolumes(prepared, _GivenAttention(items, given), cache=VolumeCache(cache_mb * 2**20))
 
     def __len__(self) -> int:
-        return len(self.items)
+        return len(self.volumes)
 
     def set_epoch(self, epoch: int) -> None:
         """Draw different patches in each epoch (call before iterating; workers see it when the
         loader is re-created or with ``persistent_workers=False``)."""
-        self.epoch = int(epoch)
-
-    def volume(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """``(image, attention, label)`` of volume ``index``, loaded on first use and cached."""
-        if index in self._cache:
-            self._cache.move_to_end(index)
-            return self._cache[index]
-        vol = self._load(index)
-        self._cache[index] = vol
-        while len(self._cache) > self.cache_size:
-            self._cache.popitem(last=False)
-        return vol
-
-    def _load(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        item = self.items[index]
-        if isinstance(item, dict):
-            if "image" not in item:
-                raise ValueError(f"cases[{index}] must have an 'image' entry; got keys {sorted(item)}")
-            image = np.asarray(item["image"], dtype=np.float32)
-            label = None if item.get("label") is None else np.asarray(item["label"])
-        else:
-            from agcl.data import load_case, preprocess_ct  # nibabel/scipy only when files are read
-
-            img_vol, lab_vol = load_case(item, unknown_labels=self.unknown_labels)
-            image = preprocess_ct(img_vol.array, source=getattr(item, "image_path", None)) if self.preprocess else img_vol.array
-            label = None if lab_vol is None else lab_vol.array
-        if self.attention is None:
-            if label is None:
-                raise ValueError(f"cases[{index}] has no label and no attention was given; pass attention=")
-            att = label
-        else:
-            src = self.attention[index]
-            if isinstance(src, (str, os.PathLike)):
-                from agcl.data import load_volume
-
-                att = load_volume(src, kind="label").array
-            else:
-                att = np.asarray(src)
-        if att.shape[-3:] != image.shape:
-            raise ValueError(f"attention of cases[{index}] must match its image shape {image.shape}; got {att.shape}")
-        return image, att, label
+        self.epoch = check_int("epoch", epoch, low=0)
 
     def __getitem__(self, index: int) -> PatchBatch:
+        if not isinstance(index, (int, np.integer)) or isinstance(index, bool):
+            raise TypeError(f"index must be an int; got {type(index).__name__}")
         if not -len(self) <= index < len(self):
             raise IndexError(f"index must lie in [0, {len(self)}); got {index}")
-        index %= len(self)
-        image, att, label = self.volume(index)
+        index = int(index) % len(self)
+        vol = self.volumes[index]
         gen = torch.Generator().manual_seed(_mix(self.seed, self.epoch, index))
-        return self.sampler.sample(
-            image, att, label=label, modality=self.modality_ids[index], targets=self.targets,
-            volume_index=index, generator=gen,
-        )
+        return self.sampler.sample(vol["image"], vol["attention"], label=vol.get("label"),
+                                   modality=int(vol.get("modality", 0)), targets=self.targets, volume_index=index,
+                                   generator=gen)
+
+
+def _is_volume(item: Any) -> bool:
+    return isinstance(item, Mapping) and "attention" in item
+
+
+class _GivenAttention:
+    """Attention for a prepared case: its ground truth (``None``) or the entry given for it."""
+
+    def __init__(self, items: Sequence[Any], given: list[Any] | None) -> None:
+        self.index = {(str(c.modality), str(c.case_id)): i for i, c in enumerate(items)}
+        self.given = given
+
+    def __call__(self, case: Any) -> Any:
+        if self.given is None:
+            if case.label is None:
+                raise ValueError(f"case {case.case_id} has no label and no attention was given; pass attention=")
+            return case.label
+        return _load_attention(self.given[self.index[(case.modality_name, case.case_id)]], case.image.shape,
+                               case.case_id)
+
+
+class _ArrayVolumes(Sequence):
+    """In-memory dictionaries as volumes (attention: the given entry or the label map)."""
+
+    def __init__(self, items: list[Mapping[str, Any]], given: list[Any] | None, ids: list[int]) -> None:
+        self.items, self.given, self.ids = items, given, ids
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:  # type: ignore[override]
+        item = self.items[index]
+        if "image" not in item:
+            raise ValueError(f"cases[{index}] must have an 'image' entry; got keys {sorted(item)}")
+        image = np.asarray(item["image"], dtype=np.float32)
+        label = None if item.get("label") is None else np.asarray(item["label"])
+        if self.given is not None:
+            att = _load_attention(self.given[index], image.shape, f"cases[{index}]")
+        elif label is None:
+            raise ValueError(f"cases[{index}] has no label and no attention was given; pass attention=")
+        else:
+            att = label
+        return {"image": image, "attention": att, "label": label, "modality": self.ids[index]}
+
+
+def _load_attention(src: Any, shape: tuple[int, ...], name: str) -> np.ndarray:
+    if isinstance(src, (str, os.PathLike)):
+        from agcl.data import load_volume
+
+        att = load_volume(src, kind="label").array
+    else:
+        att = np.asarray(src)
+    if att.shape[-3:] != tuple(shape[-3:]):
+        raise ValueError(f"attention of {name} must match its image shape {tuple(shape)}; got {att.shape}")
+    return att
 
 
 def _ids_from_names(items: list[Any]) -> list[int]:
     names: list[str] = []
     ids = []
     for item in items:
-        name = item.get("modality", "") if isinstance(item, dict) else getattr(item, "modality", "")
+        name = item.get("modality", "") if isinstance(item, Mapping) else getattr(item, "modality", "")
         if isinstance(name, (int, np.integer)):
             ids.append(int(name))
             continue

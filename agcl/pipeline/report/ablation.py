@@ -24,7 +24,6 @@ approximation (``method="auto"``: exact for up to 50 pairs without ties or zeros
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -33,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from agcl._atomic import write_json, write_text
 from agcl._validation import check_int
 
 __all__ = ["ablation_markdown", "ablation_statistics", "case_dice", "write_ablation"]
@@ -229,12 +229,6 @@ def ablation_markdown(stats: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def write_ablation(
     out_dir: str | os.PathLike[str],
     records: Sequence[Mapping[str, Any]],
@@ -252,12 +246,12 @@ def write_ablation(
     out.mkdir(parents=True, exist_ok=True)
     payload = {"records": [dict(r) for r in records], "statistics": _jsonable(stats)}
     json_path, md_path = out / "ablation.json", out / "ablation.md"
-    _atomic_text(json_path, json.dumps(payload, indent=2, allow_nan=False) + "\n")
+    write_json(json_path, payload)
     md = ["# Pre-training ablation", "", *notes, "", ablation_markdown(stats), "",
           f"Mean +/- std over every (held-out case, seed) value (a case's value: its mean Dice over the organs its "
           f"ground truth holds); p: two-sided Wilcoxon signed-rank test against {stats['reference']} over the "
           f"(case, seed) pairs, none below {stats['min_pairs']} pairs.", ""]
-    _atomic_text(md_path, "\n".join(md))
+    write_text(md_path, "\n".join(md))
     return json_path, md_path
 
 

@@ -14,26 +14,21 @@ or DeepLabV3+; ``model``, ``loss_fn`` and ``optimizer`` can be passed in.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from agcl.pipeline import _distributed as dd
-from agcl.pipeline._training import EpochCallback, MixedPrecision, fit
-from agcl.pipeline.checkpoint import EpochLog, seed_everything
 from agcl.pipeline.config import PipelineConfig
-from agcl.pipeline.stage2_pretrain import (
-    _attention_settings,
-    _optimizer,
-    _stream_settings,
-    build_encoder,
-    epoch_batches,
-    patch_stream,
-    wrap_ddp,
-)
+from agcl.pipeline.toolkit import distributed as dd
+from agcl.pipeline.toolkit.checkpoint import load_checkpoint, load_weights, seed_everything
+from agcl.pipeline.toolkit.factories import OptimizerArg, build_encoder, resolve_optimizer
+from agcl.pipeline.toolkit.fingerprint import components_record, stage_fingerprint
+from agcl.pipeline.toolkit.log import EpochLog
+from agcl.pipeline.toolkit.streams import epoch_batches, patch_stream
+from agcl.pipeline.toolkit.training import EpochCallback, MixedPrecision, fit
 
 __all__ = ["build_segment_loss", "build_segment_model", "load_segment_model", "segment_step", "train_segmenter"]
 
@@ -68,12 +63,7 @@ def build_segment_loss(config: PipelineConfig) -> nn.Module:
 def _encoder_state(pretrain_checkpoint: str | os.PathLike[str] | None) -> dict[str, torch.Tensor] | None:
     if pretrain_checkpoint is None:
         return None
-    from agcl._io import safe_load
-    from agcl.pipeline.checkpoint import check_payload
-
-    ckpt = check_payload(safe_load(pretrain_checkpoint), pretrain_checkpoint, ("stage", "model"))
-    if ckpt.get("stage") != "pretrain":
-        raise ValueError(f"pretrain_checkpoint must be a stage-2 checkpoint; {pretrain_checkpoint} holds {ckpt.get('stage')!r}")
+    ckpt = load_checkpoint(pretrain_checkpoint, stage="pretrain", keys=("stage", "model"))
     return {k[len("encoder."):]: v for k, v in ckpt["model"].items() if k.startswith("encoder.")}
 
 
@@ -97,18 +87,6 @@ def segment_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: nn
     return loss_fn(logits, y)
 
 
-def _settings(config: PipelineConfig, organ_ids: Sequence[int]) -> dict[str, Any]:
-    s = config.to_dict()["segment"]
-    for key in ("epochs", "stride", "threshold", "inference_batch_size", "coarse_weight", "window", "amp"):
-        s.pop(key, None)
-    p = config.to_dict()["pretrain"]
-    p.pop("epochs")
-    p.pop("amp", None)
-    return {"segment": s, "pretrain": p, "seed": config.seed, "organ_ids": [int(i) for i in organ_ids],
-            "coarse_source": config.coarse.source, **_attention_settings(config),
-            "world_size": dd.world_size(), "stream": _stream_settings(config)}
-
-
 def train_segmenter(
     volumes: Sequence[Mapping[str, Any]],
     config: PipelineConfig,
@@ -118,7 +96,7 @@ def train_segmenter(
     pretrain_checkpoint: str | os.PathLike[str] | None,
     model: nn.Module | None = None,
     loss_fn: nn.Module | None = None,
-    optimizer: torch.optim.Optimizer | Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer] | None = None,
+    optimizer: OptimizerArg = None,
     resume: bool = False,
     device: str | torch.device = "cpu",
     log: EpochLog | None = None,
@@ -149,11 +127,16 @@ def train_segmenter(
     out = Path(out_dir)
     ckpt_path = out / "checkpoints" / "segment.pt"
     seed_everything(config.seed + 1)
+    settings = stage_fingerprint("segment", config, organ_ids=[int(i) for i in organ_ids],
+                                 world_size=dd.world_size(),
+                                 pretrain_checkpoint=None if pretrain_checkpoint is None else
+                                 Path(pretrain_checkpoint).name,
+                                 components=components_record(model=model, loss_fn=loss_fn, optimizer=optimizer))
     if model is None:
         model = build_segment_model(config, _encoder_state(pretrain_checkpoint))
     model = model.to(device)
-    opt = _optimizer(optimizer, model, config, "segment")
-    train_model = wrap_ddp(model, device)
+    opt = resolve_optimizer(optimizer, model, config, "segment")
+    train_model = dd.wrap_ddp(model, device)
     loss_fn = build_segment_loss(config) if loss_fn is None else loss_fn
     stream = patch_stream(volumes, config, organ_ids, stage="segment")
 
@@ -171,8 +154,6 @@ def train_segmenter(
         mp.step(loss, opt)
         return float(loss.detach())
 
-    settings = _settings(config, organ_ids)
-    settings["pretrain_checkpoint"] = None if pretrain_checkpoint is None else Path(pretrain_checkpoint).name
     fit(stage="segment", epochs=s.epochs, ckpt_path=ckpt_path, settings=settings, model=train_model,
         optimizer=opt, epoch_batches=lambda epoch: epoch_batches(stream, config, epoch, device), step=step,
         resume=resume, log=log or EpochLog(out / "epochs.jsonl"), callback=callback, device=device,
@@ -182,16 +163,14 @@ def train_segmenter(
 
 
 def load_segment_model(checkpoint: str | os.PathLike[str] | dict, device: str | torch.device = "cpu"):
-    """``(model, organ_ids, config)`` from a stage-3 checkpoint (path or loaded dict)."""
-    from agcl._io import safe_load
-    from agcl.pipeline.checkpoint import check_payload
+    """``(model, organ_ids, config)`` from a stage-3 checkpoint (path or loaded dict).
 
-    ckpt = checkpoint if isinstance(checkpoint, dict) else safe_load(checkpoint)
-    check_payload(ckpt, checkpoint if not isinstance(checkpoint, dict) else "(dict)", ("stage", "model", "extra"))
-    check_payload(ckpt["extra"], f"{checkpoint if not isinstance(checkpoint, dict) else '(dict)'} ['extra']", ("config", "organ_ids"))
-    if ckpt.get("stage") != "segment":
-        raise ValueError(f"segment_checkpoint must be a stage-3 ('segment') checkpoint; got stage {ckpt.get('stage')!r}")
+    Raises:
+        FileNotFoundError, ValueError: no file, a damaged one, another stage's, or weights that
+            do not fit the configuration (the path and the mismatch are named).
+    """
+    ckpt = load_checkpoint(checkpoint, stage="segment", extra_keys=("config", "organ_ids"))
     config = PipelineConfig.from_dict(ckpt["extra"]["config"])
-    model = build_segment_model(config)
-    model.load_state_dict(ckpt["model"])
+    model = load_weights(build_segment_model(config), ckpt["model"],
+                         checkpoint if not isinstance(checkpoint, dict) else "(dict)")
     return model.to(device).eval(), [int(i) for i in ckpt["extra"]["organ_ids"]], config

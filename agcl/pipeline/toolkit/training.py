@@ -1,5 +1,5 @@
-"""Private: the epoch loop shared by the three stages (resume, checkpoints, log, progress bar) and
-their mixed precision (:class:`MixedPrecision`)."""
+"""The epoch loop every stage runs (:func:`fit`: resume, checkpoints, log, progress bar) and its
+mixed precision (:class:`MixedPrecision`)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,16 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from agcl.pipeline import _distributed as dd
-from agcl.pipeline.checkpoint import EpochLog, capture_rng, load_stage, restore_rng, save_stage
 from agcl.pipeline.config import AMP_CHOICES
+from agcl.pipeline.toolkit import distributed as dd
+from agcl.pipeline.toolkit.checkpoint import (
+    capture_rng,
+    load_stage,
+    load_weights,
+    restore_rng,
+    save_stage,
+)
+from agcl.pipeline.toolkit.log import EpochLog
 
 __all__ = ["AMP_CHOICES", "EpochCallback", "MixedPrecision", "amp_dtype", "fit"]
 
@@ -26,8 +33,10 @@ _END = object()
 def amp_dtype(amp: str, device: str | torch.device, name: str = "amp") -> torch.dtype | None:
     """The autocast dtype of an ``amp`` setting on ``device`` (``None``: float32).
 
-    "auto" is float16 on CUDA and bfloat16 on a CPU whose oneDNN has native bf16 kernels
-    (AVX512-BF16 or AMX), float32 elsewhere (emulated bf16 would be slower than float32).
+    "auto" is bfloat16 on a CUDA GPU that supports it (Ampere and later: no gradient scaler,
+    no overflow), float16 (with a gradient scaler) on older GPUs, bfloat16 on a CPU whose oneDNN
+    has native bf16 kernels (AVX512-BF16 or AMX), float32 elsewhere (emulated bf16 would be
+    slower than float32).
 
     Raises:
         ValueError: ``amp`` not one of :data:`AMP_CHOICES`; "fp16" on a CPU (``name`` is the
@@ -48,7 +57,7 @@ def amp_dtype(amp: str, device: str | torch.device, name: str = "amp") -> torch.
         return torch.float16
     if amp == "auto":
         if kind == "cuda":
-            return torch.float16
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         if kind == "cpu" and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
             return torch.bfloat16
         return None
@@ -133,7 +142,7 @@ def fit(
     if resume:
         ckpt = load_stage(ckpt_path, stage=stage, config=settings)
         if ckpt is not None:
-            _unwrap(model).load_state_dict(ckpt["model"])
+            load_weights(_unwrap(model), ckpt["model"], ckpt_path)
             if ckpt["complete"] and ckpt["epoch"] >= epochs:
                 _say(f"[{stage}] complete in {ckpt_path} (epoch {ckpt['epoch']}); skipped")
                 return {"epoch": ckpt["epoch"], "loss": ckpt["extra"].get("loss"), "skipped": True,
@@ -161,9 +170,16 @@ def fit(
                 more = dd.all_true(more, device)
             if not more:
                 break
-            value = step(batch)
+            try:
+                value = step(batch)
+            except ValueError as err:  # a loss refusing non-finite logits: did the training diverge?
+                if not _finite_weights(model):
+                    raise _diverged(stage, epoch, count + 1, optimizer) from err
+                raise
             if value is None:  # a batch the step skipped (e.g. a single sample)
                 continue
+            if not math.isfinite(value):
+                raise _diverged(stage, epoch, count + 1, optimizer)
             total += value
             count += 1
             bar.update(1)
@@ -191,6 +207,18 @@ def fit(
     if count == 0 and start <= epochs and not math.isfinite(loss):
         raise RuntimeError(f"{stage}: no training batch was produced (no attention/organ voxels in the training cases?)")
     return {"epoch": epochs, "loss": loss, "skipped": False, "resumed_from": resumed_from}
+
+
+def _finite_weights(model: torch.nn.Module) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters() if p.is_floating_point())
+
+
+def _diverged(stage: str, epoch: int, step: int, optimizer: torch.optim.Optimizer) -> RuntimeError:
+    lrs = sorted({float(g.get("lr", float("nan"))) for g in optimizer.param_groups})
+    return RuntimeError(
+        f"{stage}: training diverged at epoch {epoch}, step {step} (a non-finite loss or weights) with "
+        f"learning rate {', '.join(f'{lr:g}' for lr in lrs)}; lower {stage}.lr (or use amp='off'), then "
+        "start the stage again (--overwrite)")
 
 
 def _say(message: str) -> None:

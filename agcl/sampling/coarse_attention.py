@@ -1,4 +1,4 @@
-"""Per-organ attention from the coarse stage's probabilities (sparse: one box + mask per organ).
+"""Per-organ attention from a coarse segmenter's probabilities (sparse: one box + mask per organ).
 
 Organ ``k``'s attention is where its coarse softmax probability reaches ``threshold``; where no
 voxel does, its most probable connected region (the 26-connected component of
@@ -23,29 +23,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy import ndimage
-
-__all__ = [
-    "Attention",
-    "attention_from_probabilities",
-    "attention_recall",
-    "densify",
-    "load_probabilities",
-    "save_probabilities",
-]
 
 from agcl._validation import check_choice
-from agcl.sampling.attention_maps import (  # noqa: F401 (re-exported)
-    ATTENTION_CHANNELS,
-    Attention,
-    Box,
-    attention_recall,
-    densify,
-    graded,
-)
+from agcl.sampling.attention_maps import ATTENTION_CHANNELS, Attention, graded
+
+__all__ = ["attention_from_probabilities", "load_probabilities", "save_probabilities"]
 
 
 def _coarse_region(prob: np.ndarray, threshold: float, fraction: float) -> np.ndarray | None:
+    from scipy import ndimage
+
     region = prob >= threshold
     if region.any():
         return region
@@ -114,6 +101,8 @@ def attention_from_probabilities(
     if not 0.0 < threshold <= 1.0:
         raise ValueError(f"threshold must lie in (0, 1]; got {threshold}")
     check_choice("channel", channel, ATTENTION_CHANNELS)
+    from scipy import ndimage
+
     full = tuple(int(s) for s in full_shape)
     grow = [int(math.ceil(margin_mm / s)) for s in spacing]
     out: Attention = {}
@@ -143,17 +132,32 @@ def attention_from_probabilities(
 
 def save_probabilities(path: str | os.PathLike[str], prob: torch.Tensor, organ_ids: Sequence[int],
                        full_shape: Sequence[int]) -> Path:
-    """Write coarse probabilities (float16) atomically as a ``weights_only``-safe ``.pt``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"prob": prob.detach().cpu().to(torch.float16), "organ_ids": [int(i) for i in organ_ids],
-                "full_shape": [int(s) for s in full_shape]}, tmp)
-    os.replace(tmp, path)
-    return path
+    """Write coarse probabilities (float16) atomically as a ``weights_only``-safe ``.pt``.
+
+    Shape:
+        prob: ``(K + 1, x, y, z)`` on the coarse grid; ``full_shape`` the image's ``(X, Y, Z)``.
+    """
+    from agcl._io import atomic_save
+
+    return atomic_save({"prob": prob.detach().cpu().to(torch.float16), "organ_ids": [int(i) for i in organ_ids],
+                        "full_shape": [int(s) for s in full_shape]}, path)
 
 
 def load_probabilities(path: str | os.PathLike[str]) -> tuple[torch.Tensor, list[int], tuple[int, ...]]:
-    """``(prob float32, organ_ids, full_shape)`` from :func:`save_probabilities`' file."""
-    data = torch.load(path, map_location="cpu", weights_only=True)
-    return data["prob"].float(), [int(i) for i in data["organ_ids"]], tuple(int(s) for s in data["full_shape"])
+    """``(prob float32, organ_ids, full_shape)`` from :func:`save_probabilities`' file.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: a damaged, cut-short or foreign file (the path is named).
+    """
+    from agcl._io import safe_load
+
+    data = safe_load(path)
+    if not isinstance(data, dict) or not {"prob", "organ_ids", "full_shape"} <= set(data):
+        raise ValueError(f"{path} is not a coarse-probability file (a dict with 'prob', 'organ_ids' and "
+                         "'full_shape'); it is damaged or was written by something else")
+    prob = data["prob"]
+    if not isinstance(prob, torch.Tensor) or prob.ndim != 4 or prob.shape[0] != len(data["organ_ids"]) + 1:
+        raise ValueError(f"{path} holds probabilities of shape {getattr(prob, 'shape', None)} for "
+                         f"{len(data['organ_ids'])} organs; expected (K + 1, x, y, z)")
+    return prob.float(), [int(i) for i in data["organ_ids"]], tuple(int(s) for s in data["full_shape"])

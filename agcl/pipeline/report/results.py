@@ -13,12 +13,13 @@ value of an organ absent from every held-out ground truth (no score, see
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from agcl._atomic import write_json, write_text
 
 __all__ = ["ablation_table", "results_entry", "write_results"]
 
@@ -95,10 +96,7 @@ def write_results(out_dir: str | os.PathLike[str], entry: Mapping[str, Any], *,
     data = dict(entry)
     if ablation is not None:
         data["ablation"] = {m: dict(e) for m, e in ablation.items()}
-    json_path = out / "results.json"
-    tmp = json_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    os.replace(tmp, json_path)
+    json_path = write_json(out / "results.json", data)
     md = ["# AGCL pipeline results", "", *notes, "", "## Held-out cases", "", _organ_table(entry), ""]
     if "coarse_mean" in entry:
         c = entry["coarse_mean"]
@@ -123,6 +121,5 @@ def write_results(out_dir: str | os.PathLike[str], entry: Mapping[str, Any], *,
                    for name, v in entry["attention_recall"].items()] + [""]
     if ablation is not None:
         md += ["## Ablation (Dice per organ; the paper's Table 1 layout)", "", ablation_table(ablation, encoder=encoder), ""]
-    md_path = out / "results.md"
-    md_path.write_text("\n".join(md), encoding="utf-8")
+    md_path = write_text(out / "results.md", "\n".join(md))
     return json_path, md_path

@@ -1,4 +1,4 @@
-"""Private helpers for running stages 2 and 3 under ``torchrun`` (DistributedDataParallel).
+"""Running stages 2 and 3 under ``torchrun`` (DistributedDataParallel).
 
 ``torchrun --nproc_per_node=N`` sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``
 and ``MASTER_PORT``; :func:`init_from_env` starts the process group from them (gloo on CPU,
@@ -12,8 +12,8 @@ import os
 import torch
 import torch.distributed as dist
 
-__all__ = ["all_mean", "barrier", "init_distributed", "init_from_env", "is_distributed", "is_main", "rank",
-           "world_size"]
+__all__ = ["all_mean", "all_true", "barrier", "init_distributed", "init_from_env", "is_distributed", "is_main",
+           "rank", "world_size", "wrap_ddp"]
 
 
 def init_from_env(device: str | torch.device = "cpu") -> bool:
@@ -79,3 +79,16 @@ def init_distributed(device: str | torch.device = "cpu") -> tuple[int, int]:
     """
     init_from_env(device)
     return rank(), world_size()
+
+
+def wrap_ddp(model: torch.nn.Module, device: str | torch.device) -> torch.nn.Module:
+    """``model`` in DistributedDataParallel under torchrun (itself otherwise)."""
+    if not is_distributed():
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    dev = torch.device(device)
+    if dev.type != "cuda":
+        return DistributedDataParallel(model)
+    # "cuda" alone is the device init_from_env selected for this rank (LOCAL_RANK)
+    return DistributedDataParallel(model, device_ids=[dev.index if dev.index is not None else torch.cuda.current_device()])

@@ -33,6 +33,15 @@ def _matplotlib() -> Any:
     return matplotlib
 
 
+def _save(fig: Any, path: str | os.PathLike[str], *, dpi: int) -> Path:
+    """Save a figure atomically (a temporary PNG in the same folder, then renamed)."""
+    from agcl._atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, format="png")
+    return Path(path)
+
+
 def pca_2d(x: Any) -> np.ndarray:
     """The first two principal components of the rows of ``x`` (centred), ``(N, 2)``.
 
@@ -83,10 +92,7 @@ def plot_embeddings(embedding: Any, target: Any, modality: Any, path: str | os.P
     ax.set_title(title)
     ax.legend(fontsize=6, ncol=2, loc="best", markerscale=1.2)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    return path
+    return _save(fig, path, dpi=120)
 
 
 def plot_overlays(image: np.ndarray, label: np.ndarray, pred: np.ndarray, path: str | os.PathLike[str], *,
@@ -113,7 +119,4 @@ def plot_overlays(image: np.ndarray, label: np.ndarray, pred: np.ndarray, path: 
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    return path
+    return _save(fig, path, dpi=110)

@@ -1,4 +1,4 @@
-"""Label-code mappings for coarse maps from another segmenter (``--coarse-labels FILE.json``).
+"""Label-code mappings: another segmenter's codes translated to agcl's (``--coarse-labels``, ``--labels``).
 
 A coarse label map written by another tool (TotalSegmentator, an nnU-Net model, ...) uses that
 tool's label codes. A mapping ``{their_code: btcv_code}`` translates it to the codes of
@@ -34,8 +34,11 @@ def _code(value: object, *, what: str, source: str) -> int:
     raise ValueError(f"{source}: {what} must be a non-negative integer label code; got {value!r}")
 
 
-def load_coarse_labels(path: str | os.PathLike[str]) -> dict[int, int]:
+def load_coarse_labels(path: str | os.PathLike[str], organs: Mapping[int, str] | None = None) -> dict[int, int]:
     """Read a ``{their_code: btcv_code}`` JSON object (keys may be strings, as JSON requires).
+
+    Every value must be 0 (background) or a code of ``organs`` (default
+    :data:`agcl.data.BTCV_ORGANS`): a typo would otherwise leave an organ without attention.
 
     Examples:
         >>> import json, tempfile, pathlib
@@ -46,21 +49,37 @@ def load_coarse_labels(path: str | os.PathLike[str]) -> dict[int, int]:
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: not valid JSON, not an object, or a key or value that is not a
-            non-negative integer code (the message names the file).
+        ValueError: not UTF-8 text, not valid JSON, not an object, a key or value that is not
+            a non-negative integer code, or a value that names no organ (the message names the
+            file).
     """
     path = Path(path)
-    source = f"coarse label mapping {path}"
+    source = f"label mapping {path}"
+    if not path.is_file():
+        raise FileNotFoundError(f"no {source}: the file does not exist")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ValueError(f"{source} is not UTF-8 text (a binary file?); it must hold a JSON object "
+                         "{their_code: btcv_code}") from None
     except json.JSONDecodeError as err:
         raise ValueError(f"{source} is not valid JSON: {err}") from None
     if not isinstance(data, dict):
         raise ValueError(f"{source} must hold a JSON object {{their_code: btcv_code}}; got {type(data).__name__}")
     if not data:
         raise ValueError(f"{source} is empty; it must map at least one code")
-    return {_code(k, what="a key", source=source): _code(v, what=f"the value of key {k!r}", source=source)
-            for k, v in data.items()}
+    mapping = {_code(k, what="a key", source=source): _code(v, what=f"the value of key {k!r}", source=source)
+               for k, v in data.items()}
+    if organs is None:
+        from agcl.data.btcv import BTCV_ORGANS
+
+        organs = BTCV_ORGANS
+    bad = {k: v for k, v in mapping.items() if v != 0 and v not in organs}
+    if bad:
+        raise ValueError(f"{source} maps to codes that are no organ: "
+                         + ", ".join(f"{k} -> {v}" for k, v in sorted(bad.items()))
+                         + f"; the organ codes are {sorted(organs)} (0 is background)")
+    return mapping
 
 
 def remap_labels(labels: np.ndarray, mapping: Mapping[int, int]) -> tuple[np.ndarray, set[int]]:
