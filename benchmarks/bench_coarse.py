@@ -46,7 +46,7 @@ from agcl._io import safe_load  # noqa: E402
 from agcl.data import BTCV_ORGANS, PreparedCases  # noqa: E402
 from agcl.metrics import dice  # noqa: E402
 from agcl.pipeline import stage1_coarse as s1  # noqa: E402
-from agcl.pipeline._coarse_attention import attention_from_probabilities, attention_recall  # noqa: E402
+from agcl.sampling.coarse_attention import attention_from_probabilities, attention_recall  # noqa: E402
 
 
 def _setting(text: str) -> tuple[float, float]:

@@ -39,9 +39,9 @@ import btcv_full as example  # noqa: E402
 from agcl.data import BTCV_ORGANS, PreparedCases  # noqa: E402
 from agcl.metrics import evaluate_labels, summarize_cases  # noqa: E402
 from agcl.pipeline import stage1_coarse as s1  # noqa: E402
-from agcl.pipeline._coarse_attention import attention_from_probabilities, attention_recall  # noqa: E402
+from agcl.sampling.coarse_attention import attention_from_probabilities, attention_recall  # noqa: E402
 from agcl.pipeline.predict import _segment_as_configured  # noqa: E402
-from agcl.pipeline.stage3_segment import load_segment_model  # noqa: E402
+from agcl.pipeline.segment.train import load_segment_model  # noqa: E402
 
 INFERENCE_FIELDS = ("segment.coarse_weight", "segment.threshold", "segment.stride", "segment.window")
 

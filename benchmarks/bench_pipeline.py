@@ -116,7 +116,7 @@ def child_quick(root: Path, repeats: int) -> dict:
     from agcl.data.btcv import BTCV_ORGANS
     from agcl.data.synthetic import write_btcv_like
     from agcl.pipeline import CaseAttention, PipelineConfig, TrainingVolumes, pretrain_encoder
-    from agcl.pipeline.stage2_pretrain import epoch_batches, patch_stream
+    from agcl.pipeline.pretrain.train import epoch_batches, patch_stream
 
     cfg = PipelineConfig.quick().override(**{"coarse.source": "gt", "pretrain.epochs": 1})
     marker = root / "done"

@@ -34,7 +34,7 @@ import agcl.data as adata
 import agcl.data.synthetic as synthetic
 import agcl.pipeline as pl
 from agcl.metrics import format_table
-from agcl.pipeline.config import parse_overrides
+from agcl.pipeline import parse_overrides
 
 METHOD_ORDER = ("none", "sscl", "supcon", "ce", "agcl")
 

@@ -40,9 +40,9 @@ from agcl import AttentionPatchSampler
 from agcl.data.synthetic2d import SYNTHETIC2D_CLASSES, write_voc_like
 from agcl.data.voc import VOC_CLASSES, VOCSegmentation, save_voc_mask, voc_palette
 from agcl.metrics import confusion_matrix, iou_from_confusion, mean_iou
-from agcl.pipeline import _distributed as dd
-from agcl.pipeline._coarse_attention import attention_recall
-from agcl.pipeline.config import parse_overrides
+from agcl.pipeline.toolkit import distributed as dd
+from agcl.sampling.coarse_attention import attention_recall
+from agcl.pipeline import parse_overrides
 from agcl.pipeline.image2d import (
     Coarse2DConfig,
     ImageVolumes,

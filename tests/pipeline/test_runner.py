@@ -18,7 +18,7 @@ from agcl.pipeline import (
     write_results,
 )
 
-from ._tiny import tiny_cohort, tiny_config
+from tests.pipeline._tiny import tiny_cohort, tiny_config
 
 
 class Interrupt(Exception):
@@ -73,7 +73,9 @@ def test_full_pipeline_resume_and_results(tmp_path):
     json_path, md_path = write_results(out, entry)
     data = json.loads(json_path.read_text())
     assert set(data) == {"per_organ", "mean", "config", "runtime_s", "coarse_mean", "attention_recall",
-                         "attention_recall_min"}
+                         "attention_recall_min", "stage3_only", "run_id"}
+    assert set(data["stage3_only"]) == {"mean", "per_organ"} and set(data["stage3_only"]["per_organ"]) == set(
+        data["per_organ"])
     assert set(data["mean"]) == {"dice", "hd95", "assd", "missed", "false_positive"}
     assert all(set(v) == {"dice", "hd95", "assd", "missed", "false_positive"} for v in data["per_organ"].values())
     assert "| liver |" in md_path.read_text()
@@ -105,11 +107,7 @@ def test_full_pipeline_resume_and_results(tmp_path):
     # coarse model's probabilities, the very ones the run stored (float16), as segment_with_attention does
     from agcl.data import preprocess_ct
     from agcl.pipeline import load_segment_model, segment_with_attention
-    from agcl.pipeline._coarse_attention import (
-        attention_from_probabilities,
-        densify,
-        load_probabilities,
-    )
+    from agcl.sampling import attention_from_probabilities, densify, load_probabilities
 
     blended = predict_volume(case.image_path, coarse_checkpoint=out / "checkpoints" / "coarse.pt",
                              segment_checkpoint=out / "checkpoints" / "segment.pt", coarse_weight=1.0)
@@ -169,7 +167,7 @@ def test_coarse_dir_replaces_stage_1_and_gt_attention(tmp_path):
 def test_attention_channel_reaches_the_training_volumes(tmp_path, monkeypatch, source, channel):
     """Stages 2 and 3 get the configured channel from every attention source: bool masks for
     "mask", graded float16 masks (0 outside, 0.5 to 1 inside) for "probability"."""
-    import agcl.pipeline.stage2_pretrain as stage2
+    import agcl.pipeline.pretrain as stage2
 
     train, test = tiny_cohort(tmp_path / "data")
     coarse = None
@@ -208,9 +206,9 @@ def test_errors(tmp_path):
         run_pipeline(train, test, tiny_config(organs=(99,)), tmp_path / "r")
 
 
-def test__summarize_recalls_gives_the_mean_and_the_lowest_case():
-    from agcl.pipeline.runner import _summarize_recalls
+def test_summarize_recalls_gives_the_mean_and_the_lowest_case():
+    from agcl.pipeline.domains import summarize_recalls
 
-    out = _summarize_recalls({6: [0.9, 0.7, 0.8], 1: [], 7: [1.0]}, {6: "liver", 1: "spleen", 7: "stomach"})
+    out = summarize_recalls({6: [0.9, 0.7, 0.8], 1: [], 7: [1.0]}, {6: "liver", 1: "spleen", 7: "stomach"})
     assert out["attention_recall"] == {"liver": pytest.approx(0.8), "spleen": None, "stomach": 1.0}
     assert out["attention_recall_min"] == {"liver": 0.7, "spleen": None, "stomach": 1.0}

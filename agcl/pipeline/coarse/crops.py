@@ -140,17 +140,24 @@ class CoarseCropDataset(Dataset):
     def __len__(self) -> int:
         return len(self.order)
 
+    def pick_centre(self, case: GridCase, rng: np.random.Generator) -> tuple[int, np.ndarray | None]:
+        """``(class, centre voxel)`` of a crop: with probability ``foreground`` a random voxel of a
+        class drawn uniformly from those present (class by class, so small organs are seen as
+        often as large ones), else ``(0, None)`` (anywhere)."""
+        classes = [k for k in sorted(case.locations) if len(case.locations[k])]
+        if classes and rng.random() < self.foreground:
+            cls = classes[int(rng.integers(len(classes)))]
+            where = case.locations[cls]
+            return cls, where[int(rng.integers(len(where)))]
+        return 0, None
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         if not -len(self) <= index < len(self):
             raise IndexError(f"index must lie in [0, {len(self)}); got {index}")
         index = int(index) % len(self)
         case = self.cases[int(self.order[index])]
         rng = np.random.default_rng([self.seed, 7919, self.epoch, index])
-        centre = None
-        if case.locations and rng.random() < self.foreground:
-            classes = sorted(case.locations)
-            where = case.locations[classes[int(rng.integers(len(classes)))]]
-            centre = where[int(rng.integers(len(where)))]
+        _, centre = self.pick_centre(case, rng)
         if self.augment is None:
             from agcl.augment.crop3d import RandomAffineCrop3D
 

@@ -137,6 +137,8 @@ def train_coarse_2d(
     from agcl.augment.crop2d import RandomCropFlip2D
 
     c = config.coarse2d
+    if len(images) != len(masks) or len(images) == 0:
+        raise ValueError(f"images and masks must be non-empty and of equal length; got {len(images)} and {len(masks)}")
     longest = _check_masks(images, masks, num_classes)
     settings = stage_fingerprint("coarse2d", config, num_classes=int(num_classes), n_images=len(images),
                                  components=components_record(model=model, loss_fn=loss_fn, optimizer=optimizer,

@@ -53,6 +53,13 @@ def results_entry(result: Mapping[str, Any], runtime_s: float) -> dict[str, Any]
     for key in ("attention_recall", "attention_recall_min"):
         if key in result:
             entry[key] = {name: _finite(v) for name, v in result[key].items()}
+    if "stage3_only" in result:  # stage 3 alone (segment.coarse_weight = 0), shaped like the main result
+        alone = result["stage3_only"]
+        entry["stage3_only"] = {"mean": _row(alone["mean"]),
+                                "per_organ": {name: _row(row) for name, row in alone["per_organ"].items()}}
+    for key in ("run_id", "probe"):
+        if result.get(key) is not None:
+            entry[key] = result[key]
     return entry
 
 

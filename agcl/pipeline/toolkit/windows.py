@@ -65,7 +65,10 @@ def window_weight(shape: int | Sequence[int], kind: str = "gaussian", *, sigma_f
         >>> window_weight((4, 4, 2), "uniform").unique().tolist()
         [1.0]
     """
-    dims = (shape, shape) if isinstance(shape, (int, np.integer)) else tuple(shape)
+    if isinstance(shape, (str, bytes)) or not isinstance(shape, Sequence):
+        dims = (shape, shape)  # one size: a square 2-D window (checked below)
+    else:
+        dims = tuple(shape)
     dims = tuple(check_int("shape", int(n) if isinstance(n, np.integer) else n, low=1) for n in dims)
     check_choice("window weight", kind, WINDOW_WEIGHTS)
     if kind == "uniform":

@@ -19,7 +19,7 @@ from agcl.pipeline import (
     pretrain_encoder,
     train_segmenter,
 )
-from agcl.pipeline.stage2_pretrain import epoch_batches, patch_stream
+from agcl.pipeline.toolkit import epoch_batches, patch_stream
 from agcl.sampling import attention_from_labels
 from tests.pipeline._tiny import tiny_config
 
@@ -140,9 +140,17 @@ def test_workers_give_the_same_training_and_resume_is_bit_identical(tmp_path):
     inproc = pretrain_encoder(vols, cfg2.override(**{"data.num_workers": 0}), ORGANS, tmp_path / "w0", num_modalities=2)
     a, b = _state(full), _state(inproc)
     assert all(torch.equal(a[k], b[k]) for k in a)
-    # one epoch, stop, resume for the second (with workers)
-    cfg1 = cfg2.override(**{"pretrain.epochs": 1})
-    pretrain_encoder(vols, cfg1, ORGANS, tmp_path / "res", num_modalities=2)
+    # one epoch, stop (as a killed run), resume for the second (with workers)
+
+    class Stop(Exception):
+        pass
+
+    def stop(stage, epoch, record):
+        if epoch == 1:
+            raise Stop
+
+    with pytest.raises(Stop):
+        pretrain_encoder(vols, cfg2, ORGANS, tmp_path / "res", num_modalities=2, callback=stop)
     resumed = pretrain_encoder(vols, cfg2, ORGANS, tmp_path / "res", num_modalities=2, resume=True)
     c = _state(resumed)
     assert all(torch.equal(a[k], c[k]) for k in a)
@@ -195,12 +203,26 @@ def test_stages_2_and_3_train_in_bf16_under_their_amp_fields(tmp_path, method):
         assert out["off"][stage] != out["bf16"][stage]  # the forward passes ran in bf16 ...
         assert np.allclose(out["off"][stage], out["bf16"][stage], rtol=0.05)  # ... and trained the same
         assert all(np.isfinite(out["bf16"][stage]))
-    # the precision is not part of either stage's resume check: the float32 run continues in bf16
+    # the precision is not part of either stage's resume check: a float32 run stopped after its
+    # first epoch continues in bf16
+    class Stop(Exception):
+        pass
+
+    def stop(stage, epoch, record):
+        if epoch == 1:
+            raise Stop
+
     cfg = _config(method, **{"pretrain.steps_per_epoch": 2, "segment.epochs": 2, "segment.steps_per_epoch": 2,
-                             "pretrain.epochs": 2, "pretrain.amp": "bf16", "segment.amp": "bf16"})
-    ckpt = pretrain_encoder(_volumes(), cfg, ORGANS, tmp_path / "off", num_modalities=2, augment=_flip, resume=True)
-    train_segmenter(_volumes(), cfg, ORGANS, tmp_path / "off", pretrain_checkpoint=ckpt, resume=True)
-    assert [len(v) for v in (losses(tmp_path / "off", "pretrain"), losses(tmp_path / "off", "segment"))] == [2, 2]
+                             "pretrain.epochs": 2, "pretrain.amp": "off", "segment.amp": "off"})
+    bf16 = cfg.override(**{"pretrain.amp": "bf16", "segment.amp": "bf16"})
+    folder = tmp_path / "mixed"
+    with pytest.raises(Stop):
+        pretrain_encoder(_volumes(), cfg, ORGANS, folder, num_modalities=2, augment=_flip, callback=stop)
+    ckpt = pretrain_encoder(_volumes(), bf16, ORGANS, folder, num_modalities=2, augment=_flip, resume=True)
+    with pytest.raises(Stop):
+        train_segmenter(_volumes(), cfg, ORGANS, folder, pretrain_checkpoint=ckpt, callback=stop)
+    train_segmenter(_volumes(), bf16, ORGANS, folder, pretrain_checkpoint=ckpt, resume=True)
+    assert [len(v) for v in (losses(folder, "pretrain"), losses(folder, "segment"))] == [2, 2]
 
 
 def test_stage3_trains_on_labels_and_skips_single_patch_batches(tmp_path):
@@ -255,8 +277,12 @@ def test_factories_and_step_refuse_what_they_cannot_build():
     model = torch.nn.Linear(2, 2)
     assert isinstance(build_optimizer(cfg, model.parameters(), stage="pretrain"), torch.optim.SGD)
     assert isinstance(build_optimizer(cfg, model.parameters(), stage="segment"), torch.optim.Adam)
-    with pytest.raises(ValueError, match="stage"):
-        build_optimizer(cfg, model.parameters(), stage="coarse")
+    assert isinstance(build_optimizer(cfg, model.parameters(), stage="coarse"), torch.optim.Adam)
+    with pytest.raises(ValueError, match="stage must be one of"):
+        build_optimizer(cfg, model.parameters(), stage="decoder")
+    frozen = torch.nn.Linear(2, 2).requires_grad_(False)
+    with pytest.raises(ValueError, match="no trainable parameter"):
+        build_optimizer(cfg, frozen.parameters(), stage="segment")
     with pytest.raises(ValueError, match="'none'"):
         build_pretrain_loss(_config("none"))
     with pytest.raises(ValueError, match="queue_size"):
@@ -293,19 +319,6 @@ def test_a_user_augmentation_generator_is_reseeded_every_epoch(tmp_path):
     pretrain_encoder(_volumes(2), cfg, ORGANS, tmp_path / "a", num_modalities=2, augment=Aug(1))
     pretrain_encoder(_volumes(2), cfg, ORGANS, tmp_path / "b", num_modalities=2, augment=Aug(2))
     assert len(draws) == 2 and draws[0] == draws[1]
-
-
-def test_binary_channel_leaves_the_resume_settings_as_before():
-    """Runs written before ``coarse.attention_channel`` existed trained on binary masks and have no
-    such key: the binary channel adds none, so they still resume; the graded one is recorded."""
-    from agcl.pipeline.stage2_pretrain import _settings as settings2
-    from agcl.pipeline.stage3_segment import _settings as settings3
-
-    binary = _config("agcl", **{"coarse.attention_channel": "mask"})
-    graded = binary.override(**{"coarse.attention_channel": "probability"})
-    assert "attention_channel" not in settings2(binary, ORGANS, 2) and "attention_channel" not in settings3(binary, ORGANS)
-    assert settings2(graded, ORGANS, 2)["attention_channel"] == "probability"
-    assert settings3(graded, ORGANS)["attention_channel"] == "probability"
 
 
 @pytest.mark.parametrize("field, value", [("coarse.attention_threshold", 0.4), ("coarse.margin_mm", 3.0),

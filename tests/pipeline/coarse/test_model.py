@@ -14,8 +14,9 @@ from agcl.data import preprocess_ct
 from agcl.data.prepared import PreparedCase, resample
 from agcl.data.synthetic import make_phantom
 from agcl.pipeline import CoarseConfig, PipelineConfig
-from agcl.pipeline._coarse_attention import attention_from_probabilities, attention_recall, densify
-from agcl.pipeline.stage1_coarse import (
+from agcl.augment import RandomAffineCrop3D
+from agcl.pipeline.coarse import (
+    build_coarse_augment,
     coarse_grid,
     coarse_probabilities,
     labels_from_probabilities,
@@ -23,6 +24,7 @@ from agcl.pipeline.stage1_coarse import (
     predict_coarse,
     train_coarse,
 )
+from agcl.sampling import attention_from_probabilities, attention_recall, densify
 
 SPACING = (7.3, 7.3, 12.5)
 ORGANS = [1, 2, 6]  # spleen, right kidney, liver
@@ -92,6 +94,17 @@ def test_train_coarse_on_a_tiny_case_reads_each_case_once_and_predicts_the_coars
         coarse_probabilities(model, case.image, loaded.coarse)
 
 
+class _Stop(Exception):
+    pass
+
+
+def _stop_after(epoch: int):
+    def callback(stage, e, record):
+        if e == epoch:
+            raise _Stop(f"stopped after epoch {e}")
+    return callback
+
+
 def test_bf16_training_runs_under_autocast_and_resumes_across_precisions(tmp_path):
     def losses(folder):
         return [json.loads(line)["loss"] for line in (folder / "epochs.jsonl").read_text().splitlines()]
@@ -103,10 +116,24 @@ def test_bf16_training_runs_under_autocast_and_resumes_across_precisions(tmp_pat
     assert np.allclose(a, b, rtol=0.1)  # ... but trains the same model
     model, _, loaded = load_coarse(tmp_path / "bf16" / "checkpoints" / "coarse.pt")
     assert all(p.dtype == torch.float32 for p in model.parameters()) and loaded.coarse.amp == "bf16"
-    # the precision is not part of the resume check: a float32 run continues in bf16
-    train_coarse([_case(1)], _config(**{"coarse.epochs": 3, "coarse.amp": "bf16"}), ORGANS, tmp_path / "fp32",
-                 resume=True)
-    assert len(losses(tmp_path / "fp32")) == 3
+    # the precision is not part of the resume check: a float32 run stopped after epoch 1 continues in bf16
+    cfg = _config(**{"coarse.epochs": 3, "coarse.amp": "off"})
+    with pytest.raises(_Stop):
+        train_coarse([_case(1)], cfg, ORGANS, tmp_path / "mixed", callback=_stop_after(1))
+    train_coarse([_case(1)], cfg.override(**{"coarse.amp": "bf16"}), ORGANS, tmp_path / "mixed", resume=True)
+    assert len(losses(tmp_path / "mixed")) == 3
+    # ... but the number of epochs is: a finished stage with other epochs is refused, naming the field
+    with pytest.raises(ValueError, match="coarse.epochs"):
+        train_coarse([_case(1)], cfg.override(**{"coarse.epochs": 4}), ORGANS, tmp_path / "mixed", resume=True)
+
+
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")
+def test_loader_workers_give_the_same_training(tmp_path):
+    cfg = _config(**{"coarse.epochs": 2, "coarse.amp": "off", "coarse.crops_per_case": 3})
+    a = train_coarse([_case(1), _case(2)], cfg, ORGANS, tmp_path / "w0")
+    b = train_coarse([_case(1), _case(2)], cfg.override(**{"data.num_workers": 2}), ORGANS, tmp_path / "w2")
+    sa, sb = safe_load(a)["model"], safe_load(b)["model"]
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
 @pytest.mark.parametrize("field, value", [("coarse.margin_mm", 4.0), ("coarse.attention_threshold", 0.4),
@@ -122,21 +149,45 @@ def test_attention_settings_do_not_stop_stage_1_from_resuming(tmp_path, field, v
     assert len((tmp_path / "epochs.jsonl").read_text().splitlines()) == 1
 
 
-def test_training_crops_get_the_configured_augmentation(tmp_path, monkeypatch):
-    import agcl.pipeline.stage1_coarse as s1
+def test_the_default_augmentation_follows_the_config():
+    aug = build_coarse_augment(_config(**{"coarse.rotation_deg": 25.0, "coarse.zoom": 0.2}))
+    assert isinstance(aug, RandomAffineCrop3D)
+    assert (aug.zoom, aug.rotation_deg, aug.intensity, aug.spacing) == (0.2, 25.0, 0.1, (14.6, 14.6, 12.5))
+    plain = build_coarse_augment(_config(**{"coarse.augment": False}))
+    assert (plain.zoom, plain.rotation_deg, plain.intensity) == (0.0, 0.0, 0.0)
 
-    seen = []
-    real = s1.sample_crop
 
-    def spy(*args, **kwargs):
-        seen.append({k: kwargs[k] for k in ("augment", "zoom", "rotation_deg", "spacing")})
-        return real(*args, **kwargs)
+def test_components_passed_in_are_used_and_fingerprinted(tmp_path):
+    from agcl.models import create_model
 
-    monkeypatch.setattr(s1, "sample_crop", spy)
-    cfg = _config(**{"coarse.epochs": 1, "coarse.rotation_deg": 25.0, "coarse.zoom": 0.2, "coarse.amp": "off"})
-    train_coarse([_case(1)], cfg, ORGANS, tmp_path)
-    assert seen and all(s == {"augment": True, "zoom": 0.2, "rotation_deg": 25.0, "spacing": (14.6, 14.6, 12.5)}
-                        for s in seen)
+    calls = {"augment": 0, "loss": 0, "opt": 0}
+    real = RandomAffineCrop3D(zoom=0.0, rotation_deg=0.0, intensity=0.0)
+
+    def augment(image, label, **kw):
+        calls["augment"] += 1
+        assert tuple(kw["crop_shape"]) == (16, 16, 8)
+        return real(image, label, **kw)
+
+    def loss_fn(logits, y):
+        calls["loss"] += 1
+        return torch.nn.functional.cross_entropy(logits, y)
+
+    def optimizer(params):
+        calls["opt"] += 1
+        return torch.optim.SGD(params, lr=1e-3)
+
+    net = create_model("unet3d", in_channels=1, num_classes=4, base_channels=2, depth=1)
+    cfg = _config(**{"coarse.epochs": 1, "coarse.amp": "off"})
+    ckpt = train_coarse([_case(1)], cfg, ORGANS, tmp_path, model=net, loss_fn=loss_fn, optimizer=optimizer,
+                        augment=augment)
+    assert calls == {"augment": 2, "loss": 1, "opt": 1}  # 2 crops, one batch of 2
+    saved = safe_load(ckpt)
+    assert torch.equal(saved["model"]["head.weight"], net.state_dict()["head.weight"])
+    assert saved["config"]["components"]["augment"].endswith("augment")
+    assert saved["config"]["components"]["model"] == "agcl.models.unet3d.CoarseUNet3D"
+    # resuming with the default components is refused: another model would continue these weights
+    with pytest.raises(ValueError, match="components"):
+        train_coarse([_case(1)], cfg, ORGANS, tmp_path, resume=True)
 
 
 @pytest.mark.slow
@@ -191,10 +242,13 @@ def test_labels_and_attention_map_back_from_a_voxel_size_grid():
 # -------------------------------------------------------------------------- CUDA only (not run here)
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_cuda_auto_amp_trains_stage1_in_fp16_with_a_scaler(tmp_path):
-    from agcl.pipeline._training import MixedPrecision
+def test_cuda_auto_amp_trains_stage1_in_mixed_precision(tmp_path):
+    from agcl.pipeline.toolkit.training import MixedPrecision
 
-    assert MixedPrecision("auto", "cuda").scaler is not None
+    bf16 = torch.cuda.is_bf16_supported()
+    assert MixedPrecision("auto", "cuda").dtype == (torch.bfloat16 if bf16 else torch.float16)
+    assert (MixedPrecision("auto", "cuda").scaler is None) == bf16  # a scaler for float16 only
+    assert MixedPrecision("fp16", "cuda").scaler is not None
     train_coarse([_case(1), _case(2)], _config(**{"coarse.epochs": 2}), ORGANS, tmp_path, device="cuda")
     model, _, _ = load_coarse(tmp_path / "checkpoints" / "coarse.pt")
     assert all(torch.isfinite(p).all() and p.dtype == torch.float32 for p in model.parameters())

@@ -23,7 +23,7 @@ import torch.multiprocessing as mp
 from agcl import ModalTargetSupConLoss, SoftDiceLoss
 from agcl.pipeline import build_pretrain_model, build_segment_model, pretrain_step, segment_step
 
-from ._tiny import tiny_config
+from tests.pipeline._tiny import tiny_config
 
 pytestmark = pytest.mark.distributed
 
@@ -126,7 +126,7 @@ def _pipeline_worker(rank: int, world: int, port: int, root: str, queue) -> None
 
         from agcl.pipeline import run_pipeline
 
-        from ._tiny import tiny_cohort
+        from tests.pipeline._tiny import tiny_cohort
 
         train, test = tiny_cohort(Path(root) / f"data{rank}")
         epochs: list = []

@@ -7,20 +7,23 @@ import pytest
 import torch
 from torch import nn
 
-from agcl.pipeline.image2d import (
-    Coarse2DConfig,
+from agcl.data import ImageVolumes, image_tensor, image_volume
+from agcl.pipeline import Coarse2DConfig, PipelineConfig
+from agcl.pipeline.coarse import (
     attention_2d,
     build_coarse_model_2d,
-    image_tensor,
-    image_volume,
     load_coarse_2d,
     predict_probabilities_2d,
-    segment_image_2d,
     train_coarse_2d,
 )
+from agcl.pipeline.segment import segment_image_2d
 
 TINY = dict(encoder="resnet18", base_width=4, output_stride=16, aspp_channels=8, decoder_channels=8,
             low_level_reduced=4, epochs=2, optimizer="adam", lr=1e-2, batch_size=2, crop_size=24, margin_px=0.0)
+
+
+def _config(**coarse2d) -> PipelineConfig:
+    return PipelineConfig.quick(domain="image2d").override(coarse2d={**TINY, **coarse2d}, seed=0)
 
 
 def test_image_volume_is_a_single_slice_volume_with_void_never_positive():
@@ -110,17 +113,26 @@ def _scenes(n=4, size=24):
 
 def test_train_coarse_learns_checkpoints_and_resumes(tmp_path):
     images, masks = _scenes()
-    cfg = Coarse2DConfig(**TINY)
-    ckpt = train_coarse_2d(images, masks, cfg, 2, tmp_path, seed=0)
+    cfg = _config()
+    ckpt = train_coarse_2d(images, masks, cfg, 2, tmp_path)
     model, cfg2, k = load_coarse_2d(ckpt)
-    assert cfg2 == cfg and k == 2
+    assert cfg2 == cfg.coarse2d and k == 2
     prob = predict_probabilities_2d(model, images[0])
     assert prob.shape == (2, 24, 24) and torch.allclose(prob.sum(0), torch.ones(24, 24), atol=1e-5)
     before = ckpt.stat().st_mtime_ns
-    train_coarse_2d(images, masks, cfg, 2, tmp_path, seed=0, resume=True)  # complete: skipped
+    train_coarse_2d(images, masks, cfg, 2, tmp_path, resume=True)  # complete: skipped
     assert ckpt.stat().st_mtime_ns == before
-    with pytest.raises(ValueError, match="different settings"):
-        train_coarse_2d(images, masks, Coarse2DConfig(**{**TINY, "lr": 1e-3}), 2, tmp_path, resume=True)
+    with pytest.raises(ValueError, match="coarse2d.lr"):
+        train_coarse_2d(images, masks, _config(lr=1e-3), 2, tmp_path, resume=True)
+
+
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")
+def test_train_coarse_gives_the_same_model_for_any_number_of_workers(tmp_path):
+    images, masks = _scenes()
+    a = train_coarse_2d(images, masks, _config(epochs=1), 2, tmp_path / "w0")
+    b = train_coarse_2d(images, masks, _config(epochs=1).override(**{"data.num_workers": 2}), 2, tmp_path / "w2")
+    sa, sb = torch.load(a, weights_only=True)["model"], torch.load(b, weights_only=True)["model"]
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
 def test_train_coarse_rejects_bad_masks(tmp_path):
@@ -128,9 +140,9 @@ def test_train_coarse_rejects_bad_masks(tmp_path):
     masks[1] = masks[1].copy()
     masks[1][0, 0] = 7
     with pytest.raises(ValueError, match=r"masks\[1\] must hold class ids in \[0, 2\)"):
-        train_coarse_2d(images, masks, Coarse2DConfig(**TINY), 2, tmp_path)
+        train_coarse_2d(images, masks, _config(), 2, tmp_path)
     with pytest.raises(ValueError, match="equal length"):
-        train_coarse_2d(images, masks[:1], Coarse2DConfig(**TINY), 2, tmp_path)
+        train_coarse_2d(images, masks[:1], _config(), 2, tmp_path)
 
 
 def test_coarse_model_is_deeplabv3plus_and_config_is_checked():
@@ -147,27 +159,8 @@ def test_coarse_model_is_deeplabv3plus_and_config_is_checked():
         Coarse2DConfig(attention_threshold=0.0)
 
 
-def test_crop_pads_small_images_with_void_and_flips_both():
-    from agcl.pipeline.image2d import _crop
-
-    x = torch.arange(2 * 3 * 4, dtype=torch.float32).view(2, 3, 4) + 1
-    y = torch.ones(3, 4, dtype=torch.long)
-    gen = torch.Generator().manual_seed(0)
-    cx, cy = _crop(x, y, 5, gen, hflip=False)
-    assert cx.shape == (2, 5, 5) and cy.shape == (5, 5)
-    assert int((cy == 255).sum()) == 25 - 12 and bool((cx[:, cy == 255] == 0).all())
-    seen_flip = False
-    for _ in range(20):
-        fx, fy = _crop(x, torch.arange(12).view(3, 4), 3, gen, hflip=True)
-        # image and label cut and flipped together: the label still indexes the same pixels
-        np.testing.assert_array_equal(fx[0].numpy(), (fy.float() + 1).numpy())
-        seen_flip |= bool(fy[0, 0] > fy[0, 1])
-    assert seen_flip
-
-
 def test_image_volumes_is_a_lazy_sequence_the_stream_reads():
     from agcl import AttentionPatchSampler
-    from agcl.pipeline.image2d import ImageVolumes
     from agcl.sampling import PatchStream
 
     images, masks = _scenes(3, size=24)

@@ -8,7 +8,7 @@ import pytest
 
 from agcl.pipeline import load_coarse_labels, remap_labels, run_pipeline
 
-from ._tiny import tiny_cohort, tiny_config
+from tests.pipeline._tiny import tiny_cohort, tiny_config
 
 
 def test_load_accepts_string_and_int_keys(tmp_path):

@@ -6,7 +6,7 @@ import pytest
 
 from agcl import ModalTargetSupConLoss
 from agcl.pipeline import PipelineConfig
-from agcl.pipeline.stage2_pretrain import pretrain_encoder
+from agcl.pipeline.pretrain.train import pretrain_encoder
 
 
 def test_queue_size_field_default_and_override():
@@ -42,7 +42,7 @@ def test_set_flag_of_the_example_reaches_the_field():
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[2] / "examples" / "btcv_full.py"
+    path = Path(__file__).resolve().parents[3] / "examples" / "btcv_full.py"
     spec = importlib.util.spec_from_file_location("_btcv_full_example", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)

@@ -82,7 +82,7 @@ def test_empty_attention_gives_background():
 
 
 def test_window_weight_shapes_and_values():
-    from agcl.pipeline.predict import window_weight
+    from agcl.pipeline.toolkit import window_weight
 
     w = window_weight(9)
     assert w.shape == (9, 9) and w.dtype == torch.float32
@@ -95,7 +95,7 @@ def test_window_weight_shapes_and_values():
     assert torch.equal(window_weight(5, "uniform"), torch.ones(5, 5))
     with pytest.raises(ValueError, match="window weight"):
         window_weight(5, "cosine")
-    with pytest.raises(TypeError, match="patch"):
+    with pytest.raises(TypeError, match="shape"):
         window_weight(5.0)
 
 
@@ -105,7 +105,7 @@ def test_window_weight_shapes_and_values():
     ((3, 6, 4), (10, 5, 9), (slice(9, 10), slice(0, 5), slice(0, 1))),  # downsampling an axis, 1-voxel box
 ])
 def test_upsample_in_box_equals_interpolate_cropped(coarse, full, box):
-    from agcl.pipeline.predict import upsample_in_box
+    from agcl.pipeline.segment import upsample_in_box
 
     c = np.random.default_rng(0).random(coarse).astype(np.float32)
     want = torch.nn.functional.interpolate(torch.from_numpy(c)[None, None], size=full, mode="trilinear",
@@ -123,7 +123,7 @@ def _coarse_probability(shape, n_organs, seed=5):
 
 @pytest.mark.parametrize("weight", [0.25, 0.5, 1.0])
 def test_coarse_weight_blends_the_coarse_probability(weight):
-    from agcl.pipeline.predict import upsample_in_box
+    from agcl.pipeline.segment import upsample_in_box
 
     image, att = _volume(4)
     ids = [2, 6, 11]
@@ -192,7 +192,7 @@ def test_blending_options_are_checked(kwargs, err, match):
 
 @pytest.mark.parametrize("stride", [2, 5])
 def test_gaussian_window_averages_with_the_window_weight(stride):
-    from agcl.pipeline.predict import window_weight
+    from agcl.pipeline.toolkit import window_weight
 
     class Ramp(torch.nn.Module):  # p = column index inside the window / patch: depends on the window
         def forward(self, x):
@@ -207,7 +207,7 @@ def test_gaussian_window_averages_with_the_window_weight(stride):
     outs = {w: segment_with_attention(Ramp(), image, att, [1], patch_size=8, stride=stride, threshold=0.5, window=w)
             for w in ("uniform", "gaussian")}
     # the expected averaged probability of each column, computed from the windows' starts
-    from agcl.pipeline.predict import window_starts
+    from agcl.pipeline.toolkit import window_starts
 
     starts = window_starts(0, 13, 8, stride)
     wcol = window_weight(8, "gaussian")[4].numpy()  # the weight along the columns (row 4: the centre)
@@ -222,7 +222,7 @@ def test_gaussian_window_averages_with_the_window_weight(stride):
 def test_sparse_attention_predicts_like_the_dense_stack():
     import torch
 
-    from agcl.pipeline.predict import segment_with_attention
+    from agcl.pipeline.segment import segment_with_attention
     from agcl.sampling import attention_from_labels, densify
 
     class Model(torch.nn.Module):  # organ probability = the image value, background 1 - it
@@ -246,7 +246,7 @@ def test_graded_attention_feeds_its_values_and_bounds_by_non_zero():
     and only decides *where* an organ may be: the kept probability is not scaled by it."""
     import torch
 
-    from agcl.pipeline.predict import segment_with_attention
+    from agcl.pipeline.segment import segment_with_attention
     from agcl.sampling import attention_from_labels, densify
 
     class Echo(torch.nn.Module):  # organ probability = the attention channel's value
