@@ -18,8 +18,8 @@ from agcl.data.preprocessing import percentile_normalize
 from agcl.functional import modal_target_supcon_loss, soft_dice_loss
 from agcl.losses import SoftDiceLoss
 from agcl.pipeline import fuse_labels, load_stage
-from agcl.pipeline.predict import predict_volume, segment_with_attention
-from agcl.pipeline.coarse.model import load_coarse
+from agcl.pipeline import predict_volume, segment_with_attention
+from agcl.pipeline import load_coarse
 from agcl.sampling import AttentionPatchSampler
 
 

@@ -94,7 +94,7 @@ class AttentionPatchDataset(Dataset):
         self.targets = None if targets is None else [check_int(f"targets[{i}]", t) for i, t in enumerate(targets)]
         self.seed = check_int("seed", seed, low=0, high=2**63 - 1)
         self.epoch = 0
-        if isinstance(cases, TrainingVolumes) or (len(cases) and _is_volume(cases[0])):
+        if isinstance(cases, TrainingVolumes) or (not hasattr(cases, "cases") and len(cases) and _is_volume(cases[0])):
             if attention is not None or modality_ids is not None:
                 raise ValueError("attention and modality_ids come with the volumes; pass them only with cases")
             self.volumes: Sequence[Mapping[str, Any]] = cases

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from agcl.sampling.coarse_attention import (
+from agcl.sampling import (
     attention_from_probabilities,
     attention_recall,
     densify,

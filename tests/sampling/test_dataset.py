@@ -44,14 +44,16 @@ def test_items_match_direct_sampling(cohort):
 
 
 def test_dataloader_with_workers_equals_in_process(cohort):
-    ds = AttentionPatchDataset(cohort, _sampler(), seed=0, cache_size=1)
+    ds = AttentionPatchDataset(cohort, _sampler(), seed=0, cache_mb=1)
     kw = {"batch_size": 2, "collate_fn": collate_patch_batches}
     serial = list(DataLoader(ds, num_workers=0, **kw))
     parallel = list(DataLoader(ds, num_workers=2, **kw))
     assert len(serial) == len(parallel) == 2
     for a, b in zip(serial, parallel):
         assert torch.equal(a.image, b.image) and torch.equal(a.target, b.target)
-    assert set(serial[1].modality.tolist()) == {1} and len(ds._cache) <= 1
+    assert set(serial[1].modality.tolist()) == {1}
+    cache = ds.volumes.cache  # prepared cases are kept within the byte bound
+    assert 0 < cache.nbytes <= cache.max_bytes == 2**20
 
 
 def test_attention_from_files_and_arrays(cohort, tmp_path):
@@ -86,8 +88,8 @@ def test_errors(cohort):
         AttentionPatchDataset(cohort, _sampler(), attention=["a"])
     with pytest.raises(ValueError, match="modality_ids"):
         AttentionPatchDataset(cohort, _sampler(), modality_ids=[0])
-    with pytest.raises(ValueError, match="cache_size"):
-        AttentionPatchDataset(cohort, _sampler(), cache_size=0)
+    with pytest.raises(ValueError, match="cache_mb"):
+        AttentionPatchDataset(cohort, _sampler(), cache_mb=-1)
     with pytest.raises(ValueError, match="cases"):
         AttentionPatchDataset([], _sampler())
     ds = AttentionPatchDataset([{"image": np.zeros((4, 4, 4))}], _sampler())
@@ -97,3 +99,19 @@ def test_errors(cohort):
         ds[3]
     with pytest.raises(ValueError, match="batch_size"):
         list(minibatches(PatchBatch.empty(4), 0))
+
+
+def test_it_reads_the_pipelines_volumes_and_loads_cases_through_prepared_cases(cohort):
+    """One data path: the dataset over cases is TrainingVolumes over PreparedCases (with a
+    VolumeCache), and it takes such volumes (as PatchStream does) directly."""
+    from agcl.data import PreparedCases, TrainingVolumes, VolumeCache
+    from agcl.sampling import CaseAttention
+
+    ds = AttentionPatchDataset(cohort, _sampler(), seed=4)
+    assert isinstance(ds.volumes, TrainingVolumes) and isinstance(ds.volumes.cases, PreparedCases)
+    prepared = PreparedCases(list(cohort.cases), list(cohort.modality_ids))
+    vols = TrainingVolumes(prepared, CaseAttention([1, 6], 0.0), cache=VolumeCache(2**26))
+    b = AttentionPatchDataset(vols, _sampler(), seed=4)[2]
+    assert set(b.target.tolist()) <= {1, 6} and b.volume_index.unique().tolist() == [2]
+    with pytest.raises(ValueError, match="come with the volumes"):
+        AttentionPatchDataset(vols, _sampler(), modality_ids=[0, 0, 1, 1])
