@@ -37,6 +37,8 @@ from agcl.metrics.silhouette import silhouette_score
 
 __all__ = ["knn_accuracy", "linear_probe_accuracy", "pooled_features", "probe_embeddings"]
 
+_BLOCK = 512  # score rows per k-NN block: a few (block x N_fit) tensors at a time
+
 
 def _knn_predict(fit_z: torch.Tensor, fit_ys: list[torch.Tensor], score_z: torch.Tensor,
                  k: int, metric: str, block_size: int) -> list[torch.Tensor]:
@@ -57,7 +59,7 @@ def _knn_predict(fit_z: torch.Tensor, fit_ys: list[torch.Tensor], score_z: torch
         above = sim > kth
         at = sim == kth
         room = k - above.sum(dim=1, keepdim=True)
-        chosen = above | (at & (at.cumsum(dim=1) <= room))
+        chosen = above | (at & (at.cumsum(dim=1, dtype=torch.int32) <= room))
         weight = chosen.to(sim.dtype)
         for out, (classes, onehot) in zip(preds, sets):
             votes = weight @ onehot                      # (B, C) neighbour counts
@@ -71,7 +73,7 @@ def _knn_predict(fit_z: torch.Tensor, fit_ys: list[torch.Tensor], score_z: torch
 
 def knn_accuracy(fit_z: torch.Tensor, fit_y: torch.Tensor, score_z: torch.Tensor,
                  score_y: torch.Tensor, *, k: int = 20, metric: Metric = "cosine",
-                 block_size: int = 1024) -> float:
+                 block_size: int = _BLOCK) -> float:
     """k-nearest-neighbour classification accuracy of ``score_z`` against ``fit_z``.
 
     Each score row takes the label most frequent among its ``k`` most similar fit rows
@@ -266,7 +268,7 @@ def probe_embeddings(fit_z: torch.Tensor, fit_labels: Mapping[str, torch.Tensor]
     check_positive("weight_decay", weight_decay, allow_zero=True)
     check_int("max_samples", max_samples, low=2)
     check_int("seed", seed)
-    preds = _knn_predict(fz, [checked[n][1] for n in names], sz, k, metric, 1024)
+    preds = _knn_predict(fz, [checked[n][1] for n in names], sz, k, metric, _BLOCK)
     knn = {n: float((p == checked[n][3]).double().mean()) for n, p in zip(names, preds)}
     linear = {}
     for n in names:

@@ -407,6 +407,15 @@ def test_bad_options():
     with pytest.raises(ValueError, match="x must hold finite values"):
         pooled_features(enc, torch.full((1, 2, 8, 8), float("inf")))
 
+    class Flat(torch.nn.Module):  # returns one tensor instead of a list of maps
+        def forward_features(self, x):
+            return x
+
+    flat = Flat().train()
+    with pytest.raises(ValueError, match="a non-empty list of feature maps; got Tensor"):
+        pooled_features(flat, torch.ones(1, 2, 8, 8))
+    assert flat.training  # restored even when the forward pass fails
+
 
 # ---------------------------------------------------------------- scikit-learn cross-check
 
