@@ -80,7 +80,8 @@ def knn_accuracy(fit_z: torch.Tensor, fit_y: torch.Tensor, score_z: torch.Tensor
     (``k`` is capped at the number of fit rows). Ties are broken deterministically: among fit
     rows exactly as similar as the k-th, the lower row indices are the neighbours; among labels
     with equally many neighbours, the one whose neighbours have the larger summed similarity
-    wins, and the smallest label id after that. ``"cosine"`` similarity is invariant to the
+    wins (compared as computed, in floating point), and the smallest label id after that.
+    ``"cosine"`` similarity is invariant to the
     scale of each row (a zero row has similarity 0 to everything); ``"euclidean"`` uses minus
     the L2 distance. A score label absent from ``fit_y`` is never predicted: it counts as an
     error. The work runs over blocks of ``block_size`` score rows, so memory is
