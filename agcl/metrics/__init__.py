@@ -1,5 +1,8 @@
 """Segmentation metrics: Dice, Hausdorff distance (max / HD95) and ASSD in mm, per organ; IoU per class.
 
+Also the encoder probes (:mod:`agcl.metrics.probe`): k-NN and linear-probe accuracy and the
+silhouette of labelled embeddings, which measure a frozen encoder apart from any decoder.
+
 Conventions are pinned in :mod:`agcl.metrics.surface` and :mod:`agcl.metrics.evaluate` and
 documented in docs/metrics.md: HD95 is the larger of the two directed 95th percentiles; ASSD
 pools both directions; both-empty masks give Dice 1 and distance 0, exactly one empty gives Dice 0
@@ -20,6 +23,13 @@ from __future__ import annotations
 from agcl.metrics.evaluate import evaluate_labels, format_table, summarize_cases
 from agcl.metrics.iou import confusion_matrix, iou_from_confusion, iou_per_class, mean_iou
 from agcl.metrics.overlap import dice
+from agcl.metrics.probe import (
+    knn_accuracy,
+    linear_probe_accuracy,
+    pooled_features,
+    probe_embeddings,
+)
+from agcl.metrics.silhouette import silhouette_score
 from agcl.metrics.surface import average_surface_distance, hausdorff_distance, surface_distances
 
 __all__ = [
@@ -31,7 +41,12 @@ __all__ = [
     "hausdorff_distance",
     "iou_from_confusion",
     "iou_per_class",
+    "knn_accuracy",
+    "linear_probe_accuracy",
     "mean_iou",
+    "pooled_features",
+    "probe_embeddings",
+    "silhouette_score",
     "summarize_cases",
     "surface_distances",
 ]
