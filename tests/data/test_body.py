@@ -93,7 +93,9 @@ def test_axis_follows_the_slices():
     hu, trunk, _ = _scene()
     moved = np.moveaxis(hu, 2, 0)
     spacing = (SPACING[2], SPACING[0], SPACING[1])
-    assert np.array_equal(body_mask(moved, spacing=spacing, axis=0), np.moveaxis(trunk, 2, 0))
+    for opening_mm in (0.0, 10.0):
+        mask = body_mask(moved, spacing=spacing, axis=0, opening_mm=opening_mm)
+        assert np.array_equal(mask, np.moveaxis(trunk, 2, 0))
     # slicing along a wrong axis leaves the lung, which runs through the volume, unfilled
     wrong = body_mask(moved, spacing=spacing, axis=1, opening_mm=0.0)
     assert not np.array_equal(wrong, np.moveaxis(trunk, 2, 0))
