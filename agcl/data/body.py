@@ -50,18 +50,21 @@ def _fill_holes_slicewise(mask: np.ndarray, axis: int) -> np.ndarray:
             continue
         for end in (0, -1):
             outside[np.take(lab, end, axis=ax)] = True
-    outside[0] = True  # label 0 is the body itself
-    return mask | ~outside[lab]
+    return mask | ~outside[lab]  # label 0 (the mask itself) stays in
 
 
-def _open_mm(mask: np.ndarray, radius: float, spacing: Sequence[float]) -> np.ndarray | None:
+def _open_mm(
+    mask: np.ndarray, radius: float, spacing: Sequence[float], axis: int
+) -> np.ndarray | None:
     """The part of ``mask`` within reach of its largest core after an erosion by ``radius`` mm.
 
     Erosion and dilation are thresholded Euclidean distance maps (mm) on a grid coarsened to
     about ``radius / 3`` mm (block majority), so their cost does not grow with the resolution.
     The dilation adds one coarse voxel diagonal, so the coarse result covers the fine trunk;
-    intersecting with ``mask`` restores the fine boundary. ``None`` when the erosion leaves
-    nothing (every part of the body is thinner than ``2 * radius``).
+    intersecting with ``mask`` restores the fine boundary. The coarse region's slice holes are
+    filled, so the result of a slice-wise hole-free ``mask`` is hole-free too (a hole of
+    ``A & B`` lies where ``A`` or ``B`` has one). ``None`` when the erosion leaves nothing
+    (every part of the body is thinner than ``2 * radius``).
     """
     factors = [max(1, int(radius / 3.0 / s)) for s in spacing]
     pads = [(0, (-n) % f) for n, f in zip(mask.shape, factors)]
@@ -77,6 +80,7 @@ def _open_mm(mask: np.ndarray, radius: float, spacing: Sequence[float]) -> np.nd
     core = _largest_component(core)
     reach = radius + math.sqrt(sum(s * s for s in coarse_spacing))
     grown = ndimage.distance_transform_edt(~core, sampling=coarse_spacing) <= reach
+    grown = _fill_holes_slicewise(grown, axis)
     for ax, f in enumerate(factors):
         if f > 1:
             grown = np.repeat(grown, f, axis=ax)
@@ -195,10 +199,11 @@ def body_mask(
             stacklevel=2,
         )
         return tissue
-    body = _fill_holes_slicewise(_largest_component(tissue), int(axis) % 3)
+    axis = int(axis) % 3
+    body = _fill_holes_slicewise(_largest_component(tissue), axis)
     if opening_mm > 0:
         # on the filled body, so that the wall between a lung and the skin is not "thin"
-        opened = _open_mm(body, opening_mm, sp)
+        opened = _open_mm(body, opening_mm, sp, axis)
         if opened is None:
             warnings.warn(
                 f"an opening of {opening_mm} mm would erase the whole body (every part is "
@@ -207,5 +212,6 @@ def body_mask(
                 stacklevel=2,
             )
         else:
-            body = _fill_holes_slicewise(_largest_component(opened), int(axis) % 3)
+            # hole-free already (see _open_mm), and dropping components makes no hole
+            body = _largest_component(opened)
     return body

@@ -15,16 +15,18 @@ SPACING = (1.5, 1.5, 4.0)  # in-plane finer than opening_mm / 3: the opening wor
 SHAPE = (241, 199, 6)  # odd sizes: the coarse grid needs padding
 
 
-def _scene(bridge_mm: float = 0.0, shell_hu: float | None = None):
+def _scene(bridge_mm=0.0, shell_hu=None, arm_gap_mm=10.0, bridge_y_mm=0.0):
     """An axial scene repeated along z: a trunk ellipse (240 x 160 mm) with a lung and a gas
-    pocket, two arms 10 mm beside it, a table slab 12 mm below it; optionally a bridge of
-    soft tissue ``bridge_mm`` wide from the trunk to the right arm, and an outer shell of the
+    pocket, two arms ``arm_gap_mm`` beside it, a table slab 12 mm below it; optionally a bridge of
+    soft tissue ``bridge_mm`` wide from the trunk to the right arm (centred at ``bridge_y_mm``
+    antero-posterior), and an outer shell of the
     trunk at ``shell_hu``. Returns ``(hu, trunk, right_arm)`` (masks of the filled shapes)."""
     x = (np.arange(SHAPE[0]) - (SHAPE[0] - 1) / 2) * SPACING[0]
     y = (np.arange(SHAPE[1]) - (SHAPE[1] - 1) / 2) * SPACING[1]
     xx, yy = np.meshgrid(x, y, indexing="ij")
     trunk = (xx / 120) ** 2 + (yy / 80) ** 2 <= 1
-    arms = [((xx - s * 150) / 20) ** 2 + (yy / 25) ** 2 <= 1 for s in (1, -1)]
+    centre = 140 + arm_gap_mm  # the trunk's edge is at x = +-120 mm, an arm's half-width 20 mm
+    arms = [((xx - s * centre) / 20) ** 2 + (yy / 25) ** 2 <= 1 for s in (1, -1)]
     hu = np.full(xx.shape, -1000.0, np.float32)
     hu[trunk] = 40.0
     if shell_hu is not None:
@@ -35,7 +37,7 @@ def _scene(bridge_mm: float = 0.0, shell_hu: float | None = None):
         hu[arm] = 60.0
     hu[(yy < -92) & (yy > -100) & (np.abs(xx) < 170)] = 300.0  # the table
     if bridge_mm:
-        hu[(xx > 100) & (xx < 140) & (np.abs(yy) < bridge_mm / 2)] = 50.0
+        hu[(xx > 100) & (xx < 140) & (np.abs(yy - bridge_y_mm) < bridge_mm / 2)] = 50.0
     rng = np.random.default_rng(0)
     vol = np.repeat(hu[:, :, None], SHAPE[2], axis=2) + rng.normal(0, 20, SHAPE).astype(np.float32)
     rep = lambda m: np.repeat(m[:, :, None], SHAPE[2], axis=2)  # noqa: E731
@@ -58,13 +60,22 @@ def test_touching_arm_cut_by_the_opening():
     kept = body_mask(hu, spacing=SPACING, opening_mm=0.0)
     assert kept[arm].all() and kept[trunk].all()  # one component with the arm
     mask = body_mask(hu, spacing=SPACING, opening_mm=10.0)
-    assert mask[trunk].all()
+    assert mask[trunk].all() and np.array_equal(mask, _oracle(mask.astype(np.float32), 0.5))
     # what remains outside the trunk lies within the opening radius (+ one coarse voxel
     # diagonal, the coarse grid's resolution) of the trunk
     dist = ndimage.distance_transform_edt(~trunk, sampling=SPACING)
     coarse_diag = np.sqrt(2 * (2 * SPACING[0]) ** 2 + SPACING[2] ** 2)
     assert (mask & ~trunk).any() and dist[mask & ~trunk].max() <= 10.0 + coarse_diag
     assert not (mask & arm & (dist > 10.0 + coarse_diag)).any()
+
+
+def test_cut_arm_leaves_no_fragments():
+    # an arm 4 mm from the flank lies partly within the opening's reach of the trunk, away from
+    # the bridge; what is cut off must not stay as loose fragments: the mask is one body
+    hu, trunk, arm = _scene(bridge_mm=8.0, arm_gap_mm=4.0, bridge_y_mm=18.0)
+    mask = body_mask(hu, spacing=SPACING)
+    assert mask[trunk].all() and mask[arm].mean() < 0.1
+    assert ndimage.label(mask)[1] == 1
 
 
 def test_wide_contact_needs_a_wider_opening():
@@ -101,9 +112,18 @@ def test_axis_follows_the_slices():
     assert not np.array_equal(wrong, np.moveaxis(trunk, 2, 0))
 
 
+def _oracle(hu, threshold=-500.0):
+    """Largest component above the threshold, then scipy's hole filling slice by slice."""
+    lab, _ = ndimage.label(hu > threshold)
+    big = lab == np.bincount(lab[lab > 0]).argmax()
+    return np.stack([ndimage.binary_fill_holes(big[..., k]) for k in range(hu.shape[2])], axis=2)
+
+
 def test_phantom_organs_and_gas_inside():
     hu, labels = make_phantom(3, "contrast")
+    assert np.array_equal(body_mask(hu, spacing=(2.75, 2.75, 5.0), opening_mm=0.0), _oracle(hu))
     mask = body_mask(hu, spacing=(2.75, 2.75, 5.0))
+    assert np.array_equal(mask, _oracle(mask.astype(np.float32), threshold=0.5))  # hole-free
     assert mask[labels > 0].all()  # every organ voxel is in the body
     gas = hu < -500
     assert (mask & gas).sum() > 100  # the stomach's gas cap and gassy bowel loops are filled in
