@@ -457,12 +457,11 @@ def discover_nnunet(
 
     Examples:
         >>> import tempfile
-        >>> from agcl.data import load_case
         >>> from agcl.data.synthetic import write_nnunet_like
         >>> root = write_nnunet_like(tempfile.mkdtemp(), 2, n_test=1, shape=(24, 24, 8))
         >>> cases = discover_nnunet(root)
-        >>> [c.case_id for c in cases], cases[0].label_path.name
-        (['phantoms_001', 'phantoms_002'], 'phantoms_001.nii.gz')
+        >>> [c.case_id for c in cases], cases[0].label_path.name, cases[0].code_map[6]
+        (['phantoms_001', 'phantoms_002'], 'phantoms_001.nii.gz', 6)
         >>> [(c.case_id, c.label_path) for c in discover_nnunet(root, split="test")]
         [('phantoms_003', None)]
     """
