@@ -13,7 +13,7 @@ import os
 import re
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -65,12 +65,54 @@ class Case:
         image_path: the image file.
         label_path: the label file, or ``None`` when the case is unlabelled.
         modality: the dataset's modality name, e.g. ``"contrast"`` or ``"non-contrast"``.
+        code_map: ``{file_code: btcv_code}`` when the label file uses other codes than
+            :data:`BTCV_ORGANS` (an nnU-Net dataset's, see :func:`agcl.data.discover_nnunet`);
+            :func:`load_case` translates the label map with it, so every consumer sees BTCV
+            codes. It must name every non-background code the file may hold (``0`` for a
+            structure that is no BTCV organ); other codes are stray codes of
+            :func:`check_label_codes`. ``None`` (default): the file holds BTCV codes already.
+
+    Examples:
+        >>> Case("0001", Path("a.nii.gz"), Path("b.nii.gz"), code_map={"4": 1}).code_map
+        {4: 1}
     """
 
     case_id: str
     image_path: Path
     label_path: Path | None = None
     modality: str = "contrast"
+    code_map: Mapping[int, int] | None = field(default=None, hash=False)
+
+    def __post_init__(self) -> None:
+        if self.code_map is None:
+            return
+        if not isinstance(self.code_map, Mapping):
+            raise TypeError(
+                f"code_map must be a mapping {{file_code: btcv_code}} or None; "
+                f"got {type(self.code_map).__name__}"
+            )
+        clean: dict[int, int] = {}
+        for key, value in self.code_map.items():
+            k, v = _as_code(key), _as_code(value)
+            if k is None or v is None or k == 0:
+                raise ValueError(
+                    f"code_map of case {self.case_id!r} must map non-negative integer label codes "
+                    f"(not background 0) to BTCV codes; got entry {key!r}: {value!r}"
+                )
+            clean[k] = v
+        object.__setattr__(self, "code_map", clean)  # a private copy: the case stays frozen
+
+
+def _as_code(value: object) -> int | None:
+    """``value`` as a non-negative integer label code (JSON keys are strings), else ``None``."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        return int(text) if text.isascii() and text.isdigit() else None
+    if isinstance(value, (int, np.integer)) and value >= 0:
+        return int(value)
+    return None
 
 
 def _training_dir(root: Path) -> Path:
@@ -283,6 +325,9 @@ def load_case(
 ) -> tuple[Volume, Volume | None]:
     """Load a case's image and label, checking that they share one grid and valid codes.
 
+    A case with a :attr:`Case.code_map` has its label codes translated first (codes the map
+    does not name are stray), then checked against ``organs``.
+
     Args:
         case: the case to load.
         organs: the declared organ codes (default :data:`BTCV_ORGANS`).
@@ -319,7 +364,26 @@ def load_case(
             f"affines differ by up to {np.abs(label.affine - image.affine).max():.4g} mm "
             f"(atol {atol})\nlabel affine:\n{label.affine}\nimage affine:\n{image.affine}"
         )
+    if case.code_map is not None:
+        label.array = _translate_codes(label.array, case.code_map, unknown_labels, case.label_path)
     label.array = check_label_codes(
         label.array, organs=organs, unknown_labels=unknown_labels, path=case.label_path
     )
     return image, label
+
+
+def _translate_codes(
+    array: np.ndarray, code_map: Mapping[int, int], unknown_labels: Literal["error", "warn"], path: Path
+) -> np.ndarray:
+    """``array`` with every code ``k`` of ``code_map`` replaced by ``code_map[k]``.
+
+    Codes that ``code_map`` does not name are stray (see :func:`check_label_codes`): an error,
+    or background under ``unknown_labels="warn"``.
+    """
+    array = check_label_codes(
+        array, organs=dict.fromkeys(code_map, ""), unknown_labels=unknown_labels, path=path
+    )
+    lut = np.zeros(max(code_map, default=0) + 1, dtype=np.int16)
+    for file_code, btcv_code in code_map.items():
+        lut[file_code] = btcv_code
+    return lut[array]
