@@ -29,6 +29,7 @@ __all__ = [
     "DEFAULT_SHAPE",
     "DEFAULT_SPACING",
     "MODALITIES",
+    "ensure_btcv_like",
     "make_phantom",
     "phantom_affine",
     "write_btcv_like",
@@ -470,3 +471,45 @@ def write_nnunet_like(
         }
     (base / "dataset.json").write_text(json.dumps(content, indent=1))
     return base
+
+
+def ensure_btcv_like(
+    root: str | os.PathLike[str],
+    n_cases: int,
+    modalities: Sequence[str] = MODALITIES,
+    seed: int = 0,
+    *,
+    shape: Sequence[int] = DEFAULT_SHAPE,
+    spacing: Sequence[float] = DEFAULT_SPACING,
+    quiet: bool = False,
+) -> dict[str, Path]:
+    """The synthetic phantoms in ``root``: reused when ``root`` holds the ones these arguments
+    write (agcl's marker says so), written otherwise (:func:`write_btcv_like`, into a temporary
+    folder that is removed on any error, then renamed into place).
+
+    Returns:
+        ``{modality: root / modality}`` (BTCV-layout folders).
+
+    Raises:
+        agcl._owned.FolderNotOwnedError: ``root`` holds files agcl did not write: it is never
+            replaced (nor anything in it deleted).
+    """
+    import json
+
+    from agcl._owned import MARKER, check_replaceable, is_owned, write_owned_folder
+
+    root = Path(root)
+    mods = [modalities] if isinstance(modalities, str) else list(modalities)
+    want = {"kind": "synthetic-ct", "n_cases": int(n_cases), "modalities": mods, "seed": int(seed),
+            "shape": [int(n) for n in shape], "spacing": [float(v) for v in spacing]}
+    if is_owned(root, "synthetic-ct") and json.loads((root / MARKER).read_text()) == want:
+        if not quiet:
+            print(f"synthetic data: reusing {root}")
+        return {m: root / m for m in mods}
+    check_replaceable(root, "synthetic-ct", what="the synthetic phantoms")
+    if not quiet:
+        print(f"synthetic data: writing {n_cases} cases x {len(mods)} modalities to {root} ...", flush=True)
+    write_owned_folder(root, "synthetic-ct", lambda tmp: write_btcv_like(tmp, n_cases, mods, seed, shape=shape,
+                                                                         spacing=spacing),
+                       **{k: v for k, v in want.items() if k != "kind"})
+    return {m: root / m for m in mods}

@@ -14,8 +14,6 @@ Scenes are deterministic: scene ``i`` of seed ``s`` draws from ``numpy.random.de
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,7 +22,7 @@ from scipy import ndimage
 
 from agcl._validation import check_int
 
-__all__ = ["SYNTHETIC2D_CLASSES", "make_scene", "make_scenes", "write_voc_like"]
+__all__ = ["SYNTHETIC2D_CLASSES", "ensure_voc_like", "make_scene", "make_scenes", "write_voc_like"]
 
 SYNTHETIC2D_CLASSES: tuple[str, ...] = ("background", "disc", "box", "triangle", "ring")
 _BASE = np.array([[200, 40, 40], [40, 170, 60], [50, 70, 210], [220, 200, 40]], np.float32)
@@ -152,32 +150,60 @@ def write_voc_like(
     """Write scenes in the VOC layout under ``root/VOCdevkit/VOC2012``; returns ``root/VOCdevkit``.
 
     The train split holds scenes ``0 .. n_train - 1``, val the next ``n_val``; images are JPEG
-    (quality 95), masks palette PNGs. The devkit is built in a temporary folder and renamed into
-    place, so an interrupted write leaves no half-written devkit.
+    (quality 95), masks palette PNGs. The devkit is built in a temporary folder (removed on any
+    error) and renamed into place, so an interrupted write leaves no half-written devkit; an
+    earlier ``root/VOCdevkit`` is replaced only when agcl wrote it (its marker file), never a
+    real one.
+
+    Raises:
+        agcl._owned.FolderNotOwnedError: ``root/VOCdevkit`` holds files agcl did not write.
     """
+    from agcl._owned import write_owned_folder
     from agcl.data.voc import _pil, save_voc_mask
 
     image = _pil()
     check_int("n_train", n_train, low=1)
     check_int("n_val", n_val, low=1)
     root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".VOCdevkit.", dir=root))
-    voc = tmp / "VOC2012"
-    for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
-        (voc / sub).mkdir(parents=True)
-    splits = {"train": range(n_train), "val": range(n_train, n_train + n_val)}
-    for split, indices in splits.items():
-        ids = []
-        for i in indices:
-            name = f"synth_{i:05d}"
-            img, mask = make_scene(seed, i, size=size, **kwargs)  # type: ignore[arg-type]
-            image.fromarray(img).save(voc / "JPEGImages" / f"{name}.jpg", quality=95)
-            save_voc_mask(voc / "SegmentationClass" / f"{name}.png", mask)
-            ids.append(name)
-        (voc / "ImageSets" / "Segmentation" / f"{split}.txt").write_text("\n".join(ids) + "\n")
-    dest = root / "VOCdevkit"
-    if dest.exists():
-        shutil.rmtree(dest)
-    os.replace(tmp, dest)
-    return dest
+
+    def write(tmp: Path) -> None:
+        voc = tmp / "VOC2012"
+        for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+            (voc / sub).mkdir(parents=True)
+        splits = {"train": range(n_train), "val": range(n_train, n_train + n_val)}
+        for split, indices in splits.items():
+            ids = []
+            for i in indices:
+                name = f"synth_{i:05d}"
+                img, mask = make_scene(seed, i, size=size, **kwargs)  # type: ignore[arg-type]
+                image.fromarray(img).save(voc / "JPEGImages" / f"{name}.jpg", quality=95)
+                save_voc_mask(voc / "SegmentationClass" / f"{name}.png", mask)
+                ids.append(name)
+            (voc / "ImageSets" / "Segmentation" / f"{split}.txt").write_text("\n".join(ids) + "\n")
+
+    return write_owned_folder(root / "VOCdevkit", "synthetic-voc", write, n_train=n_train, n_val=n_val, seed=seed,
+                              size=list(size) if not isinstance(size, int) else size)
+
+
+def ensure_voc_like(root: str | os.PathLike[str], n_train: int = 40, n_val: int = 16, *, seed: int = 0,
+                    size: int | Sequence[int] = 96, quiet: bool = False) -> Path:
+    """The synthetic devkit under ``root``: reused when ``root/VOCdevkit`` is the one these
+    arguments write (agcl's marker says so), written otherwise (:func:`write_voc_like`).
+
+    Raises:
+        agcl._owned.FolderNotOwnedError: ``root/VOCdevkit`` holds files agcl did not write (a
+            real VOC devkit, say): it is never replaced.
+    """
+    import json
+
+    from agcl._owned import MARKER, check_replaceable, is_owned
+
+    devkit = Path(root) / "VOCdevkit"
+    want = {"kind": "synthetic-voc", "n_train": n_train, "n_val": n_val, "seed": seed,
+            "size": list(size) if not isinstance(size, int) else size}
+    if is_owned(devkit, "synthetic-voc") and json.loads((devkit / MARKER).read_text()) == want:
+        return devkit
+    check_replaceable(devkit, "synthetic-voc", what="the synthetic 2-D scenes")
+    if not quiet:
+        print(f"synthetic scenes: writing {n_train} + {n_val} to {devkit} ...", flush=True)
+    return write_voc_like(root, n_train, n_val, seed=seed, size=size)

@@ -1,0 +1,135 @@
+"""What the ``agcl`` sub-commands share: argument types, the device check, ``--set``, the run
+folder's shared stage 1, and errors that end a command with a message instead of a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["SEED_MAX", "UserError", "check_device", "make_config", "positive_int", "seed", "share_stage1",
+           "user_errors"]
+
+#: the largest ``--seed`` (the seed is mixed into every generator's seed; numpy takes 32 bits)
+SEED_MAX = 2**32 - 1
+
+
+class UserError(Exception):
+    """An input the command cannot work with; ``main`` prints it and exits with status 2."""
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer; got {value}")
+    return value
+
+
+def seed(text: str) -> int:
+    """argparse type: a seed in ``[0, 2**32 - 1]``."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer seed; got {text!r}") from None
+    if not 0 <= value <= SEED_MAX:
+        raise argparse.ArgumentTypeError(f"expected a seed in [0, {SEED_MAX}]; got {value}")
+    return value
+
+
+def check_device(value: str) -> str:
+    """The device string, refused before any data is read when this machine has no such device.
+
+    Raises:
+        UserError: an unknown device string, CUDA on a torch without CUDA or without a GPU,
+            ``cuda:N`` beyond the GPUs present (the message says what exists).
+    """
+    try:
+        from agcl._device import resolve_device
+    except ImportError:  # pragma: no cover - the checker ships with agcl
+        resolve_device = None
+    try:
+        if resolve_device is not None:
+            return str(resolve_device(value, name="--device"))
+        import torch
+
+        return str(torch.device(value))
+    except (ValueError, RuntimeError, TypeError) as err:
+        raise UserError(str(err)) from None
+
+
+def make_config(preset: str, domain: str, changes: dict[str, Any], sets: Sequence[str]) -> Any:
+    """``PipelineConfig.preset_named(preset, domain=domain)`` with ``changes`` and the ``--set``
+    items applied (in that order).
+
+    Raises:
+        UserError: a ``--set`` item that is not ``KEY=VALUE``, an unknown section or field, or
+            a value the field refuses (the message names the field).
+    """
+    from agcl.pipeline import PipelineConfig, parse_overrides
+
+    try:
+        overrides = parse_overrides(sets)
+        return PipelineConfig.preset_named(preset, domain=domain).override(**changes, **overrides)
+    except (ValueError, TypeError) as err:
+        raise UserError(f"--set: {err}") from None
+
+
+def user_errors(command: str, run: Callable[[], int]) -> int:
+    """Run a command; a :class:`UserError`, an unusable run or cache folder, or a missing file
+    ends it with ``agcl <command>: error: ...`` on stderr and exit status 2."""
+    from agcl._owned import FolderNotOwnedError
+    from agcl.pipeline.run import RunFolderError
+
+    try:
+        return run()
+    except (UserError, RunFolderError, FolderNotOwnedError, FileNotFoundError) as err:
+        print(f"agcl {command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+def share_stage1(src: Path, dst: Path, *, stage1: str, resume: bool, overwrite: bool, main: bool = True) -> None:
+    """Give the run folder ``dst`` the finished stage 1 of the run in ``src`` (its checkpoint,
+    CT coarse maps and their records), so every method of an ablation seed builds its attention
+    from the same stage 1.
+
+    Files are hard-linked where the file system allows (else copied) and become ``dst``'s own;
+    ``dst`` is opened as a run folder (``resume``/``overwrite`` as the command was given). Only
+    ``main`` (rank 0) touches files; every rank waits for it.
+    """
+    from agcl.pipeline import barrier
+    from agcl.pipeline.run import MANIFEST, RunFolder
+
+    if main:
+        source = RunFolder.open(src, resume=True)
+        folder = RunFolder.open(dst, resume=resume, overwrite=overwrite)
+        record = source.manifest.stage(stage1)
+        if record is None or not record.get("complete"):
+            raise UserError(f"{src} has no finished stage 1 to share (its {MANIFEST} lists none)")
+        files = [Path("checkpoints") / f"{stage1}.pt"]
+        maps = source.manifest.data.get("maps", {})
+        for entry in maps.values():
+            files += [Path(rel) for rel in entry.get("files", {})]
+        for rel in files:
+            target = dst / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if target.exists() or target.is_symlink():
+                folder.remove([target])  # ours (an earlier share), else left alone and refused below
+            if target.exists():
+                raise UserError(f"{target} exists and is not a file of the run in {dst}; not replacing it")
+            try:
+                os.link(src / rel, target)
+            except OSError:
+                shutil.copy2(src / rel, target)
+            folder.own(target)
+        folder.manifest.data["stages"][stage1] = record
+        folder.manifest.data["maps"] = dict(maps)
+        folder.save()
+    barrier()
