@@ -16,6 +16,7 @@ import torch
 
 __all__ = [
     "check_choice",
+    "check_finite_real",
     "check_generator",
     "check_has_data",
     "check_in_range",
@@ -125,6 +126,15 @@ def check_positive(name: str, value: Any, *, allow_zero: bool = False) -> float:
     ok = value >= 0 if allow_zero else value > 0
     if not math.isfinite(value) or not ok:
         raise ValueError(f"{name} must be a finite number {'>= 0' if allow_zero else '> 0'}; got {value}")
+    return float(value)
+
+
+def check_finite_real(name: str, value: Any) -> float:
+    """Raise unless ``value`` is a finite real number (Python or numpy); return a float."""
+    if not is_real(value):
+        raise TypeError(f"{name} must be a real number; got {type(value).__name__} {value!r}")
+    if not math.isfinite(float(value)):
+        raise ValueError(f"{name} must be finite; got {value}")
     return float(value)
 
 
