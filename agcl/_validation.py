@@ -26,6 +26,7 @@ __all__ = [
     "check_ndim",
     "check_output_stride",
     "check_positive",
+    "check_real_sequence",
     "check_tensor",
     "is_int",
     "is_real",
@@ -182,6 +183,35 @@ def check_int_sequence(name: str, values: Any, *, low: int | None = None) -> lis
             raise ValueError(f"{name} must hold integers >= {low}; got {name}[{i}] = {v}")
         out.append(int(v))
     return out
+
+
+def check_real_sequence(name: str, values: Any, *, length: int | None = None,
+                        positive: bool = False) -> tuple[float, ...]:
+    """Check a sequence of real numbers (Python or numpy; a 1-D array or tensor too).
+
+    Strings and bools are refused (``float("1.5")`` would accept a string); with ``positive``
+    every entry must be finite and > 0. Returns Python floats.
+    """
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().numpy()
+    if isinstance(values, np.ndarray):
+        if values.ndim != 1 or values.dtype.kind not in "iuf":
+            raise TypeError(f"{name} must be a 1-D sequence of numbers; got {shape_of(values)} of "
+                            f"dtype {values.dtype}")
+        values = values.tolist()
+    if isinstance(values, (str, bytes, Mapping)) or not isinstance(values, Iterable):
+        raise TypeError(f"{name} must be a sequence of numbers; got {type(values).__name__} "
+                        f"{values!r}")
+    out = list(values)
+    for i, v in enumerate(out):
+        if not is_real(v):
+            raise TypeError(f"{name} must hold numbers; got {name}[{i}] = {v!r} ({type(v).__name__})")
+    floats = tuple(float(v) for v in out)
+    if length is not None and len(floats) != length:
+        raise ValueError(f"{name} must hold {length} numbers; got {len(floats)}: {floats}")
+    if positive and not all(math.isfinite(v) and v > 0 for v in floats):
+        raise ValueError(f"{name} must hold finite numbers > 0; got {floats}")
+    return floats
 
 
 def check_in_range(name: str, value: Any, low: float, high: float) -> float:

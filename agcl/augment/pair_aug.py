@@ -16,7 +16,15 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from agcl._validation import check_generator, check_int, check_ndim, check_positive, check_tensor, is_int, is_real
+from agcl._validation import (
+    check_generator,
+    check_int,
+    check_ndim,
+    check_positive,
+    check_tensor,
+    is_int,
+    is_real,
+)
 
 __all__ = ["PairAug", "affine_view"]
 

@@ -16,12 +16,13 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
+from agcl._validation import check_int, check_int_sequence, check_real_sequence
 from agcl.data.btcv import Case
 
 __all__ = [
@@ -47,6 +48,15 @@ _HU: dict[str, tuple[float, float]] = {
     "ivc": (40, 125), "portal": (42, 160), "pancreas": (42, 98), "adrenal": (30, 58),
 }
 _DEF_AMP = 5.0  # mm, per displacement component
+
+
+def _grid(shape: Any, spacing: Any) -> tuple[tuple[int, ...], tuple[float, ...]]:
+    """``shape`` (three ints >= 1; 2.5 is refused, not truncated) and ``spacing`` (three
+    numbers > 0, mm) checked."""
+    shp = tuple(check_int_sequence("shape", shape, low=1))
+    if len(shp) != 3:
+        raise ValueError(f"shape must be three positive integers; got {shp}")
+    return shp, check_real_sequence("spacing (mm)", spacing, length=3, positive=True)
 
 
 def phantom_affine(shape: Sequence[int], spacing: Sequence[float]) -> np.ndarray:
@@ -179,12 +189,7 @@ def make_phantom(
     """
     if modality not in MODALITIES:
         raise ValueError(f"modality must be one of {', '.join(map(repr, MODALITIES))}; got {modality!r}")
-    shp = tuple(int(n) for n in shape)
-    sp = tuple(float(s) for s in spacing)
-    if len(shp) != 3 or min(shp) < 1:
-        raise ValueError(f"shape must be three positive integers; got {tuple(shape)}")
-    if len(sp) != 3 or not min(sp) > 0:
-        raise ValueError(f"spacing must be three positive numbers (mm); got {tuple(spacing)}")
+    shp, sp = _grid(shape, spacing)
     rng = np.random.default_rng(seed)
     col = 1 if modality == "contrast" else 0
     enh = rng.uniform(0.8, 1.2)  # bolus timing: how strongly this subject enhances
@@ -296,8 +301,8 @@ def write_btcv_like(
     for m in mods:
         if m not in MODALITIES:
             raise ValueError(f"modalities must be drawn from {', '.join(map(repr, MODALITIES))}; got {m!r}")
-    shp = tuple(int(n) for n in shape)
-    sp = tuple(float(s) for s in spacing)
+    shp, sp = _grid(shape, spacing)
+    seed = check_int("seed", seed, low=0)
     flip = np.array([[-1, 0, 0, shp[0] - 1], [0, -1, 0, shp[1] - 1], [0, 0, 1, 0], [0, 0, 0, 1]], float)
     affine = phantom_affine(shp, sp) @ flip  # LPS storage of the RAS grid
     out: dict[str, list[Case]] = {}
@@ -308,7 +313,7 @@ def write_btcv_like(
         (train / "label").mkdir(parents=True, exist_ok=True)
         cases, entries = [], []
         for i in range(1, int(n_cases) + 1):
-            case_seed = int(np.random.SeedSequence([int(seed), MODALITIES.index(mod), i]).generate_state(1)[0])
+            case_seed = int(np.random.SeedSequence([seed, MODALITIES.index(mod), i]).generate_state(1)[0])
             img, lab = make_phantom(case_seed, mod, shape=shp, spacing=sp)  # type: ignore[arg-type]
             img_i16 = np.clip(np.rint(img), -1024, 3071).astype(np.int16)[::-1, ::-1, :]
             ip, lp = train / "img" / f"img{i:04d}.nii.gz", train / "label" / f"label{i:04d}.nii.gz"

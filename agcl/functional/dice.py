@@ -123,8 +123,8 @@ def soft_dice_loss(
         raise ValueError(f"logits must hold at least one sample and one channel; got shape {tuple(logits.shape)}")
     _check_activation(activation)
     check_choice("reduction", reduction, ("mean", "sum", "none"))
-    check_positive("smooth_nr", smooth_nr, allow_zero=True)
-    check_positive("smooth_dr", smooth_dr)  # > 0: an empty prediction and target would give 0/0
+    smooth_nr = check_positive("smooth_nr", smooth_nr, allow_zero=True)
+    smooth_dr = check_positive("smooth_dr", smooth_dr)  # > 0: an empty prediction and target would give 0/0
     check_has_data("logits", logits)
     check_has_data("target", target)
     if not bool(torch.isfinite(logits).all()):

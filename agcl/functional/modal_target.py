@@ -294,6 +294,8 @@ def _loss_and_rows(
     """The loss, the valid mask, and the (gathered, normalised, detached) rows and their label
     columns, which a memory queue enqueues."""
     _check_options(temperature, partial_weight, reduction, backend, block_size)
+    temperature, partial_weight = float(temperature), float(partial_weight)  # numpy scalars too
+    block_size = None if block_size is None else int(block_size)
     rows, cols, has_partial, out_shape = build_rows(features, labels, modality, target, views)
     if queue is not None and labels is None and modality is None and target is None:
         raise ValueError(

@@ -127,7 +127,7 @@ def evaluate_labels(
         {'dice': 0.5, 'hd95': 0.0, 'assd': 0.0, 'missed': 1, 'false_positive': 1}
     """
     check_positive("percentile", percentile)
-    check_in_range("percentile", percentile, 0.0, 100.0)
+    percentile = check_in_range("percentile", percentile, 0.0, 100.0)
     p = _label_array("pred", pred)
     g = _label_array("gt", gt)
     if p.shape != g.shape:

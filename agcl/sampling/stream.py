@@ -174,10 +174,11 @@ class PatchStream(IterableDataset):
             raise TypeError(f"volumes must be a sequence (len and indexing); got {type(volumes).__name__}")
         if len(volumes) == 0:
             raise ValueError("volumes must hold at least one volume; got none")
-        for name, value in (("batch_size", batch_size), ("shards", shards), ("streams", streams),
-                            ("chunk_size", chunk_size)):
-            check_int(name, value, low=1)
-        check_int("buffer_size", buffer_size, low=batch_size)
+        batch_size, shards, streams, chunk_size = (
+            check_int(name, value, low=1) for name, value in (
+                ("batch_size", batch_size), ("shards", shards), ("streams", streams),
+                ("chunk_size", chunk_size)))
+        buffer_size = check_int("buffer_size", buffer_size, low=batch_size)
         # SeedSequence takes any non-negative int: every seed gives its own stream
         seed = check_int("seed", seed, low=0)
         if rank is None or world_size is None:
@@ -185,8 +186,8 @@ class PatchStream(IterableDataset):
             on = dist.is_available() and dist.is_initialized()
             rank = (dist.get_rank() if on else 0) if rank is None else rank
             world_size = (dist.get_world_size() if on else 1) if world_size is None else world_size
-        check_int("world_size", world_size, low=1)
-        check_int("rank", rank, low=0, high=world_size - 1)
+        world_size = check_int("world_size", world_size, low=1)
+        rank = check_int("rank", rank, low=0, high=world_size - 1)
         self.volumes = volumes
         self.sampler = sampler
         self.batch_size, self.with_label = batch_size, bool(with_label)
@@ -230,7 +231,7 @@ class PatchStream(IterableDataset):
         """
         from torch.utils.data import DataLoader
 
-        check_int("num_workers", num_workers, low=0)
+        num_workers = check_int("num_workers", num_workers, low=0)
         if num_workers == 0 and not pin_memory:
             yield from self
             return
