@@ -33,7 +33,8 @@ def scaled_dilations(dilations: Sequence[int], output_stride: int) -> tuple[int,
         ((12, 24, 36), (3, 6, 9))
     """
     check_output_stride(output_stride)
-    return tuple(max(1, round(d * 16 / output_stride)) for d in dilations)
+    rates = check_int_sequence("dilations", dilations, low=1)  # 1.5 is refused, not rounded
+    return tuple(max(1, round(d * 16 / output_stride)) for d in rates)
 
 
 class _ImagePooling(nn.Sequential):
