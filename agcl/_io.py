@@ -69,7 +69,8 @@ def payload_digest(obj: Any) -> str:
 
     Examples:
         >>> a = payload_digest({"w": torch.ones(2), "epoch": 3})
-        >>> a == payload_digest({"w": torch.ones(2), "epoch": 3}), a == payload_digest({"w": torch.ones(2)})
+        >>> same = payload_digest({"w": torch.ones(2), "epoch": 3})
+        >>> a == same, a == payload_digest({"w": torch.ones(2)})
         (True, False)
     """
     h = hashlib.sha256()

@@ -205,7 +205,9 @@ def check_real_sequence(name: str, values: Any, *, length: int | None = None,
     out = list(values)
     for i, v in enumerate(out):
         if not is_real(v):
-            raise TypeError(f"{name} must hold numbers; got {name}[{i}] = {v!r} ({type(v).__name__})")
+            raise TypeError(
+                f"{name} must hold numbers; got {name}[{i}] = {v!r} ({type(v).__name__})"
+            )
     floats = tuple(float(v) for v in out)
     if length is not None and len(floats) != length:
         raise ValueError(f"{name} must hold {length} numbers; got {len(floats)}: {floats}")

@@ -169,7 +169,8 @@ class PairAug:
         if size is not None:
             if isinstance(size, (str, bytes)) or not hasattr(size, "__len__") or len(size) != 2:
                 raise TypeError(f"size must be None or the patch's (H, W); got {size!r}")
-            size = (check_int("size[0] (H)", size[0], low=1), check_int("size[1] (W)", size[1], low=1))
+            size = (check_int("size[0] (H)", size[0], low=1),
+                    check_int("size[1] (W)", size[1], low=1))
         g = self.generator
         u = torch.rand(n, 5, generator=g, dtype=torch.float64)
         area = self.scale[0] + (self.scale[1] - self.scale[0]) * u[:, 0]

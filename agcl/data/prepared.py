@@ -66,8 +66,8 @@ def prepare_case(case: Any, modality: int, *, clip_hu: Sequence[float] | None = 
     image, label = load_case(case, **kw)
     array = preprocess_ct(
         image.array,
-        window=tuple(clip_hu) if clip_hu is not None else None,  # type: ignore[arg-type]
-        percentiles=tuple(percentiles) if percentiles is not None else None,  # type: ignore[arg-type]
+        window=None if clip_hu is None else tuple(clip_hu),  # type: ignore[arg-type]
+        percentiles=None if percentiles is None else tuple(percentiles),  # type: ignore[arg-type]
         source=getattr(case, "image_path", None),
     )
     shape = tuple(image.array.shape)

@@ -313,7 +313,8 @@ def write_btcv_like(
         (train / "label").mkdir(parents=True, exist_ok=True)
         cases, entries = [], []
         for i in range(1, int(n_cases) + 1):
-            case_seed = int(np.random.SeedSequence([seed, MODALITIES.index(mod), i]).generate_state(1)[0])
+            entropy = [seed, MODALITIES.index(mod), i]
+            case_seed = int(np.random.SeedSequence(entropy).generate_state(1)[0])
             img, lab = make_phantom(case_seed, mod, shape=shp, spacing=sp)  # type: ignore[arg-type]
             img_i16 = np.clip(np.rint(img), -1024, 3071).astype(np.int16)[::-1, ::-1, :]
             ip, lp = train / "img" / f"img{i:04d}.nii.gz", train / "label" / f"label{i:04d}.nii.gz"

@@ -124,7 +124,7 @@ def soft_dice_loss(
     _check_activation(activation)
     check_choice("reduction", reduction, ("mean", "sum", "none"))
     smooth_nr = check_positive("smooth_nr", smooth_nr, allow_zero=True)
-    smooth_dr = check_positive("smooth_dr", smooth_dr)  # > 0: an empty prediction and target would give 0/0
+    smooth_dr = check_positive("smooth_dr", smooth_dr)  # > 0: empty prediction and target: 0/0
     check_has_data("logits", logits)
     check_has_data("target", target)
     if not bool(torch.isfinite(logits).all()):

@@ -73,9 +73,9 @@ def refuse_functorch(backend: str) -> None:
     """
     if torch._C._are_functorch_transforms_active():
         raise RuntimeError(
-            f"torch.func transforms (grad, vmap, jacrev, ...) cannot run {_backend_words(backend)}: "
-            f"{_NAIVE} torch.func.grad, jacrev and hessian (see docs/loss.md, 'Higher-order "
-            "gradients and torch.func')"
+            "torch.func transforms (grad, vmap, jacrev, ...) cannot run "
+            f"{_backend_words(backend)}: {_NAIVE} torch.func.grad, jacrev and hessian (see "
+            "docs/loss.md, 'Higher-order gradients and torch.func')"
         )
 
 

@@ -218,7 +218,9 @@ def summarize_cases(tables: Sequence[Table]) -> Table:
         {'dice': 0.4, 'hd95': 4.0, 'assd': 1.0, 'missed': 1, 'false_positive': 1}
     """
     if isinstance(tables, Mapping) or not isinstance(tables, Sequence):
-        raise TypeError(f"tables must be a sequence of per-case tables; got {type(tables).__name__}")
+        raise TypeError(
+            f"tables must be a sequence of per-case tables; got {type(tables).__name__}"
+        )
     if len(tables) == 0:
         raise ValueError("tables must hold at least one per-case table; got an empty sequence")
     for i, table in enumerate(tables):

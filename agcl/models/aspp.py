@@ -156,7 +156,8 @@ class ASPPDecoder(nn.Module):
     def __init__(self, encoder_channels: Sequence[int], num_classes: int, *, output_stride: int = 16,
                  aspp_channels: int = 512, dilations: Sequence[int] = (6, 12, 18)) -> None:
         super().__init__()
-        self.encoder_channels = tuple(check_int_sequence("encoder_channels", encoder_channels, low=1))
+        self.encoder_channels = tuple(
+            check_int_sequence("encoder_channels", encoder_channels, low=1))
         if not self.encoder_channels:
             raise ValueError("encoder_channels must list at least one map's channels; got ()")
         self.num_classes = _check_int("num_classes", num_classes, low=1)
@@ -208,7 +209,8 @@ class DeepLabV3PlusDecoder(nn.Module):
                  aspp_channels: int = 512, decoder_channels: int = 256, low_level_reduced: int = 48,
                  low_level_index: int = 0, dilations: Sequence[int] = (6, 12, 18)) -> None:
         super().__init__()
-        self.encoder_channels = tuple(check_int_sequence("encoder_channels", encoder_channels, low=1))
+        self.encoder_channels = tuple(
+            check_int_sequence("encoder_channels", encoder_channels, low=1))
         n = len(self.encoder_channels)
         if n < 2 or not (0 <= low_level_index < n - 1):
             raise ValueError(f"low_level_index must point at a map before the last of "

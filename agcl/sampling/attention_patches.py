@@ -184,7 +184,8 @@ class AttentionPatchSampler:
         self.patches_per_slice = check_int("patches_per_slice", patches_per_slice, low=1)
         self.centre_mode = check_choice("centre_mode", centre_mode, ("mask", "bbox"))
         self.margin = check_int("margin", margin, low=0)
-        self.max_patches = None if max_patches is None else check_int("max_patches", max_patches, low=0)
+        self.max_patches = (None if max_patches is None
+                            else check_int("max_patches", max_patches, low=0))
         check_generator("generator", generator)
         if seed is not None and generator is not None:
             raise ValueError("pass seed or generator, not both; got both")
@@ -319,7 +320,8 @@ class AttentionPatchSampler:
                                           margin=self.margin)
             slot = group // shape[self.axis]
             if att.ndim == 4:
-                codes = torch.arange(1, att.shape[0] + 1) if targets is None else torch.tensor(targets)
+                codes = (torch.arange(1, att.shape[0] + 1) if targets is None
+                         else torch.tensor(targets))
                 target = codes[slot] if slot.numel() else slot
             else:
                 target = slot
@@ -366,7 +368,8 @@ class AttentionPatchSampler:
         a = self.axis
         b, c = (d for d in range(3) if d != a)
         grow = {a: 0, b: self.patch_size[0] // 2 + 1, c: self.patch_size[1] // 2 + 1}
-        wanted = None if codes is None else set(check_int_sequence("codes", torch.as_tensor(codes).unique()))
+        wanted = (None if codes is None
+                  else set(check_int_sequence("codes", torch.as_tensor(codes).unique())))
         out = _PaddedSparse()
         for code in _sparse_codes(attention):
             if wanted is not None and int(code) not in wanted:
@@ -434,7 +437,8 @@ class AttentionPatchSampler:
         # the image minimum is only computed when some window crosses the border
         if pad_value is None and self.image_pad_value is not None:
             pad_value = self.image_pad_value
-        pad: Any = (lambda: float(img.min())) if pad_value is None else check_finite_real("pad_value", pad_value)
+        pad: Any = ((lambda: float(img.min())) if pad_value is None
+                    else check_finite_real("pad_value", pad_value))
         p = centres.shape[0]
         image_w = torch.stack([gather_windows(img[ch], self.axis, centres, self.patch_size, pad)
                                for ch in range(img.shape[0])], 1).float()
@@ -461,7 +465,8 @@ class AttentionPatchSampler:
                 attention_w = torch.empty(win, dtype=torch.float32 if graded else torch.bool)
                 if targets is not None and len(targets) != att.shape[0]:
                     raise ValueError(f"targets must give one code per attention map (K={att.shape[0]}); got {len(targets)}")
-                codes = torch.arange(1, att.shape[0] + 1) if targets is None else torch.tensor(targets)
+                codes = (torch.arange(1, att.shape[0] + 1) if targets is None
+                         else torch.tensor(targets))
                 for ch in range(att.shape[0]):  # one gather per organ map
                     sel = torch.nonzero(target == codes[ch]).squeeze(1)
                     if sel.numel():

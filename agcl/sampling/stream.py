@@ -168,7 +168,8 @@ class PatchStream(IterableDataset):
         if isinstance(volumes, Mapping):  # volumes[i] would look up the key i
             raise TypeError(
                 "volumes must be a sequence indexed 0 .. n-1 (e.g. a list of volume dicts); got a "
-                f"{type(volumes).__name__} with keys {_few(list(volumes))}: pass list(volumes.values())"
+                f"{type(volumes).__name__} with keys {_few(list(volumes))}: pass "
+                "list(volumes.values())"
             )
         if not hasattr(volumes, "__len__") or not hasattr(volumes, "__getitem__"):
             raise TypeError(f"volumes must be a sequence (len and indexing); got {type(volumes).__name__}")
@@ -193,7 +194,8 @@ class PatchStream(IterableDataset):
         self.batch_size, self.with_label = batch_size, bool(with_label)
         self.targets = None if targets is None else check_int_sequence("targets", targets)
         self.shards, self.streams, self.buffer_size, self.chunk_size = shards, streams, buffer_size, chunk_size
-        self.seed, self.rank, self.world_size, self.drop_last = seed, rank, world_size, bool(drop_last)
+        self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.drop_last = bool(drop_last)
         self.epoch = 0
         self._channels: tuple[int, int] | None = None  # (volume, image channels) first read here
         if isinstance(volumes, (list, tuple)):  # held in memory: check every volume now
@@ -324,7 +326,8 @@ class PatchStream(IterableDataset):
 
 
 def _few(items: Sequence[Any], n: int = 5) -> str:
-    return ", ".join(map(repr, items[:n])) + (f", ... ({len(items)} in all)" if len(items) > n else "")
+    more = f", ... ({len(items)} in all)" if len(items) > n else ""
+    return ", ".join(map(repr, items[:n])) + more
 
 
 def _channel_count(vol: Any) -> int | None:
@@ -349,7 +352,8 @@ def _check_channels(counts: Mapping[int, int | None]) -> None:
 
 
 def _generator(seed: int, epoch: int, key: int) -> torch.Generator:
-    state = np.random.SeedSequence([int(seed), int(epoch), int(key) + 2]).generate_state(1, np.uint64)[0]
+    entropy = [int(seed), int(epoch), int(key) + 2]
+    state = np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0]
     return torch.Generator().manual_seed(int(state >> np.uint64(1)))
 
 
