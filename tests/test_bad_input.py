@@ -451,6 +451,22 @@ def test_sampler_patch_size_accepts_numpy_integers():
     assert AttentionPatchSampler((np.int64(3), 5), 1).patch_size == (3, 5)
 
 
+def test_windows_and_batches_take_numpy_ints_and_refuse_truncating_values():
+    from agcl.sampling import PatchBatch, extract_windows
+
+    x = torch.arange(16).view(4, 4)
+    with pytest.raises(ValueError, match="pad_value must be a whole number .*got 0.5"):
+        extract_windows(x, torch.tensor([[0, 0]]), 3, pad_value=0.5)  # was padded with 0
+    assert extract_windows(x, torch.tensor([[0, 0]]), 3, pad_value=np.int16(-1))[0, 0, 0] == -1
+    batch = PatchBatch.cat([PatchBatch.empty(4, channels=2)] * 2)
+    assert len(batch[np.int64(0):np.int64(1)]) == 0
+    image, lab = _organ_volume()
+    batch = AttentionPatchSampler(4, 2, seed=0).sample(image, lab)
+    assert len(batch[np.int64(1)]) == 1 and batch[np.int64(1)].image.shape == (1, 1, 4, 4)
+    with pytest.raises(TypeError, match="channels must be an int"):
+        PatchBatch.empty(4, channels=2.5)
+
+
 def test_sampler_sample_generator_checked():
     lab = torch.zeros(8, 8, 1, dtype=torch.long)
     lab[2:5, 2:5] = 1

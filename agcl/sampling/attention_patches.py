@@ -82,7 +82,8 @@ class PatchBatch:
 
     def __getitem__(self, index: Any) -> PatchBatch:
         """The patches selected by ``index`` (an int, slice, index or boolean tensor)."""
-        if isinstance(index, int):
+        if is_int(index):  # a Python or numpy int: keep the patch dimension
+            index = int(index)
             index = slice(index, index + 1) if index != -1 else slice(-1, None)
         parts: dict[str, Any] = {f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[index]
                                  for f in fields(self)}
@@ -124,7 +125,8 @@ class PatchBatch:
         h, w = pair("patch_size", patch_size)
         img = torch.zeros(0, 1, h, w)
         long = torch.zeros(0, dtype=torch.long)
-        return PatchBatch(torch.zeros(0, int(channels), h, w), img.clone(), img.clone() if with_label else None, long, long.clone(),
+        channels = check_int("channels", channels, low=1)
+        return PatchBatch(torch.zeros(0, channels, h, w), img.clone(), img.clone() if with_label else None, long, long.clone(),
                           long.clone(), long.clone(), torch.zeros(0, 2, dtype=torch.long))
 
 
