@@ -7,24 +7,41 @@ the call without reading agcl's source. Use these instead of ``assert`` on user 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+import numbers
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 __all__ = [
     "check_choice",
+    "check_finite_real",
     "check_generator",
     "check_has_data",
     "check_in_range",
     "check_int",
+    "check_int_sequence",
     "check_integer_tensor",
     "check_ndim",
     "check_output_stride",
     "check_positive",
+    "check_real_sequence",
     "check_tensor",
+    "is_int",
+    "is_real",
     "shape_of",
 ]
+
+
+def is_int(value: Any) -> bool:
+    """Whether ``value`` is an integer scalar: a Python ``int`` or a numpy integer, not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
+def is_real(value: Any) -> bool:
+    """Whether ``value`` is a real scalar: a Python or numpy int or float, not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
 
 
 def shape_of(value: Any) -> str:
@@ -100,22 +117,37 @@ def check_integer_tensor(
 
 
 def check_positive(name: str, value: Any, *, allow_zero: bool = False) -> float:
-    """Raise unless ``value`` is a finite real number > 0 (or >= 0 with ``allow_zero``)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    """Raise unless ``value`` is a finite real number > 0 (or >= 0 with ``allow_zero``).
+
+    Python and numpy ints and floats are accepted; the value comes back as a Python float.
+    """
+    if not is_real(value):
         raise TypeError(f"{name} must be a real number; got {type(value).__name__}")
+    value = float(value)
     ok = value >= 0 if allow_zero else value > 0
     if not math.isfinite(value) or not ok:
         raise ValueError(f"{name} must be a finite number {'>= 0' if allow_zero else '> 0'}; got {value}")
     return float(value)
 
 
-def check_int(name: str, value: Any, *, low: int | None = None, high: int | None = None) -> int:
-    """Raise unless ``value`` is a Python ``int`` (not ``bool``) within ``[low, high]``; return it.
+def check_finite_real(name: str, value: Any) -> float:
+    """Raise unless ``value`` is a finite real number (Python or numpy); return a float."""
+    if not is_real(value):
+        raise TypeError(f"{name} must be a real number; got {type(value).__name__} {value!r}")
+    if not math.isfinite(float(value)):
+        raise ValueError(f"{name} must be finite; got {value}")
+    return float(value)
 
-    ``TypeError`` for another type, ``ValueError`` for a value out of range.
+
+def check_int(name: str, value: Any, *, low: int | None = None, high: int | None = None) -> int:
+    """Raise unless ``value`` is an integer (Python or numpy, not ``bool``) within ``[low, high]``.
+
+    ``TypeError`` for another type (a float is never truncated), ``ValueError`` for a value out
+    of range. Returns the value as a Python ``int``.
     """
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int; got {type(value).__name__}")
+    if not is_int(value):
+        raise TypeError(f"{name} must be an int; got {type(value).__name__} {value!r}")
+    value = int(value)
     if low is not None and high is not None and not low <= value <= high:
         raise ValueError(f"{name} must lie in [{low}, {high}]; got {value}")
     if low is not None and value < low:
@@ -125,10 +157,70 @@ def check_int(name: str, value: Any, *, low: int | None = None, high: int | None
     return value
 
 
+def check_int_sequence(name: str, values: Any, *, low: int | None = None) -> list[int]:
+    """Check a sequence of integers (list, tuple, 1-D array or tensor); return Python ints.
+
+    Raises ``TypeError`` naming the first entry that is not an integer (``2.7`` is refused, not
+    truncated to 2) and ``ValueError`` for an entry below ``low``.
+    """
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().numpy()
+    if isinstance(values, np.ndarray):
+        if values.ndim != 1 or values.dtype.kind not in "iu":
+            raise TypeError(f"{name} must be a 1-D sequence of ints; got {shape_of(values)} of "
+                            f"dtype {values.dtype}")
+        values = values.tolist()
+    if isinstance(values, (str, bytes, Mapping)) or not isinstance(values, Iterable):
+        raise TypeError(f"{name} must be a sequence of ints; got {type(values).__name__}")
+    out = []
+    for i, v in enumerate(values):
+        if isinstance(v, torch.Tensor) and v.ndim == 0 and v.dtype.is_floating_point is False:
+            v = v.item() if v.dtype != torch.bool else v
+        if not is_int(v):
+            raise TypeError(f"{name} must hold integers; got {name}[{i}] = {v!r} "
+                            f"({type(v).__name__})")
+        if low is not None and v < low:
+            raise ValueError(f"{name} must hold integers >= {low}; got {name}[{i}] = {v}")
+        out.append(int(v))
+    return out
+
+
+def check_real_sequence(name: str, values: Any, *, length: int | None = None,
+                        positive: bool = False) -> tuple[float, ...]:
+    """Check a sequence of real numbers (Python or numpy; a 1-D array or tensor too).
+
+    Strings and bools are refused (``float("1.5")`` would accept a string); with ``positive``
+    every entry must be finite and > 0. Returns Python floats.
+    """
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().numpy()
+    if isinstance(values, np.ndarray):
+        if values.ndim != 1 or values.dtype.kind not in "iuf":
+            raise TypeError(f"{name} must be a 1-D sequence of numbers; got {shape_of(values)} of "
+                            f"dtype {values.dtype}")
+        values = values.tolist()
+    if isinstance(values, (str, bytes, Mapping)) or not isinstance(values, Iterable):
+        raise TypeError(f"{name} must be a sequence of numbers; got {type(values).__name__} "
+                        f"{values!r}")
+    out = list(values)
+    for i, v in enumerate(out):
+        if not is_real(v):
+            raise TypeError(
+                f"{name} must hold numbers; got {name}[{i}] = {v!r} ({type(v).__name__})"
+            )
+    floats = tuple(float(v) for v in out)
+    if length is not None and len(floats) != length:
+        raise ValueError(f"{name} must hold {length} numbers; got {len(floats)}: {floats}")
+    if positive and not all(math.isfinite(v) and v > 0 for v in floats):
+        raise ValueError(f"{name} must hold finite numbers > 0; got {floats}")
+    return floats
+
+
 def check_in_range(name: str, value: Any, low: float, high: float) -> float:
-    """Raise unless ``low <= value <= high``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    """Raise unless ``low <= value <= high`` (Python or numpy numbers); return a float."""
+    if not is_real(value):
         raise TypeError(f"{name} must be a real number; got {type(value).__name__}")
+    value = float(value)
     if not (low <= value <= high):
         raise ValueError(f"{name} must lie in [{low}, {high}]; got {value}")
     return float(value)

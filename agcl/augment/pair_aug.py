@@ -16,7 +16,15 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from agcl._validation import check_generator, check_ndim, check_positive, check_tensor
+from agcl._validation import (
+    check_generator,
+    check_int,
+    check_ndim,
+    check_positive,
+    check_tensor,
+    is_int,
+    is_real,
+)
 
 __all__ = ["PairAug", "affine_view"]
 
@@ -115,12 +123,12 @@ class PairAug:
         self.color_distortion = check_positive("color_distortion", color_distortion, allow_zero=True)
         if self.color_distortion > 1.25:
             raise ValueError(f"color_distortion must lie in [0, 1.25] (factors stay positive); got {color_distortion}")
-        if not all(isinstance(m, int) and not isinstance(m, bool) for m in mask_channels):
+        if isinstance(mask_channels, (str, bytes)) or not all(is_int(m) for m in mask_channels):
             raise TypeError(f"mask_channels must be a sequence of ints; got {mask_channels!r}")
         if image_padding not in ("zeros", "border", "reflection"):
             raise ValueError(f"image_padding must be one of 'zeros', 'border', 'reflection'; got {image_padding!r}")
         self.hflip = bool(hflip)
-        self.mask_channels = tuple(mask_channels)
+        self.mask_channels = tuple(int(m) for m in mask_channels)
         self.image_padding = image_padding
         self.generator = check_generator("generator", generator)
 
@@ -153,8 +161,16 @@ class PairAug:
         """Draw ``n`` affine matrices ``(n, 2, 3)`` (output -> input coordinates, CPU, float64).
 
         ``size`` is the patch's ``(H, W)``: the rotation is applied in pixels, so a disk stays a
-        disk in a non-square patch (``None``: a square patch).
+        disk in a non-square patch. ``None`` means a square patch: pass ``size`` whenever the
+        matrices will warp non-square patches (:meth:`view` does), or a rotation there
+        stretches shapes.
         """
+        n = check_int("n", n, low=0)
+        if size is not None:
+            if isinstance(size, (str, bytes)) or not hasattr(size, "__len__") or len(size) != 2:
+                raise TypeError(f"size must be None or the patch's (H, W); got {size!r}")
+            size = (check_int("size[0] (H)", size[0], low=1),
+                    check_int("size[1] (W)", size[1], low=1))
         g = self.generator
         u = torch.rand(n, 5, generator=g, dtype=torch.float64)
         area = self.scale[0] + (self.scale[1] - self.scale[0]) * u[:, 0]
@@ -212,10 +228,10 @@ class PairAug:
 
 
 def _range(name: str, value: Sequence[float], low: float, high: float, *, open_low: bool) -> tuple[float, float]:
-    try:
-        a, b = (float(v) for v in value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a pair of numbers (low, high); got {value!r}") from None
+    pair = tuple(value) if isinstance(value, (tuple, list)) else ()
+    if len(pair) != 2 or not all(is_real(v) for v in pair):  # "0.3" is not a number
+        raise TypeError(f"{name} must be a pair of numbers (low, high); got {value!r}")
+    a, b = float(pair[0]), float(pair[1])
     ok = (a > low if open_low else a >= low) and a <= b <= high
     if not ok:
         raise ValueError(f"{name} must satisfy {low} {'<' if open_low else '<='} low <= high <= {high}; got {value!r}")

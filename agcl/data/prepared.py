@@ -11,6 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from agcl._validation import check_int, check_int_sequence
 from agcl.data.cache import VolumeCache
 
 __all__ = ["PreparedCase", "PreparedCases", "prepare_case", "resample"]
@@ -58,21 +59,22 @@ def prepare_case(case: Any, modality: int, *, clip_hu: Sequence[float] | None = 
     """
     from agcl.data import load_case, preprocess_ct
 
+    modality = check_int("modality", modality, low=0)
     kw: dict[str, Any] = {"unknown_labels": unknown_labels}
     if organs is not None:
         kw["organs"] = organs
     image, label = load_case(case, **kw)
     array = preprocess_ct(
         image.array,
-        window=(float(clip_hu[0]), float(clip_hu[1])) if clip_hu is not None else None,
-        percentiles=(float(percentiles[0]), float(percentiles[1])) if percentiles is not None else None,
+        window=None if clip_hu is None else tuple(clip_hu),  # type: ignore[arg-type]
+        percentiles=None if percentiles is None else tuple(percentiles),  # type: ignore[arg-type]
         source=getattr(case, "image_path", None),
     )
     shape = tuple(image.array.shape)
     reference = dataclasses.replace(image, array=np.broadcast_to(np.zeros((), np.float32), shape))
     return PreparedCase(
         case_id=str(case.case_id),
-        modality=int(modality),
+        modality=modality,
         modality_name=str(case.modality),
         image=np.ascontiguousarray(array, dtype=np.float32),
         label=None if label is None else _compact_labels(label.array),
@@ -102,7 +104,7 @@ class PreparedCases(Sequence[PreparedCase]):
         if cache is not None and not isinstance(cache, VolumeCache):
             raise TypeError(f"cache must be a VolumeCache or None; got {type(cache).__name__}")
         self.cases = list(cases)
-        self.modality_ids = [int(m) for m in modality_ids]
+        self.modality_ids = check_int_sequence("modality_ids", modality_ids, low=0)
         self.cache = cache
         self._prepare = prepare
 
@@ -110,8 +112,7 @@ class PreparedCases(Sequence[PreparedCase]):
         return len(self.cases)
 
     def __getitem__(self, index: int) -> PreparedCase:  # type: ignore[override]
-        if not isinstance(index, (int, np.integer)) or isinstance(index, bool):
-            raise TypeError(f"index must be an int; got {type(index).__name__}")
+        index = check_int("index", index)
         if not -len(self) <= index < len(self):
             raise IndexError(f"index must lie in [0, {len(self)}); got {index}")
         index = int(index) % len(self)

@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from agcl._validation import check_real_sequence
+
 __all__ = ["HU_WINDOW", "PERCENTILES", "clip_hu", "percentile_normalize", "preprocess_ct"]
 
 #: The paper's abdominal soft-tissue window in HU.
@@ -43,7 +45,7 @@ def _back(out: np.ndarray, like: torch.Tensor | None) -> Any:
 
 def _check_pair(name: str, pair: Any) -> tuple[float, float]:
     try:
-        lo, hi = (float(v) for v in pair)
+        lo, hi = check_real_sequence(name, pair, length=2)
     except (TypeError, ValueError):
         raise TypeError(f"{name} must be a pair of numbers (low, high); got {pair!r}") from None
     if not lo < hi:

@@ -17,12 +17,13 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
+from agcl._validation import check_int, check_int_sequence, check_real_sequence
 from agcl.data.btcv import BTCV_ORGANS, Case
 
 __all__ = [
@@ -50,6 +51,15 @@ _HU: dict[str, tuple[float, float]] = {
     "ivc": (40, 125), "portal": (42, 160), "pancreas": (42, 98), "adrenal": (30, 58),
 }
 _DEF_AMP = 5.0  # mm, per displacement component
+
+
+def _grid(shape: Any, spacing: Any) -> tuple[tuple[int, ...], tuple[float, ...]]:
+    """``shape`` (three ints >= 1; 2.5 is refused, not truncated) and ``spacing`` (three
+    numbers > 0, mm) checked."""
+    shp = tuple(check_int_sequence("shape", shape, low=1))
+    if len(shp) != 3:
+        raise ValueError(f"shape must be three positive integers; got {shp}")
+    return shp, check_real_sequence("spacing (mm)", spacing, length=3, positive=True)
 
 
 def phantom_affine(shape: Sequence[int], spacing: Sequence[float]) -> np.ndarray:
@@ -182,12 +192,7 @@ def make_phantom(
     """
     if modality not in MODALITIES:
         raise ValueError(f"modality must be one of {', '.join(map(repr, MODALITIES))}; got {modality!r}")
-    shp = tuple(int(n) for n in shape)
-    sp = tuple(float(s) for s in spacing)
-    if len(shp) != 3 or min(shp) < 1:
-        raise ValueError(f"shape must be three positive integers; got {tuple(shape)}")
-    if len(sp) != 3 or not min(sp) > 0:
-        raise ValueError(f"spacing must be three positive numbers (mm); got {tuple(spacing)}")
+    shp, sp = _grid(shape, spacing)
     rng = np.random.default_rng(seed)
     col = 1 if modality == "contrast" else 0
     enh = rng.uniform(0.8, 1.2)  # bolus timing: how strongly this subject enhances
@@ -329,8 +334,8 @@ def write_btcv_like(
     for m in mods:
         if m not in MODALITIES:
             raise ValueError(f"modalities must be drawn from {', '.join(map(repr, MODALITIES))}; got {m!r}")
-    shp = tuple(int(n) for n in shape)
-    sp = tuple(float(s) for s in spacing)
+    shp, sp = _grid(shape, spacing)
+    seed = check_int("seed", seed, low=0)
     out: dict[str, list[Case]] = {}
     for mod in mods:
         base = Path(root) / mod
@@ -432,8 +437,8 @@ def write_nnunet_like(
     lut = np.zeros(max(BTCV_ORGANS) + 1, np.uint8)
     for btcv, code in written.items():
         lut[btcv] = code
-    shp = tuple(int(n) for n in shape)
-    sp = tuple(float(s) for s in spacing)
+    shp, sp = _grid(shape, spacing)
+    seed = check_int("seed", seed, low=0)
     base = Path(root) / f"{'Dataset' if version == 2 else 'Task'}{int(dataset_id):03d}_{name}"
     folders = ["imagesTr", "labelsTr"] + (["imagesTs"] if n_test else [])
     for sub in folders:

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from agcl._validation import check_int
+from agcl._validation import check_int, check_int_sequence, is_int
 
 __all__ = ["SYNTHETIC2D_CLASSES", "ensure_voc_like", "make_scene", "make_scenes", "write_voc_like"]
 
@@ -87,12 +87,13 @@ def make_scene(
         >>> bool((make_scene(0, 3, size=48)[0] == im).all())
         True
     """
-    h, w = (size, size) if isinstance(size, (int, np.integer)) else (int(size[0]), int(size[1]))
-    check_int("size", h, low=16)
-    check_int("size", w, low=16)
-    check_int("max_objects", max_objects, low=1)
-    check_int("void_width", void_width, low=0)
-    rng = np.random.default_rng([int(seed), int(index)])
+    sizes = check_int_sequence("size", [size, size] if is_int(size) else size, low=16)
+    if len(sizes) != 2:
+        raise ValueError(f"size must be an int or a pair (H, W); got {size!r}")
+    h, w = sizes
+    max_objects = check_int("max_objects", max_objects, low=1)
+    void_width = check_int("void_width", void_width, low=0)
+    rng = np.random.default_rng([check_int("seed", seed, low=0), check_int("index", index, low=0)])
     shape = (h, w)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     # background: a smooth random colour field in muted tones
@@ -134,7 +135,7 @@ def make_scene(
 
 def make_scenes(n: int, seed: int = 0, *, start: int = 0, **kwargs: object) -> list[tuple[np.ndarray, np.ndarray]]:
     """Scenes ``start .. start + n - 1`` of ``seed`` (see :func:`make_scene` for the options)."""
-    check_int("n", n, low=1)
+    n = check_int("n", n, low=1)
     return [make_scene(seed, start + i, **kwargs) for i in range(n)]  # type: ignore[arg-type]
 
 
@@ -162,8 +163,8 @@ def write_voc_like(
     from agcl.data.voc import _pil, save_voc_mask
 
     image = _pil()
-    check_int("n_train", n_train, low=1)
-    check_int("n_val", n_val, low=1)
+    n_train = check_int("n_train", n_train, low=1)
+    n_val = check_int("n_val", n_val, low=1)
     root = Path(root)
 
     def write(tmp: Path) -> None:

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from agcl._validation import check_int
+
 __all__ = [
     "VOC_CLASSES",
     "VOC_VOID",
@@ -198,9 +200,7 @@ class VOCSegmentation(Sequence):
         return len(self.ids)
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:  # type: ignore[override]
-        if not isinstance(index, (int, np.integer)):
-            raise TypeError(f"index must be an int; got {type(index).__name__}")
-        index = int(index)
+        index = check_int("index", index)
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} images")
         image = load_voc_image(self.image_paths[index])

@@ -52,7 +52,7 @@ def build_rows(
             "and/or target"
         )
     if views is not None:
-        check_int("views", views, low=1)
+        views = check_int("views", views, low=1)
     device = features.device
     out_shape: tuple[int, ...]
     if features.ndim == 3:

@@ -20,24 +20,31 @@ def _check_activation(activation: object) -> None:
         raise ValueError(f"activation must be one of 'softmax', 'sigmoid', None; got {activation!r}")
 
 
+def _unit_interval(soft: torch.Tensor, what: str, hint: str) -> torch.Tensor:
+    """``soft`` unchanged, or ``ValueError`` when a value lies outside [0, 1] (or is NaN)."""
+    if soft.numel():
+        lo, hi = float(soft.min()), float(soft.max())
+        if not (0.0 <= lo and hi <= 1.0):  # also False for NaN
+            raise ValueError(
+                f"target {what} and must lie in [0, 1]; got values in [{lo}, {hi}] (a 0/255 "
+                f"mask: divide by 255; {hint})"
+            )
+    return soft
+
+
 def _one_hot_target(target: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     """``target`` as a float ``(B, C, ...)`` map matching ``logits``."""
     b, c = logits.shape[:2]
     spatial = tuple(logits.shape[2:])
     if tuple(target.shape) == tuple(logits.shape):
-        soft = target.to(torch.float32)
-        if soft.numel():
-            lo, hi = float(soft.min()), float(soft.max())
-            if not (0.0 <= lo and hi <= 1.0):  # also False for NaN
-                raise ValueError(
-                    f"target shaped like logits is a one-hot/soft target and must lie in [0, 1]; got "
-                    f"values in [{lo}, {hi}] (a 0/255 mask: divide by 255; class indices: pass (B, *spatial))"
-                )
-        return soft
+        return _unit_interval(target.to(torch.float32), "shaped like logits is a one-hot/soft "
+                              "target", "class indices: pass (B, *spatial)")
     if tuple(target.shape) in ((b, *spatial), (b, 1, *spatial)):
         if target.is_floating_point() or target.dtype == torch.bool:
             if c == 1:
-                return target.reshape(b, 1, *spatial).to(torch.float32)
+                return _unit_interval(target.reshape(b, 1, *spatial).to(torch.float32),
+                                      "of a single channel (C=1) is a binary/soft mask",
+                                      "or pass an integer 0/1 mask")
             raise TypeError(
                 f"target of shape {tuple(target.shape)} holds class indices and must be an integer "
                 f"tensor; got {target.dtype} (or pass a one-hot target shaped like logits "
@@ -116,8 +123,8 @@ def soft_dice_loss(
         raise ValueError(f"logits must hold at least one sample and one channel; got shape {tuple(logits.shape)}")
     _check_activation(activation)
     check_choice("reduction", reduction, ("mean", "sum", "none"))
-    check_positive("smooth_nr", smooth_nr, allow_zero=True)
-    check_positive("smooth_dr", smooth_dr)  # > 0: an empty prediction and target would give 0/0
+    smooth_nr = check_positive("smooth_nr", smooth_nr, allow_zero=True)
+    smooth_dr = check_positive("smooth_dr", smooth_dr)  # > 0: empty prediction and target: 0/0
     check_has_data("logits", logits)
     check_has_data("target", target)
     if not bool(torch.isfinite(logits).all()):

@@ -110,6 +110,22 @@ def _check_magnitude(z: torch.Tensor, temperature: float, *, normalized: bool) -
         )
 
 
+def _all_finite(z: torch.Tensor) -> bool:
+    """``isfinite(z).all()``, with a clear error under ``torch.func.vmap`` (which cannot branch
+    on a batched tensor's values)."""
+    try:
+        return bool(torch.isfinite(z).all())
+    except RuntimeError as exc:
+        if not torch._C._are_functorch_transforms_active():
+            raise
+        raise RuntimeError(
+            "modal_target_supcon_loss cannot run under torch.func.vmap on any backend: it checks "
+            "the features' values (finite, not overflowing) before computing, which vmap does not "
+            "allow. Loop over the batches, or use torch.func.grad / jacrev / hessian with "
+            "backend='naive' (see docs/loss.md, 'Higher-order gradients and torch.func')"
+        ) from exc
+
+
 def _check_options(
     temperature: float, partial_weight: float, reduction: str, backend: str, block_size: int | None
 ) -> None:
@@ -170,6 +186,8 @@ def modal_target_supcon_loss(
         backend: ``"auto"`` (Triton for CUDA tensors when triton imports, else torch),
             ``"torch"`` (blocked, ``O(block_size * M)`` extra memory), ``"naive"`` (full
             ``M x M`` reference) or ``"triton"`` (CPU only with ``TRITON_INTERPRET=1``).
+            Only ``"naive"`` supports double backward (``create_graph=True``) and
+            ``torch.func.grad`` / ``jacrev`` / ``hessian``; the others raise there.
         gather_distributed: all-gather rows and labels (with gradients) from every rank when
             ``torch.distributed`` is initialised with more than one process. Local rows are the
             anchors, all rows the contrast set. The value equals the single-process loss of the
@@ -207,6 +225,8 @@ def modal_target_supcon_loss(
             ``[0, 1]``, unknown reduction/backend, non-finite features, ``views`` not dividing M,
             ``normalize=False`` with features so large that the similarities overflow.
         ImportError: ``backend="triton"`` without triton installed.
+        RuntimeError: double backward (``create_graph=True``) or a ``torch.func`` transform
+            with a backend other than ``"naive"``; ``torch.func.vmap`` on any backend.
 
     References:
         Lee et al., "Attention-Guided Supervised Contrastive Learning for Semantic
@@ -274,6 +294,8 @@ def _loss_and_rows(
     """The loss, the valid mask, and the (gathered, normalised, detached) rows and their label
     columns, which a memory queue enqueues."""
     _check_options(temperature, partial_weight, reduction, backend, block_size)
+    temperature, partial_weight = float(temperature), float(partial_weight)  # numpy scalars too
+    block_size = None if block_size is None else int(block_size)
     rows, cols, has_partial, out_shape = build_rows(features, labels, modality, target, views)
     if queue is not None and labels is None and modality is None and target is None:
         raise ValueError(
@@ -286,7 +308,7 @@ def _loss_and_rows(
     dtype = torch.float64 if rows.dtype == torch.float64 and name != "triton" else torch.float32
     with torch.autocast(rows.device.type, enabled=False):
         z = rows.to(dtype)
-        if not bool(torch.isfinite(z).all()):
+        if not _all_finite(z):
             raise ValueError("features must be finite; got NaN or inf entries")
         _check_magnitude(z, temperature, normalized=normalize)
         if normalize:

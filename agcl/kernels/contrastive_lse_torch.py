@@ -38,7 +38,12 @@ import math
 
 import torch
 
-from agcl.kernels._checks import check_grad_rows, check_lse_args
+from agcl.kernels._checks import (
+    check_grad_rows,
+    check_lse_args,
+    refuse_double_backward,
+    refuse_functorch,
+)
 
 __all__ = ["contrastive_lse_torch", "default_block_size"]
 
@@ -203,8 +208,8 @@ class _ContrastiveLSE(torch.autograd.Function):
         return lse2 * _LN2
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
+        refuse_double_backward("torch")
         z, lse2 = ctx.saved_tensors
         c, temperature, anchor_start, block_size, grad_rows = ctx.meta
         if z.shape[0] == 1 or not ctx.needs_input_grad[0]:
@@ -245,8 +250,10 @@ def contrastive_lse_torch(
     Raises:
         TypeError: ``z`` not a floating tensor, non-integer indices or block size.
         ValueError: ``z`` not 2-D, ``temperature`` not > 0, anchors outside the rows of ``z``,
-            ``block_size < 1``. Double backward (``create_graph=True``) raises a
-            ``RuntimeError``: the backward is not itself differentiable.
+            ``block_size < 1``.
+        RuntimeError: double backward (``create_graph=True``) or a ``torch.func`` transform
+            (the backward is not itself differentiable); the message names
+            :func:`agcl.kernels.contrastive_lse_naive` / ``backend="naive"``.
 
     Examples:
         >>> z = torch.nn.functional.normalize(torch.randn(6, 3, dtype=torch.float64), dim=1)
@@ -262,6 +269,7 @@ def contrastive_lse_torch(
     grad_rows = check_grad_rows(grad_rows, anchor_start, n_anchors, m_rows)
     if m_rows == 0 or n_anchors == 0:
         return z.new_zeros(0) + 0.0 * z.sum()
+    refuse_functorch("torch")
     block = block_size or default_block_size(m_rows, z.element_size())
     return _ContrastiveLSE.apply(
         z.contiguous(), float(temperature), anchor_start, n_anchors, block, grad_rows

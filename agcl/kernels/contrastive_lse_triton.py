@@ -36,7 +36,12 @@ import torch
 import triton
 import triton.language as tl
 
-from agcl.kernels._checks import check_grad_rows, check_lse_args
+from agcl.kernels._checks import (
+    check_grad_rows,
+    check_lse_args,
+    refuse_double_backward,
+    refuse_functorch,
+)
 
 __all__ = ["contrastive_lse_triton"]
 
@@ -259,8 +264,8 @@ class _ContrastiveLSE(torch.autograd.Function):
         return lse
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:
+        refuse_double_backward("triton")
         z, lse = ctx.saved_tensors
         temperature, a, n, blocks, grad_rows = ctx.params
         m = z.shape[0]
@@ -294,7 +299,8 @@ def contrastive_lse_triton(
     .. ``a + A - 1``, differentiable with respect to ``z``. Same contract as
     ``agcl.kernels.contrastive_lse_torch.contrastive_lse_torch``; the loss calls it through
     ``agcl.kernels.get_lse_fn``. Forward and backward use O(M * D) memory (``z``, ``dz`` and
-    O(M) vectors); double backward is not supported.
+    O(M) vectors); double backward and ``torch.func`` transforms raise a ``RuntimeError``
+    naming ``backend="naive"``.
 
     Args:
         z: rows to contrast, float32, bfloat16 or float16 (fp32 accumulation either way), on a
@@ -359,6 +365,7 @@ def contrastive_lse_triton(
             "(or run on CUDA)"
         )
     g = check_grad_rows(grad_rows, a, n, z.shape[0])
+    refuse_functorch("triton")
     blocks = _INTERPRETER_BLOCKS if INTERPRETED else None  # None: autotuned (CUDA)
     return _ContrastiveLSE.apply(z, temperature, a, n, blocks, g)
 

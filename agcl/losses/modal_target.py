@@ -82,7 +82,7 @@ class ModalTargetSupConLoss(nn.Module):
         _check_options(temperature, partial_weight, reduction, backend, block_size)
         self.queue_size = check_int("queue_size", queue_size, low=0)
         if queue_dim is not None:
-            check_int("queue_dim", queue_dim, low=1)
+            queue_dim = check_int("queue_dim", queue_dim, low=1)
         self.queue_dim = queue_dim
         if self.queue_size > 0:
             d = queue_dim or 0
@@ -95,7 +95,7 @@ class ModalTargetSupConLoss(nn.Module):
         self.reduction = reduction
         self.backend = backend
         self.gather_distributed = bool(gather_distributed)
-        self.block_size = block_size
+        self.block_size = None if block_size is None else int(block_size)
 
     def forward(
         self,

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
+
+from agcl._validation import is_real
 
 __all__ = ["as_mask", "as_mask_pair", "as_spacing", "union_crop"]
 
@@ -48,19 +50,32 @@ def as_mask_pair(pred: Any, gt: Any) -> tuple[np.ndarray, np.ndarray]:
     return p, g
 
 
+def _number(name: str, value: Any, ndim: int) -> float:
+    """A Python or numpy real number (0-d arrays and tensors too) as a float; strings refused."""
+    if hasattr(value, "detach") and hasattr(value, "cpu"):  # a torch scalar
+        value = value.detach().cpu().numpy()
+    if isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "iuf":
+        value = value.item()
+    if not is_real(value):  # float("1.5") would accept a string's characters
+        raise TypeError(f"{name} must be a number or a sequence of {ndim} numbers; got {value!r} "
+                        f"({type(value).__name__})")
+    return float(value)
+
+
 def as_spacing(spacing: Sequence[float] | float | None, ndim: int) -> tuple[float, ...]:
-    """Voxel spacing as ``ndim`` positive floats (``None`` means 1 per axis; a scalar is repeated)."""
+    """Voxel spacing as ``ndim`` positive floats (``None`` means 1 per axis; a scalar is repeated).
+
+    Python and numpy numbers (``np.float32(2.0)``), sequences of them and 1-D arrays or tensors
+    are accepted; strings and bools are refused.
+    """
     if spacing is None:
         return (1.0,) * ndim
-    if isinstance(spacing, (int, float)) and not isinstance(spacing, bool):
-        values: tuple[float, ...] = (float(spacing),) * ndim
+    if is_real(spacing) or (isinstance(spacing, np.ndarray) and spacing.ndim == 0):
+        values: tuple[float, ...] = (_number("spacing", spacing, ndim),) * ndim
     else:
-        if isinstance(spacing, (str, bytes)):  # float("1.5") would accept a string's characters
+        if isinstance(spacing, (str, bytes)) or not isinstance(spacing, Iterable):
             raise TypeError(f"spacing must be a number or a sequence of {ndim} numbers; got {spacing!r}")
-        try:
-            values = tuple(float(s) for s in spacing)  # type: ignore[union-attr]
-        except (TypeError, ValueError) as exc:
-            raise TypeError(f"spacing must be a number or a sequence of {ndim} numbers; got {spacing!r}") from exc
+        values = tuple(_number("spacing", s, ndim) for s in spacing)
     if len(values) != ndim:
         raise ValueError(f"spacing must have one entry per mask axis ({ndim}); got {len(values)}: {values}")
     if not all(np.isfinite(v) and v > 0 for v in values):

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from agcl._validation import check_in_range, check_int_sequence, check_positive, is_int
 from agcl.metrics._masks import as_spacing
 from agcl.metrics.overlap import dice
 from agcl.metrics.surface import _directed_percentile, surface_distances
@@ -49,8 +50,25 @@ def _organ_names(organs: Mapping[int, str] | Sequence[int] | None, gt: np.ndarra
         ids = [int(v) for v in np.unique(gt) if v != 0]
         return {i: str(i) for i in ids}
     if isinstance(organs, Mapping):
-        return {int(k): str(v) for k, v in organs.items()}
-    return {int(k): str(int(k)) for k in organs}
+        bad = [k for k in organs if not is_int(k)]
+        if bad:
+            raise TypeError(f"organs must map integer label ids to names; got the key {bad[0]!r} "
+                            f"({type(bad[0]).__name__})")
+        ids = [int(k) for k in organs]
+        names = {i: str(v) for i, v in zip(ids, organs.values())}
+    else:
+        ids = check_int_sequence("organs", organs)
+        names = {i: str(i) for i in ids}
+    if len(names) != len(ids):  # a list repeating an id
+        raise ValueError(f"organs must not repeat a label id; got {ids}")
+    by_name: dict[str, list[int]] = {}
+    for i, name in names.items():
+        by_name.setdefault(name, []).append(i)
+    dup = {name: ix for name, ix in by_name.items() if len(ix) > 1}
+    if dup:  # the table is keyed by name: one organ's row would replace the other's
+        raise ValueError(f"organs must give every label id its own name; got "
+                         f"{'; '.join(f'{name!r} for ids {ix}' for name, ix in dup.items())}")
+    return names
 
 
 def _mean_finite(values: Sequence[float | None]) -> float | None:
@@ -94,8 +112,9 @@ def evaluate_labels(
         for an organ absent from ``gt``) and integer counts (see the module notes for the rules).
 
     Raises:
-        TypeError: non-integer label maps.
-        ValueError: shapes differ, bad spacing.
+        TypeError: non-integer label maps or organ ids.
+        ValueError: shapes differ, bad spacing, ``percentile`` outside (0, 100], two organs
+            with one name (the table is keyed by name).
 
     Examples:
         >>> import numpy as np
@@ -107,6 +126,8 @@ def evaluate_labels(
         >>> table["mean"]
         {'dice': 0.5, 'hd95': 0.0, 'assd': 0.0, 'missed': 1, 'false_positive': 1}
     """
+    check_positive("percentile", percentile)
+    percentile = check_in_range("percentile", percentile, 0.0, 100.0)
     p = _label_array("pred", pred)
     g = _label_array("gt", gt)
     if p.shape != g.shape:
@@ -138,6 +159,38 @@ def _mean_row(per_organ: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     }
 
 
+_ROW_KEYS = ("dice", "hd95", "assd", "missed")  # "false_positive" is optional (older tables)
+
+
+def _check_row(where: str, row: Any) -> None:
+    if not isinstance(row, Mapping):
+        raise ValueError(f"{where} must be a dict with the keys {list(_ROW_KEYS)}; got "
+                         f"{type(row).__name__}")
+    missing = [k for k in _ROW_KEYS if k not in row]
+    if missing:
+        raise ValueError(f"{where} misses the key(s) {missing} (a row holds {list(_ROW_KEYS)} and "
+                         f"optionally 'false_positive'); got keys {sorted(map(str, row))}")
+
+
+def _check_table(where: str, table: Any, *, with_mean: bool) -> None:
+    """``ValueError`` naming the first missing key of an :func:`evaluate_labels` table."""
+    keys = ["per_organ", "mean"] if with_mean else ["per_organ"]
+    if not isinstance(table, Mapping):
+        raise ValueError(f"{where} must be a table from evaluate_labels (a dict with {keys}); got "
+                         f"{type(table).__name__}")
+    missing = [k for k in keys if k not in table]
+    if missing:
+        raise ValueError(f"{where} misses the key(s) {missing} (a table from evaluate_labels "
+                         f"holds 'per_organ' and 'mean'); got keys {sorted(map(str, table))}")
+    if not isinstance(table["per_organ"], Mapping):
+        raise ValueError(f"{where}['per_organ'] must be a dict {{organ name: row}}; got "
+                         f"{type(table['per_organ']).__name__}")
+    for name, row in table["per_organ"].items():
+        _check_row(f"{where}['per_organ'][{name!r}]", row)
+    if with_mean:
+        _check_row(f"{where}['mean']", table["mean"])
+
+
 def summarize_cases(tables: Sequence[Table]) -> Table:
     """Average per-case tables from :func:`evaluate_labels` into one table of the same format.
 
@@ -154,7 +207,7 @@ def summarize_cases(tables: Sequence[Table]) -> Table:
         A table ``{"per_organ": ..., "mean": ...}``.
 
     Raises:
-        ValueError: no table given.
+        ValueError: no table given, or a table (named by its index) missing a key.
 
     Examples:
         >>> a = {"per_organ": {"liver": {"dice": 0.8, "hd95": 4.0, "assd": 1.0, "missed": 0}}}
@@ -164,8 +217,14 @@ def summarize_cases(tables: Sequence[Table]) -> Table:
         >>> summarize_cases([a, b, c])["per_organ"]["liver"]
         {'dice': 0.4, 'hd95': 4.0, 'assd': 1.0, 'missed': 1, 'false_positive': 1}
     """
+    if isinstance(tables, Mapping) or not isinstance(tables, Sequence):
+        raise TypeError(
+            f"tables must be a sequence of per-case tables; got {type(tables).__name__}"
+        )
     if len(tables) == 0:
         raise ValueError("tables must hold at least one per-case table; got an empty sequence")
+    for i, table in enumerate(tables):
+        _check_table(f"tables[{i}]", table, with_mean=False)
     names: list[str] = []
     for table in tables:
         names.extend(n for n in table["per_organ"] if n not in names)
@@ -189,6 +248,10 @@ def _cell(value: float | None, spec: str) -> str:
 def format_table(table: Table, *, title: str | None = None) -> str:
     """A Markdown table of a (per-case or summarised) evaluation: one row per organ and the mean.
 
+    Raises:
+        ValueError: ``table`` is not a table of :func:`evaluate_labels` (the missing key is
+            named).
+
     Examples:
         >>> t = {"per_organ": {"liver": {"dice": 0.9, "hd95": 3.0, "assd": 1.0, "missed": 0},
         ...                    "aorta": {"dice": None, "hd95": None, "assd": None, "missed": 0,
@@ -201,6 +264,7 @@ def format_table(table: Table, *, title: str | None = None) -> str:
         | aorta | n/a | n/a | n/a | 0 | 1 |
         | **mean** | 0.900 | 3.00 | 1.00 | 0 | 1 |
     """
+    _check_table("table", table, with_mean=True)
     lines = [f"### {title}", ""] if title else []
     lines += ["| organ | Dice | HD95 (mm) | ASSD (mm) | missed | false positive |", "|---|---|---|---|---|---|"]
     rows = [*table["per_organ"].items(), ("**mean**", table["mean"])]

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from agcl._validation import check_int
+from agcl._validation import check_in_range, check_int
 
 __all__ = ["confusion_matrix", "iou_from_confusion", "iou_per_class", "mean_iou"]
 
@@ -54,7 +54,7 @@ def confusion_matrix(pred: Any, target: Any, num_classes: int, *, ignore_index: 
         raise ValueError(f"pred and target must have the same shape; got pred {p.shape} and target {t.shape}")
     p, t = p.reshape(-1).astype(np.int64), t.reshape(-1).astype(np.int64)
     if ignore_index is not None:
-        keep = t != int(ignore_index)
+        keep = t != check_int("ignore_index", ignore_index)
         p, t = p[keep], t[keep]
     for name, arr in (("pred", p), ("target", t)):
         if arr.size and (int(arr.min()) < 0 or int(arr.max()) >= k):
@@ -66,14 +66,25 @@ def confusion_matrix(pred: Any, target: Any, num_classes: int, *, ignore_index: 
 def iou_from_confusion(cm: np.ndarray) -> list[float | None]:
     """Per-class IoU from a confusion matrix; ``None`` where the class's union is empty.
 
+    Raises:
+        ValueError: ``cm`` not square, or holding a negative, non-finite or fractional count.
+        TypeError: ``cm`` not numeric.
+
     Examples:
         >>> import numpy as np
         >>> iou_from_confusion(np.array([[3, 1, 0], [1, 1, 0], [0, 0, 0]]))
         [0.6, 0.3333333333333333, None]
     """
+    if hasattr(cm, "detach") and hasattr(cm, "cpu"):
+        cm = cm.detach().cpu().numpy()
     cm = np.asarray(cm)
     if cm.ndim != 2 or cm.shape[0] != cm.shape[1]:
         raise ValueError(f"cm must be a square (K, K) confusion matrix; got shape {cm.shape}")
+    if cm.dtype.kind not in "iuf":
+        raise TypeError(f"cm must hold pixel counts (integers); got dtype {cm.dtype}")
+    if cm.size and not (np.isfinite(cm).all() and (cm >= 0).all() and (cm == np.round(cm)).all()):
+        bad = cm[~(np.isfinite(cm) & (cm >= 0) & (cm == np.round(cm)))][0]
+        raise ValueError(f"cm must hold pixel counts (whole numbers >= 0); got {bad}")
     tp = np.diag(cm).astype(np.int64)
     union = cm.sum(0) + cm.sum(1) - tp
     return [None if u == 0 else float(t) / float(u) for t, u in zip(tp.tolist(), union.tolist())]
@@ -101,9 +112,13 @@ def iou_per_class(pred: Any, target: Any, num_classes: int, ignore_index: int | 
 def mean_iou(ious: Any) -> float | None:
     """The mean of the per-class IoUs that are not ``None`` (``None`` if all are).
 
+    Raises:
+        TypeError, ValueError: an entry that is neither ``None`` nor a number in [0, 1] (NaN
+            included), named by its index.
+
     Examples:
         >>> mean_iou([0.5, None, 1.0])
         0.75
     """
-    vals = [float(v) for v in ious if v is not None]
+    vals = [check_in_range(f"ious[{i}]", v, 0.0, 1.0) for i, v in enumerate(ious) if v is not None]
     return None if not vals else float(np.mean(vals))

@@ -123,7 +123,7 @@ def hausdorff_distance(
         0.5
     """
     check_positive("percentile", percentile)
-    check_in_range("percentile", percentile, 0.0, 100.0)
+    percentile = check_in_range("percentile", percentile, 0.0, 100.0)
     d_pg, d_gp = surface_distances(pred, gt, spacing)
     if d_pg.size == 0 and d_gp.size == 0:
         return 0.0

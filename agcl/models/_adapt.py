@@ -65,7 +65,7 @@ def adapt_input_conv(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
     """
     check_tensor("weight", weight)
     check_ndim("weight", weight, (3, 4, 5), "(out_channels, in_channels, *kernel_size)")
-    check_int("in_chans", in_chans, low=1)
+    in_chans = check_int("in_chans", in_chans, low=1)
     src = int(weight.shape[1])
     w = weight.detach().to(torch.float64)
     if in_chans == src:

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from agcl._validation import check_int as _check_int
-from agcl._validation import check_output_stride, check_tensor
+from agcl._validation import check_int_sequence, check_output_stride, check_tensor
 
 __all__ = ["ASPP", "ASPPDecoder", "DeepLabV3PlusDecoder", "scaled_dilations"]
 
@@ -33,7 +33,8 @@ def scaled_dilations(dilations: Sequence[int], output_stride: int) -> tuple[int,
         ((12, 24, 36), (3, 6, 9))
     """
     check_output_stride(output_stride)
-    return tuple(max(1, round(d * 16 / output_stride)) for d in dilations)
+    rates = check_int_sequence("dilations", dilations, low=1)  # 1.5 is refused, not rounded
+    return tuple(max(1, round(d * 16 / output_stride)) for d in rates)
 
 
 class _ImagePooling(nn.Sequential):
@@ -78,13 +79,11 @@ class ASPP(nn.Module):
     def __init__(self, in_channels: int, out_channels: int = 512,
                  dilations: Sequence[int] = (6, 12, 18)) -> None:
         super().__init__()
-        _check_int("in_channels", in_channels, low=1)
-        _check_int("out_channels", out_channels, low=1)
-        dilations = tuple(dilations)
+        in_channels = _check_int("in_channels", in_channels, low=1)
+        out_channels = _check_int("out_channels", out_channels, low=1)
+        dilations = tuple(check_int_sequence("dilations", dilations, low=1))
         if not dilations:
             raise ValueError("dilations must hold at least one rate; got ()")
-        for d in dilations:
-            _check_int("dilations", d, low=1)
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.dilations = dilations
@@ -121,7 +120,7 @@ def _check_features(features: Sequence[torch.Tensor], encoder_channels: tuple[in
 
 
 def _check_size(input_size: Sequence[int]) -> tuple[int, int]:
-    size = tuple(int(s) for s in input_size)
+    size = tuple(check_int_sequence("input_size", input_size))
     if len(size) != 2 or min(size) < 1:
         raise ValueError(f"input_size must be (H, W) of the input image; got {tuple(input_size)}")
     return size[0], size[1]
@@ -157,7 +156,8 @@ class ASPPDecoder(nn.Module):
     def __init__(self, encoder_channels: Sequence[int], num_classes: int, *, output_stride: int = 16,
                  aspp_channels: int = 512, dilations: Sequence[int] = (6, 12, 18)) -> None:
         super().__init__()
-        self.encoder_channels = tuple(int(c) for c in encoder_channels)
+        self.encoder_channels = tuple(
+            check_int_sequence("encoder_channels", encoder_channels, low=1))
         if not self.encoder_channels:
             raise ValueError("encoder_channels must list at least one map's channels; got ()")
         self.num_classes = _check_int("num_classes", num_classes, low=1)
@@ -209,7 +209,8 @@ class DeepLabV3PlusDecoder(nn.Module):
                  aspp_channels: int = 512, decoder_channels: int = 256, low_level_reduced: int = 48,
                  low_level_index: int = 0, dilations: Sequence[int] = (6, 12, 18)) -> None:
         super().__init__()
-        self.encoder_channels = tuple(int(c) for c in encoder_channels)
+        self.encoder_channels = tuple(
+            check_int_sequence("encoder_channels", encoder_channels, low=1))
         n = len(self.encoder_channels)
         if n < 2 or not (0 <= low_level_index < n - 1):
             raise ValueError(f"low_level_index must point at a map before the last of "

@@ -41,9 +41,9 @@ class ProjectionHead(nn.Module):
     def __init__(self, in_features: int = 2048, hidden_features: int = 2048,
                  out_features: int = 256) -> None:
         super().__init__()
-        check_int("in_features", in_features, low=1)
-        check_int("hidden_features", hidden_features, low=1)
-        check_int("out_features", out_features, low=1)
+        in_features = check_int("in_features", in_features, low=1)
+        hidden_features = check_int("hidden_features", hidden_features, low=1)
+        out_features = check_int("out_features", out_features, low=1)
         self.in_features = in_features
         self.out_features = out_features
         self.fc1 = nn.Linear(in_features, hidden_features)

@@ -79,9 +79,9 @@ class ResNet(nn.Module):
         zero_init_residual: bool = False,
     ) -> None:
         super().__init__()
-        check_int("in_chans", in_chans, low=1)
-        check_int("num_classes", num_classes, low=0)
-        check_int("base_width", base_width, low=1)
+        in_chans = check_int("in_chans", in_chans, low=1)
+        num_classes = check_int("num_classes", num_classes, low=0)
+        base_width = check_int("base_width", base_width, low=1)
         check_output_stride(output_stride)
         self.in_chans = in_chans
         self.output_stride = int(output_stride)

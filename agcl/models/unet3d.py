@@ -61,9 +61,10 @@ class CoarseUNet3D(nn.Module):
     def __init__(self, in_channels: int = 1, num_classes: int = 2, *, base_channels: int = 8,
                  depth: int = 3) -> None:
         super().__init__()
-        for name, value in (("in_channels", in_channels), ("num_classes", num_classes),
-                            ("base_channels", base_channels), ("depth", depth)):
-            check_int(name, value, low=1)
+        in_channels, num_classes, base_channels, depth = (
+            check_int(name, value, low=1) for name, value in (
+                ("in_channels", in_channels), ("num_classes", num_classes),
+                ("base_channels", base_channels), ("depth", depth)))
         self.in_channels = in_channels
         self.num_classes = num_classes
         self.depth = depth

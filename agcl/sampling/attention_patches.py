@@ -20,7 +20,14 @@ from typing import Any, Literal
 
 import torch
 
-from agcl._validation import check_choice, check_generator, check_int
+from agcl._validation import (
+    check_choice,
+    check_finite_real,
+    check_generator,
+    check_int,
+    check_int_sequence,
+    is_int,
+)
 from agcl.sampling._centres import attention_groups, draw_centres
 from agcl.sampling.windows import as_tensor, gather_windows, normalise_axis, pair
 
@@ -75,7 +82,8 @@ class PatchBatch:
 
     def __getitem__(self, index: Any) -> PatchBatch:
         """The patches selected by ``index`` (an int, slice, index or boolean tensor)."""
-        if isinstance(index, int):
+        if is_int(index):  # a Python or numpy int: keep the patch dimension
+            index = int(index)
             index = slice(index, index + 1) if index != -1 else slice(-1, None)
         parts: dict[str, Any] = {f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[index]
                                  for f in fields(self)}
@@ -117,7 +125,8 @@ class PatchBatch:
         h, w = pair("patch_size", patch_size)
         img = torch.zeros(0, 1, h, w)
         long = torch.zeros(0, dtype=torch.long)
-        return PatchBatch(torch.zeros(0, int(channels), h, w), img.clone(), img.clone() if with_label else None, long, long.clone(),
+        channels = check_int("channels", channels, low=1)
+        return PatchBatch(torch.zeros(0, channels, h, w), img.clone(), img.clone() if with_label else None, long, long.clone(),
                           long.clone(), long.clone(), torch.zeros(0, 2, dtype=torch.long))
 
 
@@ -174,19 +183,19 @@ class AttentionPatchSampler:
         generator: torch.Generator | None = None,
     ) -> None:
         self.patch_size = pair("patch_size", patch_size)
-        check_int("patches_per_slice", patches_per_slice, low=1)
-        check_choice("centre_mode", centre_mode, ("mask", "bbox"))
-        check_int("margin", margin, low=0)
-        if max_patches is not None:
-            check_int("max_patches", max_patches, low=0)
+        self.patches_per_slice = check_int("patches_per_slice", patches_per_slice, low=1)
+        self.centre_mode = check_choice("centre_mode", centre_mode, ("mask", "bbox"))
+        self.margin = check_int("margin", margin, low=0)
+        self.max_patches = (None if max_patches is None
+                            else check_int("max_patches", max_patches, low=0))
         check_generator("generator", generator)
         if seed is not None and generator is not None:
             raise ValueError("pass seed or generator, not both; got both")
-        self.patches_per_slice = patches_per_slice
+        if seed is not None:  # torch.Generator seeds are 64-bit: a larger one would overflow
+            seed = check_int("seed", seed, low=0, high=2**64 - 1)
+        if image_pad_value is not None:
+            image_pad_value = check_finite_real("image_pad_value", image_pad_value)
         self.axis = normalise_axis(axis)
-        self.centre_mode = centre_mode
-        self.margin = margin
-        self.max_patches = max_patches
         self.image_pad_value = image_pad_value
         if generator is None:
             generator = torch.Generator()
@@ -235,6 +244,9 @@ class AttentionPatchSampler:
                 negative or non-integer codes in a label-map attention, or ``targets``
                 inconsistent with a stack.
         """
+        modality = check_int("modality", modality, low=0)
+        volume_index = check_int("volume_index", volume_index, low=0)
+        targets = None if targets is None else check_int_sequence("targets", targets)
         img = self._image(image)
         shape = tuple(img.shape[-3:])
         if not isinstance(attention, Mapping):
@@ -292,9 +304,10 @@ class AttentionPatchSampler:
             (torch.Size([6, 3]), [5, 5, 5, 5, 5, 5], True)
         """
         gen = check_generator("generator", generator) if generator is not None else self.generator
-        shape = tuple(int(s) for s in shape)
+        shape = tuple(check_int_sequence("shape", shape, low=0))
         if len(shape) != 3:
             raise ValueError(f"shape must be a 3-D volume shape (D0, D1, D2); got {shape}")
+        targets = None if targets is None else check_int_sequence("targets", targets)
         if isinstance(attention, Mapping):
             centres, target = self._plan_sparse(attention, shape, targets, gen)
         else:
@@ -309,7 +322,8 @@ class AttentionPatchSampler:
                                           margin=self.margin)
             slot = group // shape[self.axis]
             if att.ndim == 4:
-                codes = torch.arange(1, att.shape[0] + 1) if targets is None else torch.tensor([int(t) for t in targets])
+                codes = (torch.arange(1, att.shape[0] + 1) if targets is None
+                         else torch.tensor(targets))
                 target = codes[slot] if slot.numel() else slot
             else:
                 target = slot
@@ -320,7 +334,7 @@ class AttentionPatchSampler:
 
     def _plan_sparse(self, attention: Mapping[int, Any], shape: tuple[int, ...], targets: Sequence[int] | None,
                      gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        codes = sorted(int(k) for k in attention) if targets is None else [int(t) for t in targets]
+        codes = sorted(_sparse_codes(attention)) if targets is None else list(targets)
         a = self.axis
         b, c = (d for d in range(3) if d != a)
         out_c, out_t = [torch.zeros(0, 3, dtype=torch.long)], [torch.zeros(0, dtype=torch.long)]
@@ -352,13 +366,14 @@ class AttentionPatchSampler:
         pad once per volume when cutting its patches in many chunks. ``codes`` restricts it to
         those organs.
         """
-        shape = tuple(int(v) for v in shape)
+        shape = tuple(check_int_sequence("shape", shape, low=0))
         a = self.axis
         b, c = (d for d in range(3) if d != a)
         grow = {a: 0, b: self.patch_size[0] // 2 + 1, c: self.patch_size[1] // 2 + 1}
-        wanted = None if codes is None else {int(v) for v in torch.as_tensor(codes).unique().tolist()}
+        wanted = (None if codes is None
+                  else set(check_int_sequence("codes", torch.as_tensor(codes).unique())))
         out = _PaddedSparse()
-        for code in attention:
+        for code in _sparse_codes(attention):
             if wanted is not None and int(code) not in wanted:
                 continue
             box, mask = _sparse_entry(attention, int(code), shape)
@@ -405,12 +420,18 @@ class AttentionPatchSampler:
         Shape:
             Output image ``(P, C, h, w)``; attention and label ``(P, 1, h, w)``.
         """
+        modality = check_int("modality", modality, low=0)
+        volume_index = check_int("volume_index", volume_index, low=0)
+        targets = None if targets is None else check_int_sequence("targets", targets)
         img = self._image(image)
         shape = tuple(img.shape[1:])
         att = attention if isinstance(attention, Mapping) else as_tensor("attention", attention).cpu()
         lab = _label_tensor(label, attention, att, shape)
-        centres = torch.as_tensor(centres, dtype=torch.long)
-        target = torch.as_tensor(target, dtype=torch.long)
+        centres, target = torch.as_tensor(centres), torch.as_tensor(target)
+        for name, value in (("centres", centres), ("target", target)):
+            if value.is_floating_point() or value.is_complex() or value.dtype == torch.bool:
+                raise TypeError(f"{name} must hold integers (from plan()); got dtype {value.dtype}")
+        centres, target = centres.long(), target.long()
         if centres.ndim != 2 or centres.shape[1] != 3 or target.shape != (centres.shape[0],):
             raise ValueError(f"centres must be (P, 3) and target (P,); got {tuple(centres.shape)} and {tuple(target.shape)}")
         if centres.shape[0] == 0:
@@ -418,7 +439,8 @@ class AttentionPatchSampler:
         # the image minimum is only computed when some window crosses the border
         if pad_value is None and self.image_pad_value is not None:
             pad_value = self.image_pad_value
-        pad: Any = (lambda: float(img.min())) if pad_value is None else float(pad_value)
+        pad: Any = ((lambda: float(img.min())) if pad_value is None
+                    else check_finite_real("pad_value", pad_value))
         p = centres.shape[0]
         image_w = torch.stack([gather_windows(img[ch], self.axis, centres, self.patch_size, pad)
                                for ch in range(img.shape[0])], 1).float()
@@ -445,7 +467,8 @@ class AttentionPatchSampler:
                 attention_w = torch.empty(win, dtype=torch.float32 if graded else torch.bool)
                 if targets is not None and len(targets) != att.shape[0]:
                     raise ValueError(f"targets must give one code per attention map (K={att.shape[0]}); got {len(targets)}")
-                codes = torch.arange(1, att.shape[0] + 1) if targets is None else torch.tensor([int(t) for t in targets])
+                codes = (torch.arange(1, att.shape[0] + 1) if targets is None
+                         else torch.tensor(targets))
                 for ch in range(att.shape[0]):  # one gather per organ map
                     sel = torch.nonzero(target == codes[ch]).squeeze(1)
                     if sel.numel():
@@ -493,6 +516,17 @@ def _label_tensor(label: Any, attention: Any, att: Any, shape: tuple[int, ...]) 
     if lab.is_floating_point():
         raise TypeError(f"label must be an integer label map; got dtype {lab.dtype}")
     return lab
+
+
+def _sparse_codes(attention: Mapping[Any, Any]) -> list[int]:
+    """The organ codes (keys) of a sparse attention, which must be integers (2.7 is refused, not
+    truncated to 2)."""
+    codes = list(attention)
+    bad = [k for k in codes if not is_int(k)]
+    if bad:
+        raise TypeError(f"a sparse attention's keys must be integer organ codes; got {bad[0]!r} "
+                        f"({type(bad[0]).__name__})")
+    return [int(k) for k in codes]
 
 
 def _sparse_entry(attention: Mapping[int, Any], code: int, shape: tuple[int, ...]) -> tuple[tuple[slice, ...], torch.Tensor]:

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from agcl._validation import check_int
+from agcl._validation import check_int, check_int_sequence
 from agcl.sampling.attention_patches import AttentionPatchSampler, PatchBatch
 
 __all__ = ["PatchStream"]
@@ -116,7 +116,7 @@ class PatchStream(IterableDataset):
         streams: volumes each shard samples from at the same time.
         buffer_size: patches in each shard's shuffle buffer (at least ``batch_size``).
         chunk_size: patches cut from a volume at a time.
-        seed: base seed.
+        seed: base seed, any int ``>= 0``.
         rank, world_size: this process's share of the volumes under ``torch.distributed``
             (default: from the initialised process group, else 0 and 1).
         drop_last: drop a shard's last batch when it has fewer than ``batch_size`` patches.
@@ -124,6 +124,15 @@ class PatchStream(IterableDataset):
     Shape:
         Each item: a :class:`PatchBatch` of at most ``batch_size`` patches, image
         ``(B, C, h, w)``, attention (and label) ``(B, 1, h, w)`` float 0/1.
+
+    Raises:
+        TypeError: ``volumes`` a dict (``volumes[i]`` would look up the key ``i``) or not a
+            sequence; a non-integer option, target or volume ``"modality"`` (named with the
+            volume's index).
+        ValueError: options out of range (``seed`` must be ``>= 0``; every seed gives its own
+            patches); volumes with different numbers of image channels, naming the volumes and
+            their counts: all of them here when ``volumes`` is a list or tuple, otherwise each
+            volume when it is first read (so at the latest when its patches are cut).
 
     Examples:
         >>> import numpy as np
@@ -156,28 +165,41 @@ class PatchStream(IterableDataset):
     ) -> None:
         if not isinstance(sampler, AttentionPatchSampler):
             raise TypeError(f"sampler must be an AttentionPatchSampler; got {type(sampler).__name__}")
+        if isinstance(volumes, Mapping):  # volumes[i] would look up the key i
+            raise TypeError(
+                "volumes must be a sequence indexed 0 .. n-1 (e.g. a list of volume dicts); got a "
+                f"{type(volumes).__name__} with keys {_few(list(volumes))}: pass "
+                "list(volumes.values())"
+            )
         if not hasattr(volumes, "__len__") or not hasattr(volumes, "__getitem__"):
             raise TypeError(f"volumes must be a sequence (len and indexing); got {type(volumes).__name__}")
         if len(volumes) == 0:
             raise ValueError("volumes must hold at least one volume; got none")
-        for name, value in (("batch_size", batch_size), ("shards", shards), ("streams", streams),
-                            ("chunk_size", chunk_size)):
-            check_int(name, value, low=1)
-        check_int("buffer_size", buffer_size, low=batch_size)
+        batch_size, shards, streams, chunk_size = (
+            check_int(name, value, low=1) for name, value in (
+                ("batch_size", batch_size), ("shards", shards), ("streams", streams),
+                ("chunk_size", chunk_size)))
+        buffer_size = check_int("buffer_size", buffer_size, low=batch_size)
+        # SeedSequence takes any non-negative int: every seed gives its own stream
+        seed = check_int("seed", seed, low=0)
         if rank is None or world_size is None:
             dist = torch.distributed
             on = dist.is_available() and dist.is_initialized()
             rank = (dist.get_rank() if on else 0) if rank is None else rank
             world_size = (dist.get_world_size() if on else 1) if world_size is None else world_size
-        check_int("world_size", world_size, low=1)
-        check_int("rank", rank, low=0, high=world_size - 1)
+        world_size = check_int("world_size", world_size, low=1)
+        rank = check_int("rank", rank, low=0, high=world_size - 1)
         self.volumes = volumes
         self.sampler = sampler
         self.batch_size, self.with_label = batch_size, bool(with_label)
-        self.targets = None if targets is None else [int(t) for t in targets]
+        self.targets = None if targets is None else check_int_sequence("targets", targets)
         self.shards, self.streams, self.buffer_size, self.chunk_size = shards, streams, buffer_size, chunk_size
-        self.seed, self.rank, self.world_size, self.drop_last = int(seed), rank, world_size, bool(drop_last)
+        self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.drop_last = bool(drop_last)
         self.epoch = 0
+        self._channels: tuple[int, int] | None = None  # (volume, image channels) first read here
+        if isinstance(volumes, (list, tuple)):  # held in memory: check every volume now
+            _check_channels({i: _channel_count(v) for i, v in enumerate(volumes)})
 
     def set_epoch(self, epoch: int) -> None:
         """Shuffle and sample afresh for ``epoch`` (call before iterating, as with DistributedSampler)."""
@@ -211,7 +233,7 @@ class PatchStream(IterableDataset):
         """
         from torch.utils.data import DataLoader
 
-        check_int("num_workers", num_workers, low=0)
+        num_workers = check_int("num_workers", num_workers, low=0)
         if num_workers == 0 and not pin_memory:
             yield from self
             return
@@ -221,7 +243,15 @@ class PatchStream(IterableDataset):
         if num_workers > 0 and prefetch_factor is not None:
             kw["prefetch_factor"] = prefetch_factor
         items = iter(DataLoader(tagged, **kw))
-        yield from _merge(items, self.shards if num_workers > 0 else None)
+        first: tuple[list[int], int] | None = None
+        for batch in _merge(items, self.shards if num_workers > 0 else None):
+            # each worker checks the volumes it reads; across workers, the batches are compared
+            vols, c = sorted(set(batch.volume_index.tolist())), batch.image.shape[1]
+            if first is None:
+                first = (vols, c)
+            elif c != first[1]:
+                _check_channels({first[0][0]: first[1], vols[0]: c})
+            yield batch
 
     # ----------------------------------------------------------------------------------
     def _volume(self, index: int) -> tuple[Any, Any, Any, int, Any]:
@@ -233,12 +263,17 @@ class PatchStream(IterableDataset):
         if self.with_label and label is None:
             raise ValueError(f"with_label=True needs a 'label' in every volume; volumes[{index}] has none")
         ignore = vol.get("ignore") if self.with_label else None
-        return vol["image"], vol["attention"], label if self.with_label else None, int(vol.get("modality", 0)), ignore
+        modality = check_int(f"volumes[{index}]['modality']", vol.get("modality", 0), low=0)
+        return vol["image"], vol["attention"], label if self.with_label else None, modality, ignore
 
     def _volume_chunks(self, index: int) -> Iterator[PatchBatch]:
         image, attention, label, modality, ignore = self._volume(index)
         gen = _generator(self.seed, self.epoch, index)
         img = self.sampler._image(image)
+        if self._channels is None:
+            self._channels = (index, img.shape[0])
+        else:  # volumes read lazily: each is checked when it is first read
+            _check_channels({self._channels[0]: self._channels[1], index: img.shape[0]})
         centres, target = self.sampler.plan(attention, img.shape[1:], self.targets, generator=gen)
         order = torch.randperm(centres.shape[0], generator=gen)
         centres, target = centres[order], target[order]
@@ -290,8 +325,35 @@ class PatchStream(IterableDataset):
                         "use steps_per_epoch or iterate")
 
 
+def _few(items: Sequence[Any], n: int = 5) -> str:
+    more = f", ... ({len(items)} in all)" if len(items) > n else ""
+    return ", ".join(map(repr, items[:n])) + more
+
+
+def _channel_count(vol: Any) -> int | None:
+    """Image channels of a volume dict from its image's shape alone (``None`` if unknown)."""
+    shape = getattr(vol.get("image"), "shape", None) if isinstance(vol, Mapping) else None
+    if shape is None or len(shape) not in (3, 4):
+        return None  # reading the volume reports it
+    return 1 if len(shape) == 3 else int(shape[0])
+
+
+def _check_channels(counts: Mapping[int, int | None]) -> None:
+    """``ValueError`` naming the volumes and their counts unless every known count is equal."""
+    groups: dict[int, list[int]] = {}
+    for index, c in counts.items():
+        if c is not None:
+            groups.setdefault(c, []).append(index)
+    if len(groups) > 1:
+        parts = "; ".join(f"{c} channel(s) in volumes[{_few(ix)}]" if len(ix) > 1 else
+                          f"{c} channel(s) in volumes[{ix[0]}]" for c, ix in sorted(groups.items()))
+        raise ValueError(f"volumes must all have the same number of image channels (one batch "
+                         f"holds patches of many volumes); got {parts}")
+
+
 def _generator(seed: int, epoch: int, key: int) -> torch.Generator:
-    state = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(epoch), int(key) + 2]).generate_state(1, np.uint64)[0]
+    entropy = [int(seed), int(epoch), int(key) + 2]
+    state = np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0]
     return torch.Generator().manual_seed(int(state >> np.uint64(1)))
 
 

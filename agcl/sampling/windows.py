@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from agcl._validation import check_int
+from agcl._validation import check_int, is_real
 
 __all__ = ["extract_windows", "gather_windows"]
 
@@ -139,7 +139,9 @@ def extract_windows(
         The windows.
 
     Raises:
-        ValueError: wrong ranks, or a centre outside the array.
+        TypeError: a non-numeric ``pad_value``.
+        ValueError: wrong ranks, a centre outside the array, or a fractional ``pad_value`` for
+            an integer array.
 
     Examples:
         >>> import torch
@@ -160,6 +162,11 @@ def extract_windows(
             f"{tuple(cen.shape)} and dtype {cen.dtype}"
         )
     patch = pair("patch_size", patch_size)
+    if not is_real(pad_value):
+        raise TypeError(f"pad_value must be a number; got {type(pad_value).__name__} {pad_value!r}")
+    if not (arr.is_floating_point() or float(pad_value).is_integer()):  # 0.5 would become 0
+        raise ValueError(f"pad_value must be a whole number for an array of dtype {arr.dtype}; "
+                         f"got {pad_value}")
     cen = cen.to(device=arr.device, dtype=torch.long)
     if arr.ndim == 2:
         arr, ax = arr.unsqueeze(0), 0

@@ -94,13 +94,27 @@ def test_deterministic_with_generator():
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
 
 
-def test_crop_area_and_rotation_ranges():
-    aug = PairAug(generator=torch.Generator().manual_seed(0))
-    theta = aug.sample_theta(2000)
-    lin = theta[:, :, :2]
-    area = torch.linalg.det(lin).abs()  # |det| = fw * fh = the crop's area fraction
+@pytest.mark.parametrize("size", [None, (16, 64), (64, 16)])
+@pytest.mark.parametrize("hflip", [False, True])
+def test_crop_area_and_rotation_ranges(hflip, size):
+    # every draw is a crop of area fraction 0.3-0.7, rotated by at most 30 degrees in pixels
+    # and (hflip) mirrored: checked on the matrix in pixel units, with and without a flip and
+    # for non-square patches (issue 26, rows 3 and 32)
+    aug = PairAug(hflip=hflip, generator=torch.Generator().manual_seed(0))
+    theta = aug.sample_theta(2000, size)
+    h, w = size or (1, 1)
+    to_px = torch.diag(torch.tensor([w / 2, h / 2], dtype=torch.float64))  # normalised -> pixels
+    a = to_px @ theta[:, :, :2] @ torch.linalg.inv(to_px)  # the linear part in pixels
+    det = torch.linalg.det(a)
+    area = det.abs()  # |det| = fw * fh = the crop's area fraction
     assert area.min() >= 0.3 - 1e-9 and area.max() <= 0.7 + 1e-9
-    ang = torch.rad2deg(torch.atan2(lin[:, 1, 0], lin[:, 0, 0]))
+    assert bool((det < 0).any()) == hflip  # mirrored draws exist exactly when asked for
+    # a = R diag(f fw, fh), f = sign(det): the columns are orthogonal and R's angle is read off
+    # the first column with the flip undone
+    cross = (a[:, :, 0] * a[:, :, 1]).sum(1)
+    assert cross.abs().max() < 1e-12
+    f = det.sign()
+    ang = torch.rad2deg(torch.atan2(a[:, 1, 0] * f, a[:, 0, 0] * f))
     assert ang.abs().max() <= 30 + 1e-9 and ang.abs().max() > 25
     assert (theta[:, :, 2].abs() <= 1).all()
 

@@ -1,5 +1,5 @@
 """The argument check shared by the three log-sum-exp backends, and the torch backend's
-refusal of double backward (issue 11)."""
+refusal of double backward and torch.func (issues 11 and 26)."""
 
 from __future__ import annotations
 
@@ -50,10 +50,30 @@ def test_integer_z_refused(fn):
         fn(torch.zeros(4, 3, dtype=torch.long), 0.1)
 
 
-def test_torch_backend_refuses_double_backward():
+HAND_WRITTEN = [(f, f.__name__.rsplit("_", 1)[1])
+                for f in BACKENDS if f is not contrastive_lse_naive]
+
+
+@pytest.mark.parametrize("fn, name", HAND_WRITTEN, ids=lambda v: getattr(v, "__name__", v))
+def test_hand_written_backward_refuses_double_backward(fn, name):
     # The backward is hand-written (no autograd graph of its own): create_graph=True must fail
-    # loudly instead of returning a wrong second derivative (issue 11, row 3).
-    z = torch.nn.functional.normalize(torch.randn(6, 4, dtype=torch.float64), dim=1).requires_grad_()
-    (grad,) = torch.autograd.grad(contrastive_lse_torch(z, 0.5).sum(), z, create_graph=True)
-    with pytest.raises(RuntimeError, match="once_differentiable|does not require grad"):
-        grad.sum().backward()
+    # at once, naming the naive backend, instead of returning a gradient whose own derivative
+    # would be silently wrong (issue 26, row 1).
+    z = torch.nn.functional.normalize(torch.randn(6, 4), dim=1).requires_grad_()
+    with pytest.raises(RuntimeError, match=f"double backward .*backend='{name}'.*backend='naive'"):
+        torch.autograd.grad(fn(z, 0.5).sum(), z, create_graph=True)
+    (grad,) = torch.autograd.grad(fn(z, 0.5).sum(), z)  # a first derivative still works
+    assert torch.isfinite(grad).all()
+
+
+@pytest.mark.parametrize("fn, name", HAND_WRITTEN, ids=lambda v: getattr(v, "__name__", v))
+def test_hand_written_backward_refuses_torch_func(fn, name):
+    z = torch.nn.functional.normalize(torch.randn(6, 4), dim=1)
+    with pytest.raises(RuntimeError, match=f"torch.func .*backend='{name}'.*backend='naive'"):
+        torch.func.grad(lambda x: fn(x, 0.5).sum())(z)
+
+
+def test_naive_backend_has_the_exact_second_derivative():
+    z = torch.nn.functional.normalize(torch.randn(5, 3, dtype=torch.float64), dim=1)
+    z.requires_grad_()
+    assert torch.autograd.gradgradcheck(lambda x: contrastive_lse_naive(x, 0.5), (z,))

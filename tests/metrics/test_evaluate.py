@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from agcl.metrics import evaluate_labels, format_table, summarize_cases
+from agcl.metrics import evaluate_labels, format_table, hausdorff_distance, summarize_cases
 
 
 def _maps():
@@ -97,3 +97,20 @@ def test_evaluate_errors():
         evaluate_labels(pred.astype(np.float32), gt)
     with pytest.raises(ValueError, match="tables"):
         summarize_cases([])
+
+
+def test_default_hd95_is_the_95th_percentile():
+    # spread-out surface distances (nine spikes of 1..9 px off a square), so that the 90th,
+    # 95th and 100th percentiles all differ: evaluate's default must be the 95th (issue 26, row 30)
+    gt = np.zeros((40, 40), np.int64)
+    gt[10:30, 10:30] = 1
+    pred = gt.copy()
+    for k in range(1, 10):
+        pred[30:30 + k, 9 + 2 * k] = 1
+    pm, gm = pred == 1, gt == 1
+    hd95 = hausdorff_distance(pm, gm, spacing=(1.0, 2.0), percentile=95)
+    others = {hausdorff_distance(pm, gm, spacing=(1.0, 2.0), percentile=q) for q in (90, 99, 100)}
+    assert hd95 not in others
+    got = evaluate_labels(pred, gt, spacing=(1.0, 2.0), organs={1: "spleen"})
+    assert got["per_organ"]["spleen"]["hd95"] == hd95
+    assert summarize_cases([got])["mean"]["hd95"] == hd95

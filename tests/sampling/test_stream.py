@@ -109,6 +109,23 @@ def test_epochs_differ_and_repeat():
     assert not torch.equal(a[0].image, c[0].image)
 
 
+def test_volume_order_changes_between_epochs_and_repeats_within_one():
+    # the order volumes are read in (not only the patches cut from them) is seeded with the
+    # epoch: with one shard streaming one volume at a time it is the order of the batches
+    # (issue 26, row 33)
+    stream = _stream(_volumes(8), shards=1, streams=1, buffer_size=8, batch_size=8)
+
+    def read_order(epoch):
+        stream.set_epoch(epoch)
+        order = [v for b in stream for v in dict.fromkeys(b.volume_index.tolist())]
+        return list(dict.fromkeys(order)), stream.rank_volumes()
+
+    orders = [read_order(e) for e in (0, 1, 2, 0)]
+    assert all(seen == planned and sorted(seen) == list(range(8)) for seen, planned in orders)
+    assert orders[3] == orders[0]  # the same epoch: the same order
+    assert orders[1][0] != orders[0][0] and orders[2][0] != orders[1][0]
+
+
 def test_batches_mix_volumes_and_modalities():
     stream = _stream(_volumes(8), shards=1, streams=4, buffer_size=64, batch_size=16)
     batches = [b for b in stream if len(b) == 16]
