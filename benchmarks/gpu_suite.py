@@ -110,8 +110,8 @@ DEMO_DRY = [
 ]
 INJECTED = {
     "raise": "raise RuntimeError('injected failure in step {name} (--inject-failure)')",
-    "hang": "import time\nprint('step {name} hangs (--inject-failure)', flush=True)\n"
-            "time.sleep(10**6)",
+    "hang": "import os, time\nprint(f'step {name} hangs (pid {{os.getpid()}}, "
+            "--inject-failure)', flush=True)\ntime.sleep(10**6)",
 }
 
 

@@ -80,12 +80,12 @@ def _launcher(mt: Any, triton: Any, kind: str, z: Any, lse: Any, g: Any, out: An
 
 def _autotuned_pick(mt: Any, m: int, d: int, dtype: Any) -> dict[str, str | None]:
     """The autotuner's choice per kernel for (M, D) and z's dtype (its cache key is the key
-    arguments followed by the tensors' dtypes)."""
+    arguments, M and D, followed by the tensor arguments' dtypes, z's first)."""
     picks: dict[str, str | None] = {}
     for kind, name in (("fwd", "_lse_fwd_tuned"), ("bwd", "_lse_bwd_tuned")):
         cache = getattr(getattr(mt, name), "cache", None) or {}
         found = [cfg for key, cfg in cache.items()
-                 if tuple(key[:2]) == (m, d) and str(dtype) in map(str, key)]
+                 if len(key) > 2 and tuple(key[:2]) == (m, d) and str(key[2]) == str(dtype)]
         picks[kind] = None if not found else str(found[-1])
     return picks
 
