@@ -29,7 +29,7 @@ def _xpu_count() -> int:
 
 
 def available_devices() -> list[str]:
-    """The devices this process can use: ``"cpu"``, then ``"cuda:0"`` ... , ``"mps"``, ``"xpu:0"`` ...
+    """The devices this process can use: ``"cpu"``, ``"cuda:0"`` ..., ``"mps"``, ``"xpu:0"`` ...
 
     Examples:
         >>> available_devices()[0]

@@ -107,7 +107,8 @@ def kernel_row(torch: Any, kernels: Any, mtt: Any, m: int, d: int, dtype: Any, d
         row["kernel_peak_mb"] = (torch.cuda.max_memory_allocated() - base) / 2**20
     lse_t, dz_t = _fwd_bwd(kernels.contrastive_lse_torch, z.float(), g)
     row["max_abs_diff"] = float((lse.float() - lse_t).abs().max())
-    row["max_rel_grad_diff"] = float((dz.float() - dz_t).abs().max() / dz_t.abs().max().clamp_min(1e-30))
+    row["max_rel_grad_diff"] = float((dz.float() - dz_t).abs().max()
+                                     / dz_t.abs().max().clamp_min(1e-30))
     idx = torch.randperm(m, generator=gen)[: min(m, 512)].to(device)
     z64 = z.double()
     s = z64[idx] @ z64.T / 0.1
@@ -116,7 +117,8 @@ def kernel_row(torch: Any, kernels: Any, mtt: Any, m: int, d: int, dtype: Any, d
     del s, z64
     row["kernel_s"] = _best(torch, device, lambda: _fwd_bwd(mtt.contrastive_lse_triton, z, g), runs)
     zf = z.float()
-    row["torch_backend_s"] = _best(torch, device, lambda: _fwd_bwd(kernels.contrastive_lse_torch, zf, g), runs)
+    row["torch_backend_s"] = _best(
+        torch, device, lambda: _fwd_bwd(kernels.contrastive_lse_torch, zf, g), runs)
     row["mm3_s"] = 3 * _yardstick(torch, z, device, runs)
     row["kernel_x_mm3"] = row["kernel_s"] / row["mm3_s"]
     row["kernel_x_torch_backend"] = row["kernel_s"] / row["torch_backend_s"]
@@ -336,7 +338,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     def usable(dtype: Any, what: dict) -> bool:
         if dtype == torch.bfloat16 and args.interpret:
-            report["skipped"].append({**what, "reason": "Triton's interpreter cannot run bf16 dots"})
+            report["skipped"].append({**what,
+                                      "reason": "Triton's interpreter cannot run bf16 dots"})
             return False
         if not _elapsed_ok(start, args.deadline_s):
             report["skipped"].append({**what, "reason": f"--deadline-s {args.deadline_s} reached"})

@@ -3,7 +3,7 @@
     python benchmarks/gpu_suite.py --out runs/gpu                      # on the GPU machine
     python benchmarks/gpu_suite.py --out /tmp/gpu-dry --dry-run        # each step at toy size, CPU
     python benchmarks/gpu_suite.py --out runs/gpu --steps loss,pipeline --time-budget 300
-    python benchmarks/gpu_suite.py --out runs/tune --steps env,tune    # the kernel's tiles, one by one
+    python benchmarks/gpu_suite.py --out runs/tune --steps env,tune    # tile configs, one by one
     python benchmarks/gpu_suite.py --list                              # the steps, nothing run
 
 Steps, in this order (``tune`` only when named in ``--steps`` or with ``--tune``):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -20,8 +22,9 @@ def test_cpu_strings_and_objects_pass():
 
 @pytest.mark.parametrize("bad", ["bogus", "", "cuda:x", "cuda:-1", "gpu"])
 def test_unparsable_strings_are_refused_with_the_devices_here(bad):
-    with pytest.raises(ValueError, match=r"--device must be a device such as .*got "
-                                         + repr(bad).replace("\\", "\\\\") + r".*devices here: cpu"):
+    got = re.escape(repr(bad))
+    with pytest.raises(ValueError,
+                       match=f"--device must be a device such as .*got {got}.*devices here: cpu"):
         resolve_device(bad, name="--device")
 
 
