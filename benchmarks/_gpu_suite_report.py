@@ -260,7 +260,8 @@ def markdown(report: dict, out: Path) -> str:
                       e.get("reason", "")] for e in report["steps"]]) + [""]
     lines += ["## Targets (issue 29)", ""]
     if suite["dry_run"]:
-        lines += ["Toy sizes on the CPU: these verdicts only show that the suite computes them.", ""]
+        lines += ["Toy sizes on the CPU: these verdicts only show that the suite computes them.",
+                  ""]
     lines += _table(["target", "threshold", "measured", "verdict", "where"],
                     [[t["target"], t["threshold"], t["value"], t["verdict"], t["where"]]
                      for t in report.get("targets", [])]) + [""]
