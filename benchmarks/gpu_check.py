@@ -9,10 +9,16 @@ For every (M, D, dtype) it runs the Triton kernel's forward + backward and the t
 ``max_rel_grad_diff``) and ``lse`` of up to 512 anchors against float64 (``max_abs_diff_f64``),
 and times both against the physical yardstick: 3 x one M x D x M ``torch.mm`` (done in row
 chunks so that no M x M matrix is held; the flops are those of one full product). On CUDA it
-records ``torch.cuda.max_memory_allocated`` above the inputs. The ``loss`` rows compare the whole
-loss (``partial_weight`` > 0, some rows without positives) between ``backend="triton"`` and
-``"torch"``; pytorch-metric-learning's SupConLoss is timed where it fits and is importable.
-Speeds are ratios against baselines measured in the same run.
+records ``torch.cuda.max_memory_allocated`` above the inputs. The ``variants`` rows repeat the
+comparison, per dtype, for an anchor block starting and ending mid-tile (``anchor_start``,
+``num_anchors``: what the all-gathered loss passes) and for a memory queue (anchors first,
+``grad_rows`` < M: the queued rows must get exactly zero gradient). Every row gets ``ok``: finite
+and within the tolerances of the kernel's self-check (``agcl.kernels._self_check``). The
+``loss`` rows compare the whole loss (``partial_weight`` > 0, some rows without positives, and a
+``ModalTargetSupConLoss`` memory queue) between ``backend="triton"`` and ``"torch"``;
+pytorch-metric-learning's SupConLoss is timed where it fits and is importable. Speeds are
+ratios against baselines measured in the same run. ``--deadline-s`` stops starting new rows
+when the time is spent (the rows left out are listed under ``skipped``).
 """
 
 from __future__ import annotations
@@ -27,7 +33,8 @@ import time
 import warnings
 from typing import Any, Callable
 
-GPU_SIZES = {"M": (4097, 65536, 262144), "D": (128, 256, 2048)}
+# 4097 and 200: ragged M and D (a partial last tile; D padded to the next power of two)
+GPU_SIZES = {"M": (4097, 65536, 262144), "D": (128, 200, 256, 2048)}
 INTERPRET_SIZES = {"M": (37, 70), "D": (16, 40)}
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -42,6 +49,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--d", type=int, nargs="+", help="override the widths D")
     p.add_argument("--runs", type=int, default=None,
                    help="timed repetitions, best kept (default 3 for M <= 4097, else 1)")
+    p.add_argument("--deadline-s", type=float, default=None,
+                   help="start no new row after this many seconds (the rest are listed as skipped)")
     return p.parse_args(argv)
 
 
@@ -98,7 +107,8 @@ def kernel_row(torch: Any, kernels: Any, mtt: Any, m: int, d: int, dtype: Any, d
         row["kernel_peak_mb"] = (torch.cuda.max_memory_allocated() - base) / 2**20
     lse_t, dz_t = _fwd_bwd(kernels.contrastive_lse_torch, z.float(), g)
     row["max_abs_diff"] = float((lse.float() - lse_t).abs().max())
-    row["max_rel_grad_diff"] = float((dz.float() - dz_t).abs().max() / dz_t.abs().max().clamp_min(1e-30))
+    row["max_rel_grad_diff"] = float((dz.float() - dz_t).abs().max()
+                                     / dz_t.abs().max().clamp_min(1e-30))
     idx = torch.randperm(m, generator=gen)[: min(m, 512)].to(device)
     z64 = z.double()
     s = z64[idx] @ z64.T / 0.1
@@ -107,11 +117,65 @@ def kernel_row(torch: Any, kernels: Any, mtt: Any, m: int, d: int, dtype: Any, d
     del s, z64
     row["kernel_s"] = _best(torch, device, lambda: _fwd_bwd(mtt.contrastive_lse_triton, z, g), runs)
     zf = z.float()
-    row["torch_backend_s"] = _best(torch, device, lambda: _fwd_bwd(kernels.contrastive_lse_torch, zf, g), runs)
+    row["torch_backend_s"] = _best(
+        torch, device, lambda: _fwd_bwd(kernels.contrastive_lse_torch, zf, g), runs)
     row["mm3_s"] = 3 * _yardstick(torch, z, device, runs)
     row["kernel_x_mm3"] = row["kernel_s"] / row["mm3_s"]
     row["kernel_x_torch_backend"] = row["kernel_s"] / row["torch_backend_s"]
+    row["lse_abs_max"] = float(lse_t.abs().max())
+    row["finite"] = bool(torch.isfinite(lse).all() and torch.isfinite(dz).all())
+    row["ok"] = within_tolerance(torch, row, dtype)
     return row
+
+
+def within_tolerance(torch: Any, row: dict, dtype: Any) -> bool:
+    """Finite, and lse / dz within the kernel self-check's tolerances for ``dtype``:
+    ``|lse - ref| <= tol (1 + max |ref|)`` (also against float64 where measured) and
+    ``max |dz - ref| <= dz_tol max |ref|`` (``agcl.kernels._self_check._TOLERANCES``)."""
+    from agcl.kernels._self_check import _TOLERANCES
+
+    lse_tol, dz_tol = _TOLERANCES[dtype]
+    bound = lse_tol * (1.0 + row["lse_abs_max"])
+    diffs = [row["max_abs_diff"], row.get("max_abs_diff_f64", 0.0)]
+    return bool(row["finite"] and all(d <= bound for d in diffs)
+                and row["max_rel_grad_diff"] <= dz_tol)
+
+
+def variant_rows(torch: Any, kernels: Any, mtt: Any, m: int, d: int, dtype: Any,
+                 device: str) -> list[dict]:
+    """The kernel against the torch backend (fp32, same rounded inputs) for an anchor block
+    inside the rows (``anchor_start``) and for a memory queue (``grad_rows``)."""
+    gen = torch.Generator().manual_seed(3 * m + d)
+    z = torch.nn.functional.normalize(torch.randn(m, d, generator=gen), dim=1).to(device, dtype)
+    name = str(dtype).replace("torch.", "")
+    cases = (
+        # starts and ends mid-tile, like one rank's rows in the all-gathered loss
+        ("anchor_start", {"anchor_start": m // 8 + 3, "num_anchors": m // 2}),
+        # a memory queue: the batch's rows are the anchors and the only rows with gradients
+        ("grad_rows", {"anchor_start": 0, "num_anchors": m // 4 + 5, "grad_rows": m // 4 + 5}),
+    )
+    rows = []
+    for what, kw in cases:
+        n = kw["num_anchors"]
+        g = (torch.rand(n, generator=gen) / n).to(device)
+        out = []
+        for fn, zz in ((mtt.contrastive_lse_triton, z), (kernels.contrastive_lse_torch, z.float())):
+            zk = zz.detach().clone().requires_grad_()
+            lse = fn(zk, 0.1, **kw)
+            (lse.float() * g).sum().backward()
+            out.append((lse.detach().float(), zk.grad.float()))
+        (lse, dz), (lse_t, dz_t) = out
+        row = {"M": m, "D": d, "dtype": name, "variant": what, **kw,
+               "max_abs_diff": float((lse - lse_t).abs().max()),
+               "max_rel_grad_diff": float((dz - dz_t).abs().max()
+                                          / dz_t.abs().max().clamp_min(1e-30)),
+               "lse_abs_max": float(lse_t.abs().max()),
+               "finite": bool(torch.isfinite(lse).all() and torch.isfinite(dz).all())}
+        if "grad_rows" in kw:  # the queued rows: exactly zero, not merely small
+            row["queue_grad_abs_max"] = float(dz[kw["grad_rows"]:].abs().max())
+        row["ok"] = within_tolerance(torch, row, dtype) and row.get("queue_grad_abs_max", 0.0) == 0
+        rows.append(row)
+    return rows
 
 
 def loss_row(torch: Any, m: int, d: int, device: str, runs: int) -> dict:
@@ -143,6 +207,27 @@ def loss_row(torch: Any, m: int, d: int, device: str, runs: int) -> dict:
     loss.backward()
     out["no_positive_loss"] = float(loss.detach())
     out["no_positive_grad_finite"] = bool(torch.isfinite(f.grad).all())
+    # a memory queue (the kernel's grad_rows): two calls, the second against the first's rows
+    from agcl import ModalTargetSupConLoss
+
+    queued = {}
+    for backend in ("triton", "torch"):
+        crit = ModalTargetSupConLoss(0.1, queue_size=b, backend=backend).to(device)
+        crit(feats, modality=modality, target=target.to(device))
+        f = feats.flip(0).clone().requires_grad_()
+        loss = crit(f, modality=modality.flip(0), target=target.flip(0).to(device))
+        loss.backward()
+        queued[backend] = (loss.detach(), f.grad)
+    out["queue_loss_abs_diff"] = float((queued["triton"][0] - queued["torch"][0]).abs())
+    out["queue_grad_max_abs_diff"] = float((queued["triton"][1] - queued["torch"][1]).abs().max())
+    # fp32 on both sides: the loss to 1e-4 of its size, the gradients to 1e-4 of their largest
+    # entry (the self-check's fp32 tolerances)
+    out["ok"] = bool(
+        out["loss_abs_diff"] <= 1e-4 * (1 + float(grads["torch"][0].abs()))
+        and out["grad_max_abs_diff"] <= 1e-4 * float(grads["torch"][1].abs().max())
+        and out["queue_loss_abs_diff"] <= 1e-4 * (1 + float(queued["torch"][0].abs()))
+        and out["queue_grad_max_abs_diff"] <= 1e-4 * float(queued["torch"][1].abs().max())
+        and out["no_positive_loss"] == 0.0 and out["no_positive_grad_finite"])
     for backend in ("triton", "torch"):
         def step(backend=backend):
             x = feats.clone().requires_grad_()
@@ -195,7 +280,27 @@ def markdown(report: dict) -> str:
             f"| {r['M']} | {r['D']} | {r['dtype']} | {r['max_abs_diff']:.2e} | "
             f"{r['max_abs_diff_f64']:.2e} | {r['max_rel_grad_diff']:.2e} | {r['kernel_s']:.4f} | "
             f"{r['kernel_x_mm3']:.2f} | {r['kernel_x_torch_backend']:.2f} | {peak} |")
+    if report.get("variants"):
+        lines += ["", "| M | D | dtype | variant | max abs diff lse | max rel diff dz | ok |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in report["variants"]:
+            if "error" in r:
+                lines.append(f"| {r['M']} | {r['D']} | {r['dtype']} | {r['error']} ||||")
+                continue
+            lines.append(f"| {r['M']} | {r['D']} | {r['dtype']} | {r['variant']} | "
+                         f"{r['max_abs_diff']:.2e} | {r['max_rel_grad_diff']:.2e} | {r['ok']} |")
+    for r in report.get("skipped", []):
+        lines.append(f"- skipped {json.dumps({k: v for k, v in r.items() if k != 'reason'})}: "
+                     f"{r['reason']}")
     return "\n".join(lines)
+
+
+def _elapsed_ok(start: float, deadline: float | None) -> bool:
+    return deadline is None or time.perf_counter() - start < deadline
+
+
+def _error_row(keys: dict, exc: BaseException) -> dict:
+    return {**keys, "error": f"{type(exc).__name__}: {exc}"[:500], "ok": False}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -220,35 +325,73 @@ def main(argv: list[str] | None = None) -> dict:
                     "gpu": torch.cuda.get_device_name() if device == "cuda" else None,
                     "interpret": args.interpret},
         "tests": {"skipped": "--no-tests"} if args.no_tests else run_tests(device),
-        "kernel_vs_torch": [], "loss": [], "pml": [],
+        "kernel_vs_torch": [], "variants": [], "loss": [], "pml": [], "skipped": [],
     }
-    for m in ms:
+
+    def save() -> None:
+        report["seconds"] = time.perf_counter() - start
+        checked = [r for key in ("kernel_vs_torch", "variants", "loss") for r in report[key]]
+        report["all_ok"] = bool(checked) and all(r.get("ok", False) for r in checked)
+        if args.json:
+            with open(args.json, "w") as fh:
+                json.dump(report, fh, indent=2)
+
+    def usable(dtype: Any, what: dict) -> bool:
+        if dtype == torch.bfloat16 and args.interpret:
+            report["skipped"].append({**what,
+                                      "reason": "Triton's interpreter cannot run bf16 dots"})
+            return False
+        if not _elapsed_ok(start, args.deadline_s):
+            report["skipped"].append({**what, "reason": f"--deadline-s {args.deadline_s} reached"})
+            return False
+        return True
+
+    def kernel_rows(m: int) -> None:
         for d in ds:
             for dtype in dtypes:
-                if dtype == torch.bfloat16 and args.interpret:
-                    continue  # the interpreter cannot run bf16 dots
+                keys = {"M": m, "D": d, "dtype": str(dtype).replace("torch.", "")}
+                if not usable(dtype, {"kernel_vs_torch": keys}):
+                    continue
                 try:
                     runs = args.runs or (3 if m <= 4097 else 1)
                     row = kernel_row(torch, kernels, mtt, m, d, dtype, device, runs)
                 except Exception as exc:  # record and go on: one short run must see everything
-                    row = {"M": m, "D": d, "dtype": str(dtype).replace("torch.", ""),
-                           "error": f"{type(exc).__name__}: {exc}"[:500]}
+                    row = _error_row(keys, exc)
                 report["kernel_vs_torch"].append(row)
                 print(json.dumps(row), flush=True)
+                save()
                 if device == "cuda":
                     torch.cuda.empty_cache()
-    for m in ms[:1]:
-        for d in ds:
-            report["loss"].append(loss_row(torch, m, d, device, args.runs or 3))
-            pml = pml_row(torch, m, d, device, args.runs or 3)
+
+    # The first M (ragged) at every width and dtype, then the anchor / queue variants and the
+    # whole loss there; the larger M last, as the deadline allows.
+    kernel_rows(ms[0])
+    for dtype in dtypes:
+        keys = {"M": ms[0], "D": ds[0], "dtype": str(dtype).replace("torch.", "")}
+        if usable(dtype, {"variants": keys}):
+            try:
+                report["variants"] += variant_rows(torch, kernels, mtt, ms[0], ds[0], dtype, device)
+            except Exception as exc:
+                report["variants"].append(_error_row(keys, exc))
+            save()
+    for d in ds:
+        keys = {"M": ms[0], "D": d}
+        if not usable(torch.float32, {"loss": keys}):
+            continue
+        try:
+            report["loss"].append(loss_row(torch, ms[0], d, device, args.runs or 3))
+            pml = pml_row(torch, ms[0], d, device, args.runs or 3)
             if pml is not None:
                 report["pml"].append(pml)
-    report["seconds"] = time.perf_counter() - start
+        except Exception as exc:
+            report["loss"].append(_error_row(keys, exc))
+        save()
+    for m in ms[1:]:
+        kernel_rows(m)
+    save()
     report["markdown"] = markdown(report)
     print(report["markdown"])
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(report, fh, indent=2)
+    save()
     return report
 
 
