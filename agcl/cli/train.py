@@ -60,7 +60,8 @@ def build_parser(prog: str = "agcl train") -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0].split(": ", 1)[1] + "\n\n"
                                  + __doc__.split("\n\n")[1], epilog=EPILOG,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--domain", choices=("ct",), default="ct", help="ct (this command); see --domain image2d")
+    ap.add_argument("--domain", choices=("ct", "image2d"), default="ct",
+                    help="ct: CT volumes (these options); image2d: 2-D images, see agcl train --domain image2d --help")
     ap.add_argument("--data-dir", action="append", default=[], metavar="PATH",
                     help="a BTCV folder, a MONAI datalist JSON or an nnU-Net raw dataset (repeat for cohorts)")
     ap.add_argument("--modality", action="append", default=[], metavar="NAME",
@@ -106,8 +107,8 @@ def build_parser(prog: str = "agcl train") -> argparse.ArgumentParser:
     return ap
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    ap = build_parser()
+def parse_args(argv: list[str] | None = None, *, prog: str | None = None) -> argparse.Namespace:
+    ap = build_parser(prog) if prog else build_parser()
     args = ap.parse_args(argv)
     if args.modality and len(args.modality) != len(args.data_dir):
         ap.error(f"--modality must be given once per --data-dir; got {len(args.modality)} names for "
@@ -263,9 +264,9 @@ def report_run(name: str, result: dict[str, Any]) -> None:
         print(line)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, prog: str | None = None) -> int:
     """``agcl train``; returns the exit status."""
-    return user_errors("train", lambda: _main(parse_args(argv)))
+    return user_errors("train", lambda: _main(parse_args(argv, prog=prog)))
 
 
 def _main(args: argparse.Namespace) -> int:

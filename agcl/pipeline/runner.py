@@ -170,7 +170,7 @@ def run_pipeline(
     def drop_maps(redo: list[str]) -> None:
         if domain.stage1 in redo:
             for record in folder.manifest.data.get("maps", {}).values():
-                folder.remove(list(record.get("files", {})))
+                folder.remove([folder.path / rel for rel in record.get("files", {})])
             folder.manifest.drop_maps()
 
     from_maps = config.coarse.source != "gt" and coarse_dir is None

@@ -140,7 +140,7 @@ class CTDomain:
                 stem = case_stem(raw)
                 files = {"prob": folder / f"{stem}.prob.pt", "labels": folder / f"{stem}.nii.gz"}
                 inputs = {"image": rec["image"]["sha256"], **inputs_common}
-                why = _stale(manifest.map_record(stem), inputs, files, ctx.out)
+                why = _stale(manifest.map_record(stem), inputs, files, ctx.folder)
                 if why is None:
                     continue
                 if why != "new":
@@ -266,7 +266,7 @@ class CTDomain:
 
 
 def _stale(record: Mapping[str, Any] | None, inputs: Mapping[str, Any], files: Mapping[str, Path],
-           out: Path) -> str | None:
+           folder: Any) -> str | None:
     """Why a case's coarse maps must be (re)built; ``None`` when the recorded ones still hold."""
     if record is None:
         return "new"
@@ -275,7 +275,7 @@ def _stale(record: Mapping[str, Any] | None, inputs: Mapping[str, Any], files: M
     for path in files.values():
         if not path.is_file():
             return f"{path.name} is missing"
-        want = record.get("files", {}).get(path.relative_to(out).as_posix())
+        want = record.get("files", {}).get(folder.rel(path))
         if want != file_record(path)["sha256"]:
             return f"{path.name} is damaged or was changed"
     return None

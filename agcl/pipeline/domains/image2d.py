@@ -200,4 +200,5 @@ class ImageDomain:
                 "coarse": {"miou": mean_iou(coarse_ious), "per_class": dict(zip(self.class_names, coarse_ious)),
                            "recall": {self.class_names[c]: (float(np.mean(v)) if v else None)
                                       for c, v in recall.items()}},
-                "examples": {"ids": self._ids(self.test)[:len(preds)], "preds": preds}}
+                "examples": {"ids": self._ids(self.test)[:len(preds)], "preds": preds},
+                "attention": self.test_att}

@@ -146,9 +146,9 @@ class RunFolder:
         return self.manifest.run_id
 
     def rel(self, path: str | os.PathLike[str]) -> str:
-        """``path`` relative to the run folder (it must lie inside it)."""
+        """``path`` (absolute, or relative to the working directory, as the run's own paths are)
+        relative to the run folder (it must lie inside it)."""
         p = Path(path)
-        p = p if p.is_absolute() else self.path / p
         try:
             return p.resolve().relative_to(self.path.resolve()).as_posix()
         except ValueError:
@@ -174,7 +174,8 @@ class RunFolder:
             write_json(self.path / MANIFEST, self.manifest.data)
 
     def remove(self, paths: Iterable[str | os.PathLike[str]]) -> None:
-        """Remove files of this run (only those its manifest lists; others are left alone)."""
+        """Remove files of this run (only those its manifest lists; others are left alone);
+        ``paths`` as :meth:`rel` takes them (``folder.path / relative`` for a manifest entry)."""
         if not self.main:
             return
         owned = set(self.manifest.data["files"])

@@ -92,7 +92,7 @@ class StageBook:
             if record:
                 files += list(record.get("outputs", {}))
             files += [f"checkpoints/{s}.pt"]
-        self.folder.remove(files)
+        self.folder.remove([self.folder.path / rel for rel in files])
         manifest.drop(redo)
         if self.on_redo is not None:
             self.on_redo(redo)

@@ -201,17 +201,21 @@ def load_stage(
 
 
 def describe_changes(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> str:
-    """``"a.b: 1 -> 2, c: 'x' -> 'y'"`` for the keys whose values differ (nested dicts flattened).
+    """``"a.b: 1 -> 2, c: 'x' -> 'y'"`` for the keys whose values differ (nested dicts flattened;
+    a fingerprint's ``"fields"`` level is left out of the names).
 
     Examples:
         >>> describe_changes({"coarse": {"epochs": 2}, "seed": 0}, {"coarse": {"epochs": 4}, "seed": 0})
+        'coarse.epochs: 2 -> 4'
+        >>> describe_changes({"fields": {"coarse.epochs": 2}}, {"fields": {"coarse.epochs": 4}})
         'coarse.epochs: 2 -> 4'
     """
     parts = []
     for key in sorted(set(old) | set(new), key=str):
         a, b = old.get(key, "<absent>"), new.get(key, "<absent>")
         if isinstance(a, Mapping) and isinstance(b, Mapping):
-            inner = describe_changes(a, b, f"{prefix}{key}.")
+            # a fingerprint's config fields are named as the user sets them ("coarse.epochs")
+            inner = describe_changes(a, b, prefix if key == "fields" else f"{prefix}{key}.")
             if inner:
                 parts.append(inner)
         elif a != b:
