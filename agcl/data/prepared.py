@@ -29,6 +29,8 @@ class PreparedCase:
         reference: the image's :class:`agcl.data.Volume` header and affines for
             :func:`agcl.data.save_like` (its ``array`` a zero-stride placeholder of the
             image's shape: the raw voxels are not kept).
+        body: ``(X, Y, Z)`` bool, the patient's body (:func:`agcl.data.body_mask` of the HU
+            image), when asked for (``prepare_case(..., body=True)``); else ``None``.
     """
 
     case_id: str
@@ -38,6 +40,7 @@ class PreparedCase:
     label: np.ndarray | None
     spacing: tuple[float, float, float]
     reference: Any
+    body: np.ndarray | None = None
 
 
 def _compact_labels(label: np.ndarray) -> np.ndarray:
@@ -47,7 +50,7 @@ def _compact_labels(label: np.ndarray) -> np.ndarray:
 
 def prepare_case(case: Any, modality: int, *, clip_hu: Sequence[float] | None = (-175.0, 250.0),
                  percentiles: Sequence[float] | None = (1.0, 99.0), organs: Mapping[int, str] | None = None,
-                 unknown_labels: str = "error") -> PreparedCase:
+                 unknown_labels: str = "error", body: bool = False) -> PreparedCase:
     """Load an :class:`agcl.data.Case` (grid and label codes checked) and preprocess its image.
 
     Args:
@@ -56,6 +59,8 @@ def prepare_case(case: Any, modality: int, *, clip_hu: Sequence[float] | None = 
         clip_hu, percentiles: :func:`agcl.data.preprocess_ct`'s window and normalisation.
         organs: the valid label codes (default: the BTCV organs).
         unknown_labels: :func:`agcl.data.load_case`'s handling of other codes.
+        body: also keep the body mask (:func:`agcl.data.body_mask` of the HU image, before
+            preprocessing), which bounds the attention at inference.
     """
     from agcl.data import load_case, preprocess_ct
 
@@ -71,6 +76,11 @@ def prepare_case(case: Any, modality: int, *, clip_hu: Sequence[float] | None = 
         source=getattr(case, "image_path", None),
     )
     shape = tuple(image.array.shape)
+    mask = None
+    if body:
+        from agcl.data.body import body_mask
+
+        mask = body_mask(image.array, spacing=image.spacing)
     reference = dataclasses.replace(image, array=np.broadcast_to(np.zeros((), np.float32), shape))
     return PreparedCase(
         case_id=str(case.case_id),
@@ -80,6 +90,7 @@ def prepare_case(case: Any, modality: int, *, clip_hu: Sequence[float] | None = 
         label=None if label is None else _compact_labels(label.array),
         spacing=tuple(float(s) for s in image.spacing),  # type: ignore[arg-type]
         reference=reference,
+        body=mask,
     )
 
 

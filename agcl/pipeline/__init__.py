@@ -68,6 +68,9 @@ from agcl.pipeline.config import (
     parse_overrides,
 )
 from agcl.pipeline.predict import (
+    Prediction,
+    TrainedRun,
+    load_run,
     predict_volume,
 )
 from agcl.pipeline.pretrain import (
@@ -144,12 +147,14 @@ __all__ = [
     "PRETRAIN_METHODS",
     "PRETRAIN_STEPS",
     "PipelineConfig",
+    "Prediction",
     "PretrainClassifier",
     "PretrainConfig",
     "RunExistsError",
     "RunFolder",
     "RunFolderError",
     "SegmentConfig",
+    "TrainedRun",
     "TrainingVolumes",
     "ablation_markdown",
     "ablation_statistics",
@@ -185,6 +190,7 @@ __all__ = [
     "load_coarse_2d",
     "load_coarse_labels",
     "load_pretrain_model",
+    "load_run",
     "load_segment_model",
     "load_stage",
     "parse_overrides",

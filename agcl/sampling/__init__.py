@@ -19,9 +19,12 @@ from agcl.sampling.attention_maps import (
     organ_bboxes,
 )
 from agcl.sampling.attention_patches import AttentionPatchSampler, PatchBatch
-from agcl.sampling.case_attention import ATTENTION_SOURCES, CaseAttention, check_coarse_map
+from agcl.sampling.case_attention import ATTENTION_SOURCES, CaseAttention, bound_by, check_coarse_map
 from agcl.sampling.coarse_attention import (
+    ATTENTION_KINDS,
     attention_from_probabilities,
+    attention_kinds,
+    coarse_body,
     load_probabilities,
     save_probabilities,
 )
@@ -31,10 +34,14 @@ from agcl.sampling.windows import extract_windows
 
 __all__ = [
     "ATTENTION_CHANNELS",
+    "ATTENTION_KINDS",
     "ATTENTION_SOURCES",
     "CaseAttention",
     "attention_from_labels",
     "attention_from_probabilities",
+    "attention_kinds",
+    "bound_by",
+    "coarse_body",
     "check_coarse_map",
     "load_probabilities",
     "save_probabilities",

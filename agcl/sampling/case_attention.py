@@ -13,7 +13,7 @@ import numpy as np
 from agcl._validation import check_choice
 from agcl.sampling.attention_maps import ATTENTION_CHANNELS, Attention, attention_from_labels
 
-__all__ = ["ATTENTION_SOURCES", "CaseAttention", "check_coarse_map"]
+__all__ = ["ATTENTION_SOURCES", "CaseAttention", "bound_by", "check_coarse_map"]
 
 #: where :class:`CaseAttention` reads a case's attention from
 ATTENTION_SOURCES = ("gt", "probabilities", "labels")
@@ -34,6 +34,27 @@ def check_coarse_map(path: Any, labels: Any, case: Any, *, atol: float = 1e-3) -
                          f"{atol})\nmap affine:\n{theirs}\nimage affine:\n{ours}")
 
 
+def bound_by(attention: Attention, body: np.ndarray | None) -> Attention:
+    """``attention`` with every organ's mask cut to ``body`` (organs left with nothing dropped);
+    itself when ``body`` is ``None``.
+
+    Examples:
+        >>> body = np.zeros((4, 1, 1), bool); body[:2] = True
+        >>> att = {6: ((slice(1, 4), slice(0, 1), slice(0, 1)), np.ones((3, 1, 1), bool))}
+        >>> bound_by(att, body)[6][1].ravel().tolist()
+        [True, False, False]
+    """
+    if body is None:
+        return attention
+    out: Attention = {}
+    for code, (box, mask) in attention.items():
+        inside = np.asarray(body, bool)[tuple(box)]
+        cut = np.where(inside, mask, np.zeros((), dtype=np.asarray(mask).dtype))
+        if cut.any():
+            out[code] = (box, cut.astype(np.asarray(mask).dtype))
+    return out
+
+
 class CaseAttention:
     """Per-organ sparse attention of a prepared case, from one source.
 
@@ -48,7 +69,9 @@ class CaseAttention:
         channel: what the masks hold, ``"mask"`` (bool) or ``"probability"`` (graded float16;
             :data:`agcl.sampling.ATTENTION_CHANNELS`).
 
-    Calling it on a :class:`agcl.data.PreparedCase` gives ``{code: (box, mask)}``;
+    Calling it on a :class:`agcl.data.PreparedCase` gives ``{code: (box, mask)}``; where the
+    case carries a body mask (``PreparedCase.body``), the coarse attention (probabilities or
+    label maps) is cut to it (the ground truth needs no bound);
     :meth:`labels` gives the coarse label map itself (for the coarse Dice). It holds no voxels,
     so it pickles cheaply into DataLoader workers.
 
@@ -93,9 +116,10 @@ class CaseAttention:
             prob, ids = self.probabilities(case) if probabilities is None else probabilities
             return attention_from_probabilities(prob, ids, case.image.shape, spacing=case.spacing,
                                                 margin_mm=self.margin_mm, threshold=self.threshold,
-                                                channel=self.channel)
-        return attention_from_labels(self.labels(case), self.organ_ids, margin_mm=self.margin_mm,
-                                     spacing=case.spacing, channel=self.channel)
+                                                channel=self.channel, body=getattr(case, "body", None))
+        att = attention_from_labels(self.labels(case), self.organ_ids, margin_mm=self.margin_mm,
+                                    spacing=case.spacing, channel=self.channel)
+        return bound_by(att, getattr(case, "body", None))
 
     def probability_path(self, case: Any) -> Path:
         """The file of the case's stored coarse probabilities."""

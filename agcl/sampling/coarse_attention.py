@@ -27,7 +27,11 @@ import torch
 from agcl._validation import check_choice
 from agcl.sampling.attention_maps import ATTENTION_CHANNELS, Attention, graded
 
-__all__ = ["attention_from_probabilities", "load_probabilities", "save_probabilities"]
+__all__ = ["ATTENTION_KINDS", "attention_from_probabilities", "attention_kinds", "coarse_body", "load_probabilities",
+           "save_probabilities"]
+
+#: where an organ's attention came from (:func:`attention_kinds`)
+ATTENTION_KINDS = ("threshold", "fallback", "none")
 
 
 def _coarse_region(prob: np.ndarray, threshold: float, fraction: float) -> np.ndarray | None:
@@ -65,6 +69,7 @@ def attention_from_probabilities(
     threshold: float = 0.1,
     fraction: float = 0.5,
     channel: str = "mask",
+    body: np.ndarray | None = None,
 ) -> Attention:
     """Sparse per-organ attention on the full grid from coarse-grid class probabilities.
 
@@ -84,6 +89,10 @@ def attention_from_probabilities(
             region, ``max(p)`` the organ's highest probability in the volume (so the network
             sees where inside the region the organ is likeliest, even for an organ stage 1 is
             unsure of everywhere), 0 outside. The region is the same for both.
+        body: a full-grid bool mask (e.g. :func:`agcl.data.body_mask`) the attention may not
+            leave: the organ probabilities are zeroed on the coarse voxels outside it (so neither
+            the threshold region nor the most probable region lies there) and every region is
+            cut to it after the dilation. ``None``: no bound.
 
     Shape:
         prob: ``(K + 1, x, y, z)``; output ``{code: (box, mask)}``, ``mask.shape`` the box's.
@@ -104,6 +113,11 @@ def attention_from_probabilities(
     from scipy import ndimage
 
     full = tuple(int(s) for s in full_shape)
+    if body is not None:
+        body = np.asarray(body, bool)
+        if body.shape != full:
+            raise ValueError(f"body must be a bool mask of the full grid {full}; got shape {body.shape}")
+        p = p * coarse_body(body, p.shape[1:])[None]
     grow = [int(math.ceil(margin_mm / s)) for s in spacing]
     out: Attention = {}
     for k, organ in enumerate(organ_ids, start=1):
@@ -121,12 +135,58 @@ def attention_from_probabilities(
             inner[tuple(slice(b.start - o.start, b.stop - o.start) for b, o in zip(box, big))] = mask
             mask = ndimage.distance_transform_edt(~inner, sampling=tuple(float(s) for s in spacing)) <= margin_mm
             box = big
+        if body is not None:
+            mask = mask & body[box]
+            if not mask.any():
+                continue
         if channel == "probability":
             index = [_nearest_index(b.start, b.stop, c, f) for b, c, f in zip(box, p.shape[1:], full)]
             # relative to the organ's highest probability in the volume: an organ stage 1 is
             # unsure of everywhere still shows where it is likeliest (measured, docs/results.md)
             mask = graded(mask, p[k][np.ix_(*index)] / float(p[k].max()))
         out[int(organ)] = (box, mask)  # type: ignore[assignment]
+    return out
+
+
+def coarse_body(body: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """A full-grid body mask on a coarse grid: a coarse voxel is inside when any full voxel that
+    reads it (nearest resampling, the rule of :func:`agcl.data.resample`) is.
+
+    Examples:
+        >>> b = np.zeros((4, 4, 1), bool); b[3, 3, 0] = True
+        >>> coarse_body(b, (2, 2, 1))[:, :, 0].tolist()
+        [[False, False], [False, True]]
+    """
+    out = np.asarray(body, bool)
+    for axis, n in enumerate(shape):
+        full = out.shape[axis]
+        owner = np.clip(np.floor(np.arange(full) * int(n) / full).astype(np.int64), 0, int(n) - 1)
+        moved = np.moveaxis(out, axis, 0)
+        pooled = np.zeros((int(n), *moved.shape[1:]), bool)
+        np.logical_or.at(pooled, owner, moved)
+        out = np.moveaxis(pooled, 0, axis)
+    return out
+
+
+def attention_kinds(prob: np.ndarray | torch.Tensor, organ_ids: Sequence[int], *, threshold: float = 0.1,
+                    body: np.ndarray | None = None) -> dict[int, str]:
+    """Where each organ's attention comes from (:func:`attention_from_probabilities`' rule):
+    ``"threshold"`` (some voxel reaches ``threshold``), ``"fallback"`` (none does: the organ's
+    most probable region, which may mean the organ is absent from the scan) or ``"none"``
+    (probability 0 everywhere, inside ``body`` when given).
+
+    Examples:
+        >>> p = np.zeros((3, 2, 2, 1), np.float32); p[0] = 0.9; p[1, 0, 0] = 0.5; p[2, 1, 1] = 0.05
+        >>> attention_kinds(p, [6, 7])
+        {6: 'threshold', 7: 'fallback'}
+    """
+    p = prob.detach().cpu().float().numpy() if isinstance(prob, torch.Tensor) else np.asarray(prob, np.float32)
+    if body is not None:
+        p = p * coarse_body(body, p.shape[1:])[None]
+    out = {}
+    for k, organ in enumerate(organ_ids, start=1):
+        top = float(p[k].max()) if p[k].size else 0.0
+        out[int(organ)] = "threshold" if top >= threshold else "fallback" if top > 0 else "none"
     return out
 
 

@@ -88,6 +88,11 @@ class CoarseConfig:
             "probability" (measured better on the phantoms, docs/results.md stop 22).
         source: "coarse" (default: the coarse predictions, as at test time) or "gt" (the
             training cases' ground truth as attention, the paper's experiment option).
+        body_mask: at inference (held-out cases and ``agcl predict``), bound every organ's
+            attention, its fallback region and so its prediction by the patient's body
+            (:func:`agcl.data.body_mask`: the largest component above -500 HU, holes filled), so
+            that nothing is predicted in the arms, the table or the air of a scan with a wide
+            field of view. Training attention is not bounded.
     """
 
     spacing_mm: tuple[float, float, float] | None = (2.0, 2.0, 3.0)
@@ -110,6 +115,7 @@ class CoarseConfig:
     source: Literal["coarse", "gt"] = "coarse"
     attention_threshold: float = 0.1
     attention_channel: Literal["mask", "probability"] = "mask"
+    body_mask: bool = True
 
     RULES: ClassVar[dict[str, Rule | None]] = {
         "spacing_mm": tuple_of(number(0.0, low_open=True), 3, optional=True), "shape": tuple_of(POSITIVE, 3),
@@ -120,7 +126,7 @@ class CoarseConfig:
         "base_channels": POSITIVE, "depth": POSITIVE, "epochs": POSITIVE, "lr": LEARNING_RATE,
         "batch_size": POSITIVE, "margin_mm": number(0.0), "source": choice(("coarse", "gt")),
         "attention_threshold": number(0.0, 1.0, low_open=True),
-        "attention_channel": choice(ATTENTION_CHANNELS),
+        "attention_channel": choice(ATTENTION_CHANNELS), "body_mask": boolean,
     }
 
     def __post_init__(self) -> None:

@@ -70,7 +70,9 @@ class CTDomain:
                               "organs": dict(BTCV_ORGANS) | self.names}
         # lazy: a case is loaded when a stage needs it; only TrainingVolumes keeps some, within data.cache_mb
         self.train_cases = PreparedCases([c for c, _ in train], [m for _, m in train], **kw)
-        self.test_cases = PreparedCases([c for c, _ in test], [m for _, m in test], **kw)
+        # the held-out cases carry their body mask: it bounds the attention at inference
+        self.test_cases = PreparedCases([c for c, _ in test], [m for _, m in test], body=config.coarse.body_mask,
+                                        **kw)
         self.num_modalities = max([m for _, m in train] + [m for _, m in test]) + 1
         self.coarse: Any = None
         self._records: dict[str, list[dict[str, Any]]] = {}

@@ -72,6 +72,7 @@ NOT_FINGERPRINTED: dict[str, str] = {
     "segment.inference_batch_size": "inference only (re-scored on every run)",
     "segment.coarse_weight": "inference only (re-scored on every run)",
     "segment.window": "inference only (re-scored on every run)",
+    "coarse.body_mask": "inference only (re-scored on every run)",
 }
 
 
