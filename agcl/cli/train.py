@@ -262,6 +262,11 @@ def report_run(name: str, result: dict[str, Any]) -> None:
     line = recall_line(result.get("attention_recall_min") or {})
     if line:
         print(line)
+    probe = result.get("probe")
+    if probe:
+        print("encoder probe (held-out patches, k-NN / linear): "
+              + ", ".join(f"{k} {probe['knn'][k]:.3f} / {probe['linear'][k]:.3f}" for k in probe["knn"])
+              + f" | organ silhouette {_num(probe['silhouette'], '.3f')}")
 
 
 def main(argv: list[str] | None = None, *, prog: str | None = None) -> int:

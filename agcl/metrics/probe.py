@@ -208,7 +208,7 @@ def probe_embeddings(fit_z: torch.Tensor, fit_labels: Mapping[str, torch.Tensor]
                      k: int = 20, silhouette_key: str | None = "organ",
                      metric: Metric = "cosine", max_iter: int = 100,
                      weight_decay: float = 1e-3, max_samples: int = 5000,
-                     seed: int = 0) -> dict[str, Any]:
+                     seed: int = 0, return_predictions: bool = False) -> dict[str, Any]:
     """k-NN and linear-probe accuracy per label set, and the silhouette of one label set.
 
     The ``"probe"`` entry of a run's ``results.json``: for every label set (e.g. ``"organ"``,
@@ -227,6 +227,9 @@ def probe_embeddings(fit_z: torch.Tensor, fit_labels: Mapping[str, torch.Tensor]
         silhouette_key: the label set whose clusters the silhouette measures, or ``None``.
         max_iter, weight_decay: for :func:`linear_probe_accuracy`.
         max_samples, seed: for :func:`silhouette_score`.
+        return_predictions: also return each score row's predicted label,
+            ``"predictions": {"knn": {name: (N_score,)}, "linear": {...}}`` (e.g. to compare two
+            encoders on the same rows, or to group the accuracy by case).
 
     Shape:
         - fit_z: ``(N_fit, D)``; each fit label tensor ``(N_fit,)``.
@@ -272,14 +275,19 @@ def probe_embeddings(fit_z: torch.Tensor, fit_labels: Mapping[str, torch.Tensor]
     preds = _knn_predict(fz, [checked[n][1] for n in names], sz, k, metric, _BLOCK)
     knn = {n: float((p == checked[n][3]).double().mean()) for n, p in zip(names, preds)}
     linear = {}
+    linear_preds = {}
     for n in names:
         pred = _linear_predict(fz, checked[n][1], sz, max_iter, float(weight_decay))
         linear[n] = float((pred == checked[n][3]).double().mean())
+        linear_preds[n] = pred
     silhouette = None
     if silhouette_key is not None and len(torch.unique(checked[silhouette_key][3])) >= 2:
         silhouette = silhouette_score(sz, checked[silhouette_key][3], metric=metric,
                                       max_samples=max_samples, seed=seed)
-    return {"knn": knn, "linear": linear, "silhouette": silhouette, "patches": sz.shape[0]}
+    out: dict[str, Any] = {"knn": knn, "linear": linear, "silhouette": silhouette, "patches": sz.shape[0]}
+    if return_predictions:
+        out["predictions"] = {"knn": dict(zip(names, preds)), "linear": linear_preds}
+    return out
 
 
 def pooled_features(encoder: nn.Module, x: torch.Tensor, *, batch_size: int = 256

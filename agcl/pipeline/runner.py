@@ -109,6 +109,7 @@ def run_pipeline(
     callback: EpochCallback | None = None,
     write_predictions: bool = True,
     embed_patches_per_slice: int = 1,
+    probe: bool = True,
 ) -> dict[str, Any]:
     """Run stages 1-3 on ``train`` and evaluate on ``test`` in the run folder ``out_dir``.
 
@@ -140,11 +141,14 @@ def run_pipeline(
         write_predictions: save the held-out predictions (NIfTI with the input's header; 2-D PNG).
         embed_patches_per_slice: CT: patches per organ per slice of the held-out cases (inside
             their ground-truth organs) embedded for the PCA figure.
+        probe: score the frozen encoder itself (:mod:`agcl.pipeline.domains.probe`: k-NN and
+            linear-probe accuracy of organ, modality and both, and the organ silhouette, on
+            patches drawn as stage 2 draws them), as ``result["probe"]``.
 
     Returns:
         CT: ``{"per_organ", "mean", "coarse_mean", "coarse_per_organ", "stage3_only",
         "attention_recall", "attention_recall_min", "config", "train_time_s", "checkpoints",
-        "predictions", "embeddings", "examples", "run_id"}``: ``per_organ``/``mean`` as
+        "predictions", "embeddings", "examples", "run_id", "probe"}``: ``per_organ``/``mean`` as
         :func:`agcl.metrics.summarize_cases` of the held-out cases (``coarse_*`` the same for
         the coarse label maps; ``stage3_only`` for stage 3 alone, ``segment.coarse_weight=0``),
         ``attention_recall`` ``{organ: the mean over the held-out cases holding it of the
@@ -191,6 +195,7 @@ def run_pipeline(
                   checkpoints={domain.stage1: None if coarse_dir is not None else
                                str(folder.path / "checkpoints" / f"{domain.stage1}.pt"),
                                "pretrain": None if pre_ckpt is None else str(pre_ckpt), "segment": str(seg_ckpt)})
+    result["probe"] = _probe(domain, seg_ckpt, config, device) if probe else None
     if config.domain == "ct":
         result["embeddings"] = None
         if pre_ckpt is not None and embed_patches_per_slice > 0:
@@ -201,6 +206,17 @@ def run_pipeline(
                                                        embed_patches_per_slice, device)
     folder.save()
     return result
+
+
+def _probe(domain: Any, seg_ckpt: Path, config: PipelineConfig, device: Any) -> dict[str, Any] | None:
+    from agcl.data import VolumeCache
+    from agcl.pipeline.domains.probe import probe_encoder
+    from agcl.pipeline.segment import load_segment_model
+
+    model, _, _ = load_segment_model(seg_ckpt, device)
+    fit, score, names = domain.probe_volumes(VolumeCache(config.data.cache_mb * 2**20))
+    return probe_encoder(model.encoder, fit, score, config, domain.organ_ids, num_modalities=domain.num_modalities,
+                         case_names=names, device=device)
 
 
 def _stages_2_and_3(ctx: RunContext, domain: Any) -> tuple[Path | None, Path]:

@@ -262,9 +262,14 @@ class CTDomain:
             "predictions": predictions, "examples": examples,
         }
 
-    def probe_cases(self) -> tuple[Any, Any]:
-        """``(fit, score)``: the prepared training and held-out cases (for the encoder probe)."""
-        return self.train_cases, self.test_cases
+    def probe_volumes(self, cache: Any) -> tuple[Any, Any, list[str]]:
+        """``(fit, score, names)`` for the encoder probe: the training volumes with their
+        training attention, the held-out ones with their test-time attention, and the held-out
+        cases' names."""
+        from agcl.data import TrainingVolumes, case_stem
+
+        return (self.training_volumes(cache), TrainingVolumes(self.test_cases, self.coarse),
+                [case_stem(c) for c in self.test_cases.cases])
 
 
 def _stale(record: Mapping[str, Any] | None, inputs: Mapping[str, Any], files: Mapping[str, Path],

@@ -161,6 +161,13 @@ class ImageDomain:
 
         return ImageVolumes(_Part(self.train, 0), self.train_att, _Part(self.train, 1))
 
+    def probe_volumes(self, cache: Any) -> tuple[Any, Any, list[str]]:
+        """``(fit, score, names)`` for the encoder probe (see :class:`CTDomain`)."""
+        from agcl.data.images2d import ImageVolumes
+
+        return (self.training_volumes(cache), ImageVolumes(_Part(self.test, 0), self.test_att),
+                self._ids(self.test))
+
     def labelled(self) -> list[int]:
         return labelled_indices([0] * len(self.train), self.config.segment.label_fraction, self.config.seed)
 

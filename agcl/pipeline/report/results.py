@@ -21,7 +21,7 @@ from typing import Any
 
 from agcl._atomic import write_json, write_text
 
-__all__ = ["ablation_table", "results_entry", "write_results"]
+__all__ = ["ablation_table", "probe_markdown", "results_entry", "write_results"]
 
 
 def _finite(value: float | None) -> float | None:
@@ -67,23 +67,45 @@ def _fmt(v: float | None, spec: str) -> str:
     return "n/a" if v is None else format(v, spec)
 
 
+def _probe_cell(entry: Mapping[str, Any], kind: str) -> str:
+    probe = entry.get("probe") or {}
+    return _fmt((probe.get(kind) or {}).get("modality_organ"), ".3f")
+
+
 def ablation_table(ablation: Mapping[str, Mapping[str, Any]], *, encoder: str) -> str:
-    """A Markdown table shaped like the paper's Table 1: encoder x pre-training x organ Dice."""
+    """A Markdown table shaped like the paper's Table 1: encoder x pre-training x organ Dice,
+    then the means, stage 3 alone (``segment.coarse_weight = 0``) and the encoder probe's
+    (modality, organ) accuracy (k-NN and linear), where the runs have them."""
     methods = list(ablation)
     organs: list[str] = []
     for entry in ablation.values():
         organs.extend(o for o in entry["per_organ"] if o not in organs)
     head = ("| Encoder | Pretrain | " + " | ".join(organs)
-            + " | mean Dice | HD95 (mm) | ASSD (mm) | missed | false positive |")
-    lines = [head, "|" + "---|" * (len(organs) + 7)]
+            + " | mean Dice | HD95 (mm) | ASSD (mm) | missed | false positive | stage 3 alone "
+              "| probe k-NN | probe linear |")
+    lines = [head, "|" + "---|" * (len(organs) + 10)]
     label = {"none": "x (random)", "sscl": "SSCL", "supcon": "SupCon", "ce": "CE", "agcl": "AGCL"}
     for m in methods:
         e = ablation[m]
         cells = [_fmt(e["per_organ"].get(o, {}).get("dice"), ".3f") for o in organs]
         mean = e["mean"]
+        alone = (e.get("stage3_only") or {}).get("mean", {}).get("dice")
         lines.append(f"| {encoder} | {label.get(m, m)} | " + " | ".join(cells)
-                     + f" | {_fmt(mean['dice'], '.3f')} | {_fmt(mean['hd95'], '.2f')} | {_fmt(mean['assd'], '.2f')} | {mean['missed']} | {mean.get('false_positive', 0)} |")
+                     + f" | {_fmt(mean['dice'], '.3f')} | {_fmt(mean['hd95'], '.2f')} | {_fmt(mean['assd'], '.2f')}"
+                     + f" | {mean['missed']} | {mean.get('false_positive', 0)} | {_fmt(alone, '.3f')}"
+                     + f" | {_probe_cell(e, 'knn')} | {_probe_cell(e, 'linear')} |")
     return "\n".join(lines)
+
+
+def probe_markdown(probe: Mapping[str, Any]) -> list[str]:
+    """The probe's section of ``results.md``."""
+    lines = ["## Encoder probe (frozen encoder, held-out patches)", "",
+             f"{probe.get('patches')} held-out patches scored with {probe.get('fit_patches', '?')} training patches "
+             f"(drawn as stage 2 draws them); organ silhouette {_fmt(probe.get('silhouette'), '.3f')}.", "",
+             "| label | k-NN (cosine, k = 20) | linear probe |", "|---|---|---|"]
+    for key in (probe.get("knn") or {}):
+        lines.append(f"| {key} | {_fmt(probe['knn'][key], '.3f')} | {_fmt(probe['linear'].get(key), '.3f')} |")
+    return [*lines, ""]
 
 
 def _organ_table(entry: Mapping[str, Any]) -> str:
@@ -126,6 +148,12 @@ def write_results(out_dir: str | os.PathLike[str], entry: Mapping[str, Any], *,
             md += ["| organ | recall (mean) | lowest case |", "|---|---|---|"]
             md += [f"| {name} | {_fmt(v, '.3f')} | {_fmt(lowest.get(name), '.3f')} |"
                    for name, v in entry["attention_recall"].items()] + [""]
+    if "stage3_only" in entry:
+        a = entry["stage3_only"]["mean"]
+        md += [f"Stage 3 alone (segment.coarse_weight = 0): mean Dice {_fmt(a['dice'], '.3f')}, HD95 "
+               f"{_fmt(a['hd95'], '.2f')} mm, missed {a['missed']}, false positives {a['false_positive']}.", ""]
+    if entry.get("probe"):
+        md += probe_markdown(entry["probe"])
     if ablation is not None:
         md += ["## Ablation (Dice per organ; the paper's Table 1 layout)", "", ablation_table(ablation, encoder=encoder), ""]
     md_path = write_text(out / "results.md", "\n".join(md))
