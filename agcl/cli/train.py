@@ -214,8 +214,10 @@ def ablation_dir(out: Path, method: str, seed_value: int, *, main_method: str, f
 
 def case_records(result: dict[str, Any], test: list[Any], run_dir: Path, *, method: str,
                  seed_value: int) -> list[dict[str, Any]]:
-    """Per held-out case Dice of a run (from its prediction files): ``[{"method", "seed", "case",
-    "dice", "per_organ"}]``; ``dice`` the mean over the organs the case's ground truth holds."""
+    """Per held-out case measures of a run: ``[{"method", "seed", "case", "dice", "per_organ",
+    "dice_stage3", "probe_knn", "probe_linear"}]``; ``dice`` the mean over the organs the case's
+    ground truth holds (from the run's prediction files), ``dice_stage3`` the same for stage 3
+    alone, ``probe_*`` the encoder probe's (modality, organ) accuracy on the case's patches."""
     import agcl.data as adata
     import agcl.pipeline as pl
 
@@ -228,8 +230,12 @@ def case_records(result: dict[str, Any], test: list[Any], run_dir: Path, *, meth
         label = adata.load_case(case)[1].array
         per_organ = pl.case_dice(pred, label, organs)
         present = [v for v in per_organ.values() if v is not None]
+        probe = ((result.get("probe") or {}).get("per_case") or {}).get(stem, {})
         rows.append({"method": method, "seed": seed_value, "case": stem,
-                     "dice": sum(present) / len(present) if present else None, "per_organ": per_organ})
+                     "dice": sum(present) / len(present) if present else None, "per_organ": per_organ,
+                     "dice_stage3": (result.get("stage3_cases") or {}).get(stem),
+                     "probe_knn": probe.get("knn", {}).get("modality_organ"),
+                     "probe_linear": probe.get("linear", {}).get("modality_organ")})
     return rows
 
 
@@ -352,14 +358,19 @@ def _write_outputs(args: argparse.Namespace, out: Path, runs: dict[str, Any], re
         print(pl.ablation_table(ablation, encoder=encoder))
         records.sort(key=lambda r: METHOD_ORDER.index(r["method"]))  # Table 1's order (stable within a method)
         stats = pl.ablation_statistics(records, reference="agcl")
+        measures = {v: pl.ablation_statistics(records, reference="agcl", value=v)
+                    for v in ("dice_stage3", "probe_knn", "probe_linear") if any(r[v] is not None for r in records)}
         abl_notes = [notes[0].replace(f"seed {args.seed}", f"seeds {seeds}"),
                      f"Stage 1 trained once per seed and shared by that seed's methods; {len(test)} held-out cases x "
                      f"{len(seeds)} seeds = {len(test) * len(seeds)} (case, seed) pairs per method.",
                      f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores ({platform.processor() or 'cpu'}), "
                      f"device `{args.device}`; whole ablation {time.perf_counter() - start:.0f} s."]
-        written += list(pl.write_ablation(out, records, stats, notes=abl_notes))
+        written += list(pl.write_ablation(out, records, stats, notes=abl_notes, measures=measures))
         print("\n== ablation statistics (mean Dice per held-out case; Wilcoxon against agcl) ==")
         print(pl.ablation_markdown(stats))
+        for extra in measures.values():
+            print()
+            print(pl.ablation_markdown(extra))
     if not args.no_figures:
         emb = main_result["embeddings"]
         if emb is not None:

@@ -26,47 +26,41 @@ TINY = [
 
 
 def _example():
+    """The example's module: a thin caller of agcl.cli.train (the tests below use that module)."""
     spec = importlib.util.spec_from_file_location("btcv_full_example", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
+def test_the_example_is_a_thin_caller_of_agcl_train():
+    from agcl.cli import train
+
+    assert _example().main is train.main
+    assert len(SCRIPT.read_text().splitlines()) < 40
+
+
 def test_seeds_flag_parses_and_is_validated(capsys):
-    ex = _example()
-    assert ex.parse_args(["--ablation", "--seeds", "3"]).seeds == 3
-    assert ex.parse_args(["--ablation"]).seeds is None
+    from agcl.cli.train import parse_args
+
+    assert parse_args(["--ablation", "--seeds", "3"]).seeds == 3
+    assert parse_args(["--ablation"]).seeds is None
     for bad in ("0", "-2", "2.5", "two"):
         with pytest.raises(SystemExit):
-            ex.parse_args(["--ablation", "--seeds", bad])
+            parse_args(["--ablation", "--seeds", bad])
         assert "positive integer" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        ex.parse_args(["--seeds", "2"])
+        parse_args(["--seeds", "2"])
     assert "--seeds needs --ablation" in capsys.readouterr().err
 
 
-def test_ablation_folders_and_shared_stage1(tmp_path):
-    ex = _example()
-    out = tmp_path / "run"
-    assert ex.ablation_dir(out, "agcl", 4, main_method="agcl", first_seed=4) == out
-    assert ex.ablation_dir(out, "ce", 4, main_method="agcl", first_seed=4) == out / "ablation" / "ce"
-    assert ex.ablation_dir(out, "agcl", 5, main_method="agcl", first_seed=4) == out / "ablation" / "seed5" / "agcl"
-    src, dst = tmp_path / "src", tmp_path / "dst"
-    (src / "checkpoints").mkdir(parents=True)
-    (src / "coarse").mkdir()
-    (src / "checkpoints" / "coarse.pt").write_bytes(b"stage1")
-    (src / "coarse" / "a.prob.pt").write_bytes(b"prob")
-    (src / "coarse" / "a.nii.gz").write_bytes(b"map")
-    (dst / "checkpoints").mkdir(parents=True)
-    (dst / "checkpoints" / "segment.pt").write_bytes(b"stale")
-    (dst / "checkpoints" / "pretrain.pt").write_bytes(b"stale")
-    ex.share_stage1(src, dst, fresh=False)
-    assert (dst / "checkpoints" / "segment.pt").is_file()  # --resume keeps stages 2-3
-    ex.share_stage1(src, dst, fresh=True)  # twice: existing links are replaced
-    assert (dst / "checkpoints" / "coarse.pt").read_bytes() == b"stage1"
-    assert sorted(p.name for p in (dst / "coarse").iterdir()) == ["a.nii.gz", "a.prob.pt"]
-    assert (dst / "coarse" / "a.prob.pt").read_bytes() == b"prob"
-    assert not (dst / "checkpoints" / "segment.pt").exists() and not (dst / "checkpoints" / "pretrain.pt").exists()
+def test_ablation_folders():
+    from agcl.cli.train import ablation_dir
+
+    out = Path("run")
+    assert ablation_dir(out, "agcl", 4, main_method="agcl", first_seed=4) == out
+    assert ablation_dir(out, "ce", 4, main_method="agcl", first_seed=4) == out / "ablation" / "ce"
+    assert ablation_dir(out, "agcl", 5, main_method="agcl", first_seed=4) == out / "ablation" / "seed5" / "agcl"
 
 
 def _run(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
@@ -83,8 +77,11 @@ def test_example_runs_and_writes_its_files(tmp_path):
     out = tmp_path / "run"
     data = json.loads((out / "results.json").read_text())
     assert set(data) == {"per_organ", "mean", "config", "runtime_s", "coarse_mean", "attention_recall",
-                         "attention_recall_min"}
+                         "attention_recall_min", "stage3_only", "probe", "run_id"}
     assert set(data["per_organ"]) == {"spleen", "liver", "stomach"}
+    assert set(data["probe"]["knn"]) == {"organ", "modality", "modality_organ"}
+    assert "encoder probe" in proc.stdout and "stage 3 alone" in proc.stdout
+    assert (out / "run.json").is_file()
     low = {k: v for k, v in data["attention_recall_min"].items() if v is not None}
     organ = min(low, key=low.get)
     assert f"attention recall, lowest held-out case: {organ} {low[organ]:.3f}" in proc.stdout
@@ -106,7 +103,8 @@ def test_example_ablation_table(tmp_path):
     assert list(data["ablation"]) == ["none", "sscl", "supcon", "ce", "agcl"]
     for entry in data["ablation"].values():
         assert set(entry) == {"per_organ", "mean", "config", "runtime_s", "coarse_mean", "attention_recall",
-                              "attention_recall_min"}
+                              "attention_recall_min", "stage3_only", "probe", "run_id"}
+    assert "probe k-NN" in proc.stdout and "stage 3 alone" in proc.stdout
     assert "| Encoder | Pretrain |" in proc.stdout
     # every method of a seed builds its attention from the same stage-1 probabilities
     for method in ("none", "sscl", "supcon", "ce"):
@@ -135,11 +133,14 @@ def test_example_ablation_table(tmp_path):
         assert e["note"] == ("reference" if method == "agcl" else "too few pairs (4 < 6): no test")
     md = (out / "ablation.md").read_text()
     assert "| Pre-training | mean Dice +/- std" in md and "Wilcoxon" in md and "seeds [0, 1]" in md
+    assert set(abl["measures"]) == {"dice_stage3", "probe_knn", "probe_linear"}
+    assert "## probe k-NN (modality, organ)" in md
     assert "ablation statistics" in proc.stdout
 
 
 def test_recall_line_names_the_lowest_organ_and_those_below_the_target():
-    example = _example()
+    from agcl.cli import train as example
+
     line = example.recall_line({"spleen": 0.99, "gallbladder": 0.62, "liver": None, "aorta": 0.94})
     assert line == ("attention recall, lowest held-out case: gallbladder 0.620 | organs below 0.95 in some case: "
                     "gallbladder, aorta")

@@ -35,20 +35,31 @@ def _run(tmp_path: Path, *extra: str, timeout: int = 600) -> subprocess.Complete
 
 
 def test_presets_carry_the_papers_settings():
-    mod = _module()
-    coarse, cfg = mod.make_configs(mod.parse_args(["--preset", "paper"]), "agcl")
+    from agcl.cli.train2d import config_for, parse_args
+
+    cfg = config_for(parse_args(["--preset", "paper"]), "agcl")
+    coarse = cfg.coarse2d
     assert (coarse.encoder, coarse.base_width, coarse.optimizer, coarse.lr, coarse.batch_size) == \
         ("resnet50", 64, "sgd", 1e-3, 8)
     p, s = cfg.pretrain, cfg.segment
+    assert cfg.domain == "image2d"
     assert (p.encoder, p.temperature, p.batch_size, p.image_channels) == ("resnet50", 0.07, 8, 3)
     assert p.aug_color_distortion > 0 and p.aug_hflip
     assert (s.epochs, s.lr, s.batch_size, s.decoder) == (10, 1e-4, 8, "aspp")
-    coarse, cfg = mod.make_configs(mod.parse_args(["--set", "coarse2d.epochs=3", "--set", "segment.lr=0.002",
-                                                   "--color-distortion", "0.2"]), "supcon")
-    assert coarse.epochs == 3 and cfg.segment.lr == 0.002 and cfg.pretrain.aug_color_distortion == 0.2
+    cfg = config_for(parse_args(["--set", "coarse2d.epochs=3", "--set", "segment.lr=0.002",
+                                 "--color-distortion", "0.2"]), "supcon")
+    assert cfg.coarse2d.epochs == 3 and cfg.segment.lr == 0.002 and cfg.pretrain.aug_color_distortion == 0.2
     assert cfg.pretrain.method == "supcon" and cfg.pretrain.temperature == 0.07
-    with pytest.raises(ValueError, match="coarse2d.optimizer"):
-        mod.make_configs(mod.parse_args(["--set", "coarse2d.optimizer=rmsprop"]), "agcl")
+    from agcl.cli._common import UserError
+
+    with pytest.raises(UserError, match="coarse2d.optimizer"):
+        config_for(parse_args(["--set", "coarse2d.optimizer=rmsprop"]), "agcl")
+
+
+def test_the_example_is_a_thin_caller_of_agcl_train_2d():
+    from agcl.cli import train2d
+
+    assert _module().main is train2d.main
 
 
 @pytest.mark.slow
@@ -88,13 +99,14 @@ def test_default_run_reaches_half_miou(tmp_path):
 
 
 def test_ground_truth_attention_covers_present_classes_only():
-    mod = _module()
+    from agcl.pipeline.domains import gt_attention
+
     mask = np.zeros((8, 8), np.uint8)
     mask[2:5, 2:5] = 3
     mask[1, 2:5] = 255
-    att = mod.gt_attention(mask, [1, 2, 3, 4], 0.0)
+    att = gt_attention(mask, [1, 2, 3, 4], 0.0)
     assert sorted(att) == [3]
     box, m = att[3]
     assert box[:2] == (slice(2, 5), slice(2, 5)) and int(m.sum()) == 9
-    grown = mod.gt_attention(mask, [1, 2, 3, 4], 1.0)[3]
+    grown = gt_attention(mask, [1, 2, 3, 4], 1.0)[3]
     assert int(grown[1].sum()) == 9 + 12

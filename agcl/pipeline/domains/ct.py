@@ -230,6 +230,7 @@ class CTDomain:
         predictions: list[str] = []
         examples: list[dict[str, Any]] = []
         recalls: dict[int, list[float]] = {k: [] for k in self.organ_ids}
+        stage3_cases: dict[str, float | None] = {}
         for i in range(len(self.test_cases)):
             case = self.test_cases[i]
             stored = coarse.probabilities(case) if coarse.source == "probabilities" else None  # read once
@@ -243,6 +244,7 @@ class CTDomain:
                                                 unblended=True)
             tables.append(evaluate_labels(pred, case.label, spacing=case.spacing, organs=subset))
             alone_tables.append(evaluate_labels(alone, case.label, spacing=case.spacing, organs=subset))
+            stage3_cases[case_stem(case)] = alone_tables[-1]["mean"]["dice"]
             coarse_tables.append(evaluate_labels(coarse.labels(case), case.label, spacing=case.spacing,
                                                  organs=subset))
             if write_predictions:
@@ -257,7 +259,7 @@ class CTDomain:
         return {
             "per_organ": summary["per_organ"], "mean": summary["mean"],
             "coarse_mean": coarse_summary["mean"], "coarse_per_organ": coarse_summary["per_organ"],
-            "stage3_only": {"mean": alone["mean"], "per_organ": alone["per_organ"]},
+            "stage3_only": {"mean": alone["mean"], "per_organ": alone["per_organ"]}, "stage3_cases": stage3_cases,
             **summarize_recalls(recalls, self.names),
             "predictions": predictions, "examples": examples,
         }

@@ -35,7 +35,7 @@ import numpy as np
 from agcl._atomic import write_json, write_text
 from agcl._validation import check_int
 
-__all__ = ["ablation_markdown", "ablation_statistics", "case_dice", "write_ablation"]
+__all__ = ["MEASURES", "ablation_markdown", "ablation_statistics", "case_dice", "write_ablation"]
 
 _LABELS = {"none": "none (random init)", "sscl": "SSCL", "supcon": "SupCon", "ce": "CE", "agcl": "AGCL"}
 
@@ -82,13 +82,14 @@ def _mean_of(values: Iterable[float | None]) -> float | None:
     return float(np.mean(vals)) if vals else None
 
 
-def _check_records(records: Iterable[Mapping[str, Any]]) -> list[tuple[str, int, str, float | None]]:
+def _check_records(records: Iterable[Mapping[str, Any]], value: str = "dice") -> list[tuple[str, int, str, float | None]]:
     rows: list[tuple[str, int, str, float | None]] = []
     seen: set[tuple[str, int, str]] = set()
     for i, rec in enumerate(records):
         if not isinstance(rec, Mapping):
-            raise TypeError(f"records[{i}] must be a mapping with method, seed, case and dice; got {type(rec).__name__}")
-        missing = [k for k in ("method", "seed", "case", "dice") if k not in rec]
+            raise TypeError(f"records[{i}] must be a mapping with method, seed, case and {value}; "
+                            f"got {type(rec).__name__}")
+        missing = [k for k in ("method", "seed", "case", value) if k not in rec]
         if missing:
             raise ValueError(f"records[{i}] lacks the keys {missing}; got keys {sorted(rec)}")
         method, case = rec["method"], rec["case"]
@@ -97,13 +98,14 @@ def _check_records(records: Iterable[Mapping[str, Any]]) -> list[tuple[str, int,
         if not isinstance(case, str) or not case:
             raise TypeError(f"records[{i}]['case'] must be a non-empty string; got {case!r}")
         seed = check_int(f"records[{i}]['seed']", rec["seed"])
-        dice = rec["dice"]
+        dice = rec[value]
         if dice is not None:
             if isinstance(dice, bool) or not isinstance(dice, (int, float, np.floating, np.integer)):
-                raise TypeError(f"records[{i}]['dice'] must be a number or None; got {type(dice).__name__} {dice!r}")
+                raise TypeError(f"records[{i}][{value!r}] must be a number or None; got {type(dice).__name__} "
+                                f"{dice!r}")
             dice = float(dice)
             if not (math.isfinite(dice) and 0.0 <= dice <= 1.0):
-                raise ValueError(f"records[{i}]['dice'] must lie in [0, 1] (or be None); got {dice!r}")
+                raise ValueError(f"records[{i}][{value!r}] must lie in [0, 1] (or be None); got {dice!r}")
         key = (method, seed, case)
         if key in seen:
             raise ValueError(f"records hold (method, seed, case) = {key} twice; each must appear once")
@@ -130,6 +132,7 @@ def ablation_statistics(
     *,
     reference: str = "agcl",
     min_pairs: int = 6,
+    value: str = "dice",
 ) -> dict[str, Any]:
     """Mean +/- std per method and the paired Wilcoxon p-value of each method against ``reference``.
 
@@ -140,6 +143,8 @@ def ablation_statistics(
             The order does not matter: pairs are matched on ``(case, seed)``.
         reference: the method every other one is compared with.
         min_pairs: the fewest ``(case, seed)`` pairs a test needs (see the module notes).
+        value: the record key compared (``"dice"``; any per-case measure in [0, 1] the records
+            carry, e.g. stage 3's own Dice or the encoder probe's accuracy on the case).
 
     Returns:
         ``{"reference", "min_pairs", "methods": {method: {"mean", "std", "n", "seeds",
@@ -165,7 +170,7 @@ def ablation_statistics(
         (-0.1, 1.0, 'reference')
     """
     check_int("min_pairs", min_pairs, low=1)
-    rows = _check_records(records)
+    rows = _check_records(records, value)
     methods: list[str] = []
     for method, *_ in rows:
         if method not in methods:
@@ -201,7 +206,7 @@ def ablation_statistics(
         else:
             entry["p_value"], entry["note"] = _wilcoxon(diffs, min_pairs)
         table[m] = entry
-    return {"reference": reference, "min_pairs": min_pairs, "methods": table}
+    return {"reference": reference, "min_pairs": min_pairs, "value": value, "methods": table}
 
 
 def _fmt(v: float | None, spec: str) -> str:
@@ -214,11 +219,17 @@ def _p(v: float | None) -> str:
     return f"{v:.2e}" if v < 1e-3 else f"{v:.4f}"
 
 
+#: how the ablation's tables name each measure
+MEASURES = {"dice": "mean Dice", "dice_stage3": "stage-3-alone Dice", "probe_knn": "probe k-NN (modality, organ)",
+            "probe_linear": "probe linear (modality, organ)"}
+
+
 def ablation_markdown(stats: Mapping[str, Any]) -> str:
     """The Markdown table of :func:`ablation_statistics`'s output (one row per method)."""
     ref = stats["reference"]
     ref_label = _LABELS.get(ref, ref)
-    lines = [f"| Pre-training | mean Dice +/- std | values (case x seed) | seeds | std over seed means "
+    what = MEASURES.get(stats.get("value", "dice"), stats.get("value", "dice"))
+    lines = [f"| Pre-training | {what} +/- std | values (case x seed) | seeds | std over seed means "
              f"| mean diff vs {ref_label} | p vs {ref_label} (Wilcoxon, pairs) | note |",
              "|---|---|---|---|---|---|---|---|"]
     for m, e in stats["methods"].items():
@@ -235,8 +246,12 @@ def write_ablation(
     stats: Mapping[str, Any],
     *,
     notes: Sequence[str] = (),
+    measures: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> tuple[Path, Path]:
     """Write ``ablation.json`` (``{"records": [...], "statistics": stats}``) and ``ablation.md``.
+
+    ``measures`` (``{value: ablation_statistics(records, value=value)}``) adds the same table for
+    other per-case measures (stage 3 alone, the encoder probe), under ``"measures"``.
 
     ``records`` are written as given (they may carry more keys than ``ablation_statistics``
     needs, e.g. the per-organ Dice ``{"per_organ": {name: dice or null}}``). Both files are
@@ -244,13 +259,22 @@ def write_ablation(
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    payload = {"records": [dict(r) for r in records], "statistics": _jsonable(stats)}
+    payload: dict[str, Any] = {"records": [dict(r) for r in records], "statistics": _jsonable(stats)}
+    if measures:
+        payload["measures"] = _jsonable(measures)
     json_path, md_path = out / "ablation.json", out / "ablation.md"
     write_json(json_path, payload)
     md = ["# Pre-training ablation", "", *notes, "", ablation_markdown(stats), "",
           f"Mean +/- std over every (held-out case, seed) value (a case's value: its mean Dice over the organs its "
           f"ground truth holds); p: two-sided Wilcoxon signed-rank test against {stats['reference']} over the "
           f"(case, seed) pairs, none below {stats['min_pairs']} pairs.", ""]
+    for value, extra in (measures or {}).items():
+        md += [f"## {MEASURES.get(value, value)}", "", ablation_markdown(extra), ""]
+    if measures:
+        md += ["Stage 3 alone: the held-out cases scored with segment.coarse_weight = 0 (the encoder and decoder "
+               "without the coarse ensemble). Probe: the frozen encoder's accuracy at telling (modality, organ) "
+               "apart on each held-out case's patches (k-NN, k = 20, cosine; a linear probe), fitted on the "
+               "training cases' patches.", ""]
     write_text(md_path, "\n".join(md))
     return json_path, md_path
 

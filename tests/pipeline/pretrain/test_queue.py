@@ -38,13 +38,8 @@ def test_queue_needs_a_labelled_method(tmp_path):
         pretrain_encoder([], cfg, [1], tmp_path, num_modalities=1)
 
 
-def test_set_flag_of_the_example_reaches_the_field():
-    import importlib.util
-    from pathlib import Path
+def test_set_flag_of_the_command_reaches_the_field():
+    from agcl.cli.train import config_for, parse_args
 
-    path = Path(__file__).resolve().parents[3] / "examples" / "btcv_full.py"
-    spec = importlib.util.spec_from_file_location("_btcv_full_example", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    args = mod.parse_args(["--set", "pretrain.queue_size=4096"])
-    assert mod.make_config(args, "agcl").pretrain.queue_size == 4096
+    args = parse_args(["--set", "pretrain.queue_size=4096"])
+    assert config_for(args, "agcl").pretrain.queue_size == 4096

@@ -1,0 +1,53 @@
+"""The ``agcl`` command itself: sub-commands, help that reads like a man page, exit codes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agcl.cli import COMMANDS, main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_help_lists_every_command(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in COMMANDS)
+    assert main([]) == 2  # no command: the help, and a usage error
+
+
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_every_command_has_a_help_with_examples_and_exit_status(command, capsys):
+    assert main([command, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert f"agcl {command}" in out and "examples:" in out and "exit status" in out
+
+
+def test_train_with_the_2d_domain_is_train_2d(capsys):
+    assert main(["train", "--domain", "image2d", "--help"]) == 0
+    assert "VOCdevkit" in capsys.readouterr().out
+    assert main(["train", "--domain=image2d", "--help"]) == 0
+    assert "VOCdevkit" in capsys.readouterr().out
+
+
+def test_unknown_command_and_bad_flags_exit_2(capsys):
+    assert main(["segment"]) == 2
+    assert "unknown command 'segment'" in capsys.readouterr().err
+    assert main(["train", "--no-such-flag"]) == 2
+    assert main(["predict", "--run", "x"]) == 2  # --input and --out are required
+    assert "required" in capsys.readouterr().err
+
+
+def test_python_dash_m_agcl_runs_the_command():
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, "-m", "agcl", "--help"], capture_output=True, text=True, env=env,
+                          timeout=120, cwd=ROOT)
+    assert proc.returncode == 0 and "predict" in proc.stdout
+    proc = subprocess.run([sys.executable, "-m", "agcl", "evaluate", "--help"], capture_output=True, text=True,
+                          env=env, timeout=120, cwd=ROOT)
+    assert proc.returncode == 0 and "--labels" in proc.stdout
