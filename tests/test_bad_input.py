@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import warnings
 import zipfile
@@ -789,3 +790,219 @@ def test_fuse_labels_refuses_ids_beyond_int16():
     assert fuse_labels(probs, organ_ids=[1, 32767]).tolist() == [1, 1, 1]
     with pytest.raises(TypeError, match="threshold"):
         fuse_labels(probs, threshold="0.5")
+
+
+# ---------------------------------------------------------------------------------------------
+# agcl.pipeline.config, the run's files, and the `agcl train` command (issue 26, rows 10-22, 27-29)
+# ---------------------------------------------------------------------------------------------
+
+# row 14: a whole section is merged into the current one (the preset and earlier fields kept)
+def test_a_section_value_merges_into_the_section():
+    from agcl.pipeline import PipelineConfig
+
+    base = PipelineConfig.quick().override(**{"coarse.lr": 0.5})
+    cfg = base.override(coarse={"epochs": 1})
+    assert cfg.coarse.epochs == 1 and cfg.coarse.lr == 0.5 and cfg.coarse.spacing_mm == (5.5, 5.5, 5.0)
+    with pytest.raises(TypeError, match="section 'coarse' takes a dict"):
+        base.override(coarse=3)
+    with pytest.raises(ValueError, match="unknown config field 'coarse.nope'"):
+        base.override(coarse={"nope": 1})
+
+
+# rows 15-16: unknown sections and fields named with the valid ones; no organ at all refused
+@pytest.mark.parametrize("key, match", [
+    ("foo.bar", "unknown config section 'foo' in 'foo.bar'; valid sections: coarse"),
+    ("coarse.shape.x", "keys are 'field' or 'section.field'"),
+    ("coarse.nope", "unknown config field 'coarse.nope'; valid: amp, attention_channel"),
+    ("nope", "unknown config field 'nope'; valid: clip_hu"),
+])
+def test_unknown_config_keys_are_named(key, match):
+    from agcl.pipeline import PipelineConfig
+
+    with pytest.raises(ValueError, match=re.escape(match)):
+        PipelineConfig.quick().override(**{key: 1})
+
+
+def test_no_organs_and_out_of_range_seeds_are_refused_when_the_config_is_made():
+    from agcl.pipeline import PipelineConfig
+
+    with pytest.raises(ValueError, match="organs must hold at least one value"):
+        PipelineConfig.quick().override(organs=())
+    with pytest.raises(ValueError, match="seed"):
+        PipelineConfig.quick().override(seed=2**64)
+
+
+# row 20: a damaged probability file is named (it is rebuilt on resume: tests/cli)
+def test_damaged_probability_files_are_named(tmp_path):
+    from agcl.sampling import load_probabilities, save_probabilities
+
+    path = save_probabilities(tmp_path / "a.prob.pt", torch.rand(2, 3, 3, 3), [6], (6, 6, 6))
+    data = bytearray(path.read_bytes())
+    path.write_bytes(bytes(data[: len(data) // 2]))
+    with pytest.raises(ValueError, match=re.escape(str(path))):
+        load_probabilities(path)
+
+
+# row 21: a binary mapping file is named; row 12: a code that is no organ is refused
+def test_label_mappings_name_the_file(tmp_path):
+    from agcl.data import load_coarse_labels
+
+    binary = tmp_path / "map.json"
+    binary.write_bytes(b"\xff\xfe\x00\x81")
+    with pytest.raises(ValueError, match=f"{re.escape(str(binary))} is not UTF-8"):
+        load_coarse_labels(binary)
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"1": 99}))
+    with pytest.raises(ValueError, match=r"bad.json maps to codes that are no organ: 1 -> 99"):
+        load_coarse_labels(bad)
+
+
+# row 22: a state dict that does not fit names the checkpoint and the mismatch
+def test_weights_that_do_not_fit_name_the_checkpoint(tmp_path):
+    from agcl.pipeline.toolkit import load_weights
+
+    with pytest.raises(ValueError, match=r"ckpt.pt do not fit .* 1 missing keys \(bias\)"):
+        load_weights(torch.nn.Linear(2, 2), {"weight": torch.zeros(2, 2)}, tmp_path / "ckpt.pt")
+    with pytest.raises(ValueError, match=r"shape mismatches \(weight: \(3, 2\) in the file, \(2, 2\)"):
+        load_weights(torch.nn.Linear(2, 2), {"weight": torch.zeros(3, 2), "bias": torch.zeros(2)}, "x.pt")
+
+
+# row 28: a diverging stage says so, with the stage and its learning rate
+def test_a_diverging_stage_names_itself_and_its_learning_rate(tmp_path):
+    from agcl.pipeline import EpochLog
+    from agcl.pipeline.toolkit import fit
+
+    model = torch.nn.Linear(2, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=1e30)
+
+    def step(batch):
+        loss = model(batch).pow(2).sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if not torch.isfinite(model(batch)).all():
+            raise ValueError("logits must be finite")  # what a loss says when it meets the result
+        return float(loss)
+
+    with pytest.raises(RuntimeError, match=r"pretrain: training diverged at epoch 1, step \d+ .* rate 1e\+30"):
+        fit(stage="pretrain", epochs=1, ckpt_path=tmp_path / "c.pt", settings={}, model=model, optimizer=opt,
+            epoch_batches=lambda e: [torch.full((4, 2), 1e10)] * 3, step=step, resume=False,
+            log=EpochLog(tmp_path / "e.jsonl"), collective=False)
+
+
+# row 29: the fallback region is the organ's 26-connected component (diagonal neighbours join)
+def test_the_fallback_region_is_26_connected():
+    from agcl.sampling import attention_from_probabilities
+
+    p = np.zeros((2, 5, 5, 5), np.float32)
+    p[0] = 1.0
+    p[1, 1, 1, 1], p[1, 2, 2, 2] = 0.05, 0.04  # only diagonal neighbours: one region with 26-connectivity
+    p[1, 4, 4, 4] = 0.045  # a separate blob (not touching): stays out
+    att = attention_from_probabilities(p, [6], (5, 5, 5), spacing=(1, 1, 1), margin_mm=0.0, threshold=0.1)
+    box, mask = att[6]
+    full = np.zeros((5, 5, 5), bool)
+    full[box] = mask
+    assert full[1, 1, 1] and full[2, 2, 2] and not full[4, 4, 4] and int(full.sum()) == 2
+
+
+# rows 10-13, 17-19, 27: the command, in a subprocess on the tiny settings of the example tests
+TINY = ["--n-cases", "2", "--synthetic-shape", "48", "48", "12", "--synthetic-spacing", "7.3", "7.3", "16.0",
+        "--attention", "gt", "--coarse-epochs", "1", "--epochs", "1", "--no-figures",
+        "--set", "organs=[1,6,7]", "--set", "coarse.spacing_mm=[21.9,21.9,24]",
+        "--set", "coarse.crop_shape=[12,12,8]", "--set", "coarse.base_channels=2",
+        "--set", "coarse.depth=1", "--set", "pretrain.base_width=4", "--set", "pretrain.patch_size=16",
+        "--set", "pretrain.patches_per_slice=1", "--set", "pretrain.max_patches_per_volume=12",
+        "--set", "pretrain.batch_size=8", "--set", "segment.patches_per_slice=1",
+        "--set", "segment.max_patches_per_volume=12", "--set", "segment.aspp_channels=8", "--set", "segment.stride=16"]
+
+
+def _agcl(tmp_path, *args):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.run([sys.executable, "-m", "agcl", *args], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=600)
+
+
+@pytest.mark.parametrize("args, match", [
+    (["--device", "bogus"], "--device"),
+    (["--device", "cuda:7"], "--device"),
+    (["--seed", "18446744073709551616"], "--seed: expected a seed in [0, 4294967295]"),
+    (["--set", "foo.bar=1"], "unknown config section 'foo'"),
+    (["--set", "organs=[]"], "organs must hold at least one value"),
+    (["--set", "coarse.epochs=1.5"], "coarse.epochs"),
+])
+def test_the_command_refuses_bad_values_before_reading_any_data(tmp_path, args, match):
+    proc = _agcl(tmp_path, "train", "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "run"),
+                 *TINY, *args)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert match in proc.stderr
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "run").exists()  # nothing read or written
+
+
+def test_the_command_refuses_a_patch_larger_than_the_volumes(tmp_path):
+    proc = _agcl(tmp_path, "train", "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "run"),
+                 *TINY, "--set", "pretrain.patch_size=100000", "--set", "segment.stride=64")
+    assert proc.returncode != 0 and "pretrain.patch_size=100000 is larger than the volumes" in proc.stderr
+
+
+def _coarse_dir(tmp_path, mutate):
+    """The phantoms' ground truth as coarse maps (per-modality folders), changed by ``mutate``."""
+    import nibabel as nib
+
+    from agcl.data.synthetic import ensure_btcv_like
+
+    folders = ensure_btcv_like(tmp_path / "cache", 2, shape=(48, 48, 12), spacing=(7.3, 7.3, 16.0), quiet=True)
+    coarse = tmp_path / "coarse"
+    for modality, folder in folders.items():
+        (coarse / modality).mkdir(parents=True)
+        for f in sorted((folder / "RawData" / "Training" / "label").glob("*.nii.gz")):
+            img = nib.load(f)
+            data, affine = mutate(np.asarray(img.dataobj), img.affine.copy())
+            nib.save(nib.Nifti1Image(data, affine), coarse / modality / f"{f.name.replace('label', '')}")
+    return coarse
+
+
+def test_coarse_maps_with_unknown_codes_warn_and_misplaced_ones_are_refused(tmp_path):
+    def add_code(data, affine):
+        data = data.copy()
+        data[0, 0, 0] = 52  # a code no organ of the run has
+        return data, affine
+
+    coarse = _coarse_dir(tmp_path, add_code)
+    proc = _agcl(tmp_path, "train", "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "run"),
+                 *TINY, "--coarse-dir", str(coarse))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    # one warning, listing the codes (the other BTCV organs too: this run segments 1, 6 and 7)
+    assert re.search(r"hold codes \[2, 3, 4, 5, 8, 9, 10, 11, 12, 13, 52\]", proc.stderr)
+    assert proc.stderr.count("UserWarning: the coarse maps") == 1
+
+    def shift(data, affine):
+        affine[0, 3] += 80.0  # 80 mm off its scan
+        return data, affine
+
+    coarse = _coarse_dir(tmp_path / "b", shift)
+    proc = _agcl(tmp_path, "train", "--cache-dir", str(tmp_path / "b" / "cache"), "--out", str(tmp_path / "run2"),
+                 *TINY, "--coarse-dir", str(coarse))
+    assert proc.returncode != 0 and "is not on its image's grid" in proc.stderr
+    assert "map affine" in proc.stderr and "image affine" in proc.stderr
+
+
+def test_all_background_labels_are_refused_before_training(tmp_path):
+    import nibabel as nib
+
+    from agcl.data.synthetic import ensure_btcv_like
+
+    folders = ensure_btcv_like(tmp_path / "data", 2, ("contrast",), shape=(48, 48, 12), spacing=(7.3, 7.3, 16.0),
+                               quiet=True)
+    for f in (folders["contrast"] / "RawData" / "Training" / "label").glob("*.nii.gz"):
+        img = nib.load(f)
+        nib.save(nib.Nifti1Image(np.zeros(img.shape, np.uint8), img.affine), f)
+    proc = _agcl(tmp_path, "train", "--data-dir", str(folders["contrast"]), "--out", str(tmp_path / "run"),
+                 *[a for a in TINY if a != "gt"][:0], *TINY[10:])
+    assert proc.returncode != 0
+    assert "no training case holds any of the organs" in proc.stderr
+    assert not (tmp_path / "run" / "checkpoints" / "pretrain.pt").exists()

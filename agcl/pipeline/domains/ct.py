@@ -166,15 +166,26 @@ class CTDomain:
         from agcl.sampling import check_coarse_map
 
         unmapped: set[int] = set()
+        empty = []
         for cases in (self.train_cases, self.test_cases):
             for i, raw in enumerate(cases.cases):
                 path = find_coarse_file(self.coarse_dir, str(raw.case_id), str(raw.modality))
                 vol = load_volume(path, kind="label")
-                check_coarse_map(path, vol, cases[i])
+                case = cases[i]
+                check_coarse_map(path, vol, case)
+                lab = case.label
+                if cases is self.train_cases and lab is not None and not np.isin(lab, self.organ_ids).any():
+                    empty.append(str(raw.label_path))
                 if self.coarse_labels is not None:
                     unmapped |= remap_labels(vol.array, self.coarse_labels)[1]
                 else:
                     unmapped |= {int(v) for v in np.unique(vol.array) if v != 0 and int(v) not in self.organ_ids}
+        if empty and len(empty) == len(self.train_cases):
+            raise ValueError(f"no training case holds any of the organs {self.organ_ids} in its labels (all "
+                             f"background, e.g. {empty[0]}): nothing to learn; check the label files and config.organs")
+        if empty:
+            warnings.warn(f"{len(empty)} training case(s) hold none of the organs {self.organ_ids} in their labels: "
+                          f"{', '.join(empty[:3])}{' ...' if len(empty) > 3 else ''}", UserWarning, stacklevel=3)
         if unmapped:
             how = ("coarse_labels maps no organ to" if self.coarse_labels is not None
                    else "no organ of this run has (pass coarse_labels to translate them)")
