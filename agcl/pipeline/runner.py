@@ -190,6 +190,9 @@ def run_pipeline(
     train_time = time.perf_counter() - t0
     if not dd.is_main():
         return {}
+    # what was evaluated, so a finished run can be re-scored or probed from its folder alone
+    folder.manifest.data["evaluation"] = {"cases": domain.records("test"), "config": config.to_dict()}
+    folder.save()
     result = domain.evaluate(ctx, seg_ckpt, write_predictions=write_predictions)
     result.update(config=config.to_dict(), train_time_s=train_time, run_id=folder.run_id,
                   checkpoints={domain.stage1: None if coarse_dir is not None else
