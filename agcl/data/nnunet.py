@@ -238,18 +238,10 @@ def _read_dataset_json(root: Path) -> _DatasetJson:
 
 def _user_mapping(labels: Mapping[object, object] | str | os.PathLike[str]) -> dict[int, int]:
     if isinstance(labels, (str, os.PathLike)):
+        from agcl.data.labels import load_coarse_labels  # the file format every mapping shares
+
         source = f"label mapping {labels}"
-        path = Path(labels)
-        if not path.is_file():
-            raise FileNotFoundError(f"no label mapping JSON at {path}")
-        try:
-            labels = json.loads(path.read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError) as err:
-            raise ValueError(f"{source} is not valid JSON: {err}") from None
-        if not isinstance(labels, dict):
-            raise ValueError(
-                f"{source} must hold a JSON object {{their_code: btcv_code}}; got {labels!r}"
-            )
+        labels = load_coarse_labels(labels)
     elif isinstance(labels, Mapping):
         source = "labels"
     else:
@@ -287,7 +279,7 @@ def nnunet_label_map(
     Args:
         path: the dataset folder (see :func:`is_nnunet_dataset`).
         labels: ``{their_code: btcv_code}`` (a mapping, or a JSON file in the format of
-            :func:`agcl.pipeline.load_coarse_labels`, keys as strings); its entries replace the
+            :func:`agcl.data.load_coarse_labels`, keys as strings); its entries replace the
             name matching for those codes, ``0`` drops a structure deliberately.
 
     Returns:
