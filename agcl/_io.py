@@ -16,7 +16,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import os
-import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -27,13 +26,6 @@ __all__ = ["DIGEST_KEY", "atomic_save", "payload_digest", "safe_load"]
 
 #: The key under which :func:`atomic_save` stores the digest of a saved dict.
 DIGEST_KEY = "agcl_digest"
-
-
-def _umask() -> int:
-    """The process umask (read by setting it and restoring it at once)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def _leaves(obj: Any, where: str = "") -> Iterator[tuple[str, Any]]:
@@ -105,21 +97,12 @@ def atomic_save(obj: Any, path: str | os.PathLike[str]) -> Path:
         digest = payload_digest(obj)
         obj = copy.copy(obj)  # keeps the type and attributes (a state_dict's _metadata)
         obj[DIGEST_KEY] = digest
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the mode open() would
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    from agcl._atomic import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        torch.save(obj, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
     return path
 
 

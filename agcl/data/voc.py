@@ -162,9 +162,10 @@ def save_voc_mask(path: str | os.PathLike[str], labels: np.ndarray) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     im = image.fromarray(arr.astype(np.uint8), mode="P")
     im.putpalette(voc_palette().reshape(-1).tolist())
-    tmp = path.with_name(f".{path.name}.tmp")
-    im.save(tmp, format="PNG")
-    os.replace(tmp, path)
+    from agcl._atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        im.save(tmp, format="PNG")
     return path
 
 
