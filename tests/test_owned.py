@@ -64,7 +64,8 @@ def test_a_folder_agcl_did_not_make_is_refused_and_untouched(tmp_path, marker):
     assert calls == []  # refused before any work
     assert (root / "thesis.txt").read_text() == THESIS
     assert _names(tmp_path) == ["mine"]
-    with pytest.raises(ValueError, match="did not create"):  # a ValueError: the CLI turns it into exit 2
+    # a ValueError: the command line turns it into exit status 2
+    with pytest.raises(ValueError, match="did not create"):
         check_replaceable(root, "demo", what="phantoms")
 
 
@@ -84,7 +85,8 @@ def test_check_replaceable_accepts_absent_empty_and_owned_folders_and_refuses_a_
 
 @pytest.mark.parametrize("error", [ValueError, KeyboardInterrupt])
 @pytest.mark.parametrize("earlier", [False, True])
-def test_an_interrupted_write_leaves_no_temporary_folder_and_keeps_the_earlier_one(tmp_path, error, earlier):
+def test_an_interrupted_write_leaves_no_temporary_folder_and_keeps_the_earlier_one(tmp_path, error,
+                                                                                   earlier):
     root = tmp_path / "cache"
     if earlier:
         write_owned_folder(root, "demo", _writer({"old.txt": "x"}))
@@ -114,7 +116,8 @@ def test_phantoms_refuse_a_cache_folder_holding_the_users_files(tmp_path):
     assert _names(tmp_path) == ["cache"]
 
 
-def test_phantoms_are_reused_rewritten_when_the_arguments_change_and_cleaned_up_on_errors(tmp_path, monkeypatch):
+def test_phantoms_are_reused_rewritten_for_other_arguments_and_cleaned_up_on_errors(tmp_path,
+                                                                                   monkeypatch):
     import agcl.data.synthetic as synthetic
 
     root = tmp_path / "cache"
@@ -131,8 +134,8 @@ def test_phantoms_are_reused_rewritten_when_the_arguments_change_and_cleaned_up_
     assert image.read_bytes() != first  # another seed: agcl's own folder is rewritten
     # an argument error or Ctrl-C while writing: no temporary folder left (issue 26, row 27)
     with pytest.raises(ValueError, match="spacing"):
-        synthetic.ensure_btcv_like(tmp_path / "bad", 2, ("contrast",), quiet=True, shape=(24, 24, 8),
-                                   spacing=(0.0, 1.0, 1.0))
+        synthetic.ensure_btcv_like(tmp_path / "bad", 2, ("contrast",), quiet=True,
+                                   shape=(24, 24, 8), spacing=(0.0, 1.0, 1.0))
 
     def interrupted(tmp, *args, **kwargs):
         (tmp / "contrast").mkdir()
@@ -163,4 +166,5 @@ def test_scenes_refuse_a_devkit_agcl_did_not_write_and_keep_the_users_other_file
     assert written == other / "VOCdevkit" and is_owned(written, "synthetic-voc")
     ensure_voc_like(other, 3, 1, size=32, quiet=True)  # other arguments: agcl's devkit is rewritten
     assert json.loads((written / MARKER).read_text())["n_train"] == 3
-    assert (other / "thesis.txt").read_text() == THESIS and _names(other) == ["VOCdevkit", "thesis.txt"]
+    assert (other / "thesis.txt").read_text() == THESIS
+    assert _names(other) == ["VOCdevkit", "thesis.txt"]

@@ -44,6 +44,7 @@ def tiny_config(**changes) -> PipelineConfig:
 def read_tiny_cohort(root: Path):
     """The ``(train, test)`` of :func:`tiny_cohort` read back from ``root`` (written there before),
     e.g. in a fresh process, without writing the files again."""
-    cohort = adata.build_cohort({m: adata.discover_btcv(root / m, modality=m) for m in ("contrast", "non-contrast")})
-    pairs = list(cohort)
-    return [p for p in pairs if p[0].case_id == "0001"], [p for p in pairs if p[0].case_id == "0002"]
+    pairs = list(adata.build_cohort({m: adata.discover_btcv(root / m, modality=m)
+                                     for m in ("contrast", "non-contrast")}))
+    train = [p for p in pairs if p[0].case_id == "0001"]
+    return train, [p for p in pairs if p[0].case_id == "0002"]

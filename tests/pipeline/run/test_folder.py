@@ -1,5 +1,6 @@
 """RunFolder: a run folder belongs to its run; an earlier run is never replaced by accident and
-``overwrite`` removes only the run's own files (issue 25, "A run folder that belongs to the run")."""
+``overwrite`` removes only the run's own files (issue 25, "A run folder that belongs to the
+run")."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import pytest
 from agcl.pipeline.run import MANIFEST, RunExistsError, RunFolder, RunFolderError
 
 NOTE = "my notes on this run"
+# the user's files in a run folder, also inside the run's own sub-folders
+USER_FILES = ["checkpoints/my_finetune.pt", "notes.txt", "predictions/reviewed/contrast_0002.txt"]
 
 
 def _tree(root):
@@ -21,19 +24,16 @@ def _finished_run(root):
     """A run as the pipeline leaves it: its files recorded in run.json, plus the user's notes
     (in the folder and inside the run's own sub-folders)."""
     folder = RunFolder.open(root)
-    for rel in ("checkpoints/coarse.pt", "coarse/contrast_0001.nii.gz", "predictions/contrast_0002.nii.gz",
-                "epochs.jsonl", "results.json"):
+    for rel in ("checkpoints/coarse.pt", "coarse/contrast_0001.nii.gz",
+                "predictions/contrast_0002.nii.gz", "epochs.jsonl", "results.json"):
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text(rel)
         folder.own(root / rel)
     folder.save()
-    for rel in ("notes.txt", "checkpoints/my_finetune.pt", "predictions/reviewed/contrast_0002.txt"):
+    for rel in USER_FILES:
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text(NOTE)
     return folder
-
-
-USER_FILES = ["checkpoints/my_finetune.pt", "notes.txt", "predictions/reviewed/contrast_0002.txt"]
 
 
 def test_a_new_run_in_an_absent_empty_or_unrelated_folder(tmp_path):
@@ -45,7 +45,8 @@ def test_a_new_run_in_an_absent_empty_or_unrelated_folder(tmp_path):
     mine.mkdir()
     (mine / "notes.txt").write_text(NOTE)
     RunFolder.open(mine)
-    assert _tree(mine) == sorted([MANIFEST, "notes.txt"]) and (mine / "notes.txt").read_text() == NOTE
+    assert _tree(mine) == sorted([MANIFEST, "notes.txt"])
+    assert (mine / "notes.txt").read_text() == NOTE
     data = json.loads((mine / MANIFEST).read_text())
     assert data["stages"] == {} and data["files"] == [] and data["runs"] == []
 
@@ -105,7 +106,8 @@ def test_a_folder_holding_names_a_run_writes_but_no_manifest_is_refused(tmp_path
     (root / "coarse" / "my_maps.nii.gz").write_text(NOTE)
     (root / "results.json").write_text(NOTE)
     for flags in ({}, {"resume": True}, {"overwrite": True}):
-        with pytest.raises(RunFolderError, match=r"not an agcl run folder but holds coarse, results\.json"):
+        with pytest.raises(RunFolderError,
+                           match=r"not an agcl run folder but holds coarse, results\.json"):
             RunFolder.open(root, **flags)
     assert _tree(root) == ["coarse/my_maps.nii.gz", "results.json"]
 
@@ -113,7 +115,8 @@ def test_a_folder_holding_names_a_run_writes_but_no_manifest_is_refused(tmp_path
 def _legacy_run(root):
     """A run written before run.json existed, with the user's files beside it."""
     for rel in ("checkpoints/coarse.pt", "checkpoints/pretrain.pt", "checkpoints/segment.pt",
-                "coarse/contrast_0001.nii.gz", "coarse/contrast_0001.prob.pt", "predictions/contrast_0002.nii.gz",
+                "coarse/contrast_0001.nii.gz", "coarse/contrast_0001.prob.pt",
+                "predictions/contrast_0002.nii.gz",
                 "epochs.jsonl", "results.json", "results.md", "fig3_embeddings_pca.png",
                 "ablation/ce/checkpoints/segment.pt", "ablation/ce/epochs.jsonl"):
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -132,12 +135,14 @@ def test_a_run_without_manifest_is_cleared_of_its_files_only_and_cannot_be_resum
         RunFolder.open(root, resume=True)
     assert _tree(root) == before
     RunFolder.open(root, overwrite=True)
-    assert _tree(root) == sorted([MANIFEST, "notes.txt", "checkpoints/my_finetune.pt", "ablation/ce/notes.txt"])
+    assert _tree(root) == sorted([MANIFEST, "notes.txt", "checkpoints/my_finetune.pt",
+                                  "ablation/ce/notes.txt"])
 
 
 @pytest.mark.parametrize("content", ["{\"stages\": {", "", "[1, 2]", "{\"stages\": []}", "\udcff",
                                      "{\"stages\": {}, \"files\": \"results.json\"}",
-                                     "{\"stages\": {}, \"files\": [5]}", "{\"stages\": {}, \"runs\": {}}"])
+                                     "{\"stages\": {}, \"files\": [5]}",
+                                     "{\"stages\": {}, \"runs\": {}}"])
 def test_a_damaged_manifest_is_refused_naming_it(tmp_path, content):
     root = tmp_path / "run"
     _finished_run(root)
@@ -162,7 +167,8 @@ def test_manifest_paths_outside_the_folder_are_refused(tmp_path, where, outside)
     folder = _finished_run(root)
     (root / "link").symlink_to(tmp_path, target_is_directory=True)
     entry = str(victim) if outside == "{abs}" else outside
-    folder.manifest.data[where].append(entry if where == "files" else entry.rsplit("/", 1)[0] or entry)
+    # a sub-run entry names the folder that holds the victim
+    folder.manifest.data[where].append(entry if where == "files" else entry.rsplit("/", 1)[0])
     folder.save()
     before = _tree(root)
     with pytest.raises(RunFolderError, match="outside the run folder"):
@@ -198,9 +204,11 @@ def test_a_file_where_the_folder_should_be(tmp_path):
 def test_only_recorded_files_are_removed_and_paths_stay_inside(tmp_path):
     root = tmp_path / "run"
     folder = _finished_run(root)
-    folder.remove([root / "checkpoints" / "coarse.pt", root / "notes.txt", root / "checkpoints" / "my_finetune.pt"])
+    folder.remove([root / "checkpoints" / "coarse.pt", root / "notes.txt",
+                   root / "checkpoints" / "my_finetune.pt"])
     assert not (root / "checkpoints" / "coarse.pt").exists()
-    assert (root / "notes.txt").read_text() == NOTE and (root / "checkpoints" / "my_finetune.pt").is_file()
+    assert (root / "notes.txt").read_text() == NOTE
+    assert (root / "checkpoints" / "my_finetune.pt").is_file()
     assert folder.rel(root / "coarse" / "x.nii.gz") == "coarse/x.nii.gz"
     with pytest.raises(RunFolderError, match="outside the run folder"):
         folder.rel(tmp_path / "elsewhere.txt")
@@ -224,5 +232,6 @@ def test_other_ranks_read_and_write_nothing(tmp_path):
     other.own(root / "notes.txt")
     other.remove([root / "checkpoints" / "coarse.pt"])
     other.save()
-    assert (root / MANIFEST).read_text() == before and (root / "checkpoints" / "coarse.pt").is_file()
+    assert (root / MANIFEST).read_text() == before
+    assert (root / "checkpoints" / "coarse.pt").is_file()
     assert not RunFolder.open(tmp_path / "new", main=False).path.exists()

@@ -52,7 +52,8 @@ def test_case_record(tmp_path):
     case = _case(tmp_path, "0001", b"x")
     record = case_record(case)
     assert record["case_id"] == "0001" and record["modality"] == "contrast"
-    assert record["image"] == file_record(case.image_path) and record["label"] == file_record(case.label_path)
+    assert record["image"] == file_record(case.image_path)
+    assert record["label"] == file_record(case.label_path)
     assert case_record(Case("0002", case.image_path, None, "contrast"))["label"] is None
 
 
@@ -62,11 +63,13 @@ def test_input_changes_name_the_case_and_the_file(tmp_path):
     moved = [case_record(_case(tmp_path, i, i.encode(), folder="b")) for i in ("0001", "0002")]
     assert describe_input_changes({"cases": old}, {"cases": moved}) == []
     # other scans under the same case ids
-    other = [case_record(_case(tmp_path, i, b"other" + i.encode(), folder="c")) for i in ("0001", "0002")]
+    other = [case_record(_case(tmp_path, i, b"other" + i.encode(), folder="c"))
+             for i in ("0001", "0002")]
     changes = describe_input_changes({"cases": old}, {"cases": other})
-    assert changes == [f"cases: contrast/0001 image differs ({other[0]['image']['path']}); contrast/0001 label "
-                       f"differs ({other[0]['label']['path']}); contrast/0002 image differs "
-                       f"({other[1]['image']['path']}); contrast/0002 label differs ({other[1]['label']['path']})"]
+    where = [(o["image"]["path"], o["label"]["path"]) for o in other]
+    assert changes == [f"cases: contrast/0001 image differs ({where[0][0]}); contrast/0001 label "
+                       f"differs ({where[0][1]}); contrast/0002 image differs ({where[1][0]}); "
+                       f"contrast/0002 label differs ({where[1][1]})"]
     # cases added and removed, by modality and id
     third = case_record(_case(tmp_path, "0003", b"3"))
     nce = case_record(_case(tmp_path, "0001", b"n", modality="non-contrast", folder="n"))
@@ -98,8 +101,8 @@ def test_mismatch_names_settings_and_inputs(tmp_path):
     other = [case_record(_case(tmp_path, "0001", b"y", folder="o"))]
     organs = stage_fingerprint("coarse", base, organ_ids=[1, 6, 7])
     assert manifest.mismatch("coarse", organs, {"cases": other}) == (
-        f"organ_ids: [1, 6] -> [1, 6, 7]; cases: contrast/0001 image differs ({other[0]['image']['path']}); "
-        f"contrast/0001 label differs ({other[0]['label']['path']})")
+        "organ_ids: [1, 6] -> [1, 6, 7]; cases: contrast/0001 image differs "
+        f"({other[0]['image']['path']}); contrast/0001 label differs ({other[0]['label']['path']})")
 
 
 def test_records_start_finish_drop_and_files():
@@ -108,10 +111,12 @@ def test_records_start_finish_drop_and_files():
     assert manifest.stage("coarse")["complete"] is False
     manifest.finish("coarse", {"checkpoints/coarse.pt": {"sha256": "x"}})
     record = manifest.stage("coarse")
-    assert record["complete"] is True and record["outputs"] == {"checkpoints/coarse.pt": {"sha256": "x"}}
+    assert record["complete"] is True
+    assert record["outputs"] == {"checkpoints/coarse.pt": {"sha256": "x"}}
     record["complete"] = False  # a copy: the manifest is changed only through its methods
     assert manifest.stage("coarse")["complete"] is True
-    manifest.start("coarse", {"fields": {"seed": 0}}, {"cases": []})  # continued: outputs kept, not complete
+    # continued: the outputs are kept, the stage is no longer complete
+    manifest.start("coarse", {"fields": {"seed": 0}}, {"cases": []})
     assert manifest.stage("coarse")["outputs"] and not manifest.stage("coarse")["complete"]
     manifest.set_map("contrast_0001", {"inputs": {}, "files": {}})
     assert manifest.map_record("contrast_0001") == {"inputs": {}, "files": {}}
