@@ -8,7 +8,14 @@ import re
 
 import pytest
 
-from agcl._owned import MARKER, FolderNotOwnedError, check_replaceable, is_owned, write_owned_folder
+from agcl._owned import (
+    INVENTORY,
+    MARKER,
+    FolderNotOwnedError,
+    check_replaceable,
+    is_owned,
+    write_owned_folder,
+)
 
 THESIS = "four years of work"
 
@@ -37,6 +44,7 @@ def test_a_new_folder_is_written_and_marked(tmp_path):
     assert write_owned_folder(root, "demo", _writer({"a/b.txt": "1"}), n=2) == root
     assert (root / "a" / "b.txt").read_text() == "1"
     assert json.loads((root / MARKER).read_text()) == {"kind": "demo", "n": 2}
+    assert json.loads((root / INVENTORY).read_text()) == ["a/b.txt"]
     assert is_owned(root) and is_owned(root, "demo") and not is_owned(root, "other")
     assert _names(tmp_path) == ["cache"]  # the temporary sibling is gone
 
@@ -45,11 +53,11 @@ def test_an_owned_folder_is_replaced_and_an_empty_one_used(tmp_path):
     root = tmp_path / "cache"
     write_owned_folder(root, "demo", _writer({"old.txt": "x"}))
     write_owned_folder(root, "demo", _writer({"new.txt": "y"}))
-    assert _names(root) == [MARKER, "new.txt"]
+    assert _names(root) == [INVENTORY, MARKER, "new.txt"]
     empty = tmp_path / "empty"
     empty.mkdir()
     write_owned_folder(empty, "demo", _writer({"a.txt": "z"}))
-    assert _names(empty) == [MARKER, "a.txt"]
+    assert _names(empty) == [INVENTORY, MARKER, "a.txt"]
     assert _names(tmp_path) == ["cache", "empty"]
 
 
@@ -99,7 +107,31 @@ def test_an_interrupted_write_leaves_no_temporary_folder_and_keeps_the_earlier_o
         write_owned_folder(root, "demo", write)
     assert _names(tmp_path) == (["cache"] if earlier else [])
     if earlier:
-        assert _names(root) == [MARKER, "old.txt"]
+        assert _names(root) == [INVENTORY, MARKER, "old.txt"]
+
+
+@pytest.mark.parametrize("where", ["thesis.txt", "a/thesis.txt"])
+def test_a_file_the_user_added_to_an_owned_folder_keeps_it_from_being_replaced(tmp_path, where):
+    root = tmp_path / "cache"
+    write_owned_folder(root, "demo", _writer({"a/b.txt": "1"}))
+    (root / where).write_text(THESIS)
+    with pytest.raises(FolderNotOwnedError, match=re.escape(f"did not write ({where})")):
+        write_owned_folder(root, "demo", _writer({"new.txt": "2"}))
+    assert (root / where).read_text() == THESIS and (root / "a" / "b.txt").read_text() == "1"
+    assert _names(tmp_path) == ["cache"]
+
+
+@pytest.mark.parametrize("inventory", [None, "{not json", '{"a/b.txt": 1}'])
+def test_an_owned_folder_without_a_readable_file_list_is_not_replaced(tmp_path, inventory):
+    root = tmp_path / "cache"
+    write_owned_folder(root, "demo", _writer({"a/b.txt": "1"}))
+    if inventory is None:
+        (root / INVENTORY).unlink()
+    else:
+        (root / INVENTORY).write_text(inventory)
+    with pytest.raises(FolderNotOwnedError, match="missing or damaged"):
+        write_owned_folder(root, "demo", _writer({"new.txt": "2"}))
+    assert (root / "a" / "b.txt").read_text() == "1"
 
 
 # --- the caches: synthetic CT phantoms and synthetic 2-D scenes ---
@@ -146,6 +178,13 @@ def test_phantoms_are_reused_rewritten_for_other_arguments_and_cleaned_up_on_err
         synthetic.ensure_btcv_like(root, 2, ("contrast",), seed=3, quiet=True, **TINY_GRID)
     assert _names(tmp_path) == ["cache"]
     assert json.loads((root / MARKER).read_text())["seed"] == 2  # the earlier phantoms are intact
+    # the user's notes saved into agcl's cache folder: reused, never deleted
+    monkeypatch.undo()
+    (root / "thesis.txt").write_text(THESIS)
+    synthetic.ensure_btcv_like(root, 2, ("contrast",), seed=2, quiet=True, **TINY_GRID)
+    with pytest.raises(FolderNotOwnedError, match=r"did not write \(thesis\.txt\)"):
+        synthetic.ensure_btcv_like(root, 2, ("contrast",), seed=4, quiet=True, **TINY_GRID)
+    assert (root / "thesis.txt").read_text() == THESIS
 
 
 def test_scenes_refuse_a_devkit_agcl_did_not_write_and_keep_the_users_other_files(tmp_path):
