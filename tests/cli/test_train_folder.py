@@ -157,6 +157,19 @@ def test_a_finished_run_is_not_replaced_without_resume_or_overwrite(run_copy, da
     assert _digests(run_copy) == before
 
 
+def test_the_2d_command_refuses_an_earlier_run_too(tmp_path, capsys):
+    pytest.importorskip("PIL")
+    from agcl.pipeline.run import RunFolder
+
+    out = tmp_path / "run"
+    RunFolder.open(out)  # an earlier run (its manifest)
+    (out / "results.json").write_text(THESIS)
+    status, _, err = _run(capsys, train2d, "--cache-dir", str(tmp_path / "cache"),
+                          "--out", str(out), *TINY_2D)
+    assert status == 2 and str(out) in err and "--resume" in err and "--overwrite" in err
+    assert (out / "results.json").read_text() == THESIS
+
+
 def test_overwrite_replaces_the_run_and_keeps_the_users_files(run_copy, data, capsys):
     (run_copy / "notes.txt").write_text(THESIS)
     (run_copy / "predictions" / "reviewed.txt").write_text(THESIS)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -118,3 +119,17 @@ def test_resume_after_sigkill_in_a_fresh_process_is_bit_identical(tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "[coarse] complete in" in resumed.stdout and "[run]" not in resumed.stdout
     _assert_same_run(tmp_path / "straight", tmp_path / "killed")
+
+
+def test_a_damaged_checkpoint_of_an_unfinished_stage_is_refused_naming_it(tmp_path):
+    # a finished stage's damaged checkpoint is redone (its digest is recorded); an unfinished
+    # one's cannot be checked against a record: it is refused, naming the file
+    train, test = tiny_cohort(tmp_path / "data")
+    cfg = tiny_config(**{"coarse.source": "gt", "pretrain.epochs": 2})
+    out = tmp_path / "run"
+    with pytest.raises(Interrupt):
+        run_pipeline(train, test, cfg, out, callback=_stop_after("pretrain", 1, []))
+    ckpt = out / "checkpoints" / "pretrain.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
+    with pytest.raises(ValueError, match=re.escape(str(ckpt))):
+        run_pipeline(train, test, cfg, out, resume=True)
