@@ -142,6 +142,9 @@ class RunFolder:
         files = [_inside(root, rel) for rel in manifest.data.get("files", [])]
         for rel in manifest.data.get("runs", []):
             sub = _inside(root, rel)
+            if sub == root.resolve():  # would clear itself without end
+                raise RunFolderError(f"{root / MANIFEST} lists its own folder as a sub-run "
+                                     f"({rel!r}); the manifest was edited or damaged")
             if (sub / MANIFEST).is_file():
                 files += cls._own_files(sub, cls._read(sub / MANIFEST))
         return files + [root / MANIFEST]

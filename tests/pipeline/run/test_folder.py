@@ -235,3 +235,15 @@ def test_other_ranks_read_and_write_nothing(tmp_path):
     assert (root / MANIFEST).read_text() == before
     assert (root / "checkpoints" / "coarse.pt").is_file()
     assert not RunFolder.open(tmp_path / "new", main=False).path.exists()
+
+
+@pytest.mark.parametrize("entry", [".", "", "ablation/.."])
+def test_a_manifest_listing_its_own_folder_as_a_sub_run_is_refused(tmp_path, entry):
+    root = tmp_path / "run"
+    folder = _finished_run(root)
+    folder.manifest.data["runs"].append(entry)
+    folder.save()
+    before = _tree(root)
+    with pytest.raises(RunFolderError, match="sub-run"):
+        RunFolder.open(root, overwrite=True)
+    assert _tree(root) == before
