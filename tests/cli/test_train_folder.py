@@ -118,6 +118,15 @@ def _check_maps_come_from_the_checkpoint(out: Path, cases) -> None:
         np.testing.assert_array_equal(labels, want_labels)
 
 
+@pytest.mark.parametrize("command", [train, train2d])
+def test_both_commands_take_resume_or_overwrite_not_both(command, capsys):
+    assert command.parse_args(["--overwrite"]).overwrite
+    assert command.parse_args(["--resume"]).resume
+    with pytest.raises(SystemExit) as stop:
+        command.parse_args(["--resume", "--overwrite"])
+    assert stop.value.code == 2 and "--resume" in capsys.readouterr().err
+
+
 # --- nothing of the user's is deleted ---
 def test_a_cache_dir_holding_the_users_files_is_refused(tmp_path, capsys):
     cache = tmp_path / "cache"
