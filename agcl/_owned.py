@@ -1,9 +1,10 @@
 """Private: folders agcl made itself (caches of generated data), marked so they can be replaced.
 
 agcl deletes only what it created. A cache folder it writes (the synthetic phantoms, the
-synthetic 2-D scenes) gets a marker file, :data:`MARKER`, naming what made it; such a folder may
-be rebuilt. A folder without the marker that holds anything is the user's: refused, never
-touched.
+synthetic 2-D scenes) gets a marker file, :data:`MARKER`, naming what made it, and the list of
+the files it wrote, :data:`INVENTORY`; such a folder may be rebuilt as long as it holds nothing
+else. A folder without the marker that holds anything is the user's, and so is a file added to a
+marked folder: refused, never touched.
 """
 
 from __future__ import annotations
@@ -16,9 +17,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MARKER", "FolderNotOwnedError", "check_replaceable", "is_owned", "mark_owned", "write_owned_folder"]
+__all__ = ["INVENTORY", "MARKER", "FolderNotOwnedError", "check_replaceable", "is_owned",
+           "mark_owned", "write_owned_folder"]
 
 MARKER = ".agcl-cache.json"
+#: the files agcl wrote into a marked folder (relative POSIX paths, a JSON list)
+INVENTORY = ".agcl-cache-files.json"
 
 
 class FolderNotOwnedError(ValueError):
@@ -45,18 +49,34 @@ def is_owned(folder: str | os.PathLike[str], kind: str | None = None) -> bool:
 
 
 def check_replaceable(folder: str | os.PathLike[str], kind: str, *, what: str) -> None:
-    """Raise unless ``folder`` is absent, empty, or agcl's own ``kind`` folder.
+    """Raise unless ``folder`` is absent, empty, or agcl's own ``kind`` folder holding only the
+    files agcl wrote.
 
     Raises:
         FolderNotOwnedError: the folder holds files and no marker (``what`` says what agcl
-            wanted to write there), or is a file.
+            wanted to write there); it is marked but holds files agcl did not write (they are
+            named), or its list of files is missing or damaged; it is a file.
     """
     path = Path(folder)
     if not path.exists():
         return
     if not path.is_dir():
         raise FolderNotOwnedError(f"{path} is a file; agcl needs a folder there for {what}; choose another path")
-    if is_owned(path, kind) or not any(path.iterdir()):
+    if not any(path.iterdir()):
+        return
+    if is_owned(path, kind):
+        foreign = _foreign_files(path)
+        if foreign is None:
+            raise FolderNotOwnedError(
+                f"{path} is marked as agcl's folder of {what}, but its list of files ({INVENTORY}) "
+                "is missing or damaged, so agcl cannot tell its files from yours and will not "
+                "replace it. Remove the folder yourself, or choose another")
+        if foreign:
+            shown = ", ".join(foreign[:4]) + (" ..." if len(foreign) > 4 else "")
+            raise FolderNotOwnedError(
+                f"{path} is agcl's folder of {what} but also holds files agcl did not write "
+                f"({shown}); agcl will not replace it. Move those files elsewhere, or choose "
+                "another folder")
         return
     raise FolderNotOwnedError(
         f"{path} holds files that agcl did not create (no {MARKER}); it will not write {what} there, "
@@ -79,6 +99,8 @@ def write_owned_folder(folder: str | os.PathLike[str], kind: str, write: Callabl
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".tmp", dir=root.parent))
     try:
         write(tmp)
+        files = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if not p.is_dir())
+        (tmp / INVENTORY).write_text(json.dumps(files, indent=0) + "\n", encoding="utf-8")
         mark_owned(tmp, kind, **info)
         if root.exists():
             check_replaceable(root, kind, what=kind)  # again: nothing of the user's appeared meanwhile
@@ -92,3 +114,17 @@ def write_owned_folder(folder: str | os.PathLike[str], kind: str, write: Callabl
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return root
+
+
+def _foreign_files(folder: Path) -> list[str] | None:
+    """The files in a marked ``folder`` that agcl did not write (``None`` when its list of files
+    is missing or damaged: then none can be told apart)."""
+    try:
+        listed = json.loads((folder / INVENTORY).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(listed, list):
+        return None
+    known = {str(name) for name in listed} | {MARKER, INVENTORY}
+    return sorted(rel for rel in (p.relative_to(folder).as_posix() for p in folder.rglob("*")
+                                  if not p.is_dir()) if rel not in known)

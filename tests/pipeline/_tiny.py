@@ -39,3 +39,12 @@ def tiny_config(**changes) -> PipelineConfig:
         "coarse.amp": "off", "pretrain.amp": "off", "segment.amp": "off",
     })
     return base.override(**changes) if changes else base
+
+
+def read_tiny_cohort(root: Path):
+    """The ``(train, test)`` of :func:`tiny_cohort` read back from ``root`` (written there before),
+    e.g. in a fresh process, without writing the files again."""
+    pairs = list(adata.build_cohort({m: adata.discover_btcv(root / m, modality=m)
+                                     for m in ("contrast", "non-contrast")}))
+    train = [p for p in pairs if p[0].case_id == "0001"]
+    return train, [p for p in pairs if p[0].case_id == "0002"]

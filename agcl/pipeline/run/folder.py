@@ -123,15 +123,31 @@ class RunFolder:
                                  "Move the folder aside or remove that file to start a new run") from None
         if not isinstance(data, dict) or not isinstance(data.get("stages", {}), dict):
             raise RunFolderError(f"{path} does not hold a run manifest (a JSON object with 'stages')")
+        for key, kind in (("files", list), ("runs", list), ("maps", dict)):
+            value = data.get(key, kind())
+            if not isinstance(value, kind) or (kind is list and not all(isinstance(v, str) for v in value)):
+                raise RunFolderError(f"{path}: '{key}' must be a {'list of paths' if kind is list else 'dict'}; "
+                                     f"got {value!r:.80}. The manifest was edited or damaged: move the folder "
+                                     "aside or remove that file to start a new run")
         return Manifest(data)
 
     @classmethod
     def _clear(cls, root: Path, manifest: Manifest) -> None:
-        for rel in manifest.data.get("runs", []):  # sub-runs (the ablation's) clear their own files
+        _remove(root, cls._own_files(root, manifest))
+
+    @classmethod
+    def _own_files(cls, root: Path, manifest: Manifest) -> list[Path]:
+        """The files of the run and of its sub-runs (the ablation's), every path checked to lie
+        inside its folder before anything is removed."""
+        files = [_inside(root, rel) for rel in manifest.data.get("files", [])]
+        for rel in manifest.data.get("runs", []):
             sub = _inside(root, rel)
+            if sub == root.resolve():  # would clear itself without end
+                raise RunFolderError(f"{root / MANIFEST} lists its own folder as a sub-run "
+                                     f"({rel!r}); the manifest was edited or damaged")
             if (sub / MANIFEST).is_file():
-                cls._clear(sub, cls._read(sub / MANIFEST))
-        _remove(root, [_inside(root, rel) for rel in manifest.data.get("files", [])] + [root / MANIFEST])
+                files += cls._own_files(sub, cls._read(sub / MANIFEST))
+        return files + [root / MANIFEST]
 
     @staticmethod
     def _clear_legacy(root: Path) -> None:

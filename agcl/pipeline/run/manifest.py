@@ -26,14 +26,16 @@ __all__ = ["MANIFEST", "Manifest", "case_record", "describe_input_changes", "fil
 MANIFEST = "run.json"
 FORMAT = 1
 
-_DIGESTS: dict[tuple[str, int, int], str] = {}
+_DIGESTS: dict[tuple[str, int, int, int, int], str] = {}
 
 
 def file_digest(path: str | os.PathLike[str]) -> str:
-    """SHA-256 of a file's bytes (remembered per path, size and modification time)."""
+    """SHA-256 of a file's bytes (remembered per path, inode, size, modification and status-change
+    time: a file rewritten with its size and time stamp kept, as ``cp -p`` does, still changes
+    its status-change time, which no one can set back)."""
     p = Path(path)
     st = p.stat()
-    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
+    key = (str(p.resolve()), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
     if key not in _DIGESTS:
         h = hashlib.sha256()
         with open(p, "rb") as fh:
