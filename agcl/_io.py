@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["DIGEST_KEY", "atomic_save", "payload_digest", "safe_load"]
+__all__ = ["DIGEST_KEY", "DamagedFileError", "atomic_save", "payload_digest", "safe_load"]
 
 #: The key under which :func:`atomic_save` stores the digest of a saved dict.
 DIGEST_KEY = "agcl_digest"
@@ -106,6 +106,11 @@ def atomic_save(obj: Any, path: str | os.PathLike[str]) -> Path:
     return path
 
 
+class DamagedFileError(ValueError):
+    """A file agcl wrote cannot be read back: cut short, corrupt, changed, or holding NaN/inf
+    weights (the message names the file)."""
+
+
 def _check_finite(obj: Any, path: Path) -> None:
     for where, value in _leaves(obj):
         if isinstance(value, torch.Tensor) and (value.is_floating_point() or value.is_complex()):
@@ -113,7 +118,7 @@ def _check_finite(obj: Any, path: Path) -> None:
                 continue
             bad = int((~torch.isfinite(value)).sum())
             if bad:
-                raise ValueError(
+                raise DamagedFileError(
                     f"checkpoint {path} holds non-finite values: {bad} NaN/inf of {value.numel()} "
                     f"in {where or 'the tensor'} {tuple(value.shape)}; the run that wrote it "
                     "diverged or the file is damaged (pass allow_non_finite=True where such "
@@ -137,8 +142,8 @@ def safe_load(
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: the file is truncated, corrupt (its digest does not match) or holds more
-            than tensors and plain data; or a floating tensor holds NaN/inf.
+        DamagedFileError: (a ``ValueError``) the file is truncated, corrupt (its digest does not
+            match) or holds more than tensors and plain data; or a floating tensor holds NaN/inf.
     """
     path = Path(path)
     if not path.is_file():
@@ -146,7 +151,7 @@ def safe_load(
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises several types for corrupt or unsafe files
-        raise ValueError(
+        raise DamagedFileError(
             f"could not load {path}: {type(exc).__name__}: {exc}. The file may be truncated or "
             "corrupt, or hold Python objects that weights_only=True refuses."
         ) from exc
@@ -154,7 +159,7 @@ def safe_load(
         stored = obj.pop(DIGEST_KEY)
         found = payload_digest(obj)
         if stored != found:
-            raise ValueError(
+            raise DamagedFileError(
                 f"checkpoint {path} is damaged: the digest of its contents ({found[:23]}...) "
                 f"differs from the one stored when it was written ({str(stored)[:23]}...); "
                 "restore it from a copy or write it again"

@@ -83,14 +83,15 @@ def make_config(preset: str, domain: str, changes: dict[str, Any], sets: Sequenc
 
 
 def user_errors(command: str, run: Callable[[], int]) -> int:
-    """Run a command; a :class:`UserError`, an unusable run or cache folder, or a missing file
-    ends it with ``agcl <command>: error: ...`` on stderr and exit status 2."""
+    """Run a command; a :class:`UserError`, an unusable run or cache folder, a missing or
+    damaged file ends it with ``agcl <command>: error: ...`` on stderr and exit status 2."""
+    from agcl._io import DamagedFileError
     from agcl._owned import FolderNotOwnedError
     from agcl.pipeline.run import RunFolderError
 
     try:
         return run()
-    except (UserError, RunFolderError, FolderNotOwnedError, FileNotFoundError) as err:
+    except (UserError, RunFolderError, FolderNotOwnedError, FileNotFoundError, DamagedFileError) as err:
         print(f"agcl {command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -76,8 +76,16 @@ def load_run(run: str | os.PathLike[str], *, device: str | torch.device = "cpu")
         if not coarse.get("complete"):
             raise ValueError(f"the run in {root} is unfinished: stage 1 (coarse) has not completed")
         out.coarse_model, out.coarse_ids, cfg = load_coarse(root / "checkpoints" / "coarse.pt", device)
-        out.coarse_config = cfg.coarse
+        out.coarse_config = _inference_grid(cfg.coarse, config)
     return out
+
+
+def _inference_grid(trained: Any, config: Any) -> Any:
+    """Stage 1's settings as the run predicts with them: trained as the checkpoint says, with the
+    run's sliding-window overlap (an inference setting)."""
+    import dataclasses
+
+    return dataclasses.replace(trained, overlap=config.coarse.overlap)
 
 
 @dataclass
@@ -284,5 +292,5 @@ def _trained(run: Any, coarse_checkpoint: Any, segment_checkpoint: Any, coarse_l
         if coarse_checkpoint is None:
             raise ValueError("coarse_checkpoint is required unless coarse_labels is given")
         out.coarse_model, out.coarse_ids, cfg = load_coarse(coarse_checkpoint, device)
-        out.coarse_config = cfg.coarse
+        out.coarse_config = _inference_grid(cfg.coarse, config)
     return out

@@ -171,7 +171,11 @@ def run_pipeline(
     if not dd.is_main():  # the main rank's manifest decides what is redone; the others follow its files
         folder = RunFolder(Path(out_dir), folder.manifest, main=False)
 
-    def drop_maps(redo: list[str]) -> None:
+    log = EpochLog(folder.path / "epochs.jsonl", enabled=dd.is_main(), run_id=folder.run_id)
+    folder.own(log.path)
+
+    def discard(redo: list[str]) -> None:  # what a stage being redone leaves behind
+        log.drop(redo)
         if domain.stage1 in redo:
             for record in folder.manifest.data.get("maps", {}).values():
                 folder.remove([folder.path / rel for rel in record.get("files", {})])
@@ -179,9 +183,7 @@ def run_pipeline(
 
     from_maps = config.coarse.source != "gt" and coarse_dir is None
     book = StageBook(folder, {domain.stage1: ["pretrain", "segment"] if from_maps else [],
-                              "pretrain": ["segment"]}, on_redo=drop_maps)
-    log = EpochLog(folder.path / "epochs.jsonl", enabled=dd.is_main(), run_id=folder.run_id)
-    folder.own(log.path)
+                              "pretrain": ["segment"]}, on_redo=discard)
     ctx = RunContext(folder, book, config, device, log, callback, parts)
 
     t0 = time.perf_counter()

@@ -244,9 +244,6 @@ def test_resume_with_more_stage_1_epochs_redoes_stages_1_to_3_and_its_maps(run_c
         assert attention == {"contrast_0001": maps["contrast_0001"]}
 
 
-@pytest.mark.xfail(strict=True, reason="the coarse maps are rebuilt when coarse.overlap changes, "
-                   "but with the overlap stored in coarse.pt's config (domains/ct.py _write_maps "
-                   "uses load_coarse's config)")
 def test_resume_with_another_inference_overlap_rebuilds_the_maps_with_it(run_copy, data, capsys):
     from agcl.data import PreparedCases
     from agcl.pipeline.coarse import coarse_probabilities, load_coarse

@@ -10,6 +10,7 @@ other inputs is rebuilt on resume, and the others are kept.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from collections.abc import Mapping, Sequence
@@ -148,10 +149,12 @@ class CTDomain:
                 if why != "new":
                     print(f"[coarse] map of {stem} rebuilt: {why}", flush=True)
                 if loaded is None:
-                    loaded = load_coarse(ckpt, ctx.device)
-                model, ids, cfg = loaded
+                    model, ids, cfg = load_coarse(ckpt, ctx.device)
+                    # how stage 1 trained is the checkpoint's; how it predicts is this run's (overlap)
+                    loaded = model, ids, dataclasses.replace(cfg.coarse, overlap=self.config.coarse.overlap)
+                model, ids, grid = loaded
                 case = cases[i]
-                prob = coarse_probabilities(model, case.image, cfg.coarse, spacing=case.spacing, device=ctx.device)
+                prob = coarse_probabilities(model, case.image, grid, spacing=case.spacing, device=ctx.device)
                 save_probabilities(files["prob"], prob, ids, case.image.shape)
                 save_like(labels_from_probabilities(prob, ids, case.image.shape), case.reference, files["labels"])
                 ctx.folder.own(*files.values())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -46,9 +47,34 @@ class EpochLog:
         if self.run_id is not None:
             head["run"] = self.run_id
         line = json.dumps({**head, **record})
+        self._drop_cut_short_line()
         with open(self.path, "a", encoding="utf-8") as fh:
             fh.write(line + "\n")
             fh.flush()
+
+    def _drop_cut_short_line(self) -> None:
+        # a kill while writing leaves a last line without its newline: that epoch was never
+        # checkpointed, so the line goes (else the next record would join it)
+        if not self.path.is_file() or self.path.stat().st_size == 0:
+            return
+        with open(self.path, "rb+") as fh:
+            fh.seek(-1, os.SEEK_END)
+            if fh.read(1) == b"\n":
+                return
+            fh.seek(0)
+            data = fh.read()
+            fh.seek(data.rfind(b"\n") + 1)
+            fh.truncate()
+
+    def drop(self, stages: Iterable[str]) -> None:
+        """Remove the records of ``stages`` (stages being redone: their epochs are discarded)."""
+        from agcl._atomic import write_text
+
+        if not self.enabled or not self.path.is_file():
+            return
+        gone = set(stages)
+        keep = [r for r in self.read() if r.get("stage") not in gone]
+        write_text(self.path, "".join(json.dumps(r) + "\n" for r in keep))
 
     def read(self) -> list[dict[str, Any]]:
         """Every complete record written so far (an empty list when the file does not exist).

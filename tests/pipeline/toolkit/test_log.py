@@ -16,9 +16,6 @@ def test_a_line_cut_short_by_a_kill_is_skipped_when_it_is_the_last(tmp_path):
     assert [(r["stage"], r["epoch"], r["run"]) for r in log.read()] == [("coarse", 1, "r1")]
 
 
-@pytest.mark.xfail(strict=True, reason="EpochLog.write appends after a cut-short last line without "
-                   "ending it: the resumed run's first record joins it into one invalid line, "
-                   "which read() drops (and refuses once another line follows) (toolkit/log.py)")
 def test_the_resumed_run_continues_after_a_line_cut_short(tmp_path):
     log = EpochLog(tmp_path / "epochs.jsonl", run_id="r1")
     log.write(stage="coarse", epoch=1, loss=0.5)
