@@ -11,7 +11,6 @@ import pytest
 
 from agcl.data import PreparedCases
 from agcl.pipeline import run_pipeline
-
 from tests.pipeline._tiny import tiny_cohort, tiny_config
 
 ROOT = Path(__file__).resolve().parents[2]
