@@ -111,8 +111,15 @@ def test_bench_coarse_config_is_agcl_trains():
     assert (cfg.coarse.epochs, cfg.organs, cfg.seed, cfg.pretrain.method) == (3, (1, 6), 4, "agcl")
 
 
-def test_bench_coarse_refuses_a_bad_set_and_a_pipeline_run_before_reading_data(tmp_path, capsys):
+def test_bench_coarse_refuses_a_bad_set_and_a_pipeline_run_before_reading_data(tmp_path, capsys,
+                                                                               monkeypatch):
     module = _bench_coarse()
+
+    def no_data(*args, **kwargs):  # reached only when a refusal is missing: fail fast, train nothing
+        raise AssertionError("bench_coarse read data instead of refusing")
+
+    monkeypatch.setattr(module.cli, "load_cohorts", no_data)
+    monkeypatch.setattr(module.pl, "train_coarse", no_data)
     with pytest.raises(SystemExit) as exit_info:  # agcl train's UserError, as a usage error
         module.main(["--out", str(tmp_path / "b"), "--set", "coarse.no_such_field=1"])
     assert exit_info.value.code == 2 and "no_such_field" in capsys.readouterr().err
