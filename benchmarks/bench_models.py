@@ -82,7 +82,7 @@ def unet(base: int, x: torch.Tensor, y: torch.Tensor):
 
 def amp_unet(amp: str, x: torch.Tensor, y: torch.Tensor):
     from agcl.losses import DiceCELoss
-    from agcl.pipeline.toolkit.training import MixedPrecision
+    from agcl.pipeline.toolkit import MixedPrecision
 
     model = create_model("unet3d", num_classes=14, base_channels=8, depth=2)
     forward, loss = MixedPrecision(amp, "cpu").forward(model), DiceCELoss(include_background=False)
@@ -90,9 +90,8 @@ def amp_unet(amp: str, x: torch.Tensor, y: torch.Tensor):
 
 
 def amp_stage3(amp: str, x: torch.Tensor, y: torch.Tensor):
-    from agcl.pipeline import PipelineConfig
-    from agcl.pipeline.toolkit.training import MixedPrecision
-    from agcl.pipeline.segment.train import build_segment_model
+    from agcl.pipeline import PipelineConfig, build_segment_model
+    from agcl.pipeline.toolkit import MixedPrecision
 
     model = build_segment_model(PipelineConfig.quick(), None)  # frozen encoder, DeepLabV3+ decoder
     forward = MixedPrecision(amp, "cpu").forward(model.train())
@@ -117,7 +116,7 @@ def main() -> None:
     xa, ya = (torch.rand(2, 1, 24, 24, 12), torch.randint(0, 14, (2, 24, 24, 12))) if args.quick else (
         torch.rand(2, 1, 48, 48, 24), torch.randint(0, 14, (2, 48, 48, 24)))
     xs, ys = torch.randn(32 if not args.quick else 4, 2, 64, 64), torch.randint(0, 2, (32 if not args.quick else 4, 64, 64))
-    from agcl.pipeline.toolkit.training import amp_dtype
+    from agcl.pipeline.toolkit import amp_dtype
 
     native = amp_dtype("auto", "cpu") is torch.bfloat16  # what amp="auto" decides on this CPU
     groups = {

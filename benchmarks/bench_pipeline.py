@@ -54,9 +54,9 @@ def _cases(root: Path, per_modality: int, shape, spacing):
 def child_scale(n: int, steps: int, root: Path, per_modality: int, channel: str = "mask") -> dict:
     import torch
 
-    from agcl.data import PreparedCases, VolumeCache
-    from agcl.data.btcv import BTCV_ORGANS
-    from agcl.pipeline import CaseAttention, PipelineConfig, TrainingVolumes, pretrain_encoder
+    from agcl.data import BTCV_ORGANS, PreparedCases, TrainingVolumes, VolumeCache
+    from agcl.pipeline import PipelineConfig, pretrain_encoder
+    from agcl.sampling import CaseAttention
 
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     pairs = _cases(root, per_modality, BTCV_SHAPE, BTCV_SPACING)
@@ -112,11 +112,11 @@ def child_quick(root: Path, repeats: int) -> dict:
 
     import agcl.data as adata
     from agcl import AttentionPatchSampler
-    from agcl.data import PreparedCases, VolumeCache
-    from agcl.data.btcv import BTCV_ORGANS
+    from agcl.data import BTCV_ORGANS, PreparedCases, TrainingVolumes, VolumeCache
     from agcl.data.synthetic import write_btcv_like
-    from agcl.pipeline import CaseAttention, PipelineConfig, TrainingVolumes, pretrain_encoder
-    from agcl.pipeline.pretrain.train import epoch_batches, patch_stream
+    from agcl.pipeline import PipelineConfig, pretrain_encoder
+    from agcl.pipeline.toolkit import epoch_batches, patch_stream
+    from agcl.sampling import CaseAttention
 
     cfg = PipelineConfig.quick().override(**{"coarse.source": "gt", "pretrain.epochs": 1})
     marker = root / "done"

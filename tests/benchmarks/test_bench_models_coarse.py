@@ -1,5 +1,6 @@
 """Smoke runs of benchmarks/bench_models.py (the mixed-precision group, tiny sizes) and an
-import of benchmarks/bench_coarse.py (it once imported a removed module and nothing noticed)."""
+import of benchmarks/bench_coarse.py (it once imported a removed module and nothing noticed),
+with its use of ``agcl train``'s argument parsing, phantoms and config."""
 
 from __future__ import annotations
 
@@ -79,11 +80,11 @@ def test_bench_coarse_report_counts_pairs_below_the_target_per_setting(capsys):
 def test_bench_coarse_extra_cases_follow_the_demo_cases_unchanged(tmp_path):
     module = _bench_coarse()
     grid = ["--n-cases", "2", "--synthetic-shape", "24", "24", "6", "--synthetic-spacing", "14.6", "14.6", "25"]
-    demo = module.example.parse_args([*grid, "--cache-dir", str(tmp_path / "demo")])
+    demo = module.cli.parse_args([*grid, "--cache-dir", str(tmp_path / "demo")])
     extra = module.extra_cases(demo, 1, root=tmp_path / "extended")
     assert sorted((c.modality, c.case_id) for c, _ in extra) == [("contrast", "0003"), ("non-contrast", "0003")]
     assert sorted(m for _, m in extra) == [0, 1]
-    module.example.synthetic_dataset(demo)  # the demo's own 2 cases per modality
+    module.cli.synthetic_dataset(demo)  # the demo's own 2 cases per modality
     for modality in ("contrast", "non-contrast"):
         for name in ("img0001.nii.gz", "label0002.nii.gz"):
             kind = "img" if name.startswith("img") else "label"
@@ -101,3 +102,36 @@ def test_bench_coarse_example_args_reach_the_example_and_refuse_one_case(tmp_pat
     with pytest.raises(SystemExit) as exit_info:
         module.main(["--out", str(tmp_path), "--n-cases", "1"])
     assert exit_info.value.code == 2
+
+
+def test_bench_coarse_config_is_agcl_trains():
+    module = _bench_coarse()
+    args = module.example_args("quick", ["coarse.epochs=3", "organs=[1,6]"], seed=4)
+    cfg = module.cli.config_for(args, "agcl")
+    assert (cfg.coarse.epochs, cfg.organs, cfg.seed, cfg.pretrain.method) == (3, (1, 6), 4, "agcl")
+
+
+def test_bench_coarse_refuses_a_bad_set_and_a_pipeline_run_before_reading_data(tmp_path, capsys,
+                                                                               monkeypatch):
+    module = _bench_coarse()
+
+    def no_data(*args, **kwargs):  # reached only when a refusal is missing: fail fast, train nothing
+        raise AssertionError("bench_coarse read data instead of refusing")
+
+    monkeypatch.setattr(module.cli, "load_cohorts", no_data)
+    monkeypatch.setattr(module.pl, "train_coarse", no_data)
+    with pytest.raises(SystemExit) as exit_info:  # agcl train's UserError, as a usage error
+        module.main(["--out", str(tmp_path / "b"), "--set", "coarse.no_such_field=1"])
+    assert exit_info.value.code == 2 and "no_such_field" in capsys.readouterr().err
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "run.json").write_text("{}")
+    with pytest.raises(SystemExit) as exit_info:  # training would replace the run's stage 1
+        module.main(["--out", str(run)])
+    assert exit_info.value.code == 2
+    assert "holds a pipeline run (run.json)" in capsys.readouterr().err
+    assert sorted(p.name for p in run.rglob("*")) == ["checkpoints", "run.json"]
+    with pytest.raises(SystemExit) as exit_info:
+        module.main(["--out", str(run), "--eval-only"])
+    assert exit_info.value.code == 2
+    assert f"{run / 'checkpoints' / 'coarse.pt'} not found" in capsys.readouterr().err
