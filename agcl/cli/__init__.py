@@ -16,7 +16,9 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-__all__ = ["COMMANDS", "main"]
+from agcl.cli._common import UserError
+
+__all__ = ["COMMANDS", "UserError", "main"]
 
 #: sub-command -> (module, one-line summary)
 COMMANDS: dict[str, tuple[str, str]] = {

@@ -122,7 +122,14 @@ def _main(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from agcl._atomic import write_json
-    from agcl.data import BTCV_ORGANS, find_coarse_file, load_coarse_labels, load_volume, remap_labels, save_like
+    from agcl.data import (
+        BTCV_ORGANS,
+        find_coarse_file,
+        load_coarse_labels,
+        load_volume,
+        remap_labels,
+        save_like,
+    )
     from agcl.pipeline import load_run, predict_volume
 
     device = check_device(args.device)

@@ -16,10 +16,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agcl.cli._common import UserError, check_device, make_config, positive_int, seed, share_stage1, user_errors
+from agcl.cli._common import (
+    UserError,
+    check_device,
+    make_config,
+    positive_int,
+    seed,
+    share_stage1,
+    user_errors,
+)
 
-__all__ = ["METHOD_ORDER", "ablation_dir", "build_parser", "load_cohorts", "main", "parse_args", "recall_line",
-           "synthetic_dataset"]
+__all__ = ["METHOD_ORDER", "ablation_dir", "build_parser", "case_records", "config_for", "load_cohorts", "main",
+           "parse_args", "recall_line", "report_run", "synthetic_dataset"]
 
 METHOD_ORDER = ("none", "sscl", "supcon", "ce", "agcl")
 

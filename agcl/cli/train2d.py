@@ -14,7 +14,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agcl.cli._common import check_device, make_config, positive_int, seed, share_stage1, user_errors
+from agcl.cli._common import (
+    check_device,
+    make_config,
+    positive_int,
+    seed,
+    share_stage1,
+    user_errors,
+)
 
 __all__ = ["build_parser", "config_for", "main", "parse_args", "write_report"]
 
@@ -193,8 +200,7 @@ def main(argv: list[str] | None = None, *, prog: str | None = None) -> int:
 def _main(args: argparse.Namespace) -> int:
     import agcl.pipeline as pl
     from agcl.data import VOC_CLASSES, VOCSegmentation
-    from agcl.data.synthetic2d import SYNTHETIC2D_CLASSES
-    from agcl.data.synthetic2d import ensure_voc_like
+    from agcl.data.synthetic2d import SYNTHETIC2D_CLASSES, ensure_voc_like
     from agcl.pipeline.run import RunFolder
 
     start = time.perf_counter()

@@ -218,7 +218,12 @@ def predict_volume(
     from agcl.data import load_volume, preprocess_ct
     from agcl.pipeline.coarse import coarse_probabilities
     from agcl.pipeline.segment import segment_as_configured
-    from agcl.sampling import attention_from_labels, attention_from_probabilities, attention_kinds, bound_by
+    from agcl.sampling import (
+        attention_from_labels,
+        attention_from_probabilities,
+        attention_kinds,
+        bound_by,
+    )
 
     if isinstance(image, (str, os.PathLike)):
         vol = load_volume(image, kind="image")

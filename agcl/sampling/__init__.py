@@ -19,7 +19,12 @@ from agcl.sampling.attention_maps import (
     organ_bboxes,
 )
 from agcl.sampling.attention_patches import AttentionPatchSampler, PatchBatch
-from agcl.sampling.case_attention import ATTENTION_SOURCES, CaseAttention, bound_by, check_coarse_map
+from agcl.sampling.case_attention import (
+    ATTENTION_SOURCES,
+    CaseAttention,
+    bound_by,
+    check_coarse_map,
+)
 from agcl.sampling.coarse_attention import (
     ATTENTION_KINDS,
     attention_from_probabilities,

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from agcl.pipeline import load_coarse_labels, remap_labels, run_pipeline
-
 from tests.pipeline._tiny import tiny_cohort, tiny_config
 
 

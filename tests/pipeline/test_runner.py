@@ -17,7 +17,6 @@ from agcl.pipeline import (
     run_pipeline,
     write_results,
 )
-
 from tests.pipeline._tiny import tiny_cohort, tiny_config
 
 

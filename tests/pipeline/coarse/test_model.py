@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from agcl._io import atomic_save, safe_load
+from agcl.augment import RandomAffineCrop3D
 from agcl.data import preprocess_ct
 from agcl.data.prepared import PreparedCase, resample
 from agcl.data.synthetic import make_phantom
 from agcl.pipeline import CoarseConfig, PipelineConfig
-from agcl.augment import RandomAffineCrop3D
 from agcl.pipeline.coarse import (
     build_coarse_augment,
     coarse_grid,

@@ -22,7 +22,6 @@ import torch.multiprocessing as mp
 
 from agcl import ModalTargetSupConLoss, SoftDiceLoss
 from agcl.pipeline import build_pretrain_model, build_segment_model, pretrain_step, segment_step
-
 from tests.pipeline._tiny import tiny_config
 
 pytestmark = pytest.mark.distributed
@@ -125,7 +124,6 @@ def _pipeline_worker(rank: int, world: int, port: int, root: str, queue) -> None
         from pathlib import Path
 
         from agcl.pipeline import run_pipeline
-
         from tests.pipeline._tiny import tiny_cohort
 
         train, test = tiny_cohort(Path(root) / f"data{rank}")

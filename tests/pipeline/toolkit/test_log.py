@@ -3,8 +3,6 @@ file found on resume is rebuilt when its stage can rebuild it, or refused with i
 
 from __future__ import annotations
 
-import pytest
-
 from agcl.pipeline.toolkit.log import EpochLog
 
 

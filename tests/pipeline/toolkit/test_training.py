@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from agcl.pipeline import PipelineConfig
-from agcl.pipeline.toolkit.training import MixedPrecision, amp_dtype, fit
 from agcl.pipeline.toolkit.log import EpochLog
+from agcl.pipeline.toolkit.training import MixedPrecision, amp_dtype, fit
 
 
 def _run(tmp_path, steps_per_epoch):
