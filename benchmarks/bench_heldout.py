@@ -57,10 +57,14 @@ INFERENCE_FIELDS = ("segment.coarse_weight", "segment.threshold", "segment.strid
 
 def score_cases(run: Path, cases, *, overrides: dict, device: str = "cpu") -> list[dict]:
     """Per case ``{"case", "final", "coarse", "recall"}``: the final and coarse per-organ tables
-    of :func:`agcl.metrics.evaluate_labels` and the attention recall per organ code."""
+    of :func:`agcl.metrics.evaluate_labels` and the attention recall per organ code. ``cases``
+    carry their body mask (``PreparedCases(..., body=True)``) when the run bounds its attention
+    by it (``coarse.body_mask``), as :func:`main` prepares them."""
     model, organ_ids, config = load_segment_model(run / "checkpoints" / "segment.pt", device)
     config = config.override(**overrides) if overrides else config
     coarse_model, coarse_ids, coarse_cfg = load_coarse(run / "checkpoints" / "coarse.pt", device)
+    # trained as the checkpoint says, predicted with the run's sliding-window overlap
+    coarse_cfg = coarse_cfg.override(**{"coarse.overlap": config.coarse.overlap})
     c = config.coarse
     names = {k: BTCV_ORGANS[k] for k in organ_ids}
     rows = []
@@ -75,7 +79,7 @@ def score_cases(run: Path, cases, *, overrides: dict, device: str = "cpu") -> li
         att = attention_from_probabilities(prob, coarse_ids, case.image.shape,
                                            spacing=case.spacing, margin_mm=c.margin_mm,
                                            threshold=c.attention_threshold,
-                                           channel=c.attention_channel)
+                                           channel=c.attention_channel, body=case.body)
         pred = segment_as_configured(model, case.image, att, organ_ids, config, device=device,
                                      coarse_probability=prob, coarse_ids=coarse_ids)
         rows.append({"case": f"{case.modality_name}_{case.case_id}",
@@ -193,8 +197,9 @@ def main(argv=None) -> int:
                  "choose a folder outside it")
     args = cli.parse_args(["--seed", str(a.seed)])
     _, _, cfg_run = load_segment_model(a.run / "checkpoints" / "segment.pt")
+    # the body mask bounds the attention at inference, as the run's own evaluation does
     kw = {"clip_hu": cfg_run.clip_hu, "percentiles": cfg_run.percentiles,
-          "organs": dict(BTCV_ORGANS)}
+          "organs": dict(BTCV_ORGANS), "body": cfg_run.coarse.body_mask}
     try:
         pairs = bench_coarse.extra_cases(args, a.extra_cases, a.cache_dir) if a.extra_cases else []
         if a.include_demo:

@@ -50,7 +50,8 @@ def test_scores_equal_the_runs_own_held_out_results(tmp_path, channel):
     assert module.unfinished_stages(tmp_path / "run") == []
     before = _files(tmp_path / "run")
     cases = PreparedCases([c for c, _ in test], [m for _, m in test], clip_hu=cfg.clip_hu,
-                          percentiles=cfg.percentiles, organs=dict(module.BTCV_ORGANS))
+                          percentiles=cfg.percentiles, organs=dict(module.BTCV_ORGANS),
+                          body=cfg.coarse.body_mask)  # as main() prepares them
     summary = module.summarize(module.score_cases(tmp_path / "run", cases, overrides={}))
     assert _files(tmp_path / "run") == before  # the run folder is only read
     assert summary["cases"] == len(test)

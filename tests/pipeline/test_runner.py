@@ -72,7 +72,7 @@ def test_full_pipeline_resume_and_results(tmp_path):
     json_path, md_path = write_results(out, entry)
     data = json.loads(json_path.read_text())
     assert set(data) == {"per_organ", "mean", "config", "runtime_s", "coarse_mean", "attention_recall",
-                         "attention_recall_min", "stage3_only", "run_id"}
+                         "attention_recall_min", "stage3_only", "run_id", "probe"}
     assert set(data["stage3_only"]) == {"mean", "per_organ"} and set(data["stage3_only"]["per_organ"]) == set(
         data["per_organ"])
     assert set(data["mean"]) == {"dice", "hd95", "assd", "missed", "false_positive"}
@@ -114,10 +114,13 @@ def test_full_pipeline_resume_and_results(tmp_path):
     vol = load_volume(case.image_path, kind="image")
     norm = preprocess_ct(vol.array, window=tuple(cfg.clip_hu), percentiles=tuple(cfg.percentiles))
     prob, coarse_ids, _ = load_probabilities(out / "coarse" / f"{case.modality}_{case.case_id}.prob.pt")
+    from agcl.data import body_mask
+
+    body = body_mask(vol.array, spacing=vol.spacing)  # the attention stays inside the body (coarse.body_mask)
     att = densify(attention_from_probabilities(prob, coarse_ids, norm.shape, spacing=vol.spacing,
                                                margin_mm=cfg.coarse.margin_mm,
                                                threshold=cfg.coarse.attention_threshold,
-                                               channel=cfg.coarse.attention_channel), ids, norm.shape)
+                                               channel=cfg.coarse.attention_channel, body=body), ids, norm.shape)
     want = segment_with_attention(model, norm, att, ids, patch_size=cfg.pretrain.patch_size, stride=cfg.segment.stride,
                                   threshold=cfg.segment.threshold, batch_size=cfg.segment.inference_batch_size,
                                   coarse_probability=prob, coarse_ids=coarse_ids, coarse_weight=1.0)
