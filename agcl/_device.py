@@ -46,10 +46,14 @@ def available_devices() -> list[str]:
 
 def _why_no_cuda() -> str:
     if torch.version.cuda is None:
-        return (f"this torch build ({torch.__version__}) has no CUDA support; install a CUDA "
-                "build of torch")
-    return (f"torch {torch.__version__} is built for CUDA {torch.version.cuda} but sees no GPU "
-            "(check the NVIDIA driver with nvidia-smi, and CUDA_VISIBLE_DEVICES)")
+        return (
+            f"this torch build ({torch.__version__}) has no CUDA support; install a CUDA "
+            "build of torch"
+        )
+    return (
+        f"torch {torch.__version__} is built for CUDA {torch.version.cuda} but sees no GPU "
+        "(check the NVIDIA driver with nvidia-smi, and CUDA_VISIBLE_DEVICES)"
+    )
 
 
 def resolve_device(value: Any, *, name: str = "device") -> torch.device:
@@ -105,23 +109,32 @@ def resolve_device(value: Any, *, name: str = "device") -> torch.device:
         return dev
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"{name}={str(dev)!r} needs CUDA, but {_why_no_cuda()}. "
-                             f"Devices here: {here}")
+            raise ValueError(
+                f"{name}={str(dev)!r} needs CUDA, but {_why_no_cuda()}. Devices here: {here}"
+            )
         count = torch.cuda.device_count()
         if dev.index is not None and dev.index >= count:
-            raise ValueError(f"{name}={str(dev)!r} names GPU {dev.index}, but this machine has "
-                             f"{count} CUDA device(s). Devices here: {here}")
+            raise ValueError(
+                f"{name}={str(dev)!r} names GPU {dev.index}, but this machine has "
+                f"{count} CUDA device(s). Devices here: {here}"
+            )
         return dev
     if dev.type == "mps":
         if not _mps_available():
-            raise ValueError(f"{name}={str(dev)!r} needs Apple's MPS backend, which this torch "
-                             f"or machine does not have. Devices here: {here}")
+            raise ValueError(
+                f"{name}={str(dev)!r} needs Apple's MPS backend, which this torch "
+                f"or machine does not have. Devices here: {here}"
+            )
         return dev
     if dev.type == "xpu":
         count = _xpu_count()
         if count == 0 or (dev.index is not None and dev.index >= count):
-            raise ValueError(f"{name}={str(dev)!r} names an Intel XPU that this machine does "
-                             f"not have ({count} found). Devices here: {here}")
+            raise ValueError(
+                f"{name}={str(dev)!r} names an Intel XPU that this machine does "
+                f"not have ({count} found). Devices here: {here}"
+            )
         return dev
-    raise ValueError(f"{name} must be one of the devices here ({here}); got {str(dev)!r}, a "
-                     f"{dev.type!r} device, which agcl cannot compute on")
+    raise ValueError(
+        f"{name} must be one of the devices here ({here}); got {str(dev)!r}, a "
+        f"{dev.type!r} device, which agcl cannot compute on"
+    )

@@ -92,8 +92,10 @@ def atomic_save(obj: Any, path: str | os.PathLike[str]) -> Path:
     path = Path(path)
     if isinstance(obj, dict):
         if DIGEST_KEY in obj:
-            raise ValueError(f"obj must not hold the key {DIGEST_KEY!r} (atomic_save stores the "
-                             f"digest there); saving to {path}")
+            raise ValueError(
+                f"obj must not hold the key {DIGEST_KEY!r} (atomic_save stores the "
+                f"digest there); saving to {path}"
+            )
         digest = payload_digest(obj)
         obj = copy.copy(obj)  # keeps the type and attributes (a state_dict's _metadata)
         obj[DIGEST_KEY] = digest

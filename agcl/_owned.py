@@ -17,8 +17,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["INVENTORY", "MARKER", "FolderNotOwnedError", "check_replaceable", "is_owned",
-           "mark_owned", "write_owned_folder"]
+__all__ = [
+    "INVENTORY",
+    "MARKER",
+    "FolderNotOwnedError",
+    "check_replaceable",
+    "is_owned",
+    "mark_owned",
+    "write_owned_folder",
+]
 
 MARKER = ".agcl-cache.json"
 #: the files agcl wrote into a marked folder (relative POSIX paths, a JSON list)
@@ -61,7 +68,9 @@ def check_replaceable(folder: str | os.PathLike[str], kind: str, *, what: str) -
     if not path.exists():
         return
     if not path.is_dir():
-        raise FolderNotOwnedError(f"{path} is a file; agcl needs a folder there for {what}; choose another path")
+        raise FolderNotOwnedError(
+            f"{path} is a file; agcl needs a folder there for {what}; choose another path"
+        )
     if not any(path.iterdir()):
         return
     if is_owned(path, kind):
@@ -70,21 +79,25 @@ def check_replaceable(folder: str | os.PathLike[str], kind: str, *, what: str) -
             raise FolderNotOwnedError(
                 f"{path} is marked as agcl's folder of {what}, but its list of files ({INVENTORY}) "
                 "is missing or damaged, so agcl cannot tell its files from yours and will not "
-                "replace it. Remove the folder yourself, or choose another")
+                "replace it. Remove the folder yourself, or choose another"
+            )
         if foreign:
             shown = ", ".join(foreign[:4]) + (" ..." if len(foreign) > 4 else "")
             raise FolderNotOwnedError(
                 f"{path} is agcl's folder of {what} but also holds files agcl did not write "
                 f"({shown}); agcl will not replace it. Move those files elsewhere, or choose "
-                "another folder")
+                "another folder"
+            )
         return
     raise FolderNotOwnedError(
         f"{path} holds files that agcl did not create (no {MARKER}); it will not write {what} there, "
-        "nor delete anything in it. Choose another folder (an empty one, or one agcl made before)")
+        "nor delete anything in it. Choose another folder (an empty one, or one agcl made before)"
+    )
 
 
-def write_owned_folder(folder: str | os.PathLike[str], kind: str, write: Callable[[Path], Any],
-                       **info: Any) -> Path:
+def write_owned_folder(
+    folder: str | os.PathLike[str], kind: str, write: Callable[[Path], Any], **info: Any
+) -> Path:
     """Build ``folder`` with ``write(tmp)`` in a temporary sibling, mark it, then swap it in.
 
     An earlier folder is replaced only when it is agcl's own ``kind`` folder (or empty); the
@@ -103,7 +116,9 @@ def write_owned_folder(folder: str | os.PathLike[str], kind: str, write: Callabl
         (tmp / INVENTORY).write_text(json.dumps(files, indent=0) + "\n", encoding="utf-8")
         mark_owned(tmp, kind, **info)
         if root.exists():
-            check_replaceable(root, kind, what=kind)  # again: nothing of the user's appeared meanwhile
+            check_replaceable(
+                root, kind, what=kind
+            )  # again: nothing of the user's appeared meanwhile
             old = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".old", dir=root.parent))
             os.replace(root, old / root.name)
             os.replace(tmp, root)
@@ -126,5 +141,8 @@ def _foreign_files(folder: Path) -> list[str] | None:
     if not isinstance(listed, list):
         return None
     known = {str(name) for name in listed} | {MARKER, INVENTORY}
-    return sorted(rel for rel in (p.relative_to(folder).as_posix() for p in folder.rglob("*")
-                                  if not p.is_dir()) if rel not in known)
+    return sorted(
+        rel
+        for rel in (p.relative_to(folder).as_posix() for p in folder.rglob("*") if not p.is_dir())
+        if rel not in known
+    )

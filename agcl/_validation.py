@@ -49,8 +49,10 @@ def shape_of(value: Any) -> str:
     shape = getattr(value, "shape", None)
     if shape is not None:
         return f"shape {tuple(shape)}"
-    return f"{type(value).__name__} {value!r}" if not isinstance(value, (list, tuple)) else (
-        f"{type(value).__name__} of length {len(value)}"
+    return (
+        f"{type(value).__name__} {value!r}"
+        if not isinstance(value, (list, tuple))
+        else (f"{type(value).__name__} of length {len(value)}")
     )
 
 
@@ -105,10 +107,14 @@ def check_integer_tensor(
     """
     check_tensor(name, value)
     if value.is_floating_point() or value.is_complex() or value.dtype == torch.bool:
-        raise TypeError(f"{name} must be an integer tensor (torch.long or another int dtype); got {value.dtype}")
+        raise TypeError(
+            f"{name} must be an integer tensor (torch.long or another int dtype); got {value.dtype}"
+        )
     check_has_data(name, value)
     if value.ndim != 1:
-        raise ValueError(f"{name} must be 1-D with one entry {what or 'per row'}; got shape {tuple(value.shape)}")
+        raise ValueError(
+            f"{name} must be 1-D with one entry {what or 'per row'}; got shape {tuple(value.shape)}"
+        )
     if numel is not None and value.numel() != numel:
         raise ValueError(f"{name} must have {numel} entries ({what}); got {value.numel()}")
     if nonnegative and value.numel() > 0 and bool((value < 0).any()):
@@ -126,7 +132,9 @@ def check_positive(name: str, value: Any, *, allow_zero: bool = False) -> float:
     value = float(value)
     ok = value >= 0 if allow_zero else value > 0
     if not math.isfinite(value) or not ok:
-        raise ValueError(f"{name} must be a finite number {'>= 0' if allow_zero else '> 0'}; got {value}")
+        raise ValueError(
+            f"{name} must be a finite number {'>= 0' if allow_zero else '> 0'}; got {value}"
+        )
     return float(value)
 
 
@@ -167,8 +175,10 @@ def check_int_sequence(name: str, values: Any, *, low: int | None = None) -> lis
         values = values.detach().cpu().numpy()
     if isinstance(values, np.ndarray):
         if values.ndim != 1 or values.dtype.kind not in "iu":
-            raise TypeError(f"{name} must be a 1-D sequence of ints; got {shape_of(values)} of "
-                            f"dtype {values.dtype}")
+            raise TypeError(
+                f"{name} must be a 1-D sequence of ints; got {shape_of(values)} of "
+                f"dtype {values.dtype}"
+            )
         values = values.tolist()
     if isinstance(values, (str, bytes, Mapping)) or not isinstance(values, Iterable):
         raise TypeError(f"{name} must be a sequence of ints; got {type(values).__name__}")
@@ -177,16 +187,18 @@ def check_int_sequence(name: str, values: Any, *, low: int | None = None) -> lis
         if isinstance(v, torch.Tensor) and v.ndim == 0 and v.dtype.is_floating_point is False:
             v = v.item() if v.dtype != torch.bool else v
         if not is_int(v):
-            raise TypeError(f"{name} must hold integers; got {name}[{i}] = {v!r} "
-                            f"({type(v).__name__})")
+            raise TypeError(
+                f"{name} must hold integers; got {name}[{i}] = {v!r} ({type(v).__name__})"
+            )
         if low is not None and v < low:
             raise ValueError(f"{name} must hold integers >= {low}; got {name}[{i}] = {v}")
         out.append(int(v))
     return out
 
 
-def check_real_sequence(name: str, values: Any, *, length: int | None = None,
-                        positive: bool = False) -> tuple[float, ...]:
+def check_real_sequence(
+    name: str, values: Any, *, length: int | None = None, positive: bool = False
+) -> tuple[float, ...]:
     """Check a sequence of real numbers (Python or numpy; a 1-D array or tensor too).
 
     Strings and bools are refused (``float("1.5")`` would accept a string); with ``positive``
@@ -196,12 +208,15 @@ def check_real_sequence(name: str, values: Any, *, length: int | None = None,
         values = values.detach().cpu().numpy()
     if isinstance(values, np.ndarray):
         if values.ndim != 1 or values.dtype.kind not in "iuf":
-            raise TypeError(f"{name} must be a 1-D sequence of numbers; got {shape_of(values)} of "
-                            f"dtype {values.dtype}")
+            raise TypeError(
+                f"{name} must be a 1-D sequence of numbers; got {shape_of(values)} of "
+                f"dtype {values.dtype}"
+            )
         values = values.tolist()
     if isinstance(values, (str, bytes, Mapping)) or not isinstance(values, Iterable):
-        raise TypeError(f"{name} must be a sequence of numbers; got {type(values).__name__} "
-                        f"{values!r}")
+        raise TypeError(
+            f"{name} must be a sequence of numbers; got {type(values).__name__} {values!r}"
+        )
     out = list(values)
     for i, v in enumerate(out):
         if not is_real(v):

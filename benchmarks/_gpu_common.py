@@ -57,9 +57,12 @@ def best_time(torch: Any, device: Any, fn: Callable[[], Any], runs: int) -> floa
 def machine(torch: Any) -> dict[str, Any]:
     """Python, platform, torch / CUDA / cuDNN / triton versions and the GPU, as one dict."""
     info: dict[str, Any] = {
-        "python": platform.python_version(), "platform": platform.platform(),
-        "cpu_count": os.cpu_count(), "torch": torch.__version__,
-        "torch_cuda": torch.version.cuda, "cuda_available": torch.cuda.is_available(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_cuda": torch.version.cuda,
+        "cuda_available": torch.cuda.is_available(),
         "matmul_allow_tf32": bool(torch.backends.cuda.matmul.allow_tf32),
         "triton_interpret": os.environ.get("TRITON_INTERPRET"),
     }
@@ -69,10 +72,13 @@ def machine(torch: Any) -> dict[str, Any]:
         info["triton"] = None
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
-        info.update(gpu=torch.cuda.get_device_name(0), gpu_count=torch.cuda.device_count(),
-                    gpu_capability=list(torch.cuda.get_device_capability(0)),
-                    gpu_memory_gib=props.total_memory / 2**30,
-                    cudnn=torch.backends.cudnn.version())
+        info.update(
+            gpu=torch.cuda.get_device_name(0),
+            gpu_count=torch.cuda.device_count(),
+            gpu_capability=list(torch.cuda.get_device_capability(0)),
+            gpu_memory_gib=props.total_memory / 2**30,
+            cudnn=torch.backends.cudnn.version(),
+        )
     return info
 
 

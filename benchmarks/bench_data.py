@@ -53,8 +53,10 @@ def bench_sampler(shape: tuple[int, int, int], k: int, repeats: int) -> list[dic
     t0 = time.perf_counter()
     img_hu, lab = make_phantom(0, "contrast", shape=shape, spacing=(0.7, 0.7, 2.0))
     img = preprocess_ct(img_hu)
-    print(f"phantom {shape} generated in {time.perf_counter() - t0:.1f} s; organs "
-          f"{sorted(set(np.unique(lab).tolist()) - {0})}")
+    print(
+        f"phantom {shape} generated in {time.perf_counter() - t0:.1f} s; organs "
+        f"{sorted(set(np.unique(lab).tolist()) - {0})}"
+    )
     img_t, lab_t = torch.from_numpy(img), torch.from_numpy(lab)
     lab_copy = lab_t.clone()
     sampler = AttentionPatchSampler(patch_size=128, patches_per_slice=k, seed=0)
@@ -70,8 +72,12 @@ def bench_sampler(shape: tuple[int, int, int], k: int, repeats: int) -> list[dic
         print("MONAI not installed: no baseline for the sampler")
         return rows
     crop = RandCropByLabelClassesd(
-        keys=["image", "label"], label_key="label", spatial_size=(128, 128, 1), num_classes=14,
-        ratios=[0] + [1] * 13, num_samples=n,
+        keys=["image", "label"],
+        label_key="label",
+        spatial_size=(128, 128, 1),
+        num_classes=14,
+        ratios=[0] + [1] * 13,
+        num_samples=n,
     )
     crop.set_random_state(0)
     data = {"image": img[None], "label": lab[None]}
@@ -81,16 +87,26 @@ def bench_sampler(shape: tuple[int, int, int], k: int, repeats: int) -> list[dic
             warnings.simplefilter("ignore")
             return crop(data)
 
-    def monai_batched() -> Any:  # the crops stacked into (P, 1, 128, 128) batches, as a collate would
+    def monai_batched() -> (
+        Any
+    ):  # the crops stacked into (P, 1, 128, 128) batches, as a collate would
         crops = monai_run()
         image = torch.stack([torch.as_tensor(c["image"])[..., 0] for c in crops])
         label = torch.stack([torch.as_tensor(c["label"])[..., 0] for c in crops])
         return image, label
 
     t_monai, out = _time(monai_run, repeats)
-    rows.append({"method": "MONAI RandCropByLabelClassesd", "patches": len(out), "seconds": t_monai})
+    rows.append(
+        {"method": "MONAI RandCropByLabelClassesd", "patches": len(out), "seconds": t_monai}
+    )
     t_monai_b, out_b = _time(monai_batched, repeats)
-    rows.append({"method": "MONAI crops + stack (baseline)", "patches": int(out_b[0].shape[0]), "seconds": t_monai_b})
+    rows.append(
+        {
+            "method": "MONAI crops + stack (baseline)",
+            "patches": int(out_b[0].shape[0]),
+            "seconds": t_monai_b,
+        }
+    )
     for r in rows:
         r["ratio_vs_baseline"] = t_monai_b / r["seconds"]
         r["ratio_vs_monai_crops_only"] = t_monai / r["seconds"]
@@ -110,9 +126,13 @@ def bench_pair_aug(repeats: int) -> list[dict[str, Any]]:
             theta = aug.sample_theta(x.shape[0]).float()
             out = torch.empty_like(x)
             for i in range(x.shape[0]):
-                grid = F.affine_grid(theta[i:i + 1], [1, 1, 128, 128], align_corners=False)
-                out[i:i + 1, :1] = F.grid_sample(x[i:i + 1, :1], grid, mode="bilinear", align_corners=False)
-                out[i:i + 1, 1:] = F.grid_sample(x[i:i + 1, 1:], grid, mode="nearest", align_corners=False)
+                grid = F.affine_grid(theta[i : i + 1], [1, 1, 128, 128], align_corners=False)
+                out[i : i + 1, :1] = F.grid_sample(
+                    x[i : i + 1, :1], grid, mode="bilinear", align_corners=False
+                )
+                out[i : i + 1, 1:] = F.grid_sample(
+                    x[i : i + 1, 1:], grid, mode="nearest", align_corners=False
+                )
             views.append(out)
         return views
 
@@ -136,18 +156,28 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     sampler_rows = bench_sampler(tuple(args.shape), args.patches_per_slice, args.repeats)
     aug_rows = bench_pair_aug(args.repeats)
-    print(f"\nSampler: {tuple(args.shape)} volume, 13 organs, 128 x 128 patches, "
-          f"{args.patches_per_slice} per organ per slice, median of {args.repeats}, {args.threads} threads")
-    print(f"{'method':36s} {'patches':>8s} {'seconds':>8s} {'patches/s':>10s} {'x base':>7s} {'x crops':>8s}")
+    print(
+        f"\nSampler: {tuple(args.shape)} volume, 13 organs, 128 x 128 patches, "
+        f"{args.patches_per_slice} per organ per slice, median of {args.repeats}, {args.threads} threads"
+    )
+    print(
+        f"{'method':36s} {'patches':>8s} {'seconds':>8s} {'patches/s':>10s} {'x base':>7s} {'x crops':>8s}"
+    )
     for r in sampler_rows:
-        print(f"{r['method']:36s} {r['patches']:8d} {r['seconds']:8.3f} {r['patches'] / r['seconds']:10.0f} "
-              f"{r.get('ratio_vs_baseline', float('nan')):7.2f} {r.get('ratio_vs_monai_crops_only', float('nan')):8.2f}")
-    print("x base: speed-up over MONAI crops + stack; x crops: over MONAI's crops alone (views, no batch)")
+        print(
+            f"{r['method']:36s} {r['patches']:8d} {r['seconds']:8.3f} {r['patches'] / r['seconds']:10.0f} "
+            f"{r.get('ratio_vs_baseline', float('nan')):7.2f} {r.get('ratio_vs_monai_crops_only', float('nan')):8.2f}"
+        )
+    print(
+        "x base: speed-up over MONAI crops + stack; x crops: over MONAI's crops alone (views, no batch)"
+    )
     print("\nPairAug: 256 x 2 x 128 x 128 batch, two views per call")
     print(f"{'method':36s} {'views':>8s} {'seconds':>8s} {'views/s':>10s} {'x loop':>8s}")
     for r in aug_rows:
-        print(f"{r['method']:36s} {r['views']:8d} {r['seconds']:8.3f} {r['views'] / r['seconds']:10.0f} "
-              f"{r['ratio_vs_baseline']:8.2f}")
+        print(
+            f"{r['method']:36s} {r['views']:8d} {r['seconds']:8.3f} {r['views'] / r['seconds']:10.0f} "
+            f"{r['ratio_vs_baseline']:8.2f}"
+        )
     try:
         import monai
 
@@ -155,10 +185,18 @@ def main() -> None:
     except ImportError:
         monai_version = None
     result = {
-        "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                    "cpu_count": os.cpu_count(), "threads": args.threads},
-        "versions": {"torch": torch.__version__, "numpy": np.__version__, "monai": monai_version,
-                     "python": platform.python_version()},
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "cpu_count": os.cpu_count(),
+            "threads": args.threads,
+        },
+        "versions": {
+            "torch": torch.__version__,
+            "numpy": np.__version__,
+            "monai": monai_version,
+            "python": platform.python_version(),
+        },
         "args": vars(args) | {"shape": list(args.shape)},
         "sampler": sampler_rows,
         "pair_aug": aug_rows,

@@ -51,8 +51,12 @@ from agcl.pipeline.run import MANIFEST, Manifest  # noqa: E402
 from agcl.pipeline.segment import segment_as_configured  # noqa: E402
 from agcl.sampling import attention_from_probabilities, attention_recall  # noqa: E402
 
-INFERENCE_FIELDS = ("segment.coarse_weight", "segment.threshold", "segment.stride",
-                    "segment.window")
+INFERENCE_FIELDS = (
+    "segment.coarse_weight",
+    "segment.threshold",
+    "segment.stride",
+    "segment.window",
+)
 
 
 def score_cases(run: Path, cases, *, overrides: dict, device: str = "cpu") -> list[dict]:
@@ -70,24 +74,43 @@ def score_cases(run: Path, cases, *, overrides: dict, device: str = "cpu") -> li
     rows = []
     for i in range(len(cases)):
         case = cases[i]
-        full = coarse_probabilities(coarse_model, case.image, coarse_cfg.coarse,
-                                    spacing=case.spacing, device=device)
+        full = coarse_probabilities(
+            coarse_model, case.image, coarse_cfg.coarse, spacing=case.spacing, device=device
+        )
         # the run writes the label map from these and stores them as float16, then builds the
         # attention and the blend from the stored ones
         coarse_labels = labels_from_probabilities(full, coarse_ids, case.image.shape)
         prob = full.half().float()
-        att = attention_from_probabilities(prob, coarse_ids, case.image.shape,
-                                           spacing=case.spacing, margin_mm=c.margin_mm,
-                                           threshold=c.attention_threshold,
-                                           channel=c.attention_channel, body=case.body)
-        pred = segment_as_configured(model, case.image, att, organ_ids, config, device=device,
-                                     coarse_probability=prob, coarse_ids=coarse_ids)
-        rows.append({"case": f"{case.modality_name}_{case.case_id}",
-                     "final": evaluate_labels(pred, case.label, spacing=case.spacing,
-                                              organs=names),
-                     "coarse": evaluate_labels(coarse_labels, case.label, spacing=case.spacing,
-                                               organs=names),
-                     "recall": attention_recall(att, case.label, organ_ids)})
+        att = attention_from_probabilities(
+            prob,
+            coarse_ids,
+            case.image.shape,
+            spacing=case.spacing,
+            margin_mm=c.margin_mm,
+            threshold=c.attention_threshold,
+            channel=c.attention_channel,
+            body=case.body,
+        )
+        pred = segment_as_configured(
+            model,
+            case.image,
+            att,
+            organ_ids,
+            config,
+            device=device,
+            coarse_probability=prob,
+            coarse_ids=coarse_ids,
+        )
+        rows.append(
+            {
+                "case": f"{case.modality_name}_{case.case_id}",
+                "final": evaluate_labels(pred, case.label, spacing=case.spacing, organs=names),
+                "coarse": evaluate_labels(
+                    coarse_labels, case.label, spacing=case.spacing, organs=names
+                ),
+                "recall": attention_recall(att, case.label, organ_ids),
+            }
+        )
     return rows
 
 
@@ -99,12 +122,19 @@ def summarize(rows: list[dict]) -> dict:
     for name, entry in final["per_organ"].items():
         code = next(k for k, v in BTCV_ORGANS.items() if v == name)
         recalls = [r["recall"][code] for r in rows if r["recall"].get(code) is not None]
-        organs[name] = {"dice": entry["dice"], "coarse_dice": coarse["per_organ"][name]["dice"],
-                        "missed": entry.get("missed"),
-                        "min_recall": min(recalls) if recalls else None}
-    return {"cases": len(rows), "mean_dice": final["mean"]["dice"],
-            "coarse_mean_dice": coarse["mean"]["dice"], "missed": final["mean"].get("missed"),
-            "per_organ": organs}
+        organs[name] = {
+            "dice": entry["dice"],
+            "coarse_dice": coarse["per_organ"][name]["dice"],
+            "missed": entry.get("missed"),
+            "min_recall": min(recalls) if recalls else None,
+        }
+    return {
+        "cases": len(rows),
+        "mean_dice": final["mean"]["dice"],
+        "coarse_mean_dice": coarse["mean"]["dice"],
+        "missed": final["mean"].get("missed"),
+        "per_organ": organs,
+    }
 
 
 def outermost_run(run: Path) -> Path:
@@ -153,21 +183,45 @@ def unfinished_stages(run: Path) -> list[str]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--run", required=True, type=Path,
-                    help="a finished run folder of agcl train (examples/btcv_full.py)")
-    ap.add_argument("--extra-cases", type=int, default=10, metavar="N",
-                    help="phantoms per modality that no split trains on (default: %(default)s)")
-    ap.add_argument("--include-demo", action="store_true",
-                    help="also score the demo's own held-out cases")
-    ap.add_argument("--seed", type=int, default=0,
-                    help="the run's --seed (its phantoms; default: 0)")
-    ap.add_argument("--cache-dir", type=Path, default=None,
-                    help="where the extended phantom set is written (default: agcl train's cache)")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help=f"override an inference-only field ({', '.join(INFERENCE_FIELDS)})")
-    ap.add_argument("--out", type=Path, default=None,
-                    help="where heldout_eval.json goes (default: <run>_heldout next to the run "
-                         "folder; never inside it)")
+    ap.add_argument(
+        "--run",
+        required=True,
+        type=Path,
+        help="a finished run folder of agcl train (examples/btcv_full.py)",
+    )
+    ap.add_argument(
+        "--extra-cases",
+        type=int,
+        default=10,
+        metavar="N",
+        help="phantoms per modality that no split trains on (default: %(default)s)",
+    )
+    ap.add_argument(
+        "--include-demo", action="store_true", help="also score the demo's own held-out cases"
+    )
+    ap.add_argument(
+        "--seed", type=int, default=0, help="the run's --seed (its phantoms; default: 0)"
+    )
+    ap.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help="where the extended phantom set is written (default: agcl train's cache)",
+    )
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"override an inference-only field ({', '.join(INFERENCE_FIELDS)})",
+    )
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="where heldout_eval.json goes (default: <run>_heldout next to the run "
+        "folder; never inside it)",
+    )
     ap.add_argument("--device", default="cpu")
     a = ap.parse_args(argv)
     if a.extra_cases < 0:
@@ -176,30 +230,42 @@ def main(argv=None) -> int:
     for item in a.set:
         key, sep, value = item.partition("=")
         if not sep or key not in INFERENCE_FIELDS:
-            ap.error(f"--set takes one of {', '.join(INFERENCE_FIELDS)} as KEY=JSON; got {item!r} "
-                     "(the other fields are fixed by the run's checkpoints)")
+            ap.error(
+                f"--set takes one of {', '.join(INFERENCE_FIELDS)} as KEY=JSON; got {item!r} "
+                "(the other fields are fixed by the run's checkpoints)"
+            )
         overrides[key] = json.loads(value)
     for name in ("segment.pt", "coarse.pt"):
         if not (a.run / "checkpoints" / name).is_file():
-            ap.error(f"{a.run / 'checkpoints' / name} not found: --run must be a finished run "
-                     "with its own stage 1")
+            ap.error(
+                f"{a.run / 'checkpoints' / name} not found: --run must be a finished run "
+                "with its own stage 1"
+            )
     try:
         unfinished = unfinished_stages(a.run)
     except ValueError as err:
         ap.error(str(err))
     if unfinished:
-        ap.error(f"{a.run / MANIFEST} records stage(s) {', '.join(unfinished)} as not finished; "
-                 "finish the run first (agcl train --resume with its --out)")
+        ap.error(
+            f"{a.run / MANIFEST} records stage(s) {', '.join(unfinished)} as not finished; "
+            "finish the run first (agcl train --resume with its --out)"
+        )
     top = outermost_run(a.run)
     out_dir = (a.out or default_out(a.run)).resolve()
     if out_dir == top or top in out_dir.parents:
-        ap.error(f"--out {a.out} lies inside the run folder {top}, which belongs to its run; "
-                 "choose a folder outside it")
+        ap.error(
+            f"--out {a.out} lies inside the run folder {top}, which belongs to its run; "
+            "choose a folder outside it"
+        )
     args = cli.parse_args(["--seed", str(a.seed)])
     _, _, cfg_run = load_segment_model(a.run / "checkpoints" / "segment.pt")
     # the body mask bounds the attention at inference, as the run's own evaluation does
-    kw = {"clip_hu": cfg_run.clip_hu, "percentiles": cfg_run.percentiles,
-          "organs": dict(BTCV_ORGANS), "body": cfg_run.coarse.body_mask}
+    kw = {
+        "clip_hu": cfg_run.clip_hu,
+        "percentiles": cfg_run.percentiles,
+        "organs": dict(BTCV_ORGANS),
+        "body": cfg_run.coarse.body_mask,
+    }
     try:
         pairs = bench_coarse.extra_cases(args, a.extra_cases, a.cache_dir) if a.extra_cases else []
         if a.include_demo:
@@ -212,23 +278,39 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     rows = score_cases(a.run, cases, overrides=overrides, device=a.device)
     summary = summarize(rows)
-    print(f"{summary['cases']} held-out phantoms, {time.perf_counter() - t0:.0f} s; run {a.run}"
-          + (f"; {overrides}" if overrides else ""))
+    print(
+        f"{summary['cases']} held-out phantoms, {time.perf_counter() - t0:.0f} s; run {a.run}"
+        + (f"; {overrides}" if overrides else "")
+    )
     print(f"{'organ':26s} {'Dice':>6s} {'coarse':>6s} {'missed':>6s} {'min recall':>10s}")
     fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
     for name, o in summary["per_organ"].items():
-        print(f"{name:26s} {fmt(o['dice']):>6s} {fmt(o['coarse_dice']):>6s} "
-              f"{o['missed'] or 0:6d} {fmt(o['min_recall']):>10s}")
-    print(f"{'mean':26s} {fmt(summary['mean_dice']):>6s} {fmt(summary['coarse_mean_dice']):>6s} "
-          f"{summary['missed'] or 0:6d}")
+        print(
+            f"{name:26s} {fmt(o['dice']):>6s} {fmt(o['coarse_dice']):>6s} "
+            f"{o['missed'] or 0:6d} {fmt(o['min_recall']):>10s}"
+        )
+    print(
+        f"{'mean':26s} {fmt(summary['mean_dice']):>6s} {fmt(summary['coarse_mean_dice']):>6s} "
+        f"{summary['missed'] or 0:6d}"
+    )
     out = out_dir / "heldout_eval.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    per_case = [{"case": r["case"],
-                 "dice": {k: v["dice"] for k, v in r["final"]["per_organ"].items()}}
-                for r in rows]
-    out.write_text(json.dumps({"summary": summary, "overrides": overrides,
-                               "threads": torch.get_num_threads(), "cases": per_case},
-                              indent=1, default=float))
+    per_case = [
+        {"case": r["case"], "dice": {k: v["dice"] for k, v in r["final"]["per_organ"].items()}}
+        for r in rows
+    ]
+    out.write_text(
+        json.dumps(
+            {
+                "summary": summary,
+                "overrides": overrides,
+                "threads": torch.get_num_threads(),
+                "cases": per_case,
+            },
+            indent=1,
+            default=float,
+        )
+    )
     print(f"wrote {out}")
     return 0 if summary["mean_dice"] is not None and np.isfinite(summary["mean_dice"]) else 1
 

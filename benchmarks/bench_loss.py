@@ -90,8 +90,10 @@ def child(case: dict) -> dict:
         from agcl.functional import modal_target_supcon_loss
 
         def step(x):
-            return modal_target_supcon_loss(x, modality=modality, target=target, temperature=0.1,
-                                            backend=backend)
+            return modal_target_supcon_loss(
+                x, modality=modality, target=target, temperature=0.1, backend=backend
+            )
+
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
         base_alloc = torch.cuda.memory_allocated()
@@ -154,8 +156,12 @@ def _matmul_time(z, device: str, runs: int) -> float:
 
 def _run_child(case: dict) -> dict:
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(case)],
-                          capture_output=True, text=True, env=env)
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", json.dumps(case)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     if proc.returncode != 0:
         return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "failed"}
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -164,10 +170,15 @@ def _run_child(case: dict) -> dict:
 def _machine() -> dict:
     import torch
 
-    info = {"platform": platform.platform(), "python": platform.python_version(),
-            "cpu_count": os.cpu_count(), "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available(),
-            "loadavg_start": os.getloadavg()}
+    info = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.is_available(),
+        "loadavg_start": os.getloadavg(),
+    }
     for name in ("numpy", "triton", "pytorch_metric_learning"):
         try:
             info[name] = __import__(name).__version__
@@ -211,8 +222,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--max-gb", type=float, default=6.0, help="skip cases estimated above this")
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--out", type=Path, help="JSON path (default benchmarks/results/...)")
-    parser.add_argument("--queue", action="store_true",
-                        help="only the memory-queue case: B=512 against K=65536 queued rows, D=128")
+    parser.add_argument(
+        "--queue",
+        action="store_true",
+        help="only the memory-queue case: B=512 against K=65536 queued rows, D=128",
+    )
     args = parser.parse_args(argv)
     if args.child:
         print(json.dumps(child(json.loads(args.child))))
@@ -228,28 +242,51 @@ def main(argv: list[str] | None = None) -> dict:
     for d in ds:
         for m in ms:
             runs = 3 if m <= 4096 else (2 if m <= 16384 else 1)
-            base = _run_child(dict(m=m, d=d, backend="baseline", device=device, runs=1, threads=args.threads))
-            ref = _run_child(dict(m=m, d=d, backend="matmul", device=device, runs=3, threads=args.threads))
+            base = _run_child(
+                dict(m=m, d=d, backend="baseline", device=device, runs=1, threads=args.threads)
+            )
+            ref = _run_child(
+                dict(m=m, d=d, backend="matmul", device=device, runs=3, threads=args.threads)
+            )
             for backend in _available_backends(device):
                 if args.backends and backend not in args.backends:
                     continue
                 est_gb = (MEM_M2.get(backend, 0.0) * m * m * 4 + 8 * m * d * 4) / 2**30
-                row = dict(m=m, d=d, backend=backend, matmul_s=ref.get("time_s"),
-                           matmul_separate_s=ref.get("time_s"), isfinite_s=ref.get("isfinite_s"),
-                           est_gb=est_gb)
+                row = dict(
+                    m=m,
+                    d=d,
+                    backend=backend,
+                    matmul_s=ref.get("time_s"),
+                    matmul_separate_s=ref.get("time_s"),
+                    isfinite_s=ref.get("isfinite_s"),
+                    est_gb=est_gb,
+                )
                 if est_gb > args.max_gb:
                     row["skipped"] = f"estimated {est_gb:.1f} GB > --max-gb {args.max_gb}"
                 else:
-                    res = _run_child(dict(m=m, d=d, backend=backend, device=device, runs=runs,
-                                          threads=args.threads))
+                    res = _run_child(
+                        dict(
+                            m=m,
+                            d=d,
+                            backend=backend,
+                            device=device,
+                            runs=runs,
+                            threads=args.threads,
+                        )
+                    )
                     row.update(res)
                     if "peak_rss_mb" in res:
-                        row["mem_mb"] = res.get("peak_cuda_mb", res["peak_rss_mb"] - base["baseline_rss_mb"])
+                        row["mem_mb"] = res.get(
+                            "peak_cuda_mb", res["peak_rss_mb"] - base["baseline_rss_mb"]
+                        )
                 results.append(row)
                 print(_fmt(row, results), flush=True)
     info["loadavg_end"] = os.getloadavg()
     report = {"machine": info, "results": results}
-    out = args.out or ROOT / "benchmarks" / "results" / f"bench_loss_{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out = (
+        args.out
+        or ROOT / "benchmarks" / "results" / f"bench_loss_{time.strftime('%Y%m%d-%H%M%S')}.json"
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
     _targets(results)
@@ -259,8 +296,17 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def _naive(row: dict, results: list[dict]) -> dict | None:
-    return next((r for r in results if r["m"] == row["m"] and r["d"] == row["d"]
-                 and r["backend"] == "naive" and "time_s" in r), None)
+    return next(
+        (
+            r
+            for r in results
+            if r["m"] == row["m"]
+            and r["d"] == row["d"]
+            and r["backend"] == "naive"
+            and "time_s" in r
+        ),
+        None,
+    )
 
 
 def _fmt(row: dict, results: list[dict]) -> str:
@@ -272,16 +318,20 @@ def _fmt(row: dict, results: list[dict]) -> str:
     m_ratio = row["mem_mb"] / naive["mem_mb"] if naive and naive["mem_mb"] > 0 else float("nan")
     check = row["isfinite_s"] / row["time_s"] if row.get("isfinite_s") else float("nan")
     plain = row["time_s"] / row["plain_mm_s"] if row.get("plain_mm_s") else float("nan")
-    return (f"{head} time {row['time_s']:8.3f}s = {row['time_s'] / row['matmul_s']:5.2f}x matmul "
-            f"{plain:5.2f}x one mm "
-            f"({t_ratio:5.3f}x naive)  peak +{row['mem_mb']:8.1f} MB ({m_ratio:5.3f}x naive)  "
-            f"isfinite {100 * check:.2f}% of fwd+bwd")
+    return (
+        f"{head} time {row['time_s']:8.3f}s = {row['time_s'] / row['matmul_s']:5.2f}x matmul "
+        f"{plain:5.2f}x one mm "
+        f"({t_ratio:5.3f}x naive)  peak +{row['mem_mb']:8.1f} MB ({m_ratio:5.3f}x naive)  "
+        f"isfinite {100 * check:.2f}% of fwd+bwd"
+    )
 
 
 def _markdown(results: list[dict]) -> None:
     """The table again, as Markdown (for docs/performance.md)."""
-    print("| M | D | backend | fwd+bwd (s) | x matmul | x naive time | peak above baseline (MB) "
-          "| x naive memory | x one mm |")
+    print(
+        "| M | D | backend | fwd+bwd (s) | x matmul | x naive time | peak above baseline (MB) "
+        "| x naive memory | x one mm |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for r in results:
         head = f"| {r['m']} | {r['d']} | {r['backend']} |"
@@ -292,25 +342,41 @@ def _markdown(results: list[dict]) -> None:
         t = f"{r['time_s'] / naive['time_s']:.3f}" if naive else "-"
         mem = f"{r['mem_mb'] / naive['mem_mb']:.3f}" if naive and naive["mem_mb"] > 0 else "-"
         one = f"{r['time_s'] / r['plain_mm_s']:.2f}" if r.get("plain_mm_s") else "-"
-        print(f"{head} {r['time_s']:.3f} | {r['time_s'] / r['matmul_s']:.2f} | {t} | "
-              f"{r['mem_mb']:.0f} | {mem} | {one} |")
+        print(
+            f"{head} {r['time_s']:.3f} | {r['time_s'] / r['matmul_s']:.2f} | {t} | "
+            f"{r['mem_mb']:.0f} | {mem} | {one} |"
+        )
 
 
 def _targets(results: list[dict]) -> None:
     def get(m, backend):
-        return next((r for r in results if r["m"] == m and r["d"] == 128 and r["backend"] == backend
-                     and "time_s" in r), None)
+        return next(
+            (
+                r
+                for r in results
+                if r["m"] == m and r["d"] == 128 and r["backend"] == backend and "time_s" in r
+            ),
+            None,
+        )
 
     torch_16k, naive_16k, torch_64k = get(16384, "torch"), get(16384, "naive"), get(65536, "torch")
     lines = []
     if torch_16k and naive_16k:
-        lines.append(f"M=16384 torch/naive time {torch_16k['time_s'] / naive_16k['time_s']:.3f} (target <= 0.5)")
-        lines.append(f"M=16384 torch/naive peak {torch_16k['mem_mb'] / naive_16k['mem_mb']:.3f} (target <= 0.1)")
+        lines.append(
+            f"M=16384 torch/naive time {torch_16k['time_s'] / naive_16k['time_s']:.3f} (target <= 0.5)"
+        )
+        lines.append(
+            f"M=16384 torch/naive peak {torch_16k['mem_mb'] / naive_16k['mem_mb']:.3f} (target <= 0.1)"
+        )
     if torch_16k:
-        lines.append(f"M=16384 torch fwd+bwd {torch_16k['time_s'] / torch_16k['matmul_s']:.2f}x matmul (target <= 4)")
+        lines.append(
+            f"M=16384 torch fwd+bwd {torch_16k['time_s'] / torch_16k['matmul_s']:.2f}x matmul (target <= 4)"
+        )
     if torch_64k:
-        lines.append(f"M=65536 torch peak RSS {torch_64k['peak_rss_mb'] / 1024:.2f} GB in all, "
-                     f"{torch_64k['mem_mb'] / 1024:.2f} GB above baseline (target < 2)")
+        lines.append(
+            f"M=65536 torch peak RSS {torch_64k['peak_rss_mb'] / 1024:.2f} GB in all, "
+            f"{torch_64k['mem_mb'] / 1024:.2f} GB above baseline (target < 2)"
+        )
     for line in lines:
         print("target:", line)
 
@@ -356,6 +422,7 @@ def queue_child(case: dict) -> dict:
 
         def step(x):
             return loss_fn(x, key)
+
     mem.copy_(torch.randn(k, d, generator=gen))
     mem.div_(torch.linalg.vector_norm(mem, dim=1, keepdim=True))
     if device == "cuda":
@@ -371,8 +438,11 @@ def queue_child(case: dict) -> dict:
         step(x).backward()
         _sync(device)
         times.append(time.perf_counter() - t0)
-    out = {"time_s": min(times), "times_s": times,
-           "extra_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before}
+    out = {
+        "time_s": min(times),
+        "times_s": times,
+        "extra_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before,
+    }
     if device == "cuda":
         out["extra_peak_mb"] = (torch.cuda.max_memory_allocated() - before_cuda) / 2**20
     return out
@@ -391,25 +461,43 @@ def queue_main(args: argparse.Namespace) -> dict:
     except ImportError:
         impls = ["agcl"]
     for impl in impls:
-        res = _run_child(dict(queue=impl, b=b, k=k, d=d, device=device, runs=3, threads=args.threads))
+        res = _run_child(
+            dict(queue=impl, b=b, k=k, d=d, device=device, runs=3, threads=args.threads)
+        )
         results.append(dict(queue=impl, b=b, k=k, d=d, **res))
     info["loadavg_end"] = os.getloadavg()
     rows = {r["queue"]: r for r in results}
-    print(f"| queue (B={b}, K={k}, D={d}) | fwd+bwd (s) | x PML time | extra peak (MB) | x PML memory |")
+    print(
+        f"| queue (B={b}, K={k}, D={d}) | fwd+bwd (s) | x PML time | extra peak (MB) | x PML memory |"
+    )
     print("|---|---|---|---|---|")
     for r in results:
         p = rows.get("pml", {})
         t_ratio = r["time_s"] / p["time_s"] if "time_s" in r and "time_s" in p else float("nan")
-        m_ratio = (r["extra_peak_mb"] / p["extra_peak_mb"]
-                   if "extra_peak_mb" in r and p.get("extra_peak_mb") else float("nan"))
-        name = "agcl ModalTargetSupConLoss(queue_size=K)" if r["queue"] == "agcl" else \
-            "PML CrossBatchMemory(SupConLoss, memory_size=K)"
+        m_ratio = (
+            r["extra_peak_mb"] / p["extra_peak_mb"]
+            if "extra_peak_mb" in r and p.get("extra_peak_mb")
+            else float("nan")
+        )
+        name = (
+            "agcl ModalTargetSupConLoss(queue_size=K)"
+            if r["queue"] == "agcl"
+            else "PML CrossBatchMemory(SupConLoss, memory_size=K)"
+        )
         if "error" in r:
             print(f"| {name} | error: {r['error']} | | | |")
             continue
-        print(f"| {name} | {r['time_s']:.3f} | {t_ratio:.3f} | {r['extra_peak_mb']:.1f} | {m_ratio:.3f} |")
+        print(
+            f"| {name} | {r['time_s']:.3f} | {t_ratio:.3f} | {r['extra_peak_mb']:.1f} | {m_ratio:.3f} |"
+        )
     report = {"machine": info, "results": results}
-    out = args.out or ROOT / "benchmarks" / "results" / f"bench_loss_queue_{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out = (
+        args.out
+        or ROOT
+        / "benchmarks"
+        / "results"
+        / f"bench_loss_queue_{time.strftime('%Y%m%d-%H%M%S')}.json"
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
     print(f"wrote {out}")

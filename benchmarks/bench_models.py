@@ -46,8 +46,12 @@ from agcl.models import (
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def time_step(model: torch.nn.Module, make_loss: Callable[[torch.nn.Module], torch.Tensor],
-              reps: int, warmup: int = 1) -> float:
+def time_step(
+    model: torch.nn.Module,
+    make_loss: Callable[[torch.nn.Module], torch.Tensor],
+    reps: int,
+    warmup: int = 1,
+) -> float:
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=1e-4)
     times = []
@@ -56,7 +60,9 @@ def time_step(model: torch.nn.Module, make_loss: Callable[[torch.nn.Module], tor
         opt.zero_grad(set_to_none=True)
         make_loss(model).backward()
         opt.step()
-        if i >= warmup:  # oneDNN builds its kernels (bf16 ones for several steps) in the first steps
+        if (
+            i >= warmup
+        ):  # oneDNN builds its kernels (bf16 ones for several steps) in the first steps
             times.append(time.perf_counter() - t0)
     return statistics.median(times)
 
@@ -102,8 +108,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="tiny sizes (smoke run)")
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--warmup", type=int, default=1, help="untimed steps first (the mixed-precision group: at least 6)")
-    ap.add_argument("--groups", default="", help="only the groups whose title holds this text, e.g. 'mixed'")
+    ap.add_argument(
+        "--warmup",
+        type=int,
+        default=1,
+        help="untimed steps first (the mixed-precision group: at least 6)",
+    )
+    ap.add_argument(
+        "--groups", default="", help="only the groups whose title holds this text, e.g. 'mixed'"
+    )
     ap.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "models.json")
     args = ap.parse_args()
@@ -113,9 +126,15 @@ def main() -> None:
     x2 = torch.randn(2 * b, 2, p, p)
     x3, y3 = torch.randn(b, 2, p, p), torch.randint(0, 2, (b, p, p))
     xv, yv = torch.randn(*vol), torch.randint(0, 5, (vol[0], *vol[2:]))
-    xa, ya = (torch.rand(2, 1, 24, 24, 12), torch.randint(0, 14, (2, 24, 24, 12))) if args.quick else (
-        torch.rand(2, 1, 48, 48, 24), torch.randint(0, 14, (2, 48, 48, 24)))
-    xs, ys = torch.randn(32 if not args.quick else 4, 2, 64, 64), torch.randint(0, 2, (32 if not args.quick else 4, 64, 64))
+    xa, ya = (
+        (torch.rand(2, 1, 24, 24, 12), torch.randint(0, 14, (2, 24, 24, 12)))
+        if args.quick
+        else (torch.rand(2, 1, 48, 48, 24), torch.randint(0, 14, (2, 48, 48, 24)))
+    )
+    xs, ys = (
+        torch.randn(32 if not args.quick else 4, 2, 64, 64),
+        torch.randint(0, 2, (32 if not args.quick else 4, 64, 64)),
+    )
     from agcl.pipeline.toolkit import amp_dtype
 
     native = amp_dtype("auto", "cpu") is torch.bfloat16  # what amp="auto" decides on this CPU
@@ -155,15 +174,34 @@ def main() -> None:
         for label, build in cases:
             model, loss = build()
             n = sum(q.numel() for q in model.parameters())
-            t = time_step(model, loss, max(args.reps, 9) if mixed else args.reps,
-                          max(args.warmup, 6) if mixed else args.warmup)
+            t = time_step(
+                model,
+                loss,
+                max(args.reps, 9) if mixed else args.reps,
+                max(args.warmup, 6) if mixed else args.warmup,
+            )
             base = base or t
             print(f"{label:<34}{n:>12,}{t:>10.3f}{t / base:>8.2f}")
-            results.append({"group": group, "case": label, "params": n, "seconds_per_step": t,
-                            "ratio_to_group_baseline": t / base})
-    info = {"machine": platform.platform(), "processor": platform.processor(),
-            "cpu_count": os.cpu_count(), "threads": args.threads, "python": platform.python_version(),
-            "torch": torch.__version__, "quick": args.quick, "reps": args.reps, "results": results}
+            results.append(
+                {
+                    "group": group,
+                    "case": label,
+                    "params": n,
+                    "seconds_per_step": t,
+                    "ratio_to_group_baseline": t / base,
+                }
+            )
+    info = {
+        "machine": platform.platform(),
+        "processor": platform.processor(),
+        "cpu_count": os.cpu_count(),
+        "threads": args.threads,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "quick": args.quick,
+        "reps": args.reps,
+        "results": results,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(info, indent=2))
     print(f"\nwrote {args.out}")

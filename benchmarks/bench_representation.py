@@ -48,8 +48,12 @@ def _cases(records: list[dict[str, Any]]) -> list[tuple[Any, int]]:
         if r["modality"] not in modalities:
             modalities.append(r["modality"])
         label = None if r.get("label") is None else Path(r["label"]["path"])
-        out.append((adata.Case(r["case_id"], Path(r["image"]["path"]), label, r["modality"]),
-                    modalities.index(r["modality"])))
+        out.append(
+            (
+                adata.Case(r["case_id"], Path(r["image"]["path"]), label, r["modality"]),
+                modalities.index(r["modality"]),
+            )
+        )
     return out
 
 
@@ -58,7 +62,9 @@ def load_cases(run: Path) -> tuple[list[tuple[Any, int]], list[tuple[Any, int]],
     manifest = json.loads((run / "run.json").read_text())
     segment = manifest.get("stages", {}).get("segment")
     if not segment or not segment.get("complete") or "evaluation" not in manifest:
-        raise SystemExit(f"{run} holds no finished run (run.json without a complete stage 3 and its evaluation)")
+        raise SystemExit(
+            f"{run} holds no finished run (run.json without a complete stage 3 and its evaluation)"
+        )
     names = [r["modality"] for r in segment["inputs"]["cases"]]
     order = list(dict.fromkeys(names + [r["modality"] for r in manifest["evaluation"]["cases"]]))
     train, test = _cases(segment["inputs"]["cases"]), _cases(manifest["evaluation"]["cases"])
@@ -107,12 +113,21 @@ def _domain(run: Path, device: str) -> Any:
     domain = CTDomain(train, test, config)
     c = config.coarse
     folder = run / "coarse"
-    domain.coarse = CaseAttention(domain.organ_ids, c.margin_mm, source="probabilities", prob_dir=folder,
-                                  label_dir=folder, threshold=c.attention_threshold, channel=c.attention_channel)
+    domain.coarse = CaseAttention(
+        domain.organ_ids,
+        c.margin_mm,
+        source="probabilities",
+        prob_dir=folder,
+        label_dir=folder,
+        threshold=c.attention_threshold,
+        channel=c.attention_channel,
+    )
     return domain, config
 
 
-def _dice(domain: Any, model: nn.Module, config: PipelineConfig, device: str) -> dict[str, float | None]:
+def _dice(
+    domain: Any, model: nn.Module, config: PipelineConfig, device: str
+) -> dict[str, float | None]:
     from agcl.metrics import evaluate_labels, summarize_cases
     from agcl.pipeline.segment import segment_as_configured
 
@@ -122,41 +137,82 @@ def _dice(domain: Any, model: nn.Module, config: PipelineConfig, device: str) ->
         case = domain.test_cases[i]
         prob, ids = domain.coarse.probabilities(case)
         sparse = domain.coarse(case, probabilities=(prob, ids))
-        pred, only = segment_as_configured(model, case.image, sparse, domain.organ_ids, config, device=device,
-                                           coarse_probability=prob, coarse_ids=ids, unblended=True)
+        pred, only = segment_as_configured(
+            model,
+            case.image,
+            sparse,
+            domain.organ_ids,
+            config,
+            device=device,
+            coarse_probability=prob,
+            coarse_ids=ids,
+            unblended=True,
+        )
         blended.append(evaluate_labels(pred, case.label, spacing=case.spacing, organs=names))
         alone.append(evaluate_labels(only, case.label, spacing=case.spacing, organs=names))
-    return {"blended": summarize_cases(blended)["mean"]["dice"], "stage3_only": summarize_cases(alone)["mean"]["dice"]}
+    return {
+        "blended": summarize_cases(blended)["mean"]["dice"],
+        "stage3_only": summarize_cases(alone)["mean"]["dice"],
+    }
 
 
-def _probe(domain: Any, encoder: nn.Module, config: PipelineConfig, device: str) -> dict[str, Any] | None:
+def _probe(
+    domain: Any, encoder: nn.Module, config: PipelineConfig, device: str
+) -> dict[str, Any] | None:
     from agcl.data import VolumeCache
 
     fit, score, names = domain.probe_volumes(VolumeCache(config.data.cache_mb * 2**20))
-    return probe_encoder(encoder, fit, score, config, domain.organ_ids, num_modalities=domain.num_modalities,
-                         case_names=names, device=device)
+    return probe_encoder(
+        encoder,
+        fit,
+        score,
+        config,
+        domain.organ_ids,
+        num_modalities=domain.num_modalities,
+        case_names=names,
+        device=device,
+    )
 
 
-def _curve(run: Path, domain: Any, config: PipelineConfig, epochs: int, device: str, out: Path) -> list[dict]:
+def _curve(
+    run: Path, domain: Any, config: PipelineConfig, epochs: int, device: str, out: Path
+) -> list[dict]:
     """Stage 2 retrained (the run's settings) for ``epochs``; the probe after every epoch."""
     from agcl.data import VolumeCache
     from agcl.pipeline import build_pretrain_model, pretrain_encoder
 
     cfg = config.override(**{"pretrain.epochs": epochs})
     if cfg.pretrain.method == "none":
-        raise SystemExit(f"{run} was trained without pre-training (method none): no stage 2 to repeat")
-    model = build_pretrain_model(cfg, num_modalities=domain.num_modalities, num_organs=len(domain.organ_ids))
+        raise SystemExit(
+            f"{run} was trained without pre-training (method none): no stage 2 to repeat"
+        )
+    model = build_pretrain_model(
+        cfg, num_modalities=domain.num_modalities, num_organs=len(domain.organ_ids)
+    )
     rows: list[dict] = []
 
     def after_epoch(stage: str, epoch: int, record: dict) -> None:
         probe = _probe(domain, model.encoder, cfg, device)
         rows.append({"epoch": epoch, "loss": record["loss"], "probe": probe})
-        print(f"  epoch {epoch}: loss {record['loss']:.4f}, k-NN (modality, organ) "
-              f"{probe['knn']['modality_organ']:.3f}" if probe else f"  epoch {epoch}: no probe", flush=True)
+        print(
+            f"  epoch {epoch}: loss {record['loss']:.4f}, k-NN (modality, organ) "
+            f"{probe['knn']['modality_organ']:.3f}"
+            if probe
+            else f"  epoch {epoch}: no probe",
+            flush=True,
+        )
 
     volumes = domain.training_volumes(VolumeCache(cfg.data.cache_mb * 2**20))
-    pretrain_encoder(volumes, cfg, domain.organ_ids, out / f"curve_{run.name}", num_modalities=domain.num_modalities,
-                     model=model, device=device, callback=after_epoch)
+    pretrain_encoder(
+        volumes,
+        cfg,
+        domain.organ_ids,
+        out / f"curve_{run.name}",
+        num_modalities=domain.num_modalities,
+        model=model,
+        device=device,
+        callback=after_epoch,
+    )
     return rows
 
 
@@ -165,13 +221,30 @@ def _fmt(v: Any) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR", help="finished CT run folders")
-    ap.add_argument("--random-seeds", type=int, default=3, help="random encoders probed as the baseline (default 3)")
-    ap.add_argument("--ablate", action="store_true", help="held-out Dice with the encoder or image taken away")
-    ap.add_argument("--curve", type=int, default=0, metavar="E", help="retrain stage 2 for E epochs, probe each epoch")
+    ap.add_argument(
+        "--random-seeds",
+        type=int,
+        default=3,
+        help="random encoders probed as the baseline (default 3)",
+    )
+    ap.add_argument(
+        "--ablate", action="store_true", help="held-out Dice with the encoder or image taken away"
+    )
+    ap.add_argument(
+        "--curve",
+        type=int,
+        default=0,
+        metavar="E",
+        help="retrain stage 2 for E epochs, probe each epoch",
+    )
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--out", type=Path, default=Path("."), help="where representation.json/.md go (default: .)")
+    ap.add_argument(
+        "--out", type=Path, default=Path("."), help="where representation.json/.md go (default: .)"
+    )
     args = ap.parse_args(argv)
     if args.random_seeds < 0 or args.curve < 0:
         ap.error("--random-seeds and --curve must be >= 0")
@@ -182,12 +255,22 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"--out must not be the run folder {run}")
         domain, config = _domain(run, args.device)
         model, _, _ = load_segment_model(run / "checkpoints" / "segment.pt", args.device)
-        entry: dict[str, Any] = {"method": config.pretrain.method, "seed": config.seed,
-                                 "probe": _probe(domain, model.encoder, config, args.device)}
-        entry["random"] = [_probe(domain, _random_encoder(config, 1000 + s), config, args.device)
-                           for s in range(args.random_seeds)]
+        entry: dict[str, Any] = {
+            "method": config.pretrain.method,
+            "seed": config.seed,
+            "probe": _probe(domain, model.encoder, config, args.device),
+        }
+        entry["random"] = [
+            _probe(domain, _random_encoder(config, 1000 + s), config, args.device)
+            for s in range(args.random_seeds)
+        ]
         if args.ablate:
-            variants = {"trained": model, "zero_features": model, "random_encoder": model, "zero_image": _ZeroImage(model)}
+            variants = {
+                "trained": model,
+                "zero_features": model,
+                "random_encoder": model,
+                "zero_image": _ZeroImage(model),
+            }
             dice = {}
             for name in DIAGNOSES:
                 m = variants[name]
@@ -205,27 +288,47 @@ def main(argv: list[str] | None = None) -> int:
             entry["curve"] = _curve(run, domain, config, args.curve, args.device, args.out)
         report["runs"][str(run)] = entry
         p = entry["probe"] or {}
-        print(f"{run}: {entry['method']} probe k-NN (modality, organ) {_fmt((p.get('knn') or {}).get('modality_organ'))}"
-              f" | random {[_fmt((r or {}).get('knn', {}).get('modality_organ')) for r in entry['random']]}", flush=True)
+        print(
+            f"{run}: {entry['method']} probe k-NN (modality, organ) {_fmt((p.get('knn') or {}).get('modality_organ'))}"
+            f" | random {[_fmt((r or {}).get('knn', {}).get('modality_organ')) for r in entry['random']]}",
+            flush=True,
+        )
     report["seconds"] = round(time.perf_counter() - t0, 1)
     args.out.mkdir(parents=True, exist_ok=True)
     write_json(args.out / "representation.json", report)
-    lines = ["# Encoder representation", "", f"`{' '.join(report['argv'])}` ({report['seconds']} s)", "",
-             "| run | method | k-NN organ | k-NN modality | k-NN (mod, organ) | linear (mod, organ) | silhouette "
-             "| random k-NN (mod, organ) |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# Encoder representation",
+        "",
+        f"`{' '.join(report['argv'])}` ({report['seconds']} s)",
+        "",
+        "| run | method | k-NN organ | k-NN modality | k-NN (mod, organ) | linear (mod, organ) | silhouette "
+        "| random k-NN (mod, organ) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for run, e in report["runs"].items():
         p = e["probe"] or {"knn": {}, "linear": {}}
         rnd = ", ".join(_fmt((r or {}).get("knn", {}).get("modality_organ")) for r in e["random"])
-        lines.append(f"| {run} | {e['method']} | {_fmt(p['knn'].get('organ'))} | {_fmt(p['knn'].get('modality'))} "
-                     f"| {_fmt(p['knn'].get('modality_organ'))} | {_fmt(p['linear'].get('modality_organ'))} "
-                     f"| {_fmt(p.get('silhouette'))} | {rnd} |")
+        lines.append(
+            f"| {run} | {e['method']} | {_fmt(p['knn'].get('organ'))} | {_fmt(p['knn'].get('modality'))} "
+            f"| {_fmt(p['knn'].get('modality_organ'))} | {_fmt(p['linear'].get('modality_organ'))} "
+            f"| {_fmt(p.get('silhouette'))} | {rnd} |"
+        )
     if any("dice" in e for e in report["runs"].values()):
-        lines += ["", "| run | " + " | ".join(f"{d} (blended / alone)" for d in DIAGNOSES) + " |",
-                  "|---|" + "---|" * len(DIAGNOSES)]
+        lines += [
+            "",
+            "| run | " + " | ".join(f"{d} (blended / alone)" for d in DIAGNOSES) + " |",
+            "|---|" + "---|" * len(DIAGNOSES),
+        ]
         for run, e in report["runs"].items():
             if "dice" in e:
-                lines.append(f"| {run} | " + " | ".join(f"{_fmt(e['dice'][d]['blended'])} / "
-                                                         f"{_fmt(e['dice'][d]['stage3_only'])}" for d in DIAGNOSES) + " |")
+                lines.append(
+                    f"| {run} | "
+                    + " | ".join(
+                        f"{_fmt(e['dice'][d]['blended'])} / {_fmt(e['dice'][d]['stage3_only'])}"
+                        for d in DIAGNOSES
+                    )
+                    + " |"
+                )
     write_text(args.out / "representation.md", "\n".join(lines) + "\n")
     print(f"wrote {args.out / 'representation.json'} and {args.out / 'representation.md'}")
     return 0

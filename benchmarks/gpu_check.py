@@ -42,15 +42,26 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--json", metavar="PATH", help="write the JSON report here")
-    p.add_argument("--interpret", action="store_true",
-                   help="tiny sizes on the CPU under TRITON_INTERPRET=1 (checks this script)")
+    p.add_argument(
+        "--interpret",
+        action="store_true",
+        help="tiny sizes on the CPU under TRITON_INTERPRET=1 (checks this script)",
+    )
     p.add_argument("--no-tests", action="store_true", help="skip the cuda-marked pytest run")
     p.add_argument("--m", type=int, nargs="+", help="override the row counts M")
     p.add_argument("--d", type=int, nargs="+", help="override the widths D")
-    p.add_argument("--runs", type=int, default=None,
-                   help="timed repetitions, best kept (default 3 for M <= 4097, else 1)")
-    p.add_argument("--deadline-s", type=float, default=None,
-                   help="start no new row after this many seconds (the rest are listed as skipped)")
+    p.add_argument(
+        "--runs",
+        type=int,
+        default=None,
+        help="timed repetitions, best kept (default 3 for M <= 4097, else 1)",
+    )
+    p.add_argument(
+        "--deadline-s",
+        type=float,
+        default=None,
+        help="start no new row after this many seconds (the rest are listed as skipped)",
+    )
     return p.parse_args(argv)
 
 
@@ -78,7 +89,7 @@ def _yardstick(torch: Any, z: Any, device: str, runs: int) -> float:
 
     def run() -> None:
         for i in range(0, m, chunk):
-            torch.mm(z[i:i + chunk], z.T, out=out[: min(chunk, m - i)])
+            torch.mm(z[i : i + chunk], z.T, out=out[: min(chunk, m - i)])
 
     run()  # warm-up
     return _best(torch, device, run, runs)
@@ -91,8 +102,9 @@ def _fwd_bwd(fn: Callable, z: Any, g: Any) -> tuple[Any, Any]:
     return lse.detach(), zk.grad
 
 
-def kernel_row(torch: Any, kernels: Any, mtt: Any, m: int, d: int, dtype: Any, device: str,
-               runs: int) -> dict:
+def kernel_row(
+    torch: Any, kernels: Any, mtt: Any, m: int, d: int, dtype: Any, device: str, runs: int
+) -> dict:
     gen = torch.Generator().manual_seed(m + d)
     z = torch.nn.functional.normalize(torch.randn(m, d, generator=gen), dim=1).to(device, dtype)
     g = (torch.rand(m, generator=gen) / m).to(device)
@@ -107,8 +119,9 @@ def kernel_row(torch: Any, kernels: Any, mtt: Any, m: int, d: int, dtype: Any, d
         row["kernel_peak_mb"] = (torch.cuda.max_memory_allocated() - base) / 2**20
     lse_t, dz_t = _fwd_bwd(kernels.contrastive_lse_torch, z.float(), g)
     row["max_abs_diff"] = float((lse.float() - lse_t).abs().max())
-    row["max_rel_grad_diff"] = float((dz.float() - dz_t).abs().max()
-                                     / dz_t.abs().max().clamp_min(1e-30))
+    row["max_rel_grad_diff"] = float(
+        (dz.float() - dz_t).abs().max() / dz_t.abs().max().clamp_min(1e-30)
+    )
     idx = torch.randperm(m, generator=gen)[: min(m, 512)].to(device)
     z64 = z.double()
     s = z64[idx] @ z64.T / 0.1
@@ -118,7 +131,8 @@ def kernel_row(torch: Any, kernels: Any, mtt: Any, m: int, d: int, dtype: Any, d
     row["kernel_s"] = _best(torch, device, lambda: _fwd_bwd(mtt.contrastive_lse_triton, z, g), runs)
     zf = z.float()
     row["torch_backend_s"] = _best(
-        torch, device, lambda: _fwd_bwd(kernels.contrastive_lse_torch, zf, g), runs)
+        torch, device, lambda: _fwd_bwd(kernels.contrastive_lse_torch, zf, g), runs
+    )
     row["mm3_s"] = 3 * _yardstick(torch, z, device, runs)
     row["kernel_x_mm3"] = row["kernel_s"] / row["mm3_s"]
     row["kernel_x_torch_backend"] = row["kernel_s"] / row["torch_backend_s"]
@@ -137,12 +151,14 @@ def within_tolerance(torch: Any, row: dict, dtype: Any) -> bool:
     lse_tol, dz_tol = _TOLERANCES[dtype]
     bound = lse_tol * (1.0 + row["lse_abs_max"])
     diffs = [row["max_abs_diff"], row.get("max_abs_diff_f64", 0.0)]
-    return bool(row["finite"] and all(d <= bound for d in diffs)
-                and row["max_rel_grad_diff"] <= dz_tol)
+    return bool(
+        row["finite"] and all(d <= bound for d in diffs) and row["max_rel_grad_diff"] <= dz_tol
+    )
 
 
-def variant_rows(torch: Any, kernels: Any, mtt: Any, m: int, d: int, dtype: Any,
-                 device: str) -> list[dict]:
+def variant_rows(
+    torch: Any, kernels: Any, mtt: Any, m: int, d: int, dtype: Any, device: str
+) -> list[dict]:
     """The kernel against the torch backend (fp32, same rounded inputs) for an anchor block
     inside the rows (``anchor_start``) and for a memory queue (``grad_rows``)."""
     gen = torch.Generator().manual_seed(3 * m + d)
@@ -165,14 +181,19 @@ def variant_rows(torch: Any, kernels: Any, mtt: Any, m: int, d: int, dtype: Any,
             (lse.float() * g).sum().backward()
             out.append((lse.detach().float(), zk.grad.float()))
         (lse, dz), (lse_t, dz_t) = out
-        row = {"M": m, "D": d, "dtype": name, "variant": what, **kw,
-               "max_abs_diff": float((lse - lse_t).abs().max()),
-               "max_rel_grad_diff": float((dz - dz_t).abs().max()
-                                          / dz_t.abs().max().clamp_min(1e-30)),
-               "lse_abs_max": float(lse_t.abs().max()),
-               "finite": bool(torch.isfinite(lse).all() and torch.isfinite(dz).all())}
+        row = {
+            "M": m,
+            "D": d,
+            "dtype": name,
+            "variant": what,
+            **kw,
+            "max_abs_diff": float((lse - lse_t).abs().max()),
+            "max_rel_grad_diff": float((dz - dz_t).abs().max() / dz_t.abs().max().clamp_min(1e-30)),
+            "lse_abs_max": float(lse_t.abs().max()),
+            "finite": bool(torch.isfinite(lse).all() and torch.isfinite(dz).all()),
+        }
         if "grad_rows" in kw:  # the queued rows: exactly zero, not merely small
-            row["queue_grad_abs_max"] = float(dz[kw["grad_rows"]:].abs().max())
+            row["queue_grad_abs_max"] = float(dz[kw["grad_rows"] :].abs().max())
         row["ok"] = within_tolerance(torch, row, dtype) and row.get("queue_grad_abs_max", 0.0) == 0
         rows.append(row)
     return rows
@@ -193,8 +214,9 @@ def loss_row(torch: Any, m: int, d: int, device: str, runs: int) -> dict:
     grads = {}
     for backend in ("triton", "torch"):
         f = feats.clone().requires_grad_()
-        loss = modal_target_supcon_loss(f, modality=modality, target=target.to(device),
-                                        partial_weight=0.5, backend=backend)
+        loss = modal_target_supcon_loss(
+            f, modality=modality, target=target.to(device), partial_weight=0.5, backend=backend
+        )
         loss.backward()
         grads[backend] = (loss.detach(), f.grad)
     out["loss_abs_diff"] = float((grads["triton"][0] - grads["torch"][0]).abs())
@@ -227,12 +249,17 @@ def loss_row(torch: Any, m: int, d: int, device: str, runs: int) -> dict:
         and out["grad_max_abs_diff"] <= 1e-4 * float(grads["torch"][1].abs().max())
         and out["queue_loss_abs_diff"] <= 1e-4 * (1 + float(queued["torch"][0].abs()))
         and out["queue_grad_max_abs_diff"] <= 1e-4 * float(queued["torch"][1].abs().max())
-        and out["no_positive_loss"] == 0.0 and out["no_positive_grad_finite"])
+        and out["no_positive_loss"] == 0.0
+        and out["no_positive_grad_finite"]
+    )
     for backend in ("triton", "torch"):
+
         def step(backend=backend):
             x = feats.clone().requires_grad_()
-            modal_target_supcon_loss(x, modality=modality, target=target.to(device),
-                                     partial_weight=0.5, backend=backend).backward()
+            modal_target_supcon_loss(
+                x, modality=modality, target=target.to(device), partial_weight=0.5, backend=backend
+            ).backward()
+
         out[f"{backend}_loss_s"] = _best(torch, device, step, runs)
     return out
 
@@ -258,19 +285,34 @@ def pml_row(torch: Any, m: int, d: int, device: str, runs: int) -> dict | None:
 def run_tests(device: str) -> dict:
     if device != "cuda":
         return {"skipped": "no CUDA device (the cuda-marked tests would all skip)"}
-    cmd = [sys.executable, "-m", "pytest", "-q", "-m", "cuda", "-p", "no:cacheprovider",
-           "tests/kernels", "tests/losses"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-m",
+        "cuda",
+        "-p",
+        "no:cacheprovider",
+        "tests/kernels",
+        "tests/losses",
+    ]
     env = {**os.environ, "TRITON_INTERPRET": "0"}
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
-    return {"returncode": proc.returncode, "seconds": time.perf_counter() - start,
-            "tail": (proc.stdout + proc.stderr)[-3000:]}
+    return {
+        "returncode": proc.returncode,
+        "seconds": time.perf_counter() - start,
+        "tail": (proc.stdout + proc.stderr)[-3000:],
+    }
 
 
 def markdown(report: dict) -> str:
-    lines = ["| M | D | dtype | max abs diff lse (vs torch) | vs float64 | max rel diff dz | "
-             "kernel fwd+bwd (s) | x (3 x mm) | x torch backend | peak (MB) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| M | D | dtype | max abs diff lse (vs torch) | vs float64 | max rel diff dz | "
+        "kernel fwd+bwd (s) | x (3 x mm) | x torch backend | peak (MB) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in report["kernel_vs_torch"]:
         if "error" in r:
             lines.append(f"| {r['M']} | {r['D']} | {r['dtype']} | {r['error']} |||||||")
@@ -279,19 +321,26 @@ def markdown(report: dict) -> str:
         lines.append(
             f"| {r['M']} | {r['D']} | {r['dtype']} | {r['max_abs_diff']:.2e} | "
             f"{r['max_abs_diff_f64']:.2e} | {r['max_rel_grad_diff']:.2e} | {r['kernel_s']:.4f} | "
-            f"{r['kernel_x_mm3']:.2f} | {r['kernel_x_torch_backend']:.2f} | {peak} |")
+            f"{r['kernel_x_mm3']:.2f} | {r['kernel_x_torch_backend']:.2f} | {peak} |"
+        )
     if report.get("variants"):
-        lines += ["", "| M | D | dtype | variant | max abs diff lse | max rel diff dz | ok |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "| M | D | dtype | variant | max abs diff lse | max rel diff dz | ok |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for r in report["variants"]:
             if "error" in r:
                 lines.append(f"| {r['M']} | {r['D']} | {r['dtype']} | {r['error']} ||||")
                 continue
-            lines.append(f"| {r['M']} | {r['D']} | {r['dtype']} | {r['variant']} | "
-                         f"{r['max_abs_diff']:.2e} | {r['max_rel_grad_diff']:.2e} | {r['ok']} |")
+            lines.append(
+                f"| {r['M']} | {r['D']} | {r['dtype']} | {r['variant']} | "
+                f"{r['max_abs_diff']:.2e} | {r['max_rel_grad_diff']:.2e} | {r['ok']} |"
+            )
     for r in report.get("skipped", []):
-        lines.append(f"- skipped {json.dumps({k: v for k, v in r.items() if k != 'reason'})}: "
-                     f"{r['reason']}")
+        lines.append(
+            f"- skipped {json.dumps({k: v for k, v in r.items() if k != 'reason'})}: {r['reason']}"
+        )
     return "\n".join(lines)
 
 
@@ -320,12 +369,20 @@ def main(argv: list[str] | None = None) -> dict:
     dtypes = [torch.float32, torch.bfloat16, torch.float16]
     start = time.perf_counter()
     report: dict[str, Any] = {
-        "machine": {"python": platform.python_version(), "torch": torch.__version__,
-                    "triton": __import__("triton").__version__, "device": device,
-                    "gpu": torch.cuda.get_device_name() if device == "cuda" else None,
-                    "interpret": args.interpret},
+        "machine": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "triton": __import__("triton").__version__,
+            "device": device,
+            "gpu": torch.cuda.get_device_name() if device == "cuda" else None,
+            "interpret": args.interpret,
+        },
         "tests": {"skipped": "--no-tests"} if args.no_tests else run_tests(device),
-        "kernel_vs_torch": [], "variants": [], "loss": [], "pml": [], "skipped": [],
+        "kernel_vs_torch": [],
+        "variants": [],
+        "loss": [],
+        "pml": [],
+        "skipped": [],
     }
 
     def save() -> None:
@@ -338,8 +395,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     def usable(dtype: Any, what: dict) -> bool:
         if dtype == torch.bfloat16 and args.interpret:
-            report["skipped"].append({**what,
-                                      "reason": "Triton's interpreter cannot run bf16 dots"})
+            report["skipped"].append(
+                {**what, "reason": "Triton's interpreter cannot run bf16 dots"}
+            )
             return False
         if not _elapsed_ok(start, args.deadline_s):
             report["skipped"].append({**what, "reason": f"--deadline-s {args.deadline_s} reached"})

@@ -58,19 +58,34 @@ _M2_BYTES = {"naive": 5.0, "pml": 9.0 * 4}
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--json", metavar="PATH", help="write the JSON report here (after every row)")
-    p.add_argument("--dry-run", action="store_true",
-                   help="toy sizes on the CPU, the kernel under TRITON_INTERPRET=1")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="toy sizes on the CPU, the kernel under TRITON_INTERPRET=1",
+    )
     p.add_argument("--ms", type=int, nargs="+", help="row counts M (default: 16384 65536 262144)")
     p.add_argument("--ds", type=int, nargs="+", help="widths D (default: 128 256)")
     p.add_argument("--dtypes", nargs="+", choices=("float32", "bfloat16", "float16"))
     p.add_argument("--backends", nargs="+", choices=BACKENDS, help="default: all")
-    p.add_argument("--runs", type=int, default=None,
-                   help="timed calls per backend, best kept (default 5, 3 from M=65536, 1 above)")
-    p.add_argument("--max-gb", type=float, default=None,
-                   help="skip a backend whose estimated memory passes this (default: 85%% of "
-                        "the free GPU memory)")
-    p.add_argument("--deadline-s", type=float, default=None,
-                   help="skip what would not finish within this many seconds of the start")
+    p.add_argument(
+        "--runs",
+        type=int,
+        default=None,
+        help="timed calls per backend, best kept (default 5, 3 from M=65536, 1 above)",
+    )
+    p.add_argument(
+        "--max-gb",
+        type=float,
+        default=None,
+        help="skip a backend whose estimated memory passes this (default: 85%% of "
+        "the free GPU memory)",
+    )
+    p.add_argument(
+        "--deadline-s",
+        type=float,
+        default=None,
+        help="skip what would not finish within this many seconds of the start",
+    )
     return p.parse_args(argv)
 
 
@@ -104,7 +119,8 @@ def _step(backend: str, torch: Any, z: Any, device: Any) -> Callable[[], Any]:
         def mm3() -> None:
             for _ in range(3):
                 for i in range(0, m, chunk):
-                    torch.mm(z[i:i + chunk], z.T, out=out[: min(chunk, m - i)])
+                    torch.mm(z[i : i + chunk], z.T, out=out[: min(chunk, m - i)])
+
         return mm3
     if backend in ("triton", "torch", "naive"):
         if backend == "triton":
@@ -119,6 +135,7 @@ def _step(backend: str, torch: Any, z: Any, device: Any) -> Callable[[], Any]:
             lse = fn(zk, TEMPERATURE)
             (lse.float() * g).sum().backward()
             return lse.detach(), zk.grad
+
         return lse_step
     labels = torch.randint(0, 16, (m,), generator=gen).to(device)
     if backend == "loss_triton":
@@ -129,10 +146,12 @@ def _step(backend: str, torch: Any, z: Any, device: Any) -> Callable[[], Any]:
 
         def loss_step() -> Any:
             f = feats.detach().requires_grad_()
-            loss = modal_target_supcon_loss(f, modality=modality, target=target,
-                                            temperature=TEMPERATURE, backend="triton")
+            loss = modal_target_supcon_loss(
+                f, modality=modality, target=target, temperature=TEMPERATURE, backend="triton"
+            )
             loss.backward()
             return loss.detach(), f.grad
+
         return loss_step
     if backend == "pml":
         from pytorch_metric_learning.losses import SupConLoss
@@ -144,6 +163,7 @@ def _step(backend: str, torch: Any, z: Any, device: Any) -> Callable[[], Any]:
             loss = crit(zk, labels)
             loss.backward()
             return loss.detach(), zk.grad
+
         return pml_step
     raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
 
@@ -154,8 +174,9 @@ def _finite(torch: Any, out: Any) -> bool | None:
     return all(bool(torch.isfinite(t).all()) for t in out if t is not None)
 
 
-def _estimate_s(history: list[dict], backend: str, m: int, d: int, dtype: str,
-                runs: int) -> float | None:
+def _estimate_s(
+    history: list[dict], backend: str, m: int, d: int, dtype: str, runs: int
+) -> float | None:
     """Seconds ``backend`` would take at (m, d, dtype), scaled as M**2 D from its largest
     measured row (same D and dtype preferred); None without any."""
     rows = [r for r in history if r["backend"] == backend and "time_s" in r]
@@ -184,11 +205,16 @@ def main(argv: list[str] | None = None) -> dict:
     backends = args.backends or BACKENDS
     max_gb = args.max_gb if args.max_gb is not None else sizes.get("max_gb")
     report: dict[str, Any] = {
-        "machine": machine(torch), "dry_run": args.dry_run, "device": str(device),
+        "machine": machine(torch),
+        "dry_run": args.dry_run,
+        "device": str(device),
         "sizes": {"M": list(ms), "D": list(ds), "dtypes": list(dtypes)},
         # where the suite reads its targets (the issue's sizes; their toy stand-ins when dry)
         "reference": {"speed_M": ms[min(1, len(ms) - 1)], "speed_D": ds[0], "pml_M": ms[0]},
-        "temperature": TEMPERATURE, "rows": [], "skipped": [], "autotuned": {},
+        "temperature": TEMPERATURE,
+        "rows": [],
+        "skipped": [],
+        "autotuned": {},
     }
     try:
         import pytorch_metric_learning
@@ -212,8 +238,9 @@ def main(argv: list[str] | None = None) -> dict:
             mm3_s = None
             for backend in backends:
                 keys = {"M": m, "D": d, "dtype": name, "backend": backend}
-                reason = _skip_reason(backend, keys, args, deadline, report, have_pml,
-                                      max_gb, torch, device, dtype)
+                reason = _skip_reason(
+                    backend, keys, args, deadline, report, have_pml, max_gb, torch, device, dtype
+                )
                 if reason:
                     report["skipped"].append({**keys, "reason": reason})
                     print(f"skip {keys}: {reason}", flush=True)
@@ -238,15 +265,26 @@ def _order(ms: list[int], ds: list[int], ref: dict) -> list[tuple[int, int]]:
     """(M, D) in the order they run: the targets' sizes first (the speed target's, then the
     pytorch-metric-learning target's), then the rest by M, so that a short deadline still
     measures what the targets need."""
+
     def rank(md: tuple[int, int]) -> tuple[int, int, int]:
         first = {(ref["speed_M"], ref["speed_D"]): 0, (ref["pml_M"], ref["speed_D"]): 1}
         return (first.get(md, 2), md[0], md[1])
+
     return sorted(((m, d) for m in ms for d in ds), key=rank)
 
 
-def _skip_reason(backend: str, keys: dict, args: argparse.Namespace, deadline: Deadline,
-                 report: dict, have_pml: bool, max_gb: float | None, torch: Any, device: Any,
-                 dtype: Any) -> str | None:
+def _skip_reason(
+    backend: str,
+    keys: dict,
+    args: argparse.Namespace,
+    deadline: Deadline,
+    report: dict,
+    have_pml: bool,
+    max_gb: float | None,
+    torch: Any,
+    device: Any,
+    dtype: Any,
+) -> str | None:
     m, d, name = keys["M"], keys["D"], keys["dtype"]
     if backend == "pml" and not have_pml:
         return "pytorch-metric-learning is not installed (put its wheel in .whl/)"
@@ -273,8 +311,10 @@ def _skip_reason(backend: str, keys: dict, args: argparse.Namespace, deadline: D
         return f"would not fit: estimated {need / 2**30:.3g} GiB > {where} ({cap / 2**30:.3g} GiB)"
     est = _estimate_s(report["rows"], backend, m, d, name, _runs(m, args.runs))
     if est is not None and est > deadline.left():
-        return (f"estimated {est:.0f} s (M**2 D from the largest measured row) > the "
-                f"{deadline.left():.0f} s left before --deadline-s")
+        return (
+            f"estimated {est:.0f} s (M**2 D from the largest measured row) > the "
+            f"{deadline.left():.0f} s left before --deadline-s"
+        )
     return None
 
 
@@ -302,8 +342,10 @@ def _line(row: dict) -> str:
         return f"{head}  ERROR {row['error']}"
     peak = "-" if row["peak_mb"] is None else f"{row['peak_mb']:.0f} MiB"
     ratio = f"  x mm3 {row['x_mm3']:.2f}" if "x_mm3" in row else ""
-    return (f"{head}  {row['time_s'] * 1e3:9.2f} ms (first {row['first_call_s']:.2f} s)  "
-            f"peak {peak}{ratio}  finite={row['finite']}")
+    return (
+        f"{head}  {row['time_s'] * 1e3:9.2f} ms (first {row['first_call_s']:.2f} s)  "
+        f"peak {peak}{ratio}  finite={row['finite']}"
+    )
 
 
 def _autotuned() -> dict[str, dict[str, str]]:

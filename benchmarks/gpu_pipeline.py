@@ -31,16 +31,28 @@ from typing import Any
 from _gpu_common import Deadline, cuda_peak_mb, cuda_peak_start, machine, write_json
 
 # "workers": the DataLoader worker counts measured after the preset's own (data.num_workers)
-GPU = {"shape": (512, 512, 96), "spacing": (0.8, 0.8, 3.0), "steps": 100, "warmup": 10,
-       "workers": (2,)}
-DRY = {"shape": (64, 64, 8), "spacing": (5.5, 5.5, 25.0), "steps": 3, "warmup": 1,
-       "workers": (1,)}
+GPU = {
+    "shape": (512, 512, 96),
+    "spacing": (0.8, 0.8, 3.0),
+    "steps": 100,
+    "warmup": 10,
+    "workers": (2,),
+}
+DRY = {"shape": (64, 64, 8), "spacing": (5.5, 5.5, 25.0), "steps": 3, "warmup": 1, "workers": (1,)}
 # The dry run's toy network and patches (the paper preset's structure, tiny widths).
 DRY_OVERRIDES = {
-    "pretrain.encoder": "resnet18", "pretrain.base_width": 4, "pretrain.patch_size": 16,
-    "pretrain.patches_per_slice": 2, "pretrain.projection_dim": 16, "pretrain.batch_size": 8,
-    "segment.aspp_channels": 8, "segment.batch_size": 8, "segment.patches_per_slice": 2,
-    "segment.stride": 16, "data.shuffle_buffer": 32, "data.chunk_size": 16,
+    "pretrain.encoder": "resnet18",
+    "pretrain.base_width": 4,
+    "pretrain.patch_size": 16,
+    "pretrain.patches_per_slice": 2,
+    "pretrain.projection_dim": 16,
+    "pretrain.batch_size": 8,
+    "segment.aspp_channels": 8,
+    "segment.batch_size": 8,
+    "segment.patches_per_slice": 2,
+    "segment.stride": 16,
+    "data.shuffle_buffer": 32,
+    "data.chunk_size": 16,
 }
 
 
@@ -50,16 +62,35 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--dry-run", action="store_true", help="toy sizes and network on the CPU")
     p.add_argument("--steps", type=int, help="measured steps per run (default 100; dry 3)")
     p.add_argument("--warmup", type=int, help="steps before measuring (default 10; dry 1)")
-    p.add_argument("--workers", type=int, nargs="+",
-                   help="DataLoader worker counts to measure (default: the preset's, 0, then 2)")
-    p.add_argument("--shape", type=int, nargs=3, metavar=("X", "Y", "Z"),
-                   help="phantom grid (default 512 512 96)")
-    p.add_argument("--spacing", type=float, nargs=3, metavar=("SX", "SY", "SZ"),
-                   help="phantom voxel size in mm (default 0.8 0.8 3.0)")
-    p.add_argument("--stages", nargs="+", choices=("pretrain", "segment"),
-                   default=["pretrain", "segment"])
-    p.add_argument("--deadline-s", type=float, default=None,
-                   help="stop measuring at this many seconds (the runs left out are listed)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        nargs="+",
+        help="DataLoader worker counts to measure (default: the preset's, 0, then 2)",
+    )
+    p.add_argument(
+        "--shape",
+        type=int,
+        nargs=3,
+        metavar=("X", "Y", "Z"),
+        help="phantom grid (default 512 512 96)",
+    )
+    p.add_argument(
+        "--spacing",
+        type=float,
+        nargs=3,
+        metavar=("SX", "SY", "SZ"),
+        help="phantom voxel size in mm (default 0.8 0.8 3.0)",
+    )
+    p.add_argument(
+        "--stages", nargs="+", choices=("pretrain", "segment"), default=["pretrain", "segment"]
+    )
+    p.add_argument(
+        "--deadline-s",
+        type=float,
+        default=None,
+        help="stop measuring at this many seconds (the runs left out are listed)",
+    )
     return p.parse_args(argv)
 
 
@@ -84,10 +115,14 @@ def phantoms(cfg: Any, shape: tuple[int, ...], spacing: tuple[float, ...]) -> tu
     for index, modality in enumerate(("contrast", "non-contrast")):
         hu, labels = make_phantom(index, modality, shape=shape, spacing=spacing)
         image = preprocess_ct(hu, window=cfg.clip_hu, percentiles=cfg.percentiles)
-        attention = attention_from_labels(labels, organ_ids, margin_mm=cfg.coarse.margin_mm,
-                                          spacing=spacing, channel=cfg.coarse.attention_channel)
-        volumes.append({"image": image, "attention": attention, "label": labels,
-                        "modality": index})
+        attention = attention_from_labels(
+            labels,
+            organ_ids,
+            margin_mm=cfg.coarse.margin_mm,
+            spacing=spacing,
+            channel=cfg.coarse.attention_channel,
+        )
+        volumes.append({"image": image, "attention": attention, "label": labels, "modality": index})
     present = sorted({code for v in volumes for code in v["attention"]})
     return volumes, present
 
@@ -96,14 +131,25 @@ def stream(cfg: Any, volumes: list, organs: list[int], stage: str) -> Any:
     from agcl import AttentionPatchSampler, PatchStream
 
     s = cfg.pretrain if stage == "pretrain" else cfg.segment
-    sampler = AttentionPatchSampler(patch_size=cfg.pretrain.patch_size,
-                                    patches_per_slice=s.patches_per_slice,
-                                    max_patches=s.max_patches_per_volume, seed=0)
+    sampler = AttentionPatchSampler(
+        patch_size=cfg.pretrain.patch_size,
+        patches_per_slice=s.patches_per_slice,
+        max_patches=s.max_patches_per_volume,
+        seed=0,
+    )
     d = cfg.data
-    return PatchStream(volumes, sampler, batch_size=s.batch_size, with_label=stage == "segment",
-                       targets=organs, shards=d.shards, streams=d.streams,
-                       buffer_size=max(d.shuffle_buffer, s.batch_size), chunk_size=d.chunk_size,
-                       seed=cfg.seed)
+    return PatchStream(
+        volumes,
+        sampler,
+        batch_size=s.batch_size,
+        with_label=stage == "segment",
+        targets=organs,
+        shards=d.shards,
+        streams=d.streams,
+        buffer_size=max(d.shuffle_buffer, s.batch_size),
+        chunk_size=d.chunk_size,
+        seed=cfg.seed,
+    )
 
 
 def pretrain_step_fn(torch: Any, cfg: Any, model: Any, device: Any, amp: Any) -> Any:
@@ -123,6 +169,7 @@ def pretrain_step_fn(torch: Any, cfg: Any, model: Any, device: Any, amp: Any) ->
         feats = torch.stack(out.float().chunk(2), dim=1)  # (B, 2, D): two views per patch
         loss = loss_fn(feats, modality=batch.modality.to(device), target=batch.target.to(device))
         return _update(loss, opt, scaler)
+
     return step
 
 
@@ -140,6 +187,7 @@ def segment_step_fn(torch: Any, cfg: Any, model: Any, device: Any, amp: Any) -> 
         with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
             logits = model(x)
         return _update(loss_fn(logits.float(), y), opt, scaler)
+
     return step
 
 
@@ -155,8 +203,17 @@ def _update(loss: Any, opt: Any, scaler: Any) -> float:
     return float(loss.detach())  # waits for the GPU, as the pipeline's step does
 
 
-def measure(torch: Any, data: Any, step: Any, *, workers: int, warmup: int, steps: int,
-            device: Any, deadline: Deadline) -> dict:
+def measure(
+    torch: Any,
+    data: Any,
+    step: Any,
+    *,
+    workers: int,
+    warmup: int,
+    steps: int,
+    device: Any,
+    deadline: Deadline,
+) -> dict:
     """Run ``warmup + steps`` steps from ``data``'s loader; time each wait and each step."""
     epoch = 0
     data.set_epoch(epoch)
@@ -187,18 +244,25 @@ def measure(torch: Any, data: Any, step: Any, *, workers: int, warmup: int, step
             sizes.append(len(batch))
     finally:
         loader.close()  # shuts the DataLoader's workers down
-    out: dict[str, Any] = {"workers": workers, "warmup": min(warmup, len(totals)),
-                           "steps": max(0, len(totals) - warmup),
-                           "peak_gpu_mb": cuda_peak_mb(torch, device, base),
-                           "first_wait_s": waits[0] if waits else None,
-                           "last_loss": losses[-1] if losses else None}
+    out: dict[str, Any] = {
+        "workers": workers,
+        "warmup": min(warmup, len(totals)),
+        "steps": max(0, len(totals) - warmup),
+        "peak_gpu_mb": cuda_peak_mb(torch, device, base),
+        "first_wait_s": waits[0] if waits else None,
+        "last_loss": losses[-1] if losses else None,
+    }
     if stopped:
         out["stopped"] = stopped
     w, t, n = waits[warmup:], totals[warmup:], sizes[warmup:]
     if t:
-        out.update(patches_per_s=sum(n) / sum(t), wait_share=sum(w) / sum(t),
-                   step_ms_median=1e3 * statistics.median(t),
-                   wait_ms_median=1e3 * statistics.median(w), batch_size=max(n))
+        out.update(
+            patches_per_s=sum(n) / sum(t),
+            wait_share=sum(w) / sum(t),
+            step_ms_median=1e3 * statistics.median(t),
+            wait_ms_median=1e3 * statistics.median(w),
+            batch_size=max(n),
+        )
     out["finite"] = all(map(_isfinite, losses))
     return out
 
@@ -223,18 +287,30 @@ def main(argv: list[str] | None = None) -> dict:
     spacing = tuple(args.spacing or sizes["spacing"])
     steps, warmup = args.steps or sizes["steps"], args.warmup or sizes["warmup"]
     cfg = PipelineConfig.paper()
-    workers = args.workers if args.workers is not None else [
-        cfg.data.num_workers, *(w for w in sizes["workers"] if w != cfg.data.num_workers)]
+    workers = (
+        args.workers
+        if args.workers is not None
+        else [cfg.data.num_workers, *(w for w in sizes["workers"] if w != cfg.data.num_workers)]
+    )
     if args.dry_run:
         cfg = cfg.override(**DRY_OVERRIDES)
-    cfg = cfg.override(**{"pretrain.steps_per_epoch": warmup + steps,
-                          "segment.steps_per_epoch": warmup + steps})
+    cfg = cfg.override(
+        **{"pretrain.steps_per_epoch": warmup + steps, "segment.steps_per_epoch": warmup + steps}
+    )
     report: dict[str, Any] = {
-        "machine": machine(torch), "dry_run": args.dry_run, "device": str(device),
-        "phantoms": {"count": 2, "shape": list(shape), "spacing_mm": list(spacing),
-                     "attention": "ground truth dilated by coarse.margin_mm"},
+        "machine": machine(torch),
+        "dry_run": args.dry_run,
+        "device": str(device),
+        "phantoms": {
+            "count": 2,
+            "shape": list(shape),
+            "spacing_mm": list(spacing),
+            "attention": "ground truth dilated by coarse.margin_mm",
+        },
         "config": {k: cfg.to_dict()[k] for k in ("pretrain", "segment", "data")},
-        "loss_backend": kernels.resolve_backend("auto", device), "runs": [], "skipped": [],
+        "loss_backend": kernels.resolve_backend("auto", device),
+        "runs": [],
+        "skipped": [],
     }
 
     def save() -> None:
@@ -251,13 +327,15 @@ def main(argv: list[str] | None = None) -> dict:
     report["amp"] = {"pretrain": str(amp_p), "segment": str(amp_s)}
     model = build_pretrain_model(cfg, num_modalities=2, num_organs=len(organs)).to(device)
     # both stages with the preset's workers first, then the other worker counts
-    plans = [(stage, w) for w in workers for stage in ("pretrain", "segment")
-             if stage in args.stages]
+    plans = [
+        (stage, w) for w in workers for stage in ("pretrain", "segment") if stage in args.stages
+    ]
     steppers: dict[str, Any] = {}
     for stage, w in plans:
         if deadline.left() < 5.0:
-            report["skipped"].append({"stage": stage, "workers": w,
-                                      "reason": f"--deadline-s {args.deadline_s} reached"})
+            report["skipped"].append(
+                {"stage": stage, "workers": w, "reason": f"--deadline-s {args.deadline_s} reached"}
+            )
             continue
         if stage not in steppers:
             if stage == "pretrain":
@@ -267,8 +345,16 @@ def main(argv: list[str] | None = None) -> dict:
                 seg = build_segment_model(cfg, encoder_state=model.encoder.state_dict())
                 seg = seg.to(device)
                 steppers[stage] = segment_step_fn(torch, cfg, seg, device, amp_s)
-        run = measure(torch, stream(cfg, volumes, organs, stage), steppers[stage], workers=w,
-                      warmup=warmup, steps=steps, device=device, deadline=deadline)
+        run = measure(
+            torch,
+            stream(cfg, volumes, organs, stage),
+            steppers[stage],
+            workers=w,
+            warmup=warmup,
+            steps=steps,
+            device=device,
+            deadline=deadline,
+        )
         report["runs"].append({"stage": stage, **run})
         print(_line(report["runs"][-1]), flush=True)
         save()
@@ -281,8 +367,10 @@ def _line(r: dict) -> str:
     if "patches_per_s" not in r:
         return f"{head}  no measured step ({r.get('stopped', '')})"
     peak = "-" if r["peak_gpu_mb"] is None else f"{r['peak_gpu_mb']:.0f} MiB"
-    return (f"{head}  {r['patches_per_s']:8.1f} patches/s  step {r['step_ms_median']:.1f} ms  "
-            f"wait {100 * r['wait_share']:.1f}%  peak {peak}  loss {r['last_loss']:.4f}")
+    return (
+        f"{head}  {r['patches_per_s']:8.1f} patches/s  step {r['step_ms_median']:.1f} ms  "
+        f"wait {100 * r['wait_share']:.1f}%  peak {peak}  loss {r['last_loss']:.4f}"
+    )
 
 
 if __name__ == "__main__":

@@ -81,60 +81,146 @@ class Step:
 STEPS: tuple[Step, ...] = (
     Step("env", "machine, GPU, driver and versions; missing peers installed from .whl/", 30, 20),
     Step("pytest_cuda", "every cuda-marked test (pytest -m cuda)", 90, 30, ("pytest",)),
-    Step("gpu_check", "kernel vs torch backend: forward, gradients, dtypes, ragged shapes, "
-         "anchor_start, grad_rows, the whole loss", 80, 30),
+    Step(
+        "gpu_check",
+        "kernel vs torch backend: forward, gradients, dtypes, ragged shapes, "
+        "anchor_start, grad_rows, the whole loss",
+        80,
+        30,
+    ),
     Step("loss", "loss speed and peak memory against three torch.mm", 120, 30),
-    Step("demo", "the default demo examples/btcv_full.py on the device", 100, 40,
-         ("nibabel", "scipy", "tqdm")),
-    Step("pipeline", "paper preset stages 2-3: patches/s, peak memory, DataLoader wait",
-         80, 40, ("scipy",)),
-    Step("tune", "the kernel's tile configurations one by one (report only)", 200, 30,
-         optional=True),
+    Step(
+        "demo",
+        "the default demo examples/btcv_full.py on the device",
+        100,
+        40,
+        ("nibabel", "scipy", "tqdm"),
+    ),
+    Step(
+        "pipeline",
+        "paper preset stages 2-3: patches/s, peak memory, DataLoader wait",
+        80,
+        40,
+        ("scipy",),
+    ),
+    Step(
+        "tune", "the kernel's tile configurations one by one (report only)", 200, 30, optional=True
+    ),
 )
 STEP_NAMES = tuple(s.name for s in STEPS)
 # Peer packages: import name -> distribution name (what pip installs from .whl/).
-PEERS = {"numpy": "numpy", "scipy": "scipy", "nibabel": "nibabel", "tqdm": "tqdm",
-         "triton": "triton", "pytest": "pytest", "hypothesis": "hypothesis",
-         "pytorch_metric_learning": "pytorch-metric-learning", "matplotlib": "matplotlib"}
+PEERS = {
+    "numpy": "numpy",
+    "scipy": "scipy",
+    "nibabel": "nibabel",
+    "tqdm": "tqdm",
+    "triton": "triton",
+    "pytest": "pytest",
+    "hypothesis": "hypothesis",
+    "pytorch_metric_learning": "pytorch-metric-learning",
+    "matplotlib": "matplotlib",
+}
 # The demo's toy run (the test suite's tiny settings of examples/btcv_full.py).
 DEMO_DRY = [
-    "--n-cases", "2", "--synthetic-shape", "48", "48", "12",
-    "--synthetic-spacing", "7.3", "7.3", "16.0", "--attention", "gt", "--coarse-epochs", "2",
-    "--epochs", "1", "--set", "organs=[1,6,7]", "--set", "coarse.spacing_mm=[21.9,21.9,24]",
-    "--set", "coarse.crop_shape=[12,12,8]", "--set", "coarse.base_channels=2",
-    "--set", "coarse.depth=1", "--set", "pretrain.base_width=4", "--set", "pretrain.patch_size=16",
-    "--set", "pretrain.patches_per_slice=1", "--set", "pretrain.max_patches_per_volume=12",
-    "--set", "pretrain.batch_size=8", "--set", "segment.patches_per_slice=1",
-    "--set", "segment.max_patches_per_volume=12", "--set", "segment.aspp_channels=8",
-    "--set", "segment.stride=16",
+    "--n-cases",
+    "2",
+    "--synthetic-shape",
+    "48",
+    "48",
+    "12",
+    "--synthetic-spacing",
+    "7.3",
+    "7.3",
+    "16.0",
+    "--attention",
+    "gt",
+    "--coarse-epochs",
+    "2",
+    "--epochs",
+    "1",
+    "--set",
+    "organs=[1,6,7]",
+    "--set",
+    "coarse.spacing_mm=[21.9,21.9,24]",
+    "--set",
+    "coarse.crop_shape=[12,12,8]",
+    "--set",
+    "coarse.base_channels=2",
+    "--set",
+    "coarse.depth=1",
+    "--set",
+    "pretrain.base_width=4",
+    "--set",
+    "pretrain.patch_size=16",
+    "--set",
+    "pretrain.patches_per_slice=1",
+    "--set",
+    "pretrain.max_patches_per_volume=12",
+    "--set",
+    "pretrain.batch_size=8",
+    "--set",
+    "segment.patches_per_slice=1",
+    "--set",
+    "segment.max_patches_per_volume=12",
+    "--set",
+    "segment.aspp_channels=8",
+    "--set",
+    "segment.stride=16",
 ]
 INJECTED = {
     "raise": "raise RuntimeError('injected failure in step {name} (--inject-failure)')",
     "hang": "import os, time\nprint(f'step {name} hangs (pid {{os.getpid()}}, "
-            "--inject-failure)', flush=True)\ntime.sleep(10**6)",
+    "--inject-failure)', flush=True)\ntime.sleep(10**6)",
 }
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog=__doc__.split("\n\n", 1)[1])
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
     p.add_argument("--out", type=Path, help="the folder for gpu_suite.json, gpu_suite.md, steps/")
-    p.add_argument("--dry-run", action="store_true",
-                   help="every step at toy size on the CPU (checks the suite; no GPU figures)")
-    p.add_argument("--steps", type=_step_list, default=None,
-                   help=f"comma-separated subset, run in the suite's order: {','.join(STEP_NAMES)}")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="every step at toy size on the CPU (checks the suite; no GPU figures)",
+    )
+    p.add_argument(
+        "--steps",
+        type=_step_list,
+        default=None,
+        help=f"comma-separated subset, run in the suite's order: {','.join(STEP_NAMES)}",
+    )
     p.add_argument("--tune", action="store_true", help="add the tune step")
-    p.add_argument("--time-budget", type=_positive, default=DEFAULT_BUDGET_S, metavar="S",
-                   help="seconds for all steps together (default %(default)s)")
-    p.add_argument("--step-timeout", type=_positive, default=None, metavar="S",
-                   help="cap every step's time box at S seconds")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace an earlier suite run in --out (only the suite's own files)")
+    p.add_argument(
+        "--time-budget",
+        type=_positive,
+        default=DEFAULT_BUDGET_S,
+        metavar="S",
+        help="seconds for all steps together (default %(default)s)",
+    )
+    p.add_argument(
+        "--step-timeout",
+        type=_positive,
+        default=None,
+        metavar="S",
+        help="cap every step's time box at S seconds",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier suite run in --out (only the suite's own files)",
+    )
     p.add_argument("--list", action="store_true", help="print the steps and exit")
-    p.add_argument("--inject-failure", action="append", default=[], metavar="STEP=raise|hang",
-                   help="replace STEP by a process that raises or hangs (tests the suite's "
-                        "failure and time-box handling)")
+    p.add_argument(
+        "--inject-failure",
+        action="append",
+        default=[],
+        metavar="STEP=raise|hang",
+        help="replace STEP by a process that raises or hangs (tests the suite's "
+        "failure and time-box handling)",
+    )
     p.add_argument("--env-report", type=Path, help=argparse.SUPPRESS)  # the env step's child
     args = p.parse_args(argv)
     if not args.list and args.env_report is None and args.out is None:
@@ -143,8 +229,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     for item in args.inject_failure:
         name, _, mode = item.partition("=")
         if name not in STEP_NAMES or mode not in INJECTED:
-            p.error(f"--inject-failure must be STEP=raise or STEP=hang with STEP one of "
-                    f"{', '.join(STEP_NAMES)}; got {item!r}")
+            p.error(
+                f"--inject-failure must be STEP=raise or STEP=hang with STEP one of "
+                f"{', '.join(STEP_NAMES)}; got {item!r}"
+            )
         args.injected[name] = mode
     return args
 
@@ -154,7 +242,8 @@ def _step_list(text: str) -> list[str]:
     bad = [n for n in names if n not in STEP_NAMES]
     if bad or not names:
         raise argparse.ArgumentTypeError(
-            f"steps must be a comma-separated subset of {','.join(STEP_NAMES)}; got {text!r}")
+            f"steps must be a comma-separated subset of {','.join(STEP_NAMES)}; got {text!r}"
+        )
     return names
 
 
@@ -201,41 +290,80 @@ def command(step: Step, ctx: dict[str, Any]) -> list[str]:
     if step.name == "env":
         return [py, str(Path(__file__).resolve()), "--env-report", result]
     if step.name == "pytest_cuda":
-        return [py, "-m", "pytest", "-m", "cuda", "-q", "-p", "no:cacheprovider", "-rfEs",
-                f"--junitxml={out / 'pytest_cuda.xml'}", "tests"]
+        return [
+            py,
+            "-m",
+            "pytest",
+            "-m",
+            "cuda",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-rfEs",
+            f"--junitxml={out / 'pytest_cuda.xml'}",
+            "tests",
+        ]
     if step.name == "gpu_check":
-        sizes = (["--interpret", "--m", "37", "--d", "16", "40", "--runs", "1"] if dry
-                 else ["--m", "4097", "65536", "--d", "128", "200"])
-        return [py, str(BENCH / "gpu_check.py"), "--json", result, "--no-tests", *sizes,
-                *deadline]
+        sizes = (
+            ["--interpret", "--m", "37", "--d", "16", "40", "--runs", "1"]
+            if dry
+            else ["--m", "4097", "65536", "--d", "128", "200"]
+        )
+        return [py, str(BENCH / "gpu_check.py"), "--json", result, "--no-tests", *sizes, *deadline]
     if step.name == "demo":
         run = ctx["out"] / "demo"
-        cmd = [py, str(ROOT / "examples" / "btcv_full.py"), "--device", "cpu" if dry else "cuda",
-               "--out", str(run / "run"), "--cache-dir", str(run / "cache"), "--no-figures"]
+        cmd = [
+            py,
+            str(ROOT / "examples" / "btcv_full.py"),
+            "--device",
+            "cpu" if dry else "cuda",
+            "--out",
+            str(run / "run"),
+            "--cache-dir",
+            str(run / "cache"),
+            "--no-figures",
+        ]
         return cmd + (DEMO_DRY if dry else [])
     script = {"loss": "gpu_loss.py", "pipeline": "gpu_pipeline.py", "tune": "gpu_tune.py"}
-    return [py, str(BENCH / script[step.name]), "--json", result, *deadline,
-            *(["--dry-run"] if dry else [])]
+    return [
+        py,
+        str(BENCH / script[step.name]),
+        "--json",
+        result,
+        *deadline,
+        *(["--dry-run"] if dry else []),
+    ]
 
 
 def child_env(dry: bool, site: str | None) -> dict[str, str]:
     paths = [str(ROOT)] + ([site] if site else [])
     old = os.environ.get("PYTHONPATH")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths + ([old] if old else [])),
-           "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(paths + ([old] if old else [])),
+        "PYTHONUNBUFFERED": "1",
+    }
     if dry:
         env["TRITON_INTERPRET"] = "1"
     return env
 
 
-def run_step(cmd: list[str], *, env: dict[str, str], timeout: float,
-             logs: Path) -> tuple[int | None, float, bool]:
+def run_step(
+    cmd: list[str], *, env: dict[str, str], timeout: float, logs: Path
+) -> tuple[int | None, float, bool]:
     """Run ``cmd`` in its own process group; on timeout end that group. Returns (returncode,
     seconds, timed_out); stdout and stderr go to ``logs``.out / .err."""
     t0 = time.monotonic()
     with open(logs.with_suffix(".out"), "wb") as out, open(logs.with_suffix(".err"), "wb") as err:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=err,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=err,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         timed_out = False
         try:
             proc.wait(timeout=timeout)
@@ -272,8 +400,10 @@ def _tail(path: Path, chars: int = 4000) -> str:
 def prepare_out(out: Path, overwrite: bool) -> None:
     if (out / "gpu_suite.json").exists():
         if not overwrite:
-            raise SystemExit(f"{out} already holds a suite run (gpu_suite.json); pass --overwrite "
-                             "to replace it, or choose another --out")
+            raise SystemExit(
+                f"{out} already holds a suite run (gpu_suite.json); pass --overwrite "
+                "to replace it, or choose another --out"
+            )
         if (out / MARKER).exists():  # only folders this suite made
             for sub in ("steps", "demo"):
                 shutil.rmtree(out / sub, ignore_errors=True)
@@ -301,11 +431,18 @@ def main(argv: list[str] | None = None) -> int:
     prepare_out(out, args.overwrite)
     start = time.monotonic()
     report: dict[str, Any] = {
-        "suite": {"command": [sys.executable, *sys.argv], "dry_run": args.dry_run,
-                  "time_budget_s": args.time_budget, "step_timeout_s": args.step_timeout,
-                  "started_utc": _now(), "root": str(ROOT),
-                  "steps": [s.name for s in steps]},
-        "machine": {}, "steps": [], "targets": [],
+        "suite": {
+            "command": [sys.executable, *sys.argv],
+            "dry_run": args.dry_run,
+            "time_budget_s": args.time_budget,
+            "step_timeout_s": args.step_timeout,
+            "started_utc": _now(),
+            "root": str(ROOT),
+            "steps": [s.name for s in steps],
+        },
+        "machine": {},
+        "steps": [],
+        "targets": [],
     }
     site: str | None = None
     packages: dict[str, Any] | None = None
@@ -313,15 +450,22 @@ def main(argv: list[str] | None = None) -> int:
         left = args.time_budget - (time.monotonic() - start) - RESERVE_S
         box = time_box(step, steps[i:], left, args.step_timeout)
         entry: dict[str, Any] = {"name": step.name, "what": step.what}
-        missing = [m for m in step.needs
-                   if packages is not None and not packages.get(m, {}).get("version")]
+        missing = [
+            m for m in step.needs if packages is not None and not packages.get(m, {}).get("version")
+        ]
         if box is None:
-            entry.update(status="skipped", seconds=0.0,
-                         reason=f"time budget: {max(left, 0):.0f} s left, the step needs at "
-                                f"least {step.min_s:g} s")
+            entry.update(
+                status="skipped",
+                seconds=0.0,
+                reason=f"time budget: {max(left, 0):.0f} s left, the step needs at "
+                f"least {step.min_s:g} s",
+            )
         elif missing:
-            entry.update(status="skipped", seconds=0.0,
-                         reason=f"missing {', '.join(missing)} (put the wheels in .whl/)")
+            entry.update(
+                status="skipped",
+                seconds=0.0,
+                reason=f"missing {', '.join(missing)} (put the wheels in .whl/)",
+            )
         else:
             ctx = {"dry_run": args.dry_run, "out": out, "step_dir": out / "steps", "box": box}
             cmd = command(step, ctx)
@@ -329,10 +473,12 @@ def main(argv: list[str] | None = None) -> int:
                 code = INJECTED[args.injected[step.name]].format(name=step.name)
                 cmd = [sys.executable, "-c", code]
             print(f"[{step.name}] time box {box:.0f} s: {' '.join(cmd)}", flush=True)
-            rc, seconds, timed_out = run_step(cmd, env=child_env(args.dry_run, site),
-                                              timeout=box, logs=out / "steps" / step.name)
-            entry.update(command=cmd, timeout_s=round(box, 1), seconds=round(seconds, 2),
-                         returncode=rc)
+            rc, seconds, timed_out = run_step(
+                cmd, env=child_env(args.dry_run, site), timeout=box, logs=out / "steps" / step.name
+            )
+            entry.update(
+                command=cmd, timeout_s=round(box, 1), seconds=round(seconds, 2), returncode=rc
+            )
             status, summary = rep.summarize(step.name, out, rc, dry_run=args.dry_run)
             if timed_out:
                 status = "timeout"
@@ -347,8 +493,11 @@ def main(argv: list[str] | None = None) -> int:
                 report["machine"] = summary.get("machine", {})
                 packages = summary.get("packages")
                 site = summary.get("site_dir")
-        print(f"[{step.name}] {entry['status']} in {entry.get('seconds', 0):.1f} s"
-              + (f": {entry['reason']}" if "reason" in entry else ""), flush=True)
+        print(
+            f"[{step.name}] {entry['status']} in {entry.get('seconds', 0):.1f} s"
+            + (f": {entry['reason']}" if "reason" in entry else ""),
+            flush=True,
+        )
         report["steps"].append(entry)
         _finish(report, out, start)
     _finish(report, out, start)
@@ -371,8 +520,14 @@ def _now() -> str:
 
 
 # ----------------------------------------------------------------------------- the env step
-def ensure_package(module: str, dist: str, *, wheels: Path, site: Path,
-                   modes: tuple[str, ...] = ("deps", "no-deps", "target")) -> dict[str, Any]:
+def ensure_package(
+    module: str,
+    dist: str,
+    *,
+    wheels: Path,
+    site: Path,
+    modes: tuple[str, ...] = ("deps", "no-deps", "target"),
+) -> dict[str, Any]:
     """``module``'s version, installing ``dist`` from the ``wheels`` folder when it is missing.
 
     Installation tries, in order, ``modes``: ``"deps"`` (``pip install --no-index
@@ -390,10 +545,24 @@ def ensure_package(module: str, dist: str, *, wheels: Path, site: Path,
         return {"version": None, "source": "missing", "note": f"no {wheels.name}/ folder"}
     attempts = []
     for mode in modes:
-        extra = {"deps": [], "no-deps": ["--no-deps"],
-                 "target": ["--no-deps", "--target", str(site)]}[mode]
-        cmd = [sys.executable, "-m", "pip", "install", "--no-index", "--find-links", str(wheels),
-               "--disable-pip-version-check", "--no-input", *extra, dist]
+        extra = {
+            "deps": [],
+            "no-deps": ["--no-deps"],
+            "target": ["--no-deps", "--target", str(site)],
+        }[mode]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-index",
+            "--find-links",
+            str(wheels),
+            "--disable-pip-version-check",
+            "--no-input",
+            *extra,
+            dist,
+        ]
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
             rc, tail = proc.returncode, (proc.stdout + proc.stderr)[-1500:]
@@ -411,8 +580,11 @@ def ensure_package(module: str, dist: str, *, wheels: Path, site: Path,
         except Exception as exc:  # installed but unusable (a dependency missing, say)
             attempt["import_error"] = f"{type(exc).__name__}: {exc}"[:500]
             continue
-        out = {"version": _version(module, dist), "source": f"installed from {wheels.name}/ "
-               f"({mode})", "attempts": attempts}
+        out = {
+            "version": _version(module, dist),
+            "source": f"installed from {wheels.name}/ ({mode})",
+            "attempts": attempts,
+        }
         if mode == "target":
             out["site_dir"] = str(site)
         return out
@@ -432,14 +604,23 @@ def _nvidia_smi() -> dict[str, Any]:
     if exe is None:
         return {"nvidia_smi": None}
     try:
-        proc = subprocess.run([exe, "--query-gpu=name,driver_version,memory.total,compute_cap",
-                               "--format=csv,noheader"], capture_output=True, text=True,
-                              timeout=20)
+        proc = subprocess.run(
+            [
+                exe,
+                "--query-gpu=name,driver_version,memory.total,compute_cap",
+                "--format=csv,noheader",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return {"nvidia_smi": f"failed: {exc}"}
-    gpus = [dict(zip(("name", "driver", "memory", "compute_cap"),
-                     (x.strip() for x in line.split(","))))
-            for line in proc.stdout.strip().splitlines() if line.strip()]
+    gpus = [
+        dict(zip(("name", "driver", "memory", "compute_cap"), (x.strip() for x in line.split(","))))
+        for line in proc.stdout.strip().splitlines()
+        if line.strip()
+    ]
     return {"nvidia_smi": gpus, "driver": gpus[0]["driver"] if gpus else None}
 
 
@@ -449,8 +630,11 @@ def env_report(path: Path) -> int:
     import platform
 
     machine: dict[str, Any] = {
-        "python": platform.python_version(), "executable": sys.executable,
-        "platform": platform.platform(), "cpu_count": os.cpu_count(), **_nvidia_smi(),
+        "python": platform.python_version(),
+        "executable": sys.executable,
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        **_nvidia_smi(),
         "wheels_folder": WHEELS.is_dir(),
     }
     result: dict[str, Any] = {"machine": machine, "packages": {}}
@@ -461,16 +645,22 @@ def env_report(path: Path) -> int:
     save()
     import torch
 
-    machine.update(torch=torch.__version__, torch_cuda=torch.version.cuda,
-                   cuda_available=torch.cuda.is_available(),
-                   cudnn=torch.backends.cudnn.version() if torch.backends.cudnn.is_available()
-                   else None, matmul_allow_tf32=bool(torch.backends.cuda.matmul.allow_tf32))
+    machine.update(
+        torch=torch.__version__,
+        torch_cuda=torch.version.cuda,
+        cuda_available=torch.cuda.is_available(),
+        cudnn=torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+        matmul_allow_tf32=bool(torch.backends.cuda.matmul.allow_tf32),
+    )
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
-        machine.update(gpu=torch.cuda.get_device_name(0), gpu_count=torch.cuda.device_count(),
-                       gpu_capability=list(torch.cuda.get_device_capability(0)),
-                       gpu_memory_gib=round(props.total_memory / 2**30, 1),
-                       bf16_supported=torch.cuda.is_bf16_supported())
+        machine.update(
+            gpu=torch.cuda.get_device_name(0),
+            gpu_count=torch.cuda.device_count(),
+            gpu_capability=list(torch.cuda.get_device_capability(0)),
+            gpu_memory_gib=round(props.total_memory / 2**30, 1),
+            bf16_supported=torch.cuda.is_bf16_supported(),
+        )
     save()
     site = WHEELS / f"site-py{sys.version_info[0]}.{sys.version_info[1]}"
     for module, dist in PEERS.items():

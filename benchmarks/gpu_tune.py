@@ -34,15 +34,22 @@ TEMPERATURE = 0.1
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--json", metavar="PATH", help="write the JSON report here (after every row)")
-    p.add_argument("--dry-run", action="store_true",
-                   help="toy sizes on the CPU under TRITON_INTERPRET=1 (checks the script)")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="toy sizes on the CPU under TRITON_INTERPRET=1 (checks the script)",
+    )
     p.add_argument("--ms", type=int, nargs="+", help="row counts M (default 65536)")
     p.add_argument("--ds", type=int, nargs="+", help="widths D (default 128 256)")
     p.add_argument("--dtypes", nargs="+", choices=("float32", "bfloat16", "float16"))
     p.add_argument("--runs", type=int, help="timed calls per candidate, best kept (default 5)")
     p.add_argument("--no-extra", action="store_true", help="only the autotuner's own list")
-    p.add_argument("--deadline-s", type=float, default=None,
-                   help="try no new candidate after this many seconds")
+    p.add_argument(
+        "--deadline-s",
+        type=float,
+        default=None,
+        help="try no new candidate after this many seconds",
+    )
     return p.parse_args(argv)
 
 
@@ -52,8 +59,12 @@ def candidates(mt: Any, kind: str, block_d: int, extra: bool) -> list[tuple[tupl
     own = [(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages) for c in configs]
     out = [(c, "autotune list") for c in own]
     if extra:
-        out += [((bm, bn, w, st), "extra") for bm, bn, w in EXTRA for st in STAGES[kind]
-                if (bm, bn, w, st) not in own]
+        out += [
+            ((bm, bn, w, st), "extra")
+            for bm, bn, w in EXTRA
+            for st in STAGES[kind]
+            if (bm, bn, w, st) not in own
+        ]
     return out
 
 
@@ -61,9 +72,17 @@ def _launcher(mt: Any, triton: Any, kind: str, z: Any, lse: Any, g: Any, out: An
     """``launch(config)``: one launch of the raw kernel with fixed tiles, as the module's
     ``_launch_fwd`` / ``_launch_bwd`` launch it (every row an anchor)."""
     m, d = z.shape
-    common = {"M": m, "D": d, "anchor_start": 0, "num_anchors": m, "stride_zm": z.stride(0),
-              "stride_zd": z.stride(1), "scale": 1.0 / TEMPERATURE,
-              "BLOCK_D": max(16, triton.next_power_of_2(d)), "PRECISION": mt._precision(z.dtype)}
+    common = {
+        "M": m,
+        "D": d,
+        "anchor_start": 0,
+        "num_anchors": m,
+        "stride_zm": z.stride(0),
+        "stride_zd": z.stride(1),
+        "scale": 1.0 / TEMPERATURE,
+        "BLOCK_D": max(16, triton.next_power_of_2(d)),
+        "PRECISION": mt._precision(z.dtype),
+    }
 
     def launch(cfg: tuple) -> None:
         bm, bn, warps, stages = cfg
@@ -72,9 +91,17 @@ def _launcher(mt: Any, triton: Any, kind: str, z: Any, lse: Any, g: Any, out: An
         if kind == "fwd":
             mt._lse_fwd_kernel[grid](z_ptr=z, lse_ptr=out, **common, **tiles)
         else:
-            mt._lse_bwd_kernel[grid](z_ptr=z, lse_ptr=lse, g_ptr=g, dz_ptr=out,
-                                     stride_dm=out.stride(0), stride_dd=out.stride(1),
-                                     **common, **tiles)
+            mt._lse_bwd_kernel[grid](
+                z_ptr=z,
+                lse_ptr=lse,
+                g_ptr=g,
+                dz_ptr=out,
+                stride_dm=out.stride(0),
+                stride_dd=out.stride(1),
+                **common,
+                **tiles,
+            )
+
     return launch
 
 
@@ -84,8 +111,11 @@ def _autotuned_pick(mt: Any, m: int, d: int, dtype: Any) -> dict[str, str | None
     picks: dict[str, str | None] = {}
     for kind, name in (("fwd", "_lse_fwd_tuned"), ("bwd", "_lse_bwd_tuned")):
         cache = getattr(getattr(mt, name), "cache", None) or {}
-        found = [cfg for key, cfg in cache.items()
-                 if len(key) > 2 and tuple(key[:2]) == (m, d) and str(key[2]) == str(dtype)]
+        found = [
+            cfg
+            for key, cfg in cache.items()
+            if len(key) > 2 and tuple(key[:2]) == (m, d) and str(key[2]) == str(dtype)
+        ]
         picks[kind] = None if not found else str(found[-1])
     return picks
 
@@ -120,8 +150,14 @@ def main(argv: list[str] | None = None) -> dict:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("no CUDA device: run with --dry-run to check the script on the CPU")
     runs = args.runs or sizes["runs"]
-    report: dict[str, Any] = {"machine": machine(torch), "dry_run": args.dry_run, "rows": [],
-                              "summary": [], "skipped": [], "extra": [list(e) for e in EXTRA]}
+    report: dict[str, Any] = {
+        "machine": machine(torch),
+        "dry_run": args.dry_run,
+        "rows": [],
+        "summary": [],
+        "skipped": [],
+        "extra": [list(e) for e in EXTRA],
+    }
     for m in args.ms or sizes["M"]:
         for d in args.ds or sizes["D"]:
             for name in args.dtypes or sizes["dtypes"]:
@@ -138,25 +174,36 @@ def main(argv: list[str] | None = None) -> dict:
                 for kind in ("fwd", "bwd"):
                     keys = {"M": m, "D": d, "dtype": name, "kernel": kind}
                     if name == "bfloat16" and args.dry_run:
-                        report["skipped"].append({**keys, "reason": "Triton's interpreter "
-                                                  "cannot run bf16 dots"})
+                        report["skipped"].append(
+                            {**keys, "reason": "Triton's interpreter cannot run bf16 dots"}
+                        )
                         continue
                     out = torch.empty(m, device=device) if kind == "fwd" else torch.empty_like(z)
                     launch = _launcher(mt, triton, kind, z, ref_lse, g, out)
                     want = ref_lse if kind == "fwd" else zr.grad
-                    bound = (lse_tol * (1 + float(want.abs().max())) if kind == "fwd"
-                             else dz_tol * float(want.abs().max()))
+                    bound = (
+                        lse_tol * (1 + float(want.abs().max()))
+                        if kind == "fwd"
+                        else dz_tol * float(want.abs().max())
+                    )
                     block_d = max(16, triton.next_power_of_2(d))
                     cands = candidates(mt, kind, block_d, not args.no_extra)
                     if args.dry_run:  # two of the autotuner's and one extra: both paths run
                         cands = cands[:2] + [c for c in cands if c[1] == "extra"][:1]
                     for cfg, source in cands:
-                        row = {**keys, "BLOCK_M": cfg[0], "BLOCK_N": cfg[1], "num_warps": cfg[2],
-                               "num_stages": cfg[3], "source": source}
+                        row = {
+                            **keys,
+                            "BLOCK_M": cfg[0],
+                            "BLOCK_N": cfg[1],
+                            "num_warps": cfg[2],
+                            "num_stages": cfg[3],
+                            "source": source,
+                        }
                         if deadline.passed():
                             report["skipped"].append({**row, "reason": "--deadline-s reached"})
                             continue
                         try:
+
                             def call(c: tuple = cfg, f: Any = launch) -> None:
                                 f(c)
 
@@ -190,9 +237,12 @@ def main(argv: list[str] | None = None) -> dict:
 def _summary(rows: list[dict], keys: dict) -> dict:
     mine = [r for r in rows if all(r[k] == v for k, v in keys.items())]
     good = [r for r in mine if r.get("ok")]
-    out: dict[str, Any] = {**keys, "tried": len(mine), "ok": len(good),
-                           "failed": [f"{_cfg(r)}: {r.get('error', 'mismatch')}" for r in mine
-                                      if not r.get("ok")]}
+    out: dict[str, Any] = {
+        **keys,
+        "tried": len(mine),
+        "ok": len(good),
+        "failed": [f"{_cfg(r)}: {r.get('error', 'mismatch')}" for r in mine if not r.get("ok")],
+    }
     if good:
         best = min(good, key=lambda r: r["time_s"])
         out.update(best=_cfg(best), best_s=best["time_s"], best_source=best["source"])
@@ -222,8 +272,10 @@ def _lines(summary: list[dict]) -> str:
     for s in summary:
         best = f"best {s['best']} {1e3 * s['best_s']:.3f} ms" if "best" in s else "no config ok"
         x = f" (x best {s['autotuned_x_best']:.2f})" if "autotuned_x_best" in s else ""
-        out.append(f"M={s['M']} D={s['D']} {s['dtype']} {s['kernel']}: {s['ok']}/{s['tried']} ok, "
-                   f"{best}; autotuned: {s.get('autotuned')}{x}")
+        out.append(
+            f"M={s['M']} D={s['D']} {s['dtype']} {s['kernel']}: {s['ok']}/{s['tried']} ok, "
+            f"{best}; autotuned: {s.get('autotuned')}{x}"
+        )
     return "\n".join(out)
 
 

@@ -46,27 +46,55 @@ from agcl.sampling import AttentionPatchSampler
 # agcl._validation: the shared checks
 # ---------------------------------------------------------------------------------------------
 
+
 # one validation path: integer options go through agcl._validation.check_int (TypeError for
 # non-integers, ValueError for out-of-range values)
-@pytest.mark.parametrize("call, err, match", [
-    (lambda: AttentionPatchSampler(4, 2.0), TypeError, "patches_per_slice must be an int"),
-    (lambda: AttentionPatchSampler(4, 0), ValueError, "patches_per_slice"),
-    (lambda: AttentionPatchSampler(4, 1, margin="1"), TypeError, "margin must be an int"),
-    (lambda: AttentionPatchSampler(4, 1, max_patches=1.5), TypeError, "max_patches must be an int"),
-    (lambda: AttentionPatchSampler(4, 1, axis=1.0), TypeError, "axis must be an int"),
-    (lambda: AttentionPatchSampler(4, 1, axis=3), ValueError, r"axis must lie in \[-3, 2\]"),
-    (lambda: AttentionPatchSampler(4, 1, centre_mode="box"), ValueError,
-     "centre_mode must be one of"),
-    (lambda: list(__import__("agcl.sampling").sampling.minibatches(
-        __import__("agcl.sampling").sampling.PatchBatch.empty(4), 2.0)), TypeError,
-     "batch_size must be an int"),
-    (lambda: __import__("agcl.models").models.adapt_input_conv(torch.ones(2, 3, 3, 3), 0),
-     ValueError, "in_chans"),
-    (lambda: hausdorff_distance(np.ones((3, 3), bool), np.ones((3, 3), bool), percentile="95"),
-     TypeError, "percentile"),
-    (lambda: hausdorff_distance(np.ones((3, 3), bool), np.ones((3, 3), bool), percentile=0),
-     ValueError, "percentile"),
-])
+@pytest.mark.parametrize(
+    "call, err, match",
+    [
+        (lambda: AttentionPatchSampler(4, 2.0), TypeError, "patches_per_slice must be an int"),
+        (lambda: AttentionPatchSampler(4, 0), ValueError, "patches_per_slice"),
+        (lambda: AttentionPatchSampler(4, 1, margin="1"), TypeError, "margin must be an int"),
+        (
+            lambda: AttentionPatchSampler(4, 1, max_patches=1.5),
+            TypeError,
+            "max_patches must be an int",
+        ),
+        (lambda: AttentionPatchSampler(4, 1, axis=1.0), TypeError, "axis must be an int"),
+        (lambda: AttentionPatchSampler(4, 1, axis=3), ValueError, r"axis must lie in \[-3, 2\]"),
+        (
+            lambda: AttentionPatchSampler(4, 1, centre_mode="box"),
+            ValueError,
+            "centre_mode must be one of",
+        ),
+        (
+            lambda: list(
+                __import__("agcl.sampling").sampling.minibatches(
+                    __import__("agcl.sampling").sampling.PatchBatch.empty(4), 2.0
+                )
+            ),
+            TypeError,
+            "batch_size must be an int",
+        ),
+        (
+            lambda: __import__("agcl.models").models.adapt_input_conv(torch.ones(2, 3, 3, 3), 0),
+            ValueError,
+            "in_chans",
+        ),
+        (
+            lambda: hausdorff_distance(
+                np.ones((3, 3), bool), np.ones((3, 3), bool), percentile="95"
+            ),
+            TypeError,
+            "percentile",
+        ),
+        (
+            lambda: hausdorff_distance(np.ones((3, 3), bool), np.ones((3, 3), bool), percentile=0),
+            ValueError,
+            "percentile",
+        ),
+    ],
+)
 def test_option_checks_share_one_path(call, err, match):
     with pytest.raises(err, match=match):
         call()
@@ -90,14 +118,19 @@ def test_warn_user_moved_but_still_importable_and_attributed_to_the_caller():
 
     assert old is warn_user
     with pytest.warns(UserWarning, match="ignored with a single channel") as rec:
-        soft_dice_loss(torch.randn(1, 1, 2, 2), torch.zeros(1, 1, 2, 2), activation="sigmoid",
-                       include_background=False)
+        soft_dice_loss(
+            torch.randn(1, 1, 2, 2),
+            torch.zeros(1, 1, 2, 2),
+            activation="sigmoid",
+            include_background=False,
+        )
     assert rec[0].filename == __file__
 
 
 # ---------------------------------------------------------------------------------------------
 # agcl._io: checkpoints
 # ---------------------------------------------------------------------------------------------
+
 
 # issue 11, row 13: checkpoints were written 0600
 @pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
@@ -118,16 +151,17 @@ def _flip_a_byte_of_tensor(path, record="data/0", offset=5):
     raw = bytearray(path.read_bytes())
     with zipfile.ZipFile(path) as z:
         info = next(i for i in z.infolist() if i.filename.endswith(record))
-    name_len = int.from_bytes(raw[info.header_offset + 26:info.header_offset + 28], "little")
-    extra_len = int.from_bytes(raw[info.header_offset + 28:info.header_offset + 30], "little")
+    name_len = int.from_bytes(raw[info.header_offset + 26 : info.header_offset + 28], "little")
+    extra_len = int.from_bytes(raw[info.header_offset + 28 : info.header_offset + 30], "little")
     raw[info.header_offset + 30 + name_len + extra_len + offset] ^= 0x01
     path.write_bytes(bytes(raw))
 
 
 # issue 26, row 9: a flipped byte inside a tensor record loaded silently
 def test_checkpoint_with_a_flipped_tensor_byte_is_refused_naming_the_path(tmp_path):
-    path = atomic_save({"model": torch.nn.Linear(4, 3).state_dict(), "epoch": 2},
-                       tmp_path / "ckpt.pt")
+    path = atomic_save(
+        {"model": torch.nn.Linear(4, 3).state_dict(), "epoch": 2}, tmp_path / "ckpt.pt"
+    )
     _flip_a_byte_of_tensor(path)
     assert torch.load(path, weights_only=True)["epoch"] == 2  # torch itself does not notice
     with pytest.raises(ValueError, match=f"checkpoint {path} is damaged: the digest"):
@@ -165,16 +199,21 @@ def test_digest_is_invisible_to_callers_and_old_files_still_load(tmp_path):
 # agcl.functional / agcl.losses: the modal-target loss
 # ---------------------------------------------------------------------------------------------
 
+
 def _feats():
     g = torch.Generator().manual_seed(0)
     return torch.randn(6, 2, 4, dtype=torch.float64, generator=g), torch.tensor([0, 0, 1, 1, 2, 2])
 
 
 # issue 26, row 1: a gradient penalty through the default backend gave a wrong second derivative
-@pytest.mark.parametrize("make", [
-    lambda: (lambda x, y, **kw: modal_target_supcon_loss(x, y, **kw)),
-    lambda: (lambda x, y, **kw: ModalTargetSupConLoss(**kw)(x, y)),
-], ids=["functional", "module"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: lambda x, y, **kw: modal_target_supcon_loss(x, y, **kw),
+        lambda: lambda x, y, **kw: ModalTargetSupConLoss(**kw)(x, y),
+    ],
+    ids=["functional", "module"],
+)
 def test_double_backward_needs_the_naive_backend(make):
     feats, labels = _feats()
     loss_fn = make()
@@ -201,8 +240,13 @@ def test_torch_func_grad_names_the_naive_backend_which_works():
 def test_numpy_scalar_options_give_the_python_number_result():  # np.float32 was refused
     feats, labels = _feats()
     want = modal_target_supcon_loss(feats, labels, temperature=0.5, partial_weight=0.0)
-    got = modal_target_supcon_loss(feats, labels, temperature=np.float32(0.5),
-                                   partial_weight=np.float32(0.0), block_size=np.int64(4))
+    got = modal_target_supcon_loss(
+        feats,
+        labels,
+        temperature=np.float32(0.5),
+        partial_weight=np.float32(0.0),
+        block_size=np.int64(4),
+    )
     assert torch.equal(got, want)  # 0.5 is exact in float32: the same number
 
 
@@ -231,8 +275,9 @@ def test_meta_device_labels_are_refused_clearly():
     with pytest.raises(ValueError, match="features is on the meta device"):
         modal_target_supcon_loss(feats.to("meta"), torch.zeros(4, dtype=torch.long))
     with pytest.raises(ValueError, match="target is on the meta device"):
-        soft_dice_loss(torch.randn(1, 2, 2, 2),
-                       torch.zeros(1, 2, 2, dtype=torch.long, device="meta"))
+        soft_dice_loss(
+            torch.randn(1, 2, 2, 2), torch.zeros(1, 2, 2, dtype=torch.long, device="meta")
+        )
 
 
 def test_backend_defined_once():
@@ -245,6 +290,7 @@ def test_backend_defined_once():
 # ---------------------------------------------------------------------------------------------
 # agcl.functional / agcl.losses: the Dice loss
 # ---------------------------------------------------------------------------------------------
+
 
 # issue 11, row 4: targets outside [0, 1] gave a negative loss
 @pytest.mark.parametrize("value", [255.0, -1.0, float("nan")])
@@ -300,9 +346,11 @@ def test_dice_refuses_empty_batch_or_channels():  # the mean over no terms was N
 # agcl.augment: PairAug
 # ---------------------------------------------------------------------------------------------
 
+
 def _disk(b, h, w, radius=6.5):
-    yy, xx = torch.meshgrid(torch.arange(h) - h / 2 + 0.5, torch.arange(w) - w / 2 + 0.5,
-                            indexing="ij")
+    yy, xx = torch.meshgrid(
+        torch.arange(h) - h / 2 + 0.5, torch.arange(w) - w / 2 + 0.5, indexing="ij"
+    )
     x = torch.zeros(b, 2, h, w)
     x[:, 1] = ((yy**2 + xx**2) <= radius**2).float()  # a 13-px disk at the centre
     return x
@@ -321,8 +369,12 @@ def test_pair_aug_rotates_in_pixels_for_any_aspect_ratio(hw):
     x = _disk(8, h, w)
 
     def aug():
-        return PairAug(scale=(1.0, 1.0), ratio=(1.0, 1.0), degrees=90.0,
-                       generator=torch.Generator().manual_seed(0))
+        return PairAug(
+            scale=(1.0, 1.0),
+            ratio=(1.0, 1.0),
+            degrees=90.0,
+            generator=torch.Generator().manual_seed(0),
+        )
 
     theta = aug().sample_theta(8, (h, w))  # the same draw as the view below
     angles = torch.rad2deg(torch.atan2(theta[:, 1, 0] * h / w, theta[:, 0, 0]))
@@ -340,8 +392,9 @@ def test_pair_aug_non_square_disk_grows_by_the_crop_zoom_only(hflip):
     x = _disk(64, h, w)
 
     def aug():
-        return PairAug(ratio=(1.0, 1.0), degrees=30.0, hflip=hflip,
-                       generator=torch.Generator().manual_seed(0))
+        return PairAug(
+            ratio=(1.0, 1.0), degrees=30.0, hflip=hflip, generator=torch.Generator().manual_seed(0)
+        )
 
     theta = aug().sample_theta(64, (h, w))
     zoom = 1 / torch.linalg.det(theta[:, :, :2]).abs().sqrt()  # 1 / sqrt(crop area)
@@ -358,8 +411,10 @@ def test_pair_aug_non_square_disk_grows_by_the_crop_zoom_only(hflip):
 
 
 # issue 26, row 3 (the path callers use): sample_theta's size was not checked
-@pytest.mark.parametrize("size, err", [((16.5, 64), TypeError), ((0, 64), ValueError),
-                                       ((16,), TypeError), ("16x64", TypeError)])
+@pytest.mark.parametrize(
+    "size, err",
+    [((16.5, 64), TypeError), ((0, 64), ValueError), ((16,), TypeError), ("16x64", TypeError)],
+)
 def test_sample_theta_checks_the_patch_size(size, err):
     with pytest.raises(err, match="size"):
         PairAug().sample_theta(2, size)
@@ -380,8 +435,9 @@ def test_pair_aug_empty_batch_in_empty_batch_out():
     assert v1.shape == v2.shape == (0, 2, 8, 8) and v1.dtype == x.dtype
 
 
-@pytest.mark.parametrize("make", [lambda g: PairAug(generator=g),
-                                  lambda g: AttentionPatchSampler(4, 1, generator=g)])
+@pytest.mark.parametrize(
+    "make", [lambda g: PairAug(generator=g), lambda g: AttentionPatchSampler(4, 1, generator=g)]
+)
 def test_generator_must_be_a_torch_generator(make):
     with pytest.raises(TypeError, match="generator must be None or a torch.Generator"):
         make(123)
@@ -390,6 +446,7 @@ def test_generator_must_be_a_torch_generator(make):
 # ---------------------------------------------------------------------------------------------
 # agcl.sampling: AttentionPatchSampler
 # ---------------------------------------------------------------------------------------------
+
 
 def _organ_volume():
     lab = torch.zeros(12, 12, 2, dtype=torch.long)
@@ -413,12 +470,15 @@ def test_sampler_refuses_non_integer_label_map_attention():
 
 
 # issue 26, row 4: targets=[2.7] sampled organ 2, modality=1.9 was stored as 1
-@pytest.mark.parametrize("kwargs, match", [
-    ({"targets": [2.7]}, r"targets\[0\] = 2.7"),
-    ({"targets": np.array([2.0])}, "targets must be a 1-D sequence of ints"),
-    ({"modality": 1.9}, "modality must be an int"),
-    ({"volume_index": 0.5}, "volume_index must be an int"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"targets": [2.7]}, r"targets\[0\] = 2.7"),
+        ({"targets": np.array([2.0])}, "targets must be a 1-D sequence of ints"),
+        ({"modality": 1.9}, "modality must be an int"),
+        ({"volume_index": 0.5}, "volume_index must be an int"),
+    ],
+)
 def test_sampler_sample_refuses_non_integer_codes(kwargs, match):
     image, lab = _organ_volume()
     sampler = AttentionPatchSampler(4, 2, seed=0)
@@ -464,7 +524,7 @@ def test_windows_and_batches_take_numpy_ints_and_refuse_truncating_values():
         extract_windows(x, torch.tensor([[0, 0]]), 3, pad_value=0.5)  # was padded with 0
     assert extract_windows(x, torch.tensor([[0, 0]]), 3, pad_value=np.int16(-1))[0, 0, 0] == -1
     batch = PatchBatch.cat([PatchBatch.empty(4, channels=2)] * 2)
-    assert len(batch[np.int64(0):np.int64(1)]) == 0
+    assert len(batch[np.int64(0) : np.int64(1)]) == 0
     image, lab = _organ_volume()
     batch = AttentionPatchSampler(4, 2, seed=0).sample(image, lab)
     assert len(batch[np.int64(1)]) == 1 and batch[np.int64(1)].image.shape == (1, 1, 4, 4)
@@ -482,6 +542,7 @@ def test_sampler_sample_generator_checked():
 # ---------------------------------------------------------------------------------------------
 # agcl.sampling: PatchStream
 # ---------------------------------------------------------------------------------------------
+
 
 def _stream_volume(channels=1, modality=0):
     lab = np.zeros((16, 16, 3), np.int16)
@@ -512,32 +573,51 @@ class _FixedOrder(PatchStream):
 
 
 def _patch_stream(volumes, **kw):
-    return PatchStream(volumes, AttentionPatchSampler(patch_size=8, patches_per_slice=2),
-                       batch_size=4, buffer_size=8, **kw)
+    return PatchStream(
+        volumes,
+        AttentionPatchSampler(patch_size=8, patches_per_slice=2),
+        batch_size=4,
+        buffer_size=8,
+        **kw,
+    )
 
 
 # issue 26, row 5: a 1-channel volume was broadcast into 2 channels, or a raw torch error
 def test_patch_stream_refuses_mixed_channel_counts_up_front():
     vols = [_stream_volume(1), _stream_volume(2), _stream_volume(1)]
-    with pytest.raises(ValueError, match=r"1 channel\(s\) in volumes\[0, 2\]; 2 channel\(s\) "
-                                         r"in volumes\[1\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"1 channel\(s\) in volumes\[0, 2\]; 2 channel\(s\) "
+        r"in volumes\[1\]",
+    ):
         _patch_stream(vols)
 
 
 @pytest.mark.parametrize("seed", range(4))  # whichever volume the shuffle reads first
 def test_patch_stream_refuses_mixed_channel_counts_of_lazy_volumes_when_read(seed):
     stream = _patch_stream(_Lazy([1, 2, 1, 1]), seed=seed, shards=1)
-    with pytest.raises(ValueError, match=r"same number of image channels .*; got 1 channel\(s\) "
-                                         r"in volumes\[\d\]; 2 channel\(s\) in volumes\[1\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"same number of image channels .*; got 1 channel\(s\) "
+        r"in volumes\[\d\]; 2 channel\(s\) in volumes\[1\]",
+    ):
         list(stream)
 
 
 def test_patch_stream_compares_channels_across_workers():
     # worker 0 reads the 1-channel volumes, worker 1 the 2-channel ones: only the merge sees both
-    stream = _FixedOrder(_Lazy([1, 2, 1, 2]), AttentionPatchSampler(patch_size=8),
-                         batch_size=4, buffer_size=8, shards=2)
-    with pytest.raises(ValueError, match=r"1 channel\(s\) in volumes\[[02]\]; 2 channel\(s\) "
-                                         r"in volumes\[[13]\]"):
+    stream = _FixedOrder(
+        _Lazy([1, 2, 1, 2]),
+        AttentionPatchSampler(patch_size=8),
+        batch_size=4,
+        buffer_size=8,
+        shards=2,
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"1 channel\(s\) in volumes\[[02]\]; 2 channel\(s\) "
+        r"in volumes\[[13]\]",
+    ):
         list(stream.loader(num_workers=2))
 
 
@@ -573,6 +653,7 @@ def test_patch_stream_names_dict_volumes_and_bad_modalities():
 # agcl.metrics
 # ---------------------------------------------------------------------------------------------
 
+
 def _two_squares():
     a = np.zeros((8, 8), bool)
     a[1:3, 1:3] = True
@@ -585,8 +666,13 @@ def _two_squares():
 def test_surface_metrics_take_numpy_scalars():
     a, b = _two_squares()
     want = hausdorff_distance(a, b, spacing=2.0, percentile=95)
-    for spacing in (np.float32(2.0), np.int64(2), (np.float32(2.0), np.float64(2.0)),
-                    np.array([2.0, 2.0]), torch.tensor([2.0, 2.0])):
+    for spacing in (
+        np.float32(2.0),
+        np.int64(2),
+        (np.float32(2.0), np.float64(2.0)),
+        np.array([2.0, 2.0]),
+        torch.tensor([2.0, 2.0]),
+    ):
         assert hausdorff_distance(a, b, spacing=spacing, percentile=np.float32(95)) == want
     for bad in ("2", (2.0, "2"), True):
         with pytest.raises(TypeError, match="spacing"):
@@ -623,12 +709,17 @@ def test_iou_from_confusion_refuses_bad_counts(bad):
 
 
 # issue 26, row 25: malformed tables gave a bare KeyError
-@pytest.mark.parametrize("tables, match", [
-    ([{"x": 1}], r"tables\[0\] misses the key\(s\) \['per_organ'\]"),
-    ([{"per_organ": {"liver": {"dice": 1.0}}}],
-     r"tables\[0\]\['per_organ'\]\['liver'\] misses the key\(s\) \['hd95', 'assd', 'missed'\]"),
-    (["abc"], r"tables\[0\] must be a table"),
-])
+@pytest.mark.parametrize(
+    "tables, match",
+    [
+        ([{"x": 1}], r"tables\[0\] misses the key\(s\) \['per_organ'\]"),
+        (
+            [{"per_organ": {"liver": {"dice": 1.0}}}],
+            r"tables\[0\]\['per_organ'\]\['liver'\] misses the key\(s\) \['hd95', 'assd', 'missed'\]",
+        ),
+        (["abc"], r"tables\[0\] must be a table"),
+    ],
+)
 def test_summarize_cases_names_the_missing_key(tables, match):
     with pytest.raises(ValueError, match=match):
         summarize_cases(tables)
@@ -646,6 +737,7 @@ def test_format_table_names_the_missing_key():
 # agcl.models
 # ---------------------------------------------------------------------------------------------
 
+
 def test_model_sizes_refuse_floats_and_store_numpy_ints_as_ints():
     from agcl.models import ASPPDecoder, ProjectionHead
 
@@ -660,6 +752,7 @@ def test_model_sizes_refuse_floats_and_store_numpy_ints_as_ints():
 # ---------------------------------------------------------------------------------------------
 # agcl.data
 # ---------------------------------------------------------------------------------------------
+
 
 # issue 11, row 1: one NaN voxel used to zero the whole scan
 def test_preprocess_ct_refuses_non_finite_voxels_with_their_count():
@@ -711,12 +804,15 @@ def test_discover_btcv_ignores_hidden_files(tmp_path):
 
 
 # issue 11, row 11: malformed datalists raised bare TypeErrors
-@pytest.mark.parametrize("split, match", [
-    ("img0001.nii.gz", "must be a list"),
-    (None, "must be a list"),
-    ([{"image": 5}], r"entry 0 .*'image' must be a path string"),
-    ([{"image": "a.nii.gz", "label": ["x"]}], r"entry 0 .*'label' must be a path string"),
-])
+@pytest.mark.parametrize(
+    "split, match",
+    [
+        ("img0001.nii.gz", "must be a list"),
+        (None, "must be a list"),
+        ([{"image": 5}], r"entry 0 .*'image' must be a path string"),
+        ([{"image": "a.nii.gz", "label": ["x"]}], r"entry 0 .*'label' must be a path string"),
+    ],
+)
 def test_load_datalist_names_file_and_entry(tmp_path, split, match):
     path = tmp_path / "dataset.json"
     path.write_text(json.dumps({"training": split}))
@@ -728,6 +824,7 @@ def test_load_datalist_names_file_and_entry(tmp_path, split, match):
 # ---------------------------------------------------------------------------------------------
 # agcl.pipeline (stage checkpoints, prediction, fusion)
 # ---------------------------------------------------------------------------------------------
+
 
 # issue 11, row 12: checkpoints of the wrong shape raised AttributeError/KeyError
 def test_checkpoint_list_payload_names_the_path(tmp_path):
@@ -752,35 +849,47 @@ def test_checkpoint_missing_keys_are_listed(tmp_path):
 
 
 # issue 11, row 14: predict options and int16 organ ids
-@pytest.mark.parametrize("kwargs, err, match", [
-    ({"threshold": -1.0}, ValueError, "threshold"),
-    ({"threshold": float("nan")}, ValueError, "threshold"),
-    ({"threshold": "0.5"}, TypeError, "threshold"),
-    ({"stride": 0}, ValueError, "stride"),
-    ({"stride": 2.5}, TypeError, "stride"),
-    ({"batch_size": 0}, ValueError, "batch_size"),
-    ({"coarse_weight": 1.5}, ValueError, "coarse_weight"),
-    ({"coarse_weight": "0.5"}, TypeError, "coarse_weight"),
-])
+@pytest.mark.parametrize(
+    "kwargs, err, match",
+    [
+        ({"threshold": -1.0}, ValueError, "threshold"),
+        ({"threshold": float("nan")}, ValueError, "threshold"),
+        ({"threshold": "0.5"}, TypeError, "threshold"),
+        ({"stride": 0}, ValueError, "stride"),
+        ({"stride": 2.5}, TypeError, "stride"),
+        ({"batch_size": 0}, ValueError, "batch_size"),
+        ({"coarse_weight": 1.5}, ValueError, "coarse_weight"),
+        ({"coarse_weight": "0.5"}, TypeError, "coarse_weight"),
+    ],
+)
 def test_predict_volume_checks_options_before_reading_files(tmp_path, kwargs, err, match):
     with pytest.raises(err, match=match):
-        predict_volume(np.zeros((4, 4, 4)), spacing=(1, 1, 1), coarse_checkpoint=None,
-                       segment_checkpoint=tmp_path / "missing.pt", **kwargs)
+        predict_volume(
+            np.zeros((4, 4, 4)),
+            spacing=(1, 1, 1),
+            coarse_checkpoint=None,
+            segment_checkpoint=tmp_path / "missing.pt",
+            **kwargs,
+        )
 
 
-@pytest.mark.parametrize("kwargs, err, match", [
-    ({"stride": 0}, ValueError, "stride"),
-    ({"stride": 9}, ValueError, "stride"),
-    ({"threshold": float("nan")}, ValueError, "threshold"),
-    ({"threshold": 1.0}, ValueError, "threshold"),
-    ({"batch_size": 0}, ValueError, "batch_size"),
-    ({"patch_size": 8.0}, TypeError, "patch_size"),
-])
+@pytest.mark.parametrize(
+    "kwargs, err, match",
+    [
+        ({"stride": 0}, ValueError, "stride"),
+        ({"stride": 9}, ValueError, "stride"),
+        ({"threshold": float("nan")}, ValueError, "threshold"),
+        ({"threshold": 1.0}, ValueError, "threshold"),
+        ({"batch_size": 0}, ValueError, "batch_size"),
+        ({"patch_size": 8.0}, TypeError, "patch_size"),
+    ],
+)
 def test_segment_with_attention_checks_options(kwargs, err, match):
     opts = {"patch_size": 8, "stride": 4, **kwargs}
     with pytest.raises(err, match=match):
-        segment_with_attention(torch.nn.Identity(), np.zeros((4, 4, 4)),
-                               np.zeros((1, 4, 4, 4), bool), [1], **opts)
+        segment_with_attention(
+            torch.nn.Identity(), np.zeros((4, 4, 4)), np.zeros((1, 4, 4, 4), bool), [1], **opts
+        )
 
 
 def test_fuse_labels_refuses_ids_beyond_int16():
@@ -796,13 +905,16 @@ def test_fuse_labels_refuses_ids_beyond_int16():
 # agcl.pipeline.config, the run's files, and the `agcl train` command (issue 26, rows 10-22, 27-29)
 # ---------------------------------------------------------------------------------------------
 
+
 # row 14: a whole section is merged into the current one (the preset and earlier fields kept)
 def test_a_section_value_merges_into_the_section():
     from agcl.pipeline import PipelineConfig
 
     base = PipelineConfig.quick().override(**{"coarse.lr": 0.5})
     cfg = base.override(coarse={"epochs": 1})
-    assert cfg.coarse.epochs == 1 and cfg.coarse.lr == 0.5 and cfg.coarse.spacing_mm == (5.5, 5.5, 5.0)
+    assert (
+        cfg.coarse.epochs == 1 and cfg.coarse.lr == 0.5 and cfg.coarse.spacing_mm == (5.5, 5.5, 5.0)
+    )
     with pytest.raises(TypeError, match="section 'coarse' takes a dict"):
         base.override(coarse=3)
     with pytest.raises(ValueError, match="unknown config field 'coarse.nope'"):
@@ -810,12 +922,15 @@ def test_a_section_value_merges_into_the_section():
 
 
 # rows 15-16: unknown sections and fields named with the valid ones; no organ at all refused
-@pytest.mark.parametrize("key, match", [
-    ("foo.bar", "unknown config section 'foo' in 'foo.bar'; valid sections: coarse"),
-    ("coarse.shape.x", "keys are 'field' or 'section.field'"),
-    ("coarse.nope", "unknown config field 'coarse.nope'; valid: amp, attention_channel"),
-    ("nope", "unknown config field 'nope'; valid: clip_hu"),
-])
+@pytest.mark.parametrize(
+    "key, match",
+    [
+        ("foo.bar", "unknown config section 'foo' in 'foo.bar'; valid sections: coarse"),
+        ("coarse.shape.x", "keys are 'field' or 'section.field'"),
+        ("coarse.nope", "unknown config field 'coarse.nope'; valid: amp, attention_channel"),
+        ("nope", "unknown config field 'nope'; valid: clip_hu"),
+    ],
+)
 def test_unknown_config_keys_are_named(key, match):
     from agcl.pipeline import PipelineConfig
 
@@ -863,8 +978,12 @@ def test_weights_that_do_not_fit_name_the_checkpoint(tmp_path):
 
     with pytest.raises(ValueError, match=r"ckpt.pt do not fit .* 1 missing keys \(bias\)"):
         load_weights(torch.nn.Linear(2, 2), {"weight": torch.zeros(2, 2)}, tmp_path / "ckpt.pt")
-    with pytest.raises(ValueError, match=r"shape mismatches \(weight: \(3, 2\) in the file, \(2, 2\)"):
-        load_weights(torch.nn.Linear(2, 2), {"weight": torch.zeros(3, 2), "bias": torch.zeros(2)}, "x.pt")
+    with pytest.raises(
+        ValueError, match=r"shape mismatches \(weight: \(3, 2\) in the file, \(2, 2\)"
+    ):
+        load_weights(
+            torch.nn.Linear(2, 2), {"weight": torch.zeros(3, 2), "bias": torch.zeros(2)}, "x.pt"
+        )
 
 
 # row 28: a diverging stage says so, with the stage and its learning rate
@@ -884,10 +1003,22 @@ def test_a_diverging_stage_names_itself_and_its_learning_rate(tmp_path):
             raise ValueError("logits must be finite")  # what a loss says when it meets the result
         return float(loss)
 
-    with pytest.raises(RuntimeError, match=r"pretrain: training diverged at epoch 1, step \d+ .* rate 1e\+30"):
-        fit(stage="pretrain", epochs=1, ckpt_path=tmp_path / "c.pt", settings={}, model=model, optimizer=opt,
-            epoch_batches=lambda e: [torch.full((4, 2), 1e10)] * 3, step=step, resume=False,
-            log=EpochLog(tmp_path / "e.jsonl"), collective=False)
+    with pytest.raises(
+        RuntimeError, match=r"pretrain: training diverged at epoch 1, step \d+ .* rate 1e\+30"
+    ):
+        fit(
+            stage="pretrain",
+            epochs=1,
+            ckpt_path=tmp_path / "c.pt",
+            settings={},
+            model=model,
+            optimizer=opt,
+            epoch_batches=lambda e: [torch.full((4, 2), 1e10)] * 3,
+            step=step,
+            resume=False,
+            log=EpochLog(tmp_path / "e.jsonl"),
+            collective=False,
+        )
 
 
 # row 29: the fallback region is the organ's 26-connected component (diagonal neighbours join)
@@ -896,9 +1027,14 @@ def test_the_fallback_region_is_26_connected():
 
     p = np.zeros((2, 5, 5, 5), np.float32)
     p[0] = 1.0
-    p[1, 1, 1, 1], p[1, 2, 2, 2] = 0.05, 0.04  # only diagonal neighbours: one region with 26-connectivity
+    p[1, 1, 1, 1], p[1, 2, 2, 2] = (
+        0.05,
+        0.04,
+    )  # only diagonal neighbours: one region with 26-connectivity
     p[1, 4, 4, 4] = 0.045  # a separate blob (not touching): stays out
-    att = attention_from_probabilities(p, [6], (5, 5, 5), spacing=(1, 1, 1), margin_mm=0.0, threshold=0.1)
+    att = attention_from_probabilities(
+        p, [6], (5, 5, 5), spacing=(1, 1, 1), margin_mm=0.0, threshold=0.1
+    )
     box, mask = att[6]
     full = np.zeros((5, 5, 5), bool)
     full[box] = mask
@@ -906,14 +1042,53 @@ def test_the_fallback_region_is_26_connected():
 
 
 # rows 10-13, 17-19, 27: the command, in a subprocess on the tiny settings of the example tests
-TINY = ["--n-cases", "2", "--synthetic-shape", "48", "48", "12", "--synthetic-spacing", "7.3", "7.3", "16.0",
-        "--attention", "gt", "--coarse-epochs", "1", "--epochs", "1", "--no-figures",
-        "--set", "organs=[1,6,7]", "--set", "coarse.spacing_mm=[21.9,21.9,24]",
-        "--set", "coarse.crop_shape=[12,12,8]", "--set", "coarse.base_channels=2",
-        "--set", "coarse.depth=1", "--set", "pretrain.base_width=4", "--set", "pretrain.patch_size=16",
-        "--set", "pretrain.patches_per_slice=1", "--set", "pretrain.max_patches_per_volume=12",
-        "--set", "pretrain.batch_size=8", "--set", "segment.patches_per_slice=1",
-        "--set", "segment.max_patches_per_volume=12", "--set", "segment.aspp_channels=8", "--set", "segment.stride=16"]
+TINY = [
+    "--n-cases",
+    "2",
+    "--synthetic-shape",
+    "48",
+    "48",
+    "12",
+    "--synthetic-spacing",
+    "7.3",
+    "7.3",
+    "16.0",
+    "--attention",
+    "gt",
+    "--coarse-epochs",
+    "1",
+    "--epochs",
+    "1",
+    "--no-figures",
+    "--set",
+    "organs=[1,6,7]",
+    "--set",
+    "coarse.spacing_mm=[21.9,21.9,24]",
+    "--set",
+    "coarse.crop_shape=[12,12,8]",
+    "--set",
+    "coarse.base_channels=2",
+    "--set",
+    "coarse.depth=1",
+    "--set",
+    "pretrain.base_width=4",
+    "--set",
+    "pretrain.patch_size=16",
+    "--set",
+    "pretrain.patches_per_slice=1",
+    "--set",
+    "pretrain.max_patches_per_volume=12",
+    "--set",
+    "pretrain.batch_size=8",
+    "--set",
+    "segment.patches_per_slice=1",
+    "--set",
+    "segment.max_patches_per_volume=12",
+    "--set",
+    "segment.aspp_channels=8",
+    "--set",
+    "segment.stride=16",
+]
 
 
 def _agcl(tmp_path, *args):
@@ -923,30 +1098,63 @@ def _agcl(tmp_path, *args):
 
     root = Path(__file__).resolve().parents[1]
     env = dict(os.environ, PYTHONPATH=str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return subprocess.run([sys.executable, "-m", "agcl", *args], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "agcl", *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
-@pytest.mark.parametrize("args, match", [
-    (["--device", "bogus"], "--device"),
-    (["--device", "cuda:7"], "--device"),
-    (["--seed", "18446744073709551616"], "--seed: expected a seed in [0, 4294967295]"),
-    (["--set", "foo.bar=1"], "unknown config section 'foo'"),
-    (["--set", "organs=[]"], "organs must hold at least one value"),
-    (["--set", "coarse.epochs=1.5"], "coarse.epochs"),
-])
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (["--device", "bogus"], "--device"),
+        (["--device", "cuda:7"], "--device"),
+        (["--seed", "18446744073709551616"], "--seed: expected a seed in [0, 4294967295]"),
+        (["--set", "foo.bar=1"], "unknown config section 'foo'"),
+        (["--set", "organs=[]"], "organs must hold at least one value"),
+        (["--set", "coarse.epochs=1.5"], "coarse.epochs"),
+    ],
+)
 def test_the_command_refuses_bad_values_before_reading_any_data(tmp_path, args, match):
-    proc = _agcl(tmp_path, "train", "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "run"),
-                 *TINY, *args)
+    proc = _agcl(
+        tmp_path,
+        "train",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--out",
+        str(tmp_path / "run"),
+        *TINY,
+        *args,
+    )
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert match in proc.stderr
-    assert not (tmp_path / "cache").exists() and not (tmp_path / "run").exists()  # nothing read or written
+    assert (
+        not (tmp_path / "cache").exists() and not (tmp_path / "run").exists()
+    )  # nothing read or written
 
 
 def test_the_command_refuses_a_patch_larger_than_the_volumes(tmp_path):
-    proc = _agcl(tmp_path, "train", "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "run"),
-                 *TINY, "--set", "pretrain.patch_size=100000", "--set", "segment.stride=64")
-    assert proc.returncode != 0 and "pretrain.patch_size=100000 is larger than the volumes" in proc.stderr
+    proc = _agcl(
+        tmp_path,
+        "train",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--out",
+        str(tmp_path / "run"),
+        *TINY,
+        "--set",
+        "pretrain.patch_size=100000",
+        "--set",
+        "segment.stride=64",
+    )
+    assert (
+        proc.returncode != 0
+        and "pretrain.patch_size=100000 is larger than the volumes" in proc.stderr
+    )
 
 
 def _coarse_dir(tmp_path, mutate):
@@ -955,14 +1163,18 @@ def _coarse_dir(tmp_path, mutate):
 
     from agcl.data.synthetic import ensure_btcv_like
 
-    folders = ensure_btcv_like(tmp_path / "cache", 2, shape=(48, 48, 12), spacing=(7.3, 7.3, 16.0), quiet=True)
+    folders = ensure_btcv_like(
+        tmp_path / "cache", 2, shape=(48, 48, 12), spacing=(7.3, 7.3, 16.0), quiet=True
+    )
     coarse = tmp_path / "coarse"
     for modality, folder in folders.items():
         (coarse / modality).mkdir(parents=True)
         for f in sorted((folder / "RawData" / "Training" / "label").glob("*.nii.gz")):
             img = nib.load(f)
             data, affine = mutate(np.asarray(img.dataobj), img.affine.copy())
-            nib.save(nib.Nifti1Image(data, affine), coarse / modality / f"{f.name.replace('label', '')}")
+            nib.save(
+                nib.Nifti1Image(data, affine), coarse / modality / f"{f.name.replace('label', '')}"
+            )
     return coarse
 
 
@@ -973,8 +1185,17 @@ def test_coarse_maps_with_unknown_codes_warn_and_misplaced_ones_are_refused(tmp_
         return data, affine
 
     coarse = _coarse_dir(tmp_path, add_code)
-    proc = _agcl(tmp_path, "train", "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "run"),
-                 *TINY, "--coarse-dir", str(coarse))
+    proc = _agcl(
+        tmp_path,
+        "train",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--out",
+        str(tmp_path / "run"),
+        *TINY,
+        "--coarse-dir",
+        str(coarse),
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     # one warning, listing the codes (the other BTCV organs too: this run segments 1, 6 and 7)
     assert re.search(r"hold codes \[2, 3, 4, 5, 8, 9, 10, 11, 12, 13, 52\]", proc.stderr)
@@ -985,8 +1206,17 @@ def test_coarse_maps_with_unknown_codes_warn_and_misplaced_ones_are_refused(tmp_
         return data, affine
 
     coarse = _coarse_dir(tmp_path / "b", shift)
-    proc = _agcl(tmp_path, "train", "--cache-dir", str(tmp_path / "b" / "cache"), "--out", str(tmp_path / "run2"),
-                 *TINY, "--coarse-dir", str(coarse))
+    proc = _agcl(
+        tmp_path,
+        "train",
+        "--cache-dir",
+        str(tmp_path / "b" / "cache"),
+        "--out",
+        str(tmp_path / "run2"),
+        *TINY,
+        "--coarse-dir",
+        str(coarse),
+    )
     assert proc.returncode != 0 and "is not on its image's grid" in proc.stderr
     assert "map affine" in proc.stderr and "image affine" in proc.stderr
 
@@ -996,13 +1226,27 @@ def test_all_background_labels_are_refused_before_training(tmp_path):
 
     from agcl.data.synthetic import ensure_btcv_like
 
-    folders = ensure_btcv_like(tmp_path / "data", 2, ("contrast",), shape=(48, 48, 12), spacing=(7.3, 7.3, 16.0),
-                               quiet=True)
+    folders = ensure_btcv_like(
+        tmp_path / "data",
+        2,
+        ("contrast",),
+        shape=(48, 48, 12),
+        spacing=(7.3, 7.3, 16.0),
+        quiet=True,
+    )
     for f in (folders["contrast"] / "RawData" / "Training" / "label").glob("*.nii.gz"):
         img = nib.load(f)
         nib.save(nib.Nifti1Image(np.zeros(img.shape, np.uint8), img.affine), f)
-    proc = _agcl(tmp_path, "train", "--data-dir", str(folders["contrast"]), "--out", str(tmp_path / "run"),
-                 *[a for a in TINY if a != "gt"][:0], *TINY[10:])
+    proc = _agcl(
+        tmp_path,
+        "train",
+        "--data-dir",
+        str(folders["contrast"]),
+        "--out",
+        str(tmp_path / "run"),
+        *[a for a in TINY if a != "gt"][:0],
+        *TINY[10:],
+    )
     assert proc.returncode != 0
     assert "no training case holds any of the organs" in proc.stderr
     assert not (tmp_path / "run" / "checkpoints" / "pretrain.pt").exists()

@@ -23,8 +23,9 @@ def test_cpu_strings_and_objects_pass():
 @pytest.mark.parametrize("bad", ["bogus", "", "cuda:x", "cuda:-1", "gpu"])
 def test_unparsable_strings_are_refused_with_the_devices_here(bad):
     got = re.escape(repr(bad))
-    with pytest.raises(ValueError,
-                       match=f"--device must be a device such as .*got {got}.*devices here: cpu"):
+    with pytest.raises(
+        ValueError, match=f"--device must be a device such as .*got {got}.*devices here: cpu"
+    ):
         resolve_device(bad, name="--device")
 
 
@@ -68,8 +69,11 @@ def test_gpu_index_past_the_last_is_refused(monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     assert resolve_device("cuda:1") == torch.device("cuda:1")
     assert resolve_device("cuda") == torch.device("cuda")
-    with pytest.raises(ValueError, match=r"names GPU 7, but this machine has 2 CUDA device\(s\)"
-                                         r"\. Devices here: cpu, cuda:0, cuda:1"):
+    with pytest.raises(
+        ValueError,
+        match=r"names GPU 7, but this machine has 2 CUDA device\(s\)"
+        r"\. Devices here: cpu, cuda:0, cuda:1",
+    ):
         resolve_device("cuda:7")
     with pytest.raises(ValueError, match="names GPU 2"):
         resolve_device(torch.device("cuda", 2))

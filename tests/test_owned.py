@@ -93,8 +93,9 @@ def test_check_replaceable_accepts_absent_empty_and_owned_folders_and_refuses_a_
 
 @pytest.mark.parametrize("error", [ValueError, KeyboardInterrupt])
 @pytest.mark.parametrize("earlier", [False, True])
-def test_an_interrupted_write_leaves_no_temporary_folder_and_keeps_the_earlier_one(tmp_path, error,
-                                                                                   earlier):
+def test_an_interrupted_write_leaves_no_temporary_folder_and_keeps_the_earlier_one(
+    tmp_path, error, earlier
+):
     root = tmp_path / "cache"
     if earlier:
         write_owned_folder(root, "demo", _writer({"old.txt": "x"}))
@@ -148,8 +149,9 @@ def test_phantoms_refuse_a_cache_folder_holding_the_users_files(tmp_path):
     assert _names(tmp_path) == ["cache"]
 
 
-def test_phantoms_are_reused_rewritten_for_other_arguments_and_cleaned_up_on_errors(tmp_path,
-                                                                                   monkeypatch):
+def test_phantoms_are_reused_rewritten_for_other_arguments_and_cleaned_up_on_errors(
+    tmp_path, monkeypatch
+):
     import agcl.data.synthetic as synthetic
 
     root = tmp_path / "cache"
@@ -166,8 +168,14 @@ def test_phantoms_are_reused_rewritten_for_other_arguments_and_cleaned_up_on_err
     assert image.read_bytes() != first  # another seed: agcl's own folder is rewritten
     # an argument error or Ctrl-C while writing: no temporary folder left (issue 26, row 27)
     with pytest.raises(ValueError, match="spacing"):
-        synthetic.ensure_btcv_like(tmp_path / "bad", 2, ("contrast",), quiet=True,
-                                   shape=(24, 24, 8), spacing=(0.0, 1.0, 1.0))
+        synthetic.ensure_btcv_like(
+            tmp_path / "bad",
+            2,
+            ("contrast",),
+            quiet=True,
+            shape=(24, 24, 8),
+            spacing=(0.0, 1.0, 1.0),
+        )
 
     def interrupted(tmp, *args, **kwargs):
         (tmp / "contrast").mkdir()
@@ -198,7 +206,11 @@ def test_scenes_refuse_a_devkit_agcl_did_not_write_and_keep_the_users_other_file
     with pytest.raises(FolderNotOwnedError, match=re.escape(str(devkit))):
         ensure_voc_like(cache, 2, 1, size=32, quiet=True)
     assert sorted(p.relative_to(cache).as_posix() for p in cache.rglob("*")) == [
-        "VOCdevkit", "VOCdevkit/VOC2012", "VOCdevkit/VOC2012/note.txt", "VOCdevkit/thesis.txt"]
+        "VOCdevkit",
+        "VOCdevkit/VOC2012",
+        "VOCdevkit/VOC2012/note.txt",
+        "VOCdevkit/thesis.txt",
+    ]
     # the cache folder may hold the user's files beside agcl's devkit: they are left alone
     other = _user_folder(tmp_path / "other")
     written = ensure_voc_like(other, 2, 1, size=32, quiet=True)

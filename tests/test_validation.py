@@ -18,7 +18,9 @@ def test_check_tensor_rejects_non_tensor():
 
 
 def test_check_ndim_prints_layout_and_shape():
-    with pytest.raises(ValueError, match=r"features must be \(B, V, D\) or \(M, D\); got shape \(2,\)"):
+    with pytest.raises(
+        ValueError, match=r"features must be \(B, V, D\) or \(M, D\); got shape \(2,\)"
+    ):
         check_ndim("features", torch.zeros(2), (2, 3), "(B, V, D) or (M, D)")
 
 

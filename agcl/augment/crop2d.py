@@ -36,11 +36,14 @@ class RandomCropFlip2D:
     def __repr__(self) -> str:
         return f"RandomCropFlip2D(size={self.size}, hflip={self.hflip}, void={self.void})"
 
-    def __call__(self, image: torch.Tensor, mask: torch.Tensor, *, generator: torch.Generator
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(
+        self, image: torch.Tensor, mask: torch.Tensor, *, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         if image.ndim != 3 or mask.shape != image.shape[1:]:
-            raise ValueError(f"image must be (C, H, W) and mask (H, W) of the same size; got {tuple(image.shape)} "
-                             f"and {tuple(mask.shape)}")
+            raise ValueError(
+                f"image must be (C, H, W) and mask (H, W) of the same size; got {tuple(image.shape)} "
+                f"and {tuple(mask.shape)}"
+            )
         size = self.size
         h, w = mask.shape
         ph, pw = max(0, size - h), max(0, size - w)
@@ -50,7 +53,7 @@ class RandomCropFlip2D:
         h, w = mask.shape
         i = int(torch.randint(0, h - size + 1, (1,), generator=generator))
         j = int(torch.randint(0, w - size + 1, (1,), generator=generator))
-        image, mask = image[:, i:i + size, j:j + size], mask[i:i + size, j:j + size]
+        image, mask = image[:, i : i + size, j : j + size], mask[i : i + size, j : j + size]
         if self.hflip and bool(torch.rand(1, generator=generator) < 0.5):
             image, mask = image.flip(-1), mask.flip(-1)
         return image, mask

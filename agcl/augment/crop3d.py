@@ -37,7 +37,9 @@ def rotation_matrix(angles_deg: Sequence[float]) -> np.ndarray:
     return out
 
 
-def crop_matrix(angles_deg: Sequence[float], factor: float = 1.0, spacing: Sequence[float] | None = None) -> np.ndarray:
+def crop_matrix(
+    angles_deg: Sequence[float], factor: float = 1.0, spacing: Sequence[float] | None = None
+) -> np.ndarray:
     """Crop voxel offsets -> volume voxel offsets: zoom by ``factor``, rotate by ``angles_deg`` in mm.
 
     ``diag(1 / spacing) @ R @ diag(spacing) * factor``: a voxel step is turned into mm, rotated
@@ -54,7 +56,9 @@ def crop_matrix(angles_deg: Sequence[float], factor: float = 1.0, spacing: Seque
     return rotation_matrix(angles_deg) * sp[None, :] / sp[:, None] * float(factor)
 
 
-def extract(array: torch.Tensor, start: Sequence[int], size: Sequence[int], pad: float) -> torch.Tensor:
+def extract(
+    array: torch.Tensor, start: Sequence[int], size: Sequence[int], pad: float
+) -> torch.Tensor:
     """The ``size`` box of ``array`` starting at ``start`` (may lie partly outside: padded with ``pad``).
 
     Examples:
@@ -81,19 +85,38 @@ def _start(centre: int | None, n: int, size: int, rng: np.random.Generator) -> i
     return int(np.clip(centre - size // 2, lo, hi))
 
 
-def _affine_crop(image: torch.Tensor, label: torch.Tensor, pad: float, crop: tuple[int, ...], centre: np.ndarray,
-                 matrix: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+def _affine_crop(
+    image: torch.Tensor,
+    label: torch.Tensor,
+    pad: float,
+    crop: tuple[int, ...],
+    centre: np.ndarray,
+    matrix: np.ndarray,
+) -> tuple[torch.Tensor, torch.Tensor]:
     # crop voxel o -> volume voxel centre + matrix @ (o - (crop - 1) / 2); trilinear image, nearest labels,
     # the image padded with pad outside the volume and the labels with background
     axes = [torch.arange(n, dtype=torch.float64) - (n - 1) / 2 for n in crop]
     offsets = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1)  # (X, Y, Z, 3)
-    coords = offsets @ torch.from_numpy(matrix).T + torch.from_numpy(np.asarray(centre, dtype=np.float64))
+    coords = offsets @ torch.from_numpy(matrix).T + torch.from_numpy(
+        np.asarray(centre, dtype=np.float64)
+    )
     size = torch.tensor(image.shape, dtype=torch.float64)
-    grid = ((2 * coords + 1) / size - 1).flip(-1)[None].float()  # align_corners=False; grid_sample wants (z, y, x)
-    out = F.grid_sample((image.float() - pad)[None, None], grid, mode="bilinear", padding_mode="zeros",
-                        align_corners=False)[0, 0] + pad
-    lab = F.grid_sample(label.float()[None, None], grid, mode="nearest", padding_mode="zeros",
-                        align_corners=False)[0, 0]
+    grid = (
+        ((2 * coords + 1) / size - 1).flip(-1)[None].float()
+    )  # align_corners=False; grid_sample wants (z, y, x)
+    out = (
+        F.grid_sample(
+            (image.float() - pad)[None, None],
+            grid,
+            mode="bilinear",
+            padding_mode="zeros",
+            align_corners=False,
+        )[0, 0]
+        + pad
+    )
+    lab = F.grid_sample(
+        label.float()[None, None], grid, mode="nearest", padding_mode="zeros", align_corners=False
+    )[0, 0]
     return out, lab.round().to(label.dtype)
 
 
@@ -125,38 +148,75 @@ class RandomAffineCrop3D:
         (0.0, (2, 2, 2), torch.int64)
     """
 
-    def __init__(self, zoom: float = 0.1, rotation_deg: float = 15.0, intensity: float = 0.1, *,
-                 spacing: Sequence[float] | None = None) -> None:
-        for name, value in (("zoom", zoom), ("rotation_deg", rotation_deg), ("intensity", intensity)):
+    def __init__(
+        self,
+        zoom: float = 0.1,
+        rotation_deg: float = 15.0,
+        intensity: float = 0.1,
+        *,
+        spacing: Sequence[float] | None = None,
+    ) -> None:
+        for name, value in (
+            ("zoom", zoom),
+            ("rotation_deg", rotation_deg),
+            ("intensity", intensity),
+        ):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
                 raise ValueError(f"{name} must be a number >= 0; got {value!r}")
         if zoom >= 1:
             raise ValueError(f"zoom must lie in [0, 1) (the factor is 1 +/- zoom); got {zoom}")
-        self.zoom, self.rotation_deg, self.intensity = float(zoom), float(rotation_deg), float(intensity)
+        self.zoom, self.rotation_deg, self.intensity = (
+            float(zoom),
+            float(rotation_deg),
+            float(intensity),
+        )
         self.spacing = None if spacing is None else tuple(float(s) for s in spacing)
 
     def __repr__(self) -> str:
-        return (f"RandomAffineCrop3D(zoom={self.zoom}, rotation_deg={self.rotation_deg}, "
-                f"intensity={self.intensity}, spacing={self.spacing})")
+        return (
+            f"RandomAffineCrop3D(zoom={self.zoom}, rotation_deg={self.rotation_deg}, "
+            f"intensity={self.intensity}, spacing={self.spacing})"
+        )
 
-    def __call__(self, image: torch.Tensor, label: torch.Tensor, *, crop_shape: Sequence[int],
-                 centre: np.ndarray | None, rng: np.random.Generator, pad: float = 0.0
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(
+        self,
+        image: torch.Tensor,
+        label: torch.Tensor,
+        *,
+        crop_shape: Sequence[int],
+        centre: np.ndarray | None,
+        rng: np.random.Generator,
+        pad: float = 0.0,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """One crop of ``crop_shape`` centred on ``centre`` (``None``: anywhere in the volume)."""
-        crop = tuple(check_int("crop_shape", int(s) if isinstance(s, np.integer) else s, low=1) for s in crop_shape)
+        crop = tuple(
+            check_int("crop_shape", int(s) if isinstance(s, np.integer) else s, low=1)
+            for s in crop_shape
+        )
         if len(crop) != 3 or image.ndim != 3 or tuple(label.shape) != tuple(image.shape):
-            raise ValueError(f"image and label must be one 3-D grid and crop_shape 3 sizes; got "
-                             f"{tuple(image.shape)}, {tuple(label.shape)} and {crop}")
+            raise ValueError(
+                f"image and label must be one 3-D grid and crop_shape 3 sizes; got "
+                f"{tuple(image.shape)}, {tuple(label.shape)} and {crop}"
+            )
         factor = float(rng.uniform(1.0 - self.zoom, 1.0 + self.zoom)) if self.zoom > 0 else 1.0
-        angles = rng.uniform(-self.rotation_deg, self.rotation_deg, 3) if self.rotation_deg > 0 else np.zeros(3)
+        angles = (
+            rng.uniform(-self.rotation_deg, self.rotation_deg, 3)
+            if self.rotation_deg > 0
+            else np.zeros(3)
+        )
         size = tuple(max(1, int(round(s * factor))) for s in crop)
-        start = [_start(None if centre is None else int(centre[d]), image.shape[d], size[d], rng) for d in range(3)]
+        start = [
+            _start(None if centre is None else int(centre[d]), image.shape[d], size[d], rng)
+            for d in range(3)
+        ]
         if factor == 1.0 and not angles.any():
             out = extract(image, start, size, pad).float()
             lab = extract(label, start, size, 0)
         else:
             matrix = crop_matrix(angles, factor, self.spacing)
-            middle = np.asarray(start, dtype=np.float64) + (np.asarray(size, dtype=np.float64) - 1) / 2
+            middle = (
+                np.asarray(start, dtype=np.float64) + (np.asarray(size, dtype=np.float64) - 1) / 2
+            )
             out, lab = _affine_crop(image, label, pad, crop, middle, matrix)
         if self.intensity > 0:
             a = float(rng.uniform(1.0 - self.intensity, 1.0 + self.intensity))

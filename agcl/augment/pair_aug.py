@@ -59,11 +59,13 @@ def affine_view(
     out = torch.empty_like(x)
     src = x if x.is_floating_point() else x.float()
     if images:
-        out[:, images] = F.grid_sample(src[:, images], grid, mode="bilinear", padding_mode=image_padding,
-                                       align_corners=False).to(x.dtype)
+        out[:, images] = F.grid_sample(
+            src[:, images], grid, mode="bilinear", padding_mode=image_padding, align_corners=False
+        ).to(x.dtype)
     if masks:
-        out[:, masks] = F.grid_sample(src[:, masks], grid, mode="nearest", padding_mode="zeros",
-                                      align_corners=False).to(x.dtype)
+        out[:, masks] = F.grid_sample(
+            src[:, masks], grid, mode="nearest", padding_mode="zeros", align_corners=False
+        ).to(x.dtype)
     ident = (theta == torch.eye(2, 3, dtype=theta.dtype, device=theta.device)).flatten(1).all(1)
     if bool(ident.any()):
         out[ident] = x[ident]
@@ -119,23 +121,33 @@ class PairAug:
         self.scale = _range("scale", scale, 0.0, 1.0, open_low=True)
         self.ratio = _range("ratio", ratio, 0.0, math.inf, open_low=True)
         self.degrees = check_positive("degrees", degrees, allow_zero=True)
-        self.intensity_jitter = check_positive("intensity_jitter", intensity_jitter, allow_zero=True)
-        self.color_distortion = check_positive("color_distortion", color_distortion, allow_zero=True)
+        self.intensity_jitter = check_positive(
+            "intensity_jitter", intensity_jitter, allow_zero=True
+        )
+        self.color_distortion = check_positive(
+            "color_distortion", color_distortion, allow_zero=True
+        )
         if self.color_distortion > 1.25:
-            raise ValueError(f"color_distortion must lie in [0, 1.25] (factors stay positive); got {color_distortion}")
+            raise ValueError(
+                f"color_distortion must lie in [0, 1.25] (factors stay positive); got {color_distortion}"
+            )
         if isinstance(mask_channels, (str, bytes)) or not all(is_int(m) for m in mask_channels):
             raise TypeError(f"mask_channels must be a sequence of ints; got {mask_channels!r}")
         if image_padding not in ("zeros", "border", "reflection"):
-            raise ValueError(f"image_padding must be one of 'zeros', 'border', 'reflection'; got {image_padding!r}")
+            raise ValueError(
+                f"image_padding must be one of 'zeros', 'border', 'reflection'; got {image_padding!r}"
+            )
         self.hflip = bool(hflip)
         self.mask_channels = tuple(int(m) for m in mask_channels)
         self.image_padding = image_padding
         self.generator = check_generator("generator", generator)
 
     def __repr__(self) -> str:
-        return (f"PairAug(scale={self.scale}, ratio={self.ratio}, degrees={self.degrees}, hflip={self.hflip}, "
-                f"intensity_jitter={self.intensity_jitter}, color_distortion={self.color_distortion}, "
-                f"mask_channels={self.mask_channels})")
+        return (
+            f"PairAug(scale={self.scale}, ratio={self.ratio}, degrees={self.degrees}, hflip={self.hflip}, "
+            f"intensity_jitter={self.intensity_jitter}, color_distortion={self.color_distortion}, "
+            f"mask_channels={self.mask_channels})"
+        )
 
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Two independent views of ``x``."""
@@ -148,14 +160,20 @@ class PairAug:
         c = x.shape[1]
         bad = [m for m in self.mask_channels if not -c <= m < c]
         if bad:
-            raise ValueError(f"mask_channels {bad} out of range for x with C={c} channels; got shape {tuple(x.shape)}")
+            raise ValueError(
+                f"mask_channels {bad} out of range for x with C={c} channels; got shape {tuple(x.shape)}"
+            )
         if not x.is_floating_point():
             raise TypeError(f"x must be a floating-point tensor; got {x.dtype}")
         if x.shape[0] > 0 and (x.shape[2] == 0 or x.shape[3] == 0):
-            raise ValueError(f"x must have patches of at least 1 x 1 pixels; got shape {tuple(x.shape)}")
+            raise ValueError(
+                f"x must have patches of at least 1 x 1 pixels; got shape {tuple(x.shape)}"
+            )
         if x.device.type != "meta" and not bool(torch.isfinite(x).all()):
             bad = int((~torch.isfinite(x)).sum())
-            raise ValueError(f"x must be finite; got {bad} NaN/inf values in a tensor of shape {tuple(x.shape)}")
+            raise ValueError(
+                f"x must be finite; got {bad} NaN/inf values in a tensor of shape {tuple(x.shape)}"
+            )
 
     def sample_theta(self, n: int, size: tuple[int, int] | None = None) -> torch.Tensor:
         """Draw ``n`` affine matrices ``(n, 2, 3)`` (output -> input coordinates, CPU, float64).
@@ -169,8 +187,10 @@ class PairAug:
         if size is not None:
             if isinstance(size, (str, bytes)) or not hasattr(size, "__len__") or len(size) != 2:
                 raise TypeError(f"size must be None or the patch's (H, W); got {size!r}")
-            size = (check_int("size[0] (H)", size[0], low=1),
-                    check_int("size[1] (W)", size[1], low=1))
+            size = (
+                check_int("size[0] (H)", size[0], low=1),
+                check_int("size[1] (W)", size[1], low=1),
+            )
         g = self.generator
         u = torch.rand(n, 5, generator=g, dtype=torch.float64)
         area = self.scale[0] + (self.scale[1] - self.scale[0]) * u[:, 0]
@@ -189,10 +209,13 @@ class PairAug:
         # the rotation acts in pixels: normalised x spans W/2 pixels and y H/2, so conjugating
         # R diag(sx, fh) with diag(W/2, H/2) scales the off-diagonal terms by H/W and W/H
         hw = 1.0 if size is None else size[0] / size[1]
-        theta = torch.stack([
-            torch.stack([cos * sx, -sin * fh * hw, cx], 1),
-            torch.stack([sin * sx / hw, cos * fh, cy], 1),
-        ], 1)
+        theta = torch.stack(
+            [
+                torch.stack([cos * sx, -sin * fh * hw, cx], 1),
+                torch.stack([sin * sx / hw, cos * fh, cy], 1),
+            ],
+            1,
+        )
         return theta
 
     def view(self, x: torch.Tensor) -> torch.Tensor:
@@ -200,9 +223,15 @@ class PairAug:
         self._check(x)
         if x.shape[0] == 0:  # an empty batch in, an empty batch out
             return x.clone()
-        out = affine_view(x, self.sample_theta(x.shape[0], (x.shape[2], x.shape[3])), mask_channels=self.mask_channels,
-                          image_padding=self.image_padding)
-        images = [k for k in range(x.shape[1]) if k not in {m % x.shape[1] for m in self.mask_channels}]
+        out = affine_view(
+            x,
+            self.sample_theta(x.shape[0], (x.shape[2], x.shape[3])),
+            mask_channels=self.mask_channels,
+            image_padding=self.image_padding,
+        )
+        images = [
+            k for k in range(x.shape[1]) if k not in {m % x.shape[1] for m in self.mask_channels}
+        ]
         if images and (self.intensity_jitter > 0 or self.color_distortion > 0):
             out[:, images] = self._intensity(out[:, images])
         return out
@@ -223,16 +252,22 @@ class PairAug:
             img = (img - mean) * (1 + draw(s)) + mean  # contrast
             if img.shape[1] >= 3:
                 grey = img[:, :3].mean(dim=1, keepdim=True)
-                img = torch.cat([(img[:, :3] - grey) * (1 + draw(s)) + grey, img[:, 3:]], 1)  # saturation
+                img = torch.cat(
+                    [(img[:, :3] - grey) * (1 + draw(s)) + grey, img[:, 3:]], 1
+                )  # saturation
         return img
 
 
-def _range(name: str, value: Sequence[float], low: float, high: float, *, open_low: bool) -> tuple[float, float]:
+def _range(
+    name: str, value: Sequence[float], low: float, high: float, *, open_low: bool
+) -> tuple[float, float]:
     pair = tuple(value) if isinstance(value, (tuple, list)) else ()
     if len(pair) != 2 or not all(is_real(v) for v in pair):  # "0.3" is not a number
         raise TypeError(f"{name} must be a pair of numbers (low, high); got {value!r}")
     a, b = float(pair[0]), float(pair[1])
     ok = (a > low if open_low else a >= low) and a <= b <= high
     if not ok:
-        raise ValueError(f"{name} must satisfy {low} {'<' if open_low else '<='} low <= high <= {high}; got {value!r}")
+        raise ValueError(
+            f"{name} must satisfy {low} {'<' if open_low else '<='} low <= high <= {high}; got {value!r}"
+        )
     return a, b

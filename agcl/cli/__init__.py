@@ -22,10 +22,19 @@ __all__ = ["COMMANDS", "UserError", "main"]
 
 #: sub-command -> (module, one-line summary)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "train": ("agcl.cli.train", "train the pipeline in a run folder (CT; --domain image2d for 2-D images)"),
+    "train": (
+        "agcl.cli.train",
+        "train the pipeline in a run folder (CT; --domain image2d for 2-D images)",
+    ),
     "train-2d": ("agcl.cli.train2d", "train the 2-D pipeline (PASCAL VOC layout) in a run folder"),
-    "predict": ("agcl.cli.predict", "apply a finished run to new scans (NIfTI), with a report per scan"),
-    "evaluate": ("agcl.cli.evaluate", "score label maps against ground truth: Dice, HD95, ASSD per organ"),
+    "predict": (
+        "agcl.cli.predict",
+        "apply a finished run to new scans (NIfTI), with a report per scan",
+    ),
+    "evaluate": (
+        "agcl.cli.evaluate",
+        "score label maps against ground truth: Dice, HD95, ASSD per organ",
+    ),
 }
 
 _USAGE = "usage: agcl {" + ",".join(COMMANDS) + "} [--help] ...\n"
@@ -34,10 +43,18 @@ _USAGE = "usage: agcl {" + ",".join(COMMANDS) + "} [--help] ...\n"
 def _help() -> str:
     import agcl
 
-    lines = [_USAGE, f"agcl {agcl.__version__}: attention-guided supervised contrastive learning for "
-             "multi-object segmentation.", "", "commands:"]
+    lines = [
+        _USAGE,
+        f"agcl {agcl.__version__}: attention-guided supervised contrastive learning for "
+        "multi-object segmentation.",
+        "",
+        "commands:",
+    ]
     lines += [f"  {name:10s} {summary}" for name, (_, summary) in COMMANDS.items()]
-    lines += ["", "Run 'agcl <command> --help' for a command's options, examples, files and exit status."]
+    lines += [
+        "",
+        "Run 'agcl <command> --help' for a command's options, examples, files and exit status.",
+    ]
     return "\n".join(lines)
 
 
@@ -56,7 +73,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     command, rest = args[0], args[1:]
     if command not in COMMANDS:
-        print(_USAGE + f"agcl: error: unknown command {command!r}; commands: {', '.join(COMMANDS)}", file=sys.stderr)
+        print(
+            _USAGE + f"agcl: error: unknown command {command!r}; commands: {', '.join(COMMANDS)}",
+            file=sys.stderr,
+        )
         return 2
     if command == "train" and _domain(rest) == "image2d":
         command = "train-2d"

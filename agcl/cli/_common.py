@@ -11,8 +11,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SEED_MAX", "UserError", "check_device", "make_config", "positive_int", "seed", "share_stage1",
-           "user_errors"]
+__all__ = [
+    "SEED_MAX",
+    "UserError",
+    "check_device",
+    "make_config",
+    "positive_int",
+    "seed",
+    "share_stage1",
+    "user_errors",
+]
 
 #: the largest ``--seed`` (the seed is mixed into every generator's seed; numpy takes 32 bits)
 SEED_MAX = 2**32 - 1
@@ -91,12 +99,20 @@ def user_errors(command: str, run: Callable[[], int]) -> int:
 
     try:
         return run()
-    except (UserError, RunFolderError, FolderNotOwnedError, FileNotFoundError, DamagedFileError) as err:
+    except (
+        UserError,
+        RunFolderError,
+        FolderNotOwnedError,
+        FileNotFoundError,
+        DamagedFileError,
+    ) as err:
         print(f"agcl {command}: error: {err}", file=sys.stderr)
         return 2
 
 
-def share_stage1(src: Path, dst: Path, *, stage1: str, resume: bool, overwrite: bool, main: bool = True) -> None:
+def share_stage1(
+    src: Path, dst: Path, *, stage1: str, resume: bool, overwrite: bool, main: bool = True
+) -> None:
     """Give the run folder ``dst`` the finished stage 1 of the run in ``src`` (its checkpoint,
     CT coarse maps and their records), so every method of an ablation seed builds its attention
     from the same stage 1.
@@ -122,9 +138,13 @@ def share_stage1(src: Path, dst: Path, *, stage1: str, resume: bool, overwrite: 
             target = dst / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             if target.exists() or target.is_symlink():
-                folder.remove([target])  # ours (an earlier share), else left alone and refused below
+                folder.remove(
+                    [target]
+                )  # ours (an earlier share), else left alone and refused below
             if target.exists():
-                raise UserError(f"{target} exists and is not a file of the run in {dst}; not replacing it")
+                raise UserError(
+                    f"{target} exists and is not a file of the run in {dst}; not replacing it"
+                )
             try:
                 os.link(src / rel, target)
             except OSError:

@@ -85,24 +85,48 @@ def match_cases(pred: dict[str, Path], gt: dict[str, Path]) -> list[tuple[str, P
         else:
             missing.append(str(p))
     if missing:
-        raise UserError(f"{len(missing)} prediction(s) have no ground truth with their case id: "
-                        f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}; the ground truths' ids are "
-                        f"{', '.join(sorted(gt)[:8])}{' ...' if len(gt) > 8 else ''}")
+        raise UserError(
+            f"{len(missing)} prediction(s) have no ground truth with their case id: "
+            f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}; the ground truths' ids are "
+            f"{', '.join(sorted(gt)[:8])}{' ...' if len(gt) > 8 else ''}"
+        )
     return out
 
 
 def build_parser(prog: str = "agcl evaluate") -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog=prog, description=__doc__.split(": ", 1)[1], epilog=EPILOG,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog=prog,
+        description=__doc__.split(": ", 1)[1],
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("--pred", required=True, metavar="DIR", help="the predicted label maps")
-    ap.add_argument("--gt", required=True, action="append", metavar="[MODALITY=]DIR",
-                    help="the ground-truth label maps (repeatable)")
-    ap.add_argument("--out", required=True, metavar="DIR", help="where results.json and results.md are written")
-    ap.add_argument("--labels", default=None, metavar="MAP.json",
-                    help="{their_code: btcv_code} translating the predictions' codes to BTCV's")
-    ap.add_argument("--organs", nargs="+", default=None, metavar="ORGAN",
-                    help="score only these organs (BTCV names or codes; default: every organ of the ground truth)")
-    ap.add_argument("--overwrite", action="store_true", help="replace results.json/results.md in --out")
+    ap.add_argument(
+        "--gt",
+        required=True,
+        action="append",
+        metavar="[MODALITY=]DIR",
+        help="the ground-truth label maps (repeatable)",
+    )
+    ap.add_argument(
+        "--out", required=True, metavar="DIR", help="where results.json and results.md are written"
+    )
+    ap.add_argument(
+        "--labels",
+        default=None,
+        metavar="MAP.json",
+        help="{their_code: btcv_code} translating the predictions' codes to BTCV's",
+    )
+    ap.add_argument(
+        "--organs",
+        nargs="+",
+        default=None,
+        metavar="ORGAN",
+        help="score only these organs (BTCV names or codes; default: every organ of the ground truth)",
+    )
+    ap.add_argument(
+        "--overwrite", action="store_true", help="replace results.json/results.md in --out"
+    )
     return ap
 
 
@@ -118,8 +142,10 @@ def _organs(items: list[str] | None) -> dict[int, str]:
         elif item in BTCV_ORGAN_CODES:
             out[BTCV_ORGAN_CODES[item]] = item
         else:
-            raise UserError(f"--organs: {item!r} is no BTCV organ; the organs are "
-                            + ", ".join(f"{c} {n}" for c, n in sorted(BTCV_ORGANS.items())))
+            raise UserError(
+                f"--organs: {item!r} is no BTCV organ; the organs are "
+                + ", ".join(f"{c} {n}" for c, n in sorted(BTCV_ORGANS.items()))
+            )
     return out
 
 
@@ -129,8 +155,13 @@ def main(argv: list[str] | None = None) -> int:
     return user_errors("evaluate", lambda: _main(args))
 
 
-def evaluate_folders(pred_dir: Path, gts: list[str], *, labels: str | None = None,
-                     organs: dict[int, str] | None = None) -> dict[str, Any]:
+def evaluate_folders(
+    pred_dir: Path,
+    gts: list[str],
+    *,
+    labels: str | None = None,
+    organs: dict[int, str] | None = None,
+) -> dict[str, Any]:
     """Score the label maps of ``pred_dir`` against the ground truths (see :func:`main`); returns
     ``{"per_organ", "mean", "cases"}`` (``cases``: one table per case id)."""
     import warnings
@@ -146,7 +177,9 @@ def evaluate_folders(pred_dir: Path, gts: list[str], *, labels: str | None = Non
         files = label_files(Path(folder), modality) if sep else label_files(Path(item))
         clash = set(files) & set(gt)
         if clash:
-            raise UserError(f"--gt folders share the case ids {sorted(clash)[:5]}; give them MODALITY= prefixes")
+            raise UserError(
+                f"--gt folders share the case ids {sorted(clash)[:5]}; give them MODALITY= prefixes"
+            )
         gt.update(files)
     pairs = match_cases(label_files(pred_dir), gt)
     mapping = load_coarse_labels(labels) if labels else None
@@ -155,8 +188,10 @@ def evaluate_folders(pred_dir: Path, gts: list[str], *, labels: str | None = Non
     for key, p, g in pairs:
         pv, gv = load_volume(p, kind="label"), load_volume(g, kind="label")
         if pv.shape != gv.shape or not np.allclose(pv.affine, gv.affine, atol=1e-3):
-            raise UserError(f"{p} and {g} are not on one grid: shapes {pv.shape} and {gv.shape}, affines differ by "
-                            f"{abs(pv.affine - gv.affine).max():.4g} mm")
+            raise UserError(
+                f"{p} and {g} are not on one grid: shapes {pv.shape} and {gv.shape}, affines differ by "
+                f"{abs(pv.affine - gv.affine).max():.4g} mm"
+            )
         pred = pv.array
         if mapping is not None:
             pred, missing = remap_labels(pred, mapping)
@@ -165,11 +200,19 @@ def evaluate_folders(pred_dir: Path, gts: list[str], *, labels: str | None = Non
         tables.append(table)
         cases[key] = table
     if unmapped:
-        warnings.warn(f"--labels maps no BTCV organ to the codes {sorted(unmapped)} found in the predictions; they "
-                      "were scored as background (map a code to 0 to silence this)", UserWarning, stacklevel=2)
+        warnings.warn(
+            f"--labels maps no BTCV organ to the codes {sorted(unmapped)} found in the predictions; they "
+            "were scored as background (map a code to 0 to silence this)",
+            UserWarning,
+            stacklevel=2,
+        )
     summary = summarize_cases(tables)
-    return {"per_organ": summary["per_organ"], "mean": summary["mean"], "cases": cases,
-            "pairs": [{"case": k, "pred": str(p), "gt": str(g)} for k, p, g in pairs]}
+    return {
+        "per_organ": summary["per_organ"],
+        "mean": summary["mean"],
+        "cases": cases,
+        "pairs": [{"case": k, "pred": str(p), "gt": str(g)} for k, p, g in pairs],
+    }
 
 
 def _main(args: argparse.Namespace) -> int:
@@ -181,17 +224,36 @@ def _main(args: argparse.Namespace) -> int:
     out = Path(args.out)
     existing = [p for p in (out / "results.json", out / "results.md") if p.exists()]
     if existing and not args.overwrite:
-        raise UserError(f"--out {out} already holds {', '.join(map(str, existing))}; pass --overwrite to replace "
-                        "them, or choose another --out")
-    result = evaluate_folders(Path(args.pred), args.gt, labels=args.labels, organs=_organs(args.organs))
-    entry = results_entry({**result, "config": {"pred": args.pred, "gt": args.gt, "labels": args.labels,
-                                                "organs": args.organs}}, time.perf_counter() - start)
-    entry["cases"] = {k: results_entry({**t, "config": {}}, 0.0)["per_organ"] for k, t in result["cases"].items()}
+        raise UserError(
+            f"--out {out} already holds {', '.join(map(str, existing))}; pass --overwrite to replace "
+            "them, or choose another --out"
+        )
+    result = evaluate_folders(
+        Path(args.pred), args.gt, labels=args.labels, organs=_organs(args.organs)
+    )
+    entry = results_entry(
+        {
+            **result,
+            "config": {
+                "pred": args.pred,
+                "gt": args.gt,
+                "labels": args.labels,
+                "organs": args.organs,
+            },
+        },
+        time.perf_counter() - start,
+    )
+    entry["cases"] = {
+        k: results_entry({**t, "config": {}}, 0.0)["per_organ"] for k, t in result["cases"].items()
+    }
     entry["pairs"] = result["pairs"]
     write_json(out / "results.json", entry)
     table = format_table({"per_organ": result["per_organ"], "mean": result["mean"]})
-    write_text(out / "results.md", f"# agcl evaluate\n\n{len(result['pairs'])} cases: predictions {args.pred}, "
-               f"ground truth {', '.join(args.gt)}.\n\n{table}\n")
+    write_text(
+        out / "results.md",
+        f"# agcl evaluate\n\n{len(result['pairs'])} cases: predictions {args.pred}, "
+        f"ground truth {', '.join(args.gt)}.\n\n{table}\n",
+    )
     print(table)
     print(f"wrote {out / 'results.json'} and {out / 'results.md'} ({len(result['pairs'])} cases)")
     return 0

@@ -84,8 +84,11 @@ def find_scans(path: str | Path) -> list[tuple[str, Path]]:
     if not files:
         raise UserError(f"--input {p} holds no NIfTI scan (.nii or .nii.gz)")
     channels = all(_CHANNEL.search(case_id(f)) for f in files)
-    scans = [(case_id(f, channel=channels), f) for f in files
-             if not channels or case_id(f).endswith("_0000")]  # other nnU-Net channels: agcl reads the CT
+    scans = [
+        (case_id(f, channel=channels), f)
+        for f in files
+        if not channels or case_id(f).endswith("_0000")
+    ]  # other nnU-Net channels: agcl reads the CT
     ids: dict[str, Path] = {}
     for key, f in scans:
         if key in ids:
@@ -95,17 +98,41 @@ def find_scans(path: str | Path) -> list[tuple[str, Path]]:
 
 
 def build_parser(prog: str = "agcl predict") -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog=prog, description=__doc__.split(": ", 1)[1], epilog=EPILOG,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--run", required=True, metavar="RUN_DIR", help="a finished run folder (agcl train's --out)")
-    ap.add_argument("--input", required=True, metavar="PATH", help="a NIfTI scan or a folder of scans")
-    ap.add_argument("--out", required=True, metavar="DIR", help="where the label maps and reports are written")
+    ap = argparse.ArgumentParser(
+        prog=prog,
+        description=__doc__.split(": ", 1)[1],
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument(
+        "--run", required=True, metavar="RUN_DIR", help="a finished run folder (agcl train's --out)"
+    )
+    ap.add_argument(
+        "--input", required=True, metavar="PATH", help="a NIfTI scan or a folder of scans"
+    )
+    ap.add_argument(
+        "--out", required=True, metavar="DIR", help="where the label maps and reports are written"
+    )
     ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default: %(default)s)")
-    ap.add_argument("--coarse-dir", default=None, help="your own coarse label maps for the scans (skips stage 1)")
-    ap.add_argument("--coarse-labels", default=None, metavar="FILE.json",
-                    help="{their_code: btcv_code} translating the codes of --coarse-dir's maps")
-    ap.add_argument("--no-body-mask", action="store_true", help="do not bound the attention by the body")
-    ap.add_argument("--overwrite", action="store_true", help="replace outputs of an earlier agcl predict in --out")
+    ap.add_argument(
+        "--coarse-dir",
+        default=None,
+        help="your own coarse label maps for the scans (skips stage 1)",
+    )
+    ap.add_argument(
+        "--coarse-labels",
+        default=None,
+        metavar="FILE.json",
+        help="{their_code: btcv_code} translating the codes of --coarse-dir's maps",
+    )
+    ap.add_argument(
+        "--no-body-mask", action="store_true", help="do not bound the attention by the body"
+    )
+    ap.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace outputs of an earlier agcl predict in --out",
+    )
     return ap
 
 
@@ -140,8 +167,10 @@ def _main(args: argparse.Namespace) -> int:
     targets = [(out / f"{key}.nii.gz", out / f"{key}.json") for key, _ in scans]
     clash = [str(p) for pair in targets for p in pair if p.exists()]
     if clash and not args.overwrite:
-        raise UserError(f"--out {out} already holds {', '.join(clash[:3])}{' ...' if len(clash) > 3 else ''}; "
-                        "pass --overwrite to replace them, or choose another --out")
+        raise UserError(
+            f"--out {out} already holds {', '.join(clash[:3])}{' ...' if len(clash) > 3 else ''}; "
+            "pass --overwrite to replace them, or choose another --out"
+        )
     try:
         run = load_run(args.run, device=device)
     except ValueError as err:
@@ -150,20 +179,32 @@ def _main(args: argparse.Namespace) -> int:
     names = {k: BTCV_ORGANS.get(k, str(k)) for k in run.organ_ids}
     out.mkdir(parents=True, exist_ok=True)
     summary: list[dict[str, Any]] = []
-    for (key, scan), (label_path, report_path) in zip(tqdm(scans, desc="predict", unit="scan", file=sys.stdout,
-                                                           disable=len(scans) < 2), targets):
+    for (key, scan), (label_path, report_path) in zip(
+        tqdm(scans, desc="predict", unit="scan", file=sys.stdout, disable=len(scans) < 2), targets
+    ):
         vol = load_volume(scan, kind="image")
         coarse = None
         if args.coarse_dir:
             coarse = load_volume(find_coarse_file(args.coarse_dir, key, ""), kind="label").array
             if mapping is not None:
                 coarse, _ = remap_labels(coarse, mapping)
-        pred = predict_volume(vol, run=run, coarse_labels=coarse, body_mask=False if args.no_body_mask else None,
-                              return_intermediates=True)
+        pred = predict_volume(
+            vol,
+            run=run,
+            coarse_labels=coarse,
+            body_mask=False if args.no_body_mask else None,
+            return_intermediates=True,
+        )
         save_like(pred.labels, vol, label_path)
-        report = {"case": key, "input": str(scan), "output": str(label_path),
-                  "shape": list(pred.labels.shape), "spacing": [float(s) for s in vol.spacing], "run": str(args.run),
-                  **pred.report(names, vol.spacing)}
+        report = {
+            "case": key,
+            "input": str(scan),
+            "output": str(label_path),
+            "shape": list(pred.labels.shape),
+            "spacing": [float(s) for s in vol.spacing],
+            "run": str(args.run),
+            **pred.report(names, vol.spacing),
+        }
         write_json(report_path, report)
         summary.append(report)
         for warning in pred.warnings:

@@ -26,8 +26,19 @@ from agcl.cli._common import (
     user_errors,
 )
 
-__all__ = ["METHOD_ORDER", "ablation_dir", "build_parser", "case_records", "config_for", "load_cohorts", "main",
-           "parse_args", "recall_line", "report_run", "synthetic_dataset"]
+__all__ = [
+    "METHOD_ORDER",
+    "ablation_dir",
+    "build_parser",
+    "case_records",
+    "config_for",
+    "load_cohorts",
+    "main",
+    "parse_args",
+    "recall_line",
+    "report_run",
+    "synthetic_dataset",
+]
 
 METHOD_ORDER = ("none", "sscl", "supcon", "ce", "agcl")
 
@@ -65,53 +76,139 @@ def build_parser(prog: str = "agcl train") -> argparse.ArgumentParser:
     """The parser of ``agcl train`` (also used by ``examples/btcv_full.py``)."""
     from agcl.pipeline import PRETRAIN_METHODS
 
-    ap = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0].split(": ", 1)[1] + "\n\n"
-                                 + __doc__.split("\n\n")[1], epilog=EPILOG,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--domain", choices=("ct", "image2d"), default="ct",
-                    help="ct: CT volumes (these options); image2d: 2-D images, see agcl train --domain image2d --help")
-    ap.add_argument("--data-dir", action="append", default=[], metavar="PATH",
-                    help="a BTCV folder, a MONAI datalist JSON or an nnU-Net raw dataset (repeat for cohorts)")
-    ap.add_argument("--modality", action="append", default=[], metavar="NAME",
-                    help="the modality name of each --data-dir, in the same order (default: contrast)")
-    ap.add_argument("--labels", default=None, metavar="FILE.json",
-                    help="{their_code: btcv_code} for an nnU-Net dataset whose label names agcl does not know")
+    ap = argparse.ArgumentParser(
+        prog=prog,
+        description=__doc__.split("\n\n")[0].split(": ", 1)[1] + "\n\n" + __doc__.split("\n\n")[1],
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument(
+        "--domain",
+        choices=("ct", "image2d"),
+        default="ct",
+        help="ct: CT volumes (these options); image2d: 2-D images, see agcl train --domain image2d --help",
+    )
+    ap.add_argument(
+        "--data-dir",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="a BTCV folder, a MONAI datalist JSON or an nnU-Net raw dataset (repeat for cohorts)",
+    )
+    ap.add_argument(
+        "--modality",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="the modality name of each --data-dir, in the same order (default: contrast)",
+    )
+    ap.add_argument(
+        "--labels",
+        default=None,
+        metavar="FILE.json",
+        help="{their_code: btcv_code} for an nnU-Net dataset whose label names agcl does not know",
+    )
     ap.add_argument("--out", default="runs/btcv_full", help="the run folder (default: %(default)s)")
-    ap.add_argument("--overwrite", action="store_true",
-                    help="replace the run in --out: its own files are removed first, anything else is kept")
-    ap.add_argument("--resume", action="store_true",
-                    help="continue the run in --out: a stage whose settings or inputs changed is redone")
+    ap.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run in --out: its own files are removed first, anything else is kept",
+    )
+    ap.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out: a stage whose settings or inputs changed is redone",
+    )
     ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default: %(default)s)")
-    ap.add_argument("--epochs", type=positive_int, default=None, help="epochs of stages 2 and 3 (default: preset)")
-    ap.add_argument("--coarse-epochs", type=positive_int, default=None, help="epochs of stage 1 (default: preset)")
-    ap.add_argument("--preset", choices=("quick", "paper"), default="quick", help="default: %(default)s")
-    ap.add_argument("--pretrain", choices=PRETRAIN_METHODS, default="agcl",
-                    help="pre-training of the encoder (default: %(default)s)")
-    ap.add_argument("--ablation", action="store_true", help="run all five pre-trainings (the paper's Table 1)")
-    ap.add_argument("--seeds", type=positive_int, default=None, metavar="K",
-                    help="with --ablation: seeds --seed ... --seed+K-1 (stage 1 trained once per seed), with "
-                         "mean +/- std and paired Wilcoxon p-values against agcl in ablation.json/.md (default: 1)")
+    ap.add_argument(
+        "--epochs",
+        type=positive_int,
+        default=None,
+        help="epochs of stages 2 and 3 (default: preset)",
+    )
+    ap.add_argument(
+        "--coarse-epochs",
+        type=positive_int,
+        default=None,
+        help="epochs of stage 1 (default: preset)",
+    )
+    ap.add_argument(
+        "--preset", choices=("quick", "paper"), default="quick", help="default: %(default)s"
+    )
+    ap.add_argument(
+        "--pretrain",
+        choices=PRETRAIN_METHODS,
+        default="agcl",
+        help="pre-training of the encoder (default: %(default)s)",
+    )
+    ap.add_argument(
+        "--ablation", action="store_true", help="run all five pre-trainings (the paper's Table 1)"
+    )
+    ap.add_argument(
+        "--seeds",
+        type=positive_int,
+        default=None,
+        metavar="K",
+        help="with --ablation: seeds --seed ... --seed+K-1 (stage 1 trained once per seed), with "
+        "mean +/- std and paired Wilcoxon p-values against agcl in ablation.json/.md (default: 1)",
+    )
     ap.add_argument("--seed", type=seed, default=0, help="default: %(default)s")
-    ap.add_argument("--cache-dir", default=None,
-                    help="where the synthetic dataset is written/reused (default: ~/.cache/agcl/phantoms-...); "
-                         "a non-empty folder agcl did not make is refused, never replaced")
-    ap.add_argument("--n-cases", type=int, default=5, help="synthetic cases per modality (default: %(default)s)")
-    ap.add_argument("--test-fraction", type=float, default=0.2,
-                    help="held-out fraction of each cohort, at least one case (default: %(default)s)")
-    ap.add_argument("--coarse-dir", default=None, help="a folder of your own coarse label maps (skips stage 1)")
-    ap.add_argument("--coarse-labels", default=None, metavar="FILE.json",
-                    help="{their_code: btcv_code} JSON translating the label codes of --coarse-dir's maps "
-                         "(e.g. TotalSegmentator's); unmapped codes become background (with a warning)")
-    ap.add_argument("--attention", choices=("coarse", "gt"), default="coarse",
-                    help="training attention: coarse predictions or ground truth (default: %(default)s)")
+    ap.add_argument(
+        "--cache-dir",
+        default=None,
+        help="where the synthetic dataset is written/reused (default: ~/.cache/agcl/phantoms-...); "
+        "a non-empty folder agcl did not make is refused, never replaced",
+    )
+    ap.add_argument(
+        "--n-cases", type=int, default=5, help="synthetic cases per modality (default: %(default)s)"
+    )
+    ap.add_argument(
+        "--test-fraction",
+        type=float,
+        default=0.2,
+        help="held-out fraction of each cohort, at least one case (default: %(default)s)",
+    )
+    ap.add_argument(
+        "--coarse-dir", default=None, help="a folder of your own coarse label maps (skips stage 1)"
+    )
+    ap.add_argument(
+        "--coarse-labels",
+        default=None,
+        metavar="FILE.json",
+        help="{their_code: btcv_code} JSON translating the label codes of --coarse-dir's maps "
+        "(e.g. TotalSegmentator's); unmapped codes become background (with a warning)",
+    )
+    ap.add_argument(
+        "--attention",
+        choices=("coarse", "gt"),
+        default="coarse",
+        help="training attention: coarse predictions or ground truth (default: %(default)s)",
+    )
     ap.add_argument("--no-figures", action="store_true", help="do not draw the figures")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a config field, e.g. --set segment.epochs=5 --set coarse.spacing_mm=[4,4,5] "
-                         "(values are JSON; repeatable)")
-    ap.add_argument("--synthetic-shape", type=positive_int, nargs=3, default=None, metavar=("X", "Y", "Z"),
-                    help="grid of the synthetic phantoms (default: the generator's)")
-    ap.add_argument("--synthetic-spacing", type=float, nargs=3, default=None, metavar=("SX", "SY", "SZ"),
-                    help="voxel size of the synthetic phantoms in mm (default: the generator's)")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field, e.g. --set segment.epochs=5 --set coarse.spacing_mm=[4,4,5] "
+        "(values are JSON; repeatable)",
+    )
+    ap.add_argument(
+        "--synthetic-shape",
+        type=positive_int,
+        nargs=3,
+        default=None,
+        metavar=("X", "Y", "Z"),
+        help="grid of the synthetic phantoms (default: the generator's)",
+    )
+    ap.add_argument(
+        "--synthetic-spacing",
+        type=float,
+        nargs=3,
+        default=None,
+        metavar=("SX", "SY", "SZ"),
+        help="voxel size of the synthetic phantoms in mm (default: the generator's)",
+    )
     return ap
 
 
@@ -119,8 +216,10 @@ def parse_args(argv: list[str] | None = None, *, prog: str | None = None) -> arg
     ap = build_parser(prog) if prog else build_parser()
     args = ap.parse_args(argv)
     if args.modality and len(args.modality) != len(args.data_dir):
-        ap.error(f"--modality must be given once per --data-dir; got {len(args.modality)} names for "
-                 f"{len(args.data_dir)} folders")
+        ap.error(
+            f"--modality must be given once per --data-dir; got {len(args.modality)} names for "
+            f"{len(args.data_dir)} folders"
+        )
     if not 0 < args.test_fraction < 1:
         ap.error(f"--test-fraction must lie in (0, 1); got {args.test_fraction}")
     if args.coarse_labels and not args.coarse_dir:
@@ -131,19 +230,27 @@ def parse_args(argv: list[str] | None = None, *, prog: str | None = None) -> arg
     if args.seeds is not None and not args.ablation:
         ap.error("--seeds needs --ablation (it repeats the ablation over K seeds)")
     if args.seeds is not None and args.seed + args.seeds - 1 > 2**32 - 1:
-        ap.error(f"--seed + --seeds - 1 must be at most {2**32 - 1}; got {args.seed + args.seeds - 1}")
+        ap.error(
+            f"--seed + --seeds - 1 must be at most {2**32 - 1}; got {args.seed + args.seeds - 1}"
+        )
     if args.n_cases < 2:
         ap.error(f"--n-cases must be at least 2 (one to train, one to test); got {args.n_cases}")
     if args.resume and args.overwrite:
         ap.error("--resume continues the run in --out and --overwrite replaces it; pass one")
-    if args.synthetic_spacing is not None and not all(math.isfinite(v) and v > 0 for v in args.synthetic_spacing):
-        ap.error(f"--synthetic-spacing must be three positive voxel sizes in mm; got {args.synthetic_spacing}")
+    if args.synthetic_spacing is not None and not all(
+        math.isfinite(v) and v > 0 for v in args.synthetic_spacing
+    ):
+        ap.error(
+            f"--synthetic-spacing must be three positive voxel sizes in mm; got {args.synthetic_spacing}"
+        )
     seen: dict[str, str] = {}
     for d in args.data_dir:
         key = str(Path(d).resolve())
         if key in seen:
-            ap.error(f"--data-dir {d} is given twice (as {seen[key]!r} and {d!r}); a case would be trained and "
-                     "held out at once")
+            ap.error(
+                f"--data-dir {d} is given twice (as {seen[key]!r} and {d!r}); a case would be trained and "
+                "held out at once"
+            )
         seen[key] = d
     return args
 
@@ -158,10 +265,19 @@ def synthetic_dataset(args: argparse.Namespace, *, quiet: bool = False) -> list[
     if args.synthetic_spacing:
         grid["spacing"] = tuple(args.synthetic_spacing)
     tag = "".join(f"-{k}{'x'.join(f'{v:g}' for v in val)}" for k, val in grid.items())
-    root = Path(args.cache_dir or Path.home() / ".cache" / "agcl" / f"phantoms-n{args.n_cases}-seed{args.seed}{tag}")
-    folders = ensure_btcv_like(root, args.n_cases, ("contrast", "non-contrast"), args.seed,
-                               shape=grid.get("shape", DEFAULT_SHAPE), spacing=grid.get("spacing", DEFAULT_SPACING),
-                               quiet=quiet)
+    root = Path(
+        args.cache_dir
+        or Path.home() / ".cache" / "agcl" / f"phantoms-n{args.n_cases}-seed{args.seed}{tag}"
+    )
+    folders = ensure_btcv_like(
+        root,
+        args.n_cases,
+        ("contrast", "non-contrast"),
+        args.seed,
+        shape=grid.get("shape", DEFAULT_SHAPE),
+        spacing=grid.get("spacing", DEFAULT_SPACING),
+        quiet=quiet,
+    )
     return list(folders.items())
 
 
@@ -170,12 +286,19 @@ def _discover(path: Path, modality: str, labels: str | None) -> list[Any]:
 
     if path.suffix == ".json" and path.is_file() and not adata.is_nnunet_dataset(path):
         if labels:
-            raise UserError("--labels maps the label names of an nnU-Net dataset; a datalist has BTCV codes")
-        return [adata.Case(c.case_id, c.image_path, c.label_path, modality) for c in adata.load_datalist(path)]
+            raise UserError(
+                "--labels maps the label names of an nnU-Net dataset; a datalist has BTCV codes"
+            )
+        return [
+            adata.Case(c.case_id, c.image_path, c.label_path, modality)
+            for c in adata.load_datalist(path)
+        ]
     if adata.is_nnunet_dataset(path):
         return adata.discover_nnunet(path, split="train", modality=modality, labels=labels)
     if labels:
-        raise UserError(f"--labels maps the label names of an nnU-Net dataset; {path} is a BTCV folder")
+        raise UserError(
+            f"--labels maps the label names of an nnU-Net dataset; {path} is a BTCV folder"
+        )
     return adata.discover_btcv(path, modality=modality)
 
 
@@ -183,8 +306,14 @@ def load_cohorts(args: argparse.Namespace) -> tuple[list[Any], list[Any], list[s
     """Discover every dataset and split each into train/test; returns ``(train, test, modality names)``."""
     import agcl.data as adata
 
-    sources = ([(m, Path(d)) for m, d in zip(args.modality or ["contrast"] * len(args.data_dir), args.data_dir)]
-               if args.data_dir else synthetic_dataset(args, quiet=True))
+    sources = (
+        [
+            (m, Path(d))
+            for m, d in zip(args.modality or ["contrast"] * len(args.data_dir), args.data_dir)
+        ]
+        if args.data_dir
+        else synthetic_dataset(args, quiet=True)
+    )
     datasets = [(modality, _discover(path, modality, args.labels)) for modality, path in sources]
     try:
         cohort = adata.build_cohort(datasets)
@@ -194,17 +323,22 @@ def load_cohorts(args: argparse.Namespace) -> tuple[list[Any], list[Any], list[s
     for name in cohort.modalities:
         pairs = [(c, m) for c, m in cohort if c.modality == name]
         if len(pairs) < 2:
-            raise UserError(f"modality {name!r} has {len(pairs)} case(s); at least 2 are needed (train + test)")
+            raise UserError(
+                f"modality {name!r} has {len(pairs)} case(s); at least 2 are needed (train + test)"
+            )
         n_test = min(len(pairs) - 1, max(1, math.ceil(len(pairs) * args.test_fraction)))
         train += pairs[: len(pairs) - n_test]
-        test += pairs[len(pairs) - n_test:]
+        test += pairs[len(pairs) - n_test :]
     return train, test, list(cohort.modalities)
 
 
 def config_for(args: argparse.Namespace, method: str, seed_value: int | None = None) -> Any:
     """The run's :class:`agcl.pipeline.PipelineConfig` for ``method`` (and ``seed_value``)."""
-    changes: dict[str, Any] = {"seed": args.seed if seed_value is None else seed_value, "pretrain.method": method,
-                               "coarse.source": args.attention}
+    changes: dict[str, Any] = {
+        "seed": args.seed if seed_value is None else seed_value,
+        "pretrain.method": method,
+        "coarse.source": args.attention,
+    }
     if args.epochs is not None:
         changes.update({"pretrain.epochs": args.epochs, "segment.epochs": args.epochs})
     if args.coarse_epochs is not None:
@@ -212,7 +346,9 @@ def config_for(args: argparse.Namespace, method: str, seed_value: int | None = N
     return make_config(args.preset, "ct", changes, args.set)
 
 
-def ablation_dir(out: Path, method: str, seed_value: int, *, main_method: str, first_seed: int) -> Path:
+def ablation_dir(
+    out: Path, method: str, seed_value: int, *, main_method: str, first_seed: int
+) -> Path:
     """The run folder of ``method`` at ``seed_value``: ``out`` (the main run), ``out/ablation/<method>``
     (the first seed's other methods) or ``out/ablation/seed<seed>/<method>`` (the later seeds)."""
     if seed_value == first_seed:
@@ -220,8 +356,9 @@ def ablation_dir(out: Path, method: str, seed_value: int, *, main_method: str, f
     return out / "ablation" / f"seed{seed_value}" / method
 
 
-def case_records(result: dict[str, Any], test: list[Any], run_dir: Path, *, method: str,
-                 seed_value: int) -> list[dict[str, Any]]:
+def case_records(
+    result: dict[str, Any], test: list[Any], run_dir: Path, *, method: str, seed_value: int
+) -> list[dict[str, Any]]:
     """Per held-out case measures of a run: ``[{"method", "seed", "case", "dice", "per_organ",
     "dice_stage3", "probe_knn", "probe_linear"}]``; ``dice`` the mean over the organs the case's
     ground truth holds (from the run's prediction files), ``dice_stage3`` the same for stage 3
@@ -239,11 +376,18 @@ def case_records(result: dict[str, Any], test: list[Any], run_dir: Path, *, meth
         per_organ = pl.case_dice(pred, label, organs)
         present = [v for v in per_organ.values() if v is not None]
         probe = ((result.get("probe") or {}).get("per_case") or {}).get(stem, {})
-        rows.append({"method": method, "seed": seed_value, "case": stem,
-                     "dice": sum(present) / len(present) if present else None, "per_organ": per_organ,
-                     "dice_stage3": (result.get("stage3_cases") or {}).get(stem),
-                     "probe_knn": probe.get("knn", {}).get("modality_organ"),
-                     "probe_linear": probe.get("linear", {}).get("modality_organ")})
+        rows.append(
+            {
+                "method": method,
+                "seed": seed_value,
+                "case": stem,
+                "dice": sum(present) / len(present) if present else None,
+                "per_organ": per_organ,
+                "dice_stage3": (result.get("stage3_cases") or {}).get(stem),
+                "probe_knn": probe.get("knn", {}).get("modality_organ"),
+                "probe_linear": probe.get("linear", {}).get("modality_organ"),
+            }
+        )
     return rows
 
 
@@ -259,8 +403,10 @@ def recall_line(lowest: dict[str, float | None]) -> str | None:
         return None
     organ = min(values, key=lambda k: values[k])
     below = [k for k, v in values.items() if v < 0.95]
-    return (f"attention recall, lowest held-out case: {organ} {values[organ]:.3f} | organs below 0.95 in "
-            f"some case: {', '.join(below) if below else 'none'}")
+    return (
+        f"attention recall, lowest held-out case: {organ} {values[organ]:.3f} | organs below 0.95 in "
+        f"some case: {', '.join(below) if below else 'none'}"
+    )
 
 
 def report_run(name: str, result: dict[str, Any]) -> None:
@@ -269,18 +415,24 @@ def report_run(name: str, result: dict[str, Any]) -> None:
     print(f"\n== {name}: held-out cases (Dice, HD95 and ASSD/MSD in mm) ==")
     print(format_table({"per_organ": result["per_organ"], "mean": result["mean"]}))
     m, c, alone = result["mean"], result["coarse_mean"], result["stage3_only"]["mean"]
-    print(f"mean Dice {_num(m['dice'], '.3f')} | mean HD95 {_num(m['hd95'], '.2f')} mm | "
-          f"mean MSD {_num(m['assd'], '.2f')} mm | missed organs {m['missed']} | "
-          f"false positives {m['false_positive']} | stage-1 coarse mean Dice {_num(c['dice'], '.3f')} | "
-          f"stage 3 alone {_num(alone['dice'], '.3f')}")
+    print(
+        f"mean Dice {_num(m['dice'], '.3f')} | mean HD95 {_num(m['hd95'], '.2f')} mm | "
+        f"mean MSD {_num(m['assd'], '.2f')} mm | missed organs {m['missed']} | "
+        f"false positives {m['false_positive']} | stage-1 coarse mean Dice {_num(c['dice'], '.3f')} | "
+        f"stage 3 alone {_num(alone['dice'], '.3f')}"
+    )
     line = recall_line(result.get("attention_recall_min") or {})
     if line:
         print(line)
     probe = result.get("probe")
     if probe:
-        print("encoder probe (held-out patches, k-NN / linear): "
-              + ", ".join(f"{k} {probe['knn'][k]:.3f} / {probe['linear'][k]:.3f}" for k in probe["knn"])
-              + f" | organ silhouette {_num(probe['silhouette'], '.3f')}")
+        print(
+            "encoder probe (held-out patches, k-NN / linear): "
+            + ", ".join(
+                f"{k} {probe['knn'][k]:.3f} / {probe['linear'][k]:.3f}" for k in probe["knn"]
+            )
+            + f" | organ silhouette {_num(probe['silhouette'], '.3f')}"
+        )
 
 
 def main(argv: list[str] | None = None, *, prog: str | None = None) -> int:
@@ -302,10 +454,17 @@ def _main(args: argparse.Namespace) -> int:
     pl.barrier()
     train, test, modalities = load_cohorts(args)
     out = Path(args.out)
-    print(f"{len(train)} training and {len(test)} held-out cases; modalities {modalities}; preset {args.preset}; "
-          f"out {out}", flush=True)
+    print(
+        f"{len(train)} training and {len(test)} held-out cases; modalities {modalities}; preset {args.preset}; "
+        f"out {out}",
+        flush=True,
+    )
     coarse_labels = adata.load_coarse_labels(args.coarse_labels) if args.coarse_labels else None
-    methods = [m for m in METHOD_ORDER if m != args.pretrain] + [args.pretrain] if args.ablation else [args.pretrain]
+    methods = (
+        [m for m in METHOD_ORDER if m != args.pretrain] + [args.pretrain]
+        if args.ablation
+        else [args.pretrain]
+    )
     main_method = args.pretrain
     seeds = [args.seed + i for i in range(args.seeds or 1)]
     runs: dict[str, dict[str, Any]] = {}  # the first seed's runs (results.json, the Table-1 layout)
@@ -316,14 +475,30 @@ def _main(args: argparse.Namespace) -> int:
         first_dir = None
         for method in order:
             t0 = time.perf_counter()
-            run_dir = ablation_dir(out, method, seed_value, main_method=main_method, first_seed=seeds[0])
+            run_dir = ablation_dir(
+                out, method, seed_value, main_method=main_method, first_seed=seeds[0]
+            )
             shared = first_dir is not None and args.coarse_dir is None
             if shared:
-                share_stage1(first_dir, run_dir, stage1="coarse", resume=args.resume, overwrite=args.overwrite,
-                             main=rank == 0)
-            result = pl.run_pipeline(train, test, config_for(args, method, seed_value), run_dir,
-                                     resume=args.resume or shared, overwrite=args.overwrite and not shared,
-                                     device=device, coarse_dir=args.coarse_dir, coarse_labels=coarse_labels)
+                share_stage1(
+                    first_dir,
+                    run_dir,
+                    stage1="coarse",
+                    resume=args.resume,
+                    overwrite=args.overwrite,
+                    main=rank == 0,
+                )
+            result = pl.run_pipeline(
+                train,
+                test,
+                config_for(args, method, seed_value),
+                run_dir,
+                resume=args.resume or shared,
+                overwrite=args.overwrite and not shared,
+                device=device,
+                coarse_dir=args.coarse_dir,
+                coarse_labels=coarse_labels,
+            )
             if run_dir != out and rank == 0:
                 RunFolder.open(out, resume=True).own_run(run_dir)
             first_dir = first_dir or run_dir
@@ -334,15 +509,27 @@ def _main(args: argparse.Namespace) -> int:
                 runs[method] = result
             if args.ablation:
                 records += case_records(result, test, run_dir, method=method, seed_value=seed_value)
-            report_run(f"pre-training {method!r}" + (f", seed {seed_value}" if len(seeds) > 1 else ""), result)
+            report_run(
+                f"pre-training {method!r}" + (f", seed {seed_value}" if len(seeds) > 1 else ""),
+                result,
+            )
     if not runs:
         return 0
     _write_outputs(args, out, runs, records, seeds, train, test, modalities, start)
     return 0
 
 
-def _write_outputs(args: argparse.Namespace, out: Path, runs: dict[str, Any], records: list[dict[str, Any]],
-                   seeds: list[int], train: list[Any], test: list[Any], modalities: list[str], start: float) -> None:
+def _write_outputs(
+    args: argparse.Namespace,
+    out: Path,
+    runs: dict[str, Any],
+    records: list[dict[str, Any]],
+    seeds: list[int],
+    train: list[Any],
+    test: list[Any],
+    modalities: list[str],
+    start: float,
+) -> None:
     import agcl.data as adata
     import agcl.pipeline as pl
     from agcl.pipeline.run import RunFolder
@@ -350,29 +537,41 @@ def _write_outputs(args: argparse.Namespace, out: Path, runs: dict[str, Any], re
     folder = RunFolder.open(out, resume=True)
     main_result = runs[args.pretrain]
     entry = pl.results_entry(main_result, time.perf_counter() - start)
-    ablation = {m: pl.results_entry(runs[m], runs[m]["runtime_s"]) for m in METHOD_ORDER if m in runs} \
-        if args.ablation else None
+    ablation = (
+        {m: pl.results_entry(runs[m], runs[m]["runtime_s"]) for m in METHOD_ORDER if m in runs}
+        if args.ablation
+        else None
+    )
     cfg = main_result["config"]["pretrain"]
     encoder = f"{cfg['encoder']} (width {cfg['base_width']})"
-    notes = [f"Preset `{args.preset}`, {len(train)} training / {len(test)} held-out cases, modalities {modalities}, "
-             f"device `{args.device}`, seed {args.seed}; data: {', '.join(args.data_dir) or 'synthetic phantoms'}.",
-             f"Stage-1 coarse mean Dice on the held-out cases: {_num(main_result['coarse_mean']['dice'], '.3f')}; "
-             f"stage 3 alone (segment.coarse_weight = 0): {_num(main_result['stage3_only']['mean']['dice'], '.3f')}.",
-             "Means leave out every (case, organ) pair whose ground truth lacks the organ (n/a); predicting it "
-             "there counts as a false positive."]
+    notes = [
+        f"Preset `{args.preset}`, {len(train)} training / {len(test)} held-out cases, modalities {modalities}, "
+        f"device `{args.device}`, seed {args.seed}; data: {', '.join(args.data_dir) or 'synthetic phantoms'}.",
+        f"Stage-1 coarse mean Dice on the held-out cases: {_num(main_result['coarse_mean']['dice'], '.3f')}; "
+        f"stage 3 alone (segment.coarse_weight = 0): {_num(main_result['stage3_only']['mean']['dice'], '.3f')}.",
+        "Means leave out every (case, organ) pair whose ground truth lacks the organ (n/a); predicting it "
+        "there counts as a false positive.",
+    ]
     written = list(pl.write_results(out, entry, ablation=ablation, encoder=encoder, notes=notes))
     if ablation is not None:
         print("\n== ablation (Dice; the paper's Table 1 layout) ==")
         print(pl.ablation_table(ablation, encoder=encoder))
-        records.sort(key=lambda r: METHOD_ORDER.index(r["method"]))  # Table 1's order (stable within a method)
+        records.sort(
+            key=lambda r: METHOD_ORDER.index(r["method"])
+        )  # Table 1's order (stable within a method)
         stats = pl.ablation_statistics(records, reference="agcl")
-        measures = {v: pl.ablation_statistics(records, reference="agcl", value=v)
-                    for v in ("dice_stage3", "probe_knn", "probe_linear") if any(r[v] is not None for r in records)}
-        abl_notes = [notes[0].replace(f"seed {args.seed}", f"seeds {seeds}"),
-                     f"Stage 1 trained once per seed and shared by that seed's methods; {len(test)} held-out cases x "
-                     f"{len(seeds)} seeds = {len(test) * len(seeds)} (case, seed) pairs per method.",
-                     f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores ({platform.processor() or 'cpu'}), "
-                     f"device `{args.device}`; whole ablation {time.perf_counter() - start:.0f} s."]
+        measures = {
+            v: pl.ablation_statistics(records, reference="agcl", value=v)
+            for v in ("dice_stage3", "probe_knn", "probe_linear")
+            if any(r[v] is not None for r in records)
+        }
+        abl_notes = [
+            notes[0].replace(f"seed {args.seed}", f"seeds {seeds}"),
+            f"Stage 1 trained once per seed and shared by that seed's methods; {len(test)} held-out cases x "
+            f"{len(seeds)} seeds = {len(test) * len(seeds)} (case, seed) pairs per method.",
+            f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores ({platform.processor() or 'cpu'}), "
+            f"device `{args.device}`; whole ablation {time.perf_counter() - start:.0f} s.",
+        ]
         written += list(pl.write_ablation(out, records, stats, notes=abl_notes, measures=measures))
         print("\n== ablation statistics (mean Dice per held-out case; Wilcoxon against agcl) ==")
         print(pl.ablation_markdown(stats))
@@ -382,14 +581,30 @@ def _write_outputs(args: argparse.Namespace, out: Path, runs: dict[str, Any], re
     if not args.no_figures:
         emb = main_result["embeddings"]
         if emb is not None:
-            written.append(pl.plot_embeddings(emb["embedding"], emb["target"], emb["modality"],
-                                              out / "fig3_embeddings_pca.png", organ_names=adata.BTCV_ORGANS,
-                                              modality_names=modalities,
-                                              title=f"PCA of projected embeddings ({args.pretrain}, held-out patches)"))
+            written.append(
+                pl.plot_embeddings(
+                    emb["embedding"],
+                    emb["target"],
+                    emb["modality"],
+                    out / "fig3_embeddings_pca.png",
+                    organ_names=adata.BTCV_ORGANS,
+                    modality_names=modalities,
+                    title=f"PCA of projected embeddings ({args.pretrain}, held-out patches)",
+                )
+            )
         for ex in main_result["examples"]:
-            written.append(pl.plot_overlays(ex["image"], ex["label"], ex["pred"], out / f"fig4_overlay_{ex['case']}.png",
-                                            title=f"{ex['case']}: ground truth (top) vs prediction (bottom)"))
+            written.append(
+                pl.plot_overlays(
+                    ex["image"],
+                    ex["label"],
+                    ex["pred"],
+                    out / f"fig4_overlay_{ex['case']}.png",
+                    title=f"{ex['case']}: ground truth (top) vs prediction (bottom)",
+                )
+            )
     folder.own(*[p for p in written if p is not None], save=True)
-    print(f"\nwrote {written[0]}, {written[1]} and {len(main_result['predictions'])} predictions under "
-          f"{out / 'predictions'}")
+    print(
+        f"\nwrote {written[0]}, {written[1]} and {len(main_result['predictions'])} predictions under "
+        f"{out / 'predictions'}"
+    )
     print(f"total runtime {time.perf_counter() - start:.1f} s")

@@ -53,41 +53,106 @@ exit status: 0 done; 2 a usage or input error (the message says what).
 def build_parser(prog: str = "agcl train-2d") -> argparse.ArgumentParser:
     """The parser of the 2-D pipeline (also used by ``examples/voc_full.py``)."""
     doc = __doc__.split("\n\n")
-    ap = argparse.ArgumentParser(prog=prog, description=doc[0].split(": ", 1)[1] + "\n\n" + doc[1], epilog=EPILOG,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog=prog,
+        description=doc[0].split(": ", 1)[1] + "\n\n" + doc[1],
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("--domain", choices=("image2d",), default="image2d", help=argparse.SUPPRESS)
-    ap.add_argument("--data-dir", default=None, metavar="PATH",
-                    help="an extracted VOCdevkit (VOC2012/JPEGImages, SegmentationClass, ImageSets/Segmentation); "
-                         "default: the built-in synthetic scenes")
+    ap.add_argument(
+        "--data-dir",
+        default=None,
+        metavar="PATH",
+        help="an extracted VOCdevkit (VOC2012/JPEGImages, SegmentationClass, ImageSets/Segmentation); "
+        "default: the built-in synthetic scenes",
+    )
     ap.add_argument("--train-split", default="train", help="default: %(default)s")
     ap.add_argument("--val-split", default="val", help="held-out split (default: %(default)s)")
-    ap.add_argument("--max-train", type=positive_int, default=None, help="use only the first N training images")
-    ap.add_argument("--max-val", type=positive_int, default=None, help="evaluate only the first N held-out images")
+    ap.add_argument(
+        "--max-train", type=positive_int, default=None, help="use only the first N training images"
+    )
+    ap.add_argument(
+        "--max-val",
+        type=positive_int,
+        default=None,
+        help="evaluate only the first N held-out images",
+    )
     ap.add_argument("--out", default="runs/voc_full", help="the run folder (default: %(default)s)")
-    ap.add_argument("--overwrite", action="store_true",
-                    help="replace the run in --out: its own files are removed first, anything else is kept")
-    ap.add_argument("--resume", action="store_true",
-                    help="continue the run in --out: a stage whose settings or inputs changed is redone")
+    ap.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run in --out: its own files are removed first, anything else is kept",
+    )
+    ap.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out: a stage whose settings or inputs changed is redone",
+    )
     ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default: %(default)s)")
-    ap.add_argument("--preset", choices=("quick", "paper"), default="quick", help="default: %(default)s")
-    ap.add_argument("--epochs", type=positive_int, default=None, help="epochs of stages 2 and 3 (default: preset)")
-    ap.add_argument("--coarse-epochs", type=positive_int, default=None, help="epochs of stage 1 (default: preset)")
-    ap.add_argument("--pretrain", choices=METHOD_ORDER, default="agcl", help="pre-training (default: %(default)s)")
-    ap.add_argument("--ablation", action="store_true", help="run all five pre-trainings and print a table")
+    ap.add_argument(
+        "--preset", choices=("quick", "paper"), default="quick", help="default: %(default)s"
+    )
+    ap.add_argument(
+        "--epochs",
+        type=positive_int,
+        default=None,
+        help="epochs of stages 2 and 3 (default: preset)",
+    )
+    ap.add_argument(
+        "--coarse-epochs",
+        type=positive_int,
+        default=None,
+        help="epochs of stage 1 (default: preset)",
+    )
+    ap.add_argument(
+        "--pretrain",
+        choices=METHOD_ORDER,
+        default="agcl",
+        help="pre-training (default: %(default)s)",
+    )
+    ap.add_argument(
+        "--ablation", action="store_true", help="run all five pre-trainings and print a table"
+    )
     ap.add_argument("--seed", type=seed, default=0, help="default: %(default)s")
-    ap.add_argument("--attention", choices=("coarse", "gt"), default="coarse",
-                    help="training attention: stage-1 predictions or the ground truth (default: %(default)s)")
-    ap.add_argument("--color-distortion", type=float, default=None,
-                    help="PairAug colour-distortion strength in stage 2 (default: the preset's)")
-    ap.add_argument("--cache-dir", default=None,
-                    help="where the synthetic devkit is written/reused; a VOCdevkit agcl did not write is refused")
-    ap.add_argument("--n-train", type=int, default=48, help="synthetic training scenes (default: %(default)s)")
-    ap.add_argument("--n-val", type=int, default=16, help="synthetic held-out scenes (default: %(default)s)")
-    ap.add_argument("--image-size", type=positive_int, default=96, help="synthetic scene size (default: %(default)s)")
+    ap.add_argument(
+        "--attention",
+        choices=("coarse", "gt"),
+        default="coarse",
+        help="training attention: stage-1 predictions or the ground truth (default: %(default)s)",
+    )
+    ap.add_argument(
+        "--color-distortion",
+        type=float,
+        default=None,
+        help="PairAug colour-distortion strength in stage 2 (default: the preset's)",
+    )
+    ap.add_argument(
+        "--cache-dir",
+        default=None,
+        help="where the synthetic devkit is written/reused; a VOCdevkit agcl did not write is refused",
+    )
+    ap.add_argument(
+        "--n-train", type=int, default=48, help="synthetic training scenes (default: %(default)s)"
+    )
+    ap.add_argument(
+        "--n-val", type=int, default=16, help="synthetic held-out scenes (default: %(default)s)"
+    )
+    ap.add_argument(
+        "--image-size",
+        type=positive_int,
+        default=96,
+        help="synthetic scene size (default: %(default)s)",
+    )
     ap.add_argument("--no-figures", action="store_true", help="do not draw the figures")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a field: coarse2d.*, pretrain.*, segment.* (values are JSON; repeatable), "
-                         "e.g. --set coarse2d.epochs=5 --set segment.lr=3e-4")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a field: coarse2d.*, pretrain.*, segment.* (values are JSON; repeatable), "
+        "e.g. --set coarse2d.epochs=5 --set segment.lr=3e-4",
+    )
     return ap
 
 
@@ -106,7 +171,11 @@ def parse_args(argv: list[str] | None = None, *, prog: str | None = None) -> arg
 
 def config_for(args: argparse.Namespace, method: str) -> Any:
     """The run's :class:`agcl.pipeline.PipelineConfig` (``domain="image2d"``) for ``method``."""
-    changes: dict[str, Any] = {"seed": args.seed, "pretrain.method": method, "coarse.source": args.attention}
+    changes: dict[str, Any] = {
+        "seed": args.seed,
+        "pretrain.method": method,
+        "coarse.source": args.attention,
+    }
     if args.color_distortion is not None:
         changes["pretrain.aug_color_distortion"] = args.color_distortion
     if args.epochs is not None:
@@ -122,7 +191,11 @@ class _Split:
     def __init__(self, ds: Any, limit: int | None) -> None:
         n = len(ds) if limit is None else min(limit, len(ds))
         self.ds, self.n = ds, n
-        self.ids, self.image_paths, self.mask_paths = ds.ids[:n], ds.image_paths[:n], ds.mask_paths[:n]
+        self.ids, self.image_paths, self.mask_paths = (
+            ds.ids[:n],
+            ds.image_paths[:n],
+            ds.mask_paths[:n],
+        )
 
     def __len__(self) -> int:
         return self.n
@@ -137,36 +210,71 @@ def _fmt(v: float | None) -> str:
     return "n/a" if v is None else f"{v:.3f}"
 
 
-def write_report(out: Path, main: dict[str, Any], ablation: dict[str, Any] | None,
-                 notes: list[str]) -> tuple[Path, Path]:
+def write_report(
+    out: Path, main: dict[str, Any], ablation: dict[str, Any] | None, notes: list[str]
+) -> tuple[Path, Path]:
     """``results.json`` and ``results.md`` of a 2-D run (and its ablation)."""
     from agcl._atomic import write_json, write_text
 
     coarse = main["coarse"]
     payload: dict[str, Any] = {
         "mean": {"miou": main["mean"]["miou"], "coarse_miou": coarse["miou"]},
-        "per_class": {n: {"iou": v["iou"], "coarse_iou": coarse["per_class"][n],
-                          "attention_recall": coarse["recall"].get(n)} for n, v in main["per_class"].items()},
-        "method": main["method"], "runtime_s": main["total_runtime_s"], "notes": notes, "config": main["config"],
-        "coarse2d": main["config"]["coarse2d"], "run_id": main.get("run_id")}
+        "per_class": {
+            n: {
+                "iou": v["iou"],
+                "coarse_iou": coarse["per_class"][n],
+                "attention_recall": coarse["recall"].get(n),
+            }
+            for n, v in main["per_class"].items()
+        },
+        "method": main["method"],
+        "runtime_s": main["total_runtime_s"],
+        "notes": notes,
+        "config": main["config"],
+        "coarse2d": main["config"]["coarse2d"],
+        "run_id": main.get("run_id"),
+    }
     if ablation:
-        payload["ablation"] = {m: {"miou": r["mean"]["miou"], "per_class": {n: v["iou"] for n, v in
-                                                                             r["per_class"].items()},
-                                   "runtime_s": r["runtime_s"]} for m, r in ablation.items()}
+        payload["ablation"] = {
+            m: {
+                "miou": r["mean"]["miou"],
+                "per_class": {n: v["iou"] for n, v in r["per_class"].items()},
+                "runtime_s": r["runtime_s"],
+            }
+            for m, r in ablation.items()
+        }
     json_path = write_json(out / "results.json", payload)
-    lines = ["# 2-D pipeline results", "", *notes, "", "| class | IoU | stage-1 IoU | attention recall |",
-             "|---|---|---|---|"]
+    lines = [
+        "# 2-D pipeline results",
+        "",
+        *notes,
+        "",
+        "| class | IoU | stage-1 IoU | attention recall |",
+        "|---|---|---|---|",
+    ]
     for n, v in payload["per_class"].items():
-        lines.append(f"| {n} | {_fmt(v['iou'])} | {_fmt(v['coarse_iou'])} | {_fmt(v['attention_recall'])} |")
-    lines.append(f"| **mean** | **{_fmt(payload['mean']['miou'])}** | {_fmt(payload['mean']['coarse_miou'])} | |")
+        lines.append(
+            f"| {n} | {_fmt(v['iou'])} | {_fmt(v['coarse_iou'])} | {_fmt(v['attention_recall'])} |"
+        )
+    lines.append(
+        f"| **mean** | **{_fmt(payload['mean']['miou'])}** | {_fmt(payload['mean']['coarse_miou'])} | |"
+    )
     if ablation:
-        lines += ["", "## Pre-training ablation (mIoU, same stage 1)", "", "| pre-training | mIoU |", "|---|---|"]
+        lines += [
+            "",
+            "## Pre-training ablation (mIoU, same stage 1)",
+            "",
+            "| pre-training | mIoU |",
+            "|---|---|",
+        ]
         lines += [f"| {m} | {_fmt(r['mean']['miou'])} |" for m, r in ablation.items()]
     md_path = write_text(out / "results.md", "\n".join(lines) + "\n")
     return json_path, md_path
 
 
-def overlay_figure(images: Any, masks: Any, preds: Any, ids: Any, path: Path, title: str) -> Path | None:
+def overlay_figure(
+    images: Any, masks: Any, preds: Any, ids: Any, path: Path, title: str
+) -> Path | None:
     """Held-out images, ground truth and prediction side by side (VOC palette); ``None`` without matplotlib."""
     from agcl.data import voc_palette
     from agcl.pipeline.report.figures import _matplotlib, _save
@@ -179,8 +287,9 @@ def overlay_figure(images: Any, masks: Any, preds: Any, ids: Any, path: Path, ti
     fig = mpl.figure.Figure(figsize=(7.5, 2.5 * n))
     axes = fig.subplots(n, 3, squeeze=False)
     for r in range(n):
-        for c, (arr, name) in enumerate(((images[r], "image"), (pal[masks[r]], "ground truth"),
-                                         (pal[preds[r]], "prediction"))):
+        for c, (arr, name) in enumerate(
+            ((images[r], "image"), (pal[masks[r]], "ground truth"), (pal[preds[r]], "prediction"))
+        ):
             ax = axes[r, c]
             ax.imshow(arr if c == 0 else images[r])
             if c:
@@ -208,8 +317,13 @@ def _main(args: argparse.Namespace) -> int:
     config_for(args, args.pretrain)  # a bad --set is refused before any data is read
     rank, _ = pl.init_distributed(device)
     out = Path(args.out)
-    cache = Path(args.cache_dir or Path.home() / ".cache" / "agcl" /
-                 f"scenes-n{args.n_train}-{args.n_val}-s{args.image_size}-seed{args.seed}")
+    cache = Path(
+        args.cache_dir
+        or Path.home()
+        / ".cache"
+        / "agcl"
+        / f"scenes-n{args.n_train}-{args.n_val}-s{args.image_size}-seed{args.seed}"
+    )
     if rank == 0 and args.data_dir is None:
         ensure_voc_like(cache, args.n_train, args.n_val, seed=args.seed, size=args.image_size)
     pl.barrier()
@@ -218,19 +332,38 @@ def _main(args: argparse.Namespace) -> int:
     train = _Split(VOCSegmentation(devkit, args.train_split), args.max_train)
     val = _Split(VOCSegmentation(devkit, args.val_split), args.max_val)
     if rank == 0:
-        print(f"{len(train)} training and {len(val)} held-out images from {devkit}; {len(names) - 1} classes; "
-              f"preset {args.preset}; out {out}", flush=True)
-    methods = [args.pretrain] + ([m for m in METHOD_ORDER if m != args.pretrain] if args.ablation else [])
+        print(
+            f"{len(train)} training and {len(val)} held-out images from {devkit}; {len(names) - 1} classes; "
+            f"preset {args.preset}; out {out}",
+            flush=True,
+        )
+    methods = [args.pretrain] + (
+        [m for m in METHOD_ORDER if m != args.pretrain] if args.ablation else []
+    )
     runs: dict[str, dict[str, Any]] = {}
     for method in methods:
         t0 = time.perf_counter()
         run_dir = out if method == args.pretrain else out / "ablation" / method
         shared = method != args.pretrain
         if shared:
-            share_stage1(out, run_dir, stage1="coarse2d", resume=args.resume, overwrite=args.overwrite,
-                         main=rank == 0)
-        result = pl.run_pipeline(train, val, config_for(args, method), run_dir, class_names=names,
-                                 resume=args.resume or shared, overwrite=args.overwrite and not shared, device=device)
+            share_stage1(
+                out,
+                run_dir,
+                stage1="coarse2d",
+                resume=args.resume,
+                overwrite=args.overwrite,
+                main=rank == 0,
+            )
+        result = pl.run_pipeline(
+            train,
+            val,
+            config_for(args, method),
+            run_dir,
+            class_names=names,
+            resume=args.resume or shared,
+            overwrite=args.overwrite and not shared,
+            device=device,
+        )
         if shared and rank == 0:
             RunFolder.open(out, resume=True).own_run(run_dir)
         if not result:
@@ -239,26 +372,35 @@ def _main(args: argparse.Namespace) -> int:
         runs[method] = result
         if rank == 0 and method == args.pretrain:
             coarse = result["coarse"]
-            print(f"stage 1: held-out mIoU {_fmt(coarse['miou'])} ("
-                  + ", ".join(f"{n} {_fmt(v)}" for n, v in coarse["per_class"].items()) + ")")
+            print(
+                f"stage 1: held-out mIoU {_fmt(coarse['miou'])} ("
+                + ", ".join(f"{n} {_fmt(v)}" for n, v in coarse["per_class"].items())
+                + ")"
+            )
         print(f"\n== pre-training {method!r}: held-out IoU per class ==")
         for n, v in result["per_class"].items():
             print(f"  {n:14s} {_fmt(v['iou'])}")
-        print(f"  {'mean':14s} {_fmt(result['mean']['miou'])}   (stage-1 coarse mIoU "
-              f"{_fmt(result['coarse']['miou'])}; {result['runtime_s']} s)")
+        print(
+            f"  {'mean':14s} {_fmt(result['mean']['miou'])}   (stage-1 coarse mIoU "
+            f"{_fmt(result['coarse']['miou'])}; {result['runtime_s']} s)"
+        )
         if method == args.pretrain and not args.no_figures:
             _figures(result, val, names, run_dir, method, device)
     if not runs:
         return 0
     main_result = runs[args.pretrain]
     main_result["total_runtime_s"] = round(time.perf_counter() - start, 1)
-    data = args.data_dir or (f"synthetic scenes ({args.n_train} train / {args.n_val} val, {args.image_size} px, "
-                             f"seed {args.seed})")
-    notes = [f"Preset `{args.preset}`, pre-training `{args.pretrain}`, {len(train)} training / {len(val)} held-out "
-             f"images, device `{args.device}`, seed {args.seed}; data: {data}.",
-             "IoU accumulated over all held-out images (one confusion matrix), void (255) ignored; the mean is over "
-             "classes with a non-empty union (background included, as in VOC).",
-             f"Total runtime {main_result['total_runtime_s']} s."]
+    data = args.data_dir or (
+        f"synthetic scenes ({args.n_train} train / {args.n_val} val, {args.image_size} px, "
+        f"seed {args.seed})"
+    )
+    notes = [
+        f"Preset `{args.preset}`, pre-training `{args.pretrain}`, {len(train)} training / {len(val)} held-out "
+        f"images, device `{args.device}`, seed {args.seed}; data: {data}.",
+        "IoU accumulated over all held-out images (one confusion matrix), void (255) ignored; the mean is over "
+        "classes with a non-empty union (background included, as in VOC).",
+        f"Total runtime {main_result['total_runtime_s']} s.",
+    ]
     ablation = {m: runs[m] for m in METHOD_ORDER if m in runs} if args.ablation else None
     json_path, md_path = write_report(out, main_result, ablation, notes)
     RunFolder.open(out, resume=True).own(json_path, md_path, save=True)
@@ -267,7 +409,9 @@ def _main(args: argparse.Namespace) -> int:
     return 0
 
 
-def _figures(result: dict[str, Any], val: Any, names: list[str], run_dir: Path, method: str, device: str) -> None:
+def _figures(
+    result: dict[str, Any], val: Any, names: list[str], run_dir: Path, method: str, device: str
+) -> None:
     import numpy as np
     import torch
 
@@ -277,17 +421,26 @@ def _figures(result: dict[str, Any], val: Any, names: list[str], run_dir: Path, 
     written = []
     ex = result["examples"]
     items = [val[i] for i in range(len(ex["preds"]))]
-    written.append(overlay_figure([im for im, _ in items], [m for _, m in items], ex["preds"], ex["ids"],
-                                  run_dir / "fig_overlays.png",
-                                  f"{method}: held-out images, ground truth vs prediction (mIoU "
-                                  f"{_fmt(result['mean']['miou'])})"))
+    written.append(
+        overlay_figure(
+            [im for im, _ in items],
+            [m for _, m in items],
+            ex["preds"],
+            ex["ids"],
+            run_dir / "fig_overlays.png",
+            f"{method}: held-out images, ground truth vs prediction (mIoU "
+            f"{_fmt(result['mean']['miou'])})",
+        )
+    )
     pre = result["checkpoints"]["pretrain"]
     if pre is not None and method != "ce":
         from agcl.data.images2d import image_volume
         from agcl.sampling import AttentionPatchSampler
 
         cfg = pl.PipelineConfig.from_dict(result["config"])
-        sampler = AttentionPatchSampler(patch_size=cfg.pretrain.patch_size, patches_per_slice=4, seed=0)
+        sampler = AttentionPatchSampler(
+            patch_size=cfg.pretrain.patch_size, patches_per_slice=4, seed=0
+        )
         batches = []
         for k, att in enumerate(result["attention"][:64]):
             if att:
@@ -298,8 +451,15 @@ def _figures(result: dict[str, Any], val: Any, names: list[str], run_dir: Path, 
             x = torch.cat([b.inputs() for b in batches])[:800]
             target = torch.cat([b.target for b in batches])[:800]
             emb = pl.embed_patches(pl.load_pretrain_model(pre, device), x, device=device)
-            written.append(pl.plot_embeddings(emb.numpy(), target.numpy(), np.zeros(len(target), int),
-                                              run_dir / "fig_embeddings_pca.png",
-                                              organ_names=dict(enumerate(names)), modality_names=["rgb"],
-                                              title=f"PCA of projected embeddings ({method}, held-out patches)"))
+            written.append(
+                pl.plot_embeddings(
+                    emb.numpy(),
+                    target.numpy(),
+                    np.zeros(len(target), int),
+                    run_dir / "fig_embeddings_pca.png",
+                    organ_names=dict(enumerate(names)),
+                    modality_names=["rgb"],
+                    title=f"PCA of projected embeddings ({method}, held-out patches)",
+                )
+            )
     RunFolder.open(run_dir, resume=True).own(*[p for p in written if p is not None], save=True)

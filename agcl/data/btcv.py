@@ -159,7 +159,9 @@ def discover_btcv(
     """
     base = _training_dir(Path(root))
     # hidden files (macOS "._img0001.nii.gz" resource forks, editors' ".#" files) are not scans
-    images = sorted(p for p in (base / "img").iterdir() if _NII.match(p.name) and not p.name.startswith("."))
+    images = sorted(
+        p for p in (base / "img").iterdir() if _NII.match(p.name) and not p.name.startswith(".")
+    )
     if not images:
         raise FileNotFoundError(f"no img*.nii.gz files in {base / 'img'}")
     cases = []
@@ -173,7 +175,7 @@ def discover_btcv(
                 "remove or move one of them"
             )
         seen[case_id] = img
-        ext = img.name[len(stem):]
+        ext = img.name[len(stem) :]
         label: Path | None = base / "label" / f"label{case_id}{ext}"
         if not label.is_file():  # type: ignore[union-attr]
             alt = base / "label" / f"label{case_id}{'.nii' if ext == '.nii.gz' else '.nii.gz'}"
@@ -373,7 +375,10 @@ def load_case(
 
 
 def _translate_codes(
-    array: np.ndarray, code_map: Mapping[int, int], unknown_labels: Literal["error", "warn"], path: Path
+    array: np.ndarray,
+    code_map: Mapping[int, int],
+    unknown_labels: Literal["error", "warn"],
+    path: Path,
 ) -> np.ndarray:
     """``array`` with every code ``k`` of ``code_map`` replaced by ``code_map[k]``.
 

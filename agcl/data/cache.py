@@ -27,7 +27,11 @@ def nbytes_of(value: Any) -> int:
         67
     """
     if isinstance(value, np.ndarray):
-        return int(value.nbytes) if all(s != 0 for s in value.strides) or value.size == 0 else int(value.itemsize)
+        return (
+            int(value.nbytes)
+            if all(s != 0 for s in value.strides) or value.size == 0
+            else int(value.itemsize)
+        )
     if isinstance(value, torch.Tensor):
         return int(value.untyped_storage().nbytes())
     if isinstance(value, Mapping):

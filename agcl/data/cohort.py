@@ -38,7 +38,9 @@ class Cohort:
         return self.modalities.index(name)
 
 
-def build_cohort(datasets: Mapping[str, Sequence[Case]] | Sequence[tuple[str, Sequence[Case]]]) -> Cohort:
+def build_cohort(
+    datasets: Mapping[str, Sequence[Case]] | Sequence[tuple[str, Sequence[Case]]],
+) -> Cohort:
     """Combine lists of cases, one per modality, into one :class:`Cohort`.
 
     Modality ids are given in order of first appearance (0, 1, ...); every case's
@@ -85,17 +87,23 @@ def build_cohort(datasets: Mapping[str, Sequence[Case]] | Sequence[tuple[str, Se
             names.append(name)
         for case in items:
             if not isinstance(case, Case):
-                raise TypeError(f"datasets[{name!r}] must hold Case objects; got {type(case).__name__}")
+                raise TypeError(
+                    f"datasets[{name!r}] must hold Case objects; got {type(case).__name__}"
+                )
             key = (name, str(case.case_id))
             if key in seen_ids:
-                raise ValueError(f"datasets: modality {name!r} holds case id {case.case_id!r} twice: "
-                                 f"{seen_ids[key].image_path} and {case.image_path}; case ids must be unique "
-                                 "within a modality (give the folders different modality names, or rename)")
+                raise ValueError(
+                    f"datasets: modality {name!r} holds case id {case.case_id!r} twice: "
+                    f"{seen_ids[key].image_path} and {case.image_path}; case ids must be unique "
+                    "within a modality (give the folders different modality names, or rename)"
+                )
             image = str(Path(case.image_path).resolve())
             if image in seen_files:
-                raise ValueError(f"datasets: the image {case.image_path} is listed twice (as case "
-                                 f"{seen_files[image].case_id!r} of {seen_files[image].modality!r} and as case "
-                                 f"{case.case_id!r} of {name!r}); was a folder given twice?")
+                raise ValueError(
+                    f"datasets: the image {case.image_path} is listed twice (as case "
+                    f"{seen_files[image].case_id!r} of {seen_files[image].modality!r} and as case "
+                    f"{case.case_id!r} of {name!r}); was a folder given twice?"
+                )
             seen_ids[key] = seen_files[image] = replace(case, modality=name)
             cases.append(seen_ids[key])
             ids.append(names.index(name))

@@ -31,8 +31,13 @@ def image_tensor(image: np.ndarray) -> torch.Tensor:
     return (x - mean) / std
 
 
-def image_volume(image: np.ndarray, attention: Mapping[int, Any] | np.ndarray, label: np.ndarray | None = None, *,
-                 modality: int = 0) -> dict[str, Any]:
+def image_volume(
+    image: np.ndarray,
+    attention: Mapping[int, Any] | np.ndarray,
+    label: np.ndarray | None = None,
+    *,
+    modality: int = 0,
+) -> dict[str, Any]:
     """One image as the single-slice volume the pipeline's patch streams read.
 
     Returns ``{"image": (3, H, W, 1) float32, "attention": {code: (box, mask)} or (H, W, 1),
@@ -41,12 +46,19 @@ def image_volume(image: np.ndarray, attention: Mapping[int, Any] | np.ndarray, l
     marks them so that losses and metrics can leave them out.
     """
     x = image_tensor(image).numpy()[..., None]
-    out: dict[str, Any] = {"image": x, "attention": attention, "label": None, "ignore": None,
-                           "modality": int(modality)}
+    out: dict[str, Any] = {
+        "image": x,
+        "attention": attention,
+        "label": None,
+        "ignore": None,
+        "modality": int(modality),
+    }
     if label is not None:
         lab = np.asarray(label)
         if lab.shape != x.shape[1:3]:
-            raise ValueError(f"label must have the image's (H, W) = {x.shape[1:3]}; got shape {lab.shape}")
+            raise ValueError(
+                f"label must have the image's (H, W) = {x.shape[1:3]}; got shape {lab.shape}"
+            )
         void = lab == VOID
         out["label"] = np.where(void, 0, lab).astype(np.uint8)[..., None]
         out["ignore"] = void[..., None]
@@ -70,12 +82,25 @@ class ImageVolumes(Sequence):
         modality: the modality id of every image.
     """
 
-    def __init__(self, images: Sequence[np.ndarray], attention: Sequence[Mapping[int, Any]],
-                 masks: Sequence[np.ndarray] | None = None, *, modality: int = 0) -> None:
+    def __init__(
+        self,
+        images: Sequence[np.ndarray],
+        attention: Sequence[Mapping[int, Any]],
+        masks: Sequence[np.ndarray] | None = None,
+        *,
+        modality: int = 0,
+    ) -> None:
         if len(attention) != len(images) or (masks is not None and len(masks) != len(images)):
-            raise ValueError(f"images, attention and masks must have one entry per image; got {len(images)}, "
-                             f"{len(attention)} and {None if masks is None else len(masks)}")
-        self.images, self.attention, self.masks, self.modality = images, attention, masks, int(modality)
+            raise ValueError(
+                f"images, attention and masks must have one entry per image; got {len(images)}, "
+                f"{len(attention)} and {None if masks is None else len(masks)}"
+            )
+        self.images, self.attention, self.masks, self.modality = (
+            images,
+            attention,
+            masks,
+            int(modality),
+        )
 
     def __len__(self) -> int:
         return len(self.images)

@@ -23,18 +23,24 @@ __all__ = ["load_coarse_labels", "remap_labels"]
 
 def _code(value: object, *, what: str, source: str) -> int:
     if isinstance(value, bool):
-        raise ValueError(f"{source}: {what} must be a non-negative integer label code; got {value!r}")
+        raise ValueError(
+            f"{source}: {what} must be a non-negative integer label code; got {value!r}"
+        )
     if isinstance(value, str):
         text = value.strip()
         if not text.isdigit():
-            raise ValueError(f"{source}: {what} must be a non-negative integer label code; got {value!r}")
+            raise ValueError(
+                f"{source}: {what} must be a non-negative integer label code; got {value!r}"
+            )
         return int(text)
     if isinstance(value, int) and value >= 0:
         return int(value)
     raise ValueError(f"{source}: {what} must be a non-negative integer label code; got {value!r}")
 
 
-def load_coarse_labels(path: str | os.PathLike[str], organs: Mapping[int, str] | None = None) -> dict[int, int]:
+def load_coarse_labels(
+    path: str | os.PathLike[str], organs: Mapping[int, str] | None = None
+) -> dict[int, int]:
     """Read a ``{their_code: btcv_code}`` JSON object (keys may be strings, as JSON requires).
 
     Every value must be 0 (background) or a code of ``organs`` (default
@@ -60,25 +66,35 @@ def load_coarse_labels(path: str | os.PathLike[str], organs: Mapping[int, str] |
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError:
-        raise ValueError(f"{source} is not UTF-8 text (a binary file?); it must hold a JSON object "
-                         "{their_code: btcv_code}") from None
+        raise ValueError(
+            f"{source} is not UTF-8 text (a binary file?); it must hold a JSON object "
+            "{their_code: btcv_code}"
+        ) from None
     except json.JSONDecodeError as err:
         raise ValueError(f"{source} is not valid JSON: {err}") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{source} must hold a JSON object {{their_code: btcv_code}}; got {type(data).__name__}")
+        raise ValueError(
+            f"{source} must hold a JSON object {{their_code: btcv_code}}; got {type(data).__name__}"
+        )
     if not data:
         raise ValueError(f"{source} is empty; it must map at least one code")
-    mapping = {_code(k, what="a key", source=source): _code(v, what=f"the value of key {k!r}", source=source)
-               for k, v in data.items()}
+    mapping = {
+        _code(k, what="a key", source=source): _code(
+            v, what=f"the value of key {k!r}", source=source
+        )
+        for k, v in data.items()
+    }
     if organs is None:
         from agcl.data.btcv import BTCV_ORGANS
 
         organs = BTCV_ORGANS
     bad = {k: v for k, v in mapping.items() if v != 0 and v not in organs}
     if bad:
-        raise ValueError(f"{source} maps to codes that are no organ: "
-                         + ", ".join(f"{k} -> {v}" for k, v in sorted(bad.items()))
-                         + f"; the organ codes are {sorted(organs)} (0 is background)")
+        raise ValueError(
+            f"{source} maps to codes that are no organ: "
+            + ", ".join(f"{k} -> {v}" for k, v in sorted(bad.items()))
+            + f"; the organ codes are {sorted(organs)} (0 is background)"
+        )
     return mapping
 
 

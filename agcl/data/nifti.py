@@ -137,10 +137,14 @@ def _as_label_codes(data: np.ndarray, path: Path) -> np.ndarray:
     if not np.issubdtype(data.dtype, np.integer):
         data = np.asarray(data, dtype=np.float64)
         if not np.isfinite(data).all() or not np.array_equal(data, np.round(data)):
-            raise ValueError(f"label file {path} holds non-integer values; expected integer organ codes")
+            raise ValueError(
+                f"label file {path} holds non-integer values; expected integer organ codes"
+            )
     lo, hi = (int(data.min()), int(data.max())) if data.size else (0, 0)
     if lo < np.iinfo(np.int16).min or hi > np.iinfo(np.int16).max:
-        raise ValueError(f"label file {path} holds codes in [{lo}, {hi}]; expected codes that fit int16")
+        raise ValueError(
+            f"label file {path} holds codes in [{lo}, {hi}]; expected codes that fit int16"
+        )
     return data.astype(np.int16)
 
 
@@ -181,15 +185,23 @@ def save_like(
     if not isinstance(reference, Volume):
         img = _open(Path(reference))
         reference = Volume(
-            array=np.empty((0, 0, 0)), spacing=(1.0, 1.0, 1.0), affine=img.affine,
-            path=Path(reference), original_affine=np.array(img.affine),
-            original_shape=tuple(int(s) for s in img.shape[:3]), header=img.header.copy(),
+            array=np.empty((0, 0, 0)),
+            spacing=(1.0, 1.0, 1.0),
+            affine=img.affine,
+            path=Path(reference),
+            original_affine=np.array(img.affine),
+            original_shape=tuple(int(s) for s in img.shape[:3]),
+            header=img.header.copy(),
         )
     if reference.original_affine is None or reference.original_shape is None:
         raise ValueError("reference must come from load_volume (it carries no original affine)")
     original_affine = np.asarray(reference.original_affine)
     canonical_shape = _canonical_shape(reference.original_shape, original_affine)
-    arr = label_array.detach().cpu().numpy() if hasattr(label_array, "detach") else np.asarray(label_array)
+    arr = (
+        label_array.detach().cpu().numpy()
+        if hasattr(label_array, "detach")
+        else np.asarray(label_array)
+    )
     if tuple(arr.shape) != tuple(canonical_shape):
         raise ValueError(
             f"label_array must have the reference's canonical shape {tuple(canonical_shape)}; "

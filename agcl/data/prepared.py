@@ -45,12 +45,21 @@ class PreparedCase:
 
 def _compact_labels(label: np.ndarray) -> np.ndarray:
     top = int(label.max()) if label.size else 0
-    return np.ascontiguousarray(label, dtype=np.uint8 if 0 <= top <= 255 and int(label.min()) >= 0 else np.int16)
+    return np.ascontiguousarray(
+        label, dtype=np.uint8 if 0 <= top <= 255 and int(label.min()) >= 0 else np.int16
+    )
 
 
-def prepare_case(case: Any, modality: int, *, clip_hu: Sequence[float] | None = (-175.0, 250.0),
-                 percentiles: Sequence[float] | None = (1.0, 99.0), organs: Mapping[int, str] | None = None,
-                 unknown_labels: str = "error", body: bool = False) -> PreparedCase:
+def prepare_case(
+    case: Any,
+    modality: int,
+    *,
+    clip_hu: Sequence[float] | None = (-175.0, 250.0),
+    percentiles: Sequence[float] | None = (1.0, 99.0),
+    organs: Mapping[int, str] | None = None,
+    unknown_labels: str = "error",
+    body: bool = False,
+) -> PreparedCase:
     """Load an :class:`agcl.data.Case` (grid and label codes checked) and preprocess its image.
 
     Args:
@@ -108,10 +117,18 @@ class PreparedCases(Sequence[PreparedCase]):
         []
     """
 
-    def __init__(self, cases: Sequence[Any], modality_ids: Sequence[int], *, cache: VolumeCache | None = None,
-                 **prepare: Any) -> None:
+    def __init__(
+        self,
+        cases: Sequence[Any],
+        modality_ids: Sequence[int],
+        *,
+        cache: VolumeCache | None = None,
+        **prepare: Any,
+    ) -> None:
         if len(cases) != len(modality_ids):
-            raise ValueError(f"modality_ids must have one entry per case ({len(cases)}); got {len(modality_ids)}")
+            raise ValueError(
+                f"modality_ids must have one entry per case ({len(cases)}); got {len(modality_ids)}"
+            )
         if cache is not None and not isinstance(cache, VolumeCache):
             raise TypeError(f"cache must be a VolumeCache or None; got {type(cache).__name__}")
         self.cases = list(cases)

@@ -44,11 +44,26 @@ MODALITIES: tuple[str, ...] = ("contrast", "non-contrast")
 
 # tissue -> (non-contrast HU, contrast HU)
 _HU: dict[str, tuple[float, float]] = {
-    "air": (-1000, -1000), "fat": (-100, -95), "muscle": (50, 62), "bowel": (25, 70),
-    "gas": (-750, -750), "bone": (450, 460), "canal": (25, 30), "liver": (56, 108),
-    "spleen": (46, 118), "cortex": (32, 175), "medulla": (28, 105), "gallbladder": (12, 14),
-    "esophagus": (40, 68), "stomach": (40, 92), "lumen": (10, 12), "aorta": (42, 190),
-    "ivc": (40, 125), "portal": (42, 160), "pancreas": (42, 98), "adrenal": (30, 58),
+    "air": (-1000, -1000),
+    "fat": (-100, -95),
+    "muscle": (50, 62),
+    "bowel": (25, 70),
+    "gas": (-750, -750),
+    "bone": (450, 460),
+    "canal": (25, 30),
+    "liver": (56, 108),
+    "spleen": (46, 118),
+    "cortex": (32, 175),
+    "medulla": (28, 105),
+    "gallbladder": (12, 14),
+    "esophagus": (40, 68),
+    "stomach": (40, 92),
+    "lumen": (10, 12),
+    "aorta": (42, 190),
+    "ivc": (40, 125),
+    "portal": (42, 160),
+    "pancreas": (42, 98),
+    "adrenal": (30, 58),
 }
 _DEF_AMP = 5.0  # mm, per displacement component
 
@@ -77,16 +92,25 @@ def phantom_affine(shape: Sequence[int], spacing: Sequence[float]) -> np.ndarray
 class _Painter:
     """Evaluates shapes on the warped grid inside their bounding boxes and paints them."""
 
-    def __init__(self, shape: tuple[int, int, int], spacing: tuple[float, float, float], rng: np.random.Generator):
+    def __init__(
+        self,
+        shape: tuple[int, int, int],
+        spacing: tuple[float, float, float],
+        rng: np.random.Generator,
+    ):
         self.rng = rng
-        self.axes = [((np.arange(n) - (n - 1) / 2) * s).astype(np.float32) for n, s in zip(shape, spacing)]
+        self.axes = [
+            ((np.arange(n) - (n - 1) / 2) * s).astype(np.float32) for n, s in zip(shape, spacing)
+        ]
         x, y, z = np.meshgrid(*self.axes, indexing="ij", sparse=True)
         self.warped = [c + self._smooth(self.axes, _DEF_AMP, 100.0, 260.0) for c in (x, y, z)]
         self.field = self._smooth(self.axes, 1.0, 40.0, 120.0)  # intensity bias in [-1, 1]-ish
         self.hu = np.full(shape, _HU["air"][0], np.float32)
         self.lab = np.zeros(shape, np.int16)
 
-    def _smooth(self, axes: Sequence[np.ndarray], amp: float, lo: float, hi: float, k: int = 3) -> np.ndarray:
+    def _smooth(
+        self, axes: Sequence[np.ndarray], amp: float, lo: float, hi: float, k: int = 3
+    ) -> np.ndarray:
         """A sum of ``k`` random plane waves on the grid spanned by the 1-D ``axes`` (mm).
 
         ``sin(a x + b y + c z + phi)`` is the imaginary part of a product of three 1-D
@@ -97,8 +121,12 @@ class _Painter:
             d = self.rng.normal(size=3)
             w = 2 * np.pi / self.rng.uniform(lo, hi) * d / np.linalg.norm(d)
             phase = self.rng.uniform(0, 2 * np.pi)
-            e = [np.exp(1j * (float(w[i]) * axes[i].astype(np.float64) + (phase if i == 0 else 0.0))).astype(np.complex64)
-                 for i in range(3)]
+            e = [
+                np.exp(
+                    1j * (float(w[i]) * axes[i].astype(np.float64) + (phase if i == 0 else 0.0))
+                ).astype(np.complex64)
+                for i in range(3)
+            ]
             yz = e[1][:, None] * e[2][None, :]
             out += (e[0][:, None, None] * yz[None]).imag
         out *= np.float32(amp / np.sqrt(k))
@@ -113,7 +141,9 @@ class _Painter:
             sl.append(slice(int(i0), int(i1)))
         return tuple(sl)
 
-    def mask(self, kind: str, params: dict, bump: float = 0.07) -> tuple[tuple[slice, ...], np.ndarray] | None:
+    def mask(
+        self, kind: str, params: dict, bump: float = 0.07
+    ) -> tuple[tuple[slice, ...], np.ndarray] | None:
         if kind == "ellipsoid":
             c, s = np.asarray(params["center"], float), np.asarray(params["semi"], float)
             ext = np.full(3, s.max() * (1 + bump) * 1.05)
@@ -146,8 +176,15 @@ class _Painter:
         wobble = self._smooth(sub_axes, bump, 30.0, 90.0, k=2) if bump > 0 else 0.0
         return block, level <= 1.0 + wobble
 
-    def paint(self, kind: str, params: dict, hu: float, code: int | None = None, texture: float = 5.0,
-              bump: float = 0.07) -> None:
+    def paint(
+        self,
+        kind: str,
+        params: dict,
+        hu: float,
+        code: int | None = None,
+        texture: float = 5.0,
+        bump: float = 0.07,
+    ) -> None:
         got = self.mask(kind, params, bump)
         if got is None:
             return
@@ -191,7 +228,9 @@ def make_phantom(
         ((48, 48, 16), dtype('float32'), dtype('int16'), True)
     """
     if modality not in MODALITIES:
-        raise ValueError(f"modality must be one of {', '.join(map(repr, MODALITIES))}; got {modality!r}")
+        raise ValueError(
+            f"modality must be one of {', '.join(map(repr, MODALITIES))}; got {modality!r}"
+        )
     shp, sp = _grid(shape, spacing)
     rng = np.random.default_rng(seed)
     col = 1 if modality == "contrast" else 0
@@ -209,49 +248,168 @@ def make_phantom(
     fat = rng.uniform(10, 30)
     body = {"center": (0, 0, 0), "semi": (bx, by, 1e4)}
     pnt.paint("ellipsoid", body, hu("fat"), bump=0.02)
-    pnt.paint("ellipsoid", {"center": (0, 0, 0), "semi": (bx - fat, by - fat, 1e4)}, hu("muscle"), bump=0.02)
-    pnt.paint("ellipsoid", {"center": (0, 5, 0), "semi": (bx - fat - 12, by - fat - 12, 1e4)}, hu("fat"), bump=0.03)
+    pnt.paint(
+        "ellipsoid",
+        {"center": (0, 0, 0), "semi": (bx - fat, by - fat, 1e4)},
+        hu("muscle"),
+        bump=0.02,
+    )
+    pnt.paint(
+        "ellipsoid",
+        {"center": (0, 5, 0), "semi": (bx - fat - 12, by - fat - 12, 1e4)},
+        hu("fat"),
+        bump=0.03,
+    )
     for _ in range(int(rng.integers(10, 16))):  # unlabelled bowel loops, some with gas
         c = (rng.uniform(-90, 90), rng.uniform(-10, 70), rng.uniform(-100, 20))
-        pnt.paint("ellipsoid", {"center": c, "semi": rng.uniform(12, 24, 3), "angle": rng.uniform(0, 180)},
-                  hu("bowel") if rng.random() > 0.25 else hu("gas"), texture=10)
+        pnt.paint(
+            "ellipsoid",
+            {"center": c, "semi": rng.uniform(12, 24, 3), "angle": rng.uniform(0, 180)},
+            hu("bowel") if rng.random() > 0.25 else hu("gas"),
+            texture=10,
+        )
     for sx in (-1, 1):  # paraspinal muscles
-        pnt.paint("ellipsoid", {"center": (sx * 32, -by + fat + 30, 0), "semi": (24, 22, 1e4)}, hu("muscle"))
-    pnt.paint("ellipsoid", {"center": (0, -by + fat + 50, 0), "semi": (19, 17, 1e4)}, hu("bone"), texture=40)
-    pnt.paint("ellipsoid", {"center": (0, -by + fat + 27, 0), "semi": (7, 7, 1e4)}, hu("canal"), bump=0.0)
+        pnt.paint(
+            "ellipsoid",
+            {"center": (sx * 32, -by + fat + 30, 0), "semi": (24, 22, 1e4)},
+            hu("muscle"),
+        )
+    pnt.paint(
+        "ellipsoid",
+        {"center": (0, -by + fat + 50, 0), "semi": (19, 17, 1e4)},
+        hu("bone"),
+        texture=40,
+    )
+    pnt.paint(
+        "ellipsoid", {"center": (0, -by + fat + 27, 0), "semi": (7, 7, 1e4)}, hu("canal"), bump=0.0
+    )
 
     sy = -by + fat + 50  # vertebral body centre (y); organs are placed relative to it
     liver = hu("liver")
-    pnt.paint("ellipsoid", {"center": (60 + j(6), sy + 62 + j(6), 40 + j(8)), "semi": np.array((70, 82, 68)) * g, "angle": j(8)}, liver, 6)
-    pnt.paint("ellipsoid", {"center": (-5 + j(6), sy + 95 + j(5), 55 + j(6)), "semi": np.array((52, 36, 26)) * g, "angle": 15 + j(8)}, liver, 6)
-    pnt.paint("ellipsoid", {"center": (-82 + j(5), sy + 5 + j(5), 40 + j(8)), "semi": np.array((26, 45, 52)) * g, "angle": -35 + j(8)}, hu("spleen"), 1)
+    pnt.paint(
+        "ellipsoid",
+        {
+            "center": (60 + j(6), sy + 62 + j(6), 40 + j(8)),
+            "semi": np.array((70, 82, 68)) * g,
+            "angle": j(8),
+        },
+        liver,
+        6,
+    )
+    pnt.paint(
+        "ellipsoid",
+        {
+            "center": (-5 + j(6), sy + 95 + j(5), 55 + j(6)),
+            "semi": np.array((52, 36, 26)) * g,
+            "angle": 15 + j(8),
+        },
+        liver,
+        6,
+    )
+    pnt.paint(
+        "ellipsoid",
+        {
+            "center": (-82 + j(5), sy + 5 + j(5), 40 + j(8)),
+            "semi": np.array((26, 45, 52)) * g,
+            "angle": -35 + j(8),
+        },
+        hu("spleen"),
+        1,
+    )
     for code, sx, z0 in ((2, 1, -38), (3, -1, -28)):
         c, ang = (sx * (68 + j(4)), sy + 2 + j(4), z0 + j(6)), sx * (25 + j(6))
         sem = np.array((24, 30, 50)) * g
         pnt.paint("ellipsoid", {"center": c, "semi": sem, "angle": ang}, hu("cortex"), code)
-        pnt.paint("ellipsoid", {"center": c, "semi": sem * 0.6, "angle": ang}, hu("medulla"), code, bump=0.1)
+        pnt.paint(
+            "ellipsoid",
+            {"center": c, "semi": sem * 0.6, "angle": ang},
+            hu("medulla"),
+            code,
+            bump=0.1,
+        )
     st = (-48 + j(6), sy + 85 + j(6), 30 + j(8))
     stomach = {"center": st, "semi": np.array((40, 36, 52)) * g, "angle": 30 + j(10)}
     pnt.paint("ellipsoid", stomach, hu("stomach"), 7)
     lumen = {"center": st, "semi": np.array((31, 27, 43)) * g, "angle": 30}
     pnt.paint("ellipsoid", lumen, hu("lumen"), 7)
-    pnt.paint("ellipsoid", {**lumen, "center": (st[0], st[1] + 18, st[2] + 12), "semi": np.array((26, 14, 30)) * g}, hu("gas"), 7, bump=0.0)
-    pnt.paint("ellipsoid", {"center": (48 + j(5), sy + 110 + j(5), -8 + j(6)), "semi": np.array((15, 17, 32)) * g, "angle": 30 + j(10)}, hu("gallbladder"), 4)
+    pnt.paint(
+        "ellipsoid",
+        {**lumen, "center": (st[0], st[1] + 18, st[2] + 12), "semi": np.array((26, 14, 30)) * g},
+        hu("gas"),
+        7,
+        bump=0.0,
+    )
+    pnt.paint(
+        "ellipsoid",
+        {
+            "center": (48 + j(5), sy + 110 + j(5), -8 + j(6)),
+            "semi": np.array((15, 17, 32)) * g,
+            "angle": 30 + j(10),
+        },
+        hu("gallbladder"),
+        4,
+    )
     head = np.array((25 + j(4), sy + 75 + j(4), -22 + j(5)))
     pan = [head, head + (-20, 12, 14), head + (-55, -2, 24), head + (-92 + j(5), -28, 34)]
     pnt.paint("tube", {"points": pan, "radius": 11 * g}, hu("pancreas"), 11, texture=8, bump=0.12)
-    pnt.paint("ellipsoid", {"center": head, "semi": np.array((17, 15, 20)) * g}, hu("pancreas"), 11, texture=8)
+    pnt.paint(
+        "ellipsoid",
+        {"center": head, "semi": np.array((17, 15, 20)) * g},
+        hu("pancreas"),
+        11,
+        texture=8,
+    )
     for code, sx in ((12, 1), (13, -1)):
-        pnt.paint("ellipsoid", {"center": (sx * (36 + j(3)), sy + 14 + j(3), 22 + j(5)), "semi": (6, 13, 18), "angle": sx * 40}, hu("adrenal"), code, bump=0.15)
+        pnt.paint(
+            "ellipsoid",
+            {
+                "center": (sx * (36 + j(3)), sy + 14 + j(3), 22 + j(5)),
+                "semi": (6, 13, 18),
+                "angle": sx * 40,
+            },
+            hu("adrenal"),
+            code,
+            bump=0.15,
+        )
     ao = np.array((-14 + j(3), sy + 30 + j(3)))
-    pnt.paint("tube", {"points": [(-6, sy + 20, 140), (-16, sy + 40, 62), (-42, sy + 85, 52)], "radius": 8}, hu("esophagus"), 5, bump=0.1)
-    pnt.paint("tube", {"points": [(*ao, 140), (*(ao + (2, -4)), 0), (*ao, -140)], "radius": 11 * g}, hu("aorta"), 8, bump=0.03)
+    pnt.paint(
+        "tube",
+        {"points": [(-6, sy + 20, 140), (-16, sy + 40, 62), (-42, sy + 85, 52)], "radius": 8},
+        hu("esophagus"),
+        5,
+        bump=0.1,
+    )
+    pnt.paint(
+        "tube",
+        {"points": [(*ao, 140), (*(ao + (2, -4)), 0), (*ao, -140)], "radius": 11 * g},
+        hu("aorta"),
+        8,
+        bump=0.03,
+    )
     ivc = np.array((24 + j(3), sy + 34 + j(3)))
-    pnt.paint("tube", {"points": [(*ivc, 140), (*(ivc + (-2, 4)), 0), (*ivc, -140)], "radius": 11 * g}, hu("ivc"), 9, bump=0.05)
+    pnt.paint(
+        "tube",
+        {"points": [(*ivc, 140), (*(ivc + (-2, 4)), 0), (*ivc, -140)], "radius": 11 * g},
+        hu("ivc"),
+        9,
+        bump=0.05,
+    )
     conf = head + (-18, 8, 18)
     portal = hu("portal")
-    pnt.paint("tube", {"points": [conf, conf + (22, 12, 22), conf + (40, 20, 40)], "radius": 7 * g}, portal, 10, bump=0.05)
-    pnt.paint("tube", {"points": [conf, head + (-55, -14, 26), head + (-95, -40, 40)], "radius": 5 * g}, portal, 10, bump=0.05)
+    pnt.paint(
+        "tube",
+        {"points": [conf, conf + (22, 12, 22), conf + (40, 20, 40)], "radius": 7 * g},
+        portal,
+        10,
+        bump=0.05,
+    )
+    pnt.paint(
+        "tube",
+        {"points": [conf, head + (-55, -14, 26), head + (-95, -40, 40)], "radius": 5 * g},
+        portal,
+        10,
+        bump=0.05,
+    )
 
     blur = [0.6 * min(1.0, 2.5 / s) for s in sp[:2]] + [0.4]
     img = ndimage.gaussian_filter(pnt.hu, blur)
@@ -274,11 +432,15 @@ def _write_case(
     ``codes`` is a lookup table from BTCV code to the code written (identity when ``None``);
     no label file is written when ``label_path`` is ``None``.
     """
-    case_seed = int(np.random.SeedSequence([seed, MODALITIES.index(modality), index]).generate_state(1)[0])
+    case_seed = int(
+        np.random.SeedSequence([seed, MODALITIES.index(modality), index]).generate_state(1)[0]
+    )
     img, lab = make_phantom(case_seed, modality, shape=shape, spacing=spacing)  # type: ignore[arg-type]
     if codes is not None:
         lab = codes[lab]
-    flip = np.array([[-1, 0, 0, shape[0] - 1], [0, -1, 0, shape[1] - 1], [0, 0, 1, 0], [0, 0, 0, 1]], float)
+    flip = np.array(
+        [[-1, 0, 0, shape[0] - 1], [0, -1, 0, shape[1] - 1], [0, 0, 1, 0], [0, 0, 0, 1]], float
+    )
     affine = phantom_affine(shape, spacing) @ flip  # LPS storage of the RAS grid
     img_i16 = np.clip(np.rint(img), -1024, 3071).astype(np.int16)
     for arr, path in ((img_i16, image_path), (lab.astype(np.uint8), label_path)):
@@ -333,7 +495,9 @@ def write_btcv_like(
         raise ValueError(f"modalities must be distinct names from {MODALITIES}; got {mods}")
     for m in mods:
         if m not in MODALITIES:
-            raise ValueError(f"modalities must be drawn from {', '.join(map(repr, MODALITIES))}; got {m!r}")
+            raise ValueError(
+                f"modalities must be drawn from {', '.join(map(repr, MODALITIES))}; got {m!r}"
+            )
     shp, sp = _grid(shape, spacing)
     seed = check_int("seed", seed, low=0)
     out: dict[str, list[Case]] = {}
@@ -348,7 +512,9 @@ def write_btcv_like(
             _write_case(ip, lp, int(seed), mod, i, shp, sp)
             cases.append(Case(f"{i:04d}", ip, lp, mod))
             entries.append({"image": str(ip.relative_to(base)), "label": str(lp.relative_to(base))})
-        (base / "dataset.json").write_text(json.dumps({"modality": mod, "training": entries}, indent=1))
+        (base / "dataset.json").write_text(
+            json.dumps({"modality": mod, "training": entries}, indent=1)
+        )
         out[mod] = cases
     return out
 
@@ -414,23 +580,37 @@ def write_nnunet_like(
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
             raise ValueError(f"{arg} must be an integer >= {low}; got {value!r}")
     if modality not in MODALITIES:
-        raise ValueError(f"modality must be one of {', '.join(map(repr, MODALITIES))}; got {modality!r}")
+        raise ValueError(
+            f"modality must be one of {', '.join(map(repr, MODALITIES))}; got {modality!r}"
+        )
     if version not in (1, 2):
-        raise ValueError(f"version must be 1 or 2 (nnU-Net's dataset.json flavour); got {version!r}")
-    if isinstance(dataset_id, bool) or not isinstance(dataset_id, (int, np.integer)) or not 0 <= dataset_id <= 999:
+        raise ValueError(
+            f"version must be 1 or 2 (nnU-Net's dataset.json flavour); got {version!r}"
+        )
+    if (
+        isinstance(dataset_id, bool)
+        or not isinstance(dataset_id, (int, np.integer))
+        or not 0 <= dataset_id <= 999
+    ):
         raise ValueError(f"dataset_id must be an integer 0-999; got {dataset_id!r}")
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
         raise ValueError(f"name must be a plain folder name (letters, digits, _ . -); got {name!r}")
     written = {c: c for c in BTCV_ORGANS} if codes is None else dict(codes)
     values = list(written.values())
-    if (not set(written) <= set(BTCV_ORGANS) or len(set(values)) != len(values)
-            or not all(isinstance(v, (int, np.integer)) and 1 <= v <= 255 for v in values)):
+    if (
+        not set(written) <= set(BTCV_ORGANS)
+        or len(set(values)) != len(values)
+        or not all(isinstance(v, (int, np.integer)) and 1 <= v <= 255 for v in values)
+    ):
         raise ValueError(f"codes must map BTCV organ codes to distinct codes 1-255; got {codes!r}")
     given = {} if names is None else dict(names)
     label_names = {c: given.get(c, BTCV_ORGANS[c]) for c in written}
     listed = list(label_names.values())
-    if (set(given) - set(written) or len(set(listed)) != len(listed)
-            or not all(isinstance(n, str) and n.strip() for n in listed)):
+    if (
+        set(given) - set(written)
+        or len(set(listed)) != len(listed)
+        or not all(isinstance(n, str) and n.strip() for n in listed)
+    ):
         raise ValueError(
             f"names must give distinct non-empty names to written organs {sorted(written)}; got {names!r}"
         )
@@ -447,7 +627,10 @@ def write_nnunet_like(
     for i in range(1, int(n_cases) + int(n_test) + 1):
         case = f"{name.lower()}_{i:03d}"
         if i <= n_cases:
-            image, label = base / "imagesTr" / f"{case}_0000.nii.gz", base / "labelsTr" / f"{case}.nii.gz"
+            image, label = (
+                base / "imagesTr" / f"{case}_0000.nii.gz",
+                base / "labelsTr" / f"{case}.nii.gz",
+            )
             train.append(case)
         else:
             image, label = base / "imagesTs" / f"{case}_0000.nii.gz", None
@@ -467,11 +650,16 @@ def write_nnunet_like(
             "name": name,
             "tensorImageSize": "3D",
             "modality": {"0": "CT"},
-            "labels": {"0": "background", **{str(int(written[c])): label_names[c] for c in ordered}},
+            "labels": {
+                "0": "background",
+                **{str(int(written[c])): label_names[c] for c in ordered},
+            },
             "numTraining": int(n_cases),
             "numTest": int(n_test),
-            "training": [{"image": f"./imagesTr/{c}.nii.gz", "label": f"./labelsTr/{c}.nii.gz"}
-                         for c in train],
+            "training": [
+                {"image": f"./imagesTr/{c}.nii.gz", "label": f"./labelsTr/{c}.nii.gz"}
+                for c in train
+            ],
             "test": [f"./imagesTs/{c}.nii.gz" for c in test],
         }
     (base / "dataset.json").write_text(json.dumps(content, indent=1))
@@ -505,16 +693,28 @@ def ensure_btcv_like(
 
     root = Path(root)
     mods = [modalities] if isinstance(modalities, str) else list(modalities)
-    want = {"kind": "synthetic-ct", "n_cases": int(n_cases), "modalities": mods, "seed": int(seed),
-            "shape": [int(n) for n in shape], "spacing": [float(v) for v in spacing]}
+    want = {
+        "kind": "synthetic-ct",
+        "n_cases": int(n_cases),
+        "modalities": mods,
+        "seed": int(seed),
+        "shape": [int(n) for n in shape],
+        "spacing": [float(v) for v in spacing],
+    }
     if is_owned(root, "synthetic-ct") and json.loads((root / MARKER).read_text()) == want:
         if not quiet:
             print(f"synthetic data: reusing {root}")
         return {m: root / m for m in mods}
     check_replaceable(root, "synthetic-ct", what="the synthetic phantoms")
     if not quiet:
-        print(f"synthetic data: writing {n_cases} cases x {len(mods)} modalities to {root} ...", flush=True)
-    write_owned_folder(root, "synthetic-ct", lambda tmp: write_btcv_like(tmp, n_cases, mods, seed, shape=shape,
-                                                                         spacing=spacing),
-                       **{k: v for k, v in want.items() if k != "kind"})
+        print(
+            f"synthetic data: writing {n_cases} cases x {len(mods)} modalities to {root} ...",
+            flush=True,
+        )
+    write_owned_folder(
+        root,
+        "synthetic-ct",
+        lambda tmp: write_btcv_like(tmp, n_cases, mods, seed, shape=shape, spacing=spacing),
+        **{k: v for k, v in want.items() if k != "kind"},
+    )
     return {m: root / m for m in mods}

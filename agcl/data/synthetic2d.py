@@ -28,13 +28,15 @@ SYNTHETIC2D_CLASSES: tuple[str, ...] = ("background", "disc", "box", "triangle",
 _BASE = np.array([[200, 40, 40], [40, 170, 60], [50, 70, 210], [220, 200, 40]], np.float32)
 
 
-def _shape_mask(kind: int, size: tuple[int, int], cy: float, cx: float, r: float, angle: float) -> np.ndarray:
-    yy, xx = np.mgrid[0:size[0], 0:size[1]].astype(np.float32)
+def _shape_mask(
+    kind: int, size: tuple[int, int], cy: float, cx: float, r: float, angle: float
+) -> np.ndarray:
+    yy, xx = np.mgrid[0 : size[0], 0 : size[1]].astype(np.float32)
     dy, dx = yy - cy, xx - cx
     c, s = np.cos(angle), np.sin(angle)
     u, v = c * dx + s * dy, -s * dx + c * dy
     if kind == 1:  # disc
-        return dx ** 2 + dy ** 2 <= r ** 2
+        return dx**2 + dy**2 <= r**2
     if kind == 2:  # box (rotated square, a little elongated)
         return (np.abs(u) <= r * 0.95) & (np.abs(v) <= r * 0.7)
     if kind == 3:  # triangle: three half-planes
@@ -43,12 +45,14 @@ def _shape_mask(kind: int, size: tuple[int, int], cy: float, cx: float, r: float
             a = angle + 2 * np.pi * k / 3
             out &= (np.cos(a) * dx + np.sin(a) * dy) <= r * 0.55
         return out
-    rad = np.sqrt(dx ** 2 + dy ** 2)  # ring
+    rad = np.sqrt(dx**2 + dy**2)  # ring
     return (rad <= r) & (rad >= r * 0.5)
 
 
-def _texture(kind: int, size: tuple[int, int], rng: np.random.Generator, angle: float) -> np.ndarray:
-    yy, xx = np.mgrid[0:size[0], 0:size[1]].astype(np.float32)
+def _texture(
+    kind: int, size: tuple[int, int], rng: np.random.Generator, angle: float
+) -> np.ndarray:
+    yy, xx = np.mgrid[0 : size[0], 0 : size[1]].astype(np.float32)
     if kind == 1:  # smooth shading
         return 1.0 + 0.15 * np.sin((xx + yy) / 9.0 + rng.uniform(0, 6.3))
     if kind == 2:  # stripes
@@ -99,17 +103,25 @@ def make_scene(
     # background: a smooth random colour field in muted tones
     img = np.empty((h, w, 3), np.float32)
     for c in range(3):
-        field = rng.uniform(70, 150) + rng.uniform(-30, 30) * (xx / w) + rng.uniform(-30, 30) * (yy / h)
-        field += rng.uniform(5, 20) * np.sin(xx / rng.uniform(4, 12) + rng.uniform(0, 6.3)) * np.cos(
-            yy / rng.uniform(4, 12) + rng.uniform(0, 6.3))
+        field = (
+            rng.uniform(70, 150) + rng.uniform(-30, 30) * (xx / w) + rng.uniform(-30, 30) * (yy / h)
+        )
+        field += (
+            rng.uniform(5, 20)
+            * np.sin(xx / rng.uniform(4, 12) + rng.uniform(0, 6.3))
+            * np.cos(yy / rng.uniform(4, 12) + rng.uniform(0, 6.3))
+        )
         img[..., c] = field
     # clutter: dull rectangles and bars
     for _ in range(int(rng.integers(4, 9))):
         y0, x0 = int(rng.integers(0, h)), int(rng.integers(0, w))
-        bh, bw = (int(rng.integers(2, 6)), int(rng.integers(6, w // 3))) if rng.random() < 0.5 else \
-                 (int(rng.integers(4, h // 4)), int(rng.integers(4, w // 4)))
+        bh, bw = (
+            (int(rng.integers(2, 6)), int(rng.integers(6, w // 3)))
+            if rng.random() < 0.5
+            else (int(rng.integers(4, h // 4)), int(rng.integers(4, w // 4)))
+        )
         grey = rng.uniform(50, 170)
-        img[y0:y0 + bh, x0:x0 + bw] = grey + rng.uniform(-25, 25, 3)
+        img[y0 : y0 + bh, x0 : x0 + bw] = grey + rng.uniform(-25, 25, 3)
     label = np.zeros(shape, np.uint8)
     for _ in range(int(rng.integers(1, max_objects + 1))):
         kind = int(rng.integers(1, 5))
@@ -127,13 +139,16 @@ def make_scene(
             m = label == k
             if m.any():
                 void |= ndimage.binary_dilation(m, iterations=void_width) & ~ndimage.binary_erosion(
-                    m, iterations=void_width, border_value=1)
+                    m, iterations=void_width, border_value=1
+                )
         label[void] = 255
     img += rng.normal(0, 6, img.shape)
     return np.clip(img, 0, 255).astype(np.uint8), label
 
 
-def make_scenes(n: int, seed: int = 0, *, start: int = 0, **kwargs: object) -> list[tuple[np.ndarray, np.ndarray]]:
+def make_scenes(
+    n: int, seed: int = 0, *, start: int = 0, **kwargs: object
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """Scenes ``start .. start + n - 1`` of ``seed`` (see :func:`make_scene` for the options)."""
     n = check_int("n", n, low=1)
     return [make_scene(seed, start + i, **kwargs) for i in range(n)]  # type: ignore[arg-type]
@@ -182,12 +197,26 @@ def write_voc_like(
                 ids.append(name)
             (voc / "ImageSets" / "Segmentation" / f"{split}.txt").write_text("\n".join(ids) + "\n")
 
-    return write_owned_folder(root / "VOCdevkit", "synthetic-voc", write, n_train=n_train, n_val=n_val, seed=seed,
-                              size=list(size) if not isinstance(size, int) else size)
+    return write_owned_folder(
+        root / "VOCdevkit",
+        "synthetic-voc",
+        write,
+        n_train=n_train,
+        n_val=n_val,
+        seed=seed,
+        size=list(size) if not isinstance(size, int) else size,
+    )
 
 
-def ensure_voc_like(root: str | os.PathLike[str], n_train: int = 40, n_val: int = 16, *, seed: int = 0,
-                    size: int | Sequence[int] = 96, quiet: bool = False) -> Path:
+def ensure_voc_like(
+    root: str | os.PathLike[str],
+    n_train: int = 40,
+    n_val: int = 16,
+    *,
+    seed: int = 0,
+    size: int | Sequence[int] = 96,
+    quiet: bool = False,
+) -> Path:
     """The synthetic devkit under ``root``: reused when ``root/VOCdevkit`` is the one these
     arguments write (agcl's marker says so), written otherwise (:func:`write_voc_like`).
 
@@ -200,8 +229,13 @@ def ensure_voc_like(root: str | os.PathLike[str], n_train: int = 40, n_val: int 
     from agcl._owned import MARKER, check_replaceable, is_owned
 
     devkit = Path(root) / "VOCdevkit"
-    want = {"kind": "synthetic-voc", "n_train": n_train, "n_val": n_val, "seed": seed,
-            "size": list(size) if not isinstance(size, int) else size}
+    want = {
+        "kind": "synthetic-voc",
+        "n_train": n_train,
+        "n_val": n_val,
+        "seed": seed,
+        "size": list(size) if not isinstance(size, int) else size,
+    }
     if is_owned(devkit, "synthetic-voc") and json.loads((devkit / MARKER).read_text()) == want:
         return devkit
     check_replaceable(devkit, "synthetic-voc", what="the synthetic 2-D scenes")

@@ -35,9 +35,27 @@ __all__ = [
 
 VOC_VOID = 255
 VOC_CLASSES: tuple[str, ...] = (
-    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
-    "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
-    "train", "tvmonitor",
+    "background",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
 )
 
 
@@ -45,7 +63,9 @@ def _pil() -> Any:
     try:
         from PIL import Image
     except ImportError as err:  # pragma: no cover - exercised only without Pillow
-        raise ImportError("reading or writing VOC images needs Pillow: pip install 'agcl[voc]'") from err
+        raise ImportError(
+            "reading or writing VOC images needs Pillow: pip install 'agcl[voc]'"
+        ) from err
     return Image
 
 
@@ -84,14 +104,18 @@ def find_voc_root(path: str | os.PathLike[str], year: str = "2012") -> Path:
     for cand in tried:
         if (cand / "JPEGImages").is_dir() and (cand / "ImageSets").is_dir():
             return cand
-    raise FileNotFoundError(f"no VOC{year} folder (with JPEGImages/ and ImageSets/) at or under {base}; looked "
-                            f"in {', '.join(str(t) for t in tried)}. Pass the extracted VOCdevkit folder")
+    raise FileNotFoundError(
+        f"no VOC{year} folder (with JPEGImages/ and ImageSets/) at or under {base}; looked "
+        f"in {', '.join(str(t) for t in tried)}. Pass the extracted VOCdevkit folder"
+    )
 
 
 def read_voc_split(root: str | os.PathLike[str], split: str) -> list[str]:
     """The image ids of ``ImageSets/Segmentation/<split>.txt`` (one per line, blanks skipped)."""
     if not isinstance(split, str) or not split:
-        raise ValueError(f"split must be a non-empty string such as 'train' or 'val'; got {split!r}")
+        raise ValueError(
+            f"split must be a non-empty string such as 'train' or 'val'; got {split!r}"
+        )
     path = find_voc_root(root) / "ImageSets" / "Segmentation" / f"{split}.txt"
     if not path.is_file():
         raise FileNotFoundError(f"missing split file {path}")
@@ -139,8 +163,10 @@ def load_voc_mask(path: str | os.PathLike[str]) -> np.ndarray:
     uniq, inv = np.unique(flat, return_inverse=True)
     bad = [int(u) for u in uniq if int(u) not in lut]
     if bad:
-        raise ValueError(f"mask {path} (mode {mode}) has colours outside the VOC palette, e.g. "
-                         f"{tuple((bad[0] >> s) & 255 for s in (16, 8, 0))}; save it as a palette PNG")
+        raise ValueError(
+            f"mask {path} (mode {mode}) has colours outside the VOC palette, e.g. "
+            f"{tuple((bad[0] >> s) & 255 for s in (16, 8, 0))}; save it as a palette PNG"
+        )
     return np.asarray([lut[int(u)] for u in uniq], np.uint8)[inv].reshape(flat.shape)
 
 
@@ -157,7 +183,9 @@ def save_voc_mask(path: str | os.PathLike[str], labels: np.ndarray) -> Path:
     if arr.dtype.kind not in "iub":
         raise TypeError(f"labels must hold integer class ids; got dtype {arr.dtype}")
     if arr.size and (int(arr.min()) < 0 or int(arr.max()) > 255):
-        raise ValueError(f"labels must lie in [0, 255]; got values in [{int(arr.min())}, {int(arr.max())}]")
+        raise ValueError(
+            f"labels must lie in [0, 255]; got values in [{int(arr.min())}, {int(arr.max())}]"
+        )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     im = image.fromarray(arr.astype(np.uint8), mode="P")
@@ -185,17 +213,26 @@ class VOCSegmentation(Sequence):
         FileNotFoundError: the devkit, the split file or listed files are missing.
     """
 
-    def __init__(self, root: str | os.PathLike[str], split: str = "train", *, year: str = "2012") -> None:
+    def __init__(
+        self, root: str | os.PathLike[str], split: str = "train", *, year: str = "2012"
+    ) -> None:
         self.root = find_voc_root(root, year)
         self.split = split
         self.ids = read_voc_split(self.root, split)
         self.image_paths = [self.root / "JPEGImages" / f"{i}.jpg" for i in self.ids]
         self.mask_paths = [self.root / "SegmentationClass" / f"{i}.png" for i in self.ids]
-        missing = [str(p) for pair in zip(self.image_paths, self.mask_paths) for p in pair if not p.is_file()]
+        missing = [
+            str(p)
+            for pair in zip(self.image_paths, self.mask_paths)
+            for p in pair
+            if not p.is_file()
+        ]
         if missing:
             more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
-            raise FileNotFoundError(f"split {split!r} of {self.root} lists files that are missing: "
-                                    f"{', '.join(missing[:5])}{more}")
+            raise FileNotFoundError(
+                f"split {split!r} of {self.root} lists files that are missing: "
+                f"{', '.join(missing[:5])}{more}"
+            )
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -207,8 +244,10 @@ class VOCSegmentation(Sequence):
         image = load_voc_image(self.image_paths[index])
         mask = load_voc_mask(self.mask_paths[index])
         if mask.shape != image.shape[:2]:
-            raise ValueError(f"mask {self.mask_paths[index]} has shape {mask.shape}, its image "
-                             f"{self.image_paths[index]} {image.shape[:2]}")
+            raise ValueError(
+                f"mask {self.mask_paths[index]} has shape {mask.shape}, its image "
+                f"{self.image_paths[index]} {image.shape[:2]}"
+            )
         return image, mask
 
     def __repr__(self) -> str:

@@ -44,13 +44,21 @@ def find_coarse_file(folder: str | os.PathLike[str], case_id: str, modality: str
         FileNotFoundError: none of them exists (the message lists the paths tried).
     """
     folder = Path(folder)
-    stems = [f"{modality}_{case_id}", f"{modality}/{case_id}", case_id, f"label{case_id}", f"img{case_id}"]
+    stems = [
+        f"{modality}_{case_id}",
+        f"{modality}/{case_id}",
+        case_id,
+        f"label{case_id}",
+        f"img{case_id}",
+    ]
     tried = [folder / f"{s}{e}" for s in stems for e in _EXTS]
     for path in tried:
         if path.is_file():
             return path
-    raise FileNotFoundError(f"no coarse label map for case {case_id!r} ({modality}) in {folder}; tried "
-                            + ", ".join(p.name if p.parent == folder else str(p.relative_to(folder)) for p in tried))
+    raise FileNotFoundError(
+        f"no coarse label map for case {case_id!r} ({modality}) in {folder}; tried "
+        + ", ".join(p.name if p.parent == folder else str(p.relative_to(folder)) for p in tried)
+    )
 
 
 class TrainingVolumes(Sequence[dict[str, Any]]):
@@ -66,8 +74,13 @@ class TrainingVolumes(Sequence[dict[str, Any]]):
     or None, "modality": int, "case_id": str}``.
     """
 
-    def __init__(self, cases: Sequence[PreparedCase], attention: Callable[[PreparedCase], Mapping[int, Any]], *,
-                 cache: VolumeCache | None = None) -> None:
+    def __init__(
+        self,
+        cases: Sequence[PreparedCase],
+        attention: Callable[[PreparedCase], Mapping[int, Any]],
+        *,
+        cache: VolumeCache | None = None,
+    ) -> None:
         if cache is not None and not isinstance(cache, VolumeCache):
             raise TypeError(f"cache must be a VolumeCache or None; got {type(cache).__name__}")
         self.cases, self.attention, self.cache = cases, attention, cache
@@ -77,8 +90,13 @@ class TrainingVolumes(Sequence[dict[str, Any]]):
 
     def _build(self, index: int) -> dict[str, Any]:
         case = self.cases[index]
-        return {"image": case.image, "attention": self.attention(case), "label": case.label,
-                "modality": int(case.modality), "case_id": case.case_id}
+        return {
+            "image": case.image,
+            "attention": self.attention(case),
+            "label": case.label,
+            "modality": int(case.modality),
+            "case_id": case.case_id,
+        }
 
     def __getitem__(self, index: int) -> dict[str, Any]:  # type: ignore[override]
         if not isinstance(index, (int, np.integer)) or isinstance(index, bool):

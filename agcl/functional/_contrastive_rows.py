@@ -11,6 +11,7 @@ from agcl._warnings import warn_user
 
 __all__ = ["build_rows", "positive_keys", "warn_user"]
 
+
 def _labels_or_none(
     name: str, value: torch.Tensor | None, n: int, what: str, device: torch.device
 ) -> torch.Tensor | None:
@@ -45,7 +46,9 @@ def build_rows(
             f"got shape {tuple(features.shape)}"
         )
     if features.shape[0] == 0 or features.shape[-1] == 0 or features.numel() == 0:
-        raise ValueError(f"features must hold at least one row and one dimension; got shape {tuple(features.shape)}")
+        raise ValueError(
+            f"features must hold at least one row and one dimension; got shape {tuple(features.shape)}"
+        )
     if labels is not None and (modality is not None or target is not None):
         raise ValueError(
             "labels cannot be combined with modality/target: pass either labels, or modality "
@@ -95,7 +98,9 @@ def build_rows(
     return rows, cols, has_partial, out_shape
 
 
-def positive_keys(cols: torch.Tensor, has_partial: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+def positive_keys(
+    cols: torch.Tensor, has_partial: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Compact integer keys: one per distinct label row (positives), and per modality.
 
     Each column is compacted to ``0 .. n_c - 1`` first (``torch.unique``), then the columns are

@@ -17,7 +17,9 @@ ACTIVATIONS: tuple[str | None, ...] = ("softmax", "sigmoid", None)
 
 def _check_activation(activation: object) -> None:
     if activation not in ACTIVATIONS:
-        raise ValueError(f"activation must be one of 'softmax', 'sigmoid', None; got {activation!r}")
+        raise ValueError(
+            f"activation must be one of 'softmax', 'sigmoid', None; got {activation!r}"
+        )
 
 
 def _unit_interval(soft: torch.Tensor, what: str, hint: str) -> torch.Tensor:
@@ -37,14 +39,19 @@ def _one_hot_target(target: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     b, c = logits.shape[:2]
     spatial = tuple(logits.shape[2:])
     if tuple(target.shape) == tuple(logits.shape):
-        return _unit_interval(target.to(torch.float32), "shaped like logits is a one-hot/soft "
-                              "target", "class indices: pass (B, *spatial)")
+        return _unit_interval(
+            target.to(torch.float32),
+            "shaped like logits is a one-hot/soft target",
+            "class indices: pass (B, *spatial)",
+        )
     if tuple(target.shape) in ((b, *spatial), (b, 1, *spatial)):
         if target.is_floating_point() or target.dtype == torch.bool:
             if c == 1:
-                return _unit_interval(target.reshape(b, 1, *spatial).to(torch.float32),
-                                      "of a single channel (C=1) is a binary/soft mask",
-                                      "or pass an integer 0/1 mask")
+                return _unit_interval(
+                    target.reshape(b, 1, *spatial).to(torch.float32),
+                    "of a single channel (C=1) is a binary/soft mask",
+                    "or pass an integer 0/1 mask",
+                )
             raise TypeError(
                 f"target of shape {tuple(target.shape)} holds class indices and must be an integer "
                 f"tensor; got {target.dtype} (or pass a one-hot target shaped like logits "
@@ -54,7 +61,9 @@ def _one_hot_target(target: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         lo, hi = (int(labels.min()), int(labels.max())) if labels.numel() else (0, 0)
         top = max(c - 1, 1)  # C = 1: a binary mask of 0/1
         if lo < 0 or hi > top:
-            raise ValueError(f"target class indices must lie in [0, {top}] for C={c}; got [{lo}, {hi}]")
+            raise ValueError(
+                f"target class indices must lie in [0, {top}] for C={c}; got [{lo}, {hi}]"
+            )
         if c == 1:
             return labels.unsqueeze(1).to(torch.float32)
         one_hot = torch.zeros(logits.shape, dtype=torch.float32, device=logits.device)
@@ -120,7 +129,9 @@ def soft_dice_loss(
             f"{tuple(logits.shape)} and dtype {logits.dtype}"
         )
     if logits.shape[0] == 0 or logits.shape[1] == 0:
-        raise ValueError(f"logits must hold at least one sample and one channel; got shape {tuple(logits.shape)}")
+        raise ValueError(
+            f"logits must hold at least one sample and one channel; got shape {tuple(logits.shape)}"
+        )
     _check_activation(activation)
     check_choice("reduction", reduction, ("mean", "sum", "none"))
     smooth_nr = check_positive("smooth_nr", smooth_nr, allow_zero=True)

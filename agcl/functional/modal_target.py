@@ -242,10 +242,19 @@ def modal_target_supcon_loss(
         (torch.Size([]), torch.float32)
     """
     out, valid, _, _ = _loss_and_rows(
-        features, labels, modality=modality, target=target, views=views,
-        temperature=temperature, partial_weight=partial_weight, normalize=normalize,
-        reduction=reduction, backend=backend, gather_distributed=gather_distributed,
-        block_size=block_size, queue=queue,
+        features,
+        labels,
+        modality=modality,
+        target=target,
+        views=views,
+        temperature=temperature,
+        partial_weight=partial_weight,
+        normalize=normalize,
+        reduction=reduction,
+        backend=backend,
+        gather_distributed=gather_distributed,
+        block_size=block_size,
+        queue=queue,
     )
     return (out, valid) if return_valid else out
 
@@ -261,7 +270,9 @@ def _check_queue(
     if not isinstance(qf, torch.Tensor) or not qf.is_floating_point():
         raise TypeError(f"queue_features must be a floating-point tensor; got {type(qf).__name__}")
     if not isinstance(qk, torch.Tensor) or qk.is_floating_point() or qk.dtype == torch.bool:
-        raise TypeError(f"queue_keys must be an integer tensor; got {getattr(qk, 'dtype', type(qk))}")
+        raise TypeError(
+            f"queue_keys must be an integer tensor; got {getattr(qk, 'dtype', type(qk))}"
+        )
     if qf.ndim != 2 or qf.shape[1] != d:
         raise ValueError(
             f"queue_features must be (K, D) with D={d} like the features; got shape {tuple(qf.shape)}"
@@ -333,8 +344,13 @@ def _loss_and_rows(
         w = partial_weight if has_partial else 0.0
         if name == "naive":
             loss, valid = modal_target_loss_naive(
-                z_set, key, temperature, modality_key=mod_key, partial_weight=w,
-                anchor_start=a, num_anchors=n,
+                z_set,
+                key,
+                temperature,
+                modality_key=mod_key,
+                partial_weight=w,
+                anchor_start=a,
+                num_anchors=n,
             )
         else:
             lse_fn = get_lse_fn(name, z.device)

@@ -75,10 +75,16 @@ def resolve_backend(
         'torch'
     """
     if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}; got {backend!r}")
+        raise ValueError(
+            f"backend must be one of {', '.join(map(repr, BACKENDS))}; got {backend!r}"
+        )
     dev = torch.device(device)
     if backend == "auto":
-        if _self_check.considers(dev) and triton_available() and _self_check.triton_passes(dev, dtype):
+        if (
+            _self_check.considers(dev)
+            and triton_available()
+            and _self_check.triton_passes(dev, dtype)
+        ):
             return "triton"
         return "torch"
     if backend == "triton":

@@ -18,7 +18,9 @@ from agcl.kernels._checks import check_lse_args
 __all__ = ["contrastive_lse_naive", "modal_target_loss_naive"]
 
 
-def _logits(z: torch.Tensor, temperature: float, a: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _logits(
+    z: torch.Tensor, temperature: float, a: int, n: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits of anchors ``a .. a+n-1`` against every row, and the ``(n, M)`` self mask."""
     logits = z[a : a + n] @ z.T / temperature
     cols = torch.arange(z.shape[0], device=z.device)
@@ -48,7 +50,9 @@ def contrastive_lse_naive(
         >>> contrastive_lse_naive(z, 1.0)  # two off-diagonal zeros per row: log 2
         tensor([0.6931, 0.6931, 0.6931], dtype=torch.float64)
     """
-    temperature, anchor_start, n = check_lse_args(z, temperature, anchor_start, num_anchors, block_size)
+    temperature, anchor_start, n = check_lse_args(
+        z, temperature, anchor_start, num_anchors, block_size
+    )
     logits, self_mask = _logits(z, temperature, anchor_start, n)
     return torch.logsumexp(logits.masked_fill(self_mask, float("-inf")), dim=1)
 

@@ -114,7 +114,12 @@ def _forward(z: torch.Tensor, c: float, a: int, n_anchors: int, block: int) -> t
 
 @torch.no_grad()
 def _backward(
-    z: torch.Tensor, lse2: torch.Tensor, g: torch.Tensor, c: float, a: int, block: int,
+    z: torch.Tensor,
+    lse2: torch.Tensor,
+    g: torch.Tensor,
+    c: float,
+    a: int,
+    block: int,
     grad_rows: int | None = None,
 ) -> torch.Tensor:
     """``dz`` (without the ``1/T`` factor) for upstream gradient ``g`` of the anchors' lse.

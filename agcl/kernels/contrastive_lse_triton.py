@@ -55,8 +55,19 @@ _INTERPRETER_BLOCKS = (16, 16)
 
 @triton.jit
 def _lse_fwd_kernel(
-    z_ptr, lse_ptr, M, D, anchor_start, num_anchors, stride_zm, stride_zd, scale,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr,
+    z_ptr,
+    lse_ptr,
+    M,
+    D,
+    anchor_start,
+    num_anchors,
+    stride_zm,
+    stride_zd,
+    scale,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    PRECISION: tl.constexpr,
 ):
     # One program: anchors i in [pid*BLOCK_M, pid*BLOCK_M + BLOCK_M), i.e. rows a+i of z.
     pid = tl.program_id(0).to(tl.int64)
@@ -67,7 +78,8 @@ def _lse_fwd_kernel(
     d_mask = offs_d < D  # BLOCK_D is D rounded up to a power of two; the padding loads zeros
     zi = tl.load(
         z_ptr + rows[:, None] * stride_zm + offs_d[None, :] * stride_zd,
-        mask=i_mask[:, None] & d_mask[None, :], other=0.0,
+        mask=i_mask[:, None] & d_mask[None, :],
+        other=0.0,
     )
     # Online logsumexp: m = running max, l = sum exp(s - m) over the columns seen so far.
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
@@ -77,7 +89,8 @@ def _lse_fwd_kernel(
         c_mask = cols < M
         zj = tl.load(
             z_ptr + cols[:, None] * stride_zm + offs_d[None, :] * stride_zd,
-            mask=c_mask[:, None] & d_mask[None, :], other=0.0,
+            mask=c_mask[:, None] & d_mask[None, :],
+            other=0.0,
         )
         s = tl.dot(zi, tl.trans(zj), input_precision=PRECISION) * scale  # fp32 accumulation
         valid = c_mask[None, :] & (cols[None, :] != rows[:, None])  # drop padding and j == a+i
@@ -97,9 +110,23 @@ def _lse_fwd_kernel(
 
 @triton.jit
 def _lse_bwd_kernel(
-    z_ptr, lse_ptr, g_ptr, dz_ptr, M, D, anchor_start, num_anchors,
-    stride_zm, stride_zd, stride_dm, stride_dd, scale,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr,
+    z_ptr,
+    lse_ptr,
+    g_ptr,
+    dz_ptr,
+    M,
+    D,
+    anchor_start,
+    num_anchors,
+    stride_zm,
+    stride_zd,
+    stride_dm,
+    stride_dd,
+    scale,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    PRECISION: tl.constexpr,
 ):
     # One program: output rows r in [pid*BLOCK_M, pid*BLOCK_M + BLOCK_M) of dz (all M rows).
     # lse_ptr / g_ptr hold (M,) fp32 vectors: anchors' lse and g at rows a..a+A-1, and
@@ -112,7 +139,8 @@ def _lse_bwd_kernel(
     d_mask = offs_d < D
     zi = tl.load(
         z_ptr + rows[:, None] * stride_zm + offs_d[None, :] * stride_zd,
-        mask=r_mask[:, None] & d_mask[None, :], other=0.0,
+        mask=r_mask[:, None] & d_mask[None, :],
+        other=0.0,
     )
     lse_i = tl.load(lse_ptr + rows, mask=r_mask, other=float("inf"))
     g_i = tl.load(g_ptr + rows, mask=r_mask, other=0.0)
@@ -129,7 +157,8 @@ def _lse_bwd_kernel(
         c_mask = cols < M
         zj = tl.load(
             z_ptr + cols[:, None] * stride_zm + offs_d[None, :] * stride_zd,
-            mask=c_mask[:, None] & d_mask[None, :], other=0.0,
+            mask=c_mask[:, None] & d_mask[None, :],
+            other=0.0,
         )
         lse_j = tl.load(lse_ptr + cols, mask=c_mask, other=float("inf"))
         g_j = tl.load(g_ptr + cols, mask=c_mask, other=0.0)
@@ -145,7 +174,8 @@ def _lse_bwd_kernel(
     acc = acc * scale
     tl.store(
         dz_ptr + rows[:, None] * stride_dm + offs_d[None, :] * stride_dd,
-        acc.to(dz_ptr.dtype.element_ty), mask=r_mask[:, None] & d_mask[None, :],
+        acc.to(dz_ptr.dtype.element_ty),
+        mask=r_mask[:, None] & d_mask[None, :],
     )
 
 
@@ -166,7 +196,9 @@ _MAX_TILE = 128 * 256
 
 def _prune(configs: list[Any], named_args: dict, **kwargs: Any) -> list[Any]:
     width = kwargs["BLOCK_D"]
-    kept = [c for c in configs if max(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"]) * width <= _MAX_TILE]
+    kept = [
+        c for c in configs if max(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"]) * width <= _MAX_TILE
+    ]
     return kept or [min(configs, key=lambda c: c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"])]
 
 
@@ -175,7 +207,8 @@ def _autotuned(kernel: Any, stages: tuple[int, ...]) -> Any:
     # depends on the row width and on how many programs M gives the GPU. A training run with a
     # fixed batch size tunes once (and once more for a smaller last batch).
     return triton.autotune(
-        configs=_cuda_configs(stages), key=["M", "D"],
+        configs=_cuda_configs(stages),
+        key=["M", "D"],
         prune_configs_by={"early_config_prune": _prune},
     )(kernel)
 
@@ -216,7 +249,11 @@ def _on_device(z: torch.Tensor) -> Any:
 
 
 def _launch_fwd(
-    z: torch.Tensor, lse: torch.Tensor, temperature: float, a: int, n: int,
+    z: torch.Tensor,
+    lse: torch.Tensor,
+    temperature: float,
+    a: int,
+    n: int,
     blocks: tuple[int, int] | None,
 ) -> None:
     """lse[i] for anchors a .. a+n-1; ``blocks`` None: autotuned (CUDA), else fixed tiles."""
@@ -224,16 +261,31 @@ def _launch_fwd(
     kernel = _lse_fwd_tuned if blocks is None else _lse_fwd_kernel
     with _on_device(z):
         kernel[_grid(n, block_m)](
-            z_ptr=z, lse_ptr=lse, M=z.shape[0], D=z.shape[1], anchor_start=a, num_anchors=n,
-            stride_zm=z.stride(0), stride_zd=z.stride(1), scale=1.0 / temperature,
-            BLOCK_D=max(16, triton.next_power_of_2(z.shape[1])), PRECISION=_precision(z.dtype),
+            z_ptr=z,
+            lse_ptr=lse,
+            M=z.shape[0],
+            D=z.shape[1],
+            anchor_start=a,
+            num_anchors=n,
+            stride_zm=z.stride(0),
+            stride_zd=z.stride(1),
+            scale=1.0 / temperature,
+            BLOCK_D=max(16, triton.next_power_of_2(z.shape[1])),
+            PRECISION=_precision(z.dtype),
             **tiles,
         )
 
 
 def _launch_bwd(
-    z: torch.Tensor, lse_full: torch.Tensor, g_full: torch.Tensor, dz: torch.Tensor,
-    temperature: float, a: int, n: int, blocks: tuple[int, int] | None, grad_rows: int,
+    z: torch.Tensor,
+    lse_full: torch.Tensor,
+    g_full: torch.Tensor,
+    dz: torch.Tensor,
+    temperature: float,
+    a: int,
+    n: int,
+    blocks: tuple[int, int] | None,
+    grad_rows: int,
 ) -> None:
     """dz of the first ``grad_rows`` rows (programs for those only) from the (M,)-padded lse and
     g; ``blocks`` as for :func:`_launch_fwd`."""
@@ -241,10 +293,21 @@ def _launch_bwd(
     kernel = _lse_bwd_tuned if blocks is None else _lse_bwd_kernel
     with _on_device(z):
         kernel[_grid(grad_rows, block_m)](
-            z_ptr=z, lse_ptr=lse_full, g_ptr=g_full, dz_ptr=dz, M=z.shape[0], D=z.shape[1],
-            anchor_start=a, num_anchors=n, stride_zm=z.stride(0), stride_zd=z.stride(1),
-            stride_dm=dz.stride(0), stride_dd=dz.stride(1), scale=1.0 / temperature,
-            BLOCK_D=max(16, triton.next_power_of_2(z.shape[1])), PRECISION=_precision(z.dtype),
+            z_ptr=z,
+            lse_ptr=lse_full,
+            g_ptr=g_full,
+            dz_ptr=dz,
+            M=z.shape[0],
+            D=z.shape[1],
+            anchor_start=a,
+            num_anchors=n,
+            stride_zm=z.stride(0),
+            stride_zd=z.stride(1),
+            stride_dm=dz.stride(0),
+            stride_dd=dz.stride(1),
+            scale=1.0 / temperature,
+            BLOCK_D=max(16, triton.next_power_of_2(z.shape[1])),
+            PRECISION=_precision(z.dtype),
             **tiles,
         )
 
@@ -276,8 +339,8 @@ class _ContrastiveLSE(torch.autograd.Function):
         finite = torch.isfinite(lse)
         lse_full = torch.full((m,), math.inf, device=z.device, dtype=torch.float32)
         g_full = torch.zeros(m, device=z.device, dtype=torch.float32)
-        lse_full[a:a + n] = torch.where(finite, lse, torch.full_like(lse, math.inf))
-        g_full[a:a + n] = torch.where(finite, grad.to(torch.float32), torch.zeros_like(lse))
+        lse_full[a : a + n] = torch.where(finite, lse, torch.full_like(lse, math.inf))
+        g_full[a : a + n] = torch.where(finite, grad.to(torch.float32), torch.zeros_like(lse))
         _launch_bwd(z, lse_full, g_full, dz, temperature, a, n, blocks, grad_rows)
         if grad_rows < m:  # rows from grad_rows on (a memory queue) are constants: no programs
             dz[grad_rows:].zero_()  # (but the last launched block's tail), zero gradient
@@ -368,4 +431,3 @@ def contrastive_lse_triton(
     refuse_functorch("triton")
     blocks = _INTERPRETER_BLOCKS if INTERPRETED else None  # None: autotuned (CUDA)
     return _ContrastiveLSE.apply(z, temperature, a, n, blocks, g)
-

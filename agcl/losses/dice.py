@@ -110,27 +110,47 @@ class DiceCELoss(nn.Module):
         1.0265
     """
 
-    def __init__(self, *, include_background: bool = False, dice_weight: float = 1.0, ce_weight: float = 1.0,
-                 smooth_nr: float = 1e-5, smooth_dr: float = 1e-5, batch_dice: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        include_background: bool = False,
+        dice_weight: float = 1.0,
+        ce_weight: float = 1.0,
+        smooth_nr: float = 1e-5,
+        smooth_dr: float = 1e-5,
+        batch_dice: bool = False,
+    ) -> None:
         super().__init__()
         self.dice_weight = check_positive("dice_weight", dice_weight, allow_zero=True)
         self.ce_weight = check_positive("ce_weight", ce_weight, allow_zero=True)
         if self.dice_weight == 0 and self.ce_weight == 0:
             raise ValueError("dice_weight and ce_weight must not both be 0; got 0 and 0")
-        self.dice = SoftDiceLoss(activation="softmax", include_background=include_background,
-                                 smooth_nr=smooth_nr, smooth_dr=smooth_dr, batch_dice=batch_dice)
+        self.dice = SoftDiceLoss(
+            activation="softmax",
+            include_background=include_background,
+            smooth_nr=smooth_nr,
+            smooth_dr=smooth_dr,
+            batch_dice=batch_dice,
+        )
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """The weighted sum of the two terms for ``logits`` against class indices ``target``."""
         if not isinstance(logits, torch.Tensor) or not isinstance(target, torch.Tensor):
-            raise TypeError(f"logits and target must be tensors; got {type(logits).__name__} and "
-                            f"{type(target).__name__}")
+            raise TypeError(
+                f"logits and target must be tensors; got {type(logits).__name__} and "
+                f"{type(target).__name__}"
+            )
         if logits.ndim < 3 or logits.shape[1] < 2:
-            raise ValueError(f"logits must be (B, C, *spatial) with C >= 2 classes; got shape {tuple(logits.shape)}")
+            raise ValueError(
+                f"logits must be (B, C, *spatial) with C >= 2 classes; got shape {tuple(logits.shape)}"
+            )
         if target.is_floating_point():
             raise TypeError(f"target must hold integer class indices; got dtype {target.dtype}")
         dice = self.dice(logits, target)  # checks shapes and the index range
         idx = target[:, 0] if target.ndim == logits.ndim else target
-        low = logits.dtype in (torch.float16, torch.bfloat16)  # the log-softmax in float32 under autocast
+        low = logits.dtype in (
+            torch.float16,
+            torch.bfloat16,
+        )  # the log-softmax in float32 under autocast
         ce = F.cross_entropy(logits.float() if low else logits, idx.long())
         return self.dice_weight * dice + self.ce_weight * ce

@@ -123,7 +123,9 @@ class ModalTargetSupConLoss(nn.Module):
             backend=self.backend,
             gather_distributed=self.gather_distributed,
             block_size=self.block_size,
-            queue=self.queue(features.shape[-1], n_cols=n_cols, ordered=False) if self.queue_size else None,
+            queue=self.queue(features.shape[-1], n_cols=n_cols, ordered=False)
+            if self.queue_size
+            else None,
         )
         if self.queue_size:
             self._enqueue(rows, cols)

@@ -20,17 +20,20 @@ def check_embeddings(name: str, z: Any, *, dim: int | None = None) -> torch.Tens
         raise TypeError(f"{name} must be a floating-point tensor (N, D); got dtype {z.dtype}")
     check_has_data(name, z)
     if z.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (N, D), one embedding per row; "
-                         f"got shape {tuple(z.shape)}")
+        raise ValueError(
+            f"{name} must be 2-D (N, D), one embedding per row; got shape {tuple(z.shape)}"
+        )
     if z.shape[0] == 0:
         raise ValueError(f"{name} must hold at least one row; got shape {tuple(z.shape)}")
     if dim is not None and z.shape[1] != dim:
-        raise ValueError(f"{name} must have D={dim} columns like the fit embeddings; "
-                         f"got shape {tuple(z.shape)}")
+        raise ValueError(
+            f"{name} must have D={dim} columns like the fit embeddings; got shape {tuple(z.shape)}"
+        )
     if not bool(torch.isfinite(z).all()):
         bad = int((~torch.isfinite(z)).any(dim=1).sum())
-        raise ValueError(f"{name} must hold finite values; got NaN or inf in {bad} of "
-                         f"{z.shape[0]} rows")
+        raise ValueError(
+            f"{name} must hold finite values; got NaN or inf in {bad} of {z.shape[0]} rows"
+        )
     # half precision would make ties and overflow likely; compute in float32 (float64 stays)
     return z if z.dtype == torch.float64 else z.float()
 
@@ -39,8 +42,9 @@ def check_labels(name: str, y: Any, n: int, z_name: str, device: torch.device) -
     """Check ``(n,)`` integer labels (any sign) for the rows of ``z_name``; return them long."""
     check_integer_tensor(name, y, what=f"per row of {z_name}", nonnegative=False)
     if y.numel() != n:
-        raise ValueError(f"{name} must have one entry per row of {z_name} ({n} rows); "
-                         f"got {y.numel()} entries")
+        raise ValueError(
+            f"{name} must have one entry per row of {z_name} ({n} rows); got {y.numel()} entries"
+        )
     return y.to(device=device, dtype=torch.long)
 
 
@@ -52,8 +56,9 @@ def unit_rows(z: torch.Tensor) -> torch.Tensor:
     return F.normalize(z, dim=1)
 
 
-def check_pair(fit_z: Any, fit_y: Any, score_z: Any, score_y: Any
-               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def check_pair(
+    fit_z: Any, fit_y: Any, score_z: Any, score_y: Any
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Check a fit and a score set; return them on ``fit_z``'s device and dtype, labels long."""
     fit_z = check_embeddings("fit_z", fit_z)
     score_z = check_embeddings("score_z", score_z, dim=fit_z.shape[1])
@@ -61,5 +66,3 @@ def check_pair(fit_z: Any, fit_y: Any, score_z: Any, score_y: Any
     fit_y = check_labels("fit_y", fit_y, fit_z.shape[0], "fit_z", fit_z.device)
     score_y = check_labels("score_y", score_y, score_z.shape[0], "score_z", fit_z.device)
     return fit_z, fit_y, score_z, score_y
-
-

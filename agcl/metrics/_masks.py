@@ -13,10 +13,14 @@ __all__ = ["as_mask", "as_mask_pair", "as_spacing", "union_crop"]
 
 
 def _to_numpy(name: str, value: Any) -> np.ndarray:
-    if hasattr(value, "detach") and hasattr(value, "cpu"):  # a torch tensor, without importing torch
+    if hasattr(value, "detach") and hasattr(
+        value, "cpu"
+    ):  # a torch tensor, without importing torch
         value = value.detach().cpu().numpy()
     if not isinstance(value, np.ndarray):
-        raise TypeError(f"{name} must be a numpy array or a torch tensor; got {type(value).__name__}")
+        raise TypeError(
+            f"{name} must be a numpy array or a torch tensor; got {type(value).__name__}"
+        )
     return value
 
 
@@ -44,7 +48,9 @@ def as_mask_pair(pred: Any, gt: Any) -> tuple[np.ndarray, np.ndarray]:
     p = as_mask("pred", pred)
     g = as_mask("gt", gt)
     if p.shape != g.shape:
-        raise ValueError(f"pred and gt must have the same shape; got pred {p.shape} and gt {g.shape}")
+        raise ValueError(
+            f"pred and gt must have the same shape; got pred {p.shape} and gt {g.shape}"
+        )
     if p.ndim == 0:
         raise ValueError("pred and gt must be at least 1-D masks; got 0-D arrays")
     return p, g
@@ -57,8 +63,10 @@ def _number(name: str, value: Any, ndim: int) -> float:
     if isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "iuf":
         value = value.item()
     if not is_real(value):  # float("1.5") would accept a string's characters
-        raise TypeError(f"{name} must be a number or a sequence of {ndim} numbers; got {value!r} "
-                        f"({type(value).__name__})")
+        raise TypeError(
+            f"{name} must be a number or a sequence of {ndim} numbers; got {value!r} "
+            f"({type(value).__name__})"
+        )
     return float(value)
 
 
@@ -74,10 +82,14 @@ def as_spacing(spacing: Sequence[float] | float | None, ndim: int) -> tuple[floa
         values: tuple[float, ...] = (_number("spacing", spacing, ndim),) * ndim
     else:
         if isinstance(spacing, (str, bytes)) or not isinstance(spacing, Iterable):
-            raise TypeError(f"spacing must be a number or a sequence of {ndim} numbers; got {spacing!r}")
+            raise TypeError(
+                f"spacing must be a number or a sequence of {ndim} numbers; got {spacing!r}"
+            )
         values = tuple(_number("spacing", s, ndim) for s in spacing)
     if len(values) != ndim:
-        raise ValueError(f"spacing must have one entry per mask axis ({ndim}); got {len(values)}: {values}")
+        raise ValueError(
+            f"spacing must have one entry per mask axis ({ndim}); got {len(values)}: {values}"
+        )
     if not all(np.isfinite(v) and v > 0 for v in values):
         raise ValueError(f"spacing must hold finite numbers > 0 (mm per voxel); got {values}")
     return values

@@ -39,21 +39,27 @@ def _label_array(name: str, value: Any) -> np.ndarray:
     if hasattr(value, "detach") and hasattr(value, "cpu"):
         value = value.detach().cpu().numpy()
     if not isinstance(value, np.ndarray):
-        raise TypeError(f"{name} must be a numpy array or a torch tensor; got {type(value).__name__}")
+        raise TypeError(
+            f"{name} must be a numpy array or a torch tensor; got {type(value).__name__}"
+        )
     if not (np.issubdtype(value.dtype, np.integer) or value.dtype == np.bool_):
         raise TypeError(f"{name} must be an integer label map; got dtype {value.dtype}")
     return value
 
 
-def _organ_names(organs: Mapping[int, str] | Sequence[int] | None, gt: np.ndarray) -> dict[int, str]:
+def _organ_names(
+    organs: Mapping[int, str] | Sequence[int] | None, gt: np.ndarray
+) -> dict[int, str]:
     if organs is None:
         ids = [int(v) for v in np.unique(gt) if v != 0]
         return {i: str(i) for i in ids}
     if isinstance(organs, Mapping):
         bad = [k for k in organs if not is_int(k)]
         if bad:
-            raise TypeError(f"organs must map integer label ids to names; got the key {bad[0]!r} "
-                            f"({type(bad[0]).__name__})")
+            raise TypeError(
+                f"organs must map integer label ids to names; got the key {bad[0]!r} "
+                f"({type(bad[0]).__name__})"
+            )
         ids = [int(k) for k in organs]
         names = {i: str(v) for i, v in zip(ids, organs.values())}
     else:
@@ -66,8 +72,10 @@ def _organ_names(organs: Mapping[int, str] | Sequence[int] | None, gt: np.ndarra
         by_name.setdefault(name, []).append(i)
     dup = {name: ix for name, ix in by_name.items() if len(ix) > 1}
     if dup:  # the table is keyed by name: one organ's row would replace the other's
-        raise ValueError(f"organs must give every label id its own name; got "
-                         f"{'; '.join(f'{name!r} for ids {ix}' for name, ix in dup.items())}")
+        raise ValueError(
+            f"organs must give every label id its own name; got "
+            f"{'; '.join(f'{name!r} for ids {ix}' for name, ix in dup.items())}"
+        )
     return names
 
 
@@ -131,20 +139,36 @@ def evaluate_labels(
     p = _label_array("pred", pred)
     g = _label_array("gt", gt)
     if p.shape != g.shape:
-        raise ValueError(f"pred and gt must have the same shape; got pred {p.shape} and gt {g.shape}")
+        raise ValueError(
+            f"pred and gt must have the same shape; got pred {p.shape} and gt {g.shape}"
+        )
     sp = as_spacing(spacing, g.ndim)
     per_organ: dict[str, dict[str, Any]] = {}
     for label, name in _organ_names(organs, g).items():
         pm, gm = p == label, g == label
         if not gm.any():  # absent from the ground truth: no score, a prediction is a false positive
-            per_organ[name] = {"dice": None, "hd95": None, "assd": None, "missed": 0,
-                               "false_positive": int(pm.any())}
+            per_organ[name] = {
+                "dice": None,
+                "hd95": None,
+                "assd": None,
+                "missed": 0,
+                "false_positive": int(pm.any()),
+            }
             continue
         d_pg, d_gp = surface_distances(pm, gm, sp)
         hd = max(_directed_percentile(d_pg, percentile), _directed_percentile(d_gp, percentile))
-        assd = float((d_pg.sum() + d_gp.sum()) / (d_pg.size + d_gp.size)) if d_pg.size else float("inf")
-        per_organ[name] = {"dice": dice(pm, gm), "hd95": hd, "assd": assd, "missed": int(math.isinf(hd)),
-                           "false_positive": 0}
+        assd = (
+            float((d_pg.sum() + d_gp.sum()) / (d_pg.size + d_gp.size))
+            if d_pg.size
+            else float("inf")
+        )
+        per_organ[name] = {
+            "dice": dice(pm, gm),
+            "hd95": hd,
+            "assd": assd,
+            "missed": int(math.isinf(hd)),
+            "false_positive": 0,
+        }
     return {"per_organ": per_organ, "mean": _mean_row(per_organ)}
 
 
@@ -164,27 +188,36 @@ _ROW_KEYS = ("dice", "hd95", "assd", "missed")  # "false_positive" is optional (
 
 def _check_row(where: str, row: Any) -> None:
     if not isinstance(row, Mapping):
-        raise ValueError(f"{where} must be a dict with the keys {list(_ROW_KEYS)}; got "
-                         f"{type(row).__name__}")
+        raise ValueError(
+            f"{where} must be a dict with the keys {list(_ROW_KEYS)}; got {type(row).__name__}"
+        )
     missing = [k for k in _ROW_KEYS if k not in row]
     if missing:
-        raise ValueError(f"{where} misses the key(s) {missing} (a row holds {list(_ROW_KEYS)} and "
-                         f"optionally 'false_positive'); got keys {sorted(map(str, row))}")
+        raise ValueError(
+            f"{where} misses the key(s) {missing} (a row holds {list(_ROW_KEYS)} and "
+            f"optionally 'false_positive'); got keys {sorted(map(str, row))}"
+        )
 
 
 def _check_table(where: str, table: Any, *, with_mean: bool) -> None:
     """``ValueError`` naming the first missing key of an :func:`evaluate_labels` table."""
     keys = ["per_organ", "mean"] if with_mean else ["per_organ"]
     if not isinstance(table, Mapping):
-        raise ValueError(f"{where} must be a table from evaluate_labels (a dict with {keys}); got "
-                         f"{type(table).__name__}")
+        raise ValueError(
+            f"{where} must be a table from evaluate_labels (a dict with {keys}); got "
+            f"{type(table).__name__}"
+        )
     missing = [k for k in keys if k not in table]
     if missing:
-        raise ValueError(f"{where} misses the key(s) {missing} (a table from evaluate_labels "
-                         f"holds 'per_organ' and 'mean'); got keys {sorted(map(str, table))}")
+        raise ValueError(
+            f"{where} misses the key(s) {missing} (a table from evaluate_labels "
+            f"holds 'per_organ' and 'mean'); got keys {sorted(map(str, table))}"
+        )
     if not isinstance(table["per_organ"], Mapping):
-        raise ValueError(f"{where}['per_organ'] must be a dict {{organ name: row}}; got "
-                         f"{type(table['per_organ']).__name__}")
+        raise ValueError(
+            f"{where}['per_organ'] must be a dict {{organ name: row}}; got "
+            f"{type(table['per_organ']).__name__}"
+        )
     for name, row in table["per_organ"].items():
         _check_row(f"{where}['per_organ'][{name!r}]", row)
     if with_mean:
@@ -266,9 +299,14 @@ def format_table(table: Table, *, title: str | None = None) -> str:
     """
     _check_table("table", table, with_mean=True)
     lines = [f"### {title}", ""] if title else []
-    lines += ["| organ | Dice | HD95 (mm) | ASSD (mm) | missed | false positive |", "|---|---|---|---|---|---|"]
+    lines += [
+        "| organ | Dice | HD95 (mm) | ASSD (mm) | missed | false positive |",
+        "|---|---|---|---|---|---|",
+    ]
     rows = [*table["per_organ"].items(), ("**mean**", table["mean"])]
     for name, row in rows:
-        lines.append(f"| {name} | {_cell(row['dice'], '.3f')} | {_cell(row['hd95'], '.2f')} | "
-                     f"{_cell(row['assd'], '.2f')} | {row['missed']} | {row.get('false_positive', 0)} |")
+        lines.append(
+            f"| {name} | {_cell(row['dice'], '.3f')} | {_cell(row['hd95'], '.2f')} | "
+            f"{_cell(row['assd'], '.2f')} | {row['missed']} | {row.get('false_positive', 0)} |"
+        )
     return "\n".join(lines)

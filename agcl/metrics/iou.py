@@ -21,13 +21,17 @@ def _as_array(name: str, value: Any) -> np.ndarray:
     if hasattr(value, "detach") and hasattr(value, "cpu"):
         value = value.detach().cpu().numpy()
     if not isinstance(value, np.ndarray):
-        raise TypeError(f"{name} must be a numpy array or a torch tensor; got {type(value).__name__}")
+        raise TypeError(
+            f"{name} must be a numpy array or a torch tensor; got {type(value).__name__}"
+        )
     if value.dtype.kind not in "iub":
         raise TypeError(f"{name} must hold integer class ids; got dtype {value.dtype}")
     return value
 
 
-def confusion_matrix(pred: Any, target: Any, num_classes: int, *, ignore_index: int | None = 255) -> np.ndarray:
+def confusion_matrix(
+    pred: Any, target: Any, num_classes: int, *, ignore_index: int | None = 255
+) -> np.ndarray:
     """``cm[t, p]``: the number of pixels of true class ``t`` predicted as ``p``.
 
     Args:
@@ -51,15 +55,19 @@ def confusion_matrix(pred: Any, target: Any, num_classes: int, *, ignore_index: 
     k = check_int("num_classes", num_classes, low=1)
     p, t = _as_array("pred", pred), _as_array("target", target)
     if p.shape != t.shape:
-        raise ValueError(f"pred and target must have the same shape; got pred {p.shape} and target {t.shape}")
+        raise ValueError(
+            f"pred and target must have the same shape; got pred {p.shape} and target {t.shape}"
+        )
     p, t = p.reshape(-1).astype(np.int64), t.reshape(-1).astype(np.int64)
     if ignore_index is not None:
         keep = t != check_int("ignore_index", ignore_index)
         p, t = p[keep], t[keep]
     for name, arr in (("pred", p), ("target", t)):
         if arr.size and (int(arr.min()) < 0 or int(arr.max()) >= k):
-            raise ValueError(f"{name} must hold class ids in [0, {k}) (num_classes={k}; target may also hold "
-                             f"ignore_index={ignore_index}); got values in [{int(arr.min())}, {int(arr.max())}]")
+            raise ValueError(
+                f"{name} must hold class ids in [0, {k}) (num_classes={k}; target may also hold "
+                f"ignore_index={ignore_index}); got values in [{int(arr.min())}, {int(arr.max())}]"
+            )
     return np.bincount(t * k + p, minlength=k * k).reshape(k, k)
 
 
@@ -90,7 +98,9 @@ def iou_from_confusion(cm: np.ndarray) -> list[float | None]:
     return [None if u == 0 else float(t) / float(u) for t, u in zip(tp.tolist(), union.tolist())]
 
 
-def iou_per_class(pred: Any, target: Any, num_classes: int, ignore_index: int | None = 255) -> list[float | None]:
+def iou_per_class(
+    pred: Any, target: Any, num_classes: int, ignore_index: int | None = 255
+) -> list[float | None]:
     """IoU of every class of one label map pair (or of a stacked set), void ignored.
 
     Class ``k``'s IoU is ``|P_k & T_k| / |P_k | T_k|`` over the pixels whose target is not
@@ -106,7 +116,9 @@ def iou_per_class(pred: Any, target: Any, num_classes: int, ignore_index: int | 
         >>> iou_per_class(p, t, 4)
         [0.3333333333333333, 0.6666666666666666, 0.0, None]
     """
-    return iou_from_confusion(confusion_matrix(pred, target, num_classes, ignore_index=ignore_index))
+    return iou_from_confusion(
+        confusion_matrix(pred, target, num_classes, ignore_index=ignore_index)
+    )
 
 
 def mean_iou(ious: Any) -> float | None:

@@ -40,8 +40,14 @@ __all__ = ["knn_accuracy", "linear_probe_accuracy", "pooled_features", "probe_em
 _BLOCK = 512  # score rows per k-NN block: a few (block x N_fit) tensors at a time
 
 
-def _knn_predict(fit_z: torch.Tensor, fit_ys: list[torch.Tensor], score_z: torch.Tensor,
-                 k: int, metric: str, block_size: int) -> list[torch.Tensor]:
+def _knn_predict(
+    fit_z: torch.Tensor,
+    fit_ys: list[torch.Tensor],
+    score_z: torch.Tensor,
+    k: int,
+    metric: str,
+    block_size: int,
+) -> list[torch.Tensor]:
     """Predicted label of every score row, for each label set in ``fit_ys`` (same neighbours)."""
     if metric == "cosine":
         fit_z, score_z = unit_rows(fit_z), unit_rows(score_z)
@@ -52,7 +58,7 @@ def _knn_predict(fit_z: torch.Tensor, fit_ys: list[torch.Tensor], score_z: torch
         sets.append((classes, F.one_hot(inverse, len(classes)).to(fit_z.dtype)))
     preds: list[list[torch.Tensor]] = [[] for _ in fit_ys]
     for start in range(0, score_z.shape[0], block_size):
-        block = score_z[start:start + block_size]
+        block = score_z[start : start + block_size]
         sim = block @ fit_z.T if metric == "cosine" else -torch.cdist(block, fit_z)
         # the k most similar fit rows; among rows as similar as the k-th, the lowest indices
         kth = sim.topk(k, dim=1).values[:, -1:]
@@ -62,18 +68,25 @@ def _knn_predict(fit_z: torch.Tensor, fit_ys: list[torch.Tensor], score_z: torch
         chosen = above | (at & (at.cumsum(dim=1, dtype=torch.int32) <= room))
         weight = chosen.to(sim.dtype)
         for out, (classes, onehot) in zip(preds, sets):
-            votes = weight @ onehot                      # (B, C) neighbour counts
-            total = (weight * sim) @ onehot              # (B, C) summed similarity
+            votes = weight @ onehot  # (B, C) neighbour counts
+            total = (weight * sim) @ onehot  # (B, C) summed similarity
             tied = votes == votes.amax(dim=1, keepdim=True)
             total = torch.where(tied, total, torch.full_like(total, -torch.inf))
             best = (total == total.amax(dim=1, keepdim=True)).to(torch.int8).argmax(dim=1)
-            out.append(classes[best])                    # argmax: the first (smallest) class
+            out.append(classes[best])  # argmax: the first (smallest) class
     return [torch.cat(p) for p in preds]
 
 
-def knn_accuracy(fit_z: torch.Tensor, fit_y: torch.Tensor, score_z: torch.Tensor,
-                 score_y: torch.Tensor, *, k: int = 20, metric: Metric = "cosine",
-                 block_size: int = _BLOCK) -> float:
+def knn_accuracy(
+    fit_z: torch.Tensor,
+    fit_y: torch.Tensor,
+    score_z: torch.Tensor,
+    score_y: torch.Tensor,
+    *,
+    k: int = 20,
+    metric: Metric = "cosine",
+    block_size: int = _BLOCK,
+) -> float:
     """k-nearest-neighbour classification accuracy of ``score_z`` against ``fit_z``.
 
     Each score row takes the label most frequent among its ``k`` most similar fit rows
@@ -122,9 +135,15 @@ def knn_accuracy(fit_z: torch.Tensor, fit_y: torch.Tensor, score_z: torch.Tensor
     return float((pred == score_y).double().mean())
 
 
-def linear_probe_accuracy(fit_z: torch.Tensor, fit_y: torch.Tensor, score_z: torch.Tensor,
-                          score_y: torch.Tensor, *, max_iter: int = 100,
-                          weight_decay: float = 1e-3) -> float:
+def linear_probe_accuracy(
+    fit_z: torch.Tensor,
+    fit_y: torch.Tensor,
+    score_z: torch.Tensor,
+    score_y: torch.Tensor,
+    *,
+    max_iter: int = 100,
+    weight_decay: float = 1e-3,
+) -> float:
     """Accuracy of a multinomial logistic regression fit on ``fit_z`` and scored on ``score_z``.
 
     Features are standardised with the fit set's mean and (population) standard deviation; a
@@ -170,8 +189,13 @@ def linear_probe_accuracy(fit_z: torch.Tensor, fit_y: torch.Tensor, score_z: tor
     return float((pred == score_y).double().mean())
 
 
-def _linear_predict(fit_z: torch.Tensor, fit_y: torch.Tensor, score_z: torch.Tensor,
-                    max_iter: int, weight_decay: float) -> torch.Tensor:
+def _linear_predict(
+    fit_z: torch.Tensor,
+    fit_y: torch.Tensor,
+    score_z: torch.Tensor,
+    max_iter: int,
+    weight_decay: float,
+) -> torch.Tensor:
     classes, target = torch.unique(fit_y, return_inverse=True)
     if len(classes) == 1:
         return classes.expand(score_z.shape[0])
@@ -185,12 +209,19 @@ def _linear_predict(fit_z: torch.Tensor, fit_y: torch.Tensor, score_z: torch.Ten
         std = torch.where(std > 0, std, torch.ones_like(std))
         fit_x, score_x = (fit_x - mean) / std, (score_x - mean) / std
         target = target.clone()
-        w = torch.zeros(fit_x.shape[1], len(classes), dtype=fit_x.dtype, device=fit_x.device,
-                        requires_grad=True)
+        w = torch.zeros(
+            fit_x.shape[1], len(classes), dtype=fit_x.dtype, device=fit_x.device, requires_grad=True
+        )
         b = torch.zeros(len(classes), dtype=fit_x.dtype, device=fit_x.device, requires_grad=True)
-        opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=max_iter, history_size=20,
-                                tolerance_grad=1e-9, tolerance_change=1e-12,
-                                line_search_fn="strong_wolfe")
+        opt = torch.optim.LBFGS(
+            [w, b],
+            lr=1.0,
+            max_iter=max_iter,
+            history_size=20,
+            tolerance_grad=1e-9,
+            tolerance_change=1e-12,
+            line_search_fn="strong_wolfe",
+        )
 
         def closure() -> torch.Tensor:
             opt.zero_grad()
@@ -203,12 +234,21 @@ def _linear_predict(fit_z: torch.Tensor, fit_y: torch.Tensor, score_z: torch.Ten
             return classes[(score_x @ w + b).argmax(dim=1)]
 
 
-def probe_embeddings(fit_z: torch.Tensor, fit_labels: Mapping[str, torch.Tensor],
-                     score_z: torch.Tensor, score_labels: Mapping[str, torch.Tensor], *,
-                     k: int = 20, silhouette_key: str | None = "organ",
-                     metric: Metric = "cosine", max_iter: int = 100,
-                     weight_decay: float = 1e-3, max_samples: int = 5000,
-                     seed: int = 0, return_predictions: bool = False) -> dict[str, Any]:
+def probe_embeddings(
+    fit_z: torch.Tensor,
+    fit_labels: Mapping[str, torch.Tensor],
+    score_z: torch.Tensor,
+    score_labels: Mapping[str, torch.Tensor],
+    *,
+    k: int = 20,
+    silhouette_key: str | None = "organ",
+    metric: Metric = "cosine",
+    max_iter: int = 100,
+    weight_decay: float = 1e-3,
+    max_samples: int = 5000,
+    seed: int = 0,
+    return_predictions: bool = False,
+) -> dict[str, Any]:
     """k-NN and linear-probe accuracy per label set, and the silhouette of one label set.
 
     The ``"probe"`` entry of a run's ``results.json``: for every label set (e.g. ``"organ"``,
@@ -253,16 +293,21 @@ def probe_embeddings(fit_z: torch.Tensor, fit_labels: Mapping[str, torch.Tensor]
     """
     for name, labels in (("fit_labels", fit_labels), ("score_labels", score_labels)):
         if not isinstance(labels, Mapping):
-            raise TypeError(f"{name} must be a mapping of label-set name -> (N,) integer "
-                            f"tensor; got {type(labels).__name__}")
+            raise TypeError(
+                f"{name} must be a mapping of label-set name -> (N,) integer "
+                f"tensor; got {type(labels).__name__}"
+            )
     if not fit_labels:
         raise ValueError("fit_labels must hold at least one label set; got an empty mapping")
     if set(fit_labels) != set(score_labels):
-        raise ValueError(f"score_labels must have the same label sets as fit_labels; got "
-                         f"{sorted(score_labels)} and {sorted(fit_labels)}")
+        raise ValueError(
+            f"score_labels must have the same label sets as fit_labels; got "
+            f"{sorted(score_labels)} and {sorted(fit_labels)}"
+        )
     if silhouette_key is not None and silhouette_key not in score_labels:
-        raise ValueError(f"silhouette_key must be None or one of {sorted(score_labels)}; "
-                         f"got {silhouette_key!r}")
+        raise ValueError(
+            f"silhouette_key must be None or one of {sorted(score_labels)}; got {silhouette_key!r}"
+        )
     names = list(fit_labels)
     checked = {n: check_pair(fit_z, fit_labels[n], score_z, score_labels[n]) for n in names}
     fz, _, sz, _ = checked[names[0]]
@@ -282,16 +327,21 @@ def probe_embeddings(fit_z: torch.Tensor, fit_labels: Mapping[str, torch.Tensor]
         linear_preds[n] = pred
     silhouette = None
     if silhouette_key is not None and len(torch.unique(checked[silhouette_key][3])) >= 2:
-        silhouette = silhouette_score(sz, checked[silhouette_key][3], metric=metric,
-                                      max_samples=max_samples, seed=seed)
-    out: dict[str, Any] = {"knn": knn, "linear": linear, "silhouette": silhouette, "patches": sz.shape[0]}
+        silhouette = silhouette_score(
+            sz, checked[silhouette_key][3], metric=metric, max_samples=max_samples, seed=seed
+        )
+    out: dict[str, Any] = {
+        "knn": knn,
+        "linear": linear,
+        "silhouette": silhouette,
+        "patches": sz.shape[0],
+    }
     if return_predictions:
         out["predictions"] = {"knn": dict(zip(names, preds)), "linear": linear_preds}
     return out
 
 
-def pooled_features(encoder: nn.Module, x: torch.Tensor, *, batch_size: int = 256
-                    ) -> torch.Tensor:
+def pooled_features(encoder: nn.Module, x: torch.Tensor, *, batch_size: int = 256) -> torch.Tensor:
     """Global-average-pooled deepest feature map of ``encoder`` for every row of ``x``.
 
     The "pooled backbone features" that a probe reads: ``encoder.forward_features(x)[-1]``
@@ -321,10 +371,13 @@ def pooled_features(encoder: nn.Module, x: torch.Tensor, *, batch_size: int = 25
         >>> pooled_features(enc, torch.randn(5, 2, 32, 32), batch_size=2).shape
         torch.Size([5, 32])
     """
-    if not isinstance(encoder, nn.Module) or not callable(getattr(encoder, "forward_features",
-                                                                  None)):
-        raise TypeError(f"encoder must be an nn.Module with forward_features(x) returning its "
-                        f"feature maps (an agcl encoder); got {type(encoder).__name__}")
+    if not isinstance(encoder, nn.Module) or not callable(
+        getattr(encoder, "forward_features", None)
+    ):
+        raise TypeError(
+            f"encoder must be an nn.Module with forward_features(x) returning its "
+            f"feature maps (an agcl encoder); got {type(encoder).__name__}"
+        )
     check_tensor("x", x)
     if not x.is_floating_point():
         raise TypeError(f"x must be a floating-point tensor; got dtype {x.dtype}")
@@ -342,10 +395,12 @@ def pooled_features(encoder: nn.Module, x: torch.Tensor, *, batch_size: int = 25
     try:
         with torch.no_grad():
             for start in range(0, x.shape[0], batch_size):
-                maps = encoder.forward_features(x[start:start + batch_size].to(device))
+                maps = encoder.forward_features(x[start : start + batch_size].to(device))
                 if not isinstance(maps, (list, tuple)) or not maps:
-                    raise ValueError(f"encoder.forward_features must return a non-empty list "
-                                     f"of feature maps; got {type(maps).__name__}")
+                    raise ValueError(
+                        f"encoder.forward_features must return a non-empty list "
+                        f"of feature maps; got {type(maps).__name__}"
+                    )
                 deep = maps[-1]
                 out.append(deep.mean(dim=tuple(range(2, deep.ndim))).to(x.device))
     finally:

@@ -19,8 +19,15 @@ from agcl.metrics._embeddings import METRICS, Metric, check_embeddings, check_la
 __all__ = ["silhouette_score"]
 
 
-def silhouette_score(z: torch.Tensor, y: torch.Tensor, *, metric: Metric = "cosine",
-                     max_samples: int = 5000, seed: int = 0, block_size: int = 1024) -> float:
+def silhouette_score(
+    z: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    metric: Metric = "cosine",
+    max_samples: int = 5000,
+    seed: int = 0,
+    block_size: int = 1024,
+) -> float:
     """Mean silhouette coefficient of the clusters that the labels ``y`` make in ``z``.
 
     For row ``i`` in cluster ``A``: ``a(i)`` is its mean distance to the other rows of ``A``,
@@ -71,8 +78,10 @@ def silhouette_score(z: torch.Tensor, y: torch.Tensor, *, metric: Metric = "cosi
     check_int("block_size", block_size, low=1)
     classes, inverse = torch.unique(y, return_inverse=True)
     if len(classes) < 2:
-        raise ValueError(f"y must hold at least two distinct labels for a silhouette; got "
-                         f"{len(classes)} ({classes.tolist()})")
+        raise ValueError(
+            f"y must hold at least two distinct labels for a silhouette; got "
+            f"{len(classes)} ({classes.tolist()})"
+        )
     n = z.shape[0]
     if n > max_samples:
         gen = torch.Generator().manual_seed(seed)
@@ -85,19 +94,19 @@ def silhouette_score(z: torch.Tensor, y: torch.Tensor, *, metric: Metric = "cosi
         z, inverse = z[idx], inverse[idx]
     if metric == "cosine":
         z = unit_rows(z)
-    onehot = F.one_hot(inverse, len(classes)).to(z.dtype)       # (N, C)
-    counts = onehot.sum(dim=0)                                    # (C,)
+    onehot = F.one_hot(inverse, len(classes)).to(z.dtype)  # (N, C)
+    counts = onehot.sum(dim=0)  # (C,)
     scores = []
     for start in range(0, z.shape[0], block_size):
-        block = z[start:start + block_size]
+        block = z[start : start + block_size]
         if metric == "cosine":
             dist = (1.0 - block @ z.T).clamp(0.0, 2.0)
         else:
             dist = torch.cdist(block, z).clamp_min(0.0)
         rows = torch.arange(block.shape[0], device=z.device)
-        dist[rows, start + rows] = 0.0                            # self-distance, exactly
-        sums = dist @ onehot                                      # (B, C)
-        own = inverse[start:start + block_size]
+        dist[rows, start + rows] = 0.0  # self-distance, exactly
+        sums = dist @ onehot  # (B, C)
+        own = inverse[start : start + block_size]
         own_n = counts[own]
         a = sums.gather(1, own[:, None]).squeeze(1) / (own_n - 1).clamp_min(1.0)
         means = sums / counts
@@ -107,5 +116,3 @@ def silhouette_score(z: torch.Tensor, y: torch.Tensor, *, metric: Metric = "cosi
         s = torch.where(denom > 0, (b - a) / torch.where(denom > 0, denom, 1.0), 0.0)
         scores.append(torch.where(own_n > 1, s, 0.0))
     return float(torch.cat(scores).double().mean())
-
-

@@ -130,7 +130,9 @@ def hausdorff_distance(
     return max(_directed_percentile(d_pg, percentile), _directed_percentile(d_gp, percentile))
 
 
-def average_surface_distance(pred: Any, gt: Any, spacing: Sequence[float] | float | None = None) -> float:
+def average_surface_distance(
+    pred: Any, gt: Any, spacing: Sequence[float] | float | None = None
+) -> float:
     """Average symmetric surface distance (ASSD, "MSD" in the paper's tables), in mm.
 
     Both directions' distances pooled: ``(sum d(P->G) + sum d(G->P)) / (|S_P| + |S_G|)``.

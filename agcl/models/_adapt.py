@@ -83,7 +83,10 @@ def adapt_input_conv(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
         out = out + residual / in_chans
         logger.info(
             "adapt_input_conv: repeated %d pretrained input channels to %d, rescaled by %d/%d%s",
-            src, in_chans, src, in_chans,
+            src,
+            in_chans,
+            src,
+            in_chans,
             "" if in_chans % src == 0 else " and spread the residual so channel sums are kept",
         )
     return out.to(weight.dtype)

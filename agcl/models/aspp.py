@@ -21,8 +21,11 @@ __all__ = ["ASPP", "ASPPDecoder", "DeepLabV3PlusDecoder", "scaled_dilations"]
 
 def _conv_bn_relu(cin: int, cout: int, k: int = 1, dilation: int = 1) -> nn.Sequential:
     pad = dilation * (k // 2)
-    return nn.Sequential(nn.Conv2d(cin, cout, k, padding=pad, dilation=dilation, bias=False),
-                         nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, k, padding=pad, dilation=dilation, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    )
 
 
 def scaled_dilations(dilations: Sequence[int], output_stride: int) -> tuple[int, ...]:
@@ -76,8 +79,9 @@ class ASPP(nn.Module):
         torch.Size([2, 16, 5, 7])
     """
 
-    def __init__(self, in_channels: int, out_channels: int = 512,
-                 dilations: Sequence[int] = (6, 12, 18)) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int = 512, dilations: Sequence[int] = (6, 12, 18)
+    ) -> None:
         super().__init__()
         in_channels = _check_int("in_channels", in_channels, low=1)
         out_channels = _check_int("out_channels", out_channels, low=1)
@@ -89,34 +93,44 @@ class ASPP(nn.Module):
         self.dilations = dilations
         branches: list[nn.Module] = [_conv_bn_relu(in_channels, out_channels, 1)]
         branches += [_conv_bn_relu(in_channels, out_channels, 3, d) for d in dilations]
-        branches.append(_ImagePooling(nn.AdaptiveAvgPool2d(1),
-                                      *_conv_bn_relu(in_channels, out_channels, 1)))
+        branches.append(
+            _ImagePooling(nn.AdaptiveAvgPool2d(1), *_conv_bn_relu(in_channels, out_channels, 1))
+        )
         self.branches = nn.ModuleList(branches)
         self.project = _conv_bn_relu(len(branches) * out_channels, out_channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_tensor("x", x)
         if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"x must have shape (B, in_channels={self.in_channels}, h, w); got "
-                             f"shape {tuple(x.shape)}")
+            raise ValueError(
+                f"x must have shape (B, in_channels={self.in_channels}, h, w); got "
+                f"shape {tuple(x.shape)}"
+            )
         if self.training and x.shape[0] == 1:
-            raise ValueError("x must hold at least 2 samples in training mode (the image-pooling "
-                             "branch's BatchNorm sees one value per channel); got batch size 1. "
-                             "Use a batch of >= 2 or call .eval()")
+            raise ValueError(
+                "x must hold at least 2 samples in training mode (the image-pooling "
+                "branch's BatchNorm sees one value per channel); got batch size 1. "
+                "Use a batch of >= 2 or call .eval()"
+            )
         return self.project(torch.cat([b(x) for b in self.branches], dim=1))
 
 
 def _check_features(features: Sequence[torch.Tensor], encoder_channels: tuple[int, ...]) -> None:
     if isinstance(features, torch.Tensor) or not isinstance(features, Sequence):
-        raise TypeError("features must be the list of maps from encoder.forward_features(x); got "
-                        f"{type(features).__name__}")
-    got = tuple(int(f.shape[1]) if isinstance(f, torch.Tensor) and f.ndim == 4 else -1
-                for f in features)
+        raise TypeError(
+            "features must be the list of maps from encoder.forward_features(x); got "
+            f"{type(features).__name__}"
+        )
+    got = tuple(
+        int(f.shape[1]) if isinstance(f, torch.Tensor) and f.ndim == 4 else -1 for f in features
+    )
     if got != encoder_channels:
-        raise ValueError(f"features must be {len(encoder_channels)} maps (B, C, h, w) with channels "
-                         f"{encoder_channels} (encoder_channels); got channels {got} "
-                         f"(shapes {[tuple(getattr(f, 'shape', ())) for f in features]}). Build "
-                         "the decoder with encoder_channels=encoder.out_channels")
+        raise ValueError(
+            f"features must be {len(encoder_channels)} maps (B, C, h, w) with channels "
+            f"{encoder_channels} (encoder_channels); got channels {got} "
+            f"(shapes {[tuple(getattr(f, 'shape', ())) for f in features]}). Build "
+            "the decoder with encoder_channels=encoder.out_channels"
+        )
 
 
 def _check_size(input_size: Sequence[int]) -> tuple[int, int]:
@@ -153,17 +167,26 @@ class ASPPDecoder(nn.Module):
         torch.Size([2, 2, 70, 70])
     """
 
-    def __init__(self, encoder_channels: Sequence[int], num_classes: int, *, output_stride: int = 16,
-                 aspp_channels: int = 512, dilations: Sequence[int] = (6, 12, 18)) -> None:
+    def __init__(
+        self,
+        encoder_channels: Sequence[int],
+        num_classes: int,
+        *,
+        output_stride: int = 16,
+        aspp_channels: int = 512,
+        dilations: Sequence[int] = (6, 12, 18),
+    ) -> None:
         super().__init__()
         self.encoder_channels = tuple(
-            check_int_sequence("encoder_channels", encoder_channels, low=1))
+            check_int_sequence("encoder_channels", encoder_channels, low=1)
+        )
         if not self.encoder_channels:
             raise ValueError("encoder_channels must list at least one map's channels; got ()")
         self.num_classes = _check_int("num_classes", num_classes, low=1)
         self.output_stride = output_stride
-        self.aspp = ASPP(self.encoder_channels[-1], aspp_channels,
-                         scaled_dilations(dilations, output_stride))
+        self.aspp = ASPP(
+            self.encoder_channels[-1], aspp_channels, scaled_dilations(dilations, output_stride)
+        )
         self.classifier = nn.Conv2d(aspp_channels, num_classes, 1)
 
     def forward(self, features: Sequence[torch.Tensor], input_size: Sequence[int]) -> torch.Tensor:
@@ -205,26 +228,45 @@ class DeepLabV3PlusDecoder(nn.Module):
         torch.Size([2, 3, 33, 33])
     """
 
-    def __init__(self, encoder_channels: Sequence[int], num_classes: int, *, output_stride: int = 16,
-                 aspp_channels: int = 512, decoder_channels: int = 256, low_level_reduced: int = 48,
-                 low_level_index: int = 0, dilations: Sequence[int] = (6, 12, 18)) -> None:
+    def __init__(
+        self,
+        encoder_channels: Sequence[int],
+        num_classes: int,
+        *,
+        output_stride: int = 16,
+        aspp_channels: int = 512,
+        decoder_channels: int = 256,
+        low_level_reduced: int = 48,
+        low_level_index: int = 0,
+        dilations: Sequence[int] = (6, 12, 18),
+    ) -> None:
         super().__init__()
         self.encoder_channels = tuple(
-            check_int_sequence("encoder_channels", encoder_channels, low=1))
+            check_int_sequence("encoder_channels", encoder_channels, low=1)
+        )
         n = len(self.encoder_channels)
         if n < 2 or not (0 <= low_level_index < n - 1):
-            raise ValueError(f"low_level_index must point at a map before the last of "
-                             f"encoder_channels={self.encoder_channels}; got {low_level_index}")
+            raise ValueError(
+                f"low_level_index must point at a map before the last of "
+                f"encoder_channels={self.encoder_channels}; got {low_level_index}"
+            )
         self.num_classes = _check_int("num_classes", num_classes, low=1)
         self.output_stride = output_stride
         self.low_level_index = low_level_index
-        self.aspp = ASPP(self.encoder_channels[-1], aspp_channels,
-                         scaled_dilations(dilations, output_stride))
-        self.low_level = _conv_bn_relu(self.encoder_channels[low_level_index],
-                                       _check_int("low_level_reduced", low_level_reduced, low=1), 1)
+        self.aspp = ASPP(
+            self.encoder_channels[-1], aspp_channels, scaled_dilations(dilations, output_stride)
+        )
+        self.low_level = _conv_bn_relu(
+            self.encoder_channels[low_level_index],
+            _check_int("low_level_reduced", low_level_reduced, low=1),
+            1,
+        )
         self.refine = nn.Sequential(
-            _conv_bn_relu(aspp_channels + low_level_reduced,
-                          _check_int("decoder_channels", decoder_channels, low=1), 3),
+            _conv_bn_relu(
+                aspp_channels + low_level_reduced,
+                _check_int("decoder_channels", decoder_channels, low=1),
+                3,
+            ),
             _conv_bn_relu(decoder_channels, decoder_channels, 3),
         )
         self.classifier = nn.Conv2d(decoder_channels, num_classes, 1)
@@ -233,7 +275,8 @@ class DeepLabV3PlusDecoder(nn.Module):
         _check_features(features, self.encoder_channels)
         size = _check_size(input_size)
         low = self.low_level(features[self.low_level_index])
-        high = F.interpolate(self.aspp(features[-1]), size=low.shape[-2:], mode="bilinear",
-                             align_corners=False)
+        high = F.interpolate(
+            self.aspp(features[-1]), size=low.shape[-2:], mode="bilinear", align_corners=False
+        )
         logits = self.classifier(self.refine(torch.cat([high, low], dim=1)))
         return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)

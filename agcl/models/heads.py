@@ -38,8 +38,9 @@ class ProjectionHead(nn.Module):
         torch.Size([3, 16])
     """
 
-    def __init__(self, in_features: int = 2048, hidden_features: int = 2048,
-                 out_features: int = 256) -> None:
+    def __init__(
+        self, in_features: int = 2048, hidden_features: int = 2048, out_features: int = 256
+    ) -> None:
         super().__init__()
         in_features = check_int("in_features", in_features, low=1)
         hidden_features = check_int("hidden_features", hidden_features, low=1)
@@ -83,7 +84,9 @@ class PretrainClassifier(nn.Module):
     def __init__(self, encoder: nn.Module, num_classes: int) -> None:
         super().__init__()
         if not hasattr(encoder, "num_features") or not hasattr(encoder, "forward_pooled"):
-            raise TypeError(f"encoder must have num_features and forward_pooled (an agcl ResNet); got {type(encoder).__name__}")
+            raise TypeError(
+                f"encoder must have num_features and forward_pooled (an agcl ResNet); got {type(encoder).__name__}"
+            )
         self.encoder = encoder
         self.classifier = nn.Linear(int(getattr(encoder, "num_features")), int(num_classes))  # noqa: B009
 

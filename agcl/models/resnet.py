@@ -108,8 +108,14 @@ class ResNet(nn.Module):
             self.fc = nn.Linear(self.num_features, num_classes)
         self._init_weights(zero_init_residual)
 
-    def _make_layer(self, block: type[BasicBlock] | type[Bottleneck], planes: int, blocks: int,
-                    stride: int = 1, dilate: bool = False) -> nn.Sequential:
+    def _make_layer(
+        self,
+        block: type[BasicBlock] | type[Bottleneck],
+        planes: int,
+        blocks: int,
+        stride: int = 1,
+        dilate: bool = False,
+    ) -> nn.Sequential:
         previous_dilation = self.dilation
         if dilate:
             self.dilation *= stride
@@ -120,8 +126,15 @@ class ResNet(nn.Module):
                 nn.Conv2d(self.inplanes, planes * block.expansion, 1, stride=stride, bias=False),
                 nn.BatchNorm2d(planes * block.expansion),
             )
-        mods = [block(self.inplanes, planes, stride=stride, dilation=previous_dilation,
-                      downsample=downsample)]
+        mods = [
+            block(
+                self.inplanes,
+                planes,
+                stride=stride,
+                dilation=previous_dilation,
+                downsample=downsample,
+            )
+        ]
         self.inplanes = planes * block.expansion
         mods += [block(self.inplanes, planes, dilation=self.dilation) for _ in range(1, blocks)]
         return nn.Sequential(*mods)
@@ -135,8 +148,11 @@ class ResNet(nn.Module):
                 nn.init.zeros_(m.bias)
         if zero_init_residual:
             for m in self.modules():
-                last = getattr(m, "bn3", None) if isinstance(m, Bottleneck) else (
-                    getattr(m, "bn2", None) if isinstance(m, BasicBlock) else None)
+                last = (
+                    getattr(m, "bn3", None)
+                    if isinstance(m, Bottleneck)
+                    else (getattr(m, "bn2", None) if isinstance(m, BasicBlock) else None)
+                )
                 if last is not None:
                     nn.init.zeros_(last.weight)
 
@@ -189,30 +205,48 @@ class ResNet(nn.Module):
                 ``base_width`` or depth).
         """
         if not isinstance(state_dict, Mapping):
-            raise TypeError(f"state_dict must be a mapping of tensors; got {type(state_dict).__name__}")
+            raise TypeError(
+                f"state_dict must be a mapping of tensors; got {type(state_dict).__name__}"
+            )
         sd = dict(state_dict)
         w = sd.get("conv1.weight")
         if isinstance(w, torch.Tensor) and w.ndim == 4 and w.shape[1] != self.in_chans:
             sd["conv1.weight"] = adapt_input_conv(w, self.in_chans)
-            logger.info("load_pretrained: conv1.weight adapted from %d to %d input channels",
-                        w.shape[1], self.in_chans)
+            logger.info(
+                "load_pretrained: conv1.weight adapted from %d to %d input channels",
+                w.shape[1],
+                self.in_chans,
+            )
         fc_w = sd.get("fc.weight")
         if fc_w is not None and (self.num_classes == 0 or fc_w.shape[0] != self.num_classes):
             sd.pop("fc.weight")
             sd.pop("fc.bias", None)
-            logger.info("load_pretrained: dropped the pretrained fc (%d classes); this encoder has %s",
-                        fc_w.shape[0], "no fc" if self.num_classes == 0
-                        else f"a freshly initialised fc with {self.num_classes} classes")
+            logger.info(
+                "load_pretrained: dropped the pretrained fc (%d classes); this encoder has %s",
+                fc_w.shape[0],
+                "no fc"
+                if self.num_classes == 0
+                else f"a freshly initialised fc with {self.num_classes} classes",
+            )
         own = self.state_dict()
         if self.num_classes > 0 and "fc.weight" not in sd:
-            logger.info("load_pretrained: no usable pretrained fc; the fc (%d classes) keeps its "
-                        "fresh initialisation", self.num_classes)
+            logger.info(
+                "load_pretrained: no usable pretrained fc; the fc (%d classes) keeps its "
+                "fresh initialisation",
+                self.num_classes,
+            )
         # fc is optional; num_batches_tracked is absent from older published checkpoints
-        missing = sorted(k for k in set(own) - set(sd)
-                         if not k.startswith("fc.") and not k.endswith("num_batches_tracked"))
+        missing = sorted(
+            k
+            for k in set(own) - set(sd)
+            if not k.startswith("fc.") and not k.endswith("num_batches_tracked")
+        )
         unexpected = sorted(set(sd) - set(own))
-        bad = [f"{k}: expected {tuple(own[k].shape)}, got {tuple(sd[k].shape)}"
-               for k in sorted(set(own) & set(sd)) if tuple(own[k].shape) != tuple(sd[k].shape)]
+        bad = [
+            f"{k}: expected {tuple(own[k].shape)}, got {tuple(sd[k].shape)}"
+            for k in sorted(set(own) & set(sd))
+            if tuple(own[k].shape) != tuple(sd[k].shape)
+        ]
         if missing or unexpected or bad:
             raise ValueError(
                 "state_dict does not fit this encoder (check the depth and base_width it was "
@@ -223,8 +257,13 @@ class ResNet(nn.Module):
         self.load_state_dict(sd, strict=False)
 
 
-def _build(block: type[BasicBlock] | type[Bottleneck], layers: tuple[int, int, int, int], *,
-           pretrained_state_dict: Mapping[str, torch.Tensor] | None, **kwargs: object) -> ResNet:
+def _build(
+    block: type[BasicBlock] | type[Bottleneck],
+    layers: tuple[int, int, int, int],
+    *,
+    pretrained_state_dict: Mapping[str, torch.Tensor] | None,
+    **kwargs: object,
+) -> ResNet:
     model = ResNet(block, layers, **kwargs)  # type: ignore[arg-type]
     if pretrained_state_dict is not None:
         model.load_pretrained(pretrained_state_dict)
@@ -266,20 +305,38 @@ def _doc(depth: int, feats: int) -> str:
     """
 
 
-_ARCH = {18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3)), 50: ("bottleneck", (3, 4, 6, 3)),
-         101: ("bottleneck", (3, 4, 23, 3)), 152: ("bottleneck", (3, 8, 36, 3))}
+_ARCH = {
+    18: ("basic", (2, 2, 2, 2)),
+    34: ("basic", (3, 4, 6, 3)),
+    50: ("bottleneck", (3, 4, 6, 3)),
+    101: ("bottleneck", (3, 4, 23, 3)),
+    152: ("bottleneck", (3, 8, 36, 3)),
+}
 
 
 def _make_builder(depth: int):  # noqa: ANN202 - returns a typed closure
     kind, layers = _ARCH[depth]
     block = BasicBlock if kind == "basic" else Bottleneck
 
-    def builder(*, in_chans: int = 3, output_stride: OutputStride = 32, num_classes: int = 0,
-                pretrained_state_dict: Mapping[str, torch.Tensor] | None = None,
-                base_width: int = 64, zero_init_residual: bool = False) -> ResNet:
-        return _build(block, layers, pretrained_state_dict=pretrained_state_dict, in_chans=in_chans,
-                      output_stride=output_stride, num_classes=num_classes, base_width=base_width,
-                      zero_init_residual=zero_init_residual)
+    def builder(
+        *,
+        in_chans: int = 3,
+        output_stride: OutputStride = 32,
+        num_classes: int = 0,
+        pretrained_state_dict: Mapping[str, torch.Tensor] | None = None,
+        base_width: int = 64,
+        zero_init_residual: bool = False,
+    ) -> ResNet:
+        return _build(
+            block,
+            layers,
+            pretrained_state_dict=pretrained_state_dict,
+            in_chans=in_chans,
+            output_stride=output_stride,
+            num_classes=num_classes,
+            base_width=base_width,
+            zero_init_residual=zero_init_residual,
+        )
 
     builder.__name__ = builder.__qualname__ = f"resnet{depth}"
     builder.__doc__ = _doc(depth, 8 * 64 * block.expansion)

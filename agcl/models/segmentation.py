@@ -51,14 +51,18 @@ class SegmentationModel(nn.Module):
         enc_ch = tuple(getattr(encoder, "out_channels", ()))
         dec_ch = tuple(getattr(decoder, "encoder_channels", ()))
         if enc_ch != dec_ch:
-            raise ValueError(f"decoder.encoder_channels must equal encoder.out_channels; got "
-                             f"{dec_ch} and {enc_ch}. Build the decoder with "
-                             "encoder_channels=encoder.out_channels")
+            raise ValueError(
+                f"decoder.encoder_channels must equal encoder.out_channels; got "
+                f"{dec_ch} and {enc_ch}. Build the decoder with "
+                "encoder_channels=encoder.out_channels"
+            )
         enc_os = getattr(encoder, "output_stride", None)
         dec_os = getattr(decoder, "output_stride", None)
         if enc_os is not None and dec_os is not None and enc_os != dec_os:
-            raise ValueError(f"decoder.output_stride must equal encoder.output_stride; got {dec_os} "
-                             f"and {enc_os} (the ASPP rates are scaled by it)")
+            raise ValueError(
+                f"decoder.output_stride must equal encoder.output_stride; got {dec_os} "
+                f"and {enc_os} (the ASPP rates are scaled by it)"
+            )
         self.encoder = encoder
         self.decoder = decoder
         self.encoder_frozen = False
@@ -126,8 +130,10 @@ class AGCLPretrainModel(nn.Module):
         nf = getattr(encoder, "num_features", None)
         pin = getattr(projection, "in_features", None)
         if nf is not None and pin is not None and nf != pin:
-            raise ValueError(f"projection.in_features must equal encoder.num_features; got {pin} and "
-                             f"{nf}. Build the head with in_features=encoder.num_features")
+            raise ValueError(
+                f"projection.in_features must equal encoder.num_features; got {pin} and "
+                f"{nf}. Build the head with in_features=encoder.num_features"
+            )
         self.encoder = encoder
         self.projection = projection
 
@@ -171,9 +177,11 @@ def build_segmentation_model(
         torch.Size([2, 2, 32, 32])
     """
     check_choice("decoder", decoder, ("aspp", "deeplabv3plus"))
-    enc: Any = create_model(encoder, in_chans=in_chans, output_stride=output_stride,
-                       **(encoder_kwargs or {}))
+    enc: Any = create_model(
+        encoder, in_chans=in_chans, output_stride=output_stride, **(encoder_kwargs or {})
+    )
     cls = ASPPDecoder if decoder == "aspp" else DeepLabV3PlusDecoder
-    dec = cls(enc.out_channels, num_classes, output_stride=output_stride,
-              aspp_channels=aspp_channels)
+    dec = cls(
+        enc.out_channels, num_classes, output_stride=output_stride, aspp_channels=aspp_channels
+    )
     return SegmentationModel(enc, dec)

@@ -20,9 +20,11 @@ __all__ = ["CoarseUNet3D", "unet3d"]
 
 def _double_conv(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv3d(cin, cout, 3, padding=1, bias=False), nn.InstanceNorm3d(cout, affine=True),
+        nn.Conv3d(cin, cout, 3, padding=1, bias=False),
+        nn.InstanceNorm3d(cout, affine=True),
         nn.LeakyReLU(0.01, inplace=True),
-        nn.Conv3d(cout, cout, 3, padding=1, bias=False), nn.InstanceNorm3d(cout, affine=True),
+        nn.Conv3d(cout, cout, 3, padding=1, bias=False),
+        nn.InstanceNorm3d(cout, affine=True),
         nn.LeakyReLU(0.01, inplace=True),
     )
 
@@ -58,13 +60,19 @@ class CoarseUNet3D(nn.Module):
         torch.Size([1, 3, 10, 13, 9])
     """
 
-    def __init__(self, in_channels: int = 1, num_classes: int = 2, *, base_channels: int = 8,
-                 depth: int = 3) -> None:
+    def __init__(
+        self, in_channels: int = 1, num_classes: int = 2, *, base_channels: int = 8, depth: int = 3
+    ) -> None:
         super().__init__()
         in_channels, num_classes, base_channels, depth = (
-            check_int(name, value, low=1) for name, value in (
-                ("in_channels", in_channels), ("num_classes", num_classes),
-                ("base_channels", base_channels), ("depth", depth)))
+            check_int(name, value, low=1)
+            for name, value in (
+                ("in_channels", in_channels),
+                ("num_classes", num_classes),
+                ("base_channels", base_channels),
+                ("depth", depth),
+            )
+        )
         self.in_channels = in_channels
         self.num_classes = num_classes
         self.depth = depth
@@ -119,8 +127,9 @@ class CoarseUNet3D(nn.Module):
 
 
 @register_model("unet3d")
-def unet3d(*, in_channels: int = 1, num_classes: int = 2, base_channels: int = 8,
-           depth: int = 3) -> CoarseUNet3D:
+def unet3d(
+    *, in_channels: int = 1, num_classes: int = 2, base_channels: int = 8, depth: int = 3
+) -> CoarseUNet3D:
     """The stage-1 coarse segmenter, :class:`CoarseUNet3D` (see there for the arguments).
 
     Examples:

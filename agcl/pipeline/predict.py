@@ -61,21 +61,29 @@ def load_run(run: str | os.PathLike[str], *, device: str | torch.device = "cpu")
 
     root = Path(run)
     if not (root / MANIFEST).is_file():
-        raise FileNotFoundError(f"{root} is not an agcl run folder (no {MANIFEST}); pass the --out of agcl train")
+        raise FileNotFoundError(
+            f"{root} is not an agcl run folder (no {MANIFEST}); pass the --out of agcl train"
+        )
     manifest = RunFolder.open(root, resume=True).manifest
     segment = manifest.stage("segment")
     if not segment or not segment.get("complete"):
-        raise ValueError(f"the run in {root} is unfinished: stage 3 (segment) has not completed; finish it with "
-                         "agcl train --resume --out " + str(root))
+        raise ValueError(
+            f"the run in {root} is unfinished: stage 3 (segment) has not completed; finish it with "
+            "agcl train --resume --out " + str(root)
+        )
     model, organ_ids, config = load_segment_model(root / "checkpoints" / "segment.pt", device)
     out = TrainedRun(model, organ_ids, config, path=root, device=device)
     if config.domain != "ct":
-        raise ValueError(f"the run in {root} is a {config.domain!r} run; agcl predict applies CT runs")
+        raise ValueError(
+            f"the run in {root} is a {config.domain!r} run; agcl predict applies CT runs"
+        )
     coarse = manifest.stage("coarse")
     if coarse is not None:
         if not coarse.get("complete"):
             raise ValueError(f"the run in {root} is unfinished: stage 1 (coarse) has not completed")
-        out.coarse_model, out.coarse_ids, cfg = load_coarse(root / "checkpoints" / "coarse.pt", device)
+        out.coarse_model, out.coarse_ids, cfg = load_coarse(
+            root / "checkpoints" / "coarse.pt", device
+        )
         out.coarse_config = _inference_grid(cfg.coarse, config)
     return out
 
@@ -128,8 +136,11 @@ class Prediction:
                 "voxels": int(counts[code]) if code < len(counts) else 0,
                 "volume_ml": round((int(counts[code]) if code < len(counts) else 0) * ml, 3),
             }
-        return {"organs": organs, "body_voxels": None if self.body is None else int(self.body.sum()),
-                "warnings": list(self.warnings)}
+        return {
+            "organs": organs,
+            "body_voxels": None if self.body is None else int(self.body.sum()),
+            "warnings": list(self.warnings),
+        }
 
 
 def _warnings(pred: Prediction, names: Mapping[int, str], threshold: float) -> list[str]:
@@ -138,11 +149,15 @@ def _warnings(pred: Prediction, names: Mapping[int, str], threshold: float) -> l
         name = names.get(code, str(code))
         if source == "fallback":
             voxels = int((pred.labels == code).sum())
-            out.append(f"{name}: no coarse voxel reached the attention threshold {threshold:g}; its attention is "
-                       f"its most probable region, so the organ may be absent from this scan ({voxels} voxels "
-                       "predicted)")
+            out.append(
+                f"{name}: no coarse voxel reached the attention threshold {threshold:g}; its attention is "
+                f"its most probable region, so the organ may be absent from this scan ({voxels} voxels "
+                "predicted)"
+            )
         elif source == "none":
-            out.append(f"{name}: stage 1 gives it no probability anywhere (inside the body): not predicted")
+            out.append(
+                f"{name}: stage 1 gives it no probability anywhere (inside the body): not predicted"
+            )
     for code in sorted(names):
         if pred.sources.get(code) in ("threshold", "labels") and not (pred.labels == code).any():
             out.append(f"{names[code]}: attention found but nothing predicted")
@@ -212,8 +227,10 @@ def predict_volume(
     if coarse_weight is not None:
         check_in_range("coarse_weight", coarse_weight, 0.0, 1.0)
     if (run is None) == (segment_checkpoint is None):
-        raise ValueError("pass either run (a run folder or load_run(...)) or segment_checkpoint (with "
-                         "coarse_checkpoint or coarse_labels); got " + ("both" if run is not None else "neither"))
+        raise ValueError(
+            "pass either run (a run folder or load_run(...)) or segment_checkpoint (with "
+            "coarse_checkpoint or coarse_labels); got " + ("both" if run is not None else "neither")
+        )
     from agcl.data import body_mask as find_body
     from agcl.data import load_volume, preprocess_ct
     from agcl.pipeline.coarse import coarse_probabilities
@@ -233,13 +250,17 @@ def predict_volume(
     else:
         hu = np.asarray(image, dtype=np.float32)
         if spacing is None:
-            raise ValueError("spacing is required when image is an array; pass spacing=(sx, sy, sz) in mm")
+            raise ValueError(
+                "spacing is required when image is an array; pass spacing=(sx, sy, sz) in mm"
+            )
     if hu.ndim != 3:
         raise ValueError(f"image must be a 3-D volume; got shape {hu.shape}")
     trained = _trained(run, coarse_checkpoint, segment_checkpoint, coarse_labels, device)
     config = trained.config
     source = image if isinstance(image, (str, os.PathLike)) else None
-    norm = preprocess_ct(hu, window=tuple(config.clip_hu), percentiles=tuple(config.percentiles), source=source)
+    norm = preprocess_ct(
+        hu, window=tuple(config.clip_hu), percentiles=tuple(config.percentiles), source=source
+    )
     use_body = config.coarse.body_mask if body_mask is None else bool(body_mask)
     pred = Prediction(labels=np.zeros(hu.shape, np.int16))
     if use_body:
@@ -250,30 +271,75 @@ def predict_volume(
     c = config.coarse
     if coarse_labels is None:
         if trained.coarse_model is None:
-            raise ValueError("this run was trained on your own coarse maps (it has no stage-1 model): pass "
-                             "coarse_labels (agcl predict --coarse-dir) for the new scan")
+            raise ValueError(
+                "this run was trained on your own coarse maps (it has no stage-1 model): pass "
+                "coarse_labels (agcl predict --coarse-dir) for the new scan"
+            )
         # float16, as the pipeline stores them, so both give the same attention
-        prob = coarse_probabilities(trained.coarse_model, norm, trained.coarse_config, spacing=spacing,
-                                    device=trained.device).half().float()
-        pred.attention = attention_from_probabilities(prob, trained.coarse_ids, norm.shape, spacing=spacing,
-                                                      margin_mm=c.margin_mm, threshold=c.attention_threshold,
-                                                      channel=c.attention_channel, body=pred.body)
-        pred.sources = attention_kinds(prob, trained.coarse_ids, threshold=c.attention_threshold, body=pred.body)
+        prob = (
+            coarse_probabilities(
+                trained.coarse_model,
+                norm,
+                trained.coarse_config,
+                spacing=spacing,
+                device=trained.device,
+            )
+            .half()
+            .float()
+        )
+        pred.attention = attention_from_probabilities(
+            prob,
+            trained.coarse_ids,
+            norm.shape,
+            spacing=spacing,
+            margin_mm=c.margin_mm,
+            threshold=c.attention_threshold,
+            channel=c.attention_channel,
+            body=pred.body,
+        )
+        pred.sources = attention_kinds(
+            prob, trained.coarse_ids, threshold=c.attention_threshold, body=pred.body
+        )
         pred.coarse_probability, pred.coarse_ids = prob, list(trained.coarse_ids)
     else:
-        coarse = load_volume(coarse_labels, kind="label").array if isinstance(coarse_labels, (str, os.PathLike)) \
+        coarse = (
+            load_volume(coarse_labels, kind="label").array
+            if isinstance(coarse_labels, (str, os.PathLike))
             else np.asarray(coarse_labels)
+        )
         if coarse.shape != hu.shape:
-            raise ValueError(f"coarse_labels must have the image's shape {hu.shape}; got {coarse.shape}")
-        pred.attention = bound_by(attention_from_labels(coarse, trained.organ_ids, margin_mm=c.margin_mm,
-                                                        spacing=spacing, channel=c.attention_channel), pred.body)
+            raise ValueError(
+                f"coarse_labels must have the image's shape {hu.shape}; got {coarse.shape}"
+            )
+        pred.attention = bound_by(
+            attention_from_labels(
+                coarse,
+                trained.organ_ids,
+                margin_mm=c.margin_mm,
+                spacing=spacing,
+                channel=c.attention_channel,
+            ),
+            pred.body,
+        )
         pred.sources = {k: ("labels" if k in pred.attention else "none") for k in trained.organ_ids}
-    given = {"segment.stride": stride, "segment.threshold": threshold, "segment.inference_batch_size": batch_size,
-             "segment.coarse_weight": coarse_weight}
+    given = {
+        "segment.stride": stride,
+        "segment.threshold": threshold,
+        "segment.inference_batch_size": batch_size,
+        "segment.coarse_weight": coarse_weight,
+    }
     config = config.override(**{k: v for k, v in given.items() if v is not None})
     pred.labels, pred.stage3_labels = segment_as_configured(
-        trained.segment_model, norm, pred.attention, trained.organ_ids, config, device=trained.device,
-        coarse_probability=pred.coarse_probability, coarse_ids=pred.coarse_ids, unblended=True)
+        trained.segment_model,
+        norm,
+        pred.attention,
+        trained.organ_ids,
+        config,
+        device=trained.device,
+        coarse_probability=pred.coarse_probability,
+        coarse_ids=pred.coarse_ids,
+        unblended=True,
+    )
     if not return_intermediates:
         return pred.labels
     from agcl.data import BTCV_ORGANS
@@ -283,7 +349,9 @@ def predict_volume(
     return pred
 
 
-def _trained(run: Any, coarse_checkpoint: Any, segment_checkpoint: Any, coarse_labels: Any, device: Any) -> TrainedRun:
+def _trained(
+    run: Any, coarse_checkpoint: Any, segment_checkpoint: Any, coarse_labels: Any, device: Any
+) -> TrainedRun:
     from agcl.pipeline.coarse import load_coarse
     from agcl.pipeline.segment import load_segment_model
 

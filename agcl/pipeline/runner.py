@@ -58,27 +58,45 @@ class RunContext:
         return self.folder.path
 
 
-def _check_components(components: Mapping[str, Mapping[str, Any]] | None) -> dict[str, dict[str, Any]]:
+def _check_components(
+    components: Mapping[str, Mapping[str, Any]] | None,
+) -> dict[str, dict[str, Any]]:
     if components is None:
         return {}
     if not isinstance(components, Mapping):
-        raise TypeError(f"components must be a dict {{stage: {{name: component}}}}; got {type(components).__name__}")
+        raise TypeError(
+            f"components must be a dict {{stage: {{name: component}}}}; got {type(components).__name__}"
+        )
     out: dict[str, dict[str, Any]] = {}
     for stage, parts in components.items():
         if stage not in COMPONENT_STAGES:
-            raise ValueError(f"components: unknown stage {stage!r}; stages: {', '.join(COMPONENT_STAGES)}")
+            raise ValueError(
+                f"components: unknown stage {stage!r}; stages: {', '.join(COMPONENT_STAGES)}"
+            )
         if not isinstance(parts, Mapping):
-            raise TypeError(f"components[{stage!r}] must be a dict {{name: component}}; got {type(parts).__name__}")
+            raise TypeError(
+                f"components[{stage!r}] must be a dict {{name: component}}; got {type(parts).__name__}"
+            )
         unknown = sorted(set(parts) - set(COMPONENT_STAGES[stage]))
         if unknown:
-            raise ValueError(f"components[{stage!r}]: unknown names {unknown}; {stage} takes "
-                             f"{', '.join(COMPONENT_STAGES[stage])}")
+            raise ValueError(
+                f"components[{stage!r}]: unknown names {unknown}; {stage} takes "
+                f"{', '.join(COMPONENT_STAGES[stage])}"
+            )
         out[stage] = {k: v for k, v in parts.items() if v is not None}
     return out
 
 
-def _domain(config: PipelineConfig, train: Any, test: Any, *, organs: Any, coarse_dir: Any, coarse_labels: Any,
-            class_names: Any) -> Any:
+def _domain(
+    config: PipelineConfig,
+    train: Any,
+    test: Any,
+    *,
+    organs: Any,
+    coarse_dir: Any,
+    coarse_labels: Any,
+    class_names: Any,
+) -> Any:
     if config.domain == "image2d":
         from agcl.pipeline.domains.image2d import ImageDomain
 
@@ -88,8 +106,12 @@ def _domain(config: PipelineConfig, train: Any, test: Any, *, organs: Any, coars
     from agcl.pipeline.domains.ct import CTDomain
 
     if class_names is not None:
-        raise ValueError("class_names is for 2-D runs (config.domain='image2d'); CT runs take organs")
-    return CTDomain(train, test, config, organs=organs, coarse_dir=coarse_dir, coarse_labels=coarse_labels)
+        raise ValueError(
+            "class_names is for 2-D runs (config.domain='image2d'); CT runs take organs"
+        )
+    return CTDomain(
+        train, test, config, organs=organs, coarse_dir=coarse_dir, coarse_labels=coarse_labels
+    )
 
 
 def run_pipeline(
@@ -162,13 +184,22 @@ def run_pipeline(
     """
     parts = _check_components(components)
     dd.init_from_env(device)
-    domain = _domain(config, train, test, organs=organs, coarse_dir=coarse_dir, coarse_labels=coarse_labels,
-                     class_names=class_names)
+    domain = _domain(
+        config,
+        train,
+        test,
+        organs=organs,
+        coarse_dir=coarse_dir,
+        coarse_labels=coarse_labels,
+        class_names=class_names,
+    )
     if dd.is_main():
         domain.check()
     folder = RunFolder.open(out_dir, resume=resume, overwrite=overwrite, main=dd.is_main())
     dd.barrier()
-    if not dd.is_main():  # the main rank's manifest decides what is redone; the others follow its files
+    if (
+        not dd.is_main()
+    ):  # the main rank's manifest decides what is redone; the others follow its files
         folder = RunFolder(Path(out_dir), folder.manifest, main=False)
 
     log = EpochLog(folder.path / "epochs.jsonl", enabled=dd.is_main(), run_id=folder.run_id)
@@ -182,8 +213,11 @@ def run_pipeline(
             folder.manifest.drop_maps()
 
     from_maps = config.coarse.source != "gt" and coarse_dir is None
-    book = StageBook(folder, {domain.stage1: ["pretrain", "segment"] if from_maps else [],
-                              "pretrain": ["segment"]}, on_redo=discard)
+    book = StageBook(
+        folder,
+        {domain.stage1: ["pretrain", "segment"] if from_maps else [], "pretrain": ["segment"]},
+        on_redo=discard,
+    )
     ctx = RunContext(folder, book, config, device, log, callback, parts)
 
     t0 = time.perf_counter()
@@ -193,13 +227,24 @@ def run_pipeline(
     if not dd.is_main():
         return {}
     # what was evaluated, so a finished run can be re-scored or probed from its folder alone
-    folder.manifest.data["evaluation"] = {"cases": domain.records("test"), "config": config.to_dict()}
+    folder.manifest.data["evaluation"] = {
+        "cases": domain.records("test"),
+        "config": config.to_dict(),
+    }
     folder.save()
     result = domain.evaluate(ctx, seg_ckpt, write_predictions=write_predictions)
-    result.update(config=config.to_dict(), train_time_s=train_time, run_id=folder.run_id,
-                  checkpoints={domain.stage1: None if coarse_dir is not None else
-                               str(folder.path / "checkpoints" / f"{domain.stage1}.pt"),
-                               "pretrain": None if pre_ckpt is None else str(pre_ckpt), "segment": str(seg_ckpt)})
+    result.update(
+        config=config.to_dict(),
+        train_time_s=train_time,
+        run_id=folder.run_id,
+        checkpoints={
+            domain.stage1: None
+            if coarse_dir is not None
+            else str(folder.path / "checkpoints" / f"{domain.stage1}.pt"),
+            "pretrain": None if pre_ckpt is None else str(pre_ckpt),
+            "segment": str(seg_ckpt),
+        },
+    )
     result["probe"] = _probe(domain, seg_ckpt, config, device) if probe else None
     if config.domain == "ct":
         result["embeddings"] = None
@@ -207,21 +252,37 @@ def run_pipeline(
             from agcl.pipeline.domains.embeddings import held_out_embeddings
 
             # patches of the held-out cases inside their ground-truth organs (the labels are known)
-            result["embeddings"] = held_out_embeddings(pre_ckpt, domain.test_cases, config, domain.organ_ids,
-                                                       embed_patches_per_slice, device)
+            result["embeddings"] = held_out_embeddings(
+                pre_ckpt,
+                domain.test_cases,
+                config,
+                domain.organ_ids,
+                embed_patches_per_slice,
+                device,
+            )
     folder.save()
     return result
 
 
-def _probe(domain: Any, seg_ckpt: Path, config: PipelineConfig, device: Any) -> dict[str, Any] | None:
+def _probe(
+    domain: Any, seg_ckpt: Path, config: PipelineConfig, device: Any
+) -> dict[str, Any] | None:
     from agcl.data import VolumeCache
     from agcl.pipeline.domains.probe import probe_encoder
     from agcl.pipeline.segment import load_segment_model
 
     model, _, _ = load_segment_model(seg_ckpt, device)
     fit, score, names = domain.probe_volumes(VolumeCache(config.data.cache_mb * 2**20))
-    return probe_encoder(model.encoder, fit, score, config, domain.organ_ids, num_modalities=domain.num_modalities,
-                         case_names=names, device=device)
+    return probe_encoder(
+        model.encoder,
+        fit,
+        score,
+        config,
+        domain.organ_ids,
+        num_modalities=domain.num_modalities,
+        case_names=names,
+        device=device,
+    )
 
 
 def _stages_2_and_3(ctx: RunContext, domain: Any) -> tuple[Path | None, Path]:
@@ -232,37 +293,82 @@ def _stages_2_and_3(ctx: RunContext, domain: Any) -> tuple[Path | None, Path]:
     from agcl.pipeline.segment import train_segmenter
 
     config, book = ctx.config, ctx.book
-    inputs = {"cases": domain.records("train"), **(domain.attention_inputs() if dd.is_main() else {})}
+    inputs = {
+        "cases": domain.records("train"),
+        **(domain.attention_inputs() if dd.is_main() else {}),
+    }
     cache = VolumeCache(config.data.cache_mb * 2**20)
     volumes = domain.training_volumes(cache)
-    common: dict[str, Any] = {"resume": True, "device": ctx.device, "log": ctx.log, "callback": ctx.callback}
+    common: dict[str, Any] = {
+        "resume": True,
+        "device": ctx.device,
+        "log": ctx.log,
+        "callback": ctx.callback,
+    }
     world = dd.world_size()
     pre_ckpt: Path | None = None
     parts = ctx.components.get("pretrain", {})
     if config.pretrain.method != "none":
-        fp = stage_fingerprint("pretrain", config, organ_ids=domain.organ_ids, num_modalities=domain.num_modalities,
-                               world_size=world, components=components_record(**parts))
+        fp = stage_fingerprint(
+            "pretrain",
+            config,
+            organ_ids=domain.organ_ids,
+            num_modalities=domain.num_modalities,
+            world_size=world,
+            components=components_record(**parts),
+        )
         book.begin("pretrain", fp, inputs)
         dd.barrier()
-        pre_ckpt = pretrain_encoder(volumes, config, domain.organ_ids, ctx.out, num_modalities=domain.num_modalities,
-                                    **parts, **common)
+        pre_ckpt = pretrain_encoder(
+            volumes,
+            config,
+            domain.organ_ids,
+            ctx.out,
+            num_modalities=domain.num_modalities,
+            **parts,
+            **common,
+        )
         book.done("pretrain", [pre_ckpt])
     else:
-        book.begin("pretrain", stage_fingerprint("pretrain", config, organ_ids=domain.organ_ids,
-                                                 num_modalities=domain.num_modalities, world_size=world), inputs)
+        book.begin(
+            "pretrain",
+            stage_fingerprint(
+                "pretrain",
+                config,
+                organ_ids=domain.organ_ids,
+                num_modalities=domain.num_modalities,
+                world_size=world,
+            ),
+            inputs,
+        )
         book.done("pretrain", [])
     parts = ctx.components.get("segment", {})
     labelled = domain.labelled()
-    fp = stage_fingerprint("segment", config, organ_ids=domain.organ_ids, world_size=world,
-                           components=components_record(**parts))
+    fp = stage_fingerprint(
+        "segment",
+        config,
+        organ_ids=domain.organ_ids,
+        world_size=world,
+        components=components_record(**parts),
+    )
     cases = inputs["cases"]
-    seg_inputs = {**inputs, "labelled": [f"{cases[i]['modality']}/{cases[i]['case_id']}" for i in labelled],
-                  "pretrain": None if pre_ckpt is None else book.digest("pretrain", pre_ckpt)}
+    seg_inputs = {
+        **inputs,
+        "labelled": [f"{cases[i]['modality']}/{cases[i]['case_id']}" for i in labelled],
+        "pretrain": None if pre_ckpt is None else book.digest("pretrain", pre_ckpt),
+    }
     book.begin("segment", fp, seg_inputs)
     dd.barrier()
     seg_volumes = volumes if len(labelled) == len(volumes) else Subset(volumes, labelled)
-    seg_ckpt = train_segmenter(seg_volumes, config, domain.organ_ids, ctx.out, pretrain_checkpoint=pre_ckpt,
-                               **parts, **common)
+    seg_ckpt = train_segmenter(
+        seg_volumes,
+        config,
+        domain.organ_ids,
+        ctx.out,
+        pretrain_checkpoint=pre_ckpt,
+        **parts,
+        **common,
+    )
     book.done("segment", [seg_ckpt])
     cache.clear()
     return pre_ckpt, seg_ckpt

@@ -47,18 +47,28 @@ def attention_groups(
     if att.ndim == 4:
         k = att.shape[0]
         if targets is not None and len(targets) != k:
-            raise ValueError(f"targets must give one code per attention map (K={k}); got {len(targets)}")
+            raise ValueError(
+                f"targets must give one code per attention map (K={k}); got {len(targets)}"
+            )
         slot, flat = flat // vol_numel, flat % vol_numel
         n_slots, wanted = k, None
     else:
         slot = src.reshape(-1)[flat].long()
         if slot.numel() and int(slot.min()) < 0:
-            raise ValueError(f"attention label map must hold codes >= 0; got minimum {int(slot.min())}")
+            raise ValueError(
+                f"attention label map must hold codes >= 0; got minimum {int(slot.min())}"
+            )
         if targets is not None and any(int(t) <= 0 for t in targets):
             raise ValueError(f"targets must be positive organ codes; got {list(targets)}")
         n_slots = int(slot.max()) + 1 if slot.numel() else 1
-        wanted = None if targets is None else torch.tensor(sorted({int(t) for t in targets if int(t) < n_slots}), dtype=torch.long)
-    stride = int(torch.tensor(shape[axis + 1:]).prod()) if axis < 2 else 1
+        wanted = (
+            None
+            if targets is None
+            else torch.tensor(
+                sorted({int(t) for t in targets if int(t) < n_slots}), dtype=torch.long
+            )
+        )
+    stride = int(torch.tensor(shape[axis + 1 :]).prod()) if axis < 2 else 1
     sl = flat if stride == 1 else flat // stride
     key = slot * n_sl + (sl % n_sl if _needs_modulo(axis) else sl)
     n_keys = n_slots * n_sl
@@ -79,9 +89,20 @@ def attention_groups(
         present &= keep.repeat_interleave(n_sl)
     return torch.nonzero(present).squeeze(1), ordered, starts, counts
 
-def draw_centres(groups: torch.Tensor, flat: _Sorted, starts: torch.Tensor, counts: torch.Tensor,
-                  shape: tuple[int, ...], gen: torch.Generator, *, axis: int, per_slice: int,
-                 mode: str, margin: int) -> tuple[torch.Tensor, torch.Tensor]:
+
+def draw_centres(
+    groups: torch.Tensor,
+    flat: _Sorted,
+    starts: torch.Tensor,
+    counts: torch.Tensor,
+    shape: tuple[int, ...],
+    gen: torch.Generator,
+    *,
+    axis: int,
+    per_slice: int,
+    mode: str,
+    margin: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Centres ``(P, 3)`` as (slice, i, j) and the group of each, ``patches_per_slice`` per group."""
     a = axis
     b, c = (d for d in range(3) if d != a)
@@ -92,8 +113,18 @@ def draw_centres(groups: torch.Tensor, flat: _Sorted, starts: torch.Tensor, coun
         return torch.stack([(f // strides[d]) % shape[d] for d in (a, b, c)], -1)
 
     if mode == "mask" and m > 0:
-        return draw_dilated(groups, flat, starts, counts, shape, gen, split, axis=axis, per_slice=per_slice,
-                            margin=margin)
+        return draw_dilated(
+            groups,
+            flat,
+            starts,
+            counts,
+            shape,
+            gen,
+            split,
+            axis=axis,
+            per_slice=per_slice,
+            margin=margin,
+        )
     g = groups.shape[0]
     if mode == "mask":
         u = torch.rand(g, k, generator=gen, dtype=torch.float64)
@@ -106,8 +137,12 @@ def draw_centres(groups: torch.Tensor, flat: _Sorted, starts: torch.Tensor, coun
         owner = lut[torch.repeat_interleave(torch.arange(counts.shape[0]), counts)]
         keep = owner >= 0
         owner, coords = owner[keep], split(flat.gather_all()[keep])[:, 1:]
-        lo = torch.full((g, 2), max(shape), dtype=torch.long).scatter_reduce(0, owner.unsqueeze(1).expand(-1, 2), coords, "amin")
-        hi = torch.zeros((g, 2), dtype=torch.long).scatter_reduce(0, owner.unsqueeze(1).expand(-1, 2), coords, "amax")
+        lo = torch.full((g, 2), max(shape), dtype=torch.long).scatter_reduce(
+            0, owner.unsqueeze(1).expand(-1, 2), coords, "amin"
+        )
+        hi = torch.zeros((g, 2), dtype=torch.long).scatter_reduce(
+            0, owner.unsqueeze(1).expand(-1, 2), coords, "amax"
+        )
         lo = (lo - m).clamp(min=0)
         hi = torch.minimum(hi + m, torch.tensor([shape[b] - 1, shape[c] - 1]))
         u = torch.rand(g, k, 2, generator=gen, dtype=torch.float64)
@@ -117,10 +152,20 @@ def draw_centres(groups: torch.Tensor, flat: _Sorted, starts: torch.Tensor, coun
         centres = torch.cat([sl, inplane], 2).reshape(-1, 3)
     return centres, groups.repeat_interleave(k)
 
-def draw_dilated(groups: torch.Tensor, flat: _Sorted, starts: torch.Tensor, counts: torch.Tensor,
-                  shape: tuple[int, ...], gen: torch.Generator,
-                  split: Callable[[torch.Tensor], torch.Tensor], *, axis: int, per_slice: int,
-                 margin: int) -> tuple[torch.Tensor, torch.Tensor]:
+
+def draw_dilated(
+    groups: torch.Tensor,
+    flat: _Sorted,
+    starts: torch.Tensor,
+    counts: torch.Tensor,
+    shape: tuple[int, ...],
+    gen: torch.Generator,
+    split: Callable[[torch.Tensor], torch.Tensor],
+    *,
+    axis: int,
+    per_slice: int,
+    margin: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``"mask"`` mode with a margin: draw inside each group's in-plane dilated attention."""
     a = axis
     b, c = (d for d in range(3) if d != a)
@@ -129,14 +174,24 @@ def draw_dilated(groups: torch.Tensor, flat: _Sorted, starts: torch.Tensor, coun
     out_c, out_g = [], []
     for slot in slots.tolist():  # one loop per organ
         mine = groups[groups // n_sl == slot]
-        sel = torch.cat([torch.arange(s, s + n) for s, n in zip(starts[mine].tolist(), counts[mine].tolist())])
+        sel = torch.cat(
+            [torch.arange(s, s + n) for s, n in zip(starts[mine].tolist(), counts[mine].tolist())]
+        )
         coords = split(flat[sel])  # one arange per (organ, slice)
         lo = (coords.min(0).values - torch.tensor([0, m, m])).clamp(min=0)
-        hi = torch.minimum(coords.max(0).values + torch.tensor([0, m, m]), torch.tensor([n_sl - 1, shape[b] - 1, shape[c] - 1]))
+        hi = torch.minimum(
+            coords.max(0).values + torch.tensor([0, m, m]),
+            torch.tensor([n_sl - 1, shape[b] - 1, shape[c] - 1]),
+        )
         block = torch.zeros(*(hi - lo + 1).tolist())
         rel = coords - lo
         block[rel[:, 0], rel[:, 1], rel[:, 2]] = 1.0
-        grown = torch.nonzero(F.max_pool2d(block.unsqueeze(1), 2 * m + 1, stride=1, padding=m).squeeze(1)) + lo
+        grown = (
+            torch.nonzero(
+                F.max_pool2d(block.unsqueeze(1), 2 * m + 1, stride=1, padding=m).squeeze(1)
+            )
+            + lo
+        )
         sl_counts = torch.bincount(grown[:, 0], minlength=n_sl)  # grown is sorted by slice
         sl_starts = torch.cumsum(sl_counts, 0) - sl_counts
         sls = mine % n_sl

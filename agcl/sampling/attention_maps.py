@@ -16,7 +16,14 @@ import numpy as np
 
 from agcl._validation import check_choice
 
-__all__ = ["ATTENTION_CHANNELS", "Attention", "attention_from_labels", "attention_recall", "densify", "organ_bboxes"]
+__all__ = [
+    "ATTENTION_CHANNELS",
+    "Attention",
+    "attention_from_labels",
+    "attention_recall",
+    "densify",
+    "organ_bboxes",
+]
 
 Box = tuple[slice, slice, slice]
 Attention = dict[int, tuple[Box, np.ndarray]]
@@ -59,8 +66,14 @@ def organ_bboxes(labels: np.ndarray, organ_ids: Sequence[int]) -> dict[int, tupl
     return {int(k): boxes[int(k) - 1] for k in organ_ids if boxes[int(k) - 1] is not None}
 
 
-def attention_from_labels(labels: np.ndarray, organ_ids: Sequence[int], *, margin_mm: float,
-                          spacing: Sequence[float], channel: str = "mask") -> Attention:
+def attention_from_labels(
+    labels: np.ndarray,
+    organ_ids: Sequence[int],
+    *,
+    margin_mm: float,
+    spacing: Sequence[float],
+    channel: str = "mask",
+) -> Attention:
     """Per-organ attention of a label map: each organ's mask dilated by ``margin_mm``.
 
     The dilation is a Euclidean ball in mm (``spacing`` the voxel size), computed inside the
@@ -86,19 +99,28 @@ def attention_from_labels(labels: np.ndarray, organ_ids: Sequence[int], *, margi
     grow = [int(math.ceil(margin_mm / float(s))) for s in spacing]
     out: Attention = {}
     for organ, box in organ_bboxes(labels, organ_ids).items():
-        big = tuple(slice(max(b.start - g, 0), min(b.stop + g, n)) for b, g, n in zip(box, grow, labels.shape))
+        big = tuple(
+            slice(max(b.start - g, 0), min(b.stop + g, n))
+            for b, g, n in zip(box, grow, labels.shape)
+        )
         organ_mask = labels[big] == organ
         mask = organ_mask
         if margin_mm > 0:
-            mask = ndimage.distance_transform_edt(~organ_mask, sampling=tuple(float(s) for s in spacing)) <= margin_mm
+            mask = (
+                ndimage.distance_transform_edt(
+                    ~organ_mask, sampling=tuple(float(s) for s in spacing)
+                )
+                <= margin_mm
+            )
         if channel == "probability":
             mask = graded(mask, organ_mask)
         out[int(organ)] = (big, mask)  # type: ignore[assignment]
     return out
 
 
-def densify(attention: Mapping[int, tuple[Box, np.ndarray]], organ_ids: Sequence[int],
-            shape: Sequence[int]) -> np.ndarray:
+def densify(
+    attention: Mapping[int, tuple[Box, np.ndarray]], organ_ids: Sequence[int], shape: Sequence[int]
+) -> np.ndarray:
     """The dense ``(K, X, Y, Z)`` stack of a sparse attention (for code that needs one).
 
     bool, or float16 if any mask is graded (float).
@@ -108,7 +130,9 @@ def densify(attention: Mapping[int, tuple[Box, np.ndarray]], organ_ids: Sequence
         >>> densify(att, [1, 3], (2, 2, 1)).sum(axis=(1, 2, 3)).tolist()
         [0, 2]
     """
-    floating = any(np.asarray(attention[int(o)][1]).dtype.kind == "f" for o in organ_ids if int(o) in attention)
+    floating = any(
+        np.asarray(attention[int(o)][1]).dtype.kind == "f" for o in organ_ids if int(o) in attention
+    )
     out = np.zeros((len(organ_ids), *(int(s) for s in shape)), np.float16 if floating else bool)
     for k, organ in enumerate(organ_ids):
         if int(organ) in attention:
@@ -117,8 +141,9 @@ def densify(attention: Mapping[int, tuple[Box, np.ndarray]], organ_ids: Sequence
     return out
 
 
-def attention_recall(attention: Mapping[int, tuple[Box, np.ndarray]], labels: np.ndarray,
-                     organ_ids: Sequence[int]) -> dict[int, float | None]:
+def attention_recall(
+    attention: Mapping[int, tuple[Box, np.ndarray]], labels: np.ndarray, organ_ids: Sequence[int]
+) -> dict[int, float | None]:
     """Fraction of each organ's ground-truth voxels inside its attention (``None``: organ absent).
 
     Examples:

@@ -33,6 +33,7 @@ from agcl.sampling.windows import as_tensor, gather_windows, normalise_axis, pai
 
 __all__ = ["AttentionPatchSampler", "PatchBatch"]
 
+
 @dataclass
 class PatchBatch:
     """Patches with their attention, optional ground truth and provenance.
@@ -70,14 +71,18 @@ class PatchBatch:
 
     def to(self, device: torch.device | str) -> PatchBatch:
         """A copy with every tensor on ``device``."""
-        parts: dict[str, Any] = {f.name: None if getattr(self, f.name) is None else getattr(self, f.name).to(device)
-                                 for f in fields(self)}
+        parts: dict[str, Any] = {
+            f.name: None if getattr(self, f.name) is None else getattr(self, f.name).to(device)
+            for f in fields(self)
+        }
         return PatchBatch(**parts)
 
     def pin_memory(self) -> PatchBatch:
         """A copy in pinned memory (what ``DataLoader(pin_memory=True)`` calls)."""
-        parts: dict[str, Any] = {f.name: None if getattr(self, f.name) is None else getattr(self, f.name).pin_memory()
-                                 for f in fields(self)}
+        parts: dict[str, Any] = {
+            f.name: None if getattr(self, f.name) is None else getattr(self, f.name).pin_memory()
+            for f in fields(self)
+        }
         return PatchBatch(**parts)
 
     def __getitem__(self, index: Any) -> PatchBatch:
@@ -85,8 +90,10 @@ class PatchBatch:
         if is_int(index):  # a Python or numpy int: keep the patch dimension
             index = int(index)
             index = slice(index, index + 1) if index != -1 else slice(-1, None)
-        parts: dict[str, Any] = {f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[index]
-                                 for f in fields(self)}
+        parts: dict[str, Any] = {
+            f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[index]
+            for f in fields(self)
+        }
         return PatchBatch(**parts)
 
     def inputs(self, *, with_label: bool = False) -> torch.Tensor:
@@ -94,7 +101,9 @@ class PatchBatch:
         parts = [self.image, self.attention]
         if with_label:
             if self.label is None:
-                raise ValueError("with_label=True needs a batch sampled with label=...; this one has label=None")
+                raise ValueError(
+                    "with_label=True needs a batch sampled with label=...; this one has label=None"
+                )
             parts.append(self.label)
         return torch.cat(parts, 1)
 
@@ -114,20 +123,36 @@ class PatchBatch:
         if len(has) > 1:
             raise ValueError("batches must all have labels or all have label=None; got a mix")
         if len({b.ignore is not None for b in batches}) > 1:
-            raise ValueError("batches must all have an ignore mask or all have ignore=None; got a mix")
-        parts: dict[str, Any] = {f.name: None if getattr(batches[0], f.name) is None
-                                 else torch.cat([getattr(b, f.name) for b in batches]) for f in fields(PatchBatch)}
+            raise ValueError(
+                "batches must all have an ignore mask or all have ignore=None; got a mix"
+            )
+        parts: dict[str, Any] = {
+            f.name: None
+            if getattr(batches[0], f.name) is None
+            else torch.cat([getattr(b, f.name) for b in batches])
+            for f in fields(PatchBatch)
+        }
         return PatchBatch(**parts)
 
     @staticmethod
-    def empty(patch_size: int | Sequence[int], *, with_label: bool = False, channels: int = 1) -> PatchBatch:
+    def empty(
+        patch_size: int | Sequence[int], *, with_label: bool = False, channels: int = 1
+    ) -> PatchBatch:
         """A batch with no patches (``channels`` image channels)."""
         h, w = pair("patch_size", patch_size)
         img = torch.zeros(0, 1, h, w)
         long = torch.zeros(0, dtype=torch.long)
         channels = check_int("channels", channels, low=1)
-        return PatchBatch(torch.zeros(0, channels, h, w), img.clone(), img.clone() if with_label else None, long, long.clone(),
-                          long.clone(), long.clone(), torch.zeros(0, 2, dtype=torch.long))
+        return PatchBatch(
+            torch.zeros(0, channels, h, w),
+            img.clone(),
+            img.clone() if with_label else None,
+            long,
+            long.clone(),
+            long.clone(),
+            long.clone(),
+            torch.zeros(0, 2, dtype=torch.long),
+        )
 
 
 class AttentionPatchSampler:
@@ -186,8 +211,9 @@ class AttentionPatchSampler:
         self.patches_per_slice = check_int("patches_per_slice", patches_per_slice, low=1)
         self.centre_mode = check_choice("centre_mode", centre_mode, ("mask", "bbox"))
         self.margin = check_int("margin", margin, low=0)
-        self.max_patches = (None if max_patches is None
-                            else check_int("max_patches", max_patches, low=0))
+        self.max_patches = (
+            None if max_patches is None else check_int("max_patches", max_patches, low=0)
+        )
         check_generator("generator", generator)
         if seed is not None and generator is not None:
             raise ValueError("pass seed or generator, not both; got both")
@@ -203,8 +229,10 @@ class AttentionPatchSampler:
         self.generator = generator
 
     def __repr__(self) -> str:
-        return (f"AttentionPatchSampler(patch_size={self.patch_size}, patches_per_slice={self.patches_per_slice}, "
-                f"axis={self.axis}, centre_mode={self.centre_mode!r}, margin={self.margin}, max_patches={self.max_patches})")
+        return (
+            f"AttentionPatchSampler(patch_size={self.patch_size}, patches_per_slice={self.patches_per_slice}, "
+            f"axis={self.axis}, centre_mode={self.centre_mode!r}, margin={self.margin}, max_patches={self.max_patches})"
+        )
 
     def sample(
         self,
@@ -256,18 +284,33 @@ class AttentionPatchSampler:
         centres, target = self.plan(attention, shape, targets, generator=generator)
         if centres.shape[0] == 0:
             want = "any organ" if targets is None else f"targets {list(targets)}"
-            warnings.warn(f"no attention voxels for {want} in this volume (volume_index={volume_index}); "
-                          "returning an empty PatchBatch", stacklevel=2)
-            return PatchBatch.empty(self.patch_size, with_label=label is not None, channels=img.shape[0])
-        return self.cut(img, attention, centres, target, label=label, modality=modality, volume_index=volume_index,
-                        targets=targets)
+            warnings.warn(
+                f"no attention voxels for {want} in this volume (volume_index={volume_index}); "
+                "returning an empty PatchBatch",
+                stacklevel=2,
+            )
+            return PatchBatch.empty(
+                self.patch_size, with_label=label is not None, channels=img.shape[0]
+            )
+        return self.cut(
+            img,
+            attention,
+            centres,
+            target,
+            label=label,
+            modality=modality,
+            volume_index=volume_index,
+            targets=targets,
+        )
 
     def _image(self, image: Any) -> torch.Tensor:
         img = as_tensor("image", image).cpu()  # sampling runs on the CPU; move the batch after
         if img.ndim == 3:
             img = img.unsqueeze(0)
         if img.ndim != 4:
-            raise ValueError(f"image must be a 3-D volume (D0, D1, D2) or (C, D0, D1, D2); got shape {tuple(img.shape)}")
+            raise ValueError(
+                f"image must be a 3-D volume (D0, D1, D2) or (C, D0, D1, D2); got shape {tuple(img.shape)}"
+            )
         return img
 
     def plan(
@@ -313,17 +356,29 @@ class AttentionPatchSampler:
         else:
             att = as_tensor("attention", attention).cpu()
             if not (tuple(att.shape) == shape or (att.ndim == 4 and tuple(att.shape[1:]) == shape)):
-                raise ValueError(f"attention must have the image's shape {shape} or (K, *{shape}); got shape {tuple(att.shape)}")
+                raise ValueError(
+                    f"attention must have the image's shape {shape} or (K, *{shape}); got shape {tuple(att.shape)}"
+                )
             if att.ndim == 3 and (att.is_floating_point() or att.is_complex()):
                 _check_integral_codes(att)
             groups, flat, starts, counts = attention_groups(att, targets, self.axis)
-            centres, group = draw_centres(groups, flat, starts, counts, shape, gen, axis=self.axis,
-                                          per_slice=self.patches_per_slice, mode=self.centre_mode,
-                                          margin=self.margin)
+            centres, group = draw_centres(
+                groups,
+                flat,
+                starts,
+                counts,
+                shape,
+                gen,
+                axis=self.axis,
+                per_slice=self.patches_per_slice,
+                mode=self.centre_mode,
+                margin=self.margin,
+            )
             slot = group // shape[self.axis]
             if att.ndim == 4:
-                codes = (torch.arange(1, att.shape[0] + 1) if targets is None
-                         else torch.tensor(targets))
+                codes = (
+                    torch.arange(1, att.shape[0] + 1) if targets is None else torch.tensor(targets)
+                )
                 target = codes[slot] if slot.numel() else slot
             else:
                 target = slot
@@ -332,8 +387,13 @@ class AttentionPatchSampler:
             centres, target = centres[keep], target[keep]
         return centres, target.long()
 
-    def _plan_sparse(self, attention: Mapping[int, Any], shape: tuple[int, ...], targets: Sequence[int] | None,
-                     gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def _plan_sparse(
+        self,
+        attention: Mapping[int, Any],
+        shape: tuple[int, ...],
+        targets: Sequence[int] | None,
+        gen: torch.Generator,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         codes = sorted(_sparse_codes(attention)) if targets is None else list(targets)
         a = self.axis
         b, c = (d for d in range(3) if d != a)
@@ -344,22 +404,43 @@ class AttentionPatchSampler:
             box, mask = _sparse_entry(attention, code, shape)
             mask = mask != 0  # where patches may be centred (a graded mask: wherever it is > 0)
             # grow the box in-plane by the sampler's margin so the margin is not clipped at its edge
-            grown = [slice(max(box[d].start - (self.margin if d != a else 0), 0),
-                           min(box[d].stop + (self.margin if d != a else 0), shape[d])) for d in range(3)]
+            grown = [
+                slice(
+                    max(box[d].start - (self.margin if d != a else 0), 0),
+                    min(box[d].stop + (self.margin if d != a else 0), shape[d]),
+                )
+                for d in range(3)
+            ]
             if grown != list(box):
                 big = torch.zeros([g.stop - g.start for g in grown], dtype=torch.bool)
-                big[tuple(slice(box[d].start - grown[d].start, box[d].stop - grown[d].start) for d in range(3))] = mask
+                big[
+                    tuple(
+                        slice(box[d].start - grown[d].start, box[d].stop - grown[d].start)
+                        for d in range(3)
+                    )
+                ] = mask
                 mask = big
             sub = tuple(int(g.stop - g.start) for g in grown)
             groups, flat, starts, counts = attention_groups(mask, None, a)
-            cen, _ = draw_centres(groups, flat, starts, counts, sub, gen, axis=a, per_slice=self.patches_per_slice,
-                                  mode=self.centre_mode, margin=self.margin)
+            cen, _ = draw_centres(
+                groups,
+                flat,
+                starts,
+                counts,
+                sub,
+                gen,
+                axis=a,
+                per_slice=self.patches_per_slice,
+                mode=self.centre_mode,
+                margin=self.margin,
+            )
             out_c.append(cen + torch.tensor([grown[a].start, grown[b].start, grown[c].start]))
             out_t.append(torch.full((cen.shape[0],), code, dtype=torch.long))
         return torch.cat(out_c), torch.cat(out_t)
 
-    def pad_attention(self, attention: Mapping[int, Any], shape: Sequence[int], *,
-                      codes: Any = None) -> Mapping[int, Any]:
+    def pad_attention(
+        self, attention: Mapping[int, Any], shape: Sequence[int], *, codes: Any = None
+    ) -> Mapping[int, Any]:
         """A sparse attention with each mask zero-padded in-plane by half a patch, for :meth:`cut`.
 
         Every window then lies inside its padded mask, so it is read with one strided gather;
@@ -370,8 +451,11 @@ class AttentionPatchSampler:
         a = self.axis
         b, c = (d for d in range(3) if d != a)
         grow = {a: 0, b: self.patch_size[0] // 2 + 1, c: self.patch_size[1] // 2 + 1}
-        wanted = (None if codes is None
-                  else set(check_int_sequence("codes", torch.as_tensor(codes).unique())))
+        wanted = (
+            None
+            if codes is None
+            else set(check_int_sequence("codes", torch.as_tensor(codes).unique()))
+        )
         out = _PaddedSparse()
         for code in _sparse_codes(attention):
             if wanted is not None and int(code) not in wanted:
@@ -379,7 +463,9 @@ class AttentionPatchSampler:
             box, mask = _sparse_entry(attention, int(code), shape)
             big = torch.zeros([mask.shape[d] + 2 * grow[d] for d in range(3)], dtype=mask.dtype)
             big[tuple(slice(grow[d], grow[d] + mask.shape[d]) for d in range(3))] = mask
-            origin = torch.tensor([box[a].start - grow[a], box[b].start - grow[b], box[c].start - grow[c]])
+            origin = torch.tensor(
+                [box[a].start - grow[a], box[b].start - grow[b], box[c].start - grow[c]]
+            )
             out[int(code)] = (origin, big)
         return out
 
@@ -425,7 +511,9 @@ class AttentionPatchSampler:
         targets = None if targets is None else check_int_sequence("targets", targets)
         img = self._image(image)
         shape = tuple(img.shape[1:])
-        att = attention if isinstance(attention, Mapping) else as_tensor("attention", attention).cpu()
+        att = (
+            attention if isinstance(attention, Mapping) else as_tensor("attention", attention).cpu()
+        )
         lab = _label_tensor(label, attention, att, shape)
         centres, target = torch.as_tensor(centres), torch.as_tensor(target)
         for name, value in (("centres", centres), ("target", target)):
@@ -433,20 +521,36 @@ class AttentionPatchSampler:
                 raise TypeError(f"{name} must hold integers (from plan()); got dtype {value.dtype}")
         centres, target = centres.long(), target.long()
         if centres.ndim != 2 or centres.shape[1] != 3 or target.shape != (centres.shape[0],):
-            raise ValueError(f"centres must be (P, 3) and target (P,); got {tuple(centres.shape)} and {tuple(target.shape)}")
+            raise ValueError(
+                f"centres must be (P, 3) and target (P,); got {tuple(centres.shape)} and {tuple(target.shape)}"
+            )
         if centres.shape[0] == 0:
-            return PatchBatch.empty(self.patch_size, with_label=lab is not None, channels=img.shape[0])
+            return PatchBatch.empty(
+                self.patch_size, with_label=lab is not None, channels=img.shape[0]
+            )
         # the image minimum is only computed when some window crosses the border
         if pad_value is None and self.image_pad_value is not None:
             pad_value = self.image_pad_value
-        pad: Any = ((lambda: float(img.min())) if pad_value is None
-                    else check_finite_real("pad_value", pad_value))
+        pad: Any = (
+            (lambda: float(img.min()))
+            if pad_value is None
+            else check_finite_real("pad_value", pad_value)
+        )
         p = centres.shape[0]
-        image_w = torch.stack([gather_windows(img[ch], self.axis, centres, self.patch_size, pad)
-                               for ch in range(img.shape[0])], 1).float()
+        image_w = torch.stack(
+            [
+                gather_windows(img[ch], self.axis, centres, self.patch_size, pad)
+                for ch in range(img.shape[0])
+            ],
+            1,
+        ).float()
         win = (p, *self.patch_size)
         if isinstance(attention, Mapping):
-            padded = attention if isinstance(attention, _PaddedSparse) else self.pad_attention(attention, shape, codes=target)
+            padded = (
+                attention
+                if isinstance(attention, _PaddedSparse)
+                else self.pad_attention(attention, shape, codes=target)
+            )
             wanted = torch.unique(target).tolist()
             graded = any(padded[int(c)][1].is_floating_point() for c in wanted if int(c) in padded)
             attention_w = torch.zeros(win, dtype=torch.float16 if graded else torch.bool)
@@ -458,17 +562,23 @@ class AttentionPatchSampler:
                 rel = centres[sel] - origin
                 inside = (rel[:, 0] >= 0) & (rel[:, 0] < mask.shape[self.axis])
                 if not bool(inside.all()):
-                    raise ValueError(f"centres of organ {code} must lie on the slices of its attention box; got some outside")
-                attention_w[sel] = gather_windows(mask, self.axis, rel, self.patch_size, 0 if graded else False).to(
-                    attention_w.dtype)
+                    raise ValueError(
+                        f"centres of organ {code} must lie on the slices of its attention box; got some outside"
+                    )
+                attention_w[sel] = gather_windows(
+                    mask, self.axis, rel, self.patch_size, 0 if graded else False
+                ).to(attention_w.dtype)
         else:
             if att.ndim == 4:
                 graded = att.is_floating_point()  # a float stack is cut with its values
                 attention_w = torch.empty(win, dtype=torch.float32 if graded else torch.bool)
                 if targets is not None and len(targets) != att.shape[0]:
-                    raise ValueError(f"targets must give one code per attention map (K={att.shape[0]}); got {len(targets)}")
-                codes = (torch.arange(1, att.shape[0] + 1) if targets is None
-                         else torch.tensor(targets))
+                    raise ValueError(
+                        f"targets must give one code per attention map (K={att.shape[0]}); got {len(targets)}"
+                    )
+                codes = (
+                    torch.arange(1, att.shape[0] + 1) if targets is None else torch.tensor(targets)
+                )
                 for ch in range(att.shape[0]):  # one gather per organ map
                     sel = torch.nonzero(target == codes[ch]).squeeze(1)
                     if sel.numel():
@@ -477,25 +587,46 @@ class AttentionPatchSampler:
                             _check_unit_range(w, f"attention map {ch}'s")
                         attention_w[sel] = w.float() if graded else w != 0
             else:
-                attention_w = _equals(gather_windows(att, self.axis, centres, self.patch_size, 0), target)
+                attention_w = _equals(
+                    gather_windows(att, self.axis, centres, self.patch_size, 0), target
+                )
         attention_f = attention_w.float().unsqueeze(1)
         label_w = None
         if lab is not None and lab is att:  # ground truth used as attention: one gather serves both
             label_w = attention_f.clone()
         elif lab is not None:
-            label_w = _equals(gather_windows(lab, self.axis, centres, self.patch_size, 0), target).float().unsqueeze(1)
+            label_w = (
+                _equals(gather_windows(lab, self.axis, centres, self.patch_size, 0), target)
+                .float()
+                .unsqueeze(1)
+            )
         ignore_w = None
         if ignore is not None:
             ign = as_tensor("ignore", ignore).cpu()
             if tuple(ign.shape) != shape:
-                raise ValueError(f"ignore must have the image's shape {shape}; got shape {tuple(ign.shape)}")
-            ignore_w = (gather_windows(ign if ign.dtype == torch.bool else ign != 0, self.axis, centres,
-                                       self.patch_size, True)).unsqueeze(1)
+                raise ValueError(
+                    f"ignore must have the image's shape {shape}; got shape {tuple(ign.shape)}"
+                )
+            ignore_w = (
+                gather_windows(
+                    ign if ign.dtype == torch.bool else ign != 0,
+                    self.axis,
+                    centres,
+                    self.patch_size,
+                    True,
+                )
+            ).unsqueeze(1)
         full = lambda v: torch.full((p,), int(v), dtype=torch.long)  # noqa: E731
         return PatchBatch(
-            image=image_w, attention=attention_f, label=label_w,
-            target=target.clone(), modality=full(modality), volume_index=full(volume_index),
-            slice_index=centres[:, 0].clone(), centre=centres[:, 1:].clone(), ignore=ignore_w,
+            image=image_w,
+            attention=attention_f,
+            label=label_w,
+            target=target.clone(),
+            modality=full(modality),
+            volume_index=full(volume_index),
+            slice_index=centres[:, 0].clone(),
+            centre=centres[:, 1:].clone(),
+            ignore=ignore_w,
         )
 
 
@@ -503,7 +634,9 @@ class _PaddedSparse(dict):
     """``{code: (origin (3,) in (slice, i, j) order, padded bool mask)}`` from :meth:`AttentionPatchSampler.pad_attention`."""
 
 
-def _label_tensor(label: Any, attention: Any, att: Any, shape: tuple[int, ...]) -> torch.Tensor | None:
+def _label_tensor(
+    label: Any, attention: Any, att: Any, shape: tuple[int, ...]
+) -> torch.Tensor | None:
     """``label`` as a checked CPU tensor (``att`` itself when the label is the attention)."""
     if label is None:
         return None
@@ -524,12 +657,16 @@ def _sparse_codes(attention: Mapping[Any, Any]) -> list[int]:
     codes = list(attention)
     bad = [k for k in codes if not is_int(k)]
     if bad:
-        raise TypeError(f"a sparse attention's keys must be integer organ codes; got {bad[0]!r} "
-                        f"({type(bad[0]).__name__})")
+        raise TypeError(
+            f"a sparse attention's keys must be integer organ codes; got {bad[0]!r} "
+            f"({type(bad[0]).__name__})"
+        )
     return [int(k) for k in codes]
 
 
-def _sparse_entry(attention: Mapping[int, Any], code: int, shape: tuple[int, ...]) -> tuple[tuple[slice, ...], torch.Tensor]:
+def _sparse_entry(
+    attention: Mapping[int, Any], code: int, shape: tuple[int, ...]
+) -> tuple[tuple[slice, ...], torch.Tensor]:
     """``(box, mask)`` of ``code`` in a sparse attention, checked against the volume ``shape``.
 
     The mask comes back bool (integer masks: non-zero), or float16 for a float (graded) mask.
@@ -546,7 +683,9 @@ def _sparse_entry(attention: Mapping[int, Any], code: int, shape: tuple[int, ...
     m = as_tensor(f"attention[{code}] mask", mask).cpu()
     want = tuple(s.stop - s.start for s in box)
     if tuple(m.shape) != want:
-        raise ValueError(f"attention[{code}]'s mask must have its box's shape {want}; got {tuple(m.shape)}")
+        raise ValueError(
+            f"attention[{code}]'s mask must have its box's shape {want}; got {tuple(m.shape)}"
+        )
     if m.is_floating_point():
         _check_unit_range(m, f"attention[{code}]'s")
         return box, m.to(torch.float16)
@@ -557,7 +696,9 @@ def _check_unit_range(values: torch.Tensor, name: str) -> None:
     """A graded (float) attention holds values in [0, 1] (NaN is refused too)."""
     ok = (values >= 0) & (values <= 1)
     if values.numel() and not bool(ok.all()):
-        raise ValueError(f"{name} float mask must hold values in [0, 1] (a graded attention); got {values[~ok][0].item()}")
+        raise ValueError(
+            f"{name} float mask must hold values in [0, 1] (a graded attention); got {values[~ok][0].item()}"
+        )
 
 
 def _check_integral_codes(att: torch.Tensor) -> None:

@@ -24,14 +24,18 @@ def check_coarse_map(path: Any, labels: Any, case: Any, *, atol: float = 1e-3) -
     the grid of ``case``'s image (same shape, same affine within ``atol`` mm; both printed)."""
     shape = tuple(case.image.shape)
     if tuple(labels.shape) != shape:
-        raise ValueError(f"coarse label map {path} of case {case.case_id} has shape {tuple(labels.shape)}; "
-                         f"its image has {shape}")
+        raise ValueError(
+            f"coarse label map {path} of case {case.case_id} has shape {tuple(labels.shape)}; "
+            f"its image has {shape}"
+        )
     ref = getattr(case, "reference", None)
     theirs, ours = getattr(labels, "affine", None), getattr(ref, "affine", None)
     if theirs is not None and ours is not None and not np.allclose(theirs, ours, atol=atol):
-        raise ValueError(f"coarse label map {path} of case {case.case_id} is not on its image's grid: the affines "
-                         f"differ by up to {np.abs(np.asarray(theirs) - np.asarray(ours)).max():.4g} mm (atol "
-                         f"{atol})\nmap affine:\n{theirs}\nimage affine:\n{ours}")
+        raise ValueError(
+            f"coarse label map {path} of case {case.case_id} is not on its image's grid: the affines "
+            f"differ by up to {np.abs(np.asarray(theirs) - np.asarray(ours)).max():.4g} mm (atol "
+            f"{atol})\nmap affine:\n{theirs}\nimage affine:\n{ours}"
+        )
 
 
 def bound_by(attention: Attention, body: np.ndarray | None) -> Attention:
@@ -85,11 +89,19 @@ class CaseAttention:
         (slice(1, 5, None), slice(1, 5, None), slice(0, 2, None))
     """
 
-    def __init__(self, organ_ids: Sequence[int], margin_mm: float, *,
-                 source: Literal["gt", "probabilities", "labels"] = "gt",
-                 prob_dir: str | os.PathLike[str] | None = None, label_dir: str | os.PathLike[str] | None = None,
-                 coarse_dir: str | os.PathLike[str] | None = None, coarse_labels: Mapping[int, int] | None = None,
-                 threshold: float = 0.1, channel: Literal["mask", "probability"] = "mask") -> None:
+    def __init__(
+        self,
+        organ_ids: Sequence[int],
+        margin_mm: float,
+        *,
+        source: Literal["gt", "probabilities", "labels"] = "gt",
+        prob_dir: str | os.PathLike[str] | None = None,
+        label_dir: str | os.PathLike[str] | None = None,
+        coarse_dir: str | os.PathLike[str] | None = None,
+        coarse_labels: Mapping[int, int] | None = None,
+        threshold: float = 0.1,
+        channel: Literal["mask", "probability"] = "mask",
+    ) -> None:
         check_choice("source", source, ATTENTION_SOURCES)
         if source == "probabilities" and prob_dir is None:
             raise ValueError("source='probabilities' needs prob_dir")
@@ -101,24 +113,45 @@ class CaseAttention:
         self.prob_dir = None if prob_dir is None else Path(prob_dir)
         self.label_dir = None if label_dir is None else Path(label_dir)
         self.coarse_dir = None if coarse_dir is None else Path(coarse_dir)
-        self.coarse_labels = None if coarse_labels is None else {int(k): int(v) for k, v in coarse_labels.items()}
+        self.coarse_labels = (
+            None if coarse_labels is None else {int(k): int(v) for k, v in coarse_labels.items()}
+        )
 
-    def __call__(self, case: Any, *, probabilities: tuple[Any, Sequence[int]] | None = None) -> Attention:
+    def __call__(
+        self, case: Any, *, probabilities: tuple[Any, Sequence[int]] | None = None
+    ) -> Attention:
         """The case's attention; ``probabilities`` (from :meth:`probabilities`) saves re-reading them."""
         if self.source == "gt":
             if case.label is None:
                 raise ValueError(f"case {case.case_id} has no label for ground-truth attention")
-            return attention_from_labels(case.label, self.organ_ids, margin_mm=self.margin_mm, spacing=case.spacing,
-                                         channel=self.channel)
+            return attention_from_labels(
+                case.label,
+                self.organ_ids,
+                margin_mm=self.margin_mm,
+                spacing=case.spacing,
+                channel=self.channel,
+            )
         if self.source == "probabilities":
             from agcl.sampling.coarse_attention import attention_from_probabilities
 
             prob, ids = self.probabilities(case) if probabilities is None else probabilities
-            return attention_from_probabilities(prob, ids, case.image.shape, spacing=case.spacing,
-                                                margin_mm=self.margin_mm, threshold=self.threshold,
-                                                channel=self.channel, body=getattr(case, "body", None))
-        att = attention_from_labels(self.labels(case), self.organ_ids, margin_mm=self.margin_mm,
-                                    spacing=case.spacing, channel=self.channel)
+            return attention_from_probabilities(
+                prob,
+                ids,
+                case.image.shape,
+                spacing=case.spacing,
+                margin_mm=self.margin_mm,
+                threshold=self.threshold,
+                channel=self.channel,
+                body=getattr(case, "body", None),
+            )
+        att = attention_from_labels(
+            self.labels(case),
+            self.organ_ids,
+            margin_mm=self.margin_mm,
+            spacing=case.spacing,
+            channel=self.channel,
+        )
         return bound_by(att, getattr(case, "body", None))
 
     def probability_path(self, case: Any) -> Path:
@@ -126,7 +159,9 @@ class CaseAttention:
         from agcl.data.volumes import case_stem
 
         if self.prob_dir is None:
-            raise ValueError("this CaseAttention has no coarse probabilities (source='probabilities' needs prob_dir)")
+            raise ValueError(
+                "this CaseAttention has no coarse probabilities (source='probabilities' needs prob_dir)"
+            )
         return self.prob_dir / f"{case_stem(case)}.prob.pt"
 
     def probabilities(self, case: Any) -> tuple[Any, list[int]]:

@@ -27,8 +27,14 @@ import torch
 from agcl._validation import check_choice
 from agcl.sampling.attention_maps import ATTENTION_CHANNELS, Attention, graded
 
-__all__ = ["ATTENTION_KINDS", "attention_from_probabilities", "attention_kinds", "coarse_body", "load_probabilities",
-           "save_probabilities"]
+__all__ = [
+    "ATTENTION_KINDS",
+    "attention_from_probabilities",
+    "attention_kinds",
+    "coarse_body",
+    "load_probabilities",
+    "save_probabilities",
+]
 
 #: where an organ's attention came from (:func:`attention_kinds`)
 ATTENTION_KINDS = ("threshold", "fallback", "none")
@@ -104,9 +110,15 @@ def attention_from_probabilities(
         >>> att[6][0], int(att[6][1].sum())  # never the arg-max, still a 2 x 2 region on the full grid
         ((slice(2, 4, None), slice(2, 4, None), slice(0, 1, None)), 4)
     """
-    p = prob.detach().cpu().float().numpy() if isinstance(prob, torch.Tensor) else np.asarray(prob, np.float32)
+    p = (
+        prob.detach().cpu().float().numpy()
+        if isinstance(prob, torch.Tensor)
+        else np.asarray(prob, np.float32)
+    )
     if p.ndim != 4 or p.shape[0] != len(organ_ids) + 1:
-        raise ValueError(f"prob must be (K + 1, x, y, z) with K = len(organ_ids) = {len(organ_ids)}; got {p.shape}")
+        raise ValueError(
+            f"prob must be (K + 1, x, y, z) with K = len(organ_ids) = {len(organ_ids)}; got {p.shape}"
+        )
     if not 0.0 < threshold <= 1.0:
         raise ValueError(f"threshold must lie in (0, 1]; got {threshold}")
     check_choice("channel", channel, ATTENTION_CHANNELS)
@@ -116,7 +128,9 @@ def attention_from_probabilities(
     if body is not None:
         body = np.asarray(body, bool)
         if body.shape != full:
-            raise ValueError(f"body must be a bool mask of the full grid {full}; got shape {body.shape}")
+            raise ValueError(
+                f"body must be a bool mask of the full grid {full}; got shape {body.shape}"
+            )
         p = p * coarse_body(body, p.shape[1:])[None]
     grow = [int(math.ceil(margin_mm / s)) for s in spacing]
     out: Attention = {}
@@ -130,17 +144,26 @@ def attention_from_probabilities(
         mask = region[np.ix_(*index)]
         box = tuple(slice(lo, hi) for lo, hi in fbox)
         if margin_mm > 0:
-            big = tuple(slice(max(b.start - g, 0), min(b.stop + g, n)) for b, g, n in zip(box, grow, full))
+            big = tuple(
+                slice(max(b.start - g, 0), min(b.stop + g, n)) for b, g, n in zip(box, grow, full)
+            )
             inner = np.zeros(tuple(b.stop - b.start for b in big), bool)
-            inner[tuple(slice(b.start - o.start, b.stop - o.start) for b, o in zip(box, big))] = mask
-            mask = ndimage.distance_transform_edt(~inner, sampling=tuple(float(s) for s in spacing)) <= margin_mm
+            inner[tuple(slice(b.start - o.start, b.stop - o.start) for b, o in zip(box, big))] = (
+                mask
+            )
+            mask = (
+                ndimage.distance_transform_edt(~inner, sampling=tuple(float(s) for s in spacing))
+                <= margin_mm
+            )
             box = big
         if body is not None:
             mask = mask & body[box]
             if not mask.any():
                 continue
         if channel == "probability":
-            index = [_nearest_index(b.start, b.stop, c, f) for b, c, f in zip(box, p.shape[1:], full)]
+            index = [
+                _nearest_index(b.start, b.stop, c, f) for b, c, f in zip(box, p.shape[1:], full)
+            ]
             # relative to the organ's highest probability in the volume: an organ stage 1 is
             # unsure of everywhere still shows where it is likeliest (measured, docs/results.md)
             mask = graded(mask, p[k][np.ix_(*index)] / float(p[k].max()))
@@ -168,8 +191,13 @@ def coarse_body(body: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     return out
 
 
-def attention_kinds(prob: np.ndarray | torch.Tensor, organ_ids: Sequence[int], *, threshold: float = 0.1,
-                    body: np.ndarray | None = None) -> dict[int, str]:
+def attention_kinds(
+    prob: np.ndarray | torch.Tensor,
+    organ_ids: Sequence[int],
+    *,
+    threshold: float = 0.1,
+    body: np.ndarray | None = None,
+) -> dict[int, str]:
     """Where each organ's attention comes from (:func:`attention_from_probabilities`' rule):
     ``"threshold"`` (some voxel reaches ``threshold``), ``"fallback"`` (none does: the organ's
     most probable region, which may mean the organ is absent from the scan) or ``"none"``
@@ -180,7 +208,11 @@ def attention_kinds(prob: np.ndarray | torch.Tensor, organ_ids: Sequence[int], *
         >>> attention_kinds(p, [6, 7])
         {6: 'threshold', 7: 'fallback'}
     """
-    p = prob.detach().cpu().float().numpy() if isinstance(prob, torch.Tensor) else np.asarray(prob, np.float32)
+    p = (
+        prob.detach().cpu().float().numpy()
+        if isinstance(prob, torch.Tensor)
+        else np.asarray(prob, np.float32)
+    )
     if body is not None:
         p = p * coarse_body(body, p.shape[1:])[None]
     out = {}
@@ -190,8 +222,12 @@ def attention_kinds(prob: np.ndarray | torch.Tensor, organ_ids: Sequence[int], *
     return out
 
 
-def save_probabilities(path: str | os.PathLike[str], prob: torch.Tensor, organ_ids: Sequence[int],
-                       full_shape: Sequence[int]) -> Path:
+def save_probabilities(
+    path: str | os.PathLike[str],
+    prob: torch.Tensor,
+    organ_ids: Sequence[int],
+    full_shape: Sequence[int],
+) -> Path:
     """Write coarse probabilities (float16) atomically as a ``weights_only``-safe ``.pt``.
 
     Shape:
@@ -199,11 +235,19 @@ def save_probabilities(path: str | os.PathLike[str], prob: torch.Tensor, organ_i
     """
     from agcl._io import atomic_save
 
-    return atomic_save({"prob": prob.detach().cpu().to(torch.float16), "organ_ids": [int(i) for i in organ_ids],
-                        "full_shape": [int(s) for s in full_shape]}, path)
+    return atomic_save(
+        {
+            "prob": prob.detach().cpu().to(torch.float16),
+            "organ_ids": [int(i) for i in organ_ids],
+            "full_shape": [int(s) for s in full_shape],
+        },
+        path,
+    )
 
 
-def load_probabilities(path: str | os.PathLike[str]) -> tuple[torch.Tensor, list[int], tuple[int, ...]]:
+def load_probabilities(
+    path: str | os.PathLike[str],
+) -> tuple[torch.Tensor, list[int], tuple[int, ...]]:
     """``(prob float32, organ_ids, full_shape)`` from :func:`save_probabilities`' file.
 
     Raises:
@@ -214,10 +258,22 @@ def load_probabilities(path: str | os.PathLike[str]) -> tuple[torch.Tensor, list
 
     data = safe_load(path)
     if not isinstance(data, dict) or not {"prob", "organ_ids", "full_shape"} <= set(data):
-        raise ValueError(f"{path} is not a coarse-probability file (a dict with 'prob', 'organ_ids' and "
-                         "'full_shape'); it is damaged or was written by something else")
+        raise ValueError(
+            f"{path} is not a coarse-probability file (a dict with 'prob', 'organ_ids' and "
+            "'full_shape'); it is damaged or was written by something else"
+        )
     prob = data["prob"]
-    if not isinstance(prob, torch.Tensor) or prob.ndim != 4 or prob.shape[0] != len(data["organ_ids"]) + 1:
-        raise ValueError(f"{path} holds probabilities of shape {getattr(prob, 'shape', None)} for "
-                         f"{len(data['organ_ids'])} organs; expected (K + 1, x, y, z)")
-    return prob.float(), [int(i) for i in data["organ_ids"]], tuple(int(s) for s in data["full_shape"])
+    if (
+        not isinstance(prob, torch.Tensor)
+        or prob.ndim != 4
+        or prob.shape[0] != len(data["organ_ids"]) + 1
+    ):
+        raise ValueError(
+            f"{path} holds probabilities of shape {getattr(prob, 'shape', None)} for "
+            f"{len(data['organ_ids'])} organs; expected (K + 1, x, y, z)"
+        )
+    return (
+        prob.float(),
+        [int(i) for i in data["organ_ids"]],
+        tuple(int(s) for s in data["full_shape"]),
+    )

@@ -88,15 +88,25 @@ class AttentionPatchDataset(Dataset):
         from agcl.data.volumes import TrainingVolumes
 
         if not isinstance(sampler, AttentionPatchSampler):
-            raise TypeError(f"sampler must be an AttentionPatchSampler; got {type(sampler).__name__}")
+            raise TypeError(
+                f"sampler must be an AttentionPatchSampler; got {type(sampler).__name__}"
+            )
         check_int("cache_mb", cache_mb, low=0)
         self.sampler = sampler
-        self.targets = None if targets is None else [check_int(f"targets[{i}]", t) for i, t in enumerate(targets)]
+        self.targets = (
+            None
+            if targets is None
+            else [check_int(f"targets[{i}]", t) for i, t in enumerate(targets)]
+        )
         self.seed = check_int("seed", seed, low=0, high=2**63 - 1)
         self.epoch = 0
-        if isinstance(cases, TrainingVolumes) or (not hasattr(cases, "cases") and len(cases) and _is_volume(cases[0])):
+        if isinstance(cases, TrainingVolumes) or (
+            not hasattr(cases, "cases") and len(cases) and _is_volume(cases[0])
+        ):
             if attention is not None or modality_ids is not None:
-                raise ValueError("attention and modality_ids come with the volumes; pass them only with cases")
+                raise ValueError(
+                    "attention and modality_ids come with the volumes; pass them only with cases"
+                )
             self.volumes: Sequence[Mapping[str, Any]] = cases
             return
         ids_from_cohort = getattr(cases, "modality_ids", None)
@@ -104,11 +114,17 @@ class AttentionPatchDataset(Dataset):
         if not items:
             raise ValueError("cases must hold at least one case or volume; got none")
         if attention is not None and len(attention) != len(items):
-            raise ValueError(f"attention must have one entry per case ({len(items)}); got {len(attention)}")
+            raise ValueError(
+                f"attention must have one entry per case ({len(items)}); got {len(attention)}"
+            )
         if modality_ids is None:
-            modality_ids = ids_from_cohort if ids_from_cohort is not None else _ids_from_names(items)
+            modality_ids = (
+                ids_from_cohort if ids_from_cohort is not None else _ids_from_names(items)
+            )
         if len(modality_ids) != len(items):
-            raise ValueError(f"modality_ids must have one entry per case ({len(items)}); got {len(modality_ids)}")
+            raise ValueError(
+                f"modality_ids must have one entry per case ({len(items)}); got {len(modality_ids)}"
+            )
         ids = [check_int(f"modality_ids[{i}]", m, low=0) for i, m in enumerate(modality_ids)]
         given = None if attention is None else list(attention)
         if all(isinstance(item, Mapping) for item in items):
@@ -116,7 +132,9 @@ class AttentionPatchDataset(Dataset):
             return
         window = {} if preprocess else {"clip_hu": None, "percentiles": None}
         prepared = PreparedCases(items, ids, unknown_labels=unknown_labels, **window)
-        self.volumes = TrainingVolumes(prepared, _GivenAttention(items, given), cache=VolumeCache(cache_mb * 2**20))
+        self.volumes = TrainingVolumes(
+            prepared, _GivenAttention(items, given), cache=VolumeCache(cache_mb * 2**20)
+        )
 
     def __len__(self) -> int:
         return len(self.volumes)
@@ -134,9 +152,15 @@ class AttentionPatchDataset(Dataset):
         index = int(index) % len(self)
         vol = self.volumes[index]
         gen = torch.Generator().manual_seed(_mix(self.seed, self.epoch, index))
-        return self.sampler.sample(vol["image"], vol["attention"], label=vol.get("label"),
-                                   modality=int(vol.get("modality", 0)), targets=self.targets, volume_index=index,
-                                   generator=gen)
+        return self.sampler.sample(
+            vol["image"],
+            vol["attention"],
+            label=vol.get("label"),
+            modality=int(vol.get("modality", 0)),
+            targets=self.targets,
+            volume_index=index,
+            generator=gen,
+        )
 
 
 def _is_volume(item: Any) -> bool:
@@ -153,16 +177,23 @@ class _GivenAttention:
     def __call__(self, case: Any) -> Any:
         if self.given is None:
             if case.label is None:
-                raise ValueError(f"case {case.case_id} has no label and no attention was given; pass attention=")
+                raise ValueError(
+                    f"case {case.case_id} has no label and no attention was given; pass attention="
+                )
             return case.label
-        return _load_attention(self.given[self.index[(case.modality_name, case.case_id)]], case.image.shape,
-                               case.case_id)
+        return _load_attention(
+            self.given[self.index[(case.modality_name, case.case_id)]],
+            case.image.shape,
+            case.case_id,
+        )
 
 
 class _ArrayVolumes(Sequence):
     """In-memory dictionaries as volumes (attention: the given entry or the label map)."""
 
-    def __init__(self, items: list[Mapping[str, Any]], given: list[Any] | None, ids: list[int]) -> None:
+    def __init__(
+        self, items: list[Mapping[str, Any]], given: list[Any] | None, ids: list[int]
+    ) -> None:
         self.items, self.given, self.ids = items, given, ids
 
     def __len__(self) -> int:
@@ -177,7 +208,9 @@ class _ArrayVolumes(Sequence):
         if self.given is not None:
             att = _load_attention(self.given[index], image.shape, f"cases[{index}]")
         elif label is None:
-            raise ValueError(f"cases[{index}] has no label and no attention was given; pass attention=")
+            raise ValueError(
+                f"cases[{index}] has no label and no attention was given; pass attention="
+            )
         else:
             att = label
         return {"image": image, "attention": att, "label": label, "modality": self.ids[index]}
@@ -191,7 +224,9 @@ def _load_attention(src: Any, shape: tuple[int, ...], name: str) -> np.ndarray:
     else:
         att = np.asarray(src)
     if att.shape[-3:] != tuple(shape[-3:]):
-        raise ValueError(f"attention of {name} must match its image shape {tuple(shape)}; got {att.shape}")
+        raise ValueError(
+            f"attention of {name} must match its image shape {tuple(shape)}; got {att.shape}"
+        )
     return att
 
 
@@ -199,7 +234,9 @@ def _ids_from_names(items: list[Any]) -> list[int]:
     names: list[str] = []
     ids = []
     for item in items:
-        name = item.get("modality", "") if isinstance(item, Mapping) else getattr(item, "modality", "")
+        name = (
+            item.get("modality", "") if isinstance(item, Mapping) else getattr(item, "modality", "")
+        )
         if isinstance(name, (int, np.integer)):
             ids.append(int(name))
             continue
@@ -210,7 +247,9 @@ def _ids_from_names(items: list[Any]) -> list[int]:
 
 
 def _mix(seed: int, epoch: int, index: int) -> int:
-    return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1, dtype=np.uint64)[0] >> 1)
+    return int(
+        np.random.SeedSequence([seed, epoch, index]).generate_state(1, dtype=np.uint64)[0] >> 1
+    )
 
 
 def collate_patch_batches(batches: Sequence[PatchBatch]) -> PatchBatch:
@@ -224,7 +263,11 @@ def collate_patch_batches(batches: Sequence[PatchBatch]) -> PatchBatch:
 
 
 def minibatches(
-    batch: PatchBatch, batch_size: int, *, generator: torch.Generator | None = None, drop_last: bool = False
+    batch: PatchBatch,
+    batch_size: int,
+    *,
+    generator: torch.Generator | None = None,
+    drop_last: bool = False,
 ) -> Iterator[PatchBatch]:
     """Split a :class:`PatchBatch` into shuffled minibatches of ``batch_size`` patches.
 
@@ -243,7 +286,7 @@ def minibatches(
     n = len(batch)
     order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
     for s in range(0, n, batch_size):
-        idx = order[s:s + batch_size]
+        idx = order[s : s + batch_size]
         if drop_last and idx.numel() < batch_size:
             break
         yield batch[idx]

@@ -45,13 +45,19 @@ __all__ = ["PatchStream"]
 class _Buffer:
     """A fixed-capacity shuffle buffer of patches (image float32, attention float16, label bool)."""
 
-    def __init__(self, capacity: int, channels: int, patch: tuple[int, int], with_label: bool) -> None:
+    def __init__(
+        self, capacity: int, channels: int, patch: tuple[int, int], with_label: bool
+    ) -> None:
         self.capacity, self.n = capacity, 0
         self.image = torch.empty(capacity, channels, *patch)
-        self.attention = torch.empty(capacity, 1, *patch, dtype=torch.float16)  # 0/1 or graded values
+        self.attention = torch.empty(
+            capacity, 1, *patch, dtype=torch.float16
+        )  # 0/1 or graded values
         self.label = torch.empty(capacity, 1, *patch, dtype=torch.bool) if with_label else None
         self.ignore: torch.Tensor | None = None  # allocated when a volume brings an ignore map
-        self.meta = torch.empty(capacity, 6, dtype=torch.long)  # target, modality, volume, slice, centre i, j
+        self.meta = torch.empty(
+            capacity, 6, dtype=torch.long
+        )  # target, modality, volume, slice, centre i, j
 
     def room(self) -> int:
         return self.capacity - self.n
@@ -69,8 +75,9 @@ class _Buffer:
             self.ignore = torch.zeros(self.capacity, 1, *self.image.shape[2:], dtype=torch.bool)
         if self.ignore is not None:
             self.ignore[s] = b.ignore if b.ignore is not None else False
-        self.meta[s] = torch.stack([b.target, b.modality, b.volume_index, b.slice_index,
-                                    b.centre[:, 0], b.centre[:, 1]], 1)
+        self.meta[s] = torch.stack(
+            [b.target, b.modality, b.volume_index, b.slice_index, b.centre[:, 0], b.centre[:, 1]], 1
+        )
         self.n += k
 
     def take(self, count: int, gen: torch.Generator) -> PatchBatch:
@@ -79,9 +86,14 @@ class _Buffer:
         idx = torch.randperm(self.n, generator=gen)[:count]
         m = self.meta[idx]
         out = PatchBatch(
-            image=self.image[idx], attention=self.attention[idx].float(),
+            image=self.image[idx],
+            attention=self.attention[idx].float(),
             label=None if self.label is None else self.label[idx].float(),
-            target=m[:, 0], modality=m[:, 1], volume_index=m[:, 2], slice_index=m[:, 3], centre=m[:, 4:6],
+            target=m[:, 0],
+            modality=m[:, 1],
+            volume_index=m[:, 2],
+            slice_index=m[:, 3],
+            centre=m[:, 4:6],
             ignore=None if self.ignore is None else self.ignore[idx],
         )
         tail = self.n - count
@@ -164,7 +176,9 @@ class PatchStream(IterableDataset):
         drop_last: bool = False,
     ) -> None:
         if not isinstance(sampler, AttentionPatchSampler):
-            raise TypeError(f"sampler must be an AttentionPatchSampler; got {type(sampler).__name__}")
+            raise TypeError(
+                f"sampler must be an AttentionPatchSampler; got {type(sampler).__name__}"
+            )
         if isinstance(volumes, Mapping):  # volumes[i] would look up the key i
             raise TypeError(
                 "volumes must be a sequence indexed 0 .. n-1 (e.g. a list of volume dicts); got a "
@@ -172,13 +186,20 @@ class PatchStream(IterableDataset):
                 "list(volumes.values())"
             )
         if not hasattr(volumes, "__len__") or not hasattr(volumes, "__getitem__"):
-            raise TypeError(f"volumes must be a sequence (len and indexing); got {type(volumes).__name__}")
+            raise TypeError(
+                f"volumes must be a sequence (len and indexing); got {type(volumes).__name__}"
+            )
         if len(volumes) == 0:
             raise ValueError("volumes must hold at least one volume; got none")
         batch_size, shards, streams, chunk_size = (
-            check_int(name, value, low=1) for name, value in (
-                ("batch_size", batch_size), ("shards", shards), ("streams", streams),
-                ("chunk_size", chunk_size)))
+            check_int(name, value, low=1)
+            for name, value in (
+                ("batch_size", batch_size),
+                ("shards", shards),
+                ("streams", streams),
+                ("chunk_size", chunk_size),
+            )
+        )
         buffer_size = check_int("buffer_size", buffer_size, low=batch_size)
         # SeedSequence takes any non-negative int: every seed gives its own stream
         seed = check_int("seed", seed, low=0)
@@ -193,7 +214,12 @@ class PatchStream(IterableDataset):
         self.sampler = sampler
         self.batch_size, self.with_label = batch_size, bool(with_label)
         self.targets = None if targets is None else check_int_sequence("targets", targets)
-        self.shards, self.streams, self.buffer_size, self.chunk_size = shards, streams, buffer_size, chunk_size
+        self.shards, self.streams, self.buffer_size, self.chunk_size = (
+            shards,
+            streams,
+            buffer_size,
+            chunk_size,
+        )
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.drop_last = bool(drop_last)
         self.epoch = 0
@@ -209,11 +235,11 @@ class PatchStream(IterableDataset):
         """The indices of the volumes this rank samples in the current epoch, in order."""
         n = len(self.volumes)
         order = torch.randperm(n, generator=_generator(self.seed, self.epoch, -1)).tolist()
-        return order[self.rank::self.world_size]
+        return order[self.rank :: self.world_size]
 
     def shard_volumes(self, shard: int) -> list[int]:
         """The volumes of shard ``shard`` in the current epoch."""
-        return self.rank_volumes()[shard::self.shards]
+        return self.rank_volumes()[shard :: self.shards]
 
     def _my_shards(self) -> list[int]:
         """The shards this process runs: shard ``s`` in DataLoader worker ``s % num_workers``."""
@@ -224,7 +250,9 @@ class PatchStream(IterableDataset):
     def __iter__(self) -> Iterator[Any]:
         return _round_robin([self._shard(s) for s in self._my_shards()])
 
-    def loader(self, num_workers: int = 0, *, pin_memory: bool = False, prefetch_factor: int | None = None) -> Iterator[PatchBatch]:
+    def loader(
+        self, num_workers: int = 0, *, pin_memory: bool = False, prefetch_factor: int | None = None
+    ) -> Iterator[PatchBatch]:
         """The epoch's batches through a ``DataLoader`` with ``num_workers`` worker processes.
 
         The batches (and their order) are those of iterating the stream itself, for any
@@ -238,8 +266,12 @@ class PatchStream(IterableDataset):
             yield from self
             return
         tagged = _Tagged(self)
-        kw: dict[str, Any] = {"batch_size": None, "num_workers": num_workers, "pin_memory": pin_memory,
-                              "collate_fn": _identity}
+        kw: dict[str, Any] = {
+            "batch_size": None,
+            "num_workers": num_workers,
+            "pin_memory": pin_memory,
+            "collate_fn": _identity,
+        }
         if num_workers > 0 and prefetch_factor is not None:
             kw["prefetch_factor"] = prefetch_factor
         items = iter(DataLoader(tagged, **kw))
@@ -257,11 +289,15 @@ class PatchStream(IterableDataset):
     def _volume(self, index: int) -> tuple[Any, Any, Any, int, Any]:
         vol = self.volumes[index]
         if not isinstance(vol, Mapping) or "image" not in vol or "attention" not in vol:
-            raise TypeError(f"volumes[{index}] must be a dict with 'image' and 'attention'; got "
-                            f"{sorted(vol) if isinstance(vol, Mapping) else type(vol).__name__}")
+            raise TypeError(
+                f"volumes[{index}] must be a dict with 'image' and 'attention'; got "
+                f"{sorted(vol) if isinstance(vol, Mapping) else type(vol).__name__}"
+            )
         label = vol.get("label")
         if self.with_label and label is None:
-            raise ValueError(f"with_label=True needs a 'label' in every volume; volumes[{index}] has none")
+            raise ValueError(
+                f"with_label=True needs a 'label' in every volume; volumes[{index}] has none"
+            )
         ignore = vol.get("ignore") if self.with_label else None
         modality = check_int(f"volumes[{index}]['modality']", vol.get("modality", 0), low=0)
         return vol["image"], vol["attention"], label if self.with_label else None, modality, ignore
@@ -277,14 +313,25 @@ class PatchStream(IterableDataset):
         centres, target = self.sampler.plan(attention, img.shape[1:], self.targets, generator=gen)
         order = torch.randperm(centres.shape[0], generator=gen)
         centres, target = centres[order], target[order]
-        if isinstance(attention, Mapping):  # pad each mask once, then every window is a strided read
+        if isinstance(
+            attention, Mapping
+        ):  # pad each mask once, then every window is a strided read
             attention = self.sampler.pad_attention(attention, img.shape[1:])
         pad = self.sampler.image_pad_value
         pad = float(img.min()) if pad is None and img.numel() else pad
         for s in range(0, centres.shape[0], self.chunk_size):
-            yield self.sampler.cut(img, attention, centres[s:s + self.chunk_size], target[s:s + self.chunk_size],
-                                   label=label, modality=modality, volume_index=index, targets=self.targets,
-                                   pad_value=pad, ignore=ignore)
+            yield self.sampler.cut(
+                img,
+                attention,
+                centres[s : s + self.chunk_size],
+                target[s : s + self.chunk_size],
+                label=label,
+                modality=modality,
+                volume_index=index,
+                targets=self.targets,
+                pad_value=pad,
+                ignore=ignore,
+            )
 
     def _shard(self, shard: int) -> Iterator[PatchBatch]:
         todo = deque(self.shard_volumes(shard))
@@ -307,8 +354,12 @@ class PatchStream(IterableDataset):
                     continue
                 pending = chunk
             if buffer is None:
-                buffer = _Buffer(self.buffer_size, pending.image.shape[1], tuple(pending.image.shape[2:]),
-                                 self.with_label)
+                buffer = _Buffer(
+                    self.buffer_size,
+                    pending.image.shape[1],
+                    tuple(pending.image.shape[2:]),
+                    self.with_label,
+                )
             while pending is not None and buffer.room() > 0:
                 k = min(len(pending), buffer.room())
                 buffer.put(pending[:k])
@@ -321,8 +372,10 @@ class PatchStream(IterableDataset):
             yield buffer.take(self.batch_size, gen)
 
     def __len__(self) -> int:  # an IterableDataset has no length; refuse politely
-        raise TypeError("PatchStream has no length (the number of patches is known only after sampling); "
-                        "use steps_per_epoch or iterate")
+        raise TypeError(
+            "PatchStream has no length (the number of patches is known only after sampling); "
+            "use steps_per_epoch or iterate"
+        )
 
 
 def _few(items: Sequence[Any], n: int = 5) -> str:
@@ -345,10 +398,16 @@ def _check_channels(counts: Mapping[int, int | None]) -> None:
         if c is not None:
             groups.setdefault(c, []).append(index)
     if len(groups) > 1:
-        parts = "; ".join(f"{c} channel(s) in volumes[{_few(ix)}]" if len(ix) > 1 else
-                          f"{c} channel(s) in volumes[{ix[0]}]" for c, ix in sorted(groups.items()))
-        raise ValueError(f"volumes must all have the same number of image channels (one batch "
-                         f"holds patches of many volumes); got {parts}")
+        parts = "; ".join(
+            f"{c} channel(s) in volumes[{_few(ix)}]"
+            if len(ix) > 1
+            else f"{c} channel(s) in volumes[{ix[0]}]"
+            for c, ix in sorted(groups.items())
+        )
+        raise ValueError(
+            f"volumes must all have the same number of image channels (one batch "
+            f"holds patches of many volumes); got {parts}"
+        )
 
 
 def _generator(seed: int, epoch: int, key: int) -> torch.Generator:
@@ -368,7 +427,9 @@ def _round_robin(iterators: list[Iterator[PatchBatch]]) -> Iterator[PatchBatch]:
         active.append(it)
 
 
-def _tagged_round_robin(shards: dict[int, Iterator[PatchBatch]]) -> Iterator[tuple[int, PatchBatch | None]]:
+def _tagged_round_robin(
+    shards: dict[int, Iterator[PatchBatch]],
+) -> Iterator[tuple[int, PatchBatch | None]]:
     """The worker side of :meth:`PatchStream.loader`: ``(shard, batch)``, ``(shard, None)`` at its end."""
     active = deque(shards.items())
     while active:
@@ -381,7 +442,9 @@ def _tagged_round_robin(shards: dict[int, Iterator[PatchBatch]]) -> Iterator[tup
         active.append((s, it))
 
 
-def _merge(items: Iterator[tuple[int, PatchBatch | None]], shards: int | None) -> Iterator[PatchBatch]:
+def _merge(
+    items: Iterator[tuple[int, PatchBatch | None]], shards: int | None
+) -> Iterator[PatchBatch]:
     """Re-order the workers' ``(shard, batch)`` items into the shards' round-robin order."""
     if shards is None:  # one process: already in order
         for _, b in items:
@@ -418,4 +481,3 @@ class _Tagged(IterableDataset):
 
     def __iter__(self) -> Iterator[tuple[int, PatchBatch | None]]:
         return _tagged_round_robin({k: self.stream._shard(k) for k in self.stream._my_shards()})
-

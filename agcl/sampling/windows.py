@@ -53,7 +53,7 @@ def window_index(
         ``(flat (P, h, w) int64, valid (P, h, w) bool)``.
     """
     dims = [int(d) for d in shape]
-    strides = [int(np.prod(dims[k + 1:])) for k in range(3)]
+    strides = [int(np.prod(dims[k + 1 :])) for k in range(3)]
     b, c = (k for k in range(3) if k != axis)
     h, w = patch
     dr = torch.arange(h, device=centres.device) - h // 2
@@ -70,7 +70,10 @@ def window_index(
 
 
 def gather_windows(
-    vol: torch.Tensor, axis: int, centres: torch.Tensor, patch: tuple[int, int],
+    vol: torch.Tensor,
+    axis: int,
+    centres: torch.Tensor,
+    patch: tuple[int, int],
     pad_value: float | Callable[[], float],
 ) -> torch.Tensor:
     """Windows ``(P, h, w)`` of ``vol`` (3-D, any strides) around ``(slice, i, j)`` centres.
@@ -107,7 +110,9 @@ def gather_windows(
         sel = torch.nonzero(~inside).squeeze(1)
         flat, valid = window_index(dims, axis, centres[sel], patch)
         src = vol if vol.is_contiguous() else vol.contiguous()
-        fill = torch.as_tensor(pad_value() if callable(pad_value) else pad_value, dtype=vol.dtype, device=vol.device)
+        fill = torch.as_tensor(
+            pad_value() if callable(pad_value) else pad_value, dtype=vol.dtype, device=vol.device
+        )
         out[sel] = torch.where(valid, torch.take(src, flat), fill)
     return out
 
@@ -165,8 +170,9 @@ def extract_windows(
     if not is_real(pad_value):
         raise TypeError(f"pad_value must be a number; got {type(pad_value).__name__} {pad_value!r}")
     if not (arr.is_floating_point() or float(pad_value).is_integer()):  # 0.5 would become 0
-        raise ValueError(f"pad_value must be a whole number for an array of dtype {arr.dtype}; "
-                         f"got {pad_value}")
+        raise ValueError(
+            f"pad_value must be a whole number for an array of dtype {arr.dtype}; got {pad_value}"
+        )
     cen = cen.to(device=arr.device, dtype=torch.long)
     if arr.ndim == 2:
         arr, ax = arr.unsqueeze(0), 0
@@ -174,6 +180,10 @@ def extract_windows(
     else:
         ax = normalise_axis(axis)
     dims = [arr.shape[ax]] + [arr.shape[k] for k in range(3) if k != ax]
-    if cen.numel() and any(bool(((cen[:, k] < 0) | (cen[:, k] >= dims[k])).any()) for k in range(3)):
-        raise ValueError(f"centres must lie inside the array of shape {tuple(array.shape)}; got a centre outside")
+    if cen.numel() and any(
+        bool(((cen[:, k] < 0) | (cen[:, k] >= dims[k])).any()) for k in range(3)
+    ):
+        raise ValueError(
+            f"centres must lie inside the array of shape {tuple(array.shape)}; got a centre outside"
+        )
     return gather_windows(arr, ax, cen, patch, pad_value)

@@ -25,8 +25,10 @@ def test_small_images_are_padded_with_void_and_image_and_mask_flip_together():
         seen_flip |= bool(fy[0, 0] > fy[0, 1])
     assert seen_flip
     never = RandomCropFlip2D(3, hflip=False)
-    assert all(bool((never(x, torch.arange(12).view(3, 4), generator=gen)[1].diff(dim=1) > 0).all())
-               for _ in range(20))
+    assert all(
+        bool((never(x, torch.arange(12).view(3, 4), generator=gen)[1].diff(dim=1) > 0).all())
+        for _ in range(20)
+    )
 
 
 def test_crops_are_seeded_by_the_generator_and_bad_input_is_refused():

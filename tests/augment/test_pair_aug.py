@@ -49,7 +49,9 @@ def test_image_channels_match_bruteforce_oracle():
     out = affine_view(x, theta)
     for i in range(3):
         # float64 all the way: differences are rounding only
-        np.testing.assert_allclose(out[i, 0].numpy(), _oracle_bilinear(x[i, 0].numpy(), theta[i].numpy()), atol=1e-10)
+        np.testing.assert_allclose(
+            out[i, 0].numpy(), _oracle_bilinear(x[i, 0].numpy(), theta[i].numpy()), atol=1e-10
+        )
 
 
 def test_same_transform_on_every_channel():
@@ -67,7 +69,9 @@ def test_same_transform_on_every_channel():
 
 
 @settings(deadline=None, max_examples=15)
-@given(st.integers(1, 6), st.integers(2, 20), st.integers(2, 20), st.integers(0, 2**16), st.booleans())
+@given(
+    st.integers(1, 6), st.integers(2, 20), st.integers(2, 20), st.integers(0, 2**16), st.booleans()
+)
 def test_masks_stay_binary_views_differ_no_nan(b, h, w, seed, hflip):
     x = _batch(b, h, w, seed)
     aug = PairAug(hflip=hflip, intensity_jitter=0.1, generator=torch.Generator().manual_seed(seed))
@@ -81,7 +85,9 @@ def test_masks_stay_binary_views_differ_no_nan(b, h, w, seed, hflip):
 
 def test_identity_parameters_return_input_exactly():
     x = _batch(4)
-    aug = PairAug(scale=(1.0, 1.0), ratio=(1.0, 1.0), degrees=0.0, generator=torch.Generator().manual_seed(0))
+    aug = PairAug(
+        scale=(1.0, 1.0), ratio=(1.0, 1.0), degrees=0.0, generator=torch.Generator().manual_seed(0)
+    )
     v1, v2 = aug(x)
     assert torch.equal(v1, x) and torch.equal(v2, x)
     assert v1.data_ptr() != x.data_ptr()  # a copy, not the input itself
@@ -120,8 +126,15 @@ def test_crop_area_and_rotation_ranges(hflip, size):
 
 
 def test_hflip_mirrors_and_default_does_not():
-    assert (torch.linalg.det(PairAug(generator=torch.Generator().manual_seed(0)).sample_theta(200)[:, :, :2]) > 0).all()
-    det = torch.linalg.det(PairAug(hflip=True, generator=torch.Generator().manual_seed(0)).sample_theta(200)[:, :, :2])
+    assert (
+        torch.linalg.det(
+            PairAug(generator=torch.Generator().manual_seed(0)).sample_theta(200)[:, :, :2]
+        )
+        > 0
+    ).all()
+    det = torch.linalg.det(
+        PairAug(hflip=True, generator=torch.Generator().manual_seed(0)).sample_theta(200)[:, :, :2]
+    )
     assert (det < 0).any() and (det > 0).any()
     # a flip alone, on a 1 x 4 row: exact reversal
     x = torch.arange(4.0).view(1, 1, 1, 4)
@@ -132,8 +145,14 @@ def test_hflip_mirrors_and_default_does_not():
 def test_colour_distortion_changes_only_images():
     x = torch.rand(3, 4, 8, 8)
     x[:, 3] = (x[:, 3] > 0.5).float()
-    aug = PairAug(scale=(1, 1), ratio=(1, 1), degrees=0, color_distortion=0.5, mask_channels=(-1,),
-                  generator=torch.Generator().manual_seed(0))
+    aug = PairAug(
+        scale=(1, 1),
+        ratio=(1, 1),
+        degrees=0,
+        color_distortion=0.5,
+        mask_channels=(-1,),
+        generator=torch.Generator().manual_seed(0),
+    )
     v = aug.view(x)
     assert torch.equal(v[:, 3], x[:, 3]) and not torch.equal(v[:, :3], x[:, :3])
 

@@ -17,7 +17,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _files(folder: Path) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _fake_run(root: Path, stages: dict) -> Path:
@@ -26,12 +30,16 @@ def _fake_run(root: Path, stages: dict) -> Path:
     (root / "checkpoints").mkdir(parents=True)
     for name in ("coarse.pt", "segment.pt"):
         (root / "checkpoints" / name).write_bytes(b"")
-    (root / "run.json").write_text(json.dumps({"stages": {k: {"complete": v} for k, v in stages.items()}}))
+    (root / "run.json").write_text(
+        json.dumps({"stages": {k: {"complete": v} for k, v in stages.items()}})
+    )
     return root
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench_heldout", ROOT / "benchmarks" / "bench_heldout.py")
+    spec = importlib.util.spec_from_file_location(
+        "bench_heldout", ROOT / "benchmarks" / "bench_heldout.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -43,15 +51,28 @@ def test_scores_equal_the_runs_own_held_out_results(tmp_path, channel):
     train, test = tiny_cohort(tmp_path / "data")
     # trained on ground-truth attention and long enough that stage 3 finds something (a Dice of 0
     # everywhere would make the comparison below vacuous)
-    cfg = tiny_config(**{"coarse.attention_channel": channel, "coarse.epochs": 20, "coarse.source": "gt",
-                         "segment.epochs": 6})
-    result = run_pipeline(train, test, cfg, tmp_path / "run", write_predictions=False, embed_patches_per_slice=0)
+    cfg = tiny_config(
+        **{
+            "coarse.attention_channel": channel,
+            "coarse.epochs": 20,
+            "coarse.source": "gt",
+            "segment.epochs": 6,
+        }
+    )
+    result = run_pipeline(
+        train, test, cfg, tmp_path / "run", write_predictions=False, embed_patches_per_slice=0
+    )
     assert result["mean"]["dice"] > 0.05
     assert module.unfinished_stages(tmp_path / "run") == []
     before = _files(tmp_path / "run")
-    cases = PreparedCases([c for c, _ in test], [m for _, m in test], clip_hu=cfg.clip_hu,
-                          percentiles=cfg.percentiles, organs=dict(module.BTCV_ORGANS),
-                          body=cfg.coarse.body_mask)  # as main() prepares them
+    cases = PreparedCases(
+        [c for c, _ in test],
+        [m for _, m in test],
+        clip_hu=cfg.clip_hu,
+        percentiles=cfg.percentiles,
+        organs=dict(module.BTCV_ORGANS),
+        body=cfg.coarse.body_mask,
+    )  # as main() prepares them
     summary = module.summarize(module.score_cases(tmp_path / "run", cases, overrides={}))
     assert _files(tmp_path / "run") == before  # the run folder is only read
     assert summary["cases"] == len(test)
@@ -61,7 +82,9 @@ def test_scores_equal_the_runs_own_held_out_results(tmp_path, channel):
         assert row["dice"] == result["per_organ"][name]["dice"], name
         assert row["min_recall"] == result["attention_recall_min"][name], name
     # an inference-only override changes the fusion, not the checkpoints
-    strict = module.summarize(module.score_cases(tmp_path / "run", cases, overrides={"segment.threshold": 0.99}))
+    strict = module.summarize(
+        module.score_cases(tmp_path / "run", cases, overrides={"segment.threshold": 0.99})
+    )
     assert strict["coarse_mean_dice"] == summary["coarse_mean_dice"]
     assert strict["mean_dice"] < summary["mean_dice"] and strict["missed"] > summary["missed"]
 
@@ -71,7 +94,11 @@ def test_only_inference_fields_can_be_overridden_and_the_run_must_exist(tmp_path
     with pytest.raises(SystemExit):
         module.main(["--run", str(tmp_path), "--set", "segment.epochs=3"])
     err = capsys.readouterr().err
-    assert "segment.coarse_weight" in err and "'segment.epochs=3'" in err and "fixed by the run's checkpoints" in err
+    assert (
+        "segment.coarse_weight" in err
+        and "'segment.epochs=3'" in err
+        and "fixed by the run's checkpoints" in err
+    )
     with pytest.raises(SystemExit):
         module.main(["--run", str(tmp_path), "--set", "segment.coarse_weight=0.6"])
     assert f"{tmp_path / 'checkpoints' / 'segment.pt'} not found" in capsys.readouterr().err

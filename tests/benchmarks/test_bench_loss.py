@@ -15,10 +15,23 @@ def test_bench_loss_quick(tmp_path):
     out = tmp_path / "bench.json"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     run = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "bench_loss.py"), "--quick", "--ms", "128",
-         "--backends", "naive", "torch",
-         "--out", str(out)],
-        capture_output=True, text=True, timeout=300, env=env, check=True,
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "bench_loss.py"),
+            "--quick",
+            "--ms",
+            "128",
+            "--backends",
+            "naive",
+            "torch",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        check=True,
     )
     report = json.loads(out.read_text())
     assert report["machine"]["torch"] and report["machine"]["cpu_count"] >= 1

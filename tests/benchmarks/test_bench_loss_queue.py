@@ -15,9 +15,19 @@ def test_bench_loss_queue_quick(tmp_path):
     out = tmp_path / "queue.json"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     run = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "bench_loss.py"), "--queue", "--quick",
-         "--out", str(out)],
-        capture_output=True, text=True, timeout=300, env=env, check=True,
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "bench_loss.py"),
+            "--queue",
+            "--quick",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        check=True,
     )
     report = json.loads(out.read_text())
     rows = {r["queue"]: r for r in report["results"]}

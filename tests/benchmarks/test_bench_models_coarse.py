@@ -22,9 +22,20 @@ def test_bench_models_mixed_precision_group_quick(tmp_path):
     out = tmp_path / "models.json"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     run = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "bench_models.py"), "--quick", "--groups", "mixed",
-         "--out", str(out)],
-        capture_output=True, text=True, timeout=300, env=env, check=True,
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "bench_models.py"),
+            "--quick",
+            "--groups",
+            "mixed",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        check=True,
     )
     report = json.loads(out.read_text())
     rows = report["results"]
@@ -35,7 +46,9 @@ def test_bench_models_mixed_precision_group_quick(tmp_path):
 
 
 def _bench_coarse():
-    spec = importlib.util.spec_from_file_location("bench_coarse", ROOT / "benchmarks" / "bench_coarse.py")
+    spec = importlib.util.spec_from_file_location(
+        "bench_coarse", ROOT / "benchmarks" / "bench_coarse.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)  # fails on a stale import
     return module
@@ -62,27 +75,54 @@ def test_bench_coarse_report_counts_pairs_below_the_target_per_setting(capsys):
     spleen, gallbladder = module.BTCV_ORGANS[1], module.BTCV_ORGANS[4]
 
     def case(r_tight, r_wide, size_tight, size_wide):
-        return {"dice": {spleen: 0.9, gallbladder: None if r_tight is None else 0.5},
-                "recall": {"0.3:10": {spleen: 1.0, gallbladder: r_tight}, "0.1:15": {spleen: 1.0, gallbladder: r_wide}},
-                "attention_size": {"0.3:10": size_tight, "0.1:15": size_wide}}
+        return {
+            "dice": {spleen: 0.9, gallbladder: None if r_tight is None else 0.5},
+            "recall": {
+                "0.3:10": {spleen: 1.0, gallbladder: r_tight},
+                "0.1:15": {spleen: 1.0, gallbladder: r_wide},
+            },
+            "attention_size": {"0.3:10": size_tight, "0.1:15": size_wide},
+        }
 
-    cases = {"a": case(0.90, 0.97, 2.0, 4.0), "b": case(0.80, 0.99, 3.0, 5.0), "c": case(None, None, 1.0, 3.0)}
+    cases = {
+        "a": case(0.90, 0.97, 2.0, 4.0),
+        "b": case(0.80, 0.99, 3.0, 5.0),
+        "c": case(None, None, 1.0, 3.0),
+    }
     out = module.report("t", cases, [1, 4], [(0.3, 10.0), (0.1, 15.0)])
     tight, wide = out["settings"]["0.3:10"], out["settings"]["0.1:15"]
-    assert tight["below_0.95"] == 2 and wide["below_0.95"] == 0  # an absent organ (None) is not counted
+    assert (
+        tight["below_0.95"] == 2 and wide["below_0.95"] == 0
+    )  # an absent organ (None) is not counted
     assert tight["min_recall"] == pytest.approx(0.80) and wide["min_recall"] == pytest.approx(0.97)
     assert tight["mean_recall"] == pytest.approx((1.0 + 0.85) / 2)
-    assert tight["attention_size"] == pytest.approx(2.0) and wide["attention_size"] == pytest.approx(4.0)
+    assert tight["attention_size"] == pytest.approx(2.0) and wide[
+        "attention_size"
+    ] == pytest.approx(4.0)
     assert out["mean_dice"] == pytest.approx((0.9 + 0.5) / 2)
     assert "2 (case, organ) pairs below recall 0.95" in capsys.readouterr().out
 
 
 def test_bench_coarse_extra_cases_follow_the_demo_cases_unchanged(tmp_path):
     module = _bench_coarse()
-    grid = ["--n-cases", "2", "--synthetic-shape", "24", "24", "6", "--synthetic-spacing", "14.6", "14.6", "25"]
+    grid = [
+        "--n-cases",
+        "2",
+        "--synthetic-shape",
+        "24",
+        "24",
+        "6",
+        "--synthetic-spacing",
+        "14.6",
+        "14.6",
+        "25",
+    ]
     demo = module.cli.parse_args([*grid, "--cache-dir", str(tmp_path / "demo")])
     extra = module.extra_cases(demo, 1, root=tmp_path / "extended")
-    assert sorted((c.modality, c.case_id) for c, _ in extra) == [("contrast", "0003"), ("non-contrast", "0003")]
+    assert sorted((c.modality, c.case_id) for c, _ in extra) == [
+        ("contrast", "0003"),
+        ("non-contrast", "0003"),
+    ]
     assert sorted(m for _, m in extra) == [0, 1]
     module.cli.synthetic_dataset(demo)  # the demo's own 2 cases per modality
     for modality in ("contrast", "non-contrast"):
@@ -111,11 +151,14 @@ def test_bench_coarse_config_is_agcl_trains():
     assert (cfg.coarse.epochs, cfg.organs, cfg.seed, cfg.pretrain.method) == (3, (1, 6), 4, "agcl")
 
 
-def test_bench_coarse_refuses_a_bad_set_and_a_pipeline_run_before_reading_data(tmp_path, capsys,
-                                                                               monkeypatch):
+def test_bench_coarse_refuses_a_bad_set_and_a_pipeline_run_before_reading_data(
+    tmp_path, capsys, monkeypatch
+):
     module = _bench_coarse()
 
-    def no_data(*args, **kwargs):  # reached only when a refusal is missing: fail fast, train nothing
+    def no_data(
+        *args, **kwargs
+    ):  # reached only when a refusal is missing: fail fast, train nothing
         raise AssertionError("bench_coarse read data instead of refusing")
 
     monkeypatch.setattr(module.cli, "load_cohorts", no_data)

@@ -17,9 +17,24 @@ def _run(tmp_path, *extra):
     out = tmp_path / "check.json"
     env = {**os.environ, "TRITON_INTERPRET": "1"}
     proc = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "benchmarks", "gpu_check.py"), "--interpret",
-         "--json", str(out), "--m", "37", "--d", "16", "--runs", "1", *extra],
-        env=env, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            os.path.join(ROOT, "benchmarks", "gpu_check.py"),
+            "--interpret",
+            "--json",
+            str(out),
+            "--m",
+            "37",
+            "--d",
+            "16",
+            "--runs",
+            "1",
+            *extra,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc, json.loads(out.read_text())
@@ -39,8 +54,11 @@ def test_gpu_check_interpret_json(tmp_path):
     # the anchor block inside the rows and the memory queue, per dtype the interpreter runs
     variants = report["variants"]
     assert [(r["dtype"], r["variant"]) for r in variants] == [
-        ("float32", "anchor_start"), ("float32", "grad_rows"),
-        ("float16", "anchor_start"), ("float16", "grad_rows")]
+        ("float32", "anchor_start"),
+        ("float32", "grad_rows"),
+        ("float16", "anchor_start"),
+        ("float16", "grad_rows"),
+    ]
     for r in variants:
         assert r["ok"] is True and r["max_abs_diff"] < 1e-4, r
         assert r["max_rel_grad_diff"] < (1e-4 if r["dtype"] == "float32" else 5e-3)

@@ -34,8 +34,14 @@ def _suite(tmp_path: Path, *args: str, timeout: float = 120):
     out = tmp_path / "out"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     t0 = time.monotonic()
-    proc = subprocess.run([sys.executable, str(SUITE), "--out", str(out), "--dry-run", *args],
-                          capture_output=True, text=True, timeout=timeout, env=env, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, str(SUITE), "--out", str(out), "--dry-run", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=tmp_path,
+    )
     wall = time.monotonic() - t0
     report = json.loads((out / "gpu_suite.json").read_text())
     return proc, report, (out / "gpu_suite.md").read_text(), wall
@@ -45,8 +51,18 @@ def test_a_raising_step_is_reported_and_a_hanging_one_ended_and_the_budget_skips
     # env raises, gpu_check hangs past its 2 s box, and then the 44 s budget leaves the
     # pipeline less than its 40 s minimum: each is recorded and the suite still writes it all.
     proc, report, md, wall = _suite(
-        tmp_path, "--steps", "env,gpu_check,pipeline", "--inject-failure", "env=raise",
-        "--inject-failure", "gpu_check=hang", "--step-timeout", "2", "--time-budget", "44")
+        tmp_path,
+        "--steps",
+        "env,gpu_check,pipeline",
+        "--inject-failure",
+        "env=raise",
+        "--inject-failure",
+        "gpu_check=hang",
+        "--step-timeout",
+        "2",
+        "--time-budget",
+        "44",
+    )
     assert proc.returncode == 1, proc.stdout + proc.stderr
     steps = {s["name"]: s for s in report["steps"]}
     assert list(steps) == ["env", "gpu_check", "pipeline"]
@@ -99,8 +115,12 @@ def test_an_earlier_run_is_not_overwritten_without_the_flag(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "gpu_suite.json").write_text("{}")
-    proc = subprocess.run([sys.executable, str(SUITE), "--out", str(out), "--dry-run"],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, str(SUITE), "--out", str(out), "--dry-run"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode != 0 and "already holds a suite run" in proc.stderr
     assert (out / "gpu_suite.json").read_text() == "{}"
 
@@ -118,15 +138,23 @@ def test_overwrite_removes_only_the_suites_own_folders(bench, tmp_path):
     assert (out / "mine.txt").read_text() == "a user's file"
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--out", "x", "--steps", "env,bogus"], "comma-separated subset of env,pytest_cuda"),
-    (["--out", "x", "--inject-failure", "env=explode"], "STEP=raise or STEP=hang"),
-    (["--out", "x", "--time-budget", "0"], "seconds > 0"),
-    ([], "--out is required"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--out", "x", "--steps", "env,bogus"], "comma-separated subset of env,pytest_cuda"),
+        (["--out", "x", "--inject-failure", "env=explode"], "STEP=raise or STEP=hang"),
+        (["--out", "x", "--time-budget", "0"], "seconds > 0"),
+        ([], "--out is required"),
+    ],
+)
 def test_bad_arguments_name_what_is_valid(args, message, tmp_path):
-    proc = subprocess.run([sys.executable, str(SUITE), *args], capture_output=True, text=True,
-                          timeout=60, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, str(SUITE), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 2 and message in proc.stderr, proc.stderr
 
 
@@ -161,10 +189,12 @@ def _wheel(folder: Path, module: str) -> None:
     """A minimal pure-python wheel holding ``module`` (version 0.1)."""
     dist = module.replace("_", "-")
     info = f"{module}-0.1.dist-info"
-    files = {f"{module}/__init__.py": "__version__ = '0.1'\n",
-             f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1\n",
-             f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
-                              "Tag: py3-none-any\n"}
+    files = {
+        f"{module}/__init__.py": "__version__ = '0.1'\n",
+        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1\n",
+        f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
+        "Tag: py3-none-any\n",
+    }
     files[f"{info}/RECORD"] = "".join(f"{name},,\n" for name in [*files, f"{info}/RECORD"])
     with zipfile.ZipFile(folder / f"{module}-0.1-py3-none-any.whl", "w") as zf:
         for name, text in files.items():
@@ -190,40 +220,62 @@ def test_a_missing_peer_is_installed_from_the_wheels_folder(bench, tmp_path, mon
     finally:
         sys.modules.pop(module, None)
     assert bench.ensure_package("pytest", "pytest", wheels=wheels, site=site) == {
-        "version": pytest.__version__, "source": "present"}
+        "version": pytest.__version__,
+        "source": "present",
+    }
 
 
 def _loss_summary(**over):
     rows = [
         {"M": 64, "D": 8, "dtype": "float32", "backend": "mm3", "time_s": 1.0},
-        {"M": 64, "D": 8, "dtype": "float32", "backend": "triton", "time_s": 0.8, "x_mm3": 0.8,
-         "peak_mb": 2.0},
-        {"M": 64, "D": 8, "dtype": "bfloat16", "backend": "triton", "time_s": 1.3,
-         "x_mm3": 1.3},
-        {"M": 64, "D": 8, "dtype": "float32", "backend": "naive", "time_s": 1.0,
-         "peak_mb": 100.0},
+        {
+            "M": 64,
+            "D": 8,
+            "dtype": "float32",
+            "backend": "triton",
+            "time_s": 0.8,
+            "x_mm3": 0.8,
+            "peak_mb": 2.0,
+        },
+        {"M": 64, "D": 8, "dtype": "bfloat16", "backend": "triton", "time_s": 1.3, "x_mm3": 1.3},
+        {"M": 64, "D": 8, "dtype": "float32", "backend": "naive", "time_s": 1.0, "peak_mb": 100.0},
         {"M": 32, "D": 8, "dtype": "float32", "backend": "naive", "time_s": 1.0, "peak_mb": 1.0},
         {"M": 32, "D": 8, "dtype": "float32", "backend": "pml", "time_s": 3.0},
         {"M": 32, "D": 8, "dtype": "float32", "backend": "loss_triton", "time_s": 0.2},
     ]
-    base = {"rows": rows, "reference": {"speed_M": 64, "speed_D": 8, "pml_M": 32},
-            "sizes": {"dtypes": ["bfloat16", "float32"]}}
+    base = {
+        "rows": rows,
+        "reference": {"speed_M": 64, "speed_D": 8, "pml_M": 32},
+        "sizes": {"dtypes": ["bfloat16", "float32"]},
+    }
     return {**base, **over}
 
 
 def test_targets_read_the_measurements(bench):
     import _gpu_suite_report as rep
 
-    check = {"all_ok": True, "kernel": [{"dtype": d, "ok": True} for d in
-                                        ("float32", "float16", "bfloat16")], "variants": []}
-    pipe = {"num_workers_default": 0, "runs": [
-        {"stage": "pretrain", "workers": 2, "wait_share": 0.01, "steps": 5},
-        {"stage": "pretrain", "workers": 0, "wait_share": 0.25, "steps": 5}]}
-    report = {"steps": [{"name": "loss", "summary": _loss_summary()},
-                        {"name": "gpu_check", "summary": check},
-                        {"name": "pipeline", "summary": pipe}]}
-    got = {(t["target"], t["where"].split(",")[-1].strip()): t
-           for t in rep.targets(report, Path("."))}
+    check = {
+        "all_ok": True,
+        "kernel": [{"dtype": d, "ok": True} for d in ("float32", "float16", "bfloat16")],
+        "variants": [],
+    }
+    pipe = {
+        "num_workers_default": 0,
+        "runs": [
+            {"stage": "pretrain", "workers": 2, "wait_share": 0.01, "steps": 5},
+            {"stage": "pretrain", "workers": 0, "wait_share": 0.25, "steps": 5},
+        ],
+    }
+    report = {
+        "steps": [
+            {"name": "loss", "summary": _loss_summary()},
+            {"name": "gpu_check", "summary": check},
+            {"name": "pipeline", "summary": pipe},
+        ]
+    }
+    got = {
+        (t["target"], t["where"].split(",")[-1].strip()): t for t in rep.targets(report, Path("."))
+    }
     speed = [t for k, t in got.items() if k[0].startswith("Triton fwd+bwd")]
     assert [(t["value"], t["verdict"]) for t in speed] == [(1.3, "fail"), (0.8, "pass")]
     mem = next(t for k, t in got.items() if k[0].startswith("Triton peak memory"))
@@ -250,22 +302,63 @@ def test_loss_skips_what_would_not_finish(bench):
     import torch
     from _gpu_common import Deadline
 
-    history = [{"M": 1024, "D": 128, "dtype": "float32", "backend": "triton",
-                "first_call_s": 2.0, "time_s": 0.5}]
+    history = [
+        {
+            "M": 1024,
+            "D": 128,
+            "dtype": "float32",
+            "backend": "triton",
+            "first_call_s": 2.0,
+            "time_s": 0.5,
+        }
+    ]
     # M**2 D scaling from the largest measured row: (2 + 3 x 0.5) x 4**2 = 56 s
     assert gpu_loss._estimate_s(history, "triton", 4096, 128, "float32", 3) == pytest.approx(56)
     assert gpu_loss._estimate_s(history, "triton", 1024, 256, "float32", 3) == pytest.approx(7)
     assert gpu_loss._estimate_s(history, "torch", 4096, 128, "float32", 3) is None
     args = argparse.Namespace(dry_run=False, deadline_s=30.0, runs=3)
     keys = {"M": 4096, "D": 128, "dtype": "float32", "backend": "triton"}
-    reason = gpu_loss._skip_reason("triton", keys, args, Deadline(30.0), {"rows": history},
-                                   True, None, torch, torch.device("cpu"), torch.float32)
+    reason = gpu_loss._skip_reason(
+        "triton",
+        keys,
+        args,
+        Deadline(30.0),
+        {"rows": history},
+        True,
+        None,
+        torch,
+        torch.device("cpu"),
+        torch.float32,
+    )
     assert reason.startswith("estimated 56 s") and "left before --deadline-s" in reason
     small = {**keys, "M": 1024}
-    assert gpu_loss._skip_reason("triton", small, args, Deadline(30.0), {"rows": history},
-                                 True, None, torch, torch.device("cpu"), torch.float32) is None
-    big = gpu_loss._skip_reason("naive", small, args, Deadline(30.0), {"rows": []}, True, 0.001,
-                                torch, torch.device("cpu"), torch.float32)
+    assert (
+        gpu_loss._skip_reason(
+            "triton",
+            small,
+            args,
+            Deadline(30.0),
+            {"rows": history},
+            True,
+            None,
+            torch,
+            torch.device("cpu"),
+            torch.float32,
+        )
+        is None
+    )
+    big = gpu_loss._skip_reason(
+        "naive",
+        small,
+        args,
+        Deadline(30.0),
+        {"rows": []},
+        True,
+        0.001,
+        torch,
+        torch.device("cpu"),
+        torch.float32,
+    )
     assert big.startswith("would not fit: estimated")  # 5 x 1024**2 x 4 bytes > 1 MiB
 
 
@@ -277,11 +370,14 @@ def test_tune_reads_the_autotuners_pick_per_dtype(bench):
     b16 = triton.Config({"BLOCK_M": 128, "BLOCK_N": 64}, num_warps=8, num_stages=4)
     assert gpu_tune._as_tuple(str(f32)) == (64, 128, 4, 3)
     assert gpu_tune._as_tuple(None) is None
-    cache = {(4096, 128, "torch.float32", "torch.float32"): f32,
-             (4096, 128, "torch.bfloat16", "torch.float32"): b16,
-             (8192, 128, "torch.bfloat16", "torch.float32"): f32}
-    mt = SimpleNamespace(_lse_fwd_tuned=SimpleNamespace(cache=cache),
-                         _lse_bwd_tuned=SimpleNamespace(cache={}))
+    cache = {
+        (4096, 128, "torch.float32", "torch.float32"): f32,
+        (4096, 128, "torch.bfloat16", "torch.float32"): b16,
+        (8192, 128, "torch.bfloat16", "torch.float32"): f32,
+    }
+    mt = SimpleNamespace(
+        _lse_fwd_tuned=SimpleNamespace(cache=cache), _lse_bwd_tuned=SimpleNamespace(cache={})
+    )
     import torch
 
     picks = gpu_tune._autotuned_pick(mt, 4096, 128, torch.bfloat16)
@@ -310,7 +406,11 @@ def test_dry_run_of_every_step(tmp_path):
     assert 0 <= steps["demo"]["mean_dice"] <= 1
     runs = steps["pipeline"]["runs"]
     assert [(r["stage"], r["workers"]) for r in runs] == [
-        ("pretrain", 0), ("segment", 0), ("pretrain", 1), ("segment", 1)]
+        ("pretrain", 0),
+        ("segment", 0),
+        ("pretrain", 1),
+        ("segment", 1),
+    ]
     assert all(r["patches_per_s"] > 0 and 0 <= r["wait_share"] < 1 for r in runs)
     assert all(s["ok"] == s["tried"] > 0 for s in steps["tune"]["summary"])
     verdicts = {t["target"]: t["verdict"] for t in report["targets"]}

@@ -25,8 +25,22 @@ def _gt_args(test):
 def test_evaluate_reproduces_the_runs_per_organ_dice(tiny_run, tmp_path):
     run, _, test, result = tiny_run
     # the ground-truth folders also hold the training cases' labels: only predicted cases are scored
-    assert main(["evaluate", "--pred", str(run / "predictions"), *_gt_args(test), "--out", str(tmp_path / "e"),
-                 "--organs", "spleen", "6"]) == 0  # names or BTCV codes
+    assert (
+        main(
+            [
+                "evaluate",
+                "--pred",
+                str(run / "predictions"),
+                *_gt_args(test),
+                "--out",
+                str(tmp_path / "e"),
+                "--organs",
+                "spleen",
+                "6",
+            ]
+        )
+        == 0
+    )  # names or BTCV codes
     got = json.loads((tmp_path / "e" / "results.json").read_text())
     want = results_entry(result, 0.0)
     assert set(got["per_organ"]) == {"spleen", "liver"}
@@ -40,8 +54,23 @@ def test_evaluate_reproduces_the_runs_per_organ_dice(tiny_run, tmp_path):
 
 def test_every_organ_of_the_run(tiny_run, tmp_path):
     run, _, test, result = tiny_run
-    assert main(["evaluate", "--pred", str(run / "predictions"), *_gt_args(test), "--out", str(tmp_path / "e"),
-                 "--organs", "spleen", "liver", "stomach"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--pred",
+                str(run / "predictions"),
+                *_gt_args(test),
+                "--out",
+                str(tmp_path / "e"),
+                "--organs",
+                "spleen",
+                "liver",
+                "stomach",
+            ]
+        )
+        == 0
+    )
     got = json.loads((tmp_path / "e" / "results.json").read_text())
     want = results_entry(result, 0.0)
     for organ, row in want["per_organ"].items():
@@ -51,7 +80,10 @@ def test_every_organ_of_the_run(tiny_run, tmp_path):
 
 
 def _write(path, array, affine=None):
-    nib.save(nib.Nifti1Image(np.asarray(array, np.uint8), np.eye(4) if affine is None else affine), str(path))
+    nib.save(
+        nib.Nifti1Image(np.asarray(array, np.uint8), np.eye(4) if affine is None else affine),
+        str(path),
+    )
     return path
 
 
@@ -67,12 +99,28 @@ def test_labels_map_another_segmenters_codes(tmp_path, capsys):
     _write(pred / "0001.nii.gz", theirs)
     (tmp_path / "map.json").write_text(json.dumps({"5": 6, "2": 1}))
     with pytest.warns(UserWarning, match=r"\[90\]"):
-        assert main(["evaluate", "--pred", str(pred), "--gt", str(gt), "--out", str(tmp_path / "e"), "--labels",
-                     str(tmp_path / "map.json")]) == 0
+        assert (
+            main(
+                [
+                    "evaluate",
+                    "--pred",
+                    str(pred),
+                    "--gt",
+                    str(gt),
+                    "--out",
+                    str(tmp_path / "e"),
+                    "--labels",
+                    str(tmp_path / "map.json"),
+                ]
+            )
+            == 0
+        )
     got = json.loads((tmp_path / "e" / "results.json").read_text())
     assert got["per_organ"]["liver"]["dice"] == 1.0 and got["per_organ"]["spleen"]["dice"] == 1.0
     # without the mapping the codes mean other organs: scored as such, not silently dropped
-    assert main(["evaluate", "--pred", str(pred), "--gt", str(gt), "--out", str(tmp_path / "f")]) == 0
+    assert (
+        main(["evaluate", "--pred", str(pred), "--gt", str(gt), "--out", str(tmp_path / "f")]) == 0
+    )
     got = json.loads((tmp_path / "f" / "results.json").read_text())
     assert got["per_organ"]["liver"]["dice"] == 0.0 and got["per_organ"]["liver"]["missed"] == 1
 
@@ -85,19 +133,54 @@ def test_bad_inputs_are_named(tmp_path, capsys):
     _write(gt / "0001.nii.gz", lab)
     _write(pred / "0001.nii.gz", lab)
     _write(pred / "0002.nii.gz", lab)  # no ground truth
-    assert main(["evaluate", "--pred", str(pred), "--gt", str(gt), "--out", str(tmp_path / "e")]) == 2
+    assert (
+        main(["evaluate", "--pred", str(pred), "--gt", str(gt), "--out", str(tmp_path / "e")]) == 2
+    )
     err = capsys.readouterr().err
     assert "0002.nii.gz" in err and "no ground truth" in err
     (pred / "0002.nii.gz").unlink()
     _write(pred / "0001.nii.gz", lab, affine=np.diag([2.0, 1, 1, 1]))  # another grid
-    assert main(["evaluate", "--pred", str(pred), "--gt", str(gt), "--out", str(tmp_path / "e")]) == 2
+    assert (
+        main(["evaluate", "--pred", str(pred), "--gt", str(gt), "--out", str(tmp_path / "e")]) == 2
+    )
     assert "not on one grid" in capsys.readouterr().err
     _write(pred / "0001.nii.gz", lab)
-    assert main(["evaluate", "--pred", str(pred), "--gt", str(gt), "--out", str(tmp_path / "e"), "--organs",
-                 "heart"]) == 2
+    assert (
+        main(
+            [
+                "evaluate",
+                "--pred",
+                str(pred),
+                "--gt",
+                str(gt),
+                "--out",
+                str(tmp_path / "e"),
+                "--organs",
+                "heart",
+            ]
+        )
+        == 2
+    )
     assert "'heart' is no BTCV organ" in capsys.readouterr().err
-    assert main(["evaluate", "--pred", str(pred), "--gt", str(tmp_path / "none"), "--out", str(tmp_path / "e")]) == 2
+    assert (
+        main(
+            [
+                "evaluate",
+                "--pred",
+                str(pred),
+                "--gt",
+                str(tmp_path / "none"),
+                "--out",
+                str(tmp_path / "e"),
+            ]
+        )
+        == 2
+    )
     assert "is not a folder" in capsys.readouterr().err
-    assert main(["evaluate", "--pred", str(pred), "--gt", str(gt), "--out", str(tmp_path / "e")]) == 0
-    assert main(["evaluate", "--pred", str(pred), "--gt", str(gt), "--out", str(tmp_path / "e")]) == 2
+    assert (
+        main(["evaluate", "--pred", str(pred), "--gt", str(gt), "--out", str(tmp_path / "e")]) == 0
+    )
+    assert (
+        main(["evaluate", "--pred", str(pred), "--gt", str(gt), "--out", str(tmp_path / "e")]) == 2
+    )
     assert "--overwrite" in capsys.readouterr().err

@@ -45,9 +45,21 @@ def test_unknown_command_and_bad_flags_exit_2(capsys):
 
 def test_python_dash_m_agcl_runs_the_command():
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run([sys.executable, "-m", "agcl", "--help"], capture_output=True, text=True, env=env,
-                          timeout=120, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-m", "agcl", "--help"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        cwd=ROOT,
+    )
     assert proc.returncode == 0 and "predict" in proc.stdout
-    proc = subprocess.run([sys.executable, "-m", "agcl", "evaluate", "--help"], capture_output=True, text=True,
-                          env=env, timeout=120, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-m", "agcl", "evaluate", "--help"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        cwd=ROOT,
+    )
     assert proc.returncode == 0 and "--labels" in proc.stdout

@@ -20,7 +20,20 @@ from tests.pipeline._tiny import tiny_config
 def test_predict_reproduces_the_runs_prediction_with_the_scans_header(tiny_run, tmp_path, capsys):
     run, _, test, result = tiny_run
     case = test[0][0]
-    assert main(["predict", "--run", str(run), "--input", str(case.image_path), "--out", str(tmp_path / "p")]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--run",
+                str(run),
+                "--input",
+                str(case.image_path),
+                "--out",
+                str(tmp_path / "p"),
+            ]
+        )
+        == 0
+    )
     out = tmp_path / "p" / "img0002.nii.gz"  # named after the input's case id
     saved, ref = nib.load(out), nib.load(case.image_path)
     np.testing.assert_allclose(saved.affine, ref.affine)
@@ -36,10 +49,36 @@ def test_predict_reproduces_the_runs_prediction_with_the_scans_header(tiny_run, 
     assert report["body_voxels"] > 0 and isinstance(report["warnings"], list)
     # again into the same folder: refused without --overwrite (nothing replaced), accepted with it
     before = out.stat().st_mtime_ns
-    assert main(["predict", "--run", str(run), "--input", str(case.image_path), "--out", str(tmp_path / "p")]) == 2
+    assert (
+        main(
+            [
+                "predict",
+                "--run",
+                str(run),
+                "--input",
+                str(case.image_path),
+                "--out",
+                str(tmp_path / "p"),
+            ]
+        )
+        == 2
+    )
     assert "--overwrite" in capsys.readouterr().err and out.stat().st_mtime_ns == before
-    assert main(["predict", "--run", str(run), "--input", str(case.image_path), "--out", str(tmp_path / "p"),
-                 "--overwrite"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--run",
+                str(run),
+                "--input",
+                str(case.image_path),
+                "--out",
+                str(tmp_path / "p"),
+                "--overwrite",
+            ]
+        )
+        == 0
+    )
 
 
 def test_a_folder_in_nnunet_layout_reads_channel_0000_only(tiny_run, tmp_path):
@@ -48,10 +87,19 @@ def test_a_folder_in_nnunet_layout_reads_channel_0000_only(tiny_run, tmp_path):
     folder.mkdir()
     for case, _ in test:
         shutil.copy(case.image_path, folder / f"{case.modality}_{case.case_id}_0000.nii.gz")
-    shutil.copy(test[0][0].image_path, folder / "contrast_0002_0001.nii.gz")  # another channel: not read
-    assert main(["predict", "--run", str(run), "--input", str(folder), "--out", str(tmp_path / "p")]) == 0
+    shutil.copy(
+        test[0][0].image_path, folder / "contrast_0002_0001.nii.gz"
+    )  # another channel: not read
+    assert (
+        main(["predict", "--run", str(run), "--input", str(folder), "--out", str(tmp_path / "p")])
+        == 0
+    )
     assert sorted(p.name for p in (tmp_path / "p").iterdir()) == [
-        "contrast_0002.json", "contrast_0002.nii.gz", "non-contrast_0002.json", "non-contrast_0002.nii.gz"]
+        "contrast_0002.json",
+        "contrast_0002.nii.gz",
+        "non-contrast_0002.json",
+        "non-contrast_0002.nii.gz",
+    ]
 
 
 def test_unfinished_runs_and_bad_inputs_are_refused(tiny_run, tmp_path, capsys):
@@ -64,17 +112,49 @@ def test_unfinished_runs_and_bad_inputs_are_refused(tiny_run, tmp_path, capsys):
     (copy / "run.json").write_text(json.dumps(manifest))
     assert main(["predict", "--run", str(copy), "--input", case, "--out", str(tmp_path / "a")]) == 2
     assert "unfinished: stage 3" in capsys.readouterr().err
-    assert main(["predict", "--run", str(tmp_path), "--input", case, "--out", str(tmp_path / "b")]) == 2
+    assert (
+        main(["predict", "--run", str(tmp_path), "--input", case, "--out", str(tmp_path / "b")])
+        == 2
+    )
     assert "not an agcl run folder" in capsys.readouterr().err
     note = tmp_path / "notes.txt"
     note.write_text("not a scan")
-    assert main(["predict", "--run", str(run), "--input", str(note), "--out", str(tmp_path / "c")]) == 2
+    assert (
+        main(["predict", "--run", str(run), "--input", str(note), "--out", str(tmp_path / "c")])
+        == 2
+    )
     assert "is not a NIfTI file" in capsys.readouterr().err
-    assert main(["predict", "--run", str(run), "--input", str(tmp_path / "nothing.nii.gz"), "--out",
-                 str(tmp_path / "d")]) == 2
+    assert (
+        main(
+            [
+                "predict",
+                "--run",
+                str(run),
+                "--input",
+                str(tmp_path / "nothing.nii.gz"),
+                "--out",
+                str(tmp_path / "d"),
+            ]
+        )
+        == 2
+    )
     assert "does not exist" in capsys.readouterr().err
-    assert main(["predict", "--run", str(run), "--input", case, "--out", str(tmp_path / "e"), "--device",
-                 "bogus"]) == 2
+    assert (
+        main(
+            [
+                "predict",
+                "--run",
+                str(run),
+                "--input",
+                case,
+                "--out",
+                str(tmp_path / "e"),
+                "--device",
+                "bogus",
+            ]
+        )
+        == 2
+    )
     assert "--device" in capsys.readouterr().err
 
 
@@ -107,10 +187,14 @@ def _scan_with_arms_and_table():
 
 def test_nothing_is_predicted_or_attended_outside_the_body():
     cfg = tiny_config(**{"organs": (1,), "coarse.margin_mm": 0.0, "segment.coarse_weight": 0.0})
-    run = TrainedRun(_Attended(), [1], cfg, coarse_model=_Everywhere(), coarse_ids=[1], coarse_config=cfg.coarse)
+    run = TrainedRun(
+        _Attended(), [1], cfg, coarse_model=_Everywhere(), coarse_ids=[1], coarse_config=cfg.coarse
+    )
     hu, spacing = _scan_with_arms_and_table(), (7.3, 7.3, 16.0)
     body = body_mask(hu, spacing=spacing)
-    assert body.sum() > 0 and not body[:8].any() and not body[:, 40:].any()  # arms and table are not body
+    assert (
+        body.sum() > 0 and not body[:8].any() and not body[:, 40:].any()
+    )  # arms and table are not body
     pred = predict_volume(hu, spacing=spacing, run=run, return_intermediates=True)
     assert pred.labels.any() and not pred.labels[~body].any()
     box, mask = pred.attention[1]
@@ -132,8 +216,12 @@ def test_the_fallback_and_absent_organs_are_reported():
             return out
 
     cfg = tiny_config(**{"organs": (1,)})
-    run = TrainedRun(_Attended(), [1], cfg, coarse_model=Faint(), coarse_ids=[1], coarse_config=cfg.coarse)
-    pred = predict_volume(_scan_with_arms_and_table(), spacing=(7.3, 7.3, 16.0), run=run, return_intermediates=True)
+    run = TrainedRun(
+        _Attended(), [1], cfg, coarse_model=Faint(), coarse_ids=[1], coarse_config=cfg.coarse
+    )
+    pred = predict_volume(
+        _scan_with_arms_and_table(), spacing=(7.3, 7.3, 16.0), run=run, return_intermediates=True
+    )
     assert pred.sources == {1: "fallback"}
     assert any("may be absent" in w for w in pred.warnings)
     report = pred.report({1: "spleen"}, (7.3, 7.3, 16.0))
@@ -148,7 +236,11 @@ def test_load_run_and_predict_volume_arguments(tiny_run, tmp_path):
     with pytest.raises(ValueError, match="either run"):
         predict_volume(np.zeros((4, 4, 4)), spacing=(1, 1, 1))
     with pytest.raises(ValueError, match="either run"):
-        predict_volume(np.zeros((4, 4, 4)), spacing=(1, 1, 1), run=loaded,
-                       segment_checkpoint=run / "checkpoints" / "segment.pt")
+        predict_volume(
+            np.zeros((4, 4, 4)),
+            spacing=(1, 1, 1),
+            run=loaded,
+            segment_checkpoint=run / "checkpoints" / "segment.pt",
+        )
     with pytest.raises(FileNotFoundError, match="not an agcl run folder"):
         load_run(tmp_path)

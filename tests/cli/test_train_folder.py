@@ -22,24 +22,75 @@ from agcl.cli import train, train2d
 
 # the tiny settings of tests/examples/test_btcv_full.py (a run takes seconds)
 TINY = [
-    "--n-cases", "2", "--synthetic-shape", "48", "48", "12",
-    "--synthetic-spacing", "7.3", "7.3", "16.0",
-    "--attention", "gt", "--coarse-epochs", "2", "--epochs", "1",
-    "--set", "organs=[1,6,7]", "--set", "coarse.spacing_mm=[21.9,21.9,24]",
-    "--set", "coarse.crop_shape=[12,12,8]", "--set", "coarse.base_channels=2",
-    "--set", "coarse.depth=1", "--set", "pretrain.base_width=4", "--set", "pretrain.patch_size=16",
-    "--set", "pretrain.patches_per_slice=1", "--set", "pretrain.max_patches_per_volume=12",
-    "--set", "pretrain.batch_size=8", "--set", "segment.patches_per_slice=1",
-    "--set", "segment.max_patches_per_volume=12", "--set", "segment.aspp_channels=8",
-    "--set", "segment.stride=16",
+    "--n-cases",
+    "2",
+    "--synthetic-shape",
+    "48",
+    "48",
+    "12",
+    "--synthetic-spacing",
+    "7.3",
+    "7.3",
+    "16.0",
+    "--attention",
+    "gt",
+    "--coarse-epochs",
+    "2",
+    "--epochs",
+    "1",
+    "--set",
+    "organs=[1,6,7]",
+    "--set",
+    "coarse.spacing_mm=[21.9,21.9,24]",
+    "--set",
+    "coarse.crop_shape=[12,12,8]",
+    "--set",
+    "coarse.base_channels=2",
+    "--set",
+    "coarse.depth=1",
+    "--set",
+    "pretrain.base_width=4",
+    "--set",
+    "pretrain.patch_size=16",
+    "--set",
+    "pretrain.patches_per_slice=1",
+    "--set",
+    "pretrain.max_patches_per_volume=12",
+    "--set",
+    "pretrain.batch_size=8",
+    "--set",
+    "segment.patches_per_slice=1",
+    "--set",
+    "segment.max_patches_per_volume=12",
+    "--set",
+    "segment.aspp_channels=8",
+    "--set",
+    "segment.stride=16",
 ]
 # stages 2-3 built on stage 1's maps (what --resume must keep consistent), no figures
 _AT = TINY.index("--attention")
-COARSE = [*TINY[:_AT], "--attention", "coarse", *TINY[_AT + 2:], "--no-figures"]
+COARSE = [*TINY[:_AT], "--attention", "coarse", *TINY[_AT + 2 :], "--no-figures"]
 # the tiny settings of tests/examples/test_voc_full.py
-TINY_2D = ["--n-train", "6", "--n-val", "3", "--image-size", "48", "--coarse-epochs", "2",
-           "--epochs", "1", "--set", "pretrain.patch_size=24", "--set", "pretrain.batch_size=16",
-           "--set", "segment.batch_size=16", "--set", "segment.stride=24"]
+TINY_2D = [
+    "--n-train",
+    "6",
+    "--n-val",
+    "3",
+    "--image-size",
+    "48",
+    "--coarse-epochs",
+    "2",
+    "--epochs",
+    "1",
+    "--set",
+    "pretrain.patch_size=24",
+    "--set",
+    "pretrain.batch_size=16",
+    "--set",
+    "segment.batch_size=16",
+    "--set",
+    "segment.stride=24",
+]
 THESIS = "four years of work"
 SHAPE, SPACING = (48, 48, 12), (7.3, 7.3, 16.0)
 
@@ -58,8 +109,11 @@ def _train(capsys, data_dir, out, *extra):
 
 
 def _digests(root: Path) -> dict[str, str]:
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _phantoms(root: Path, seed: int) -> Path:
@@ -105,8 +159,9 @@ def _check_maps_come_from_the_checkpoint(out: Path, cases) -> None:
     from agcl.sampling import load_probabilities
 
     model, ids, cfg = load_coarse(out / "checkpoints" / "coarse.pt")
-    prepared = PreparedCases(cases, [0] * len(cases), clip_hu=cfg.clip_hu,
-                             percentiles=cfg.percentiles)
+    prepared = PreparedCases(
+        cases, [0] * len(cases), clip_hu=cfg.clip_hu, percentiles=cfg.percentiles
+    )
     for i, case in enumerate(cases):
         p = prepared[i]
         want = coarse_probabilities(model, p.image, cfg.coarse, spacing=p.spacing).to(torch.float16)
@@ -132,8 +187,9 @@ def test_a_cache_dir_holding_the_users_files_is_refused(tmp_path, capsys):
     cache = tmp_path / "cache"
     cache.mkdir()
     (cache / "thesis.txt").write_text(THESIS)
-    status, _, err = _run(capsys, train, "--cache-dir", str(cache), "--out", str(tmp_path / "run"),
-                          *TINY)
+    status, _, err = _run(
+        capsys, train, "--cache-dir", str(cache), "--out", str(tmp_path / "run"), *TINY
+    )
     assert status == 2 and str(cache) in err and "did not create" in err
     assert sorted(p.name for p in cache.iterdir()) == ["thesis.txt"]
     assert (cache / "thesis.txt").read_text() == THESIS
@@ -146,15 +202,35 @@ def test_a_2d_cache_holding_a_devkit_agcl_did_not_write_is_refused(tmp_path, cap
     (devkit / "VOC2012" / "JPEGImages").mkdir(parents=True)
     (devkit / "VOC2012" / "JPEGImages" / "2007_000027.jpg").write_bytes(b"a real photo")
     before = _digests(tmp_path / "cache")
-    status, _, err = _run(capsys, train2d, "--cache-dir", str(tmp_path / "cache"), "--out",
-                          str(tmp_path / "run"), *TINY_2D)
+    status, _, err = _run(
+        capsys,
+        train2d,
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--out",
+        str(tmp_path / "run"),
+        *TINY_2D,
+    )
     assert status == 2 and str(devkit) in err
     assert _digests(tmp_path / "cache") == before
     # the same through `agcl train --domain image2d`
     from agcl.cli import main
 
-    assert main(["train", "--domain", "image2d", "--cache-dir", str(tmp_path / "cache"), "--out",
-                 str(tmp_path / "run"), *TINY_2D]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--domain",
+                "image2d",
+                "--cache-dir",
+                str(tmp_path / "cache"),
+                "--out",
+                str(tmp_path / "run"),
+                *TINY_2D,
+            ]
+        )
+        == 2
+    )
     assert _digests(tmp_path / "cache") == before
 
 
@@ -173,8 +249,9 @@ def test_the_2d_command_refuses_an_earlier_run_too(tmp_path, capsys):
     out = tmp_path / "run"
     RunFolder.open(out)  # an earlier run (its manifest)
     (out / "results.json").write_text(THESIS)
-    status, _, err = _run(capsys, train2d, "--cache-dir", str(tmp_path / "cache"),
-                          "--out", str(out), *TINY_2D)
+    status, _, err = _run(
+        capsys, train2d, "--cache-dir", str(tmp_path / "cache"), "--out", str(out), *TINY_2D
+    )
     assert status == 2 and str(out) in err and "--resume" in err and "--overwrite" in err
     assert (out / "results.json").read_text() == THESIS
 
@@ -192,7 +269,11 @@ def test_overwrite_replaces_the_run_and_keeps_the_users_files(run_copy, data, ca
     records = [json.loads(line) for line in (run_copy / "epochs.jsonl").read_text().splitlines()]
     # only the new run's epochs: stage 1 two, stages 2 and 3 one each
     assert [(r["stage"], r["epoch"]) for r in records] == [
-        ("coarse", 1), ("coarse", 2), ("pretrain", 1), ("segment", 1)]
+        ("coarse", 1),
+        ("coarse", 2),
+        ("pretrain", 1),
+        ("segment", 1),
+    ]
     assert {r["run"] for r in records} == {new_id}
     assert json.loads((run_copy / "results.json").read_text())["run_id"] == new_id
 
@@ -201,9 +282,12 @@ def test_overwrite_replaces_the_run_and_keeps_the_users_files(run_copy, data, ca
 def test_resume_with_other_scans_redoes_the_stages_and_uses_their_maps(run_copy, data, capsys):
     status, out, err = _train(capsys, data["b"], run_copy, "--resume")
     assert status == 0, err
-    assert re.search(r"^\[run\] stage 1 changed: cases: contrast/0001 image differs "
-                     r"\(.*img0001\.nii\.gz\); contrast/0001 label differs .*; redoing stages 1-3$",
-                     out, re.M), out
+    assert re.search(
+        r"^\[run\] stage 1 changed: cases: contrast/0001 image differs "
+        r"\(.*img0001\.nii\.gz\); contrast/0001 label differs .*; redoing stages 1-3$",
+        out,
+        re.M,
+    ), out
     assert "skipped" not in out
     for stage in ("coarse", "pretrain", "segment"):
         assert f"[{stage}] epoch 1/" in out
@@ -249,14 +333,17 @@ def test_resume_with_another_inference_overlap_rebuilds_the_maps_with_it(run_cop
     from agcl.pipeline.coarse import coarse_probabilities, load_coarse
     from agcl.sampling import load_probabilities
 
-    status, out, err = _train(capsys, data["a"], run_copy, "--resume",
-                              "--set", "coarse.overlap=0.75")
+    status, out, err = _train(
+        capsys, data["a"], run_copy, "--resume", "--set", "coarse.overlap=0.75"
+    )
     assert status == 0, err
     assert "[coarse] map of contrast_0002 rebuilt" in out
     model, _, cfg = load_coarse(run_copy / "checkpoints" / "coarse.pt")
     case = PreparedCases(_cases(data["a"]), [0, 0])[1]
-    want, old = (coarse_probabilities(model, case.image, grid, spacing=case.spacing).half().float()
-                 for grid in (dataclasses.replace(cfg.coarse, overlap=0.75), cfg.coarse))
+    want, old = (
+        coarse_probabilities(model, case.image, grid, spacing=case.spacing).half().float()
+        for grid in (dataclasses.replace(cfg.coarse, overlap=0.75), cfg.coarse)
+    )
     # the overlap matters on this grid (windows start at 0, 3, 4 instead of 0, 4)
     assert not torch.equal(want, old)
     got = load_probabilities(run_copy / "coarse" / "contrast_0002.prob.pt")[0]
@@ -265,8 +352,17 @@ def test_resume_with_another_inference_overlap_rebuilds_the_maps_with_it(run_cop
 
 # --- every case belongs to one patient ---
 def test_two_folders_with_the_same_case_ids_are_refused_naming_both_files(tmp_path, data, capsys):
-    status, _, err = _run(capsys, train, "--data-dir", str(data["a"]), "--data-dir", str(data["b"]),
-                          "--out", str(tmp_path / "run"), *TINY)
+    status, _, err = _run(
+        capsys,
+        train,
+        "--data-dir",
+        str(data["a"]),
+        "--data-dir",
+        str(data["b"]),
+        "--out",
+        str(tmp_path / "run"),
+        *TINY,
+    )
     assert status == 2
     assert str(data["a"] / "RawData/Training/img/img0001.nii.gz") in err
     assert str(data["b"] / "RawData/Training/img/img0001.nii.gz") in err
@@ -280,15 +376,28 @@ def test_the_same_folder_given_twice_is_refused(tmp_path, data, capsys, monkeypa
         if "--modality" in second:
             first += ["--modality", "contrast"]
         try:  # refused as a usage error (argparse) or as an input error
-            status, _, err = _run(capsys, train, *first, "--data-dir", *second,
-                                  "--out", str(tmp_path / "run"), *TINY)
+            status, _, err = _run(
+                capsys, train, *first, "--data-dir", *second, "--out", str(tmp_path / "run"), *TINY
+            )
         except SystemExit as stop:
             status, err = stop.code, capsys.readouterr().err
         assert status == 2 and "twice" in err
     # the folder and its own datalist: the same scans under two modality names
-    status, _, err = _run(capsys, train, "--data-dir", str(data["a"]), "--modality", "contrast",
-                          "--data-dir", str(data["a"] / "dataset.json"), "--modality",
-                          "non-contrast", "--out", str(tmp_path / "run"), *TINY)
+    status, _, err = _run(
+        capsys,
+        train,
+        "--data-dir",
+        str(data["a"]),
+        "--modality",
+        "contrast",
+        "--data-dir",
+        str(data["a"] / "dataset.json"),
+        "--modality",
+        "non-contrast",
+        "--out",
+        str(tmp_path / "run"),
+        *TINY,
+    )
     assert status == 2 and "listed twice" in err
     assert not (tmp_path / "run").exists()
 
@@ -307,8 +416,10 @@ def test_damaged_coarse_maps_are_rebuilt_on_resume(run_copy, data, capsys):
     coarse_ckpt = _digests(run_copy / "checkpoints")["coarse.pt"]
     status, out, err = _train(capsys, data["a"], run_copy, "--resume")
     assert status == 0, err
-    for stem, name in (("contrast_0002", "contrast_0002.nii.gz"),
-                       ("contrast_0001", "contrast_0001.prob.pt")):
+    for stem, name in (
+        ("contrast_0002", "contrast_0002.nii.gz"),
+        ("contrast_0001", "contrast_0001.prob.pt"),
+    ):
         assert f"[coarse] map of {stem} rebuilt: {name} is damaged or was changed" in out
     assert "stage 1 changed" not in out
     assert _digests(run_copy / "checkpoints")["coarse.pt"] == coarse_ckpt
@@ -321,7 +432,9 @@ def test_a_damaged_finished_checkpoint_is_redone_on_resume(run_copy, data, capsy
     ckpt.write_bytes(ckpt.read_bytes()[:1000])
     status, out, err = _train(capsys, data["a"], run_copy, "--resume")
     assert status == 0, err
-    assert ("[run] stage 2 changed: its output checkpoints/pretrain.pt changed on disk; "
-            "redoing stages 2-3") in out
+    assert (
+        "[run] stage 2 changed: its output checkpoints/pretrain.pt changed on disk; "
+        "redoing stages 2-3"
+    ) in out
     assert "[pretrain] epoch 1/1" in out and "[segment] epoch 1/1" in out
     assert "[coarse] epoch" not in out

@@ -26,7 +26,9 @@ def _layout(root, ids=("0001", "0002"), labels=True, shape=(4, 4, 3), aff=None):
     (tr / "img").mkdir(parents=True)
     (tr / "label").mkdir()
     for i in ids:
-        nib.save(nib.Nifti1Image(np.zeros(shape, np.int16), aff), str(tr / "img" / f"img{i}.nii.gz"))
+        nib.save(
+            nib.Nifti1Image(np.zeros(shape, np.int16), aff), str(tr / "img" / f"img{i}.nii.gz")
+        )
         if labels:
             lab = np.zeros(shape, np.uint8)
             lab[0, 0, 0] = 6
@@ -35,7 +37,11 @@ def _layout(root, ids=("0001", "0002"), labels=True, shape=(4, 4, 3), aff=None):
 
 
 def test_organ_constants():
-    assert len(BTCV_ORGANS) == 13 and BTCV_ORGANS[1] == "spleen" and BTCV_ORGANS[13] == "left adrenal gland"
+    assert (
+        len(BTCV_ORGANS) == 13
+        and BTCV_ORGANS[1] == "spleen"
+        and BTCV_ORGANS[13] == "left adrenal gland"
+    )
     assert BTCV_ORGAN_NAMES[5] == "liver" and BTCV_ORGAN_CODES["inferior vena cava"] == 9
 
 
@@ -69,12 +75,19 @@ def test_no_layout_or_no_images(tmp_path):
 def test_datalist_resolves_relative_paths(tmp_path):
     tr = _layout(tmp_path)
     dl = {
-        "training": [{"image": "RawData/Training/img/img0001.nii.gz", "label": "RawData/Training/label/label0001.nii.gz"}],
+        "training": [
+            {
+                "image": "RawData/Training/img/img0001.nii.gz",
+                "label": "RawData/Training/label/label0001.nii.gz",
+            }
+        ],
         "validation": [str(tr / "img" / "img0002.nii.gz")],
     }
     (tmp_path / "dl.json").write_text(json.dumps(dl))
     train = load_datalist(tmp_path / "dl.json")
-    assert train == [Case("img0001", tr / "img" / "img0001.nii.gz", tr / "label" / "label0001.nii.gz")]
+    assert train == [
+        Case("img0001", tr / "img" / "img0001.nii.gz", tr / "label" / "label0001.nii.gz")
+    ]
     val = load_datalist(tmp_path / "dl.json", "validation", modality="non-contrast")
     assert val[0].label_path is None and val[0].modality == "non-contrast"
     with pytest.raises(ValueError, match=r"split 'test'.*\['training', 'validation'\]"):
@@ -99,10 +112,14 @@ def test_load_case_checks_grids(tmp_path):
     # LPS file, RAS arrays: the stored voxel [0, 0, 0] is canonical [3, 3, 0]
     assert label.array[3, 3, 0] == 6 and image.shape == label.shape
     lp = tr / "label" / "label0002.nii.gz"
-    nib.save(nib.Nifti1Image(np.zeros((4, 4, 2), np.uint8), np.diag([-1.0, -1.0, 2.0, 1.0])), str(lp))
+    nib.save(
+        nib.Nifti1Image(np.zeros((4, 4, 2), np.uint8), np.diag([-1.0, -1.0, 2.0, 1.0])), str(lp)
+    )
     with pytest.raises(ValueError, match=r"label0002.*shape \(4, 4, 2\).*\(4, 4, 3\)"):
         load_case(discover_btcv(tmp_path)[1])
-    nib.save(nib.Nifti1Image(np.zeros((4, 4, 3), np.uint8), np.diag([-1.0, -1.0, 3.0, 1.0])), str(lp))
+    nib.save(
+        nib.Nifti1Image(np.zeros((4, 4, 3), np.uint8), np.diag([-1.0, -1.0, 3.0, 1.0])), str(lp)
+    )
     with pytest.raises(ValueError, match="label0002.*affines differ"):
         load_case(discover_btcv(tmp_path)[1])
 

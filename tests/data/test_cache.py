@@ -18,6 +18,7 @@ def test_lru_within_the_byte_limit():
         def load():
             loads.append(tag)
             return np.zeros(n, np.uint8)
+
         return load
 
     cache.get("a", arr(400, "a"))
@@ -47,14 +48,19 @@ def test_zero_keeps_nothing_and_pickle_is_empty():
 def test_nbytes_walks_containers_and_skips_broadcast_views():
     view = np.broadcast_to(np.zeros((), np.float32), (100, 100))
     assert nbytes_of(view) == 4
-    assert nbytes_of({"a": np.zeros(5, np.int16), "b": [np.zeros(2, np.float64), "x"], "c": None}) == 26
+    assert (
+        nbytes_of({"a": np.zeros(5, np.int16), "b": [np.zeros(2, np.float64), "x"], "c": None})
+        == 26
+    )
 
 
 def test_prepared_cases_load_on_access(tmp_path):
     from agcl.data import build_cohort
     from agcl.data.synthetic import write_btcv_like
 
-    cohort = build_cohort(write_btcv_like(tmp_path, 1, shape=(24, 24, 6), spacing=(5.0, 5.0, 10.0), seed=0))
+    cohort = build_cohort(
+        write_btcv_like(tmp_path, 1, shape=(24, 24, 6), spacing=(5.0, 5.0, 10.0), seed=0)
+    )
     pairs = list(cohort)
     cache = VolumeCache(10**9)
     cases = PreparedCases([c for c, _ in pairs], [m for _, m in pairs], cache=cache)

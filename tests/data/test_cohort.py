@@ -14,10 +14,21 @@ def _cases(n, prefix, start=0):
 
 
 def test_ids_follow_first_appearance_and_names_are_set():
-    c = build_cohort([("non-contrast", _cases(1, "n")), ("contrast", _cases(2, "c")), ("non-contrast", _cases(1, "m", start=1))])
+    c = build_cohort(
+        [
+            ("non-contrast", _cases(1, "n")),
+            ("contrast", _cases(2, "c")),
+            ("non-contrast", _cases(1, "m", start=1)),
+        ]
+    )
     assert c.modalities == ("non-contrast", "contrast")
     assert c.modality_ids == (0, 1, 1, 0)
-    assert [case.modality for case in c.cases] == ["non-contrast", "contrast", "contrast", "non-contrast"]
+    assert [case.modality for case in c.cases] == [
+        "non-contrast",
+        "contrast",
+        "contrast",
+        "non-contrast",
+    ]
     assert len(c) == 4 and c.modality_id("contrast") == 1
     assert [m for _, m in c] == [0, 1, 1, 0]
 

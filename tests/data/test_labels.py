@@ -16,16 +16,19 @@ def test_load_accepts_string_and_int_keys(tmp_path):
     assert load_coarse_labels(p) == {1: 1, 52: 8, 64: 0}
 
 
-@pytest.mark.parametrize("text, match", [
-    ("{not json", "not valid JSON"),
-    ("[1, 2]", "JSON object"),
-    ("{}", "empty"),
-    ('{"liver": 6}', "a key"),
-    ('{"5": "six"}', "value of key '5'"),
-    ('{"5": 6.5}', "value of key '5'"),
-    ('{"5": true}', "value of key '5'"),
-    ('{"-1": 3}', "a key"),
-])
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("{not json", "not valid JSON"),
+        ("[1, 2]", "JSON object"),
+        ("{}", "empty"),
+        ('{"liver": 6}', "a key"),
+        ('{"5": "six"}', "value of key '5'"),
+        ('{"5": 6.5}', "value of key '5'"),
+        ('{"5": true}', "value of key '5'"),
+        ('{"-1": 3}', "a key"),
+    ],
+)
 def test_load_errors_name_the_file(tmp_path, text, match):
     p = tmp_path / "bad.json"
     p.write_text(text)
@@ -55,12 +58,22 @@ def test_pipeline_translates_foreign_codes(tmp_path):
         foreign[0, 0, 0] = 7
         folder = coarse / case.modality
         folder.mkdir(parents=True, exist_ok=True)
-        nib.save(nib.Nifti1Image(foreign, img.affine, img.header), folder / f"{case.case_id}.nii.gz")
+        nib.save(
+            nib.Nifti1Image(foreign, img.affine, img.header), folder / f"{case.case_id}.nii.gz"
+        )
     mapping = {100 + k: k for k in range(1, 14)}
     cfg = tiny_config(**{"pretrain.method": "none", "coarse.source": "gt", "segment.epochs": 1})
     with pytest.warns(UserWarning, match=r"codes \[7\]"):
-        result = run_pipeline(train, test, cfg, tmp_path / "run", coarse_dir=coarse, coarse_labels=mapping,
-                              write_predictions=False, embed_patches_per_slice=0)
+        result = run_pipeline(
+            train,
+            test,
+            cfg,
+            tmp_path / "run",
+            coarse_dir=coarse,
+            coarse_labels=mapping,
+            write_predictions=False,
+            embed_patches_per_slice=0,
+        )
     assert result["coarse_mean"]["dice"] == pytest.approx(1.0, abs=1e-6)  # translated back exactly
     with pytest.raises(ValueError, match="coarse_labels"):
         run_pipeline(train, test, cfg, tmp_path / "run2", coarse_labels=mapping)

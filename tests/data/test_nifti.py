@@ -62,7 +62,9 @@ def test_scl_slope_applied_for_images(tmp_path):
 
 
 def test_label_kind_returns_integers_and_rejects_fractions(tmp_path):
-    v = load_volume(_write(tmp_path / "l.nii.gz", np.array([[[0.0, 3.0]]], np.float32), np.eye(4)), kind="label")
+    v = load_volume(
+        _write(tmp_path / "l.nii.gz", np.array([[[0.0, 3.0]]], np.float32), np.eye(4)), kind="label"
+    )
     assert v.array.dtype == np.int16 and v.array.ravel().tolist() == [0, 3]
     _write(tmp_path / "f.nii.gz", np.array([[[0.5, 3.0]]], np.float32), np.eye(4))
     with pytest.raises(ValueError, match="f.nii.gz.*non-integer"):
@@ -113,17 +115,24 @@ def test_save_like_round_trip_restores_original_orientation(tmp_path, codes):
     ref = load_volume(tmp_path / "ct.nii.gz")
     pred = (ref.array > 0).astype(np.int64) * 6
     for reference in (ref, tmp_path / "ct.nii.gz"):
-        out = nib.load(str(save_like(torch.from_numpy(pred), reference, tmp_path / "o" / "pred.nii.gz")))
+        out = nib.load(
+            str(save_like(torch.from_numpy(pred), reference, tmp_path / "o" / "pred.nii.gz"))
+        )
         np.testing.assert_allclose(out.affine, aff)
         assert out.header.get_data_dtype() == np.int16
         assert out.header["descrip"].tobytes().startswith(b"scanner X")
         np.testing.assert_array_equal(np.asarray(out.dataobj), (ct > 0) * 6)
         # and reading it back gives the prediction in canonical orientation
-        np.testing.assert_array_equal(load_volume(tmp_path / "o" / "pred.nii.gz", kind="label").array, pred)
+        np.testing.assert_array_equal(
+            load_volume(tmp_path / "o" / "pred.nii.gz", kind="label").array, pred
+        )
 
 
 def test_save_like_rejects_wrong_shape(tmp_path):
-    nib.save(nib.Nifti1Image(np.zeros((2, 3, 4), np.int16), np.diag([-1.0, -1, 1, 1])), str(tmp_path / "c.nii.gz"))
+    nib.save(
+        nib.Nifti1Image(np.zeros((2, 3, 4), np.int16), np.diag([-1.0, -1, 1, 1])),
+        str(tmp_path / "c.nii.gz"),
+    )
     ref = load_volume(tmp_path / "c.nii.gz")
     with pytest.raises(ValueError, match=r"label_array.*\(2, 3, 4\).*\(3, 2, 4\)"):
         save_like(np.zeros((3, 2, 4), int), ref, tmp_path / "bad.nii.gz")

@@ -178,7 +178,9 @@ def test_label_map_bad_override(tmp_path, labels, err, match):
 
 def test_label_map_bad_override_file(tmp_path):
     (tmp_path / "dataset.json").write_text(json.dumps({"labels": {"background": 0, "liver": 1}}))
-    with pytest.raises(FileNotFoundError, match="no label mapping .*nope.json: the file does not exist"):
+    with pytest.raises(
+        FileNotFoundError, match="no label mapping .*nope.json: the file does not exist"
+    ):
         nnunet_label_map(tmp_path, labels=tmp_path / "nope.json")
     (tmp_path / "map.json").write_text("{1: 6")
     with pytest.raises(ValueError, match="map.json is not valid JSON"):

@@ -27,7 +27,9 @@ def test_matches_float64_oracle_on_random_volume():
     v = np.random.default_rng(0).normal(0, 300, (20, 20, 10)).astype(np.float32)
     c = np.clip(v.astype(np.float64), -175, 250)
     lo, hi = np.percentile(c, [1, 99])
-    np.testing.assert_allclose(preprocess_ct(v), (c - lo) / (hi - lo), atol=1e-5)  # float32 rounding
+    np.testing.assert_allclose(
+        preprocess_ct(v), (c - lo) / (hi - lo), atol=1e-5
+    )  # float32 rounding
 
 
 def test_constant_volume_gives_zeros_not_nan():

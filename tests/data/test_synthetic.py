@@ -47,10 +47,14 @@ def test_not_solved_by_a_threshold():
     for other in (1, 11, 9):
         o = img[lab == other]
         best = min(((liver < t).mean() + (o >= t).mean()) / 2 for t in np.linspace(-50, 150, 201))
-        best = min(best, min(((liver >= t).mean() + (o < t).mean()) / 2 for t in np.linspace(-50, 150, 201)))
+        best = min(
+            best,
+            min(((liver >= t).mean() + (o < t).mean()) / 2 for t in np.linspace(-50, 150, 201)),
+        )
         assert best > 0.1, other
     # organs touch: liver voxels with a 6-neighbour in another organ exist
     from scipy import ndimage
+
     border = ndimage.binary_dilation(lab == 6) & (lab != 6) & (lab > 0)
     assert border.sum() > 50
 
@@ -77,13 +81,18 @@ def test_written_layout_goes_through_the_loaders(tmp_path):
     for mod, cases in out.items():
         found = discover_btcv(tmp_path / mod, modality=mod)
         assert found == cases
-        assert load_datalist(tmp_path / mod / "dataset.json", modality=mod)[0].image_path == cases[0].image_path
+        assert (
+            load_datalist(tmp_path / mod / "dataset.json", modality=mod)[0].image_path
+            == cases[0].image_path
+        )
         image, label = load_case(cases[0])
         ref_img, ref_lab = make_phantom(_seed(3, mod, 1), mod, **SMALL)
         np.testing.assert_array_equal(label.array, ref_lab)  # LPS on disk, RAS after loading
         np.testing.assert_allclose(image.array, np.clip(np.rint(ref_img), -1024, 3071))
         assert image.spacing == SMALL["spacing"]
-    assert json.loads((tmp_path / "contrast" / "dataset.json").read_text())["modality"] == "contrast"
+    assert (
+        json.loads((tmp_path / "contrast" / "dataset.json").read_text())["modality"] == "contrast"
+    )
     cohort = build_cohort(out)
     assert cohort.modality_ids == (0, 0, 1, 1)
     # different subjects per modality and per case
@@ -93,4 +102,8 @@ def test_written_layout_goes_through_the_loaders(tmp_path):
 
 
 def _seed(seed, mod, i):
-    return int(np.random.SeedSequence([seed, ("contrast", "non-contrast").index(mod), i]).generate_state(1)[0])
+    return int(
+        np.random.SeedSequence([seed, ("contrast", "non-contrast").index(mod), i]).generate_state(
+            1
+        )[0]
+    )

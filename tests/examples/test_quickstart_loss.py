@@ -15,7 +15,11 @@ def test_quickstart_fast_loss_decreases():
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     run = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "quickstart_loss.py"), "--fast"],
-        capture_output=True, text=True, timeout=120, env=env, check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=True,
     )
     match = re.search(r"first ([\d.]+) -> last ([\d.]+)", run.stdout)
     assert match, run.stdout

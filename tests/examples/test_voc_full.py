@@ -14,9 +14,26 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "examples" / "voc_full.py"
-TINY = ["--n-train", "6", "--n-val", "3", "--image-size", "48", "--coarse-epochs", "2", "--epochs", "1",
-        "--set", "pretrain.patch_size=24", "--set", "pretrain.batch_size=16", "--set", "segment.batch_size=16",
-        "--set", "segment.stride=24"]
+TINY = [
+    "--n-train",
+    "6",
+    "--n-val",
+    "3",
+    "--image-size",
+    "48",
+    "--coarse-epochs",
+    "2",
+    "--epochs",
+    "1",
+    "--set",
+    "pretrain.patch_size=24",
+    "--set",
+    "pretrain.batch_size=16",
+    "--set",
+    "segment.batch_size=16",
+    "--set",
+    "segment.stride=24",
+]
 
 
 def _module():
@@ -28,8 +45,18 @@ def _module():
 
 def _run(tmp_path: Path, *extra: str, timeout: int = 600) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    cmd = [sys.executable, str(SCRIPT), "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "run"), *extra]
-    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)
+    cmd = [
+        sys.executable,
+        str(SCRIPT),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--out",
+        str(tmp_path / "run"),
+        *extra,
+    ]
+    proc = subprocess.run(
+        cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
 
@@ -39,16 +66,29 @@ def test_presets_carry_the_papers_settings():
 
     cfg = config_for(parse_args(["--preset", "paper"]), "agcl")
     coarse = cfg.coarse2d
-    assert (coarse.encoder, coarse.base_width, coarse.optimizer, coarse.lr, coarse.batch_size) == \
-        ("resnet50", 64, "sgd", 1e-3, 8)
+    assert (coarse.encoder, coarse.base_width, coarse.optimizer, coarse.lr, coarse.batch_size) == (
+        "resnet50",
+        64,
+        "sgd",
+        1e-3,
+        8,
+    )
     p, s = cfg.pretrain, cfg.segment
     assert cfg.domain == "image2d"
     assert (p.encoder, p.temperature, p.batch_size, p.image_channels) == ("resnet50", 0.07, 8, 3)
     assert p.aug_color_distortion > 0 and p.aug_hflip
     assert (s.epochs, s.lr, s.batch_size, s.decoder) == (10, 1e-4, 8, "aspp")
-    cfg = config_for(parse_args(["--set", "coarse2d.epochs=3", "--set", "segment.lr=0.002",
-                                 "--color-distortion", "0.2"]), "supcon")
-    assert cfg.coarse2d.epochs == 3 and cfg.segment.lr == 0.002 and cfg.pretrain.aug_color_distortion == 0.2
+    cfg = config_for(
+        parse_args(
+            ["--set", "coarse2d.epochs=3", "--set", "segment.lr=0.002", "--color-distortion", "0.2"]
+        ),
+        "supcon",
+    )
+    assert (
+        cfg.coarse2d.epochs == 3
+        and cfg.segment.lr == 0.002
+        and cfg.pretrain.aug_color_distortion == 0.2
+    )
     assert cfg.pretrain.method == "supcon" and cfg.pretrain.temperature == 0.07
     from agcl.cli._common import UserError
 

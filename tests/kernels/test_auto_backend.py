@@ -19,7 +19,9 @@ from agcl.functional import modal_target_supcon_loss  # noqa: E402
 from agcl.kernels import _self_check, get_lse_fn, resolve_backend  # noqa: E402
 
 mtt = importlib.import_module("agcl.kernels.contrastive_lse_triton")
-interpreted = pytest.mark.skipif(not mtt.INTERPRETED, reason="needs TRITON_INTERPRET=1 before import")
+interpreted = pytest.mark.skipif(
+    not mtt.INTERPRETED, reason="needs TRITON_INTERPRET=1 before import"
+)
 
 
 @pytest.fixture
@@ -99,7 +101,9 @@ def test_failing_self_check_warns_once_and_falls_back(fresh, monkeypatch, kernel
         return kernel(*args, **kwargs)
 
     patch_kernel(monkeypatch, counted)
-    with pytest.warns(RuntimeWarning, match=f"failed its self-check on cpu with torch.float32 .*{reason}"):
+    with pytest.warns(
+        RuntimeWarning, match=f"failed its self-check on cpu with torch.float32 .*{reason}"
+    ):
         assert resolve_backend("auto", "cpu") == "torch"
     ran = len(calls)
     assert ran >= 1
@@ -119,7 +123,10 @@ def test_fallback_is_per_dtype(fresh):
 def test_loss_auto_falls_back_and_triton_stays_strict(fresh, monkeypatch):
     patch_kernel(monkeypatch, _raising)
     feats = torch.randn(6, 2, 8)
-    opts = {"modality": torch.tensor([0, 0, 0, 1, 1, 1]), "target": torch.tensor([0, 1, 2, 0, 1, 2])}
+    opts = {
+        "modality": torch.tensor([0, 0, 0, 1, 1, 1]),
+        "target": torch.tensor([0, 1, 2, 0, 1, 2]),
+    }
     want = modal_target_supcon_loss(feats, backend="torch", **opts)
     with pytest.warns(RuntimeWarning, match="self-check"):
         got = modal_target_supcon_loss(feats, backend="auto", **opts)

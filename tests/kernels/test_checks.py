@@ -28,10 +28,20 @@ if os.environ.get("TRITON_INTERPRET") == "1":
         ((torch.zeros(5, 3), 0.0), {}, ValueError, "temperature"),
         ((torch.zeros(5, 3), float("nan")), {}, ValueError, "temperature"),
         ((torch.zeros(5, 3), "0.1"), {}, TypeError, "temperature"),
-        ((torch.zeros(5, 3), 0.1), {"anchor_start": -1}, ValueError, r"anchor_start must lie in \[0, 5\]; got -1"),
+        (
+            (torch.zeros(5, 3), 0.1),
+            {"anchor_start": -1},
+            ValueError,
+            r"anchor_start must lie in \[0, 5\]; got -1",
+        ),
         ((torch.zeros(5, 3), 0.1), {"anchor_start": 6}, ValueError, "anchor_start"),
         ((torch.zeros(5, 3), 0.1), {"anchor_start": 1.0}, TypeError, "anchor_start must be an int"),
-        ((torch.zeros(5, 3), 0.1), {"anchor_start": 2, "num_anchors": 4}, ValueError, r"num_anchors must lie in \[0, 3\]"),
+        (
+            (torch.zeros(5, 3), 0.1),
+            {"anchor_start": 2, "num_anchors": 4},
+            ValueError,
+            r"num_anchors must lie in \[0, 3\]",
+        ),
         ((torch.zeros(5, 3), 0.1), {"num_anchors": -1}, ValueError, "num_anchors"),
         ((torch.zeros(5, 3), 0.1), {"block_size": 0}, ValueError, "block_size"),
         ((torch.zeros(5, 3), 0.1), {"block_size": 2.0}, TypeError, "block_size"),
@@ -44,14 +54,17 @@ def test_every_backend_refuses_bad_arguments_alike(fn, args, kwargs, exc, match)
         fn(*args, **kwargs)
 
 
-@pytest.mark.parametrize("fn", [contrastive_lse_naive, contrastive_lse_torch], ids=lambda f: f.__name__)
+@pytest.mark.parametrize(
+    "fn", [contrastive_lse_naive, contrastive_lse_torch], ids=lambda f: f.__name__
+)
 def test_integer_z_refused(fn):
     with pytest.raises(TypeError, match="z must be a floating-point tensor; got torch.int64"):
         fn(torch.zeros(4, 3, dtype=torch.long), 0.1)
 
 
-HAND_WRITTEN = [(f, f.__name__.rsplit("_", 1)[1])
-                for f in BACKENDS if f is not contrastive_lse_naive]
+HAND_WRITTEN = [
+    (f, f.__name__.rsplit("_", 1)[1]) for f in BACKENDS if f is not contrastive_lse_naive
+]
 
 
 @pytest.mark.parametrize("fn, name", HAND_WRITTEN, ids=lambda v: getattr(v, "__name__", v))

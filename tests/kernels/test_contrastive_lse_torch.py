@@ -79,11 +79,15 @@ def test_float32_unnormalised_and_tiny_temperature():
     z = _rows(64, 3, seed=5).detach()
     ref = contrastive_lse_naive(z, 0.01)
     # float32 relative error ~1e-7 of |lse| <= 100 -> 1e-4 absolute is a comfortable bound
-    torch.testing.assert_close(contrastive_lse_torch(z.float(), 0.01), ref.float(), rtol=0, atol=1e-4)
+    torch.testing.assert_close(
+        contrastive_lse_torch(z.float(), 0.01), ref.float(), rtol=0, atol=1e-4
+    )
     big = (z * 40.0).float()  # large unnormalised rows: logits up to 1600 / 0.1
     torch.testing.assert_close(
-        contrastive_lse_torch(big, 0.1, block_size=16), contrastive_lse_naive(big.double(), 0.1).float(),
-        rtol=1e-6, atol=1e-3,
+        contrastive_lse_torch(big, 0.1, block_size=16),
+        contrastive_lse_naive(big.double(), 0.1).float(),
+        rtol=1e-6,
+        atol=1e-3,
     )
 
 
@@ -161,7 +165,11 @@ def test_symmetric_backward_both_paths(monkeypatch, temperature, factored):
     # g >= 0 with every row an anchor may take the factored backward (when the exponent range
     # allows it, e.g. not at T = 0.01); force the general path with factored=False: both agree
     if not factored:
-        monkeypatch.setattr(importlib.import_module("agcl.kernels.contrastive_lse_torch"), "_FACTOR_RANGE", -math.inf)
+        monkeypatch.setattr(
+            importlib.import_module("agcl.kernels.contrastive_lse_torch"),
+            "_FACTOR_RANGE",
+            -math.inf,
+        )
     z = _rows(40, 5, seed=7)
     g = torch.rand(40, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
     g[::7] = 0.0  # anchors without positives get g = 0
@@ -209,13 +217,20 @@ def test_cuda_loss_backends_agree(backend):
 
     gen = torch.Generator().manual_seed(3)
     feats = torch.randn(300, 2, 64, generator=gen)
-    opts = {"modality": torch.randint(0, 3, (300,), generator=gen),
-            "target": torch.randint(0, 5, (300,), generator=gen), "partial_weight": 0.5}
+    opts = {
+        "modality": torch.randint(0, 3, (300,), generator=gen),
+        "target": torch.randint(0, 5, (300,), generator=gen),
+        "partial_weight": 0.5,
+    }
     f64 = feats.double().requires_grad_()
     want = modal_target_supcon_loss(f64, backend="naive", **opts)
     want.backward()
     fc = feats.clone().cuda().requires_grad_()
-    got = modal_target_supcon_loss(fc, backend=backend, **{k: (v.cuda() if torch.is_tensor(v) else v) for k, v in opts.items()})
+    got = modal_target_supcon_loss(
+        fc, backend=backend, **{k: (v.cuda() if torch.is_tensor(v) else v) for k, v in opts.items()}
+    )
     got.backward()
     torch.testing.assert_close(got.double().cpu(), want.detach(), rtol=5e-5, atol=5e-5)
-    torch.testing.assert_close(fc.grad.double().cpu(), f64.grad, rtol=1e-4, atol=1e-4 * float(f64.grad.abs().max()))
+    torch.testing.assert_close(
+        fc.grad.double().cpu(), f64.grad, rtol=1e-4, atol=1e-4 * float(f64.grad.abs().max())
+    )

@@ -47,7 +47,7 @@ RTOL32 = ATOL32 = 3e-5
 def reference_lse(z: torch.Tensor, temperature: float, a: int, n: int) -> torch.Tensor:
     """log sum_{j != a+i} exp(z_{a+i} . z_j / T) in float64, straight from the definition."""
     z64 = z.double()
-    s = z64[a:a + n] @ z64.T / temperature
+    s = z64[a : a + n] @ z64.T / temperature
     s[torch.arange(n), torch.arange(a, a + n)] = float("-inf")
     return torch.logsumexp(s, dim=1)
 
@@ -158,7 +158,9 @@ def test_property_random_shapes(m, d, frac, temperature, seed):
     lse, dz, ref, dref = run_both(z, temperature, a, n, torch.randn(n), (16, 16))
     if m == 1:  # the single anchor has no other row: checked in test_single_row
         return
-    torch.testing.assert_close(lse.double(), ref, rtol=RTOL32, atol=ATOL32 * max(1.0, 1 / temperature))
+    torch.testing.assert_close(
+        lse.double(), ref, rtol=RTOL32, atol=ATOL32 * max(1.0, 1 / temperature)
+    )
     scale = max(1.0, float(dref.abs().max())) if dref.numel() else 1.0
     torch.testing.assert_close(dz.double(), dref, rtol=RTOL32, atol=ATOL32 * scale)
 
@@ -188,8 +190,10 @@ def test_zero_upstream_gradient_gives_exact_zero():
 def test_block_size_is_ignored():
     z = unit_rows(21, 10).to(DEVICE)
     torch.testing.assert_close(
-        mtt.contrastive_lse_triton(z, 0.1, block_size=3), mtt.contrastive_lse_triton(z, 0.1),
-        rtol=0, atol=0,
+        mtt.contrastive_lse_triton(z, 0.1, block_size=3),
+        mtt.contrastive_lse_triton(z, 0.1),
+        rtol=0,
+        atol=0,
     )
 
 
@@ -226,10 +230,14 @@ def test_autotuned_launch_path(monkeypatch):
     lse, dz, ref, dref = run_both(z, 0.1, 5, 60, torch.randn(60), blocks=None)
     assert len(mtt._lse_fwd_tuned.cache) == 1 and len(mtt._lse_bwd_tuned.cache) == 1
     torch.testing.assert_close(lse.double(), ref, rtol=RTOL32, atol=ATOL32)
-    torch.testing.assert_close(dz.double(), dref, rtol=RTOL32, atol=ATOL32 * float(dref.abs().max()))
+    torch.testing.assert_close(
+        dz.double(), dref, rtol=RTOL32, atol=ATOL32 * float(dref.abs().max())
+    )
 
 
-@pytest.mark.parametrize(("d", "largest"), [(128, 128), (256, 128), (512, 64), (1024, 32), (4096, 32)])
+@pytest.mark.parametrize(
+    ("d", "largest"), [(128, 128), (256, 128), (512, 64), (1024, 32), (4096, 32)]
+)
 def test_config_pruning_by_row_width(d, largest):
     configs = mtt._lse_fwd_tuned.configs
     kept = mtt._prune(configs, {}, BLOCK_D=max(16, 1 << (d - 1).bit_length()))
@@ -359,8 +367,11 @@ def test_loss_two_views_modality_target(partial_weight, reduction):
     modality = torch.randint(0, 2, (19,), generator=gen)
     target = torch.randint(0, 5, (19,), generator=gen)
     compare_backends(
-        random_features(19, 2, 37), modality=modality, target=target,
-        partial_weight=partial_weight, reduction=reduction,
+        random_features(19, 2, 37),
+        modality=modality,
+        target=target,
+        partial_weight=partial_weight,
+        reduction=reduction,
     )
 
 
@@ -416,7 +427,9 @@ def test_kernel_matches_torch_backend(m, a, n):
     (want * g).sum().backward()
     lse, dz, _, _ = run_both(z.float(), 0.1, a, n, g)
     torch.testing.assert_close(lse.double(), want.detach(), rtol=RTOL32, atol=ATOL32)
-    torch.testing.assert_close(dz.double(), zt.grad, rtol=RTOL32, atol=ATOL32 * float(zt.grad.abs().max()))
+    torch.testing.assert_close(
+        dz.double(), zt.grad, rtol=RTOL32, atol=ATOL32 * float(zt.grad.abs().max())
+    )
 
 
 def _distributed_worker(rank: int, world: int, port: int) -> None:
@@ -428,7 +441,9 @@ def _distributed_worker(rank: int, world: int, port: int) -> None:
 
     from agcl import ModalTargetSupConLoss
 
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
+    )
     try:
         # 13 + 11 samples x 2 views: M = 48 gathered rows, so each rank has a 16-row block
         # without any of its anchors (those rows get only the G^T term).
@@ -451,7 +466,9 @@ def _distributed_worker(rank: int, world: int, port: int) -> None:
         for g, ref in zip(grads, want):
             dist.all_reduce(g)
             g /= world
-            torch.testing.assert_close(g.double(), ref, rtol=RTOL_LOSS, atol=ATOL_LOSS * float(ref.abs().max()))
+            torch.testing.assert_close(
+                g.double(), ref, rtol=RTOL_LOSS, atol=ATOL_LOSS * float(ref.abs().max())
+            )
     finally:
         dist.destroy_process_group()
 
@@ -459,7 +476,9 @@ def _distributed_worker(rank: int, world: int, port: int) -> None:
 @runnable
 @pytest.mark.slow  # ~14 s on 2 cores, nearly all of it two workers importing torch and triton
 @pytest.mark.distributed
-@pytest.mark.skipif(CUDA, reason="the CPU interpreter case; on CUDA the gloo workers would need GPUs")
+@pytest.mark.skipif(
+    CUDA, reason="the CPU interpreter case; on CUDA the gloo workers would need GPUs"
+)
 def test_two_process_gather_with_triton_backend():
     import socket
 
@@ -481,7 +500,9 @@ def chunked_reference(z: torch.Tensor, temperature: float, g: torch.Tensor, chun
         stop = min(start + chunk, z.shape[0])
         s = z64[start:stop] @ z64.T / temperature
         idx = torch.arange(stop - start, device=z.device)
-        s = s.index_put((idx, idx + start), torch.tensor(float("-inf"), device=z.device, dtype=s.dtype))
+        s = s.index_put(
+            (idx, idx + start), torch.tensor(float("-inf"), device=z.device, dtype=s.dtype)
+        )
         lse = torch.logsumexp(s, dim=1)
         (lse * g[start:stop].double()).sum().backward()
         lses.append(lse.detach())
@@ -501,7 +522,9 @@ def test_cuda_large_m_matches_float64(m, d):
     # IEEE fp32 dots (torch's default "highest" matmul precision); the sums run over M ~ 8k
     # terms, hence 1e-4 rather than the interpreter's 3e-5.
     torch.testing.assert_close(lse.double(), ref, rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(z.grad.double(), dref, rtol=1e-4, atol=1e-4 * float(dref.abs().max()))
+    torch.testing.assert_close(
+        z.grad.double(), dref, rtol=1e-4, atol=1e-4 * float(dref.abs().max())
+    )
     # ... and the torch backend, the production path it replaces on CUDA (both fp32).
     zt = z.detach().clone().requires_grad_()
     want = contrastive_lse_torch(zt, 0.1)
@@ -527,7 +550,9 @@ def test_cuda_half_precision_inputs(dtype, grad_tol):
     assert lse.dtype == torch.float32 and z.grad.dtype == dtype
     ref, dref = chunked_reference(z, 0.1, g)
     torch.testing.assert_close(lse.double(), ref, rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(z.grad.double(), dref, rtol=0, atol=grad_tol * float(dref.abs().max()))
+    torch.testing.assert_close(
+        z.grad.double(), dref, rtol=0, atol=grad_tol * float(dref.abs().max())
+    )
 
 
 @pytest.mark.cuda

@@ -30,13 +30,19 @@ def test_hand_computed_binary_sigmoid():
     logits = torch.zeros(1, 1, 2, 2)  # p = 0.5 everywhere
     target = torch.tensor([[[1, 0], [0, 0]]])
     want = 1 - (2 * 0.5 + 1e-5) / (2.0 + 1 + 1e-5)
-    torch.testing.assert_close(soft_dice_loss(logits, target, activation="sigmoid"), torch.tensor(want), **TOL32)
+    torch.testing.assert_close(
+        soft_dice_loss(logits, target, activation="sigmoid"), torch.tensor(want), **TOL32
+    )
 
 
 @settings(deadline=None, max_examples=20)
 @given(
-    b=st.integers(1, 3), c=st.integers(2, 4), h=st.integers(1, 5), w=st.integers(1, 5),
-    three_d=st.booleans(), activation=st.sampled_from(["softmax", "sigmoid", None]),
+    b=st.integers(1, 3),
+    c=st.integers(2, 4),
+    h=st.integers(1, 5),
+    w=st.integers(1, 5),
+    three_d=st.booleans(),
+    activation=st.sampled_from(["softmax", "sigmoid", None]),
     seed=st.integers(0, 2**16),
 )
 def test_matches_brute_force(b, c, h, w, three_d, activation, seed):
@@ -52,7 +58,9 @@ def test_matches_brute_force(b, c, h, w, three_d, activation, seed):
     ref = _dice_brute_force(prob.double(), onehot.double(), 1e-5, 1e-5).float()
     torch.testing.assert_close(loss, ref, **TOL32)
     # the same target given one-hot, or as (B, 1, ...), gives the same loss
-    torch.testing.assert_close(soft_dice_loss(logits, onehot, activation=activation, reduction="none"), loss)
+    torch.testing.assert_close(
+        soft_dice_loss(logits, onehot, activation=activation, reduction="none"), loss
+    )
     torch.testing.assert_close(
         soft_dice_loss(logits, labels.unsqueeze(1), activation=activation, reduction="none"), loss
     )
@@ -73,9 +81,13 @@ def test_binary_sigmoid_c1_equals_softmax_c2_foreground():
     x = torch.randn(2, 1, 5, 5)
     y = (torch.rand(2, 5, 5) > 0.5).long()
     sig = soft_dice_loss(x, y, activation="sigmoid", reduction="none")
-    soft = soft_dice_loss(torch.cat([torch.zeros_like(x), x], 1), y, activation="softmax", reduction="none")
+    soft = soft_dice_loss(
+        torch.cat([torch.zeros_like(x), x], 1), y, activation="softmax", reduction="none"
+    )
     torch.testing.assert_close(sig[:, 0], soft[:, 1], **TOL32)
-    no_bg = soft_dice_loss(torch.cat([torch.zeros_like(x), x], 1), y, include_background=False, reduction="none")
+    no_bg = soft_dice_loss(
+        torch.cat([torch.zeros_like(x), x], 1), y, include_background=False, reduction="none"
+    )
     torch.testing.assert_close(no_bg[:, 0], soft[:, 1], **TOL32)
 
 
@@ -87,34 +99,68 @@ def test_reductions_and_batch_dice():
     torch.testing.assert_close(soft_dice_loss(logits, y, reduction="sum"), per.sum())
     pooled = soft_dice_loss(logits, y, batch_dice=True, reduction="none")
     prob, onehot = logits.softmax(1), torch.nn.functional.one_hot(y, 2).movedim(-1, 1).float()
-    ref = 1 - (2 * (prob * onehot).sum((0, 2, 3)) + 1e-5) / (prob.sum((0, 2, 3)) + onehot.sum((0, 2, 3)) + 1e-5)
+    ref = 1 - (2 * (prob * onehot).sum((0, 2, 3)) + 1e-5) / (
+        prob.sum((0, 2, 3)) + onehot.sum((0, 2, 3)) + 1e-5
+    )
     torch.testing.assert_close(pooled, ref, **TOL32)
 
 
 def test_module_matches_functional_and_half_precision():
     logits, y = torch.randn(2, 3, 4, 4), torch.randint(0, 3, (2, 4, 4))
     mod = SoftDiceLoss(include_background=False, reduction="sum", batch_dice=True)
-    torch.testing.assert_close(mod(logits, y), soft_dice_loss(logits, y, include_background=False,
-                                                             reduction="sum", batch_dice=True))
+    torch.testing.assert_close(
+        mod(logits, y),
+        soft_dice_loss(logits, y, include_background=False, reduction="sum", batch_dice=True),
+    )
     half = SoftDiceLoss()(logits.half(), y)
     assert half.dtype == torch.float32 and torch.isfinite(half)
 
 
 def test_single_channel_background_flag_warns():
     with pytest.warns(UserWarning, match="include_background"):
-        soft_dice_loss(torch.randn(1, 1, 2, 2), torch.ones(1, 2, 2, dtype=torch.long),
-                       activation="sigmoid", include_background=False)
+        soft_dice_loss(
+            torch.randn(1, 1, 2, 2),
+            torch.ones(1, 2, 2, dtype=torch.long),
+            activation="sigmoid",
+            include_background=False,
+        )
 
 
 @pytest.mark.parametrize(
     "call, exc, match",
     [
-        (lambda: soft_dice_loss(torch.randn(2, 3, 4), torch.zeros(2, 4)), ValueError, r"logits must be .*\(2, 3, 4\)"),
-        (lambda: soft_dice_loss(torch.randn(2, 3, 4, 4), torch.zeros(2, 5, 4, dtype=torch.long)), ValueError, r"logits \(2, 3, 4, 4\) and target \(2, 5, 4\)"),
-        (lambda: soft_dice_loss(torch.randn(2, 3, 4, 4), torch.zeros(2, 4, 4)), TypeError, "integer tensor"),
-        (lambda: soft_dice_loss(torch.randn(1, 3, 2, 2), torch.full((1, 2, 2), 3)), ValueError, r"target class indices must lie in \[0, 2\]"),
-        (lambda: soft_dice_loss(torch.randn(1, 1, 2, 2), torch.zeros(1, 2, 2)), ValueError, "softmax.*C=1"),
-        (lambda: soft_dice_loss(torch.randn(1, 1, 2, 2), torch.full((1, 2, 2), 2), activation="sigmoid"), ValueError, r"\[0, 1\] for C=1"),
+        (
+            lambda: soft_dice_loss(torch.randn(2, 3, 4), torch.zeros(2, 4)),
+            ValueError,
+            r"logits must be .*\(2, 3, 4\)",
+        ),
+        (
+            lambda: soft_dice_loss(torch.randn(2, 3, 4, 4), torch.zeros(2, 5, 4, dtype=torch.long)),
+            ValueError,
+            r"logits \(2, 3, 4, 4\) and target \(2, 5, 4\)",
+        ),
+        (
+            lambda: soft_dice_loss(torch.randn(2, 3, 4, 4), torch.zeros(2, 4, 4)),
+            TypeError,
+            "integer tensor",
+        ),
+        (
+            lambda: soft_dice_loss(torch.randn(1, 3, 2, 2), torch.full((1, 2, 2), 3)),
+            ValueError,
+            r"target class indices must lie in \[0, 2\]",
+        ),
+        (
+            lambda: soft_dice_loss(torch.randn(1, 1, 2, 2), torch.zeros(1, 2, 2)),
+            ValueError,
+            "softmax.*C=1",
+        ),
+        (
+            lambda: soft_dice_loss(
+                torch.randn(1, 1, 2, 2), torch.full((1, 2, 2), 2), activation="sigmoid"
+            ),
+            ValueError,
+            r"\[0, 1\] for C=1",
+        ),
         (lambda: SoftDiceLoss(activation="relu"), ValueError, "activation must be one of"),
         (lambda: SoftDiceLoss(reduction="avg"), ValueError, "reduction must be one of"),
         (lambda: SoftDiceLoss(smooth_nr=-1.0), ValueError, "smooth_nr"),
@@ -127,6 +173,7 @@ def test_errors(call, exc, match):
 
 
 # --- DiceCELoss ---
+
 
 def test_dice_ce_is_the_weighted_sum_of_its_terms():
     from agcl import DiceCELoss
@@ -141,7 +188,9 @@ def test_dice_ce_is_the_weighted_sum_of_its_terms():
         torch.testing.assert_close(got, wd * dice + wc * ce)
     # the background flag reaches the Dice term; a (B, 1, ...) target is accepted
     with_bg = SoftDiceLoss(activation="softmax", include_background=True)(logits, y)
-    torch.testing.assert_close(DiceCELoss(include_background=True)(logits, y[:, None]), with_bg + ce)
+    torch.testing.assert_close(
+        DiceCELoss(include_background=True)(logits, y[:, None]), with_bg + ce
+    )
 
 
 def test_dice_ce_gradient_reaches_every_pixel():
@@ -153,13 +202,21 @@ def test_dice_ce_gradient_reaches_every_pixel():
     assert logits.grad is not None and bool((logits.grad[:, 1] > 0).all())
 
 
-@pytest.mark.parametrize("kwargs, args, exc, match", [
-    ({"dice_weight": -1.0}, None, ValueError, "dice_weight"),
-    ({"dice_weight": 0.0, "ce_weight": 0.0}, None, ValueError, "both be 0"),
-    ({}, (torch.zeros(2, 1, 4, 4), torch.zeros(2, 4, 4, dtype=torch.long)), ValueError, "C >= 2"),
-    ({}, (torch.zeros(2, 2, 4, 4), torch.zeros(2, 4, 4)), TypeError, "integer class indices"),
-    ({}, (torch.zeros(2, 2, 4, 4), torch.full((2, 4, 4), 5)), ValueError, "class indices"),
-])
+@pytest.mark.parametrize(
+    "kwargs, args, exc, match",
+    [
+        ({"dice_weight": -1.0}, None, ValueError, "dice_weight"),
+        ({"dice_weight": 0.0, "ce_weight": 0.0}, None, ValueError, "both be 0"),
+        (
+            {},
+            (torch.zeros(2, 1, 4, 4), torch.zeros(2, 4, 4, dtype=torch.long)),
+            ValueError,
+            "C >= 2",
+        ),
+        ({}, (torch.zeros(2, 2, 4, 4), torch.zeros(2, 4, 4)), TypeError, "integer class indices"),
+        ({}, (torch.zeros(2, 2, 4, 4), torch.full((2, 4, 4), 5)), ValueError, "class indices"),
+    ],
+)
 def test_dice_ce_errors(kwargs, args, exc, match):
     from agcl import DiceCELoss
 

@@ -63,8 +63,15 @@ def test_brute_force_eq3(backend, w):
     f = _feats(b, v, 5, seed=11)
     mod, tgt = torch.tensor([0, 0, 0, 1, 1, 1, 1]), torch.tensor([0, 1, 1, 0, 0, 2, 3])
     loss, valid = modal_target_supcon_loss(
-        f, modality=mod, target=tgt, temperature=0.3, partial_weight=w, reduction="none",
-        backend=backend, block_size=3, return_valid=True,
+        f,
+        modality=mod,
+        target=tgt,
+        temperature=0.3,
+        partial_weight=w,
+        reduction="none",
+        backend=backend,
+        block_size=3,
+        return_valid=True,
     )
     z = torch.nn.functional.normalize(torch.cat(f.detach().unbind(1)), dim=1)
     ref, ref_valid = _eq3_brute_force(z, mod.repeat(v).tolist(), tgt.repeat(v).tolist(), 0.3, w)
@@ -88,13 +95,19 @@ def test_brute_force_eq3(backend, w):
     reduction=st.sampled_from(["mean", "sum", "none"]),
     seed=st.integers(0, 2**16),
 )
-def test_torch_matches_naive(b, v, d, n_mod, n_tgt, labels, w, temperature, block, flat,
-                             normalize, reduction, seed):
+def test_torch_matches_naive(
+    b, v, d, n_mod, n_tgt, labels, w, temperature, block, flat, normalize, reduction, seed
+):
     gen = torch.Generator().manual_seed(seed)
     mod = torch.randint(0, n_mod, (b,), generator=gen)
     tgt = torch.randint(0, n_tgt, (b,), generator=gen)
-    kwargs = {"pair": dict(modality=mod, target=tgt), "target": dict(target=tgt),
-              "labels": dict(labels=tgt), "modality": dict(modality=mod), "none": {}}[labels]
+    kwargs = {
+        "pair": dict(modality=mod, target=tgt),
+        "target": dict(target=tgt),
+        "labels": dict(labels=tgt),
+        "modality": dict(modality=mod),
+        "none": {},
+    }[labels]
     f = _feats(b, v, d, seed)
     x = f
     if flat:  # (M, D) rows, per-row labels (or views=V without labels)
@@ -105,8 +118,14 @@ def test_torch_matches_naive(b, v, d, n_mod, n_tgt, labels, w, temperature, bloc
         warnings.simplefilter("ignore")  # no-positive batches and ignored partial_weight warn
         for backend in ("torch", "naive"):
             loss = modal_target_supcon_loss(
-                x, **kwargs, temperature=temperature, partial_weight=w, normalize=normalize,
-                reduction=reduction, backend=backend, block_size=block,
+                x,
+                **kwargs,
+                temperature=temperature,
+                partial_weight=w,
+                normalize=normalize,
+                reduction=reduction,
+                backend=backend,
+                block_size=block,
             )
             (grad,) = torch.autograd.grad(loss.sum(), f)
             out[backend] = (loss, grad)
@@ -124,10 +143,14 @@ def test_invariances():
     perm = torch.randperm(12, generator=gen)
     permuted = modal_target_supcon_loss(f[perm], modality=mod[perm], target=tgt[perm], **kw)
     torch.testing.assert_close(permuted, base[perm], **TOL64)
-    relabelled = modal_target_supcon_loss(f, modality=7 - 3 * mod, target=torch.tensor([5, 0, 9])[tgt], **kw)
+    relabelled = modal_target_supcon_loss(
+        f, modality=7 - 3 * mod, target=torch.tensor([5, 0, 9])[tgt], **kw
+    )
     torch.testing.assert_close(relabelled, base, **TOL64)
     scale = torch.rand(12, 2, 1, generator=gen, dtype=torch.float64) * 10 + 0.1
-    torch.testing.assert_close(modal_target_supcon_loss(f * scale, modality=mod, target=tgt, **kw), base, **TOL64)
+    torch.testing.assert_close(
+        modal_target_supcon_loss(f * scale, modality=mod, target=tgt, **kw), base, **TOL64
+    )
 
 
 def _supcon_reference(rows, labels, temperature):
@@ -143,8 +166,9 @@ def _supcon_reference(rows, labels, temperature):
 def test_one_modality_equals_supcon():
     f = _feats(16, 2, 8, seed=2).detach()
     tgt = torch.randint(0, 4, (16,), generator=torch.Generator().manual_seed(1))
-    ours = modal_target_supcon_loss(f, modality=torch.zeros(16, dtype=torch.long), target=tgt,
-                                    temperature=0.1)
+    ours = modal_target_supcon_loss(
+        f, modality=torch.zeros(16, dtype=torch.long), target=tgt, temperature=0.1
+    )
     ref = _supcon_reference(torch.cat(f.unbind(1)), tgt.repeat(2), 0.1)
     torch.testing.assert_close(ours, ref, **TOL64)
     # a second modality splits the classes: then it is SupCon over (modality, target) pairs
@@ -181,8 +205,15 @@ def test_supcon_and_nt_xent_match_pytorch_metric_learning():
 def test_log_count_lower_bound(w):
     f = _feats(20, 3, 4, seed=8).detach()
     mod, tgt = torch.arange(20) % 2, torch.arange(20) % 3
-    loss, valid = modal_target_supcon_loss(f, modality=mod, target=tgt, partial_weight=w,
-                                           reduction="none", temperature=0.07, return_valid=True)
+    loss, valid = modal_target_supcon_loss(
+        f,
+        modality=mod,
+        target=tgt,
+        partial_weight=w,
+        reduction="none",
+        temperature=0.07,
+        return_valid=True,
+    )
     m_rows, t_rows = mod.repeat(3), tgt.repeat(3)
     same_mod = m_rows[:, None] == m_rows[None, :]
     full = (same_mod & (t_rows[:, None] == t_rows[None, :])).sum(1) - 1
@@ -231,7 +262,9 @@ def test_module_matches_functional_and_reprs():
     fn = modal_target_supcon_loss(f, modality=mod, target=tgt, temperature=0.2, partial_weight=0.3)
     torch.testing.assert_close(loss_fn(f, modality=mod, target=tgt), fn, **TOL64)
     positional = ModalTargetSupConLoss(0.2)(f, tgt)  # labels positionally, as in SupContrast
-    torch.testing.assert_close(positional, modal_target_supcon_loss(f, tgt, temperature=0.2), **TOL64)
+    torch.testing.assert_close(
+        positional, modal_target_supcon_loss(f, tgt, temperature=0.2), **TOL64
+    )
     assert "temperature=0.2" in repr(loss_fn)
 
 
@@ -243,8 +276,9 @@ def test_whole_loss_saves_no_quadratic_tensor():
     sizes: dict[str, list[int]] = {}
     for backend in ("torch", "naive"):
         sizes[backend] = []
-        with torch.autograd.graph.saved_tensors_hooks(lambda t, b=backend: sizes[b].append(t.numel()) or t,
-                                                      lambda t: t):
+        with torch.autograd.graph.saved_tensors_hooks(
+            lambda t, b=backend: sizes[b].append(t.numel()) or t, lambda t: t
+        ):
             modal_target_supcon_loss(f, **labels, partial_weight=0.5, backend=backend).backward()
     assert max(sizes["torch"]) <= m * d
     assert max(sizes["naive"]) >= m * m  # the check can tell the two apart
@@ -261,28 +295,106 @@ def test_ignored_options_warn():
 @pytest.mark.parametrize(
     "call, exc, match",
     [
-        (lambda: modal_target_supcon_loss(torch.randn(4)), ValueError, r"features must be .*got shape \(4,\)"),
-        (lambda: modal_target_supcon_loss(torch.randn(4, 2, 3), torch.arange(3)), ValueError, "labels must have 4 entries"),
-        (lambda: modal_target_supcon_loss(torch.randn(4, 3), target=torch.arange(5)), ValueError, "target must have 4"),
-        (lambda: modal_target_supcon_loss(torch.randn(4, 3), torch.rand(4)), TypeError, "labels must be an integer"),
-        (lambda: modal_target_supcon_loss(torch.randn(4, 3), torch.tensor([0, -1, 0, 1])), ValueError, "labels must be non-negative"),
-        (lambda: modal_target_supcon_loss(torch.randn(4, 3), torch.arange(4), modality=torch.arange(4)), ValueError, "labels cannot be combined"),
+        (
+            lambda: modal_target_supcon_loss(torch.randn(4)),
+            ValueError,
+            r"features must be .*got shape \(4,\)",
+        ),
+        (
+            lambda: modal_target_supcon_loss(torch.randn(4, 2, 3), torch.arange(3)),
+            ValueError,
+            "labels must have 4 entries",
+        ),
+        (
+            lambda: modal_target_supcon_loss(torch.randn(4, 3), target=torch.arange(5)),
+            ValueError,
+            "target must have 4",
+        ),
+        (
+            lambda: modal_target_supcon_loss(torch.randn(4, 3), torch.rand(4)),
+            TypeError,
+            "labels must be an integer",
+        ),
+        (
+            lambda: modal_target_supcon_loss(torch.randn(4, 3), torch.tensor([0, -1, 0, 1])),
+            ValueError,
+            "labels must be non-negative",
+        ),
+        (
+            lambda: modal_target_supcon_loss(
+                torch.randn(4, 3), torch.arange(4), modality=torch.arange(4)
+            ),
+            ValueError,
+            "labels cannot be combined",
+        ),
         (lambda: modal_target_supcon_loss(torch.randn(4, 3)), ValueError, "views=V"),
-        (lambda: modal_target_supcon_loss(torch.randn(5, 3), views=2), ValueError, "views=2 must divide"),
-        (lambda: modal_target_supcon_loss(torch.randn(4, 2, 3), views=3), ValueError, "views=3 disagrees"),
-        (lambda: modal_target_supcon_loss(torch.randn(4, 2, 3), temperature=0.0), ValueError, "temperature"),
-        (lambda: modal_target_supcon_loss(torch.randn(4, 2, 3), partial_weight=1.5), ValueError, "partial_weight"),
-        (lambda: modal_target_supcon_loss(torch.randn(4, 2, 3), reduction="avg"), ValueError, "reduction must be one of 'mean', 'sum', 'none'"),
-        (lambda: modal_target_supcon_loss(torch.randn(4, 2, 3), backend="cuda"), ValueError, "backend must be one of"),
-        (lambda: modal_target_supcon_loss(torch.full((4, 2, 3), float("nan"))), ValueError, "features must be finite"),
-        (lambda: modal_target_supcon_loss(torch.ones(4, 2, 3, dtype=torch.long)), TypeError, "features must be a floating"),
+        (
+            lambda: modal_target_supcon_loss(torch.randn(5, 3), views=2),
+            ValueError,
+            "views=2 must divide",
+        ),
+        (
+            lambda: modal_target_supcon_loss(torch.randn(4, 2, 3), views=3),
+            ValueError,
+            "views=3 disagrees",
+        ),
+        (
+            lambda: modal_target_supcon_loss(torch.randn(4, 2, 3), temperature=0.0),
+            ValueError,
+            "temperature",
+        ),
+        (
+            lambda: modal_target_supcon_loss(torch.randn(4, 2, 3), partial_weight=1.5),
+            ValueError,
+            "partial_weight",
+        ),
+        (
+            lambda: modal_target_supcon_loss(torch.randn(4, 2, 3), reduction="avg"),
+            ValueError,
+            "reduction must be one of 'mean', 'sum', 'none'",
+        ),
+        (
+            lambda: modal_target_supcon_loss(torch.randn(4, 2, 3), backend="cuda"),
+            ValueError,
+            "backend must be one of",
+        ),
+        (
+            lambda: modal_target_supcon_loss(torch.full((4, 2, 3), float("nan"))),
+            ValueError,
+            "features must be finite",
+        ),
+        (
+            lambda: modal_target_supcon_loss(torch.ones(4, 2, 3, dtype=torch.long)),
+            TypeError,
+            "features must be a floating",
+        ),
         (lambda: modal_target_supcon_loss([[0.0]]), TypeError, "features must be a torch.Tensor"),
-        (lambda: modal_target_supcon_loss(torch.randn(4, 2, 3), block_size=0), ValueError, "block_size must be an int >= 1; got 0"),
-        (lambda: modal_target_supcon_loss(torch.randn(4, 2, 3), block_size=2.0), TypeError, "block_size must be an int; got float"),
-        (lambda: modal_target_supcon_loss(torch.randn(4, 3), views=0), ValueError, "views must be an int >= 1; got 0"),
-        (lambda: modal_target_supcon_loss(torch.randn(4, 3), views=True), TypeError, "views must be an int; got bool"),
+        (
+            lambda: modal_target_supcon_loss(torch.randn(4, 2, 3), block_size=0),
+            ValueError,
+            "block_size must be an int >= 1; got 0",
+        ),
+        (
+            lambda: modal_target_supcon_loss(torch.randn(4, 2, 3), block_size=2.0),
+            TypeError,
+            "block_size must be an int; got float",
+        ),
+        (
+            lambda: modal_target_supcon_loss(torch.randn(4, 3), views=0),
+            ValueError,
+            "views must be an int >= 1; got 0",
+        ),
+        (
+            lambda: modal_target_supcon_loss(torch.randn(4, 3), views=True),
+            TypeError,
+            "views must be an int; got bool",
+        ),
         (lambda: ModalTargetSupConLoss(-1.0), ValueError, "temperature"),
-        (lambda: modal_target_supcon_loss(torch.randn(0, 2, 3)), ValueError, r"at least one row.*\(0, 2, 3\)"),
+        (
+            lambda: modal_target_supcon_loss(torch.randn(0, 2, 3)),
+            ValueError,
+            r"at least one row.*\(0, 2, 3\)",
+        ),
     ],
 )
 def test_errors(call, exc, match):
@@ -292,8 +404,10 @@ def test_errors(call, exc, match):
 
 def test_warning_points_at_the_callers_line():
     # attributed to this file (not agcl or torch.nn) so the default filter shows it once per site
-    for call in (lambda x: modal_target_supcon_loss(x, torch.arange(3)),
-                 lambda x: ModalTargetSupConLoss()(x, torch.arange(3))):
+    for call in (
+        lambda x: modal_target_supcon_loss(x, torch.arange(3)),
+        lambda x: ModalTargetSupConLoss()(x, torch.arange(3)),
+    ):
         with pytest.warns(UserWarning, match="no anchor") as record:
             call(torch.randn(3, 4))
         assert record[0].filename == __file__

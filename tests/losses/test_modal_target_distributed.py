@@ -32,11 +32,21 @@ def _batch(n: int, seed: int):
 
 
 def _loss(model, x, mod, tgt, layout, kind, reduction, w, backend, gather):
-    loss_fn = ModalTargetSupConLoss(0.2, partial_weight=w, reduction=reduction, backend=backend,
-                                    gather_distributed=gather, block_size=3)
+    loss_fn = ModalTargetSupConLoss(
+        0.2,
+        partial_weight=w,
+        reduction=reduction,
+        backend=backend,
+        gather_distributed=gather,
+        block_size=3,
+    )
     feats = model(x)
-    labels = {"pair": dict(modality=mod, target=tgt), "target": dict(target=tgt),
-              "labels": dict(labels=tgt), "none": {}}[kind]
+    labels = {
+        "pair": dict(modality=mod, target=tgt),
+        "target": dict(target=tgt),
+        "labels": dict(labels=tgt),
+        "none": {},
+    }[kind]
     if layout == "2d":  # (M, D) rows, per-row labels
         feats = torch.cat(feats.unbind(1))
         labels = {k: v.repeat(2) for k, v in labels.items()}
@@ -44,7 +54,9 @@ def _loss(model, x, mod, tgt, layout, kind, reduction, w, backend, gather):
 
 
 def _worker(rank: int, world: int, port: int) -> None:
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
+    )
     try:
         for i, (name, sizes, layout, kind, reduction, w, backend) in enumerate(CASES):
             torch.manual_seed(0)
@@ -55,8 +67,18 @@ def _worker(rank: int, world: int, port: int) -> None:
             full_grads = torch.autograd.grad(full.sum(), list(model.parameters()))
             # this rank's share, gathered
             lo, hi = sum(sizes[:rank]), sum(sizes[: rank + 1])
-            local = _loss(model, x[lo:hi], mod[lo:hi], tgt[lo:hi], layout, kind, reduction, w,
-                          backend, gather=True)
+            local = _loss(
+                model,
+                x[lo:hi],
+                mod[lo:hi],
+                tgt[lo:hi],
+                layout,
+                kind,
+                reduction,
+                w,
+                backend,
+                gather=True,
+            )
             grads = torch.autograd.grad(local.sum(), list(model.parameters()))
             for g in grads:  # what DistributedDataParallel does: average over ranks
                 dist.all_reduce(g)
@@ -66,11 +88,17 @@ def _worker(rank: int, world: int, port: int) -> None:
             else:
                 want = full
             # float64 throughout: 1e-10 is ulps times the batch size, far below any real error
-            torch.testing.assert_close(local.detach(), want.detach(), rtol=1e-10, atol=1e-10,
-                                       msg=lambda m, name=name: f"{name}: value {m}")
+            torch.testing.assert_close(
+                local.detach(),
+                want.detach(),
+                rtol=1e-10,
+                atol=1e-10,
+                msg=lambda m, name=name: f"{name}: value {m}",
+            )
             for g, ref in zip(grads, full_grads):
-                torch.testing.assert_close(g, ref, rtol=1e-10, atol=1e-10,
-                                           msg=lambda m, name=name: f"{name}: grad {m}")
+                torch.testing.assert_close(
+                    g, ref, rtol=1e-10, atol=1e-10, msg=lambda m, name=name: f"{name}: grad {m}"
+                )
     finally:
         dist.destroy_process_group()
 

@@ -52,15 +52,31 @@ def _reduce(loss, valid, reduction):
 
 @settings(deadline=None, max_examples=25)
 @given(
-    b=st.integers(1, 5), v=st.integers(1, 2), d=st.integers(1, 4), k=st.integers(1, 12),
-    calls=st.integers(1, 4), pairs=st.booleans(), n_lab=st.integers(1, 3),
-    w=st.sampled_from([0.0, 0.3, 1.0]), reduction=st.sampled_from(["mean", "sum", "none"]),
-    backend=st.sampled_from(["torch", "naive"]), block=st.integers(1, 4), seed=st.integers(0, 99),
+    b=st.integers(1, 5),
+    v=st.integers(1, 2),
+    d=st.integers(1, 4),
+    k=st.integers(1, 12),
+    calls=st.integers(1, 4),
+    pairs=st.booleans(),
+    n_lab=st.integers(1, 3),
+    w=st.sampled_from([0.0, 0.3, 1.0]),
+    reduction=st.sampled_from(["mean", "sum", "none"]),
+    backend=st.sampled_from(["torch", "naive"]),
+    block=st.integers(1, 4),
+    seed=st.integers(0, 99),
 )
-def test_queue_matches_brute_force(b, v, d, k, calls, pairs, n_lab, w, reduction, backend, block, seed):
+def test_queue_matches_brute_force(
+    b, v, d, k, calls, pairs, n_lab, w, reduction, backend, block, seed
+):
     gen = torch.Generator().manual_seed(seed)
-    loss_fn = ModalTargetSupConLoss(0.3, partial_weight=w if pairs else 0.0, reduction=reduction,
-                                    backend=backend, block_size=block, queue_size=k)
+    loss_fn = ModalTargetSupConLoss(
+        0.3,
+        partial_weight=w if pairs else 0.0,
+        reduction=reduction,
+        backend=backend,
+        block_size=block,
+        queue_size=k,
+    )
     q_z = torch.zeros(0, d, dtype=torch.float64)
     q_c = torch.zeros(0, 2 if pairs else 1, dtype=torch.long)
     for _ in range(calls):  # fill levels: empty, partial, full and wrapped
@@ -100,7 +116,7 @@ def test_fifo_order_and_overflow():
         seen += lab.tolist()
         feats, keys = loss_fn.queue()
         assert keys[:, 0].tolist() == seen[-5:]  # oldest first, newest last
-        torch.testing.assert_close(feats[-min(n, 5):], F.normalize(x, dim=1)[-5:])
+        torch.testing.assert_close(feats[-min(n, 5) :], F.normalize(x, dim=1)[-5:])
     assert loss_fn.queue_state[0] == 5
 
 
@@ -123,9 +139,12 @@ def test_torch_backward_skips_queue_rows():
     torch.manual_seed(1)
     z = F.normalize(torch.randn(10, 4, dtype=torch.float64), dim=1).requires_grad_(True)
     g = torch.rand(3, dtype=torch.float64)
-    full = torch.autograd.grad((contrastive_lse_torch(z, 0.5, num_anchors=3, block_size=2) * g).sum(), z)[0]
+    full = torch.autograd.grad(
+        (contrastive_lse_torch(z, 0.5, num_anchors=3, block_size=2) * g).sum(), z
+    )[0]
     part = torch.autograd.grad(
-        (contrastive_lse_torch(z, 0.5, num_anchors=3, block_size=2, grad_rows=4) * g).sum(), z)[0]
+        (contrastive_lse_torch(z, 0.5, num_anchors=3, block_size=2, grad_rows=4) * g).sum(), z
+    )[0]
     torch.testing.assert_close(part[:4], full[:4], rtol=1e-12, atol=1e-12)
     assert bool((part[4:] == 0).all()) and bool((full[4:] != 0).any())
     with pytest.raises(ValueError, match="grad_rows"):
@@ -136,7 +155,11 @@ def _filled(queue_dim=None, steps=3):
     torch.manual_seed(2)
     loss_fn = ModalTargetSupConLoss(queue_size=6, queue_dim=queue_dim, partial_weight=0.5)
     for _ in range(steps):
-        loss_fn(torch.randn(4, 2, 3), modality=torch.tensor([0, 0, 1, 1]), target=torch.tensor([0, 1, 0, 1]))
+        loss_fn(
+            torch.randn(4, 2, 3),
+            modality=torch.tensor([0, 0, 1, 1]),
+            target=torch.tensor([0, 1, 0, 1]),
+        )
     return loss_fn
 
 
@@ -185,9 +208,13 @@ def test_queue_errors():
     with pytest.raises(TypeError, match="queue must be"):
         modal_target_supcon_loss(x, lab, queue=torch.zeros(1, 3))
     with pytest.raises(ValueError, match="queue_features"):
-        modal_target_supcon_loss(x, lab, queue=(torch.zeros(1, 4), torch.zeros(1, 1, dtype=torch.long)))
+        modal_target_supcon_loss(
+            x, lab, queue=(torch.zeros(1, 4), torch.zeros(1, 1, dtype=torch.long))
+        )
     with pytest.raises(ValueError, match="queue_keys"):
-        modal_target_supcon_loss(x, lab, queue=(torch.zeros(1, 3), torch.zeros(1, 2, dtype=torch.long)))
+        modal_target_supcon_loss(
+            x, lab, queue=(torch.zeros(1, 3), torch.zeros(1, 2, dtype=torch.long))
+        )
     with pytest.raises(TypeError, match="queue_keys"):
         modal_target_supcon_loss(x, lab, queue=(torch.zeros(1, 3), torch.zeros(1, 1)))
 

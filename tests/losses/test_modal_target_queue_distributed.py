@@ -18,7 +18,9 @@ SIZES = (3, 5)  # unequal per-rank batches
 
 
 def _worker(rank: int, world: int, port: int) -> None:
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
+    )
     try:
         kw = dict(partial_weight=0.5, block_size=2, queue_size=11)
         dist_fn = ModalTargetSupConLoss(0.2, gather_distributed=True, **kw)
@@ -27,11 +29,18 @@ def _worker(rank: int, world: int, port: int) -> None:
         lo, hi = sum(SIZES[:rank]), sum(SIZES[: rank + 1])
         for _ in range(4):  # the queue fills (11 rows < 3 global batches of 8) and wraps
             x = torch.randn(sum(SIZES), 6, generator=gen, dtype=torch.float64)
-            mod, tgt = torch.randint(0, 2, (8,), generator=gen), torch.randint(0, 3, (8,), generator=gen)
+            mod, tgt = (
+                torch.randint(0, 2, (8,), generator=gen),
+                torch.randint(0, 3, (8,), generator=gen),
+            )
             want = single(x, modality=mod, target=tgt)
             got = dist_fn(x[lo:hi], modality=mod[lo:hi], target=tgt[lo:hi])
             torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
-            for buf in (dist_fn.queue_features, dist_fn.queue_keys.double(), dist_fn.queue_state.double()):
+            for buf in (
+                dist_fn.queue_features,
+                dist_fn.queue_keys.double(),
+                dist_fn.queue_state.double(),
+            ):
                 parts = [torch.empty_like(buf) for _ in range(world)]
                 dist.all_gather(parts, buf.contiguous())
                 assert torch.equal(parts[0], parts[1])  # identical on every rank

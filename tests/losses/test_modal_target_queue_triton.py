@@ -42,8 +42,10 @@ def test_kernel_grad_rows_matches_torch_and_zeroes_queue_rows():
 
 def test_loss_with_queue_triton_equals_torch():
     torch.manual_seed(1)
-    fns = {b: ModalTargetSupConLoss(0.2, partial_weight=0.5, backend=b, queue_size=40)
-           for b in ("triton", "torch")}
+    fns = {
+        b: ModalTargetSupConLoss(0.2, partial_weight=0.5, backend=b, queue_size=40)
+        for b in ("triton", "torch")
+    }
     for _ in range(3):  # empty, partly filled, full
         x = torch.randn(9, 2, 16, device=DEVICE)
         mod, tgt = torch.randint(0, 2, (9,)), torch.randint(0, 3, (9,))

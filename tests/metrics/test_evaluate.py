@@ -21,11 +21,19 @@ def _maps():
 
 def test_per_organ_values_and_missed_count():
     pred, gt = _maps()
-    table = evaluate_labels(pred, gt, spacing=(1.0, 2.0, 3.0), organs={1: "spleen", 2: "liver", 3: "aorta"})
+    table = evaluate_labels(
+        pred, gt, spacing=(1.0, 2.0, 3.0), organs={1: "spleen", 2: "liver", 3: "aorta"}
+    )
     spleen, liver, aorta = (table["per_organ"][k] for k in ("spleen", "liver", "aorta"))
     assert spleen["dice"] == pytest.approx(2 * 64 / (64 + 80))
     assert spleen["hd95"] == 2.0  # the extra column is one step of 2 mm away
-    assert liver == {"dice": 0.0, "hd95": math.inf, "assd": math.inf, "missed": 1, "false_positive": 0}
+    assert liver == {
+        "dice": 0.0,
+        "hd95": math.inf,
+        "assd": math.inf,
+        "missed": 1,
+        "false_positive": 0,
+    }
     # absent from both: no score at all (not Dice 1), and no false positive
     assert aorta == {"dice": None, "hd95": None, "assd": None, "missed": 0, "false_positive": 0}
     mean = table["mean"]
@@ -39,12 +47,19 @@ def test_organ_absent_from_gt_but_predicted_is_a_false_positive_not_a_zero():
     pred, gt = _maps()
     pred[0, 0, 0] = 3  # aorta predicted, absent from the ground truth
     table = evaluate_labels(pred, gt, organs={1: "spleen", 2: "liver", 3: "aorta"})
-    assert table["per_organ"]["aorta"] == {"dice": None, "hd95": None, "assd": None, "missed": 0,
-                                           "false_positive": 1}
+    assert table["per_organ"]["aorta"] == {
+        "dice": None,
+        "hd95": None,
+        "assd": None,
+        "missed": 0,
+        "false_positive": 1,
+    }
     assert table["mean"]["false_positive"] == 1
     assert table["mean"]["dice"] == pytest.approx((table["per_organ"]["spleen"]["dice"] + 0.0) / 2)
     assert "| aorta | n/a | n/a | n/a | 0 | 1 |" in format_table(table)
-    assert format_table(table).splitlines()[-1].endswith("| 1 | 1 |")  # mean row: missed, false positives
+    assert (
+        format_table(table).splitlines()[-1].endswith("| 1 | 1 |")
+    )  # mean row: missed, false positives
 
 
 def test_summary_leaves_absent_cases_out_and_counts_false_positives():
@@ -54,9 +69,20 @@ def test_summary_leaves_absent_cases_out_and_counts_false_positives():
     present = gt.copy()
     present[0:2, 10:12, :] = 3  # a case whose ground truth holds the aorta, predicted perfectly
     organs = {1: "spleen", 3: "aorta"}
-    s = summarize_cases([evaluate_labels(fp, gt, organs=organs), evaluate_labels(present, present, organs=organs),
-                         evaluate_labels(gt, gt, organs=organs)])
-    assert s["per_organ"]["aorta"] == {"dice": 1.0, "hd95": 0.0, "assd": 0.0, "missed": 0, "false_positive": 1}
+    s = summarize_cases(
+        [
+            evaluate_labels(fp, gt, organs=organs),
+            evaluate_labels(present, present, organs=organs),
+            evaluate_labels(gt, gt, organs=organs),
+        ]
+    )
+    assert s["per_organ"]["aorta"] == {
+        "dice": 1.0,
+        "hd95": 0.0,
+        "assd": 0.0,
+        "missed": 0,
+        "false_positive": 1,
+    }
     assert s["mean"]["false_positive"] == 1
     # an organ absent from every ground truth has no mean at all
     s = summarize_cases([evaluate_labels(gt, gt, organs=organs)])
@@ -75,9 +101,17 @@ def test_summarize_cases_counts_misses_per_organ():
     t1 = evaluate_labels(pred, gt, organs={1: "spleen", 2: "liver"})
     t2 = evaluate_labels(gt, gt, organs={1: "spleen", 2: "liver"})
     s = summarize_cases([t1, t2])
-    assert s["per_organ"]["liver"] == {"dice": 0.5, "hd95": 0.0, "assd": 0.0, "missed": 1, "false_positive": 0}
+    assert s["per_organ"]["liver"] == {
+        "dice": 0.5,
+        "hd95": 0.0,
+        "assd": 0.0,
+        "missed": 1,
+        "false_positive": 0,
+    }
     assert s["mean"]["missed"] == 1
-    assert s["per_organ"]["spleen"]["dice"] == pytest.approx((t1["per_organ"]["spleen"]["dice"] + 1) / 2)
+    assert s["per_organ"]["spleen"]["dice"] == pytest.approx(
+        (t1["per_organ"]["spleen"]["dice"] + 1) / 2
+    )
     assert "| liver | 0.500 |" in format_table(s)
     json.dumps(s)  # plain Python data
 
@@ -106,7 +140,7 @@ def test_default_hd95_is_the_95th_percentile():
     gt[10:30, 10:30] = 1
     pred = gt.copy()
     for k in range(1, 10):
-        pred[30:30 + k, 9 + 2 * k] = 1
+        pred[30 : 30 + k, 9 + 2 * k] = 1
     pm, gm = pred == 1, gt == 1
     hd95 = hausdorff_distance(pm, gm, spacing=(1.0, 2.0), percentile=95)
     others = {hausdorff_distance(pm, gm, spacing=(1.0, 2.0), percentile=q) for q in (90, 99, 100)}

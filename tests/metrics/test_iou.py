@@ -9,12 +9,8 @@ from agcl.metrics import confusion_matrix, iou_from_confusion, iou_per_class, me
 
 def test_hand_computed_example():
     # target (255 = void) and prediction, 3 x 4
-    target = np.array([[0, 0, 1, 1],
-                       [0, 255, 1, 2],
-                       [255, 2, 2, 2]])
-    pred = np.array([[0, 1, 1, 1],
-                     [0, 2, 0, 2],
-                     [1, 2, 2, 0]])
+    target = np.array([[0, 0, 1, 1], [0, 255, 1, 2], [255, 2, 2, 2]])
+    pred = np.array([[0, 1, 1, 1], [0, 2, 0, 2], [1, 2, 2, 0]])
     # non-void pixels: 10. class 0: TP 2 (0,0),(1,0); FP (1,2),(2,3); FN (0,1) -> 2 / 5
     # class 1: TP 2 (0,2),(0,3); FP (0,1); FN (1,2) -> 2 / 4 (pred 1 at void (2,0) not counted)
     # class 2: TP 3 (1,3),(2,1),(2,2); FP none (pred 2 at void (1,1) not counted); FN (2,3) -> 3 / 4

@@ -80,8 +80,10 @@ def test_knn_equally_similar_rows_lower_index_first():
 def test_knn_vote_ties_go_to_larger_summed_similarity_then_smallest_label():
     fit = torch.tensor([[1.0, 0.0], [0.6, 0.8]])
     # one vote each; similarities 0.8 (label 0) and 0.96 (label 1): label 1 wins
-    assert knn_accuracy(fit, torch.tensor([0, 1]), torch.tensor([[0.8, 0.6]]),
-                        torch.tensor([1]), k=2) == 1.0
+    assert (
+        knn_accuracy(fit, torch.tensor([0, 1]), torch.tensor([[0.8, 0.6]]), torch.tensor([1]), k=2)
+        == 1.0
+    )
     # one vote each and equal similarity (1/sqrt 2 each): the smaller label id wins
     fit = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     diag = torch.tensor([[1.0, 1.0]])
@@ -89,8 +91,12 @@ def test_knn_vote_ties_go_to_larger_summed_similarity_then_smallest_label():
     assert knn_accuracy(fit, torch.tensor([1, 2]), diag, torch.tensor([1]), k=2) == 1.0
     # a majority beats a larger summed similarity: two votes at 0.6 beat one at 1.0
     fit = torch.tensor([[1.0, 0.0], [0.6, 0.8], [0.6, -0.8]])
-    assert knn_accuracy(fit, torch.tensor([0, 1, 1]), torch.tensor([[1.0, 0.0]]),
-                        torch.tensor([1]), k=3) == 1.0
+    assert (
+        knn_accuracy(
+            fit, torch.tensor([0, 1, 1]), torch.tensor([[1.0, 0.0]]), torch.tensor([1]), k=3
+        )
+        == 1.0
+    )
 
 
 def test_knn_zero_row_has_similarity_zero_to_everything():
@@ -124,8 +130,7 @@ def _knn_oracle(fit, fit_y, score, score_y, k, metric):
         score = score / np.linalg.norm(score, axis=1, keepdims=True)
     right = 0
     for s, truth in zip(score, score_y.tolist()):
-        sims = [float(f @ s) if metric == "cosine" else -float(np.linalg.norm(f - s))
-                for f in fit]
+        sims = [float(f @ s) if metric == "cosine" else -float(np.linalg.norm(f - s)) for f in fit]
         nearest = sorted(range(len(fit)), key=lambda j: (-sims[j], j))[:k]
         count, total = {}, {}
         for j in nearest:
@@ -153,8 +158,11 @@ def test_knn_matches_a_brute_force_oracle(metric, k, block_size):
 
 
 @settings(max_examples=25, deadline=None)
-@given(seed=st.integers(0, 2**16), k=st.integers(1, 12),
-       powers=st.lists(st.integers(-40, 40), min_size=30, max_size=30))
+@given(
+    seed=st.integers(0, 2**16),
+    k=st.integers(1, 12),
+    powers=st.lists(st.integers(-40, 40), min_size=30, max_size=30),
+)
 def test_cosine_knn_is_invariant_to_scaling_each_row(seed, k, powers):
     # powers of two scale exactly in binary floating point, so the similarities are identical
     centres = _centres(3, 6, seed=seed, scale=1.0)
@@ -173,7 +181,8 @@ def test_huge_finite_values_do_not_overflow():
     assert knn_accuracy(big_fit, fit_y, big_score, score_y) == 1.0
     assert linear_probe_accuracy(big_fit, fit_y, big_score, score_y) == 1.0
     assert silhouette_score(big_score, score_y) == pytest.approx(
-        silhouette_score(score_z, score_y), abs=1e-6)
+        silhouette_score(score_z, score_y), abs=1e-6
+    )
 
 
 # ---------------------------------------------------------------- linear probe
@@ -184,8 +193,13 @@ def test_linear_probe_standardises_the_features():
     # logistic regression would need a weight ~1e5 that the L2 penalty forbids
     g = torch.Generator().manual_seed(17)
     y = torch.arange(2).repeat(100)
-    z = torch.stack([1e-4 * (y.float() * 2 - 1 + 0.3 * torch.randn(200, generator=g)),
-                     1e4 * torch.randn(200, generator=g)], dim=1)
+    z = torch.stack(
+        [
+            1e-4 * (y.float() * 2 - 1 + 0.3 * torch.randn(200, generator=g)),
+            1e4 * torch.randn(200, generator=g),
+        ],
+        dim=1,
+    )
     assert linear_probe_accuracy(z[:100], y[:100], z[100:], y[100:], weight_decay=1e-2) == 1.0
 
 
@@ -193,7 +207,8 @@ def test_linear_probe_with_one_fit_label_predicts_it_everywhere():
     z = torch.randn(6, 3, generator=torch.Generator().manual_seed(18))
     fit_y = torch.full((3,), 7)
     assert linear_probe_accuracy(z[:3], fit_y, z[3:], torch.tensor([7, 7, 1])) == pytest.approx(
-        2 / 3)
+        2 / 3
+    )
 
 
 def test_linear_probe_runs_under_no_grad_and_inference_mode():
@@ -216,18 +231,21 @@ def test_silhouette_hand_computed_euclidean():
     # a = 1, 1, 2, 2; b = 6, 5, 4.5, 6.5 -> s = 5/6, 4/5, 5/9, 9/13
     want = (5 / 6 + 4 / 5 + 5 / 9 + 9 / 13) / 4
     assert silhouette_score(z, torch.tensor([0, 0, 1, 1]), metric="euclidean") == pytest.approx(
-        want, rel=1e-12)
+        want, rel=1e-12
+    )
     # labels across the gaps: a = 5, 6, 5, 6; b = 4, 2.5, 3, 4.5 -> all negative
     want = (-1 / 5 - 3.5 / 6 - 2 / 5 - 1.5 / 6) / 4
     assert silhouette_score(z, torch.tensor([0, 1, 0, 1]), metric="euclidean") == pytest.approx(
-        want, rel=1e-12)
+        want, rel=1e-12
+    )
 
 
 def test_silhouette_singletons_and_coincident_points_give_zero():
     z = torch.tensor([[0.0], [1.0], [5.0]], dtype=torch.float64)
     # 5 is alone: s = 0; 0: a = 1, b = 5 -> 0.8; 1: a = 1, b = 4 -> 0.75
     assert silhouette_score(z, torch.tensor([3, 3, 9]), metric="euclidean") == pytest.approx(
-        1.55 / 3, rel=1e-12)
+        1.55 / 3, rel=1e-12
+    )
     # every point at the same place: a = b = 0, s = 0 (not 0/0)
     same = torch.ones(4, 2)
     for metric in ("cosine", "euclidean"):
@@ -239,7 +257,8 @@ def test_silhouette_hand_computed_cosine():
     # (B2 is B1 scaled by 2). s(A1) = 0.8/1, s(A2) = 0.2/0.4, s(B1) = s(B2) = (0.7 - 0)/0.7
     z = torch.tensor([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0], [0.0, 2.0]])
     assert silhouette_score(z, torch.tensor([0, 0, 1, 1])) == pytest.approx(
-        (0.8 + 0.5 + 1 + 1) / 4, abs=1e-6)  # float32 inputs: a few ulps of 1
+        (0.8 + 0.5 + 1 + 1) / 4, abs=1e-6
+    )  # float32 inputs: a few ulps of 1
 
 
 def test_silhouette_subsampling_is_deterministic_and_keeps_every_label():
@@ -287,12 +306,17 @@ def test_silhouette_matches_a_brute_force_oracle(metric, block_size):
     z, y = _clusters(23, centres, 1.0, seed=31)
     z, y = torch.cat([z, centres[:1]]), torch.cat([y, torch.tensor([7])])  # a singleton
     assert silhouette_score(z, y, metric=metric, block_size=block_size) == pytest.approx(
-        _silhouette_oracle(z, y, metric), abs=1e-5)
+        _silhouette_oracle(z, y, metric), abs=1e-5
+    )
 
 
 @settings(max_examples=30, deadline=None)
-@given(seed=st.integers(0, 2**16), n=st.integers(2, 40), c=st.integers(2, 5),
-       metric=st.sampled_from(["cosine", "euclidean"]))
+@given(
+    seed=st.integers(0, 2**16),
+    n=st.integers(2, 40),
+    c=st.integers(2, 5),
+    metric=st.sampled_from(["cosine", "euclidean"]),
+)
 def test_silhouette_lies_in_minus_one_one(seed, n, c, metric):
     g = torch.Generator().manual_seed(seed)
     z = torch.randn(n, 3, generator=g)
@@ -314,8 +338,7 @@ def test_probe_embeddings_is_the_three_probes_per_label_set():
     assert list(out) == ["knn", "linear", "silhouette", "patches"]
     for name in ("organ", "modality"):
         assert out["knn"][name] == knn_accuracy(fit_z, fit[name], score_z, score[name], k=5)
-        assert out["linear"][name] == linear_probe_accuracy(fit_z, fit[name], score_z,
-                                                            score[name])
+        assert out["linear"][name] == linear_probe_accuracy(fit_z, fit[name], score_z, score[name])
     assert out["silhouette"] == silhouette_score(score_z, score_organ)
     assert out["patches"] == 80
     # the silhouette of another label set, and none when there is nothing to separate
@@ -352,19 +375,31 @@ def _ok():
     return torch.randn(4, 3), torch.tensor([0, 1, 0, 1])
 
 
-@pytest.mark.parametrize(("kwargs", "err", "match"), [
-    ({"fit_z": [[1.0]]}, TypeError, "fit_z must be a torch.Tensor"),
-    ({"fit_z": torch.ones(4, 3, dtype=torch.long)}, TypeError, "fit_z must be a floating"),
-    ({"fit_z": torch.ones(4)}, ValueError, r"fit_z must be 2-D \(N, D\).*\(4,\)"),
-    ({"fit_z": torch.ones(0, 3), "fit_y": torch.zeros(0, dtype=torch.long)}, ValueError,
-     "fit_z must hold at least one row"),
-    ({"score_z": torch.ones(4, 2)}, ValueError, r"score_z must have D=3 columns.*\(4, 2\)"),
-    ({"score_z": torch.tensor([[0.0, 1.0, float("nan")]] * 4)}, ValueError,
-     "score_z must hold finite values; got NaN or inf in 4 of 4 rows"),
-    ({"fit_y": torch.tensor([0, 1, 0])}, ValueError,
-     r"fit_y must have one entry per row of fit_z \(4 rows\); got 3"),
-    ({"score_y": torch.tensor([0.0, 1, 0, 1])}, TypeError, "score_y must be an integer tensor"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "err", "match"),
+    [
+        ({"fit_z": [[1.0]]}, TypeError, "fit_z must be a torch.Tensor"),
+        ({"fit_z": torch.ones(4, 3, dtype=torch.long)}, TypeError, "fit_z must be a floating"),
+        ({"fit_z": torch.ones(4)}, ValueError, r"fit_z must be 2-D \(N, D\).*\(4,\)"),
+        (
+            {"fit_z": torch.ones(0, 3), "fit_y": torch.zeros(0, dtype=torch.long)},
+            ValueError,
+            "fit_z must hold at least one row",
+        ),
+        ({"score_z": torch.ones(4, 2)}, ValueError, r"score_z must have D=3 columns.*\(4, 2\)"),
+        (
+            {"score_z": torch.tensor([[0.0, 1.0, float("nan")]] * 4)},
+            ValueError,
+            "score_z must hold finite values; got NaN or inf in 4 of 4 rows",
+        ),
+        (
+            {"fit_y": torch.tensor([0, 1, 0])},
+            ValueError,
+            r"fit_y must have one entry per row of fit_z \(4 rows\); got 3",
+        ),
+        ({"score_y": torch.tensor([0.0, 1, 0, 1])}, TypeError, "score_y must be an integer tensor"),
+    ],
+)
 def test_bad_embeddings_and_labels(kwargs, err, match):
     z, y = _ok()
     args = {"fit_z": z, "fit_y": y, "score_z": z, "score_y": y, **kwargs}
@@ -434,14 +469,17 @@ def test_agrees_with_scikit_learn(metric):
     # two labels and odd k: no vote ties, where scikit-learn's rule (smallest label) differs
     knn = KNeighborsClassifier(7, metric=metric, algorithm="brute").fit(fit_z, fit_y)
     assert knn_accuracy(fit_z, fit_y, score_z, score_y, k=7, metric=metric) == knn.score(
-        score_z, score_y)
+        score_z, score_y
+    )
     # sklearn minimises C * sum CE + ||W||^2 / 2, i.e. ours with weight_decay = 1 / (C N)
     mean, std = fit_z.mean(0), fit_z.std(0, correction=0)
     wd = 0.05
     lr = LogisticRegression(C=1 / (wd * len(fit_y)), tol=1e-10, max_iter=10_000)
     lr.fit((fit_z - mean) / std, fit_y)
     assert linear_probe_accuracy(fit_z, fit_y, score_z, score_y, weight_decay=wd) == lr.score(
-        (score_z - mean) / std, score_y)
+        (score_z - mean) / std, score_y
+    )
     # float64 throughout: agreement to rounding
     assert silhouette_score(score_z, score_y, metric=metric, block_size=13) == pytest.approx(
-        sk_silhouette(score_z.numpy(), score_y.numpy(), metric=metric), abs=1e-12)
+        sk_silhouette(score_z.numpy(), score_y.numpy(), metric=metric), abs=1e-12
+    )

@@ -39,7 +39,9 @@ def test_cube_vs_shifted_cube_anisotropic_by_hand():
     assert hausdorff_distance(a, b, SPACING, percentile=95) == 2.0
     # 65th percentile: position 0.65 * 55 = 35.75 between sorted[35] = 0 and sorted[36] = 0.5
     assert hausdorff_distance(a, b, SPACING, percentile=65) == pytest.approx(0.375, abs=1e-12)
-    assert average_surface_distance(a, b, SPACING) == pytest.approx(2 * (16 * 2.0 + 4 * 0.5) / 112, abs=1e-12)
+    assert average_surface_distance(a, b, SPACING) == pytest.approx(
+        2 * (16 * 2.0 + 4 * 0.5) / 112, abs=1e-12
+    )
 
 
 def test_spacing_axis_order_matters():
@@ -92,8 +94,12 @@ def test_matches_brute_force_oracle_and_is_symmetric(a, data):
     # float64 throughout; EDT and the oracle differ only by rounding
     for q in (100, 95, 50):
         want = max(np.percentile(d_ab, q), np.percentile(d_ba, q))
-        assert hausdorff_distance(a, b, spacing, percentile=q) == pytest.approx(want, rel=1e-9, abs=1e-9)
-        assert hausdorff_distance(b, a, spacing, percentile=q) == pytest.approx(want, rel=1e-9, abs=1e-9)
+        assert hausdorff_distance(a, b, spacing, percentile=q) == pytest.approx(
+            want, rel=1e-9, abs=1e-9
+        )
+        assert hausdorff_distance(b, a, spacing, percentile=q) == pytest.approx(
+            want, rel=1e-9, abs=1e-9
+        )
     want_assd = (d_ab.sum() + d_ba.sum()) / (d_ab.size + d_ba.size)
     assert average_surface_distance(a, b, spacing) == pytest.approx(want_assd, rel=1e-9, abs=1e-9)
     assert average_surface_distance(b, a, spacing) == pytest.approx(want_assd, rel=1e-9, abs=1e-9)

@@ -26,8 +26,9 @@ def test_two_channels_hand_computed():
 
 def test_multiple_of_three_is_plain_repeat_and_rescale():
     w = torch.randn(5, 3, 7, 7, dtype=torch.float64)
-    torch.testing.assert_close(adapt_input_conv(w, 6), torch.cat([w, w], dim=1) / 2,
-                               rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(
+        adapt_input_conv(w, 6), torch.cat([w, w], dim=1) / 2, rtol=1e-12, atol=1e-12
+    )
 
 
 def test_same_channels_is_an_unchanged_copy():
@@ -73,9 +74,12 @@ def test_logs_what_it_did(caplog):
 
 @pytest.mark.parametrize(
     "weight, in_chans, exc, match",
-    [(torch.ones(3, 3), 1, ValueError, "weight"), ([1.0], 1, TypeError, "weight"),
-     (torch.ones(2, 3, 3, 3), 0, ValueError, "in_chans"),
-     (torch.ones(2, 3, 3, 3), 2.0, TypeError, "in_chans")],
+    [
+        (torch.ones(3, 3), 1, ValueError, "weight"),
+        ([1.0], 1, TypeError, "weight"),
+        (torch.ones(2, 3, 3, 3), 0, ValueError, "in_chans"),
+        (torch.ones(2, 3, 3, 3), 2.0, TypeError, "in_chans"),
+    ],
 )
 def test_errors(weight, in_chans, exc, match):
     with pytest.raises(exc, match=match):

@@ -43,8 +43,12 @@ def test_decoder_last_conv_has_no_bn_or_activation():
 def test_rates_scale_with_output_stride(os_, rates):
     assert scaled_dilations((6, 12, 18), os_) == rates
     assert ASPPDecoder(CH, 2, output_stride=os_, aspp_channels=8).aspp.dilations == rates
-    assert DeepLabV3PlusDecoder(CH, 2, output_stride=os_, aspp_channels=8,
-                                decoder_channels=8).aspp.dilations == rates
+    assert (
+        DeepLabV3PlusDecoder(
+            CH, 2, output_stride=os_, aspp_channels=8, decoder_channels=8
+        ).aspp.dilations
+        == rates
+    )
 
 
 @pytest.mark.parametrize("d", [1, 2, 3])
@@ -104,11 +108,14 @@ def test_batch_of_one_in_training_raises_a_clear_error():
 
 @pytest.mark.parametrize(
     "make, match",
-    [(lambda: ASPP(0), "in_channels"), (lambda: ASPP(4, dilations=()), "dilations"),
-     (lambda: ASPP(4, dilations=(0,)), "dilations"),
-     (lambda: ASPPDecoder(CH, 0), "num_classes"),
-     (lambda: ASPPDecoder(CH, 2, output_stride=4), "output_stride"),
-     (lambda: DeepLabV3PlusDecoder(CH, 2, low_level_index=3), "low_level_index")],
+    [
+        (lambda: ASPP(0), "in_channels"),
+        (lambda: ASPP(4, dilations=()), "dilations"),
+        (lambda: ASPP(4, dilations=(0,)), "dilations"),
+        (lambda: ASPPDecoder(CH, 0), "num_classes"),
+        (lambda: ASPPDecoder(CH, 2, output_stride=4), "output_stride"),
+        (lambda: DeepLabV3PlusDecoder(CH, 2, low_level_index=3), "low_level_index"),
+    ],
 )
 def test_bad_options(make, match):
     with pytest.raises(ValueError, match=match):

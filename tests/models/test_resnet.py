@@ -11,8 +11,13 @@ import torch
 from agcl.models import ResNet, create_model, resnet18, resnet50, resnet101
 
 # Known facts about torchvision's ResNets with in_chans=3, num_classes=1000.
-PARAMS = {"resnet18": 11_689_512, "resnet34": 21_797_672, "resnet50": 25_557_032,
-          "resnet101": 44_549_160, "resnet152": 60_192_808}
+PARAMS = {
+    "resnet18": 11_689_512,
+    "resnet34": 21_797_672,
+    "resnet50": 25_557_032,
+    "resnet101": 44_549_160,
+    "resnet152": 60_192_808,
+}
 # state-dict keys incl. BN buffers: stem 1 conv + 5 BN entries; per block 2 (basic) or 3
 # (bottleneck) conv+BN pairs of 6 keys; each downsample 6; fc 2.  resnet50: 6+16*18+4*6+2 = 320.
 KEYS = {"resnet18": 122, "resnet34": 218, "resnet50": 320, "resnet101": 626, "resnet152": 932}
@@ -97,7 +102,9 @@ def test_feature_shapes(arch, output_stride, in_chans):
     assert enc.output_stride == output_stride
     mult = 4 if arch is resnet50 else 1
     assert enc.out_channels == tuple(8 * mult * k for k in (1, 2, 4, 8))
-    assert enc.low_level_channels == enc.out_channels[0] and enc.num_features == enc.out_channels[-1]
+    assert (
+        enc.low_level_channels == enc.out_channels[0] and enc.num_features == enc.out_channels[-1]
+    )
     for f, c, s in zip(feats, enc.out_channels, expected_strides):
         assert tuple(f.shape) == (2, c, math.ceil(32 / s), math.ceil(40 / s))
     assert tuple(enc(x).shape) == (2, enc.num_features)
@@ -170,8 +177,9 @@ def test_pretrained_adaptation_preserves_output_on_repeated_input(in_chans, capl
     enc = enc.double().eval()
     grey = torch.randn(2, 1, 32, 32, dtype=torch.float64)
     # float64 throughout; the float32-stored adapted kernel adds ~1e-7 relative error
-    torch.testing.assert_close(enc(grey.repeat(1, in_chans, 1, 1)), ref(grey.repeat(1, 3, 1, 1)),
-                               rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        enc(grey.repeat(1, in_chans, 1, 1)), ref(grey.repeat(1, 3, 1, 1)), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_pretrained_same_channels_loads_exactly_and_drops_fc(caplog):
@@ -186,18 +194,24 @@ def test_pretrained_same_channels_loads_exactly_and_drops_fc(caplog):
 
 def test_pretrained_without_counters_or_fc_loads(caplog):
     # older published checkpoints lack the BN num_batches_tracked buffers; backbone-only dicts lack fc
-    sd = {k: v for k, v in _reference_weights().items()
-          if not k.endswith("num_batches_tracked") and not k.startswith("fc.")}
+    sd = {
+        k: v
+        for k, v in _reference_weights().items()
+        if not k.endswith("num_batches_tracked") and not k.startswith("fc.")
+    }
     with caplog.at_level(logging.INFO, logger="agcl.models"):
         enc = resnet18(base_width=8, num_classes=4, pretrained_state_dict=sd)
     assert "keeps its fresh initialisation" in caplog.text
-    torch.testing.assert_close(enc.layer2[1].bn2.running_var, sd["layer2.1.bn2.running_var"],
-                               rtol=0, atol=0)
+    torch.testing.assert_close(
+        enc.layer2[1].bn2.running_var, sd["layer2.1.bn2.running_var"], rtol=0, atol=0
+    )
 
 
 def test_pretrained_mismatch_raises():
     sd = _reference_weights()
-    with pytest.raises(ValueError, match=r"base_width.*shape mismatches .*bn1.bias: expected \(16,\), got \(8,\)"):
+    with pytest.raises(
+        ValueError, match=r"base_width.*shape mismatches .*bn1.bias: expected \(16,\), got \(8,\)"
+    ):
         resnet18(base_width=16, pretrained_state_dict=sd)
     with pytest.raises(ValueError, match="missing"):
         resnet50(base_width=8, pretrained_state_dict=sd)
@@ -221,8 +235,12 @@ def test_wrong_rank_and_type():
 
 @pytest.mark.parametrize(
     "kwargs, match",
-    [({"output_stride": 4}, "output_stride"), ({"in_chans": 0}, "in_chans"),
-     ({"num_classes": -1}, "num_classes"), ({"base_width": 0}, "base_width")],
+    [
+        ({"output_stride": 4}, "output_stride"),
+        ({"in_chans": 0}, "in_chans"),
+        ({"num_classes": -1}, "num_classes"),
+        ({"base_width": 0}, "base_width"),
+    ],
 )
 def test_bad_options(kwargs, match):
     with pytest.raises(ValueError, match=match):

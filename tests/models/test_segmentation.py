@@ -79,8 +79,7 @@ def test_pretrain_model_projects_pooled_features():
 def test_pretrained_encoder_moves_into_segmentation_model():
     enc = resnet18(in_chans=2, base_width=8)
     pre = AGCLPretrainModel(enc, ProjectionHead(enc.num_features, 32, 16))
-    seg = build_segmentation_model("resnet18", 2, encoder_kwargs={"base_width": 8},
-                                   aspp_channels=8)
+    seg = build_segmentation_model("resnet18", 2, encoder_kwargs={"base_width": 8}, aspp_channels=8)
     seg.encoder.load_state_dict(pre.encoder.state_dict())
     for k, v in seg.encoder.state_dict().items():
         assert torch.equal(v, pre.encoder.state_dict()[k])
@@ -88,8 +87,15 @@ def test_pretrained_encoder_moves_into_segmentation_model():
 
 @pytest.mark.parametrize("decoder", ["aspp", "deeplabv3plus"])
 def test_build_segmentation_model(decoder):
-    m = build_segmentation_model("resnet18", 3, in_chans=1, output_stride=8, decoder=decoder,
-                                 aspp_channels=8, encoder_kwargs={"base_width": 8})
+    m = build_segmentation_model(
+        "resnet18",
+        3,
+        in_chans=1,
+        output_stride=8,
+        decoder=decoder,
+        aspp_channels=8,
+        encoder_kwargs={"base_width": 8},
+    )
     assert m.decoder.aspp.dilations == (12, 24, 36)
     assert m(torch.randn(2, 1, 24, 24)).shape == (2, 3, 24, 24)
     with pytest.raises(ValueError, match="decoder"):

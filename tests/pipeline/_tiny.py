@@ -23,28 +23,47 @@ def tiny_cohort(root: Path):
 
 
 def tiny_config(**changes) -> PipelineConfig:
-    base = PipelineConfig.quick().override(**{
-        "organs": (1, 6, 7),
-        # 21.9 x 21.9 x 24 mm voxels: the 48 x 48 x 12 phantoms become 16 x 16 x 8 (2 x 2 windows)
-        "coarse.spacing_mm": (21.9, 21.9, 24.0), "coarse.crop_shape": (12, 12, 8),
-        "coarse.shape": (16, 16, 8), "coarse.base_channels": 2, "coarse.depth": 1, "coarse.epochs": 2,
-        "coarse.batch_size": 2,
-        "pretrain.base_width": 4, "pretrain.patch_size": 16, "pretrain.patches_per_slice": 1,
-        "pretrain.max_patches_per_volume": 12, "pretrain.epochs": 2, "pretrain.batch_size": 8,
-        "pretrain.projection_dim": 8,
-        "segment.patches_per_slice": 1, "segment.max_patches_per_volume": 12, "segment.aspp_channels": 8,
-        "segment.epochs": 2, "segment.batch_size": 8, "segment.stride": 16,
-        # float32 everywhere, so results do not depend on whether the CPU has bf16 kernels
-        # (mixed precision has its own tests)
-        "coarse.amp": "off", "pretrain.amp": "off", "segment.amp": "off",
-    })
+    base = PipelineConfig.quick().override(
+        **{
+            "organs": (1, 6, 7),
+            # 21.9 x 21.9 x 24 mm voxels: the 48 x 48 x 12 phantoms become 16 x 16 x 8 (2 x 2 windows)
+            "coarse.spacing_mm": (21.9, 21.9, 24.0),
+            "coarse.crop_shape": (12, 12, 8),
+            "coarse.shape": (16, 16, 8),
+            "coarse.base_channels": 2,
+            "coarse.depth": 1,
+            "coarse.epochs": 2,
+            "coarse.batch_size": 2,
+            "pretrain.base_width": 4,
+            "pretrain.patch_size": 16,
+            "pretrain.patches_per_slice": 1,
+            "pretrain.max_patches_per_volume": 12,
+            "pretrain.epochs": 2,
+            "pretrain.batch_size": 8,
+            "pretrain.projection_dim": 8,
+            "segment.patches_per_slice": 1,
+            "segment.max_patches_per_volume": 12,
+            "segment.aspp_channels": 8,
+            "segment.epochs": 2,
+            "segment.batch_size": 8,
+            "segment.stride": 16,
+            # float32 everywhere, so results do not depend on whether the CPU has bf16 kernels
+            # (mixed precision has its own tests)
+            "coarse.amp": "off",
+            "pretrain.amp": "off",
+            "segment.amp": "off",
+        }
+    )
     return base.override(**changes) if changes else base
 
 
 def read_tiny_cohort(root: Path):
     """The ``(train, test)`` of :func:`tiny_cohort` read back from ``root`` (written there before),
     e.g. in a fresh process, without writing the files again."""
-    pairs = list(adata.build_cohort({m: adata.discover_btcv(root / m, modality=m)
-                                     for m in ("contrast", "non-contrast")}))
+    pairs = list(
+        adata.build_cohort(
+            {m: adata.discover_btcv(root / m, modality=m) for m in ("contrast", "non-contrast")}
+        )
+    )
     train = [p for p in pairs if p[0].case_id == "0001"]
     return train, [p for p in pairs if p[0].case_id == "0002"]

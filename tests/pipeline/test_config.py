@@ -44,64 +44,67 @@ import dataclasses  # noqa: E402
 from agcl.pipeline import CoarseConfig, PretrainConfig, SegmentConfig  # noqa: E402
 
 
-@pytest.mark.parametrize("key, value, err", [
-    ("pretrain.method", "foo", ValueError),
-    ("pretrain.epochs", -1, ValueError),
-    ("pretrain.epochs", 0, ValueError),
-    ("pretrain.temperature", 0, ValueError),
-    ("pretrain.temperature", float("inf"), ValueError),
-    ("pretrain.temperature", "0.1", TypeError),
-    ("pretrain.partial_weight", 1.5, ValueError),
-    ("pretrain.output_stride", 12, ValueError),
-    ("pretrain.patch_size", 64.0, TypeError),
-    ("pretrain.batch_size", True, TypeError),
-    ("pretrain.max_patches_per_volume", -1, ValueError),
-    ("pretrain.aug_scale", (0.7, 0.3), ValueError),
-    ("pretrain.aug_scale", (0.0, 0.5), ValueError),
-    ("pretrain.encoder", 5, TypeError),
-    ("pretrain.lr", float("nan"), ValueError),
-    ("segment.threshold", 2, ValueError),
-    ("segment.threshold", 1.0, ValueError),
-    ("segment.stride", 0, ValueError),
-    ("segment.stride", 65, ValueError),  # above quick's patch size 64
-    ("coarse.epochs", "abc", TypeError),
-    ("coarse.shape", (16, 16), ValueError),
-    ("coarse.shape", (16, 16, 0), ValueError),
-    ("coarse.source", "truth", ValueError),
-    ("coarse.margin_mm", -1.0, ValueError),
-    ("seed", 1.5, TypeError),
-    ("clip_hu", (250, -175), ValueError),
-    ("percentiles", (1, 101), ValueError),
-    ("organs", (1, 1), ValueError),
-    ("organs", (0, 6), ValueError),
-    ("organs", "16", TypeError),
-    ("coarse", 5, TypeError),
-    ("coarse.attention_threshold", 0.0, ValueError),
-    ("coarse.attention_threshold", 1.5, ValueError),
-    ("coarse.spacing_mm", (2.0, 2.0), ValueError),
-    ("coarse.spacing_mm", (2.0, 0.0, 3.0), ValueError),
-    ("coarse.spacing_mm", "2mm", TypeError),
-    ("coarse.crop_shape", (16, 16, 0), ValueError),
-    ("coarse.crop_shape", (16.0, 16, 8), TypeError),
-    ("coarse.foreground_fraction", 1.5, ValueError),
-    ("coarse.foreground_fraction", -0.1, ValueError),
-    ("coarse.crops_per_case", 0, ValueError),
-    ("coarse.overlap", 1.0, ValueError),
-    ("coarse.augment", 1, TypeError),
-    ("coarse.lr_decay", "yes", TypeError),
-    ("coarse.rotation_deg", -5.0, ValueError),
-    ("coarse.rotation_deg", "15", TypeError),
-    ("coarse.zoom", 1.0, ValueError),
-    ("coarse.amp", "half", ValueError),
-    ("pretrain.queue_size", -1, ValueError),
-    ("pretrain.queue_size", 2.5, TypeError),
-    ("pretrain.steps_per_epoch", 0, ValueError),
-    ("segment.steps_per_epoch", "20", TypeError),
-    ("segment.coarse_weight", 1.5, ValueError),
-    ("segment.coarse_weight", -0.1, ValueError),
-    ("segment.coarse_weight", "0.5", TypeError),
-    ("segment.window", "cosine", ValueError),
-])
+@pytest.mark.parametrize(
+    "key, value, err",
+    [
+        ("pretrain.method", "foo", ValueError),
+        ("pretrain.epochs", -1, ValueError),
+        ("pretrain.epochs", 0, ValueError),
+        ("pretrain.temperature", 0, ValueError),
+        ("pretrain.temperature", float("inf"), ValueError),
+        ("pretrain.temperature", "0.1", TypeError),
+        ("pretrain.partial_weight", 1.5, ValueError),
+        ("pretrain.output_stride", 12, ValueError),
+        ("pretrain.patch_size", 64.0, TypeError),
+        ("pretrain.batch_size", True, TypeError),
+        ("pretrain.max_patches_per_volume", -1, ValueError),
+        ("pretrain.aug_scale", (0.7, 0.3), ValueError),
+        ("pretrain.aug_scale", (0.0, 0.5), ValueError),
+        ("pretrain.encoder", 5, TypeError),
+        ("pretrain.lr", float("nan"), ValueError),
+        ("segment.threshold", 2, ValueError),
+        ("segment.threshold", 1.0, ValueError),
+        ("segment.stride", 0, ValueError),
+        ("segment.stride", 65, ValueError),  # above quick's patch size 64
+        ("coarse.epochs", "abc", TypeError),
+        ("coarse.shape", (16, 16), ValueError),
+        ("coarse.shape", (16, 16, 0), ValueError),
+        ("coarse.source", "truth", ValueError),
+        ("coarse.margin_mm", -1.0, ValueError),
+        ("seed", 1.5, TypeError),
+        ("clip_hu", (250, -175), ValueError),
+        ("percentiles", (1, 101), ValueError),
+        ("organs", (1, 1), ValueError),
+        ("organs", (0, 6), ValueError),
+        ("organs", "16", TypeError),
+        ("coarse", 5, TypeError),
+        ("coarse.attention_threshold", 0.0, ValueError),
+        ("coarse.attention_threshold", 1.5, ValueError),
+        ("coarse.spacing_mm", (2.0, 2.0), ValueError),
+        ("coarse.spacing_mm", (2.0, 0.0, 3.0), ValueError),
+        ("coarse.spacing_mm", "2mm", TypeError),
+        ("coarse.crop_shape", (16, 16, 0), ValueError),
+        ("coarse.crop_shape", (16.0, 16, 8), TypeError),
+        ("coarse.foreground_fraction", 1.5, ValueError),
+        ("coarse.foreground_fraction", -0.1, ValueError),
+        ("coarse.crops_per_case", 0, ValueError),
+        ("coarse.overlap", 1.0, ValueError),
+        ("coarse.augment", 1, TypeError),
+        ("coarse.lr_decay", "yes", TypeError),
+        ("coarse.rotation_deg", -5.0, ValueError),
+        ("coarse.rotation_deg", "15", TypeError),
+        ("coarse.zoom", 1.0, ValueError),
+        ("coarse.amp", "half", ValueError),
+        ("pretrain.queue_size", -1, ValueError),
+        ("pretrain.queue_size", 2.5, TypeError),
+        ("pretrain.steps_per_epoch", 0, ValueError),
+        ("segment.steps_per_epoch", "20", TypeError),
+        ("segment.coarse_weight", 1.5, ValueError),
+        ("segment.coarse_weight", -0.1, ValueError),
+        ("segment.coarse_weight", "0.5", TypeError),
+        ("segment.window", "cosine", ValueError),
+    ],
+)
 def test_override_refuses_bad_values_naming_the_field(key, value, err):
     with pytest.raises(err, match=key.replace(".", r"\.").replace("organs", "organs")):
         PipelineConfig.quick().override(**{key: value})
@@ -123,7 +126,9 @@ def test_config_validated_on_construction_and_from_dict():
 
 
 def test_float_fields_accept_ints_and_lists_become_tuples():
-    cfg = PipelineConfig.quick().override(**{"pretrain.lr": 1, "coarse.shape": [8, 8, 4], "organs": [1, 6]})
+    cfg = PipelineConfig.quick().override(
+        **{"pretrain.lr": 1, "coarse.shape": [8, 8, 4], "organs": [1, 6]}
+    )
     assert cfg.pretrain.lr == 1.0 and isinstance(cfg.pretrain.lr, float)
     assert cfg.coarse.shape == (8, 8, 4) and cfg.organs == (1, 6)
 
@@ -134,12 +139,19 @@ def test_every_field_has_a_rule(cls):
 
 
 def test_inference_blending_fields_round_trip():
-    cfg = PipelineConfig.quick().override(**{"segment.coarse_weight": 0.5, "segment.window": "gaussian"})
+    cfg = PipelineConfig.quick().override(
+        **{"segment.coarse_weight": 0.5, "segment.window": "gaussian"}
+    )
     assert cfg.segment.coarse_weight == 0.5 and cfg.segment.window == "gaussian"
     assert PipelineConfig.from_dict(cfg.to_dict()) == cfg
-    assert PipelineConfig.quick().segment.coarse_weight == 0.5  # stage 1's probabilities join the fusion
+    assert (
+        PipelineConfig.quick().segment.coarse_weight == 0.5
+    )  # stage 1's probabilities join the fusion
     old = PipelineConfig.quick().to_dict()
-    del old["segment"]["coarse_weight"], old["segment"]["window"]  # a checkpoint written before the fields
+    del (
+        old["segment"]["coarse_weight"],
+        old["segment"]["window"],
+    )  # a checkpoint written before the fields
     assert PipelineConfig.from_dict(old).segment.window == "uniform"
 
 
@@ -159,7 +171,9 @@ def test_coarse_voxel_size_fields():
 def test_attention_channel_field():
     quick, paper = PipelineConfig.quick(), PipelineConfig.paper()
     assert paper.coarse.attention_channel == "mask"  # the paper's binary attention
-    assert quick.coarse.attention_channel == "probability"  # measured better on the phantoms (results.md)
+    assert (
+        quick.coarse.attention_channel == "probability"
+    )  # measured better on the phantoms (results.md)
     # a checkpoint written before the field was trained on binary masks and still reads so
     old = quick.to_dict()
     del old["coarse"]["attention_channel"]

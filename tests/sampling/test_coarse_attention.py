@@ -27,9 +27,13 @@ def _probs():
 def test_organ_that_never_wins_the_argmax_still_gets_its_region():
     p = _probs()
     assert not (p.argmax(0) == 2).any()
-    att = attention_from_probabilities(p, [6, 12], (12, 12, 4), spacing=(1, 1, 1), margin_mm=0, threshold=0.3)
+    att = attention_from_probabilities(
+        p, [6, 12], (12, 12, 4), spacing=(1, 1, 1), margin_mm=0, threshold=0.3
+    )
     box, mask = att[12]
-    assert box == (slice(8, 10), slice(8, 10), slice(0, 4)) and mask.all()  # coarse voxel (4, 4) x 2 on the full grid
+    assert (
+        box == (slice(8, 10), slice(8, 10), slice(0, 4)) and mask.all()
+    )  # coarse voxel (4, 4) x 2 on the full grid
     box, mask = att[6]
     assert box == (slice(0, 6), slice(0, 6), slice(0, 4)) and mask.all()
 
@@ -37,16 +41,24 @@ def test_organ_that_never_wins_the_argmax_still_gets_its_region():
 def test_threshold_is_honoured_and_fallback_is_the_most_probable_component():
     p = _probs()
     # above the organ's best probability: no voxel reaches it, so the fallback region is used
-    att = attention_from_probabilities(p, [6, 12], (6, 6, 2), spacing=(1, 1, 1), margin_mm=0, threshold=0.5)
+    att = attention_from_probabilities(
+        p, [6, 12], (6, 6, 2), spacing=(1, 1, 1), margin_mm=0, threshold=0.5
+    )
     assert int(att[12][1].sum()) == 2  # the component of prob >= 0.5 * 0.45 holding the peak
     # a lower threshold grows the region: add a weak halo around organ 12's peak
     p[2, 3, 4] = 0.2
-    low = attention_from_probabilities(p, [6, 12], (6, 6, 2), spacing=(1, 1, 1), margin_mm=0, threshold=0.15)
-    high = attention_from_probabilities(p, [6, 12], (6, 6, 2), spacing=(1, 1, 1), margin_mm=0, threshold=0.3)
+    low = attention_from_probabilities(
+        p, [6, 12], (6, 6, 2), spacing=(1, 1, 1), margin_mm=0, threshold=0.15
+    )
+    high = attention_from_probabilities(
+        p, [6, 12], (6, 6, 2), spacing=(1, 1, 1), margin_mm=0, threshold=0.3
+    )
     assert int(low[12][1].sum()) == 4 and int(high[12][1].sum()) == 2
     # a second, weaker blob not connected to the peak stays out of the fallback region
     p[2, 0, 5] = 0.3
-    fb = attention_from_probabilities(p, [6, 12], (6, 6, 2), spacing=(1, 1, 1), margin_mm=0, threshold=0.9)
+    fb = attention_from_probabilities(
+        p, [6, 12], (6, 6, 2), spacing=(1, 1, 1), margin_mm=0, threshold=0.9
+    )
     dense = densify(fb, [6, 12], (6, 6, 2))
     assert dense[1, 4, 4].all() and not dense[1, 0, 5].any()
 
@@ -54,7 +66,9 @@ def test_threshold_is_honoured_and_fallback_is_the_most_probable_component():
 def test_margin_dilates_in_mm_and_organs_with_zero_probability_are_left_out():
     p = _probs()
     p[2] = 0.0
-    att = attention_from_probabilities(p, [6, 12], (6, 6, 2), spacing=(2.0, 1.0, 10.0), margin_mm=2.0)
+    att = attention_from_probabilities(
+        p, [6, 12], (6, 6, 2), spacing=(2.0, 1.0, 10.0), margin_mm=2.0
+    )
     assert 12 not in att
     dense = densify(att, [6, 12], (6, 6, 2))
     # 2 mm: one voxel along axis 0 (2 mm), two along axis 1 (1 mm), none along axis 2 (10 mm)
@@ -111,10 +125,14 @@ def test_probabilities_round_trip_weights_only(tmp_path):
 
 def test_errors():
     with pytest.raises(ValueError, match="K = len"):
-        attention_from_probabilities(np.zeros((2, 3, 3, 3)), [1, 2], (3, 3, 3), spacing=(1, 1, 1), margin_mm=0)
+        attention_from_probabilities(
+            np.zeros((2, 3, 3, 3)), [1, 2], (3, 3, 3), spacing=(1, 1, 1), margin_mm=0
+        )
     with pytest.raises(ValueError, match="threshold"):
-        attention_from_probabilities(np.zeros((2, 3, 3, 3)), [1], (3, 3, 3), spacing=(1, 1, 1), margin_mm=0,
-                                     threshold=0.0)
+        attention_from_probabilities(
+            np.zeros((2, 3, 3, 3)), [1], (3, 3, 3), spacing=(1, 1, 1), margin_mm=0, threshold=0.0
+        )
     with pytest.raises(ValueError, match="channel must be one of .*'soft'"):
-        attention_from_probabilities(np.ones((2, 3, 3, 3)), [1], (3, 3, 3), spacing=(1, 1, 1), margin_mm=0,
-                                     channel="soft")
+        attention_from_probabilities(
+            np.ones((2, 3, 3, 3)), [1], (3, 3, 3), spacing=(1, 1, 1), margin_mm=0, channel="soft"
+        )

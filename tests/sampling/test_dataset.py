@@ -62,22 +62,31 @@ def test_attention_from_files_and_arrays(cohort, tmp_path):
     only_liver = np.where(lab == 6, 6, 0).astype(np.int16)
     # an attention file in the scan's own (LPS) storage order, as a coarse model would save it
     ref = nib.load(str(case.label_path))
-    nib.save(nib.Nifti1Image(only_liver[::-1, ::-1, :].astype(np.uint8), ref.affine), str(tmp_path / "att.nii.gz"))
+    nib.save(
+        nib.Nifti1Image(only_liver[::-1, ::-1, :].astype(np.uint8), ref.affine),
+        str(tmp_path / "att.nii.gz"),
+    )
     for att in (tmp_path / "att.nii.gz", only_liver):
         b = AttentionPatchDataset([case], _sampler(), attention=[att])[0]
         assert set(b.target.tolist()) == {6}
-        assert b.label is not None and torch.equal(b.label, b.attention)  # liver GT == liver attention
+        assert b.label is not None and torch.equal(
+            b.label, b.attention
+        )  # liver GT == liver attention
 
 
 def test_in_memory_volumes_and_minibatches():
     lab = np.zeros((10, 10, 4), np.int16)
     lab[2:6, 2:6, 1:3] = 3
-    ds = AttentionPatchDataset([{"image": np.zeros((10, 10, 4)), "label": lab, "modality": 1}], _sampler(), targets=[3])
+    ds = AttentionPatchDataset(
+        [{"image": np.zeros((10, 10, 4)), "label": lab, "modality": 1}], _sampler(), targets=[3]
+    )
     b = ds[0]
     assert len(b) == 4 and b.modality.tolist() == [1] * 4
     parts = list(minibatches(b, 3, generator=torch.Generator().manual_seed(0)))
     assert [len(p) for p in parts] == [3, 1]
-    assert sorted(torch.cat([p.slice_index for p in parts]).tolist()) == sorted(b.slice_index.tolist())
+    assert sorted(torch.cat([p.slice_index for p in parts]).tolist()) == sorted(
+        b.slice_index.tolist()
+    )
     assert [len(p) for p in minibatches(b, 3, drop_last=True)] == [3]
 
 

@@ -19,21 +19,45 @@ def _volumes(n=6, shape=(24, 24, 6), seed=0, sparse=False):
     for i in range(n):
         lab = np.zeros(shape, np.uint8)
         lab[2:9, 3:10, :] = 1
-        lab[12:20, 12:22, 1 + i % 3: 5] = 6
+        lab[12:20, 12:22, 1 + i % 3 : 5] = 6
         if i % 2:
             lab[14:18, 2:6, 2:4] = 7
-        att = attention_from_labels(lab, [1, 6, 7], margin_mm=0.0, spacing=(1, 1, 1)) if sparse else lab
-        out.append({"image": rng.random(shape, dtype=np.float32), "attention": att, "label": lab, "modality": i % 2})
+        att = (
+            attention_from_labels(lab, [1, 6, 7], margin_mm=0.0, spacing=(1, 1, 1))
+            if sparse
+            else lab
+        )
+        out.append(
+            {
+                "image": rng.random(shape, dtype=np.float32),
+                "attention": att,
+                "label": lab,
+                "modality": i % 2,
+            }
+        )
     return out
 
 
 def _key(b):
-    return Counter(zip(b.volume_index.tolist(), b.target.tolist(), b.slice_index.tolist(),
-                       map(tuple, b.centre.tolist())))
+    return Counter(
+        zip(
+            b.volume_index.tolist(),
+            b.target.tolist(),
+            b.slice_index.tolist(),
+            map(tuple, b.centre.tolist()),
+        )
+    )
 
 
 def _stream(vols, **kw):
-    args = {"batch_size": 8, "with_label": True, "buffer_size": 32, "shards": 3, "streams": 2, "chunk_size": 5}
+    args = {
+        "batch_size": 8,
+        "with_label": True,
+        "buffer_size": 32,
+        "shards": 3,
+        "streams": 2,
+        "chunk_size": 5,
+    }
     args.update(kw)
     return PatchStream(vols, AttentionPatchSampler(patch_size=8, patches_per_slice=3), **args)
 
@@ -52,7 +76,7 @@ def test_every_planned_patch_once_with_its_own_windows():
         for j in range(len(b)):
             v, t, s = int(b.volume_index[j]), int(b.target[j]), int(b.slice_index[j])
             ci, cj = b.centre[j].tolist()
-            want = vols[v]["image"][ci - 4:ci + 4, cj - 4:cj + 4, s]
+            want = vols[v]["image"][ci - 4 : ci + 4, cj - 4 : cj + 4, s]
             if want.shape == (8, 8):
                 assert np.array_equal(b.image[j, 0].numpy(), want)
             assert vols[v]["label"][ci, cj, s] == t
@@ -61,8 +85,12 @@ def test_every_planned_patch_once_with_its_own_windows():
     for v in range(len(vols)):
         from agcl.sampling.stream import _generator
 
-        c, t = stream.sampler.plan(vols[v]["attention"], vols[v]["image"].shape, generator=_generator(0, 3, v))
-        expected += Counter(zip([v] * len(t), t.tolist(), c[:, 0].tolist(), map(tuple, c[:, 1:].tolist())))
+        c, t = stream.sampler.plan(
+            vols[v]["attention"], vols[v]["image"].shape, generator=_generator(0, 3, v)
+        )
+        expected += Counter(
+            zip([v] * len(t), t.tolist(), c[:, 0].tolist(), map(tuple, c[:, 1:].tolist()))
+        )
     assert seen == expected
     assert sum(len(b) for b in batches) == sum(expected.values())
 
@@ -71,7 +99,11 @@ def test_sparse_attention_gives_the_same_patches_as_the_label_map():
     dense = list(_stream(_volumes()))
     sparse = list(_stream(_volumes(sparse=True)))
     # per organ and slice the same counts (the draws differ: per-organ generators for sparse)
-    count = lambda bs: Counter((v, t, s) for b in bs for v, t, s in zip(b.volume_index.tolist(), b.target.tolist(), b.slice_index.tolist()))  # noqa: E731
+    count = lambda bs: Counter(
+        (v, t, s)
+        for b in bs
+        for v, t, s in zip(b.volume_index.tolist(), b.target.tolist(), b.slice_index.tolist())
+    )  # noqa: E731
     assert count(dense) == count(sparse)
     for b in sparse:
         assert bool((b.attention[:, 0, 4, 4] == 1).all())
@@ -87,7 +119,16 @@ def test_same_batches_for_any_number_of_workers(workers):
     got = list(stream.loader(num_workers=workers))
     assert len(got) == len(ref)
     for a, b in zip(ref, got):
-        for name in ("image", "attention", "label", "target", "modality", "volume_index", "slice_index", "centre"):
+        for name in (
+            "image",
+            "attention",
+            "label",
+            "target",
+            "modality",
+            "volume_index",
+            "slice_index",
+            "centre",
+        ):
             assert torch.equal(getattr(a, name), getattr(b, name)), name
 
 
@@ -162,8 +203,19 @@ def test_pieces_are_bounded_and_volumes_read_once_per_epoch():
 
 def test_ranks_split_the_volumes():
     vols = _volumes(7)
-    shares = [set(PatchStream(vols, AttentionPatchSampler(patch_size=8), batch_size=4, rank=r, world_size=3,
-                              seed=5).rank_volumes()) for r in range(3)]
+    shares = [
+        set(
+            PatchStream(
+                vols,
+                AttentionPatchSampler(patch_size=8),
+                batch_size=4,
+                rank=r,
+                world_size=3,
+                seed=5,
+            ).rank_volumes()
+        )
+        for r in range(3)
+    ]
     assert set.union(*shares) == set(range(7)) and sum(map(len, shares)) == 7
     seen = set()
     for r in range(2):
@@ -183,7 +235,12 @@ def test_drop_last_and_multi_channel_images():
     assert all(len(b) == 8 for b in batches)
     b = batches[0]
     assert b.image.shape[1:] == (3, 8, 8) and b.inputs().shape[1] == 4
-    inside = (b.centre[:, 0] >= 4) & (b.centre[:, 0] <= 20) & (b.centre[:, 1] >= 4) & (b.centre[:, 1] <= 20)
+    inside = (
+        (b.centre[:, 0] >= 4)
+        & (b.centre[:, 0] <= 20)
+        & (b.centre[:, 1] >= 4)
+        & (b.centre[:, 1] <= 20)
+    )
     assert torch.allclose(b.image[inside, 1], 1 - b.image[inside, 0])
 
 
@@ -238,8 +295,9 @@ def test_ignore_maps_travel_with_the_labels():
 def test_graded_attention_keeps_its_values_through_the_buffer():
     vols = _volumes(sparse=True)
     for v in vols:
-        v["attention"] = attention_from_labels(v["label"], [1, 6, 7], margin_mm=2.0, spacing=(1, 1, 1),
-                                               channel="probability")
+        v["attention"] = attention_from_labels(
+            v["label"], [1, 6, 7], margin_mm=2.0, spacing=(1, 1, 1), channel="probability"
+        )
     values = set()
     for b in _stream(vols):
         # 1 on the organ (its label), 0.5 in the margin, 0 outside

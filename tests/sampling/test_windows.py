@@ -12,7 +12,13 @@ from agcl.sampling import extract_windows
 
 
 @settings(deadline=None, max_examples=30)
-@given(st.integers(1, 9), st.integers(1, 9), st.integers(1, 6), st.integers(1, 6), st.integers(0, 2**16))
+@given(
+    st.integers(1, 9),
+    st.integers(1, 9),
+    st.integers(1, 6),
+    st.integers(1, 6),
+    st.integers(0, 2**16),
+)
 def test_2d_windows_match_padded_slicing(H, W, h, w, seed):
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(H, W))
@@ -20,7 +26,10 @@ def test_2d_windows_match_padded_slicing(H, W, h, w, seed):
     out = extract_windows(x, cen, (h, w), pad_value=-5.0)
     padded = np.pad(x, ((h, h), (w, w)), constant_values=-5.0)
     for p, (i, j) in enumerate(cen):
-        np.testing.assert_array_equal(out[p].numpy(), padded[i - h // 2 + h:i - h // 2 + 2 * h, j - w // 2 + w:j - w // 2 + 2 * w])
+        np.testing.assert_array_equal(
+            out[p].numpy(),
+            padded[i - h // 2 + h : i - h // 2 + 2 * h, j - w // 2 + w : j - w // 2 + 2 * w],
+        )
     assert out.dtype == torch.float64
 
 

@@ -32,7 +32,9 @@ __all__ = ["CoarseCropDataset", "GridCase", "grid_shape", "to_grid"]
 MAX_LOCATIONS = 10_000
 
 
-def grid_shape(shape: Sequence[int], spacing: Sequence[float], spacing_mm: Sequence[float]) -> tuple[int, int, int]:
+def grid_shape(
+    shape: Sequence[int], spacing: Sequence[float], spacing_mm: Sequence[float]
+) -> tuple[int, int, int]:
     """The grid of a ``shape`` volume of voxel size ``spacing`` resampled to ``spacing_mm`` (mm).
 
     Each axis keeps its physical extent: ``max(1, round(n * s / t))`` voxels.
@@ -42,13 +44,19 @@ def grid_shape(shape: Sequence[int], spacing: Sequence[float], spacing_mm: Seque
         (205, 205, 83)
     """
     if len(shape) != 3 or len(spacing) != 3 or len(spacing_mm) != 3:
-        raise ValueError(f"shape, spacing and spacing_mm must have 3 entries; got {tuple(shape)}, "
-                         f"{tuple(spacing)}, {tuple(spacing_mm)}")
+        raise ValueError(
+            f"shape, spacing and spacing_mm must have 3 entries; got {tuple(shape)}, "
+            f"{tuple(spacing)}, {tuple(spacing_mm)}"
+        )
     for name, values in (("spacing", spacing), ("spacing_mm", spacing_mm)):
         if not all(math.isfinite(float(v)) and float(v) > 0 for v in values):
-            raise ValueError(f"{name} must be three positive voxel sizes in mm; got {tuple(values)}")
-    return tuple(max(1, int(round(int(n) * float(s) / float(t))))  # type: ignore[return-value]
-                 for n, s, t in zip(shape, spacing, spacing_mm))
+            raise ValueError(
+                f"{name} must be three positive voxel sizes in mm; got {tuple(values)}"
+            )
+    return tuple(
+        max(1, int(round(int(n) * float(s) / float(t))))  # type: ignore[return-value]
+        for n, s, t in zip(shape, spacing, spacing_mm)
+    )
 
 
 @dataclass
@@ -69,8 +77,14 @@ class GridCase:
     pad: float = 0.0
 
 
-def to_grid(image: np.ndarray, label: np.ndarray, lut: np.ndarray, grid: Sequence[int], *,
-            rng: np.random.Generator) -> GridCase:
+def to_grid(
+    image: np.ndarray,
+    label: np.ndarray,
+    lut: np.ndarray,
+    grid: Sequence[int],
+    *,
+    rng: np.random.Generator,
+) -> GridCase:
     """Resample one case (image trilinear, labels nearest after ``lut``: code -> class) to ``grid``.
 
     Shape:
@@ -91,7 +105,9 @@ def to_grid(image: np.ndarray, label: np.ndarray, lut: np.ndarray, grid: Sequenc
         if len(where) > MAX_LOCATIONS:
             where = where[np.sort(rng.choice(len(where), MAX_LOCATIONS, replace=False))]
         locations[int(k)] = where
-    return GridCase(image=img.to(torch.float16), label=classes, locations=locations, pad=float(img.min()))
+    return GridCase(
+        image=img.to(torch.float16), label=classes, locations=locations, pad=float(img.min())
+    )
 
 
 class CoarseCropDataset(Dataset):
@@ -119,8 +135,16 @@ class CoarseCropDataset(Dataset):
         (3, (1, 4, 4, 4))
     """
 
-    def __init__(self, cases: Sequence[GridCase], crop_shape: Sequence[int], *, crops_per_case: int = 1,
-                 foreground: float = 0.33, augment: Callable[..., Any] | None = None, seed: int = 0) -> None:
+    def __init__(
+        self,
+        cases: Sequence[GridCase],
+        crop_shape: Sequence[int],
+        *,
+        crops_per_case: int = 1,
+        foreground: float = 0.33,
+        augment: Callable[..., Any] | None = None,
+        seed: int = 0,
+    ) -> None:
         if len(cases) == 0:
             raise ValueError("cases must hold at least one GridCase; got none")
         self.cases = list(cases)
@@ -140,7 +164,9 @@ class CoarseCropDataset(Dataset):
     def __len__(self) -> int:
         return len(self.order)
 
-    def pick_centre(self, case: GridCase, rng: np.random.Generator) -> tuple[int, np.ndarray | None]:
+    def pick_centre(
+        self, case: GridCase, rng: np.random.Generator
+    ) -> tuple[int, np.ndarray | None]:
         """``(class, centre voxel)`` of a crop: with probability ``foreground`` a random voxel of a
         class drawn uniformly from those present (class by class, so small organs are seen as
         often as large ones), else ``(0, None)`` (anywhere)."""
@@ -162,6 +188,7 @@ class CoarseCropDataset(Dataset):
             from agcl.augment.crop3d import RandomAffineCrop3D
 
             self.augment = RandomAffineCrop3D(zoom=0.0, rotation_deg=0.0, intensity=0.0)
-        image, label = self.augment(case.image, case.label, crop_shape=self.crop_shape, centre=centre, rng=rng,
-                                    pad=case.pad)
+        image, label = self.augment(
+            case.image, case.label, crop_shape=self.crop_shape, centre=centre, rng=rng, pad=case.pad
+        )
         return image.float()[None], label.long()

@@ -33,19 +33,34 @@ from agcl.pipeline.toolkit.training import EpochCallback, fit
 from agcl.sampling.attention_maps import Attention
 from agcl.sampling.coarse_attention import attention_from_probabilities
 
-__all__ = ["ImageCropDataset", "attention_2d", "build_coarse_model_2d", "load_coarse_2d", "predict_probabilities_2d",
-           "train_coarse_2d"]
+__all__ = [
+    "ImageCropDataset",
+    "attention_2d",
+    "build_coarse_model_2d",
+    "load_coarse_2d",
+    "predict_probabilities_2d",
+    "train_coarse_2d",
+]
 
 
-def build_coarse_model_2d(config: PipelineConfig | Coarse2DConfig, num_classes: int, *, in_chans: int = 3) -> nn.Module:
+def build_coarse_model_2d(
+    config: PipelineConfig | Coarse2DConfig, num_classes: int, *, in_chans: int = 3
+) -> nn.Module:
     """The stage-1 segmenter: ``coarse2d.encoder`` + DeepLabV3+ decoder with ``num_classes`` outputs."""
     from agcl.models import DeepLabV3PlusDecoder, SegmentationModel, create_model
 
     c = config.coarse2d if isinstance(config, PipelineConfig) else config
-    encoder = create_model(c.encoder, in_chans=in_chans, output_stride=c.output_stride, base_width=c.base_width)
-    decoder = DeepLabV3PlusDecoder(tuple(getattr(encoder, "out_channels")), num_classes,  # noqa: B009
-                                   output_stride=c.output_stride, aspp_channels=c.aspp_channels,
-                                   decoder_channels=c.decoder_channels, low_level_reduced=c.low_level_reduced)
+    encoder = create_model(
+        c.encoder, in_chans=in_chans, output_stride=c.output_stride, base_width=c.base_width
+    )
+    decoder = DeepLabV3PlusDecoder(
+        tuple(getattr(encoder, "out_channels")),
+        num_classes,  # noqa: B009
+        output_stride=c.output_stride,
+        aspp_channels=c.aspp_channels,
+        decoder_channels=c.decoder_channels,
+        low_level_reduced=c.low_level_reduced,
+    )
     return SegmentationModel(encoder, decoder)
 
 
@@ -62,11 +77,19 @@ class ImageCropDataset(Dataset):
             ``(seed, e, i)`` (the same batches for any number of workers).
     """
 
-    def __init__(self, images: Sequence[Any], masks: Sequence[Any], *, augment: Callable[..., Any],
-                 seed: int = 0) -> None:
+    def __init__(
+        self,
+        images: Sequence[Any],
+        masks: Sequence[Any],
+        *,
+        augment: Callable[..., Any],
+        seed: int = 0,
+    ) -> None:
         if len(images) != len(masks) or len(images) == 0:
-            raise ValueError(f"images and masks must be non-empty and of equal length; got {len(images)} and "
-                             f"{len(masks)}")
+            raise ValueError(
+                f"images and masks must be non-empty and of equal length; got {len(images)} and "
+                f"{len(masks)}"
+            )
         self.images, self.masks, self.augment, self.seed = images, masks, augment, int(seed)
         self.set_epoch(1)
 
@@ -80,8 +103,14 @@ class ImageCropDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         k = self.order[index]
-        gen = torch.Generator().manual_seed(int(np.random.SeedSequence([self.seed, self.epoch, index])
-                                                .generate_state(1, dtype=np.uint64)[0] >> 1))
+        gen = torch.Generator().manual_seed(
+            int(
+                np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(
+                    1, dtype=np.uint64
+                )[0]
+                >> 1
+            )
+        )
         x = image_tensor(self.images[k])
         y = torch.from_numpy(np.asarray(self.masks[k]).astype(np.int64))
         return self.augment(x, y, generator=gen)
@@ -93,10 +122,14 @@ def _check_masks(images: Sequence[Any], masks: Sequence[Any], num_classes: int) 
     for k in range(len(images)):
         im, y = np.asarray(images[k]), np.asarray(masks[k])
         if im.ndim != 3 or tuple(y.shape) != tuple(im.shape[:2]):
-            raise ValueError(f"masks[{k}] has shape {tuple(y.shape)}, images[{k}] (H, W) = {tuple(im.shape[:2])}")
+            raise ValueError(
+                f"masks[{k}] has shape {tuple(y.shape)}, images[{k}] (H, W) = {tuple(im.shape[:2])}"
+            )
         bad = (y != VOID) & ((y < 0) | (y >= num_classes))
         if bool(bad.any()):
-            raise ValueError(f"masks[{k}] must hold class ids in [0, {num_classes}) or {VOID}; got {int(y[bad][0])}")
+            raise ValueError(
+                f"masks[{k}] must hold class ids in [0, {num_classes}) or {VOID}; got {int(y[bad][0])}"
+            )
         longest = max(longest, *y.shape)
     return longest
 
@@ -138,23 +171,43 @@ def train_coarse_2d(
 
     c = config.coarse2d
     if len(images) != len(masks) or len(images) == 0:
-        raise ValueError(f"images and masks must be non-empty and of equal length; got {len(images)} and {len(masks)}")
+        raise ValueError(
+            f"images and masks must be non-empty and of equal length; got {len(images)} and {len(masks)}"
+        )
     longest = _check_masks(images, masks, num_classes)
-    settings = stage_fingerprint("coarse2d", config, num_classes=int(num_classes), n_images=len(images),
-                                 components=components_record(model=model, loss_fn=loss_fn, optimizer=optimizer,
-                                                              augment=augment))
-    crops = ImageCropDataset(images, masks, seed=config.seed, augment=augment if augment is not None else
-                             RandomCropFlip2D(min(c.crop_size, longest), hflip=c.hflip, void=VOID))
+    settings = stage_fingerprint(
+        "coarse2d",
+        config,
+        num_classes=int(num_classes),
+        n_images=len(images),
+        components=components_record(
+            model=model, loss_fn=loss_fn, optimizer=optimizer, augment=augment
+        ),
+    )
+    crops = ImageCropDataset(
+        images,
+        masks,
+        seed=config.seed,
+        augment=augment
+        if augment is not None
+        else RandomCropFlip2D(min(c.crop_size, longest), hflip=c.hflip, void=VOID),
+    )
     seed_everything(config.seed + 101)
     model = (build_coarse_model_2d(config, num_classes) if model is None else model).to(device)
     opt = resolve_optimizer(optimizer, model, config, "coarse2d")
-    criterion = loss_fn if loss_fn is not None else (lambda logits, y: F.cross_entropy(logits, y, ignore_index=VOID))
+    criterion = (
+        loss_fn
+        if loss_fn is not None
+        else (lambda logits, y: F.cross_entropy(logits, y, ignore_index=VOID))
+    )
     workers = config.data.num_workers
 
     def epoch_batches(epoch: int):
         crops.set_epoch(epoch)
         # BatchNorm in the ASPP pooling branch needs 2 samples: a last batch of one is skipped
-        return DataLoader(crops, batch_size=max(2, c.batch_size), shuffle=False, num_workers=workers)
+        return DataLoader(
+            crops, batch_size=max(2, c.batch_size), shuffle=False, num_workers=workers
+        )
 
     def step(batch: tuple[torch.Tensor, torch.Tensor]) -> float | None:
         if len(batch[0]) < 2:
@@ -168,15 +221,32 @@ def train_coarse_2d(
 
     out = Path(out_dir)
     ckpt = out / "checkpoints" / "coarse2d.pt"
-    fit(stage="coarse2d", epochs=c.epochs, ckpt_path=ckpt, settings=settings, model=model, optimizer=opt,
-        epoch_batches=epoch_batches, step=step, resume=resume, log=log or EpochLog(out / "epochs.jsonl"),
-        callback=callback, device=device, collective=False,
-        extra=lambda: {"coarse2d": c.to_dict(), "num_classes": int(num_classes), "config": config.to_dict()})
+    fit(
+        stage="coarse2d",
+        epochs=c.epochs,
+        ckpt_path=ckpt,
+        settings=settings,
+        model=model,
+        optimizer=opt,
+        epoch_batches=epoch_batches,
+        step=step,
+        resume=resume,
+        log=log or EpochLog(out / "epochs.jsonl"),
+        callback=callback,
+        device=device,
+        collective=False,
+        extra=lambda: {
+            "coarse2d": c.to_dict(),
+            "num_classes": int(num_classes),
+            "config": config.to_dict(),
+        },
+    )
     return ckpt
 
 
-def load_coarse_2d(checkpoint: str | os.PathLike[str], device: str | torch.device = "cpu"
-                   ) -> tuple[nn.Module, Coarse2DConfig, int]:
+def load_coarse_2d(
+    checkpoint: str | os.PathLike[str], device: str | torch.device = "cpu"
+) -> tuple[nn.Module, Coarse2DConfig, int]:
     """``(model in eval mode, its coarse2d settings, num_classes)`` from :func:`train_coarse_2d`'s checkpoint."""
     ckpt = load_checkpoint(checkpoint, stage="coarse2d", extra_keys=("coarse2d", "num_classes"))
     config = Coarse2DConfig(**ckpt["extra"]["coarse2d"])
@@ -186,7 +256,9 @@ def load_coarse_2d(checkpoint: str | os.PathLike[str], device: str | torch.devic
 
 
 @torch.no_grad()
-def predict_probabilities_2d(model: nn.Module, image: np.ndarray, *, device: str | torch.device = "cpu") -> torch.Tensor:
+def predict_probabilities_2d(
+    model: nn.Module, image: np.ndarray, *, device: str | torch.device = "cpu"
+) -> torch.Tensor:
     """Softmax class probabilities of one whole image.
 
     Shape:
@@ -197,7 +269,9 @@ def predict_probabilities_2d(model: nn.Module, image: np.ndarray, *, device: str
     return torch.softmax(model(x), 1)[0].float().cpu()
 
 
-def attention_2d(prob: torch.Tensor | np.ndarray, class_ids: Sequence[int], config: Coarse2DConfig) -> Attention:
+def attention_2d(
+    prob: torch.Tensor | np.ndarray, class_ids: Sequence[int], config: Coarse2DConfig
+) -> Attention:
     """Per-class attention of one image from its probabilities (boxes over ``(H, W, 1)``).
 
     Classes whose probability never reaches ``config.presence_threshold`` are left out.
@@ -224,6 +298,12 @@ def attention_2d(prob: torch.Tensor | np.ndarray, class_ids: Sequence[int], conf
     if bool(absent.any()):
         p = p.clone()
         p[absent] = 0.0  # left out by the CT rule (probability 0 everywhere)
-    return attention_from_probabilities(p[..., None], class_ids, (*p.shape[1:], 1), spacing=(1.0, 1.0, 1.0),
-                                        margin_mm=config.margin_px, threshold=config.attention_threshold,
-                                        fraction=config.fraction)
+    return attention_from_probabilities(
+        p[..., None],
+        class_ids,
+        (*p.shape[1:], 1),
+        spacing=(1.0, 1.0, 1.0),
+        margin_mm=config.margin_px,
+        threshold=config.attention_threshold,
+        fraction=config.fraction,
+    )

@@ -24,7 +24,12 @@ from agcl.pipeline.config import CoarseConfig
 from agcl.pipeline.toolkit.windows import sliding_window, window_starts
 from agcl.sampling.attention_maps import attention_from_labels, densify
 
-__all__ = ["coarse_attention", "coarse_probabilities", "labels_from_probabilities", "predict_coarse"]
+__all__ = [
+    "coarse_attention",
+    "coarse_probabilities",
+    "labels_from_probabilities",
+    "predict_coarse",
+]
 
 
 def _grid_probabilities(model, image, grid, spacing, device) -> torch.Tensor:
@@ -34,13 +39,21 @@ def _grid_probabilities(model, image, grid, spacing, device) -> torch.Tensor:
             x = resample(image, shape, mode="trilinear")
             crop = tuple(int(c) for c in grid.crop_shape)
             steps = [max(1, int(c * (1.0 - grid.overlap))) for c in crop]
-            starts = [window_starts(0, n - 1, c, s, short="start") for n, c, s in zip(shape, crop, steps)]
+            starts = [
+                window_starts(0, n - 1, c, s, short="start") for n, c, s in zip(shape, crop, steps)
+            ]
 
             def predict(batch: torch.Tensor) -> torch.Tensor:
                 return torch.softmax(model(batch.to(device)).float(), dim=1).cpu()
 
-            return sliding_window(predict, x[None], crop, list(itertools.product(*starts)), weight="gaussian",
-                                  pad_value=float(x.min()))
+            return sliding_window(
+                predict,
+                x[None],
+                crop,
+                list(itertools.product(*starts)),
+                weight="gaussian",
+                pad_value=float(x.min()),
+            )
     else:
         shape = tuple(int(s) for s in grid)
         if len(shape) != 3:
@@ -50,9 +63,14 @@ def _grid_probabilities(model, image, grid, spacing, device) -> torch.Tensor:
 
 
 @torch.no_grad()
-def coarse_probabilities(model: torch.nn.Module, image: np.ndarray, grid: CoarseConfig | Sequence[int], *,
-                         spacing: Sequence[float] | None = None,
-                         device: str | torch.device = "cpu") -> torch.Tensor:
+def coarse_probabilities(
+    model: torch.nn.Module,
+    image: np.ndarray,
+    grid: CoarseConfig | Sequence[int],
+    *,
+    spacing: Sequence[float] | None = None,
+    device: str | torch.device = "cpu",
+) -> torch.Tensor:
     """Softmax class probabilities of one preprocessed image on the coarse grid (CPU, float32).
 
     Args:
@@ -77,9 +95,15 @@ def coarse_probabilities(model: torch.nn.Module, image: np.ndarray, grid: Coarse
 
 
 @torch.no_grad()
-def predict_coarse(model: torch.nn.Module, image: np.ndarray, organ_ids: Sequence[int],
-                   grid: CoarseConfig | Sequence[int], *, spacing: Sequence[float] | None = None,
-                   device: str | torch.device = "cpu") -> np.ndarray:
+def predict_coarse(
+    model: torch.nn.Module,
+    image: np.ndarray,
+    organ_ids: Sequence[int],
+    grid: CoarseConfig | Sequence[int],
+    *,
+    spacing: Sequence[float] | None = None,
+    device: str | torch.device = "cpu",
+) -> np.ndarray:
     """The coarse label map (organ codes, full resolution) of one preprocessed image.
 
     ``grid`` as in :func:`coarse_probabilities`.
@@ -92,7 +116,9 @@ def predict_coarse(model: torch.nn.Module, image: np.ndarray, organ_ids: Sequenc
     return labels_from_probabilities(prob, organ_ids, image.shape)
 
 
-def labels_from_probabilities(prob: torch.Tensor, organ_ids: Sequence[int], full_shape: Sequence[int]) -> np.ndarray:
+def labels_from_probabilities(
+    prob: torch.Tensor, organ_ids: Sequence[int], full_shape: Sequence[int]
+) -> np.ndarray:
     """The arg-max label map (organ codes) of coarse probabilities, on the full grid (nearest).
 
     Shape:
@@ -104,15 +130,22 @@ def labels_from_probabilities(prob: torch.Tensor, organ_ids: Sequence[int], full
         [0, 0, 6, 6]
     """
     if len(organ_ids) + 1 != prob.shape[0]:
-        raise ValueError(f"prob must have K + 1 = {len(organ_ids) + 1} channels (background and organ_ids); "
-                         f"got shape {tuple(prob.shape)}")
+        raise ValueError(
+            f"prob must have K + 1 = {len(organ_ids) + 1} channels (background and organ_ids); "
+            f"got shape {tuple(prob.shape)}"
+        )
     lut = torch.tensor([0, *[int(i) for i in organ_ids]], dtype=torch.int16)
     full = resample(prob.argmax(0).to(torch.int16), full_shape, mode="nearest").long()
     return lut[full].numpy()
 
 
-def coarse_attention(coarse_labels: np.ndarray, organ_ids: Sequence[int], *, margin_mm: float,
-                     spacing: Sequence[float]) -> np.ndarray:
+def coarse_attention(
+    coarse_labels: np.ndarray,
+    organ_ids: Sequence[int],
+    *,
+    margin_mm: float,
+    spacing: Sequence[float],
+) -> np.ndarray:
     """Attention maps ``(K, X, Y, Z)`` bool: each organ's coarse mask dilated by ``margin_mm``.
 
     Examples:

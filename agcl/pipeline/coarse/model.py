@@ -34,7 +34,14 @@ from agcl.pipeline.toolkit.fingerprint import components_record, stage_fingerpri
 from agcl.pipeline.toolkit.log import EpochLog
 from agcl.pipeline.toolkit.training import EpochCallback, MixedPrecision, fit
 
-__all__ = ["build_coarse_augment", "build_coarse_loss", "build_coarse_model", "coarse_grid", "load_coarse", "train_coarse"]
+__all__ = [
+    "build_coarse_augment",
+    "build_coarse_loss",
+    "build_coarse_model",
+    "coarse_grid",
+    "load_coarse",
+    "train_coarse",
+]
 
 
 def build_coarse_model(config: PipelineConfig, num_organs: int) -> nn.Module:
@@ -42,8 +49,13 @@ def build_coarse_model(config: PipelineConfig, num_organs: int) -> nn.Module:
     from agcl.models import create_model
 
     c = config.coarse
-    return create_model("unet3d", in_channels=1, num_classes=num_organs + 1,
-                        base_channels=c.base_channels, depth=c.depth)
+    return create_model(
+        "unet3d",
+        in_channels=1,
+        num_classes=num_organs + 1,
+        base_channels=c.base_channels,
+        depth=c.depth,
+    )
 
 
 def build_coarse_loss(config: PipelineConfig) -> nn.Module:
@@ -61,11 +73,14 @@ def build_coarse_augment(config: PipelineConfig) -> Callable[..., Any]:
     c = config.coarse
     if not c.augment or c.spacing_mm is None:
         return RandomAffineCrop3D(zoom=0.0, rotation_deg=0.0, intensity=0.0)
-    return RandomAffineCrop3D(zoom=c.zoom, rotation_deg=c.rotation_deg, intensity=0.1, spacing=c.spacing_mm)
+    return RandomAffineCrop3D(
+        zoom=c.zoom, rotation_deg=c.rotation_deg, intensity=0.1, spacing=c.spacing_mm
+    )
 
 
-def coarse_grid(image_shape: Sequence[int], coarse: CoarseConfig,
-                spacing: Sequence[float] | None = None) -> tuple[int, int, int]:
+def coarse_grid(
+    image_shape: Sequence[int], coarse: CoarseConfig, spacing: Sequence[float] | None = None
+) -> tuple[int, int, int]:
     """The coarse grid of a volume: ``coarse.shape``, or its extent at ``coarse.spacing_mm``.
 
     Raises:
@@ -82,8 +97,10 @@ def coarse_grid(image_shape: Sequence[int], coarse: CoarseConfig,
     if coarse.spacing_mm is None:
         return tuple(int(n) for n in coarse.shape)  # type: ignore[return-value]
     if spacing is None:
-        raise ValueError(f"spacing (the volume's voxel size in mm) is required when coarse.spacing_mm is set "
-                         f"({coarse.spacing_mm}); got None")
+        raise ValueError(
+            f"spacing (the volume's voxel size in mm) is required when coarse.spacing_mm is set "
+            f"({coarse.spacing_mm}); got None"
+        )
     return grid_shape(image_shape, spacing, coarse.spacing_mm)
 
 
@@ -94,7 +111,9 @@ def _lut(organ_ids: Sequence[int]) -> np.ndarray:
     return lut
 
 
-def _grid_cases(cases: Sequence[Any], organ_ids: Sequence[int], coarse: CoarseConfig, seed: int) -> list[Any]:
+def _grid_cases(
+    cases: Sequence[Any], organ_ids: Sequence[int], coarse: CoarseConfig, seed: int
+) -> list[Any]:
     # one pass: each case is loaded, resampled to its coarse grid and let go (cases may be lazy)
     from agcl.pipeline.coarse.crops import to_grid
 
@@ -103,13 +122,19 @@ def _grid_cases(cases: Sequence[Any], organ_ids: Sequence[int], coarse: CoarseCo
     for i in range(len(cases)):
         case = cases[i]
         if case.label is None:
-            raise ValueError(f"cases must be labelled for stage 1; case {case.case_id} has no label")
+            raise ValueError(
+                f"cases must be labelled for stage 1; case {case.case_id} has no label"
+            )
         grid = coarse_grid(case.image.shape, coarse, case.spacing)
-        out.append(to_grid(case.image, case.label, lut, grid, rng=np.random.default_rng([seed, 104729, i])))
+        out.append(
+            to_grid(case.image, case.label, lut, grid, rng=np.random.default_rng([seed, 104729, i]))
+        )
         del case
     if not any(g.locations for g in out):
-        raise ValueError(f"no training case holds any of the organs {list(organ_ids)} in its labels (all "
-                         "background): stage 1 has nothing to learn; check the label files and config.organs")
+        raise ValueError(
+            f"no training case holds any of the organs {list(organ_ids)} in its labels (all "
+            "background): stage 1 has nothing to learn; check the label files and config.organs"
+        )
     return out
 
 
@@ -160,15 +185,39 @@ def train_coarse(
     out = Path(out_dir)
     ckpt_path = out / "checkpoints" / "coarse.pt"
     if dd.is_main():
-        _train(cases, config, list(organ_ids), ckpt_path, model=model, loss_fn=loss_fn, optimizer=optimizer,
-               augment=augment, resume=resume, device=device, log=log or EpochLog(out / "epochs.jsonl"),
-               callback=callback)
+        _train(
+            cases,
+            config,
+            list(organ_ids),
+            ckpt_path,
+            model=model,
+            loss_fn=loss_fn,
+            optimizer=optimizer,
+            augment=augment,
+            resume=resume,
+            device=device,
+            log=log or EpochLog(out / "epochs.jsonl"),
+            callback=callback,
+        )
     dd.barrier()
     return ckpt_path
 
 
-def _train(cases, config, organ_ids, ckpt_path, *, model, loss_fn, optimizer, augment, resume, device, log,
-           callback) -> None:
+def _train(
+    cases,
+    config,
+    organ_ids,
+    ckpt_path,
+    *,
+    model,
+    loss_fn,
+    optimizer,
+    augment,
+    resume,
+    device,
+    log,
+    callback,
+) -> None:
     from torch.utils.data import DataLoader
 
     from agcl.pipeline.coarse.crops import CoarseCropDataset
@@ -176,11 +225,22 @@ def _train(cases, config, organ_ids, ckpt_path, *, model, loss_fn, optimizer, au
     c = config.coarse
     grid_cases = _grid_cases(cases, organ_ids, c, config.seed)
     whole = c.spacing_mm is None  # the fixed-shape mode: whole volumes, every case once per epoch
-    settings = stage_fingerprint("coarse", config, organ_ids=organ_ids, components=components_record(
-        model=model, loss_fn=loss_fn, optimizer=optimizer, augment=augment))
-    crops = CoarseCropDataset(grid_cases, c.shape if whole else c.crop_shape, crops_per_case=1 if whole else
-                              c.crops_per_case, foreground=0.0 if whole else c.foreground_fraction,
-                              augment=build_coarse_augment(config) if augment is None else augment, seed=config.seed)
+    settings = stage_fingerprint(
+        "coarse",
+        config,
+        organ_ids=organ_ids,
+        components=components_record(
+            model=model, loss_fn=loss_fn, optimizer=optimizer, augment=augment
+        ),
+    )
+    crops = CoarseCropDataset(
+        grid_cases,
+        c.shape if whole else c.crop_shape,
+        crops_per_case=1 if whole else c.crops_per_case,
+        foreground=0.0 if whole else c.foreground_fraction,
+        augment=build_coarse_augment(config) if augment is None else augment,
+        seed=config.seed,
+    )
     seed_everything(config.seed)
     model = (build_coarse_model(config, len(organ_ids)) if model is None else model).to(device)
     opt = resolve_optimizer(optimizer, model, config, "coarse")
@@ -188,13 +248,22 @@ def _train(cases, config, organ_ids, ckpt_path, *, model, loss_fn, optimizer, au
     workers = config.data.num_workers
 
     def epoch_batches(epoch: int):
-        if c.lr_decay and not whole:  # set at each epoch's start, so a resumed run continues the schedule
+        if (
+            c.lr_decay and not whole
+        ):  # set at each epoch's start, so a resumed run continues the schedule
             for group in opt.param_groups:
                 group["lr"] = c.lr * (1.0 - (epoch - 1) / c.epochs) ** 0.9
         crops.set_epoch(epoch)
-        loader = DataLoader(crops, batch_size=c.batch_size, shuffle=False, num_workers=workers,
-                            pin_memory=torch.device(device).type == "cuda")
-        return ((x.to(device, non_blocking=True), y.to(device, non_blocking=True)) for x, y in loader)
+        loader = DataLoader(
+            crops,
+            batch_size=c.batch_size,
+            shuffle=False,
+            num_workers=workers,
+            pin_memory=torch.device(device).type == "cuda",
+        )
+        return (
+            (x.to(device, non_blocking=True), y.to(device, non_blocking=True)) for x, y in loader
+        )
 
     mp = MixedPrecision(c.amp, device, "coarse.amp")
     forward = mp.forward(model)
@@ -206,10 +275,22 @@ def _train(cases, config, organ_ids, ckpt_path, *, model, loss_fn, optimizer, au
         mp.step(loss, opt)
         return float(loss.detach())
 
-    fit(stage="coarse", epochs=c.epochs, ckpt_path=ckpt_path, settings=settings,
-        model=model, optimizer=opt, epoch_batches=epoch_batches, step=step, resume=resume,
-        log=log, callback=callback, extra=lambda: {"organ_ids": list(organ_ids), "config": config.to_dict()},
-        device=device, collective=False)
+    fit(
+        stage="coarse",
+        epochs=c.epochs,
+        ckpt_path=ckpt_path,
+        settings=settings,
+        model=model,
+        optimizer=opt,
+        epoch_batches=epoch_batches,
+        step=step,
+        resume=resume,
+        log=log,
+        callback=callback,
+        extra=lambda: {"organ_ids": list(organ_ids), "config": config.to_dict()},
+        device=device,
+        collective=False,
+    )
 
 
 def load_coarse(checkpoint: str | os.PathLike[str] | dict, device: str | torch.device = "cpu"):
@@ -226,6 +307,9 @@ def load_coarse(checkpoint: str | os.PathLike[str] | dict, device: str | torch.d
         data["coarse"] = {**data["coarse"], "spacing_mm": None}
     config = PipelineConfig.from_dict(data)
     organ_ids = [int(i) for i in ckpt["extra"]["organ_ids"]]
-    model = load_weights(build_coarse_model(config, len(organ_ids)), ckpt["model"],
-                         checkpoint if not isinstance(checkpoint, dict) else "(dict)")
+    model = load_weights(
+        build_coarse_model(config, len(organ_ids)),
+        ckpt["model"],
+        checkpoint if not isinstance(checkpoint, dict) else "(dict)",
+    )
     return model.to(device).eval(), organ_ids, config

@@ -61,11 +61,23 @@ class Coarse2DConfig:
     presence_threshold: float = 0.1
 
     RULES: ClassVar[dict[str, Any]] = {
-        "encoder": text, "base_width": POSITIVE, "output_stride": choice((8, 16, 32)), "aspp_channels": POSITIVE,
-        "decoder_channels": POSITIVE, "low_level_reduced": POSITIVE, "epochs": POSITIVE, "optimizer": choice(("sgd", "adam")), "lr": number(0.0, low_open=True),
-        "momentum": number(0.0, 1.0), "weight_decay": number(0.0), "batch_size": POSITIVE, "crop_size": integer(16),
-        "hflip": boolean, "attention_threshold": number(0.0, 1.0, low_open=True),
-        "fraction": number(0.0, 1.0, low_open=True), "margin_px": number(0.0),
+        "encoder": text,
+        "base_width": POSITIVE,
+        "output_stride": choice((8, 16, 32)),
+        "aspp_channels": POSITIVE,
+        "decoder_channels": POSITIVE,
+        "low_level_reduced": POSITIVE,
+        "epochs": POSITIVE,
+        "optimizer": choice(("sgd", "adam")),
+        "lr": number(0.0, low_open=True),
+        "momentum": number(0.0, 1.0),
+        "weight_decay": number(0.0),
+        "batch_size": POSITIVE,
+        "crop_size": integer(16),
+        "hflip": boolean,
+        "attention_threshold": number(0.0, 1.0, low_open=True),
+        "fraction": number(0.0, 1.0, low_open=True),
+        "margin_px": number(0.0),
         "presence_threshold": number(0.0, 1.0),
     }
 
@@ -74,4 +86,3 @@ class Coarse2DConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-

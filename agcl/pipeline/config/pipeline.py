@@ -33,31 +33,77 @@ __all__ = ["DOMAINS", "PipelineConfig", "parse_overrides"]
 #: the kinds of data the pipeline runs on: CT volumes, or 2-D images as one-slice volumes
 DOMAINS: tuple[str, ...] = ("ct", "image2d")
 
-_SECTIONS: dict[str, type] = {"coarse": CoarseConfig, "coarse2d": Coarse2DConfig, "pretrain": PretrainConfig,
-                              "segment": SegmentConfig, "data": DataConfig}
+_SECTIONS: dict[str, type] = {
+    "coarse": CoarseConfig,
+    "coarse2d": Coarse2DConfig,
+    "pretrain": PretrainConfig,
+    "segment": SegmentConfig,
+    "data": DataConfig,
+}
 
 # the 2-D experiment's presets: the CT preset's stages 2-3 with these changes, and its stage 1
 _IMAGE2D: dict[str, dict[str, Any]] = {
     "quick": {
-        "coarse2d": {"encoder": "resnet18", "base_width": 16, "output_stride": 16, "aspp_channels": 48,
-                     "decoder_channels": 32, "low_level_reduced": 16, "epochs": 20, "optimizer": "adam",
-                     "lr": 2e-3, "weight_decay": 0.0, "batch_size": 8, "crop_size": 96, "margin_px": 6.0},
-        "fields": {"pretrain.temperature": 0.07, "pretrain.patch_size": 48, "pretrain.patches_per_slice": 6,
-                   "pretrain.epochs": 4, "pretrain.batch_size": 64, "pretrain.lr": 0.05,
-                   "pretrain.output_stride": 8, "segment.patches_per_slice": 6, "segment.epochs": 8,
-                   "segment.lr": 1e-3, "segment.batch_size": 32, "segment.stride": 48,
-                   "segment.aspp_channels": 64, "segment.decoder": "aspp"},
+        "coarse2d": {
+            "encoder": "resnet18",
+            "base_width": 16,
+            "output_stride": 16,
+            "aspp_channels": 48,
+            "decoder_channels": 32,
+            "low_level_reduced": 16,
+            "epochs": 20,
+            "optimizer": "adam",
+            "lr": 2e-3,
+            "weight_decay": 0.0,
+            "batch_size": 8,
+            "crop_size": 96,
+            "margin_px": 6.0,
+        },
+        "fields": {
+            "pretrain.temperature": 0.07,
+            "pretrain.patch_size": 48,
+            "pretrain.patches_per_slice": 6,
+            "pretrain.epochs": 4,
+            "pretrain.batch_size": 64,
+            "pretrain.lr": 0.05,
+            "pretrain.output_stride": 8,
+            "segment.patches_per_slice": 6,
+            "segment.epochs": 8,
+            "segment.lr": 1e-3,
+            "segment.batch_size": 32,
+            "segment.stride": 48,
+            "segment.aspp_channels": 64,
+            "segment.decoder": "aspp",
+        },
     },
     "paper": {
-        "coarse2d": {"encoder": "resnet50", "base_width": 64, "output_stride": 16, "aspp_channels": 256,
-                     "epochs": 30, "optimizer": "sgd", "lr": 1e-3, "batch_size": 8, "crop_size": 321,
-                     "margin_px": 16.0},
-        "fields": {"pretrain.temperature": 0.07, "pretrain.batch_size": 8, "segment.batch_size": 8,
-                   "segment.epochs": 10, "segment.lr": 1e-4},
+        "coarse2d": {
+            "encoder": "resnet50",
+            "base_width": 64,
+            "output_stride": 16,
+            "aspp_channels": 256,
+            "epochs": 30,
+            "optimizer": "sgd",
+            "lr": 1e-3,
+            "batch_size": 8,
+            "crop_size": 321,
+            "margin_px": 16.0,
+        },
+        "fields": {
+            "pretrain.temperature": 0.07,
+            "pretrain.batch_size": 8,
+            "segment.batch_size": 8,
+            "segment.epochs": 10,
+            "segment.lr": 1e-4,
+        },
     },
 }
 # natural images: RGB, mirror-symmetric classes, colour matters
-_IMAGE2D_COMMON = {"pretrain.image_channels": 3, "pretrain.aug_hflip": True, "pretrain.aug_color_distortion": 0.5}
+_IMAGE2D_COMMON = {
+    "pretrain.image_channels": 3,
+    "pretrain.aug_hflip": True,
+    "pretrain.aug_color_distortion": 0.5,
+}
 
 
 @dataclass
@@ -99,25 +145,35 @@ class PipelineConfig:
     data: DataConfig = field(default_factory=DataConfig)
 
     RULES: ClassVar[dict[str, Rule | None]] = {
-        "seed": integer(0, 2**32 - 1), "clip_hu": tuple_of(number(-math.inf), 2, increasing=True),
+        "seed": integer(0, 2**32 - 1),
+        "clip_hu": tuple_of(number(-math.inf), 2, increasing=True),
         "percentiles": tuple_of(number(0.0, 100.0), 2, increasing=True),
-        "organs": tuple_of(integer(1, 32767), None, optional=True, nonempty=True), "preset": text,
+        "organs": tuple_of(integer(1, 32767), None, optional=True, nonempty=True),
+        "preset": text,
         "domain": choice(DOMAINS),
         # the sections are checked by their own __post_init__
-        "coarse": None, "coarse2d": None, "pretrain": None, "segment": None, "data": None,
+        "coarse": None,
+        "coarse2d": None,
+        "pretrain": None,
+        "segment": None,
+        "data": None,
     }
 
     def __post_init__(self) -> None:
         check_fields(self, "")
         for name, cls in _SECTIONS.items():
             if not isinstance(getattr(self, name), cls):
-                raise TypeError(f"{name} must be a {cls.__name__}; got {type(getattr(self, name)).__name__}")
+                raise TypeError(
+                    f"{name} must be a {cls.__name__}; got {type(getattr(self, name)).__name__}"
+                )
         if self.organs is not None and len(set(self.organs)) != len(self.organs):
             raise ValueError(f"organs must be distinct label ids; got {self.organs!r}")
         for stage in ("pretrain", "segment"):
             if self.data.shuffle_buffer < getattr(self, stage).batch_size:
-                raise ValueError(f"data.shuffle_buffer must be >= {stage}.batch_size="
-                                 f"{getattr(self, stage).batch_size}; got {self.data.shuffle_buffer}")
+                raise ValueError(
+                    f"data.shuffle_buffer must be >= {stage}.batch_size="
+                    f"{getattr(self, stage).batch_size}; got {self.data.shuffle_buffer}"
+                )
         if self.segment.stride > self.pretrain.patch_size:
             raise ValueError(
                 f"segment.stride must be <= pretrain.patch_size={self.pretrain.patch_size} (the "
@@ -134,15 +190,44 @@ class PipelineConfig:
         """A CPU demo preset: minutes on 2 cores for ~10 small synthetic cases (or 64 scenes)."""
         return cls(
             preset="quick",
-            coarse=CoarseConfig(spacing_mm=(5.5, 5.5, 5.0), crop_shape=(48, 48, 24), crops_per_case=6,
-                                shape=(40, 40, 20), base_channels=8, depth=2, epochs=60, lr=1e-2,
-                                batch_size=2, margin_mm=15.0, attention_channel="probability"),
-            pretrain=PretrainConfig(encoder="resnet18", base_width=16, output_stride=8, patch_size=64,
-                                    patches_per_slice=4, max_patches_per_volume=400, epochs=4,
-                                    lr=0.05, batch_size=64, projection_dim=64),
-            segment=SegmentConfig(patches_per_slice=4, max_patches_per_volume=400, aspp_channels=64,
-                                  decoder="deeplabv3plus", decoder_channels=64, loss="dice_ce", epochs=12,
-                                  lr=1e-3, batch_size=32, stride=32, inference_batch_size=64),
+            coarse=CoarseConfig(
+                spacing_mm=(5.5, 5.5, 5.0),
+                crop_shape=(48, 48, 24),
+                crops_per_case=6,
+                shape=(40, 40, 20),
+                base_channels=8,
+                depth=2,
+                epochs=60,
+                lr=1e-2,
+                batch_size=2,
+                margin_mm=15.0,
+                attention_channel="probability",
+            ),
+            pretrain=PretrainConfig(
+                encoder="resnet18",
+                base_width=16,
+                output_stride=8,
+                patch_size=64,
+                patches_per_slice=4,
+                max_patches_per_volume=400,
+                epochs=4,
+                lr=0.05,
+                batch_size=64,
+                projection_dim=64,
+            ),
+            segment=SegmentConfig(
+                patches_per_slice=4,
+                max_patches_per_volume=400,
+                aspp_channels=64,
+                decoder="deeplabv3plus",
+                decoder_channels=64,
+                loss="dice_ce",
+                epochs=12,
+                lr=1e-3,
+                batch_size=32,
+                stride=32,
+                inference_batch_size=64,
+            ),
         )._for_domain(domain)
 
     @classmethod
@@ -157,8 +242,12 @@ class PipelineConfig:
         if domain == "ct":
             return self
         preset = _IMAGE2D[self.preset]
-        return self.override(domain="image2d", coarse2d=dict(preset["coarse2d"]), **_IMAGE2D_COMMON,
-                             **preset["fields"])
+        return self.override(
+            domain="image2d",
+            coarse2d=dict(preset["coarse2d"]),
+            **_IMAGE2D_COMMON,
+            **preset["fields"],
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain Python data (lists for tuples), safe inside a ``weights_only`` checkpoint."""
@@ -169,7 +258,9 @@ class PipelineConfig:
         """Rebuild a config from :meth:`to_dict`'s output (unknown keys and invalid values raise;
         a section missing from ``data`` takes its defaults)."""
         if not isinstance(data, Mapping):
-            raise TypeError(f"data must be a dict (PipelineConfig.to_dict()'s output); got {type(data).__name__}")
+            raise TypeError(
+                f"data must be a dict (PipelineConfig.to_dict()'s output); got {type(data).__name__}"
+            )
         data = dict(data)
         kwargs: dict[str, Any] = {}
         for name, section in _SECTIONS.items():
@@ -193,13 +284,17 @@ class PipelineConfig:
                 raise TypeError(f"config keys must be non-empty strings; got {key!r}")
             parts = key.split(".")
             if len(parts) > 2:
-                raise ValueError(f"unknown config field {key!r}: keys are 'field' or 'section.field' "
-                                 f"(sections: {', '.join(_SECTIONS)})")
+                raise ValueError(
+                    f"unknown config field {key!r}: keys are 'field' or 'section.field' "
+                    f"(sections: {', '.join(_SECTIONS)})"
+                )
             if len(parts) == 1:
                 if key in _SECTIONS:
                     if not isinstance(value, Mapping):
-                        raise TypeError(f"section {key!r} takes a dict of its fields (or set them one by one "
-                                        f"as {key}.FIELD); got {type(value).__name__} {value!r}")
+                        raise TypeError(
+                            f"section {key!r} takes a dict of its fields (or set them one by one "
+                            f"as {key}.FIELD); got {type(value).__name__} {value!r}"
+                        )
                     for name, item in value.items():
                         _check_known(data[key], name, f"{key}.{name}")
                         data[key][name] = _plain(item)
@@ -209,8 +304,10 @@ class PipelineConfig:
                 continue
             section, name = parts
             if section not in _SECTIONS:
-                raise ValueError(f"unknown config section {section!r} in {key!r}; valid sections: "
-                                 f"{', '.join(_SECTIONS)}")
+                raise ValueError(
+                    f"unknown config section {section!r} in {key!r}; valid sections: "
+                    f"{', '.join(_SECTIONS)}"
+                )
             _check_known(data[section], name, key)
             data[section][name] = _plain(value)
         return PipelineConfig.from_dict(data)

@@ -25,8 +25,15 @@ from agcl.pipeline.config.rules import (
 )
 from agcl.sampling.attention_maps import ATTENTION_CHANNELS
 
-__all__ = ["AMP_CHOICES", "PRETRAIN_METHODS", "CoarseConfig", "DataConfig", "PretrainConfig", "PretrainMethod",
-           "SegmentConfig"]
+__all__ = [
+    "AMP_CHOICES",
+    "PRETRAIN_METHODS",
+    "CoarseConfig",
+    "DataConfig",
+    "PretrainConfig",
+    "PretrainMethod",
+    "SegmentConfig",
+]
 
 PretrainMethod = Literal["agcl", "sscl", "supcon", "ce", "none"]
 PRETRAIN_METHODS: tuple[str, ...] = ("agcl", "sscl", "supcon", "ce", "none")
@@ -118,15 +125,27 @@ class CoarseConfig:
     body_mask: bool = True
 
     RULES: ClassVar[dict[str, Rule | None]] = {
-        "spacing_mm": tuple_of(number(0.0, low_open=True), 3, optional=True), "shape": tuple_of(POSITIVE, 3),
-        "crop_shape": tuple_of(POSITIVE, 3), "foreground_fraction": number(0.0, 1.0), "crops_per_case": POSITIVE,
-        "overlap": number(0.0, 1.0, high_open=True), "augment": boolean, "lr_decay": boolean,
-        "zoom": number(0.0, 1.0, high_open=True), "rotation_deg": number(0.0, 180.0),
+        "spacing_mm": tuple_of(number(0.0, low_open=True), 3, optional=True),
+        "shape": tuple_of(POSITIVE, 3),
+        "crop_shape": tuple_of(POSITIVE, 3),
+        "foreground_fraction": number(0.0, 1.0),
+        "crops_per_case": POSITIVE,
+        "overlap": number(0.0, 1.0, high_open=True),
+        "augment": boolean,
+        "lr_decay": boolean,
+        "zoom": number(0.0, 1.0, high_open=True),
+        "rotation_deg": number(0.0, 180.0),
         "amp": choice(AMP_CHOICES),
-        "base_channels": POSITIVE, "depth": POSITIVE, "epochs": POSITIVE, "lr": LEARNING_RATE,
-        "batch_size": POSITIVE, "margin_mm": number(0.0), "source": choice(("coarse", "gt")),
+        "base_channels": POSITIVE,
+        "depth": POSITIVE,
+        "epochs": POSITIVE,
+        "lr": LEARNING_RATE,
+        "batch_size": POSITIVE,
+        "margin_mm": number(0.0),
+        "source": choice(("coarse", "gt")),
         "attention_threshold": number(0.0, 1.0, low_open=True),
-        "attention_channel": choice(ATTENTION_CHANNELS), "body_mask": boolean,
+        "attention_channel": choice(ATTENTION_CHANNELS),
+        "body_mask": boolean,
     }
 
     def __post_init__(self) -> None:
@@ -187,23 +206,43 @@ class PretrainConfig:
     amp: Literal["off", "bf16", "fp16", "auto"] = "auto"
 
     RULES: ClassVar[dict[str, Rule | None]] = {
-        "aug_ratio": tuple_of(number(0.0, low_open=True), 2, increasing=False), "aug_hflip": boolean,
-        "aug_intensity_jitter": number(0.0), "aug_color_distortion": number(0.0, 1.0), "image_channels": POSITIVE,
-        "method": choice(PRETRAIN_METHODS), "encoder": text, "base_width": POSITIVE,
-        "output_stride": choice((8, 16, 32)), "patch_size": POSITIVE, "patches_per_slice": POSITIVE,
-        "max_patches_per_volume": MAX_PATCHES, "temperature": number(0.0, low_open=True),
-        "partial_weight": number(0.0, 1.0), "epochs": POSITIVE, "lr": LEARNING_RATE, "momentum": number(0.0, 1.0),
-        "weight_decay": number(0.0), "batch_size": POSITIVE, "projection_dim": POSITIVE,
-        "aug_scale": tuple_of(number(0.0, 1.0, low_open=True), 2), "aug_degrees": number(0.0, 180.0),
-        "queue_size": integer(0), "steps_per_epoch": integer(1, optional=True), "amp": choice(AMP_CHOICES),
+        "aug_ratio": tuple_of(number(0.0, low_open=True), 2, increasing=False),
+        "aug_hflip": boolean,
+        "aug_intensity_jitter": number(0.0),
+        "aug_color_distortion": number(0.0, 1.0),
+        "image_channels": POSITIVE,
+        "method": choice(PRETRAIN_METHODS),
+        "encoder": text,
+        "base_width": POSITIVE,
+        "output_stride": choice((8, 16, 32)),
+        "patch_size": POSITIVE,
+        "patches_per_slice": POSITIVE,
+        "max_patches_per_volume": MAX_PATCHES,
+        "temperature": number(0.0, low_open=True),
+        "partial_weight": number(0.0, 1.0),
+        "epochs": POSITIVE,
+        "lr": LEARNING_RATE,
+        "momentum": number(0.0, 1.0),
+        "weight_decay": number(0.0),
+        "batch_size": POSITIVE,
+        "projection_dim": POSITIVE,
+        "aug_scale": tuple_of(number(0.0, 1.0, low_open=True), 2),
+        "aug_degrees": number(0.0, 180.0),
+        "queue_size": integer(0),
+        "steps_per_epoch": integer(1, optional=True),
+        "amp": choice(AMP_CHOICES),
     }
 
     def __post_init__(self) -> None:
         check_fields(self, "pretrain.")
         if self.aug_scale[0] > self.aug_scale[1]:
-            raise ValueError(f"pretrain.aug_scale must be (low, high) with low <= high; got {self.aug_scale!r}")
+            raise ValueError(
+                f"pretrain.aug_scale must be (low, high) with low <= high; got {self.aug_scale!r}"
+            )
         if self.aug_ratio[0] > self.aug_ratio[1]:
-            raise ValueError(f"pretrain.aug_ratio must be (low, high) with low <= high; got {self.aug_ratio!r}")
+            raise ValueError(
+                f"pretrain.aug_ratio must be (low, high) with low <= high; got {self.aug_ratio!r}"
+            )
 
 
 @dataclass
@@ -259,13 +298,22 @@ class SegmentConfig:
 
     RULES: ClassVar[dict[str, Rule | None]] = {
         "label_fraction": number(0.0, 1.0, low_open=True),
-        "patches_per_slice": POSITIVE, "max_patches_per_volume": MAX_PATCHES, "aspp_channels": POSITIVE,
-        "decoder": choice(("aspp", "deeplabv3plus")), "decoder_channels": POSITIVE,
+        "patches_per_slice": POSITIVE,
+        "max_patches_per_volume": MAX_PATCHES,
+        "aspp_channels": POSITIVE,
+        "decoder": choice(("aspp", "deeplabv3plus")),
+        "decoder_channels": POSITIVE,
         "loss": choice(("dice", "dice_ce")),
-        "epochs": POSITIVE, "lr": LEARNING_RATE, "batch_size": POSITIVE, "stride": POSITIVE,
-        "threshold": number(0.0, 1.0, high_open=True), "inference_batch_size": POSITIVE,
-        "steps_per_epoch": integer(1, optional=True), "coarse_weight": number(0.0, 1.0),
-        "window": choice(("uniform", "gaussian")), "amp": choice(AMP_CHOICES),
+        "epochs": POSITIVE,
+        "lr": LEARNING_RATE,
+        "batch_size": POSITIVE,
+        "stride": POSITIVE,
+        "threshold": number(0.0, 1.0, high_open=True),
+        "inference_batch_size": POSITIVE,
+        "steps_per_epoch": integer(1, optional=True),
+        "coarse_weight": number(0.0, 1.0),
+        "window": choice(("uniform", "gaussian")),
+        "amp": choice(AMP_CHOICES),
     }
 
     def __post_init__(self) -> None:
@@ -297,11 +345,13 @@ class DataConfig:
     chunk_size: int = 128
 
     RULES: ClassVar[dict[str, Rule | None]] = {
-        "cache_mb": integer(0), "num_workers": integer(0), "shards": POSITIVE, "streams": POSITIVE,
-        "shuffle_buffer": POSITIVE, "chunk_size": POSITIVE,
+        "cache_mb": integer(0),
+        "num_workers": integer(0),
+        "shards": POSITIVE,
+        "streams": POSITIVE,
+        "shuffle_buffer": POSITIVE,
+        "chunk_size": POSITIVE,
     }
 
     def __post_init__(self) -> None:
         check_fields(self, "data.")
-
-

@@ -14,4 +14,11 @@ from agcl.pipeline.domains.ct import CTDomain, labelled_indices, summarize_recal
 from agcl.pipeline.domains.embeddings import held_out_embeddings
 from agcl.pipeline.domains.image2d import ImageDomain, gt_attention
 
-__all__ = ["CTDomain", "ImageDomain", "gt_attention", "held_out_embeddings", "labelled_indices", "summarize_recalls"]
+__all__ = [
+    "CTDomain",
+    "ImageDomain",
+    "gt_attention",
+    "held_out_embeddings",
+    "labelled_indices",
+    "summarize_recalls",
+]

@@ -52,28 +52,47 @@ class CTDomain:
 
     stage1 = "coarse"
 
-    def __init__(self, train: Sequence[tuple[Any, int]], test: Sequence[tuple[Any, int]], config: Any, *,
-                 organs: Mapping[int, str] | None = None, coarse_dir: Any = None,
-                 coarse_labels: Mapping[int, int] | None = None) -> None:
+    def __init__(
+        self,
+        train: Sequence[tuple[Any, int]],
+        test: Sequence[tuple[Any, int]],
+        config: Any,
+        *,
+        organs: Mapping[int, str] | None = None,
+        coarse_dir: Any = None,
+        coarse_labels: Mapping[int, int] | None = None,
+    ) -> None:
         from agcl.data import BTCV_ORGANS, PreparedCases
 
         if len(train) == 0 or len(test) == 0:
-            raise ValueError(f"train and test must both hold cases; got {len(train)} and {len(test)}")
+            raise ValueError(
+                f"train and test must both hold cases; got {len(train)} and {len(test)}"
+            )
         if coarse_labels is not None and coarse_dir is None:
-            raise ValueError("coarse_labels translates the maps of coarse_dir; got coarse_labels without coarse_dir")
+            raise ValueError(
+                "coarse_labels translates the maps of coarse_dir; got coarse_labels without coarse_dir"
+            )
         self.config, self.coarse_dir, self.coarse_labels = config, coarse_dir, coarse_labels
         self.names = dict(organs if organs is not None else BTCV_ORGANS)
-        self.organ_ids = sorted(int(k) for k in (config.organs if config.organs is not None else self.names))
+        self.organ_ids = sorted(
+            int(k) for k in (config.organs if config.organs is not None else self.names)
+        )
         missing = [k for k in self.organ_ids if k not in self.names]
         if missing:
-            raise ValueError(f"config.organs holds codes {missing} that organs does not name; organs: {self.names}")
-        kw: dict[str, Any] = {"clip_hu": config.clip_hu, "percentiles": config.percentiles,
-                              "organs": dict(BTCV_ORGANS) | self.names}
+            raise ValueError(
+                f"config.organs holds codes {missing} that organs does not name; organs: {self.names}"
+            )
+        kw: dict[str, Any] = {
+            "clip_hu": config.clip_hu,
+            "percentiles": config.percentiles,
+            "organs": dict(BTCV_ORGANS) | self.names,
+        }
         # lazy: a case is loaded when a stage needs it; only TrainingVolumes keeps some, within data.cache_mb
         self.train_cases = PreparedCases([c for c, _ in train], [m for _, m in train], **kw)
         # the held-out cases carry their body mask: it bounds the attention at inference
-        self.test_cases = PreparedCases([c for c, _ in test], [m for _, m in test], body=config.coarse.body_mask,
-                                        **kw)
+        self.test_cases = PreparedCases(
+            [c for c, _ in test], [m for _, m in test], body=config.coarse.body_mask, **kw
+        )
         self.num_modalities = max([m for _, m in train] + [m for _, m in test]) + 1
         self.coarse: Any = None
         self._records: dict[str, list[dict[str, Any]]] = {}
@@ -94,8 +113,10 @@ class CTDomain:
         first = self.train_cases.cases[0]
         shape = tuple(int(n) for n in nib.load(str(first.image_path)).shape[:3])
         if patch > max(shape):
-            raise ValueError(f"pretrain.patch_size={patch} is larger than the volumes (e.g. {first.image_path}: "
-                             f"{shape}); a patch must fit the image, choose at most {max(shape)}")
+            raise ValueError(
+                f"pretrain.patch_size={patch} is larger than the volumes (e.g. {first.image_path}: "
+                f"{shape}); a patch must fit the image, choose at most {max(shape)}"
+            )
 
     # --- stage 1 ---
     def run_stage1(self, ctx: Any) -> None:
@@ -106,24 +127,48 @@ class CTDomain:
         if self.coarse_dir is not None:
             if dd.is_main():
                 self._check_coarse_dir()
-            self.coarse = CaseAttention(self.organ_ids, c.margin_mm, source="labels", coarse_dir=self.coarse_dir,
-                                        coarse_labels=self.coarse_labels, channel=c.attention_channel)
+            self.coarse = CaseAttention(
+                self.organ_ids,
+                c.margin_mm,
+                source="labels",
+                coarse_dir=self.coarse_dir,
+                coarse_labels=self.coarse_labels,
+                channel=c.attention_channel,
+            )
             return
         from agcl.pipeline.coarse import train_coarse
 
         parts = ctx.components.get("coarse", {})
-        fp = stage_fingerprint("coarse", self.config, organ_ids=self.organ_ids, components=components_record(**parts))
+        fp = stage_fingerprint(
+            "coarse", self.config, organ_ids=self.organ_ids, components=components_record(**parts)
+        )
         ctx.book.begin("coarse", fp, {"cases": self.records("train")})
         dd.barrier()
-        ckpt = train_coarse(self.train_cases, self.config, self.organ_ids, ctx.out, resume=True, device=ctx.device,
-                            log=ctx.log, callback=ctx.callback, **parts)
+        ckpt = train_coarse(
+            self.train_cases,
+            self.config,
+            self.organ_ids,
+            ctx.out,
+            resume=True,
+            device=ctx.device,
+            log=ctx.log,
+            callback=ctx.callback,
+            **parts,
+        )
         ctx.book.done("coarse", [ckpt])
         if dd.is_main():
             self._write_maps(ctx, ckpt)
         dd.barrier()
         folder = ctx.out / "coarse"
-        self.coarse = CaseAttention(self.organ_ids, c.margin_mm, source="probabilities", prob_dir=folder,
-                                    label_dir=folder, threshold=c.attention_threshold, channel=c.attention_channel)
+        self.coarse = CaseAttention(
+            self.organ_ids,
+            c.margin_mm,
+            source="probabilities",
+            prob_dir=folder,
+            label_dir=folder,
+            threshold=c.attention_threshold,
+            channel=c.attention_channel,
+        )
 
     def _write_maps(self, ctx: Any, ckpt: Path) -> None:
         from agcl.data import case_stem, save_like
@@ -135,8 +180,10 @@ class CTDomain:
         from agcl.sampling import save_probabilities
 
         manifest, folder = ctx.folder.manifest, ctx.out / "coarse"
-        inputs_common = {"checkpoint": ctx.book.digest("coarse", ckpt),
-                         "fields": stage_fingerprint("coarse_maps", self.config)["fields"]}
+        inputs_common = {
+            "checkpoint": ctx.book.digest("coarse", ckpt),
+            "fields": stage_fingerprint("coarse_maps", self.config)["fields"],
+        }
         loaded = None
         for cases, which in ((self.train_cases, "train"), (self.test_cases, "test")):
             for i, (raw, rec) in enumerate(zip(cases.cases, self.records(which))):
@@ -151,15 +198,32 @@ class CTDomain:
                 if loaded is None:
                     model, ids, cfg = load_coarse(ckpt, ctx.device)
                     # how stage 1 trained is the checkpoint's; how it predicts is this run's (overlap)
-                    loaded = model, ids, dataclasses.replace(cfg.coarse, overlap=self.config.coarse.overlap)
+                    loaded = (
+                        model,
+                        ids,
+                        dataclasses.replace(cfg.coarse, overlap=self.config.coarse.overlap),
+                    )
                 model, ids, grid = loaded
                 case = cases[i]
-                prob = coarse_probabilities(model, case.image, grid, spacing=case.spacing, device=ctx.device)
+                prob = coarse_probabilities(
+                    model, case.image, grid, spacing=case.spacing, device=ctx.device
+                )
                 save_probabilities(files["prob"], prob, ids, case.image.shape)
-                save_like(labels_from_probabilities(prob, ids, case.image.shape), case.reference, files["labels"])
+                save_like(
+                    labels_from_probabilities(prob, ids, case.image.shape),
+                    case.reference,
+                    files["labels"],
+                )
                 ctx.folder.own(*files.values())
-                manifest.set_map(stem, {"inputs": inputs, "files": {ctx.folder.rel(p): file_record(p)["sha256"]
-                                                                    for p in files.values()}})
+                manifest.set_map(
+                    stem,
+                    {
+                        "inputs": inputs,
+                        "files": {
+                            ctx.folder.rel(p): file_record(p)["sha256"] for p in files.values()
+                        },
+                    },
+                )
                 ctx.folder.save()
 
     def _check_coarse_dir(self) -> None:
@@ -177,23 +241,44 @@ class CTDomain:
                 case = cases[i]
                 check_coarse_map(path, vol, case)
                 lab = case.label
-                if cases is self.train_cases and lab is not None and not np.isin(lab, self.organ_ids).any():
+                if (
+                    cases is self.train_cases
+                    and lab is not None
+                    and not np.isin(lab, self.organ_ids).any()
+                ):
                     empty.append(str(raw.label_path))
                 if self.coarse_labels is not None:
                     unmapped |= remap_labels(vol.array, self.coarse_labels)[1]
                 else:
-                    unmapped |= {int(v) for v in np.unique(vol.array) if v != 0 and int(v) not in self.organ_ids}
+                    unmapped |= {
+                        int(v)
+                        for v in np.unique(vol.array)
+                        if v != 0 and int(v) not in self.organ_ids
+                    }
         if empty and len(empty) == len(self.train_cases):
-            raise ValueError(f"no training case holds any of the organs {self.organ_ids} in its labels (all "
-                             f"background, e.g. {empty[0]}): nothing to learn; check the label files and config.organs")
+            raise ValueError(
+                f"no training case holds any of the organs {self.organ_ids} in its labels (all "
+                f"background, e.g. {empty[0]}): nothing to learn; check the label files and config.organs"
+            )
         if empty:
-            warnings.warn(f"{len(empty)} training case(s) hold none of the organs {self.organ_ids} in their labels: "
-                          f"{', '.join(empty[:3])}{' ...' if len(empty) > 3 else ''}", UserWarning, stacklevel=3)
+            warnings.warn(
+                f"{len(empty)} training case(s) hold none of the organs {self.organ_ids} in their labels: "
+                f"{', '.join(empty[:3])}{' ...' if len(empty) > 3 else ''}",
+                UserWarning,
+                stacklevel=3,
+            )
         if unmapped:
-            how = ("coarse_labels maps no organ to" if self.coarse_labels is not None
-                   else "no organ of this run has (pass coarse_labels to translate them)")
-            warnings.warn(f"the coarse maps in {self.coarse_dir} hold codes {sorted(unmapped)} that {how}; they "
-                          "give no attention (map a code to 0 to silence this)", UserWarning, stacklevel=3)
+            how = (
+                "coarse_labels maps no organ to"
+                if self.coarse_labels is not None
+                else "no organ of this run has (pass coarse_labels to translate them)"
+            )
+            warnings.warn(
+                f"the coarse maps in {self.coarse_dir} hold codes {sorted(unmapped)} that {how}; they "
+                "give no attention (map a code to 0 to silence this)",
+                UserWarning,
+                stacklevel=3,
+            )
 
     # --- stages 2-3 ---
     def training_attention(self) -> Any:
@@ -211,10 +296,15 @@ class CTDomain:
         if self.config.coarse.source == "gt":
             return {"attention": "ground truth"}
         if self.coarse_dir is not None:
-            return {"attention": {case_stem(c): file_record(find_coarse_file(self.coarse_dir, str(c.case_id),
-                                                                               str(c.modality)))
-                                  for c in self.train_cases.cases},
-                    "coarse_labels": {str(k): v for k, v in sorted((self.coarse_labels or {}).items())}}
+            return {
+                "attention": {
+                    case_stem(c): file_record(
+                        find_coarse_file(self.coarse_dir, str(c.case_id), str(c.modality))
+                    )
+                    for c in self.train_cases.cases
+                },
+                "coarse_labels": {str(k): v for k, v in sorted((self.coarse_labels or {}).items())},
+            }
         maps = {}
         for c in self.train_cases.cases:
             path = self.coarse.probability_path(c)
@@ -227,10 +317,14 @@ class CTDomain:
         return TrainingVolumes(self.train_cases, self.training_attention(), cache=cache)
 
     def labelled(self) -> list[int]:
-        return labelled_indices(self.train_cases.modality_ids, self.config.segment.label_fraction, self.config.seed)
+        return labelled_indices(
+            self.train_cases.modality_ids, self.config.segment.label_fraction, self.config.seed
+        )
 
     # --- evaluation ---
-    def evaluate(self, ctx: Any, seg_ckpt: Path, *, write_predictions: bool = True) -> dict[str, Any]:
+    def evaluate(
+        self, ctx: Any, seg_ckpt: Path, *, write_predictions: bool = True
+    ) -> dict[str, Any]:
         """Held-out cases: predictions (blended and stage 3 alone), Dice/HD95/ASSD, recall."""
         from agcl.data import case_stem, save_like
         from agcl.metrics import evaluate_labels, summarize_cases
@@ -247,35 +341,63 @@ class CTDomain:
         stage3_cases: dict[str, float | None] = {}
         for i in range(len(self.test_cases)):
             case = self.test_cases[i]
-            stored = coarse.probabilities(case) if coarse.source == "probabilities" else None  # read once
+            stored = (
+                coarse.probabilities(case) if coarse.source == "probabilities" else None
+            )  # read once
             sparse = coarse(case, probabilities=stored)
             for organ, value in attention_recall(sparse, case.label, self.organ_ids).items():
                 if value is not None:  # the fraction of the organ's voxels the attention covers
                     recalls[organ].append(value)
             prob, ids = stored if stored is not None and s.coarse_weight > 0 else (None, None)
-            pred, alone = segment_as_configured(model, case.image, sparse, self.organ_ids, self.config,
-                                                device=ctx.device, coarse_probability=prob, coarse_ids=ids,
-                                                unblended=True)
+            pred, alone = segment_as_configured(
+                model,
+                case.image,
+                sparse,
+                self.organ_ids,
+                self.config,
+                device=ctx.device,
+                coarse_probability=prob,
+                coarse_ids=ids,
+                unblended=True,
+            )
             tables.append(evaluate_labels(pred, case.label, spacing=case.spacing, organs=subset))
-            alone_tables.append(evaluate_labels(alone, case.label, spacing=case.spacing, organs=subset))
+            alone_tables.append(
+                evaluate_labels(alone, case.label, spacing=case.spacing, organs=subset)
+            )
             stage3_cases[case_stem(case)] = alone_tables[-1]["mean"]["dice"]
-            coarse_tables.append(evaluate_labels(coarse.labels(case), case.label, spacing=case.spacing,
-                                                 organs=subset))
+            coarse_tables.append(
+                evaluate_labels(
+                    coarse.labels(case), case.label, spacing=case.spacing, organs=subset
+                )
+            )
             if write_predictions:
                 path = ctx.out / "predictions" / f"{case_stem(case)}.nii.gz"
                 save_like(pred, case.reference, path)
                 ctx.folder.own(path)
                 predictions.append(str(path))
             if len(examples) < 2:
-                examples.append({"case": case_stem(case), "image": case.image, "label": case.label, "pred": pred})
+                examples.append(
+                    {
+                        "case": case_stem(case),
+                        "image": case.image,
+                        "label": case.label,
+                        "pred": pred,
+                    }
+                )
         ctx.folder.save()
-        summary, coarse_summary, alone = (summarize_cases(t) for t in (tables, coarse_tables, alone_tables))
+        summary, coarse_summary, alone = (
+            summarize_cases(t) for t in (tables, coarse_tables, alone_tables)
+        )
         return {
-            "per_organ": summary["per_organ"], "mean": summary["mean"],
-            "coarse_mean": coarse_summary["mean"], "coarse_per_organ": coarse_summary["per_organ"],
-            "stage3_only": {"mean": alone["mean"], "per_organ": alone["per_organ"]}, "stage3_cases": stage3_cases,
+            "per_organ": summary["per_organ"],
+            "mean": summary["mean"],
+            "coarse_mean": coarse_summary["mean"],
+            "coarse_per_organ": coarse_summary["per_organ"],
+            "stage3_only": {"mean": alone["mean"], "per_organ": alone["per_organ"]},
+            "stage3_cases": stage3_cases,
             **summarize_recalls(recalls, self.names),
-            "predictions": predictions, "examples": examples,
+            "predictions": predictions,
+            "examples": examples,
         }
 
     def probe_volumes(self, cache: Any) -> tuple[Any, Any, list[str]]:
@@ -284,12 +406,19 @@ class CTDomain:
         cases' names."""
         from agcl.data import TrainingVolumes, case_stem
 
-        return (self.training_volumes(cache), TrainingVolumes(self.test_cases, self.coarse),
-                [case_stem(c) for c in self.test_cases.cases])
+        return (
+            self.training_volumes(cache),
+            TrainingVolumes(self.test_cases, self.coarse),
+            [case_stem(c) for c in self.test_cases.cases],
+        )
 
 
-def _stale(record: Mapping[str, Any] | None, inputs: Mapping[str, Any], files: Mapping[str, Path],
-           folder: Any) -> str | None:
+def _stale(
+    record: Mapping[str, Any] | None,
+    inputs: Mapping[str, Any],
+    files: Mapping[str, Path],
+    folder: Any,
+) -> str | None:
     """Why a case's coarse maps must be (re)built; ``None`` when the recorded ones still hold."""
     if record is None:
         return "new"
@@ -304,7 +433,9 @@ def _stale(record: Mapping[str, Any] | None, inputs: Mapping[str, Any], files: M
     return None
 
 
-def summarize_recalls(recalls: Mapping[int, Sequence[float]], names: Mapping[int, str]) -> dict[str, dict[str, Any]]:
+def summarize_recalls(
+    recalls: Mapping[int, Sequence[float]], names: Mapping[int, str]
+) -> dict[str, dict[str, Any]]:
     """``{"attention_recall": {name: mean}, "attention_recall_min": {name: lowest case}}`` of the
     per-case recalls of each organ code (``None`` for an organ no held-out case holds).
 
@@ -312,5 +443,11 @@ def summarize_recalls(recalls: Mapping[int, Sequence[float]], names: Mapping[int
         >>> summarize_recalls({6: [0.9, 0.7], 7: []}, {6: "liver", 7: "stomach"})["attention_recall_min"]
         {'liver': 0.7, 'stomach': None}
     """
-    return {"attention_recall": {names[k]: (float(np.mean(v)) if len(v) else None) for k, v in recalls.items()},
-            "attention_recall_min": {names[k]: (float(min(v)) if len(v) else None) for k, v in recalls.items()}}
+    return {
+        "attention_recall": {
+            names[k]: (float(np.mean(v)) if len(v) else None) for k, v in recalls.items()
+        },
+        "attention_recall_min": {
+            names[k]: (float(min(v)) if len(v) else None) for k, v in recalls.items()
+        },
+    }

@@ -10,16 +10,27 @@ import torch
 __all__ = ["held_out_embeddings"]
 
 
-def held_out_embeddings(ckpt: Any, cases: Sequence[Any], config: Any, organ_ids: Sequence[int], per_slice: int,
-                        device: Any, max_patches: int = 400) -> dict[str, torch.Tensor] | None:
+def held_out_embeddings(
+    ckpt: Any,
+    cases: Sequence[Any],
+    config: Any,
+    organ_ids: Sequence[int],
+    per_slice: int,
+    device: Any,
+    max_patches: int = 400,
+) -> dict[str, torch.Tensor] | None:
     """Projected embeddings of at most ``max_patches`` held-out patches inside their ground-truth
     organs: ``{"embedding": (N, D), "target": (N,), "modality": (N,)}`` (``None``: no patch)."""
     from agcl.pipeline.pretrain import embed_patches, load_pretrain_model
     from agcl.sampling import AttentionPatchSampler, PatchBatch, attention_from_labels
 
     cap = max(1, max_patches // max(1, len(cases)))
-    sampler = AttentionPatchSampler(patch_size=config.pretrain.patch_size, patches_per_slice=per_slice,
-                                    max_patches=cap, seed=config.seed + 99)
+    sampler = AttentionPatchSampler(
+        patch_size=config.pretrain.patch_size,
+        patches_per_slice=per_slice,
+        max_patches=cap,
+        seed=config.seed + 99,
+    )
     parts = []
     for i in range(len(cases)):
         case = cases[i]

@@ -48,7 +48,9 @@ def gt_attention(mask: np.ndarray, class_ids: Sequence[int], margin_px: float) -
     for i, c in enumerate(class_ids, start=1):
         prob[i] = mask == c
     prob[0] = 1 - prob[1:].max(0)
-    return attention_2d(prob, class_ids, Coarse2DConfig(margin_px=margin_px, attention_threshold=0.5))
+    return attention_2d(
+        prob, class_ids, Coarse2DConfig(margin_px=margin_px, attention_threshold=0.5)
+    )
 
 
 class ImageDomain:
@@ -56,19 +58,31 @@ class ImageDomain:
 
     stage1 = "coarse2d"
 
-    def __init__(self, train: Sequence[Any], test: Sequence[Any], config: Any, *,
-                 class_names: Sequence[str] | None = None) -> None:
+    def __init__(
+        self,
+        train: Sequence[Any],
+        test: Sequence[Any],
+        config: Any,
+        *,
+        class_names: Sequence[str] | None = None,
+    ) -> None:
         from agcl.data import VOC_CLASSES
 
         if len(train) < 2 or len(test) < 1:
-            raise ValueError(f"train must hold at least 2 images and test 1; got {len(train)} and {len(test)}")
+            raise ValueError(
+                f"train must hold at least 2 images and test 1; got {len(train)} and {len(test)}"
+            )
         self.config, self.train, self.test = config, train, test
         self.class_names = list(VOC_CLASSES if class_names is None else class_names)
         if len(self.class_names) < 2:
-            raise ValueError(f"class_names must hold the background and at least one class; got {self.class_names}")
+            raise ValueError(
+                f"class_names must hold the background and at least one class; got {self.class_names}"
+            )
         self.organ_ids = list(range(1, len(self.class_names)))
         if config.organs is not None:
-            raise ValueError("config.organs selects CT organs; a 2-D run segments every class of class_names")
+            raise ValueError(
+                "config.organs selects CT organs; a 2-D run segments every class of class_names"
+            )
         self.num_modalities = 1
         self.train_att: list[Any] = []
         self.test_att: list[Any] = []
@@ -92,8 +106,12 @@ class ImageDomain:
                     image, label = file_record(paths[0][i]), file_record(paths[1][i])
                 else:
                     im, m = data[i]
-                    image = {"sha256": hashlib.sha256(np.ascontiguousarray(im).tobytes()).hexdigest()}
-                    label = {"sha256": hashlib.sha256(np.ascontiguousarray(m).tobytes()).hexdigest()}
+                    image = {
+                        "sha256": hashlib.sha256(np.ascontiguousarray(im).tobytes()).hexdigest()
+                    }
+                    label = {
+                        "sha256": hashlib.sha256(np.ascontiguousarray(m).tobytes()).hexdigest()
+                    }
                 out.append({"case_id": name, "modality": "rgb", "image": image, "label": label})
             self._records[which] = out
         return self._records[which]
@@ -103,8 +121,10 @@ class ImageDomain:
         image, _ = self.train[0]
         patch = self.config.pretrain.patch_size
         if patch > max(np.asarray(image).shape[:2]):
-            raise ValueError(f"pretrain.patch_size={patch} is larger than the images (e.g. "
-                             f"{np.asarray(image).shape[:2]}); choose at most {max(np.asarray(image).shape[:2])}")
+            raise ValueError(
+                f"pretrain.patch_size={patch} is larger than the images (e.g. "
+                f"{np.asarray(image).shape[:2]}); choose at most {max(np.asarray(image).shape[:2])}"
+            )
 
     def run_stage1(self, ctx: Any) -> None:
         """Train the DeepLabV3+ and compute every image's attention (and the held-out arg-max maps)."""
@@ -118,13 +138,28 @@ class ImageDomain:
 
         c = self.config.coarse2d
         parts = ctx.components.get("coarse2d", {})
-        fp = stage_fingerprint("coarse2d", self.config, num_classes=len(self.class_names),
-                               n_images=len(self.train), components=components_record(**parts))
+        fp = stage_fingerprint(
+            "coarse2d",
+            self.config,
+            num_classes=len(self.class_names),
+            n_images=len(self.train),
+            components=components_record(**parts),
+        )
         ctx.book.begin("coarse2d", fp, {"cases": self.records("train")})
         dd.barrier()
         if dd.is_main():
-            train_coarse_2d(_Part(self.train, 0), _Part(self.train, 1), self.config, len(self.class_names), ctx.out,
-                            resume=True, device=ctx.device, log=ctx.log, callback=ctx.callback, **parts)
+            train_coarse_2d(
+                _Part(self.train, 0),
+                _Part(self.train, 1),
+                self.config,
+                len(self.class_names),
+                ctx.out,
+                resume=True,
+                device=ctx.device,
+                log=ctx.log,
+                callback=ctx.callback,
+                **parts,
+            )
         dd.barrier()
         ckpt = self._ckpt = ctx.out / "checkpoints" / "coarse2d.pt"
         ctx.book.done("coarse2d", [ckpt])
@@ -140,7 +175,9 @@ class ImageDomain:
             return atts, preds
 
         if self.config.coarse.source == "gt":
-            self.train_att = [gt_attention(m, self.organ_ids, c.margin_px) for m in _Part(self.train, 1)]
+            self.train_att = [
+                gt_attention(m, self.organ_ids, c.margin_px) for m in _Part(self.train, 1)
+            ]
         else:
             self.train_att, _ = attend(self.train, False)
         self.test_att, self.coarse_preds = attend(self.test, True)
@@ -165,13 +202,20 @@ class ImageDomain:
         """``(fit, score, names)`` for the encoder probe (see :class:`CTDomain`)."""
         from agcl.data.images2d import ImageVolumes
 
-        return (self.training_volumes(cache), ImageVolumes(_Part(self.test, 0), self.test_att),
-                self._ids(self.test))
+        return (
+            self.training_volumes(cache),
+            ImageVolumes(_Part(self.test, 0), self.test_att),
+            self._ids(self.test),
+        )
 
     def labelled(self) -> list[int]:
-        return labelled_indices([0] * len(self.train), self.config.segment.label_fraction, self.config.seed)
+        return labelled_indices(
+            [0] * len(self.train), self.config.segment.label_fraction, self.config.seed
+        )
 
-    def evaluate(self, ctx: Any, seg_ckpt: Any, *, write_predictions: bool = True) -> dict[str, Any]:
+    def evaluate(
+        self, ctx: Any, seg_ckpt: Any, *, write_predictions: bool = True
+    ) -> dict[str, Any]:
         """Held-out images: predictions, IoU per class; stage 1's IoU and attention recall."""
         from agcl.data import save_voc_mask
         from agcl.metrics import confusion_matrix, iou_from_confusion, mean_iou
@@ -186,8 +230,14 @@ class ImageDomain:
         preds: list[np.ndarray] = []
         for i, name in enumerate(self._ids(self.test)):
             image, mask = self.test[i]
-            pred, _ = segment_image_2d(model, image, self.test_att[i], self.organ_ids,
-                                       threshold=self.config.segment.threshold, device=ctx.device)
+            pred, _ = segment_image_2d(
+                model,
+                image,
+                self.test_att[i],
+                self.organ_ids,
+                threshold=self.config.segment.threshold,
+                device=ctx.device,
+            )
             cm += confusion_matrix(pred, mask, k)
             cm_coarse += confusion_matrix(self.coarse_preds[i], mask, k)
             att = {c: (b[:2], m[..., 0]) for c, (b, m) in self.test_att[i].items()}
@@ -202,10 +252,17 @@ class ImageDomain:
                 preds.append(pred)
         ctx.folder.save()
         ious, coarse_ious = iou_from_confusion(cm), iou_from_confusion(cm_coarse)
-        return {"mean": {"miou": mean_iou(ious)},
-                "per_class": {n: {"iou": v} for n, v in zip(self.class_names, ious)},
-                "coarse": {"miou": mean_iou(coarse_ious), "per_class": dict(zip(self.class_names, coarse_ious)),
-                           "recall": {self.class_names[c]: (float(np.mean(v)) if v else None)
-                                      for c, v in recall.items()}},
-                "examples": {"ids": self._ids(self.test)[:len(preds)], "preds": preds},
-                "attention": self.test_att}
+        return {
+            "mean": {"miou": mean_iou(ious)},
+            "per_class": {n: {"iou": v} for n, v in zip(self.class_names, ious)},
+            "coarse": {
+                "miou": mean_iou(coarse_ious),
+                "per_class": dict(zip(self.class_names, coarse_ious)),
+                "recall": {
+                    self.class_names[c]: (float(np.mean(v)) if v else None)
+                    for c, v in recall.items()
+                },
+            },
+            "examples": {"ids": self._ids(self.test)[: len(preds)], "preds": preds},
+            "attention": self.test_att,
+        }

@@ -24,8 +24,14 @@ __all__ = ["PROBE_LABELS", "probe_encoder", "probe_patches"]
 PROBE_LABELS = ("organ", "modality", "modality_organ")
 
 
-def probe_patches(volumes: Sequence[Mapping[str, Any]], config: Any, organ_ids: Sequence[int], *, max_patches: int,
-                  seed: int) -> Any:
+def probe_patches(
+    volumes: Sequence[Mapping[str, Any]],
+    config: Any,
+    organ_ids: Sequence[int],
+    *,
+    max_patches: int,
+    seed: int,
+) -> Any:
     """At most ``max_patches`` patches from ``volumes`` (spread evenly over them), drawn as stage
     2 draws them; ``None`` when no volume gives any."""
     from agcl.sampling import AttentionPatchSampler, PatchBatch
@@ -34,16 +40,25 @@ def probe_patches(volumes: Sequence[Mapping[str, Any]], config: Any, organ_ids: 
     cap = max(1, max_patches // max(1, len(volumes)))
     if p.max_patches_per_volume is not None:
         cap = min(cap, p.max_patches_per_volume)
-    sampler = AttentionPatchSampler(patch_size=p.patch_size, patches_per_slice=p.patches_per_slice, max_patches=cap,
-                                    seed=0)
+    sampler = AttentionPatchSampler(
+        patch_size=p.patch_size, patches_per_slice=p.patches_per_slice, max_patches=cap, seed=0
+    )
     parts = []
     for i in range(len(volumes)):
         vol = volumes[i]
         if not vol["attention"]:
             continue
-        gen = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, 9113, i]).generate_state(1)[0]))
-        batch = sampler.sample(vol["image"], vol["attention"], modality=int(vol["modality"]), targets=list(organ_ids),
-                               volume_index=i, generator=gen)
+        gen = torch.Generator().manual_seed(
+            int(np.random.SeedSequence([seed, 9113, i]).generate_state(1)[0])
+        )
+        batch = sampler.sample(
+            vol["image"],
+            vol["attention"],
+            modality=int(vol["modality"]),
+            targets=list(organ_ids),
+            volume_index=i,
+            generator=gen,
+        )
         if len(batch):
             parts.append(batch)
     return PatchBatch.cat(parts) if parts else None
@@ -55,14 +70,27 @@ def _labels(batch: Any, organ_ids: Sequence[int], num_modalities: int) -> dict[s
         lut[int(code)] = i
     organ = lut[batch.target.long()]
     modality = batch.modality.long()
-    return {"organ": organ, "modality": modality, "modality_organ": modality * len(organ_ids) + organ}
+    return {
+        "organ": organ,
+        "modality": modality,
+        "modality_organ": modality * len(organ_ids) + organ,
+    }
 
 
 @torch.no_grad()
-def probe_encoder(encoder: torch.nn.Module, fit_volumes: Sequence[Mapping[str, Any]],
-                  score_volumes: Sequence[Mapping[str, Any]], config: Any, organ_ids: Sequence[int], *,
-                  num_modalities: int, case_names: Sequence[str] | None = None, device: str | torch.device = "cpu",
-                  max_fit: int = 1500, max_score: int = 600) -> dict[str, Any] | None:
+def probe_encoder(
+    encoder: torch.nn.Module,
+    fit_volumes: Sequence[Mapping[str, Any]],
+    score_volumes: Sequence[Mapping[str, Any]],
+    config: Any,
+    organ_ids: Sequence[int],
+    *,
+    num_modalities: int,
+    case_names: Sequence[str] | None = None,
+    device: str | torch.device = "cpu",
+    max_fit: int = 1500,
+    max_score: int = 600,
+) -> dict[str, Any] | None:
     """The probe's scores (see the module notes), or ``None`` when either side has no patch.
 
     Returns:
@@ -78,22 +106,38 @@ def probe_encoder(encoder: torch.nn.Module, fit_volumes: Sequence[Mapping[str, A
     score = probe_patches(score_volumes, config, organ_ids, max_patches=max_score, seed=seed + 1)
     if fit is None or score is None:
         return None
-    was = next(encoder.parameters()).device if any(True for _ in encoder.parameters()) else torch.device("cpu")
+    was = (
+        next(encoder.parameters()).device
+        if any(True for _ in encoder.parameters())
+        else torch.device("cpu")
+    )
     encoder = encoder.to(device)
     try:
         fz = pooled_features(encoder, fit.inputs().to(device)).float().cpu()
         sz = pooled_features(encoder, score.inputs().to(device)).float().cpu()
     finally:
         encoder.to(was)
-    fit_y, score_y = _labels(fit, organ_ids, num_modalities), _labels(score, organ_ids, num_modalities)
-    out = probe_embeddings(fz, fit_y, sz, score_y, k=20, silhouette_key="organ", seed=seed, return_predictions=True)
+    fit_y, score_y = (
+        _labels(fit, organ_ids, num_modalities),
+        _labels(score, organ_ids, num_modalities),
+    )
+    out = probe_embeddings(
+        fz, fit_y, sz, score_y, k=20, silhouette_key="organ", seed=seed, return_predictions=True
+    )
     preds = out.pop("predictions")
-    names = list(case_names) if case_names is not None else [str(i) for i in range(len(score_volumes))]
+    names = (
+        list(case_names) if case_names is not None else [str(i) for i in range(len(score_volumes))]
+    )
     per_case: dict[str, Any] = {}
     for index in sorted(set(score.volume_index.tolist())):
         rows = score.volume_index == index
-        per_case[names[index]] = {kind: {label: float((preds[kind][label][rows] == score_y[label][rows]).double().mean())
-                                         for label in PROBE_LABELS} for kind in ("knn", "linear")}
+        per_case[names[index]] = {
+            kind: {
+                label: float((preds[kind][label][rows] == score_y[label][rows]).double().mean())
+                for label in PROBE_LABELS
+            }
+            for kind in ("knn", "linear")
+        }
         per_case[names[index]]["patches"] = int(rows.sum())
     out.update(fit_patches=len(fit), per_case=per_case)
     return out

@@ -73,10 +73,19 @@ def pretrain_step(
         view1, view2: ``(B, C + 1, h, w)``; target, modality, class_index: ``(B,)``.
     """
     if method not in PRETRAIN_STEPS:
-        raise ValueError(f"method must be one of {', '.join(map(repr, PRETRAIN_STEPS))}; got {method!r}")
+        raise ValueError(
+            f"method must be one of {', '.join(map(repr, PRETRAIN_STEPS))}; got {method!r}"
+        )
     if loss_fn is None:
         if method != "ce":
             raise ValueError(f"loss_fn is required for method {method!r}")
         loss_fn = nn.CrossEntropyLoss()
-    return PRETRAIN_STEPS[method](model, view1, view2, target=target, modality=modality, loss_fn=loss_fn,
-                                  class_index=class_index)
+    return PRETRAIN_STEPS[method](
+        model,
+        view1,
+        view2,
+        target=target,
+        modality=modality,
+        loss_fn=loss_fn,
+        class_index=class_index,
+    )

@@ -44,11 +44,20 @@ from agcl.pipeline.toolkit.log import EpochLog
 from agcl.pipeline.toolkit.streams import epoch_batches, patch_stream
 from agcl.pipeline.toolkit.training import EpochCallback, MixedPrecision, fit
 
-__all__ = ["PretrainClassifier", "build_pair_aug", "build_pretrain_loss", "build_pretrain_model", "embed_patches",
-           "load_pretrain_model", "pretrain_encoder"]
+__all__ = [
+    "PretrainClassifier",
+    "build_pair_aug",
+    "build_pretrain_loss",
+    "build_pretrain_model",
+    "embed_patches",
+    "load_pretrain_model",
+    "pretrain_encoder",
+]
 
 
-def build_pretrain_model(config: PipelineConfig, *, num_modalities: int, num_organs: int) -> nn.Module:
+def build_pretrain_model(
+    config: PipelineConfig, *, num_modalities: int, num_organs: int
+) -> nn.Module:
     """Encoder + projection head (contrastive methods) or + classifier (``ce``)."""
     from agcl.models import AGCLPretrainModel, ProjectionHead
 
@@ -73,11 +82,17 @@ def build_pretrain_loss(config: PipelineConfig) -> nn.Module:
     if p.method == "none":
         raise ValueError("config.pretrain.method 'none' trains nothing and has no loss")
     if p.queue_size and p.method not in ("agcl", "supcon"):
-        raise ValueError(f"config.pretrain.queue_size needs method 'agcl' or 'supcon'; got {p.method!r}")
+        raise ValueError(
+            f"config.pretrain.queue_size needs method 'agcl' or 'supcon'; got {p.method!r}"
+        )
     if p.method == "ce":
         return nn.CrossEntropyLoss()
-    return ModalTargetSupConLoss(p.temperature, partial_weight=p.partial_weight,
-                                 gather_distributed=dd.is_distributed(), queue_size=p.queue_size)
+    return ModalTargetSupConLoss(
+        p.temperature,
+        partial_weight=p.partial_weight,
+        gather_distributed=dd.is_distributed(),
+        queue_size=p.queue_size,
+    )
 
 
 def build_pair_aug(config: PipelineConfig, *, generator: torch.Generator | None = None):
@@ -86,10 +101,16 @@ def build_pair_aug(config: PipelineConfig, *, generator: torch.Generator | None 
     from agcl import PairAug
 
     p = config.pretrain
-    return PairAug(scale=(float(p.aug_scale[0]), float(p.aug_scale[1])),
-                   ratio=(float(p.aug_ratio[0]), float(p.aug_ratio[1])), degrees=p.aug_degrees, hflip=p.aug_hflip,
-                   intensity_jitter=p.aug_intensity_jitter, color_distortion=p.aug_color_distortion,
-                   mask_channels=(p.image_channels,), generator=generator)
+    return PairAug(
+        scale=(float(p.aug_scale[0]), float(p.aug_scale[1])),
+        ratio=(float(p.aug_ratio[0]), float(p.aug_ratio[1])),
+        degrees=p.aug_degrees,
+        hflip=p.aug_hflip,
+        intensity_jitter=p.aug_intensity_jitter,
+        color_distortion=p.aug_color_distortion,
+        mask_channels=(p.image_channels,),
+        generator=generator,
+    )
 
 
 def pretrain_encoder(
@@ -132,7 +153,9 @@ def pretrain_encoder(
     """
     p = config.pretrain
     if p.method not in PRETRAIN_METHODS:
-        raise ValueError(f"config.pretrain.method must be one of {', '.join(map(repr, PRETRAIN_METHODS))}; got {p.method!r}")
+        raise ValueError(
+            f"config.pretrain.method must be one of {', '.join(map(repr, PRETRAIN_METHODS))}; got {p.method!r}"
+        )
     if p.method == "none":
         return None
     if p.method not in PRETRAIN_STEPS:
@@ -143,7 +166,9 @@ def pretrain_encoder(
     model_arg, loss_arg = model, loss_fn
     loss_fn = build_pretrain_loss(config) if loss_fn is None else loss_fn
     if model is None:
-        model = build_pretrain_model(config, num_modalities=num_modalities, num_organs=len(organ_ids))
+        model = build_pretrain_model(
+            config, num_modalities=num_modalities, num_organs=len(organ_ids)
+        )
     model = model.to(device)
     loss_fn = loss_fn.to(device) if isinstance(loss_fn, nn.Module) else loss_fn
     opt = resolve_optimizer(optimizer, model, config, "pretrain")
@@ -171,20 +196,43 @@ def pretrain_encoder(
         target = batch.target.to(device)
         modality = batch.modality.to(device)
         cls = modality * len(organ_ids) + lut[batch.target].to(device)
-        loss = step_fn(forward, v1, v2, target=target, modality=modality, loss_fn=loss_fn, class_index=cls)
+        loss = step_fn(
+            forward, v1, v2, target=target, modality=modality, loss_fn=loss_fn, class_index=cls
+        )
         opt.zero_grad(set_to_none=True)
         mp.step(loss, opt)
         return float(loss.detach())
 
-    settings = stage_fingerprint("pretrain", config, organ_ids=[int(i) for i in organ_ids],
-                                 num_modalities=int(num_modalities), world_size=dd.world_size(),
-                                 components=components_record(model=model_arg, loss_fn=loss_arg,
-                                                              optimizer=optimizer, augment=augment))
-    fit(stage="pretrain", epochs=p.epochs, ckpt_path=ckpt_path, settings=settings, model=train_model, optimizer=opt,
-        epoch_batches=batches, step=step, resume=resume, log=log or EpochLog(out / "epochs.jsonl"),
-        callback=callback, device=device, steps_per_epoch=p.steps_per_epoch,
-        extra=lambda: {"organ_ids": [int(i) for i in organ_ids], "num_modalities": int(num_modalities),
-                       "config": config.to_dict()})
+    settings = stage_fingerprint(
+        "pretrain",
+        config,
+        organ_ids=[int(i) for i in organ_ids],
+        num_modalities=int(num_modalities),
+        world_size=dd.world_size(),
+        components=components_record(
+            model=model_arg, loss_fn=loss_arg, optimizer=optimizer, augment=augment
+        ),
+    )
+    fit(
+        stage="pretrain",
+        epochs=p.epochs,
+        ckpt_path=ckpt_path,
+        settings=settings,
+        model=train_model,
+        optimizer=opt,
+        epoch_batches=batches,
+        step=step,
+        resume=resume,
+        log=log or EpochLog(out / "epochs.jsonl"),
+        callback=callback,
+        device=device,
+        steps_per_epoch=p.steps_per_epoch,
+        extra=lambda: {
+            "organ_ids": [int(i) for i in organ_ids],
+            "num_modalities": int(num_modalities),
+            "config": config.to_dict(),
+        },
+    )
     return ckpt_path
 
 
@@ -196,23 +244,33 @@ def _reseed(augment: Any, seed: int) -> None:
 
 
 @torch.no_grad()
-def embed_patches(model: nn.Module, x: torch.Tensor, *, batch_size: int = 256,
-                  device: str | torch.device = "cpu") -> torch.Tensor:
+def embed_patches(
+    model: nn.Module, x: torch.Tensor, *, batch_size: int = 256, device: str | torch.device = "cpu"
+) -> torch.Tensor:
     """Projected embeddings (or ``ce`` logits) of patches ``(N, C + 1, h, w)`` in eval mode, ``(N, D)``."""
     model.eval()
-    return torch.cat([model(x[i: i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)])
+    return torch.cat(
+        [model(x[i : i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)]
+    )
 
 
-def load_pretrain_model(checkpoint: str | os.PathLike[str] | dict, device: str | torch.device = "cpu") -> nn.Module:
+def load_pretrain_model(
+    checkpoint: str | os.PathLike[str] | dict, device: str | torch.device = "cpu"
+) -> nn.Module:
     """Rebuild the stage-2 model (encoder + head) from its checkpoint.
 
     Raises:
         FileNotFoundError, ValueError: no file, a damaged one, another stage's, or weights that
             do not fit the configuration (the path is named).
     """
-    ckpt = load_checkpoint(checkpoint, stage="pretrain", extra_keys=("config", "organ_ids", "num_modalities"))
+    ckpt = load_checkpoint(
+        checkpoint, stage="pretrain", extra_keys=("config", "organ_ids", "num_modalities")
+    )
     config = PipelineConfig.from_dict(ckpt["extra"]["config"])
-    model = build_pretrain_model(config, num_modalities=ckpt["extra"]["num_modalities"],
-                                 num_organs=len(ckpt["extra"]["organ_ids"]))
+    model = build_pretrain_model(
+        config,
+        num_modalities=ckpt["extra"]["num_modalities"],
+        num_organs=len(ckpt["extra"]["organ_ids"]),
+    )
     load_weights(model, ckpt["model"], checkpoint if not isinstance(checkpoint, dict) else "(dict)")
     return model.to(device).eval()

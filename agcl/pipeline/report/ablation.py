@@ -37,7 +37,13 @@ from agcl._validation import check_int
 
 __all__ = ["MEASURES", "ablation_markdown", "ablation_statistics", "case_dice", "write_ablation"]
 
-_LABELS = {"none": "none (random init)", "sscl": "SSCL", "supcon": "SupCon", "ce": "CE", "agcl": "AGCL"}
+_LABELS = {
+    "none": "none (random init)",
+    "sscl": "SSCL",
+    "supcon": "SupCon",
+    "ce": "CE",
+    "agcl": "AGCL",
+}
 
 
 def case_dice(pred: Any, label: Any, organs: Mapping[int, str]) -> dict[str, float | None]:
@@ -64,7 +70,9 @@ def case_dice(pred: Any, label: Any, organs: Mapping[int, str]) -> dict[str, flo
     """
     pred, label = np.asarray(pred), np.asarray(label)
     if pred.shape != label.shape:
-        raise ValueError(f"pred and label must have the same shape; got {pred.shape} and {label.shape}")
+        raise ValueError(
+            f"pred and label must have the same shape; got {pred.shape} and {label.shape}"
+        )
     out: dict[str, float | None] = {}
     for code, name in organs.items():
         g = label == int(code)
@@ -82,13 +90,17 @@ def _mean_of(values: Iterable[float | None]) -> float | None:
     return float(np.mean(vals)) if vals else None
 
 
-def _check_records(records: Iterable[Mapping[str, Any]], value: str = "dice") -> list[tuple[str, int, str, float | None]]:
+def _check_records(
+    records: Iterable[Mapping[str, Any]], value: str = "dice"
+) -> list[tuple[str, int, str, float | None]]:
     rows: list[tuple[str, int, str, float | None]] = []
     seen: set[tuple[str, int, str]] = set()
     for i, rec in enumerate(records):
         if not isinstance(rec, Mapping):
-            raise TypeError(f"records[{i}] must be a mapping with method, seed, case and {value}; "
-                            f"got {type(rec).__name__}")
+            raise TypeError(
+                f"records[{i}] must be a mapping with method, seed, case and {value}; "
+                f"got {type(rec).__name__}"
+            )
         missing = [k for k in ("method", "seed", "case", value) if k not in rec]
         if missing:
             raise ValueError(f"records[{i}] lacks the keys {missing}; got keys {sorted(rec)}")
@@ -100,15 +112,23 @@ def _check_records(records: Iterable[Mapping[str, Any]], value: str = "dice") ->
         seed = check_int(f"records[{i}]['seed']", rec["seed"])
         dice = rec[value]
         if dice is not None:
-            if isinstance(dice, bool) or not isinstance(dice, (int, float, np.floating, np.integer)):
-                raise TypeError(f"records[{i}][{value!r}] must be a number or None; got {type(dice).__name__} "
-                                f"{dice!r}")
+            if isinstance(dice, bool) or not isinstance(
+                dice, (int, float, np.floating, np.integer)
+            ):
+                raise TypeError(
+                    f"records[{i}][{value!r}] must be a number or None; got {type(dice).__name__} "
+                    f"{dice!r}"
+                )
             dice = float(dice)
             if not (math.isfinite(dice) and 0.0 <= dice <= 1.0):
-                raise ValueError(f"records[{i}][{value!r}] must lie in [0, 1] (or be None); got {dice!r}")
+                raise ValueError(
+                    f"records[{i}][{value!r}] must lie in [0, 1] (or be None); got {dice!r}"
+                )
         key = (method, seed, case)
         if key in seen:
-            raise ValueError(f"records hold (method, seed, case) = {key} twice; each must appear once")
+            raise ValueError(
+                f"records hold (method, seed, case) = {key} twice; each must appear once"
+            )
         seen.add(key)
         rows.append((method, seed, case, dice))
     return rows
@@ -195,7 +215,9 @@ def ablation_statistics(
             "n": int(arr.size),
             "seeds": seeds,
             "seed_means": seed_means,
-            "std_over_seeds": float(np.std(finite_means, ddof=1)) if len(finite_means) >= 2 else None,
+            "std_over_seeds": float(np.std(finite_means, ddof=1))
+            if len(finite_means) >= 2
+            else None,
         }
         keys = sorted(set(vals) & set(ref))
         diffs = np.round(np.array([vals[k] - ref[k] for k in keys], dtype=np.float64), 12)
@@ -220,8 +242,12 @@ def _p(v: float | None) -> str:
 
 
 #: how the ablation's tables name each measure
-MEASURES = {"dice": "mean Dice", "dice_stage3": "stage-3-alone Dice", "probe_knn": "probe k-NN (modality, organ)",
-            "probe_linear": "probe linear (modality, organ)"}
+MEASURES = {
+    "dice": "mean Dice",
+    "dice_stage3": "stage-3-alone Dice",
+    "probe_knn": "probe k-NN (modality, organ)",
+    "probe_linear": "probe linear (modality, organ)",
+}
 
 
 def ablation_markdown(stats: Mapping[str, Any]) -> str:
@@ -229,14 +255,18 @@ def ablation_markdown(stats: Mapping[str, Any]) -> str:
     ref = stats["reference"]
     ref_label = _LABELS.get(ref, ref)
     what = MEASURES.get(stats.get("value", "dice"), stats.get("value", "dice"))
-    lines = [f"| Pre-training | {what} +/- std | values (case x seed) | seeds | std over seed means "
-             f"| mean diff vs {ref_label} | p vs {ref_label} (Wilcoxon, pairs) | note |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"| Pre-training | {what} +/- std | values (case x seed) | seeds | std over seed means "
+        f"| mean diff vs {ref_label} | p vs {ref_label} (Wilcoxon, pairs) | note |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for m, e in stats["methods"].items():
         ms = f"{_fmt(e['mean'], '.3f')} +/- {_fmt(e['std'], '.3f')}"
         diff = _fmt(e["mean_difference"], "+.3f")
-        lines.append(f"| {_LABELS.get(m, m)} | {ms} | {e['n']} | {len(e['seeds'])} | {_fmt(e['std_over_seeds'], '.3f')} "
-                     f"| {diff} | {_p(e['p_value'])} ({e['n_pairs']}) | {e['note'] or ''} |")
+        lines.append(
+            f"| {_LABELS.get(m, m)} | {ms} | {e['n']} | {len(e['seeds'])} | {_fmt(e['std_over_seeds'], '.3f')} "
+            f"| {diff} | {_p(e['p_value'])} ({e['n_pairs']}) | {e['note'] or ''} |"
+        )
     return "\n".join(lines)
 
 
@@ -259,22 +289,36 @@ def write_ablation(
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    payload: dict[str, Any] = {"records": [dict(r) for r in records], "statistics": _jsonable(stats)}
+    payload: dict[str, Any] = {
+        "records": [dict(r) for r in records],
+        "statistics": _jsonable(stats),
+    }
     if measures:
         payload["measures"] = _jsonable(measures)
     json_path, md_path = out / "ablation.json", out / "ablation.md"
     write_json(json_path, payload)
-    md = ["# Pre-training ablation", "", *notes, "", ablation_markdown(stats), "",
-          f"Mean +/- std over every (held-out case, seed) value (a case's value: its mean Dice over the organs its "
-          f"ground truth holds); p: two-sided Wilcoxon signed-rank test against {stats['reference']} over the "
-          f"(case, seed) pairs, none below {stats['min_pairs']} pairs.", ""]
+    md = [
+        "# Pre-training ablation",
+        "",
+        *notes,
+        "",
+        ablation_markdown(stats),
+        "",
+        f"Mean +/- std over every (held-out case, seed) value (a case's value: its mean Dice over the organs its "
+        f"ground truth holds); p: two-sided Wilcoxon signed-rank test against {stats['reference']} over the "
+        f"(case, seed) pairs, none below {stats['min_pairs']} pairs.",
+        "",
+    ]
     for value, extra in (measures or {}).items():
         md += [f"## {MEASURES.get(value, value)}", "", ablation_markdown(extra), ""]
     if measures:
-        md += ["Stage 3 alone: the held-out cases scored with segment.coarse_weight = 0 (the encoder and decoder "
-               "without the coarse ensemble). Probe: the frozen encoder's accuracy at telling (modality, organ) "
-               "apart on each held-out case's patches (k-NN, k = 20, cosine; a linear probe), fitted on the "
-               "training cases' patches.", ""]
+        md += [
+            "Stage 3 alone: the held-out cases scored with segment.coarse_weight = 0 (the encoder and decoder "
+            "without the coarse ensemble). Probe: the frozen encoder's accuracy at telling (modality, organ) "
+            "apart on each held-out case's patches (k-NN, k = 20, cosine; a linear probe), fitted on the "
+            "training cases' patches.",
+            "",
+        ]
     write_text(md_path, "\n".join(md))
     return json_path, md_path
 

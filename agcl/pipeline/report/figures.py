@@ -62,14 +62,23 @@ def pca_2d(x: Any) -> np.ndarray:
     return comps
 
 
-def plot_embeddings(embedding: Any, target: Any, modality: Any, path: str | os.PathLike[str], *,
-                    organ_names: Mapping[int, str] | None = None, modality_names: Sequence[str] | None = None,
-                    title: str = "PCA of projected embeddings") -> Path | None:
+def plot_embeddings(
+    embedding: Any,
+    target: Any,
+    modality: Any,
+    path: str | os.PathLike[str],
+    *,
+    organ_names: Mapping[int, str] | None = None,
+    modality_names: Sequence[str] | None = None,
+    title: str = "PCA of projected embeddings",
+) -> Path | None:
     """Scatter the 2-D PCA of L2-normalised embeddings, colour = organ, marker = modality."""
     mpl = _matplotlib()
     if mpl is None:
         return None
-    z = np.asarray(embedding.detach().cpu().numpy() if hasattr(embedding, "detach") else embedding, np.float64)
+    z = np.asarray(
+        embedding.detach().cpu().numpy() if hasattr(embedding, "detach") else embedding, np.float64
+    )
     z = z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
     pts = pca_2d(z)
     t = np.asarray(target).reshape(-1)
@@ -84,9 +93,20 @@ def plot_embeddings(embedding: Any, target: Any, modality: Any, path: str | os.P
             if not sel.any():
                 continue
             name = organ_names.get(int(organ), str(organ)) if organ_names else str(organ)
-            mname = modality_names[int(mod)] if modality_names and int(mod) < len(modality_names) else str(mod)
-            ax.scatter(pts[sel, 0], pts[sel, 1], s=12, color=cmap(ci % 20), marker=markers[int(mod) % 4],
-                       label=f"{name} ({mname})", alpha=0.75)
+            mname = (
+                modality_names[int(mod)]
+                if modality_names and int(mod) < len(modality_names)
+                else str(mod)
+            )
+            ax.scatter(
+                pts[sel, 0],
+                pts[sel, 1],
+                s=12,
+                color=cmap(ci % 20),
+                marker=markers[int(mod) % 4],
+                label=f"{name} ({mname})",
+                alpha=0.75,
+            )
     ax.set_xlabel("PC 1")
     ax.set_ylabel("PC 2")
     ax.set_title(title)
@@ -95,15 +115,24 @@ def plot_embeddings(embedding: Any, target: Any, modality: Any, path: str | os.P
     return _save(fig, path, dpi=120)
 
 
-def plot_overlays(image: np.ndarray, label: np.ndarray, pred: np.ndarray, path: str | os.PathLike[str], *,
-                  n_slices: int = 3, title: str = "") -> Path | None:
+def plot_overlays(
+    image: np.ndarray,
+    label: np.ndarray,
+    pred: np.ndarray,
+    path: str | os.PathLike[str],
+    *,
+    n_slices: int = 3,
+    title: str = "",
+) -> Path | None:
     """Axial slices (the ones with most labelled voxels): ground truth (top) vs prediction (bottom)."""
     mpl = _matplotlib()
     if mpl is None:
         return None
     counts = (label > 0).sum(axis=(0, 1))
     order = np.argsort(counts)[::-1]
-    chosen = sorted(int(z) for z in order[: max(1, n_slices)] if counts[z] > 0) or [label.shape[2] // 2]
+    chosen = sorted(int(z) for z in order[: max(1, n_slices)] if counts[z] > 0) or [
+        label.shape[2] // 2
+    ]
     chosen = chosen[:: max(1, len(chosen) // n_slices)][:n_slices]
     fig = mpl.figure.Figure(figsize=(3.2 * len(chosen), 6.4))
     axes = fig.subplots(2, len(chosen), squeeze=False)
@@ -113,7 +142,9 @@ def plot_overlays(image: np.ndarray, label: np.ndarray, pred: np.ndarray, path: 
             ax = axes[i, j]
             ax.imshow(np.rot90(image[:, :, z]), cmap="gray")
             masked = np.ma.masked_equal(np.rot90(lab[:, :, z]), 0)
-            ax.imshow(masked, cmap="tab20", vmin=1, vmax=max(top, 13), alpha=0.55, interpolation="nearest")
+            ax.imshow(
+                masked, cmap="tab20", vmin=1, vmax=max(top, 13), alpha=0.55, interpolation="nearest"
+            )
             ax.set_title(f"{name}, slice {z}", fontsize=8)
             ax.axis("off")
     if title:

@@ -29,8 +29,13 @@ def _finite(value: float | None) -> float | None:
 
 
 def _row(row: Mapping[str, Any]) -> dict[str, Any]:
-    return {"dice": _finite(row["dice"]), "hd95": _finite(row["hd95"]), "assd": _finite(row["assd"]),
-            "missed": int(row.get("missed", 0)), "false_positive": int(row.get("false_positive", 0))}
+    return {
+        "dice": _finite(row["dice"]),
+        "hd95": _finite(row["hd95"]),
+        "assd": _finite(row["assd"]),
+        "missed": int(row.get("missed", 0)),
+        "false_positive": int(row.get("false_positive", 0)),
+    }
 
 
 def results_entry(result: Mapping[str, Any], runtime_s: float) -> dict[str, Any]:
@@ -53,10 +58,14 @@ def results_entry(result: Mapping[str, Any], runtime_s: float) -> dict[str, Any]
     for key in ("attention_recall", "attention_recall_min"):
         if key in result:
             entry[key] = {name: _finite(v) for name, v in result[key].items()}
-    if "stage3_only" in result:  # stage 3 alone (segment.coarse_weight = 0), shaped like the main result
+    if (
+        "stage3_only" in result
+    ):  # stage 3 alone (segment.coarse_weight = 0), shaped like the main result
         alone = result["stage3_only"]
-        entry["stage3_only"] = {"mean": _row(alone["mean"]),
-                                "per_organ": {name: _row(row) for name, row in alone["per_organ"].items()}}
+        entry["stage3_only"] = {
+            "mean": _row(alone["mean"]),
+            "per_organ": {name: _row(row) for name, row in alone["per_organ"].items()},
+        }
     for key in ("run_id", "probe"):
         if result.get(key) is not None:
             entry[key] = result[key]
@@ -80,9 +89,12 @@ def ablation_table(ablation: Mapping[str, Mapping[str, Any]], *, encoder: str) -
     organs: list[str] = []
     for entry in ablation.values():
         organs.extend(o for o in entry["per_organ"] if o not in organs)
-    head = ("| Encoder | Pretrain | " + " | ".join(organs)
-            + " | mean Dice | HD95 (mm) | ASSD (mm) | missed | false positive | stage 3 alone "
-              "| probe k-NN | probe linear |")
+    head = (
+        "| Encoder | Pretrain | "
+        + " | ".join(organs)
+        + " | mean Dice | HD95 (mm) | ASSD (mm) | missed | false positive | stage 3 alone "
+        "| probe k-NN | probe linear |"
+    )
     lines = [head, "|" + "---|" * (len(organs) + 10)]
     label = {"none": "x (random)", "sscl": "SSCL", "supcon": "SupCon", "ce": "CE", "agcl": "AGCL"}
     for m in methods:
@@ -90,35 +102,55 @@ def ablation_table(ablation: Mapping[str, Mapping[str, Any]], *, encoder: str) -
         cells = [_fmt(e["per_organ"].get(o, {}).get("dice"), ".3f") for o in organs]
         mean = e["mean"]
         alone = (e.get("stage3_only") or {}).get("mean", {}).get("dice")
-        lines.append(f"| {encoder} | {label.get(m, m)} | " + " | ".join(cells)
-                     + f" | {_fmt(mean['dice'], '.3f')} | {_fmt(mean['hd95'], '.2f')} | {_fmt(mean['assd'], '.2f')}"
-                     + f" | {mean['missed']} | {mean.get('false_positive', 0)} | {_fmt(alone, '.3f')}"
-                     + f" | {_probe_cell(e, 'knn')} | {_probe_cell(e, 'linear')} |")
+        lines.append(
+            f"| {encoder} | {label.get(m, m)} | "
+            + " | ".join(cells)
+            + f" | {_fmt(mean['dice'], '.3f')} | {_fmt(mean['hd95'], '.2f')} | {_fmt(mean['assd'], '.2f')}"
+            + f" | {mean['missed']} | {mean.get('false_positive', 0)} | {_fmt(alone, '.3f')}"
+            + f" | {_probe_cell(e, 'knn')} | {_probe_cell(e, 'linear')} |"
+        )
     return "\n".join(lines)
 
 
 def probe_markdown(probe: Mapping[str, Any]) -> list[str]:
     """The probe's section of ``results.md``."""
-    lines = ["## Encoder probe (frozen encoder, held-out patches)", "",
-             f"{probe.get('patches')} held-out patches scored with {probe.get('fit_patches', '?')} training patches "
-             f"(drawn as stage 2 draws them); organ silhouette {_fmt(probe.get('silhouette'), '.3f')}.", "",
-             "| label | k-NN (cosine, k = 20) | linear probe |", "|---|---|---|"]
-    for key in (probe.get("knn") or {}):
-        lines.append(f"| {key} | {_fmt(probe['knn'][key], '.3f')} | {_fmt(probe['linear'].get(key), '.3f')} |")
+    lines = [
+        "## Encoder probe (frozen encoder, held-out patches)",
+        "",
+        f"{probe.get('patches')} held-out patches scored with {probe.get('fit_patches', '?')} training patches "
+        f"(drawn as stage 2 draws them); organ silhouette {_fmt(probe.get('silhouette'), '.3f')}.",
+        "",
+        "| label | k-NN (cosine, k = 20) | linear probe |",
+        "|---|---|---|",
+    ]
+    for key in probe.get("knn") or {}:
+        lines.append(
+            f"| {key} | {_fmt(probe['knn'][key], '.3f')} | {_fmt(probe['linear'].get(key), '.3f')} |"
+        )
     return [*lines, ""]
 
 
 def _organ_table(entry: Mapping[str, Any]) -> str:
-    lines = ["| organ | Dice | HD95 (mm) | ASSD (mm) | missed | false positive |", "|---|---|---|---|---|---|"]
+    lines = [
+        "| organ | Dice | HD95 (mm) | ASSD (mm) | missed | false positive |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, row in [*entry["per_organ"].items(), ("**mean**", entry["mean"])]:
-        lines.append(f"| {name} | {_fmt(row['dice'], '.3f')} | {_fmt(row['hd95'], '.2f')} | {_fmt(row['assd'], '.2f')} "
-                     f"| {row.get('missed', 0)} | {row.get('false_positive', 0)} |")
+        lines.append(
+            f"| {name} | {_fmt(row['dice'], '.3f')} | {_fmt(row['hd95'], '.2f')} | {_fmt(row['assd'], '.2f')} "
+            f"| {row.get('missed', 0)} | {row.get('false_positive', 0)} |"
+        )
     return "\n".join(lines)
 
 
-def write_results(out_dir: str | os.PathLike[str], entry: Mapping[str, Any], *,
-                  ablation: Mapping[str, Mapping[str, Any]] | None = None, encoder: str = "",
-                  notes: Sequence[str] = ()) -> tuple[Path, Path]:
+def write_results(
+    out_dir: str | os.PathLike[str],
+    entry: Mapping[str, Any],
+    *,
+    ablation: Mapping[str, Mapping[str, Any]] | None = None,
+    encoder: str = "",
+    notes: Sequence[str] = (),
+) -> tuple[Path, Path]:
     """Write ``results.json`` and ``results.md`` into ``out_dir``; returns both paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -126,35 +158,67 @@ def write_results(out_dir: str | os.PathLike[str], entry: Mapping[str, Any], *,
     if ablation is not None:
         data["ablation"] = {m: dict(e) for m, e in ablation.items()}
     json_path = write_json(out / "results.json", data)
-    md = ["# AGCL pipeline results", "", *notes, "", "## Held-out cases", "", _organ_table(entry), ""]
+    md = [
+        "# AGCL pipeline results",
+        "",
+        *notes,
+        "",
+        "## Held-out cases",
+        "",
+        _organ_table(entry),
+        "",
+    ]
     if "coarse_mean" in entry:
         c = entry["coarse_mean"]
-        md += [f"Stage-1 coarse maps alone: mean Dice {_fmt(c['dice'], '.3f')}, HD95 {_fmt(c['hd95'], '.2f')} mm, "
-               f"missed {c['missed']}, false positives {c['false_positive']}.", ""]
+        md += [
+            f"Stage-1 coarse maps alone: mean Dice {_fmt(c['dice'], '.3f')}, HD95 {_fmt(c['hd95'], '.2f')} mm, "
+            f"missed {c['missed']}, false positives {c['false_positive']}.",
+            "",
+        ]
     if "attention_recall" in entry:
-        md += ["## Attention recall (fraction of each organ's ground truth inside its attention, held-out cases)", ""]
+        md += [
+            "## Attention recall (fraction of each organ's ground truth inside its attention, held-out cases)",
+            "",
+        ]
         coarse = entry.get("config", {}).get("coarse", {})
         if "attention_threshold" in coarse and "margin_mm" in coarse:
-            channel = {"mask": " Attention channel: the binary mask.",
-                       "probability": " Attention channel: 0.5 + 0.5 x the coarse probability / its maximum, inside the region."}
-            md += [f"Attention: coarse probability >= {coarse['attention_threshold']:g} (or the organ's most probable "
-                   f"region), dilated by {coarse['margin_mm']:g} mm."
-                   + channel.get(coarse.get("attention_channel", ""), ""), ""]
+            channel = {
+                "mask": " Attention channel: the binary mask.",
+                "probability": " Attention channel: 0.5 + 0.5 x the coarse probability / its maximum, inside the region.",
+            }
+            md += [
+                f"Attention: coarse probability >= {coarse['attention_threshold']:g} (or the organ's most probable "
+                f"region), dilated by {coarse['margin_mm']:g} mm."
+                + channel.get(coarse.get("attention_channel", ""), ""),
+                "",
+            ]
         lowest = entry.get("attention_recall_min")
         if lowest is None:
             md += ["| organ | recall |", "|---|---|"]
-            md += [f"| {name} | {_fmt(v, '.3f')} |" for name, v in entry["attention_recall"].items()] + [""]
+            md += [
+                f"| {name} | {_fmt(v, '.3f')} |" for name, v in entry["attention_recall"].items()
+            ] + [""]
         else:
             md += ["| organ | recall (mean) | lowest case |", "|---|---|---|"]
-            md += [f"| {name} | {_fmt(v, '.3f')} | {_fmt(lowest.get(name), '.3f')} |"
-                   for name, v in entry["attention_recall"].items()] + [""]
+            md += [
+                f"| {name} | {_fmt(v, '.3f')} | {_fmt(lowest.get(name), '.3f')} |"
+                for name, v in entry["attention_recall"].items()
+            ] + [""]
     if "stage3_only" in entry:
         a = entry["stage3_only"]["mean"]
-        md += [f"Stage 3 alone (segment.coarse_weight = 0): mean Dice {_fmt(a['dice'], '.3f')}, HD95 "
-               f"{_fmt(a['hd95'], '.2f')} mm, missed {a['missed']}, false positives {a['false_positive']}.", ""]
+        md += [
+            f"Stage 3 alone (segment.coarse_weight = 0): mean Dice {_fmt(a['dice'], '.3f')}, HD95 "
+            f"{_fmt(a['hd95'], '.2f')} mm, missed {a['missed']}, false positives {a['false_positive']}.",
+            "",
+        ]
     if entry.get("probe"):
         md += probe_markdown(entry["probe"])
     if ablation is not None:
-        md += ["## Ablation (Dice per organ; the paper's Table 1 layout)", "", ablation_table(ablation, encoder=encoder), ""]
+        md += [
+            "## Ablation (Dice per organ; the paper's Table 1 layout)",
+            "",
+            ablation_table(ablation, encoder=encoder),
+            "",
+        ]
     md_path = write_text(out / "results.md", "\n".join(md))
     return json_path, md_path

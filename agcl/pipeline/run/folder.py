@@ -27,13 +27,36 @@ from agcl.pipeline.run.manifest import MANIFEST, Manifest
 __all__ = ["RUN_NAMES", "RunExistsError", "RunFolder", "RunFolderError"]
 
 #: the top-level names a run writes (a folder holding any of them without a manifest is refused)
-RUN_NAMES = ("run.json", "checkpoints", "coarse", "predictions", "epochs.jsonl", "results.json", "results.md",
-             "ablation", "ablation.json", "ablation.md")
+RUN_NAMES = (
+    "run.json",
+    "checkpoints",
+    "coarse",
+    "predictions",
+    "epochs.jsonl",
+    "results.json",
+    "results.md",
+    "ablation",
+    "ablation.json",
+    "ablation.md",
+)
 # what a run written before run.json existed holds (removed by overwrite=True)
-_LEGACY_GLOBS = ("checkpoints/coarse.pt", "checkpoints/coarse2d.pt", "checkpoints/pretrain.pt",
-                 "checkpoints/segment.pt", "coarse/*.nii.gz", "coarse/*.prob.pt", "coarse/*.png",
-                 "predictions/*.nii.gz", "predictions/*.png", "epochs.jsonl", "results.json", "results.md",
-                 "ablation.json", "ablation.md", "fig*.png")
+_LEGACY_GLOBS = (
+    "checkpoints/coarse.pt",
+    "checkpoints/coarse2d.pt",
+    "checkpoints/pretrain.pt",
+    "checkpoints/segment.pt",
+    "coarse/*.nii.gz",
+    "coarse/*.prob.pt",
+    "coarse/*.png",
+    "predictions/*.nii.gz",
+    "predictions/*.png",
+    "epochs.jsonl",
+    "results.json",
+    "results.md",
+    "ablation.json",
+    "ablation.md",
+    "fig*.png",
+)
 
 
 class RunFolderError(ValueError):
@@ -51,8 +74,10 @@ def _is_legacy_run(path: Path) -> bool:
 def _inside(root: Path, rel: str) -> Path:
     target = (root / rel).resolve()
     if root.resolve() not in target.parents and target != root.resolve():
-        raise RunFolderError(f"{root / MANIFEST} lists {rel!r}, which lies outside the run folder; refusing to "
-                             "touch it (the manifest was edited or damaged)")
+        raise RunFolderError(
+            f"{root / MANIFEST} lists {rel!r}, which lies outside the run folder; refusing to "
+            "touch it (the manifest was edited or damaged)"
+        )
     return target
 
 
@@ -67,8 +92,14 @@ class RunFolder:
         self.path, self.manifest, self.main = Path(path), manifest, main
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str], *, resume: bool = False, overwrite: bool = False,
-             main: bool = True) -> RunFolder:
+    def open(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        resume: bool = False,
+        overwrite: bool = False,
+        main: bool = True,
+    ) -> RunFolder:
         """Open ``path`` for a run (see the module notes).
 
         Raises:
@@ -79,8 +110,10 @@ class RunFolder:
         """
         root = Path(path)
         if resume and overwrite:
-            raise RunFolderError("resume and overwrite exclude each other: resume continues the run in "
-                                 f"{root}, overwrite replaces it; pass one")
+            raise RunFolderError(
+                "resume and overwrite exclude each other: resume continues the run in "
+                f"{root}, overwrite replaces it; pass one"
+            )
         if not main:
             return cls(root, Manifest(), main=False)
         if root.exists() and not root.is_dir():
@@ -91,7 +124,8 @@ class RunFolder:
                 raise RunExistsError(
                     f"{root} holds an earlier agcl run ({MANIFEST}); continue it with --resume, or replace it "
                     "with --overwrite (removes only that run's own files, keeps anything else in the folder), "
-                    "or choose another --out")
+                    "or choose another --out"
+                )
             manifest = cls._read(manifest_path)
             if resume:
                 return cls(root, manifest)
@@ -101,14 +135,16 @@ class RunFolder:
                 raise (RunFolderError if resume else RunExistsError)(
                     f"{root} holds a run written by an agcl without {MANIFEST}: its inputs were never recorded, "
                     "so it cannot be resumed safely; replace it with --overwrite (removes only the files such "
-                    "a run writes) or choose another --out")
+                    "a run writes) or choose another --out"
+                )
             cls._clear_legacy(root)
         elif root.is_dir():
             clash = [n for n in RUN_NAMES if (root / n).exists()]
             if clash:
                 raise RunFolderError(
                     f"{root} is not an agcl run folder but holds {', '.join(clash)}, names a run writes; agcl "
-                    "will not overwrite them. Choose another --out")
+                    "will not overwrite them. Choose another --out"
+                )
         root.mkdir(parents=True, exist_ok=True)
         folder = cls(root, Manifest())
         folder.save()
@@ -119,16 +155,24 @@ class RunFolder:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, ValueError) as err:
-            raise RunFolderError(f"{path} is not a readable run manifest ({err}); it was edited or damaged. "
-                                 "Move the folder aside or remove that file to start a new run") from None
+            raise RunFolderError(
+                f"{path} is not a readable run manifest ({err}); it was edited or damaged. "
+                "Move the folder aside or remove that file to start a new run"
+            ) from None
         if not isinstance(data, dict) or not isinstance(data.get("stages", {}), dict):
-            raise RunFolderError(f"{path} does not hold a run manifest (a JSON object with 'stages')")
+            raise RunFolderError(
+                f"{path} does not hold a run manifest (a JSON object with 'stages')"
+            )
         for key, kind in (("files", list), ("runs", list), ("maps", dict)):
             value = data.get(key, kind())
-            if not isinstance(value, kind) or (kind is list and not all(isinstance(v, str) for v in value)):
-                raise RunFolderError(f"{path}: '{key}' must be a {'list of paths' if kind is list else 'dict'}; "
-                                     f"got {value!r:.80}. The manifest was edited or damaged: move the folder "
-                                     "aside or remove that file to start a new run")
+            if not isinstance(value, kind) or (
+                kind is list and not all(isinstance(v, str) for v in value)
+            ):
+                raise RunFolderError(
+                    f"{path}: '{key}' must be a {'list of paths' if kind is list else 'dict'}; "
+                    f"got {value!r:.80}. The manifest was edited or damaged: move the folder "
+                    "aside or remove that file to start a new run"
+                )
         return Manifest(data)
 
     @classmethod
@@ -143,8 +187,10 @@ class RunFolder:
         for rel in manifest.data.get("runs", []):
             sub = _inside(root, rel)
             if sub == root.resolve():  # would clear itself without end
-                raise RunFolderError(f"{root / MANIFEST} lists its own folder as a sub-run "
-                                     f"({rel!r}); the manifest was edited or damaged")
+                raise RunFolderError(
+                    f"{root / MANIFEST} lists its own folder as a sub-run "
+                    f"({rel!r}); the manifest was edited or damaged"
+                )
             if (sub / MANIFEST).is_file():
                 files += cls._own_files(sub, cls._read(sub / MANIFEST))
         return files + [root / MANIFEST]
@@ -153,7 +199,9 @@ class RunFolder:
     def _clear_legacy(root: Path) -> None:
         files = [p for pattern in _LEGACY_GLOBS for p in root.glob(pattern) if p.is_file()]
         for sub in sorted(root.glob("ablation/**/epochs.jsonl")):
-            files += [p for pattern in _LEGACY_GLOBS for p in sub.parent.glob(pattern) if p.is_file()]
+            files += [
+                p for pattern in _LEGACY_GLOBS for p in sub.parent.glob(pattern) if p.is_file()
+            ]
         _remove(root, files)
 
     # --- use ---
@@ -211,4 +259,3 @@ def _remove(root: Path, files: Iterable[Path]) -> None:
         while d != root and root in d.parents and d.is_dir() and not any(d.iterdir()):
             d.rmdir()
             d = d.parent
-

@@ -59,8 +59,11 @@ def file_record(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def case_record(case: Any) -> dict[str, Any]:
     """What a run read of one :class:`agcl.data.Case`: its id, modality and files."""
-    out: dict[str, Any] = {"case_id": str(case.case_id), "modality": str(case.modality),
-                           "image": file_record(case.image_path)}
+    out: dict[str, Any] = {
+        "case_id": str(case.case_id),
+        "modality": str(case.modality),
+        "image": file_record(case.image_path),
+    }
     label = getattr(case, "label_path", None)
     out["label"] = None if label is None else file_record(label)
     return out
@@ -77,7 +80,9 @@ def _case_key(record: Mapping[str, Any]) -> str:
     return f"{record.get('modality')}/{record.get('case_id')}"
 
 
-def describe_input_changes(old: Mapping[str, Any], new: Mapping[str, Any], *, limit: int = 4) -> list[str]:
+def describe_input_changes(
+    old: Mapping[str, Any], new: Mapping[str, Any], *, limit: int = 4
+) -> list[str]:
     """Readable differences between two stages' inputs (case lists compared case by case, file
     records by content).
 
@@ -94,9 +99,13 @@ def describe_input_changes(old: Mapping[str, Any], new: Mapping[str, Any], *, li
             olds, news = {_case_key(r): r for r in a}, {_case_key(r): r for r in b}
             added, removed = sorted(set(news) - set(olds)), sorted(set(olds) - set(news))
             if added:
-                out.append(f"{key}: added {', '.join(added[:limit])}{' ...' if len(added) > limit else ''}")
+                out.append(
+                    f"{key}: added {', '.join(added[:limit])}{' ...' if len(added) > limit else ''}"
+                )
             if removed:
-                out.append(f"{key}: removed {', '.join(removed[:limit])}{' ...' if len(removed) > limit else ''}")
+                out.append(
+                    f"{key}: removed {', '.join(removed[:limit])}{' ...' if len(removed) > limit else ''}"
+                )
             changed = []
             for k in sorted(set(olds) & set(news)):
                 for part in sorted(set(olds[k]) | set(news[k])):
@@ -105,8 +114,14 @@ def describe_input_changes(old: Mapping[str, Any], new: Mapping[str, Any], *, li
                         where = where.get("path") if isinstance(where, Mapping) else where
                         changed.append(f"{k} {part} differs ({where})")
             if changed:
-                out.append(f"{key}: {'; '.join(changed[:limit])}{' ...' if len(changed) > limit else ''}")
-        elif isinstance(a, Mapping) and isinstance(b, Mapping) and not ("sha256" in a or "sha256" in b):
+                out.append(
+                    f"{key}: {'; '.join(changed[:limit])}{' ...' if len(changed) > limit else ''}"
+                )
+        elif (
+            isinstance(a, Mapping)
+            and isinstance(b, Mapping)
+            and not ("sha256" in a or "sha256" in b)
+        ):
             out += [f"{key}.{line}" for line in describe_input_changes(a, b, limit=limit)]
         elif not _same_file(a, b):
             out.append(f"{key} differs")
@@ -132,9 +147,20 @@ class Manifest:
     def __init__(self, data: Mapping[str, Any] | None = None) -> None:
         from agcl import __version__
 
-        self.data: dict[str, Any] = dict(data) if data is not None else {
-            "format": FORMAT, "agcl": __version__, "run_id": uuid.uuid4().hex[:12], "created": _now(),
-            "stages": {}, "maps": {}, "files": [], "runs": []}
+        self.data: dict[str, Any] = (
+            dict(data)
+            if data is not None
+            else {
+                "format": FORMAT,
+                "agcl": __version__,
+                "run_id": uuid.uuid4().hex[:12],
+                "created": _now(),
+                "stages": {},
+                "maps": {},
+                "files": [],
+                "runs": [],
+            }
+        )
         for key, empty in (("stages", {}), ("maps", {}), ("files", []), ("runs", [])):
             self.data.setdefault(key, empty)
 
@@ -147,7 +173,9 @@ class Manifest:
         record = self.data["stages"].get(name)
         return dict(record) if isinstance(record, Mapping) else None
 
-    def mismatch(self, name: str, fingerprint: Mapping[str, Any], inputs: Mapping[str, Any]) -> str | None:
+    def mismatch(
+        self, name: str, fingerprint: Mapping[str, Any], inputs: Mapping[str, Any]
+    ) -> str | None:
         """Why the stage's record does not match what the run would use now (``None``: it does,
         or there is no record)."""
         record = self.stage(name)
@@ -163,8 +191,13 @@ class Manifest:
     def start(self, name: str, fingerprint: Mapping[str, Any], inputs: Mapping[str, Any]) -> None:
         """Record that the stage starts (or continues) with these settings and inputs."""
         old = self.stage(name) or {}
-        self.data["stages"][name] = {"fingerprint": dict(fingerprint), "inputs": dict(inputs),
-                                     "outputs": old.get("outputs", {}), "complete": False, "updated": _now()}
+        self.data["stages"][name] = {
+            "fingerprint": dict(fingerprint),
+            "inputs": dict(inputs),
+            "outputs": old.get("outputs", {}),
+            "complete": False,
+            "updated": _now(),
+        }
 
     def finish(self, name: str, outputs: Mapping[str, Any]) -> None:
         """Record the stage's outputs (``{relative path: file_record}``) and that it is complete."""

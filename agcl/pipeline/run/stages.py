@@ -20,7 +20,12 @@ from agcl.pipeline.run.manifest import file_record
 __all__ = ["STAGE_LABELS", "StageBook"]
 
 #: how the log names each stage
-STAGE_LABELS = {"coarse": "stage 1", "coarse2d": "stage 1", "pretrain": "stage 2", "segment": "stage 3"}
+STAGE_LABELS = {
+    "coarse": "stage 1",
+    "coarse2d": "stage 1",
+    "pretrain": "stage 2",
+    "segment": "stage 3",
+}
 
 
 def _say(message: str) -> None:
@@ -38,8 +43,14 @@ class StageBook:
         say: where the explanations go (default: printed).
     """
 
-    def __init__(self, folder: RunFolder, dependents: Mapping[str, Sequence[str]], *,
-                 on_redo: Callable[[list[str]], None] | None = None, say: Callable[[str], None] = _say) -> None:
+    def __init__(
+        self,
+        folder: RunFolder,
+        dependents: Mapping[str, Sequence[str]],
+        *,
+        on_redo: Callable[[list[str]], None] | None = None,
+        say: Callable[[str], None] = _say,
+    ) -> None:
         self.folder, self.dependents, self.on_redo, self.say = folder, dependents, on_redo, say
 
     def _closure(self, stage: str) -> list[str]:
@@ -82,8 +93,11 @@ class StageBook:
         redo = self._closure(stage)
         labels = sorted({STAGE_LABELS.get(s, s) for s in redo if s in STAGE_LABELS})
         numbers = sorted(int(x.split()[-1]) for x in labels if x.startswith("stage "))
-        what = (f"stages {numbers[0]}-{numbers[-1]}" if len(numbers) > 1 and numbers == list(range(numbers[0],
-                numbers[-1] + 1)) else ", ".join(labels) or stage)
+        what = (
+            f"stages {numbers[0]}-{numbers[-1]}"
+            if len(numbers) > 1 and numbers == list(range(numbers[0], numbers[-1] + 1))
+            else ", ".join(labels) or stage
+        )
         self.say(f"[run] {STAGE_LABELS.get(stage, stage)} changed: {reason}; redoing {what}")
         manifest = self.folder.manifest
         files = []
@@ -104,7 +118,9 @@ class StageBook:
             return
         paths = [Path(p) for p in outputs]
         self.folder.own(*paths)
-        self.folder.manifest.finish(stage, {self.folder.rel(p): file_record(p) for p in paths if p.is_file()})
+        self.folder.manifest.finish(
+            stage, {self.folder.rel(p): file_record(p) for p in paths if p.is_file()}
+        )
         self.folder.save()
 
     def digest(self, stage: str, path: str | os.PathLike[str]) -> str | None:

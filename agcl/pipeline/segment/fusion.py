@@ -66,17 +66,27 @@ def fuse_labels(
     if hasattr(probabilities, "detach") and hasattr(probabilities, "cpu"):
         probabilities = probabilities.detach().cpu().numpy()
     if not isinstance(probabilities, np.ndarray):
-        raise TypeError(f"probabilities must be a numpy array or a torch tensor; got {type(probabilities).__name__}")
+        raise TypeError(
+            f"probabilities must be a numpy array or a torch tensor; got {type(probabilities).__name__}"
+        )
     if probabilities.ndim < 2:
-        raise ValueError(f"probabilities must be (K, *S) with one map per organ; got shape {probabilities.shape}")
+        raise ValueError(
+            f"probabilities must be (K, *S) with one map per organ; got shape {probabilities.shape}"
+        )
     k = probabilities.shape[0]
     ids = list(range(1, k + 1)) if organ_ids is None else [int(i) for i in organ_ids]
     if len(ids) != k:
-        raise ValueError(f"organ_ids must have one id per probability map ({k}); got {len(ids)}: {ids}")
+        raise ValueError(
+            f"organ_ids must have one id per probability map ({k}); got {len(ids)}: {ids}"
+        )
     if any(i <= 0 for i in ids) or len(set(ids)) != len(ids):
-        raise ValueError(f"organ_ids must be distinct positive label ids (0 is background); got {ids}")
+        raise ValueError(
+            f"organ_ids must be distinct positive label ids (0 is background); got {ids}"
+        )
     if any(i > _INT16_MAX for i in ids):
-        raise ValueError(f"organ_ids must be at most {_INT16_MAX} (the label map is int16); got {max(ids)}")
+        raise ValueError(
+            f"organ_ids must be at most {_INT16_MAX} (the label map is int16); got {max(ids)}"
+        )
     check_threshold(threshold)
     if not np.isfinite(probabilities).all():
         raise ValueError("probabilities must be finite; got NaN or inf entries")

@@ -30,7 +30,9 @@ from agcl.sampling.attention_maps import organ_bboxes
 __all__ = ["segment_as_configured", "segment_with_attention", "upsample_in_box"]
 
 
-def upsample_in_box(coarse: np.ndarray | torch.Tensor, full_shape: Sequence[int], box: Sequence[slice]) -> np.ndarray:
+def upsample_in_box(
+    coarse: np.ndarray | torch.Tensor, full_shape: Sequence[int], box: Sequence[slice]
+) -> np.ndarray:
     """Trilinear upsampling of a coarse-grid map to ``full_shape``, computed only inside ``box``.
 
     Equal to ``F.interpolate(coarse, size=full_shape, mode="trilinear", align_corners=False)``
@@ -46,10 +48,16 @@ def upsample_in_box(coarse: np.ndarray | torch.Tensor, full_shape: Sequence[int]
         >>> upsample_in_box(c, (4, 4, 4), (slice(0, 4), slice(1, 2), slice(0, 1)))[:, 0, 0].tolist()
         [0.5, 1.5, 3.5, 4.5]
     """
-    c = coarse.detach().cpu().float().numpy() if isinstance(coarse, torch.Tensor) else np.asarray(coarse, np.float32)
+    c = (
+        coarse.detach().cpu().float().numpy()
+        if isinstance(coarse, torch.Tensor)
+        else np.asarray(coarse, np.float32)
+    )
     if c.ndim != 3 or len(full_shape) != 3 or len(box) != 3:
-        raise ValueError(f"coarse must be (x, y, z) and full_shape/box have 3 entries; got {c.shape}, "
-                         f"{tuple(full_shape)}, {len(box)} slices")
+        raise ValueError(
+            f"coarse must be (x, y, z) and full_shape/box have 3 entries; got {c.shape}, "
+            f"{tuple(full_shape)}, {len(box)} slices"
+        )
     out = c
     for axis, (n_c, n_f, sl) in enumerate(zip(c.shape, full_shape, box)):
         i = np.arange(sl.start, sl.stop, dtype=np.float64)
@@ -65,8 +73,19 @@ def upsample_in_box(coarse: np.ndarray | torch.Tensor, full_shape: Sequence[int]
 
 
 @torch.no_grad()
-def _organ_probability(model, image: np.ndarray, att: np.ndarray, box: tuple[slice, ...], *, patch: int,
-                       stride: int, batch_size: int, device, pad_value: float, weight: str = "uniform"):
+def _organ_probability(
+    model,
+    image: np.ndarray,
+    att: np.ndarray,
+    box: tuple[slice, ...],
+    *,
+    patch: int,
+    stride: int,
+    batch_size: int,
+    device,
+    pad_value: float,
+    weight: str = "uniform",
+):
     """Weighted mean of the window probabilities of one organ inside ``box`` (grown by the window),
     0 outside the attention; returns ``(probability, region)`` with ``region`` the slices of the
     grown box (which may reach outside the image)."""
@@ -91,14 +110,27 @@ def _organ_probability(model, image: np.ndarray, att: np.ndarray, box: tuple[sli
     out = np.zeros((x1 - x0, y1 - y0, zsl.stop - zsl.start), np.float32)
     if not corners:
         return out, region
-    inputs = torch.stack([torch.from_numpy(np.ascontiguousarray(image[sx0:sx1, sy0:sy1, zsl], np.float32)),
-                          torch.from_numpy(sub_att)])
+    inputs = torch.stack(
+        [
+            torch.from_numpy(np.ascontiguousarray(image[sx0:sx1, sy0:sy1, zsl], np.float32)),
+            torch.from_numpy(sub_att),
+        ]
+    )
 
-    def predict(batch: torch.Tensor) -> torch.Tensor:  # (B, 2, p, p, 1) windows -> organ probability
+    def predict(
+        batch: torch.Tensor,
+    ) -> torch.Tensor:  # (B, 2, p, p, 1) windows -> organ probability
         return torch.softmax(model(batch[..., 0].to(device)).float(), 1)[:, 1:2, ..., None].cpu()
 
-    prob = sliding_window(predict, inputs, (patch, patch, 1), corners, weight=weight, pad_value=(pad_value, 0.0),
-                          batch_size=batch_size)
+    prob = sliding_window(
+        predict,
+        inputs,
+        (patch, patch, 1),
+        corners,
+        weight=weight,
+        pad_value=(pad_value, 0.0),
+        batch_size=batch_size,
+    )
     inside = (slice(sx0 - x0, sx1 - x0), slice(sy0 - y0, sy1 - y0), slice(None))
     out[inside] = (prob[0] * (inputs[1] > 0)).numpy()
     return out, region
@@ -188,16 +220,20 @@ def segment_with_attention(
         coarse_probability = np.asarray(cp, np.float32)
         ids_c = list(organ_ids) if coarse_ids is None else [int(i) for i in coarse_ids]
         if coarse_probability.ndim != 4 or coarse_probability.shape[0] != len(ids_c) + 1:
-            raise ValueError(f"coarse_probability must be (C + 1, x, y, z) with C = len(coarse_ids) = {len(ids_c)}; "
-                             f"got shape {coarse_probability.shape}")
+            raise ValueError(
+                f"coarse_probability must be (C + 1, x, y, z) with C = len(coarse_ids) = {len(ids_c)}; "
+                f"got shape {coarse_probability.shape}"
+            )
         channel = {organ: i + 1 for i, organ in enumerate(ids_c)}
     image = np.asarray(image, dtype=np.float32)
     sparse = isinstance(attention, Mapping)
     if not sparse:
         attention = np.asarray(attention)
         if attention.shape[1:] != image.shape or attention.shape[0] != len(organ_ids):
-            raise ValueError(f"attention must be (K={len(organ_ids)}, *image.shape) with image {image.shape}; "
-                             f"got attention {attention.shape}")
+            raise ValueError(
+                f"attention must be (K={len(organ_ids)}, *image.shape) with image {image.shape}; "
+                f"got attention {attention.shape}"
+            )
     if not (1 <= stride <= patch_size):
         raise ValueError(f"stride must lie in [1, patch_size={patch_size}]; got {stride}")
     model.eval()
@@ -212,22 +248,42 @@ def segment_with_attention(
                 continue
             sbox, smask = attention[int(organ)]
             smask = np.asarray(smask)
-            att_k = np.zeros(image.shape, np.float16 if smask.dtype.kind == "f" else bool)  # graded: its values
+            att_k = np.zeros(
+                image.shape, np.float16 if smask.dtype.kind == "f" else bool
+            )  # graded: its values
             att_k[tuple(sbox)] = smask
-            inner = organ_bboxes((smask != 0).astype(np.uint8), [1]).get(1)  # tight box inside the stored one
-            box = None if inner is None else tuple(slice(o.start + i.start, o.start + i.stop)
-                                                   for o, i in zip(sbox, inner))
+            inner = organ_bboxes((smask != 0).astype(np.uint8), [1]).get(
+                1
+            )  # tight box inside the stored one
+            box = (
+                None
+                if inner is None
+                else tuple(slice(o.start + i.start, o.start + i.stop) for o, i in zip(sbox, inner))
+            )
         else:
             att_k = attention[k]
             box = organ_bboxes((att_k != 0).astype(np.int16), [1]).get(1)
         if box is None:
             continue
-        prob, region = _organ_probability(model, image, att_k, box, patch=patch_size, stride=stride,
-                                          batch_size=batch_size, device=device, pad_value=pad_value, weight=window)
+        prob, region = _organ_probability(
+            model,
+            image,
+            att_k,
+            box,
+            patch=patch_size,
+            stride=stride,
+            batch_size=batch_size,
+            device=device,
+            pad_value=pad_value,
+            weight=window,
+        )
         # crop the padded region back to the image
         lo = [max(s.start, 0) for s in region[:2]]
         hi = [min(s.stop, n) for s, n in zip(region[:2], image.shape[:2])]
-        p = prob[lo[0] - region[0].start: hi[0] - region[0].start, lo[1] - region[1].start: hi[1] - region[1].start]
+        p = prob[
+            lo[0] - region[0].start : hi[0] - region[0].start,
+            lo[1] - region[1].start : hi[1] - region[1].start,
+        ]
         view = (slice(lo[0], hi[0]), slice(lo[1], hi[1]), region[2])
         if best3 is not None and labels3 is not None:
             better3 = p > best3[view]
@@ -246,15 +302,36 @@ def segment_with_attention(
     return labels
 
 
-def segment_as_configured(model, image: np.ndarray, attention: Any, organ_ids: Sequence[int], config: Any, *,
-                           device: str | torch.device = "cpu", coarse_probability: Any = None,
-                           coarse_ids: Sequence[int] | None = None, unblended: bool = False) -> Any:
+def segment_as_configured(
+    model,
+    image: np.ndarray,
+    attention: Any,
+    organ_ids: Sequence[int],
+    config: Any,
+    *,
+    device: str | torch.device = "cpu",
+    coarse_probability: Any = None,
+    coarse_ids: Sequence[int] | None = None,
+    unblended: bool = False,
+) -> Any:
     """:func:`segment_with_attention` with a run's stage-3 inference settings (``config.segment``:
     stride, threshold, window, batch size, coarse weight; the training patch size): the one call
     that the pipeline's evaluation, :func:`agcl.pipeline.predict_volume` and
     ``benchmarks/bench_heldout.py`` share."""
     s = config.segment
-    return segment_with_attention(model, image, attention, organ_ids, patch_size=config.pretrain.patch_size,
-                                  stride=s.stride, threshold=s.threshold, batch_size=s.inference_batch_size,
-                                  device=device, window=s.window, coarse_probability=coarse_probability,
-                                  coarse_ids=coarse_ids, coarse_weight=s.coarse_weight, unblended=unblended)
+    return segment_with_attention(
+        model,
+        image,
+        attention,
+        organ_ids,
+        patch_size=config.pretrain.patch_size,
+        stride=s.stride,
+        threshold=s.threshold,
+        batch_size=s.inference_batch_size,
+        device=device,
+        window=s.window,
+        coarse_probability=coarse_probability,
+        coarse_ids=coarse_ids,
+        coarse_weight=s.coarse_weight,
+        unblended=unblended,
+    )

@@ -30,10 +30,18 @@ from agcl.pipeline.toolkit.log import EpochLog
 from agcl.pipeline.toolkit.streams import epoch_batches, patch_stream
 from agcl.pipeline.toolkit.training import EpochCallback, MixedPrecision, fit
 
-__all__ = ["build_segment_loss", "build_segment_model", "load_segment_model", "segment_step", "train_segmenter"]
+__all__ = [
+    "build_segment_loss",
+    "build_segment_model",
+    "load_segment_model",
+    "segment_step",
+    "train_segmenter",
+]
 
 
-def build_segment_model(config: PipelineConfig, encoder_state: dict[str, torch.Tensor] | None = None) -> nn.Module:
+def build_segment_model(
+    config: PipelineConfig, encoder_state: dict[str, torch.Tensor] | None = None
+) -> nn.Module:
     """A :class:`agcl.models.SegmentationModel` (encoder frozen) with a 2-class decoder:
     ``config.segment.decoder`` ``"aspp"`` (:class:`agcl.models.ASPPDecoder`) or ``"deeplabv3plus"``."""
     from agcl.models import ASPPDecoder, DeepLabV3PlusDecoder, SegmentationModel
@@ -45,7 +53,13 @@ def build_segment_model(config: PipelineConfig, encoder_state: dict[str, torch.T
     s = config.segment
     cls = DeepLabV3PlusDecoder if s.decoder == "deeplabv3plus" else ASPPDecoder
     extra = {"decoder_channels": s.decoder_channels} if s.decoder == "deeplabv3plus" else {}
-    decoder = cls(channels, 2, output_stride=config.pretrain.output_stride, aspp_channels=s.aspp_channels, **extra)
+    decoder = cls(
+        channels,
+        2,
+        output_stride=config.pretrain.output_stride,
+        aspp_channels=s.aspp_channels,
+        **extra,
+    )
     return SegmentationModel(encoder, decoder).freeze_encoder()
 
 
@@ -60,15 +74,22 @@ def build_segment_loss(config: PipelineConfig) -> nn.Module:
     return SoftDiceLoss(activation="softmax", include_background=False)
 
 
-def _encoder_state(pretrain_checkpoint: str | os.PathLike[str] | None) -> dict[str, torch.Tensor] | None:
+def _encoder_state(
+    pretrain_checkpoint: str | os.PathLike[str] | None,
+) -> dict[str, torch.Tensor] | None:
     if pretrain_checkpoint is None:
         return None
     ckpt = load_checkpoint(pretrain_checkpoint, stage="pretrain", keys=("stage", "model"))
-    return {k[len("encoder."):]: v for k, v in ckpt["model"].items() if k.startswith("encoder.")}
+    return {k[len("encoder.") :]: v for k, v in ckpt["model"].items() if k.startswith("encoder.")}
 
 
-def segment_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: nn.Module,
-                 ignore: torch.Tensor | None = None) -> torch.Tensor:
+def segment_step(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    loss_fn: nn.Module,
+    ignore: torch.Tensor | None = None,
+) -> torch.Tensor:
     """The soft Dice loss of one batch of patches.
 
     ``ignore`` pixels (e.g. VOC's void) are left out: there the logits are replaced by a
@@ -81,7 +102,9 @@ def segment_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: nn
     """
     logits = model(x)
     if ignore is not None:
-        sure = torch.tensor([30.0, -30.0], dtype=logits.dtype, device=logits.device).view(1, 2, 1, 1)
+        sure = torch.tensor([30.0, -30.0], dtype=logits.dtype, device=logits.device).view(
+            1, 2, 1, 1
+        )
         logits = torch.where(ignore[:, None], sure, logits)
         y = y.masked_fill(ignore, 0)
     return loss_fn(logits, y)
@@ -127,11 +150,14 @@ def train_segmenter(
     out = Path(out_dir)
     ckpt_path = out / "checkpoints" / "segment.pt"
     seed_everything(config.seed + 1)
-    settings = stage_fingerprint("segment", config, organ_ids=[int(i) for i in organ_ids],
-                                 world_size=dd.world_size(),
-                                 pretrain_checkpoint=None if pretrain_checkpoint is None else
-                                 Path(pretrain_checkpoint).name,
-                                 components=components_record(model=model, loss_fn=loss_fn, optimizer=optimizer))
+    settings = stage_fingerprint(
+        "segment",
+        config,
+        organ_ids=[int(i) for i in organ_ids],
+        world_size=dd.world_size(),
+        pretrain_checkpoint=None if pretrain_checkpoint is None else Path(pretrain_checkpoint).name,
+        components=components_record(model=model, loss_fn=loss_fn, optimizer=optimizer),
+    )
     if model is None:
         model = build_segment_model(config, _encoder_state(pretrain_checkpoint))
     model = model.to(device)
@@ -154,15 +180,28 @@ def train_segmenter(
         mp.step(loss, opt)
         return float(loss.detach())
 
-    fit(stage="segment", epochs=s.epochs, ckpt_path=ckpt_path, settings=settings, model=train_model,
-        optimizer=opt, epoch_batches=lambda epoch: epoch_batches(stream, config, epoch, device), step=step,
-        resume=resume, log=log or EpochLog(out / "epochs.jsonl"), callback=callback, device=device,
+    fit(
+        stage="segment",
+        epochs=s.epochs,
+        ckpt_path=ckpt_path,
+        settings=settings,
+        model=train_model,
+        optimizer=opt,
+        epoch_batches=lambda epoch: epoch_batches(stream, config, epoch, device),
+        step=step,
+        resume=resume,
+        log=log or EpochLog(out / "epochs.jsonl"),
+        callback=callback,
+        device=device,
         steps_per_epoch=s.steps_per_epoch,
-        extra=lambda: {"organ_ids": [int(i) for i in organ_ids], "config": config.to_dict()})
+        extra=lambda: {"organ_ids": [int(i) for i in organ_ids], "config": config.to_dict()},
+    )
     return ckpt_path
 
 
-def load_segment_model(checkpoint: str | os.PathLike[str] | dict, device: str | torch.device = "cpu"):
+def load_segment_model(
+    checkpoint: str | os.PathLike[str] | dict, device: str | torch.device = "cpu"
+):
     """``(model, organ_ids, config)`` from a stage-3 checkpoint (path or loaded dict).
 
     Raises:
@@ -171,6 +210,9 @@ def load_segment_model(checkpoint: str | os.PathLike[str] | dict, device: str | 
     """
     ckpt = load_checkpoint(checkpoint, stage="segment", extra_keys=("config", "organ_ids"))
     config = PipelineConfig.from_dict(ckpt["extra"]["config"])
-    model = load_weights(build_segment_model(config), ckpt["model"],
-                         checkpoint if not isinstance(checkpoint, dict) else "(dict)")
+    model = load_weights(
+        build_segment_model(config),
+        ckpt["model"],
+        checkpoint if not isinstance(checkpoint, dict) else "(dict)",
+    )
     return model.to(device).eval(), [int(i) for i in ckpt["extra"]["organ_ids"]], config

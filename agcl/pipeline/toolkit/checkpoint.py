@@ -56,8 +56,10 @@ def capture_rng(generators: Mapping[str, Any] | None = None) -> dict[str, Any]:
         elif isinstance(gen, np.random.Generator):
             state[name] = json.dumps(gen.bit_generator.state)
         else:
-            raise TypeError(f"generators[{name!r}] must be a torch.Generator or numpy Generator; "
-                            f"got {type(gen).__name__}")
+            raise TypeError(
+                f"generators[{name!r}] must be a torch.Generator or numpy Generator; "
+                f"got {type(gen).__name__}"
+            )
     return state
 
 
@@ -101,14 +103,25 @@ def save_stage(
 
 
 #: The keys every stage checkpoint written by :func:`save_stage` holds.
-STAGE_KEYS: tuple[str, ...] = ("stage", "epoch", "epochs", "complete", "config", "model", "optimizer", "rng",
-                               "extra")
+STAGE_KEYS: tuple[str, ...] = (
+    "stage",
+    "epoch",
+    "epochs",
+    "complete",
+    "config",
+    "model",
+    "optimizer",
+    "rng",
+    "extra",
+)
 
 
 def check_payload(ckpt: Any, path: Any, keys: Sequence[str]) -> dict[str, Any]:
     """Raise ``ValueError`` naming ``path`` unless ``ckpt`` is a dict holding ``keys``."""
     if not isinstance(ckpt, dict):
-        raise ValueError(f"checkpoint {path} must hold a dict with keys {list(keys)}; got a {type(ckpt).__name__}")
+        raise ValueError(
+            f"checkpoint {path} must hold a dict with keys {list(keys)}; got a {type(ckpt).__name__}"
+        )
     missing = [k for k in keys if k not in ckpt]
     if missing:
         raise ValueError(
@@ -146,14 +159,18 @@ def load_checkpoint(
     if stage is not None:
         wanted = (stage,) if isinstance(stage, str) else tuple(stage)
         if ckpt.get("stage") not in wanted:
-            raise ValueError(f"checkpoint {where} must be a {' or '.join(map(repr, wanted))} checkpoint; "
-                             f"it holds stage {ckpt.get('stage')!r}")
+            raise ValueError(
+                f"checkpoint {where} must be a {' or '.join(map(repr, wanted))} checkpoint; "
+                f"it holds stage {ckpt.get('stage')!r}"
+            )
     if extra_keys:
         check_payload(ckpt.get("extra"), f"{where} ['extra']", extra_keys)
     return ckpt
 
 
-def load_weights(model: torch.nn.Module, state: Mapping[str, torch.Tensor], source: Any) -> torch.nn.Module:
+def load_weights(
+    model: torch.nn.Module, state: Mapping[str, torch.Tensor], source: Any
+) -> torch.nn.Module:
     """``model.load_state_dict(state)``, with the checkpoint ``source`` named when they do not fit.
 
     Raises:
@@ -163,15 +180,28 @@ def load_weights(model: torch.nn.Module, state: Mapping[str, torch.Tensor], sour
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
-    shapes = [f"{k}: {tuple(state[k].shape)} in the file, {tuple(own[k].shape)} in the model"
-              for k in own if k in state and hasattr(state[k], "shape") and tuple(state[k].shape) != tuple(own[k].shape)]
+    shapes = [
+        f"{k}: {tuple(state[k].shape)} in the file, {tuple(own[k].shape)} in the model"
+        for k in own
+        if k in state
+        and hasattr(state[k], "shape")
+        and tuple(state[k].shape) != tuple(own[k].shape)
+    ]
     if missing or unexpected or shapes:
         parts = []
-        for what, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes)):
+        for what, items in (
+            ("missing keys", missing),
+            ("unexpected keys", unexpected),
+            ("shape mismatches", shapes),
+        ):
             if items:
-                parts.append(f"{len(items)} {what} ({', '.join(items[:4])}{', ...' if len(items) > 4 else ''})")
-        raise ValueError(f"the weights in {source} do not fit the {type(model).__name__} its configuration "
-                         f"builds: {'; '.join(parts)}; the file was written by another model or configuration")
+                parts.append(
+                    f"{len(items)} {what} ({', '.join(items[:4])}{', ...' if len(items) > 4 else ''})"
+                )
+        raise ValueError(
+            f"the weights in {source} do not fit the {type(model).__name__} its configuration "
+            f"builds: {'; '.join(parts)}; the file was written by another model or configuration"
+        )
     model.load_state_dict(state)
     return model
 

@@ -12,8 +12,18 @@ import os
 import torch
 import torch.distributed as dist
 
-__all__ = ["all_mean", "all_true", "barrier", "init_distributed", "init_from_env", "is_distributed", "is_main",
-           "rank", "world_size", "wrap_ddp"]
+__all__ = [
+    "all_mean",
+    "all_true",
+    "barrier",
+    "init_distributed",
+    "init_from_env",
+    "is_distributed",
+    "is_main",
+    "rank",
+    "world_size",
+    "wrap_ddp",
+]
 
 
 def init_from_env(device: str | torch.device = "cpu") -> bool:
@@ -91,4 +101,6 @@ def wrap_ddp(model: torch.nn.Module, device: str | torch.device) -> torch.nn.Mod
     if dev.type != "cuda":
         return DistributedDataParallel(model)
     # "cuda" alone is the device init_from_env selected for this rank (LOCAL_RANK)
-    return DistributedDataParallel(model, device_ids=[dev.index if dev.index is not None else torch.cuda.current_device()])
+    return DistributedDataParallel(
+        model, device_ids=[dev.index if dev.index is not None else torch.cuda.current_device()]
+    )

@@ -15,7 +15,13 @@ from torch import nn
 
 from agcl._validation import check_choice
 
-__all__ = ["OPTIMIZER_STAGES", "OptimizerArg", "build_encoder", "build_optimizer", "resolve_optimizer"]
+__all__ = [
+    "OPTIMIZER_STAGES",
+    "OptimizerArg",
+    "build_encoder",
+    "build_optimizer",
+    "resolve_optimizer",
+]
 
 #: the stages :func:`build_optimizer` knows
 OPTIMIZER_STAGES = ("coarse", "coarse2d", "pretrain", "segment")
@@ -30,11 +36,17 @@ def build_encoder(config: Any) -> nn.Module:
     from agcl.models import create_model
 
     p = config.pretrain
-    return create_model(p.encoder, in_chans=p.image_channels + 1, output_stride=p.output_stride,
-                        base_width=p.base_width)
+    return create_model(
+        p.encoder,
+        in_chans=p.image_channels + 1,
+        output_stride=p.output_stride,
+        base_width=p.base_width,
+    )
 
 
-def build_optimizer(config: Any, params: Iterable[nn.Parameter], *, stage: str) -> torch.optim.Optimizer:
+def build_optimizer(
+    config: Any, params: Iterable[nn.Parameter], *, stage: str
+) -> torch.optim.Optimizer:
     """The optimizer of ``stage`` over the trainable ``params``, from the config.
 
     * ``"coarse"``: Adam, ``coarse.lr`` (nnU-Net-style polynomial decay is applied by the stage);
@@ -54,7 +66,9 @@ def build_optimizer(config: Any, params: Iterable[nn.Parameter], *, stage: str) 
     if stage == "coarse2d":
         c = config.coarse2d
         if c.optimizer == "sgd":
-            return torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
+            return torch.optim.SGD(
+                params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay
+            )
         return torch.optim.Adam(params, lr=c.lr, weight_decay=c.weight_decay)
     if stage == "pretrain":
         p = config.pretrain
@@ -62,7 +76,9 @@ def build_optimizer(config: Any, params: Iterable[nn.Parameter], *, stage: str) 
     return torch.optim.Adam(params, lr=config.segment.lr)
 
 
-def resolve_optimizer(optimizer: OptimizerArg, model: nn.Module, config: Any, stage: str) -> torch.optim.Optimizer:
+def resolve_optimizer(
+    optimizer: OptimizerArg, model: nn.Module, config: Any, stage: str
+) -> torch.optim.Optimizer:
     """The stage's optimizer: ``optimizer`` itself, ``optimizer(params)`` for a factory, or
     :func:`build_optimizer` for ``None``.
 
@@ -76,7 +92,11 @@ def resolve_optimizer(optimizer: OptimizerArg, model: nn.Module, config: Any, st
     if callable(optimizer):
         made = optimizer([q for q in model.parameters() if q.requires_grad])
         if not isinstance(made, torch.optim.Optimizer):
-            raise TypeError(f"optimizer factory must return a torch.optim.Optimizer; got {type(made).__name__}")
+            raise TypeError(
+                f"optimizer factory must return a torch.optim.Optimizer; got {type(made).__name__}"
+            )
         return made
-    raise TypeError(f"optimizer must be a torch.optim.Optimizer, a factory params -> optimizer, or None; "
-                    f"got {type(optimizer).__name__}")
+    raise TypeError(
+        f"optimizer must be a torch.optim.Optimizer, a factory params -> optimizer, or None; "
+        f"got {type(optimizer).__name__}"
+    )

@@ -17,45 +17,124 @@ import inspect
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["ATTENTION_FIELDS", "NOT_FINGERPRINTED", "STAGE_FIELDS", "components_record", "flatten",
-           "stage_fingerprint"]
+__all__ = [
+    "ATTENTION_FIELDS",
+    "NOT_FINGERPRINTED",
+    "STAGE_FIELDS",
+    "components_record",
+    "flatten",
+    "stage_fingerprint",
+]
 
 _STREAM = ("data.shards", "data.streams", "data.shuffle_buffer", "data.chunk_size")
 _PREPROCESS = ("seed", "clip_hu", "percentiles", "domain")
-_ENCODER = ("pretrain.method", "pretrain.encoder", "pretrain.base_width", "pretrain.output_stride",
-            "pretrain.patch_size", "pretrain.image_channels")
+_ENCODER = (
+    "pretrain.method",
+    "pretrain.encoder",
+    "pretrain.base_width",
+    "pretrain.output_stride",
+    "pretrain.patch_size",
+    "pretrain.image_channels",
+)
 
 #: the config fields each stage's result depends on ("section.field", or a top-level field)
 STAGE_FIELDS: dict[str, tuple[str, ...]] = {
     # stage 1 on CT volumes: the U-Net's training
-    "coarse": ("seed", "clip_hu", "percentiles", "coarse.spacing_mm", "coarse.shape", "coarse.crop_shape",
-               "coarse.foreground_fraction", "coarse.crops_per_case", "coarse.augment", "coarse.zoom",
-               "coarse.rotation_deg", "coarse.lr_decay", "coarse.base_channels", "coarse.depth", "coarse.epochs",
-               "coarse.lr", "coarse.batch_size"),
+    "coarse": (
+        "seed",
+        "clip_hu",
+        "percentiles",
+        "coarse.spacing_mm",
+        "coarse.shape",
+        "coarse.crop_shape",
+        "coarse.foreground_fraction",
+        "coarse.crops_per_case",
+        "coarse.augment",
+        "coarse.zoom",
+        "coarse.rotation_deg",
+        "coarse.lr_decay",
+        "coarse.base_channels",
+        "coarse.depth",
+        "coarse.epochs",
+        "coarse.lr",
+        "coarse.batch_size",
+    ),
     # stage 1's probability maps of every case (inference with the trained U-Net)
     "coarse_maps": ("clip_hu", "percentiles", "coarse.overlap"),
     # stage 1 on 2-D images: the DeepLabV3+'s training
-    "coarse2d": ("seed", "coarse2d.encoder", "coarse2d.base_width", "coarse2d.output_stride",
-                 "coarse2d.aspp_channels", "coarse2d.decoder_channels", "coarse2d.low_level_reduced",
-                 "coarse2d.epochs", "coarse2d.optimizer", "coarse2d.lr", "coarse2d.momentum",
-                 "coarse2d.weight_decay", "coarse2d.batch_size", "coarse2d.crop_size", "coarse2d.hflip"),
-    "pretrain": (*_PREPROCESS, *_ENCODER, "pretrain.max_patches_per_volume", "pretrain.patches_per_slice",
-                 "pretrain.temperature", "pretrain.partial_weight", "pretrain.queue_size", "pretrain.epochs",
-                 "pretrain.lr", "pretrain.momentum", "pretrain.weight_decay", "pretrain.batch_size",
-                 "pretrain.projection_dim", "pretrain.aug_scale", "pretrain.aug_degrees", "pretrain.aug_ratio",
-                 "pretrain.aug_hflip", "pretrain.aug_intensity_jitter", "pretrain.aug_color_distortion",
-                 "pretrain.steps_per_epoch", *_STREAM),
-    "segment": (*_PREPROCESS, *_ENCODER, "segment.patches_per_slice", "segment.max_patches_per_volume",
-                "segment.aspp_channels", "segment.decoder", "segment.decoder_channels", "segment.loss",
-                "segment.epochs", "segment.lr", "segment.batch_size", "segment.steps_per_epoch",
-                "segment.label_fraction", *_STREAM),
+    "coarse2d": (
+        "seed",
+        "coarse2d.encoder",
+        "coarse2d.base_width",
+        "coarse2d.output_stride",
+        "coarse2d.aspp_channels",
+        "coarse2d.decoder_channels",
+        "coarse2d.low_level_reduced",
+        "coarse2d.epochs",
+        "coarse2d.optimizer",
+        "coarse2d.lr",
+        "coarse2d.momentum",
+        "coarse2d.weight_decay",
+        "coarse2d.batch_size",
+        "coarse2d.crop_size",
+        "coarse2d.hflip",
+    ),
+    "pretrain": (
+        *_PREPROCESS,
+        *_ENCODER,
+        "pretrain.max_patches_per_volume",
+        "pretrain.patches_per_slice",
+        "pretrain.temperature",
+        "pretrain.partial_weight",
+        "pretrain.queue_size",
+        "pretrain.epochs",
+        "pretrain.lr",
+        "pretrain.momentum",
+        "pretrain.weight_decay",
+        "pretrain.batch_size",
+        "pretrain.projection_dim",
+        "pretrain.aug_scale",
+        "pretrain.aug_degrees",
+        "pretrain.aug_ratio",
+        "pretrain.aug_hflip",
+        "pretrain.aug_intensity_jitter",
+        "pretrain.aug_color_distortion",
+        "pretrain.steps_per_epoch",
+        *_STREAM,
+    ),
+    "segment": (
+        *_PREPROCESS,
+        *_ENCODER,
+        "segment.patches_per_slice",
+        "segment.max_patches_per_volume",
+        "segment.aspp_channels",
+        "segment.decoder",
+        "segment.decoder_channels",
+        "segment.loss",
+        "segment.epochs",
+        "segment.lr",
+        "segment.batch_size",
+        "segment.steps_per_epoch",
+        "segment.label_fraction",
+        *_STREAM,
+    ),
 }
 
 #: the fields that decide where stages 2-3 draw patches and what the attention channel holds
 ATTENTION_FIELDS: dict[str, tuple[str, ...]] = {
-    "ct": ("coarse.source", "coarse.margin_mm", "coarse.attention_threshold", "coarse.attention_channel"),
-    "image2d": ("coarse.source", "coarse2d.attention_threshold", "coarse2d.fraction", "coarse2d.margin_px",
-                "coarse2d.presence_threshold"),
+    "ct": (
+        "coarse.source",
+        "coarse.margin_mm",
+        "coarse.attention_threshold",
+        "coarse.attention_channel",
+    ),
+    "image2d": (
+        "coarse.source",
+        "coarse2d.attention_threshold",
+        "coarse2d.fraction",
+        "coarse2d.margin_px",
+        "coarse2d.presence_threshold",
+    ),
 }
 
 #: the fields no stage's result depends on, with the reason
@@ -106,7 +185,9 @@ def stage_fingerprint(stage: str, config: Any, **context: Any) -> dict[str, Any]
         (60, [1, 6])
     """
     if stage not in STAGE_FIELDS:
-        raise ValueError(f"stage must be one of {', '.join(map(repr, STAGE_FIELDS))}; got {stage!r}")
+        raise ValueError(
+            f"stage must be one of {', '.join(map(repr, STAGE_FIELDS))}; got {stage!r}"
+        )
     flat = flatten(config.to_dict())
     names = STAGE_FIELDS[stage]
     if stage in ("pretrain", "segment"):

@@ -32,7 +32,9 @@ class EpochLog:
         [1.5]
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, enabled: bool = True, run_id: str | None = None) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], *, enabled: bool = True, run_id: str | None = None
+    ) -> None:
         self.path = Path(path)
         self.enabled = enabled
         self.run_id = run_id
@@ -91,8 +93,11 @@ class EpochLog:
             try:
                 out.append(json.loads(line))
             except json.JSONDecodeError as err:
-                if i == len(lines) - 1:  # cut short by a kill while writing: that epoch never finished
+                if (
+                    i == len(lines) - 1
+                ):  # cut short by a kill while writing: that epoch never finished
                     break
-                raise ValueError(f"{self.path} line {i + 1} is not JSON ({err}); the log was edited or damaged") \
-                    from None
+                raise ValueError(
+                    f"{self.path} line {i + 1} is not JSON ({err}); the log was edited or damaged"
+                ) from None
         return out

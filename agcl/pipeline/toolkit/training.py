@@ -53,12 +53,18 @@ def amp_dtype(amp: str, device: str | torch.device, name: str = "amp") -> torch.
         return torch.bfloat16
     if amp == "fp16":
         if kind != "cuda":
-            raise ValueError(f"{name}='fp16' needs a CUDA device; got {device!r} (use 'bf16' or 'auto' on a CPU)")
+            raise ValueError(
+                f"{name}='fp16' needs a CUDA device; got {device!r} (use 'bf16' or 'auto' on a CPU)"
+            )
         return torch.float16
     if amp == "auto":
         if kind == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        if kind == "cpu" and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        if (
+            kind == "cpu"
+            and torch.backends.mkldnn.is_available()
+            and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        ):
             return torch.bfloat16
         return None
     raise ValueError(f"{name} must be one of {', '.join(map(repr, AMP_CHOICES))}; got {amp!r}")
@@ -80,7 +86,9 @@ class MixedPrecision:
     def __init__(self, amp: str, device: str | torch.device, name: str = "amp") -> None:
         self.dtype = amp_dtype(amp, device, name)
         self.device_type = torch.device(device).type
-        self.scaler = torch.amp.GradScaler(self.device_type) if self.dtype == torch.float16 else None
+        self.scaler = (
+            torch.amp.GradScaler(self.device_type) if self.dtype == torch.float16 else None
+        )
 
     def forward(self, model: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
         if self.dtype is None:
@@ -135,9 +143,14 @@ def fit(
     per-epoch loss averaging and barrier across ranks. ``steps_per_epoch`` stops each epoch after
     that many steps (``None``: every batch). Returns ``{"epoch", "loss", "skipped", "resumed_from"}``.
     """
-    if steps_per_epoch is not None and (isinstance(steps_per_epoch, bool) or not isinstance(steps_per_epoch, int)
-                                        or steps_per_epoch < 1):
-        raise ValueError(f"steps_per_epoch must be None or a positive integer; got {steps_per_epoch!r}")
+    if steps_per_epoch is not None and (
+        isinstance(steps_per_epoch, bool)
+        or not isinstance(steps_per_epoch, int)
+        or steps_per_epoch < 1
+    ):
+        raise ValueError(
+            f"steps_per_epoch must be None or a positive integer; got {steps_per_epoch!r}"
+        )
     start, resumed_from = 1, 0
     if resume:
         ckpt = load_stage(ckpt_path, stage=stage, config=settings)
@@ -145,8 +158,12 @@ def fit(
             load_weights(_unwrap(model), ckpt["model"], ckpt_path)
             if ckpt["complete"] and ckpt["epoch"] >= epochs:
                 _say(f"[{stage}] complete in {ckpt_path} (epoch {ckpt['epoch']}); skipped")
-                return {"epoch": ckpt["epoch"], "loss": ckpt["extra"].get("loss"), "skipped": True,
-                        "resumed_from": ckpt["epoch"]}
+                return {
+                    "epoch": ckpt["epoch"],
+                    "loss": ckpt["extra"].get("loss"),
+                    "skipped": True,
+                    "resumed_from": ckpt["epoch"],
+                }
             if ckpt["optimizer"]:
                 optimizer.load_state_dict(ckpt["optimizer"])
             if ckpt["rng"]:
@@ -159,8 +176,14 @@ def fit(
         t0 = time.perf_counter()
         model.train()
         total, count = 0.0, 0
-        bar = tqdm(total=steps_per_epoch, desc=f"{stage} {epoch}/{epochs}", leave=True,
-                   disable=not dd.is_main() or None, file=sys.stdout, dynamic_ncols=True)
+        bar = tqdm(
+            total=steps_per_epoch,
+            desc=f"{stage} {epoch}/{epochs}",
+            leave=True,
+            disable=not dd.is_main() or None,
+            file=sys.stdout,
+            dynamic_ncols=True,
+        )
         batches = iter(epoch_batches(epoch))
         sync = collective and dd.is_distributed()
         while steps_per_epoch is None or count < steps_per_epoch:
@@ -172,7 +195,9 @@ def fit(
                 break
             try:
                 value = step(batch)
-            except ValueError as err:  # a loss refusing non-finite logits: did the training diverge?
+            except (
+                ValueError
+            ) as err:  # a loss refusing non-finite logits: did the training diverge?
                 if not _finite_weights(model):
                     raise _diverged(stage, epoch, count + 1, optimizer) from err
                 raise
@@ -191,12 +216,26 @@ def fit(
         loss = total / count if count else float("nan")
         if collective:
             loss = dd.all_mean(loss, device)
-        record: dict[str, Any] = {"stage": stage, "epoch": epoch, "epochs": epochs, "loss": loss,
-                                  "steps": count, "time_s": round(time.perf_counter() - t0, 3)}
+        record: dict[str, Any] = {
+            "stage": stage,
+            "epoch": epoch,
+            "epochs": epochs,
+            "loss": loss,
+            "steps": count,
+            "time_s": round(time.perf_counter() - t0, 3),
+        }
         if dd.is_main():
-            save_stage(ckpt_path, stage=stage, epoch=epoch, epochs=epochs, config=dict(settings),
-                       model=_unwrap(model).state_dict(), optimizer=optimizer.state_dict(),
-                       rng=capture_rng(), extra={"loss": loss, **(dict(extra()) if extra else {})})
+            save_stage(
+                ckpt_path,
+                stage=stage,
+                epoch=epoch,
+                epochs=epochs,
+                config=dict(settings),
+                model=_unwrap(model).state_dict(),
+                optimizer=optimizer.state_dict(),
+                rng=capture_rng(),
+                extra={"loss": loss, **(dict(extra()) if extra else {})},
+            )
             log.write(**record)
             if not sys.stdout.isatty():
                 _say(f"[{stage}] epoch {epoch}/{epochs} loss {loss:.4f} ({record['time_s']:.1f} s)")
@@ -205,7 +244,9 @@ def fit(
         if callback is not None:
             callback(stage, epoch, record)
     if count == 0 and start <= epochs and not math.isfinite(loss):
-        raise RuntimeError(f"{stage}: no training batch was produced (no attention/organ voxels in the training cases?)")
+        raise RuntimeError(
+            f"{stage}: no training batch was produced (no attention/organ voxels in the training cases?)"
+        )
     return {"epoch": epochs, "loss": loss, "skipped": False, "resumed_from": resumed_from}
 
 
@@ -218,7 +259,8 @@ def _diverged(stage: str, epoch: int, step: int, optimizer: torch.optim.Optimize
     return RuntimeError(
         f"{stage}: training diverged at epoch {epoch}, step {step} (a non-finite loss or weights) with "
         f"learning rate {', '.join(f'{lr:g}' for lr in lrs)}; lower {stage}.lr (or use amp='off'), then "
-        "start the stage again (--overwrite)")
+        "start the stage again (--overwrite)"
+    )
 
 
 def _say(message: str) -> None:

@@ -45,8 +45,13 @@ def window_starts(lo: int, hi: int, size: int, stride: int, *, short: str = "cen
     return starts
 
 
-def window_weight(shape: int | Sequence[int], kind: str = "gaussian", *, sigma_fraction: float = 0.125,
-                  floor: float = 1e-3) -> torch.Tensor:
+def window_weight(
+    shape: int | Sequence[int],
+    kind: str = "gaussian",
+    *,
+    sigma_fraction: float = 0.125,
+    floor: float = 1e-3,
+) -> torch.Tensor:
     """The per-voxel weight of a window's prediction when overlapping windows are averaged.
 
     ``"uniform"``: every voxel 1 (the plain mean). ``"gaussian"``: a Gaussian centred on the
@@ -69,7 +74,9 @@ def window_weight(shape: int | Sequence[int], kind: str = "gaussian", *, sigma_f
         dims = (shape, shape)  # one size: a square 2-D window (checked below)
     else:
         dims = tuple(shape)
-    dims = tuple(check_int("shape", int(n) if isinstance(n, np.integer) else n, low=1) for n in dims)
+    dims = tuple(
+        check_int("shape", int(n) if isinstance(n, np.integer) else n, low=1) for n in dims
+    )
     check_choice("window weight", kind, WINDOW_WEIGHTS)
     if kind == "uniform":
         return torch.ones(dims)
@@ -121,7 +128,9 @@ def sliding_window(
     dims = tuple(int(n) for n in inputs.shape[1:])
     win = tuple(int(n) for n in window)
     if len(win) != len(dims):
-        raise ValueError(f"window must have one entry per spatial axis of inputs {tuple(inputs.shape)}; got {win}")
+        raise ValueError(
+            f"window must have one entry per spatial axis of inputs {tuple(inputs.shape)}; got {win}"
+        )
     starts = torch.as_tensor(np.asarray(corners, dtype=np.int64)).reshape(-1, len(dims))
     w = window_weight(win, weight) if isinstance(weight, str) else weight.float()
     if tuple(w.shape) != win:
@@ -131,9 +140,15 @@ def sliding_window(
     lo = [min(0, int(v)) for v in starts.min(0).values]
     hi = [max(n, int(v) + k) for n, v, k in zip(dims, starts.max(0).values, win)]
     channels = inputs.shape[0]
-    pads = [float(pad_value)] * channels if isinstance(pad_value, (int, float)) else [float(v) for v in pad_value]
+    pads = (
+        [float(pad_value)] * channels
+        if isinstance(pad_value, (int, float))
+        else [float(v) for v in pad_value]
+    )
     if len(pads) != channels:
-        raise ValueError(f"pad_value must be one value or one per channel ({channels}); got {len(pads)}")
+        raise ValueError(
+            f"pad_value must be one value or one per channel ({channels}); got {len(pads)}"
+        )
     inner = tuple(slice(-a, -a + n) for a, n in zip(lo, dims))
     if lo == [0] * len(dims) and hi == list(dims):
         padded = inputs.float()
@@ -146,7 +161,10 @@ def sliding_window(
     norm = torch.zeros(padded.shape[1:])
     shifted = starts - torch.tensor(lo)
     for i in range(0, len(shifted), batch_size):
-        boxes = [tuple(slice(int(s), int(s) + k) for s, k in zip(row, win)) for row in shifted[i: i + batch_size]]
+        boxes = [
+            tuple(slice(int(s), int(s) + k) for s, k in zip(row, win))
+            for row in shifted[i : i + batch_size]
+        ]
         out = predict(torch.stack([padded[(slice(None), *box)] for box in boxes])).float().cpu()
         if total is None:
             total = torch.zeros((out.shape[1], *padded.shape[1:]))

@@ -18,8 +18,20 @@ from agcl.pipeline.coarse import (
 )
 from agcl.pipeline.segment import segment_image_2d
 
-TINY = dict(encoder="resnet18", base_width=4, output_stride=16, aspp_channels=8, decoder_channels=8,
-            low_level_reduced=4, epochs=2, optimizer="adam", lr=1e-2, batch_size=2, crop_size=24, margin_px=0.0)
+TINY = dict(
+    encoder="resnet18",
+    base_width=4,
+    output_stride=16,
+    aspp_channels=8,
+    decoder_channels=8,
+    low_level_reduced=4,
+    epochs=2,
+    optimizer="adam",
+    lr=1e-2,
+    batch_size=2,
+    crop_size=24,
+    margin_px=0.0,
+)
 
 
 def _config(**coarse2d) -> PipelineConfig:
@@ -68,8 +80,16 @@ def test_absent_classes_get_no_attention():
     att = attention_2d(p, [1, 2], Coarse2DConfig(margin_px=0))
     assert sorted(att) == [1]
     # presence 0: the CT rule, every class with any probability gets its most probable region
-    assert sorted(attention_2d(p, [1, 2], Coarse2DConfig(margin_px=0, presence_threshold=0.0))) == [1, 2]
-    assert int(attention_2d(p, [1, 2], Coarse2DConfig(margin_px=0, presence_threshold=0.0))[2][1].sum()) == 1
+    assert sorted(attention_2d(p, [1, 2], Coarse2DConfig(margin_px=0, presence_threshold=0.0))) == [
+        1,
+        2,
+    ]
+    assert (
+        int(
+            attention_2d(p, [1, 2], Coarse2DConfig(margin_px=0, presence_threshold=0.0))[2][1].sum()
+        )
+        == 1
+    )
 
 
 class _Fixed(nn.Module):
@@ -84,8 +104,10 @@ def test_segment_image_runs_per_class_inside_attention_and_fuses():
     image = np.zeros((6, 6, 3), np.uint8)
     image[:, :3, 0] = 255  # left half "foreground" for every class
     box = (slice(0, 6), slice(0, 2), slice(0, 1))
-    attention = {1: (box, np.ones((6, 2, 1), bool)),
-                 2: ((slice(0, 3), slice(0, 6), slice(0, 1)), np.ones((3, 6, 1), bool))}
+    attention = {
+        1: (box, np.ones((6, 2, 1), bool)),
+        2: ((slice(0, 3), slice(0, 6), slice(0, 1)), np.ones((3, 6, 1), bool)),
+    }
     labels, probs = segment_image_2d(_Fixed(), image, attention, [1, 2, 3])
     assert probs.shape == (3, 6, 6)
     assert (probs[2] == 0).all()  # class 3 has no attention
@@ -103,9 +125,9 @@ def _scenes(n=4, size=24):
         im = rng.integers(0, 60, (size, size, 3)).astype(np.uint8)
         m = np.zeros((size, size), np.uint8)
         y, x = rng.integers(2, size - 10, 2)
-        m[y:y + 8, x:x + 8] = 1
+        m[y : y + 8, x : x + 8] = 1
         im[m == 1] = (230, 30, 30)
-        m[y, x:x + 8] = 255
+        m[y, x : x + 8] = 255
         images.append(im)
         masks.append(m)
     return images, masks
@@ -130,7 +152,9 @@ def test_train_coarse_learns_checkpoints_and_resumes(tmp_path):
 def test_train_coarse_gives_the_same_model_for_any_number_of_workers(tmp_path):
     images, masks = _scenes()
     a = train_coarse_2d(images, masks, _config(epochs=1), 2, tmp_path / "w0")
-    b = train_coarse_2d(images, masks, _config(epochs=1).override(**{"data.num_workers": 2}), 2, tmp_path / "w2")
+    b = train_coarse_2d(
+        images, masks, _config(epochs=1).override(**{"data.num_workers": 2}), 2, tmp_path / "w2"
+    )
     sa, sb = torch.load(a, weights_only=True)["model"], torch.load(b, weights_only=True)["model"]
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
 
@@ -166,9 +190,17 @@ def test_image_volumes_is_a_lazy_sequence_the_stream_reads():
     images, masks = _scenes(3, size=24)
     att = [{1: ((slice(0, 24), slice(0, 24), slice(0, 1)), (m == 1)[..., None])} for m in masks]
     vols = ImageVolumes(images, att, masks)
-    assert len(vols) == 3 and vols[1]["image"].shape == (3, 24, 24, 1) and vols[1]["label"].shape == (24, 24, 1)
-    stream = PatchStream(vols, AttentionPatchSampler(patch_size=8, patches_per_slice=4), batch_size=6,
-                         with_label=True)
+    assert (
+        len(vols) == 3
+        and vols[1]["image"].shape == (3, 24, 24, 1)
+        and vols[1]["label"].shape == (24, 24, 1)
+    )
+    stream = PatchStream(
+        vols,
+        AttentionPatchSampler(patch_size=8, patches_per_slice=4),
+        batch_size=6,
+        with_label=True,
+    )
     batches = list(stream)
     assert sum(len(b) for b in batches) == 12 and batches[0].image.shape[1:] == (3, 8, 8)
     assert bool((batches[0].target == 1).all())

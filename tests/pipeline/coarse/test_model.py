@@ -33,8 +33,15 @@ ORGANS = [1, 2, 6]  # spleen, right kidney, liver
 def _case(seed: int) -> PreparedCase:
     hu, lab = make_phantom(seed, "contrast", shape=(48, 48, 16), spacing=SPACING)
     lab = np.where(np.isin(lab, ORGANS), lab, 0).astype(np.int16)
-    return PreparedCase(case_id=f"{seed:04d}", modality=0, modality_name="contrast", image=preprocess_ct(hu),
-                        label=lab, spacing=SPACING, reference=None)
+    return PreparedCase(
+        case_id=f"{seed:04d}",
+        modality=0,
+        modality_name="contrast",
+        image=preprocess_ct(hu),
+        label=lab,
+        spacing=SPACING,
+        reference=None,
+    )
 
 
 class _OneAtATime(Sequence):
@@ -57,14 +64,25 @@ class _OneAtATime(Sequence):
 
 
 def _config(**changes) -> PipelineConfig:
-    base = {"coarse.spacing_mm": (14.6, 14.6, 12.5), "coarse.crop_shape": (16, 16, 8), "coarse.base_channels": 2,
-            "coarse.depth": 1, "coarse.epochs": 3, "coarse.batch_size": 2, "coarse.crops_per_case": 2,
-            "coarse.lr": 1e-2}
+    base = {
+        "coarse.spacing_mm": (14.6, 14.6, 12.5),
+        "coarse.crop_shape": (16, 16, 8),
+        "coarse.base_channels": 2,
+        "coarse.depth": 1,
+        "coarse.epochs": 3,
+        "coarse.batch_size": 2,
+        "coarse.crops_per_case": 2,
+        "coarse.lr": 1e-2,
+    }
     return PipelineConfig.quick().override(**{**base, **changes})
 
 
 def test_coarse_grid_from_the_voxel_size_or_the_fixed_shape():
-    assert coarse_grid((48, 48, 16), CoarseConfig(spacing_mm=(14.6, 14.6, 12.5)), SPACING) == (24, 24, 16)
+    assert coarse_grid((48, 48, 16), CoarseConfig(spacing_mm=(14.6, 14.6, 12.5)), SPACING) == (
+        24,
+        24,
+        16,
+    )
     assert coarse_grid((48, 48, 16), CoarseConfig(spacing_mm=None, shape=(8, 8, 4))) == (8, 8, 4)
     with pytest.raises(ValueError, match="spacing"):
         coarse_grid((48, 48, 16), CoarseConfig(spacing_mm=(2.0, 2.0, 3.0)))
@@ -75,9 +93,13 @@ def test_train_coarse_on_a_tiny_case_reads_each_case_once_and_predicts_the_coars
     cfg = _config()
     ckpt = train_coarse(cases, cfg, ORGANS, tmp_path)
     assert cases.loads == 2  # one pass over the (lazy) cases, none kept
-    losses = [json.loads(line)["loss"] for line in (tmp_path / "epochs.jsonl").read_text().splitlines()]
+    losses = [
+        json.loads(line)["loss"] for line in (tmp_path / "epochs.jsonl").read_text().splitlines()
+    ]
     assert len(losses) == 3 and losses[-1] < losses[0]
-    assert [json.loads(line)["steps"] for line in (tmp_path / "epochs.jsonl").read_text().splitlines()] == [2] * 3
+    assert [
+        json.loads(line)["steps"] for line in (tmp_path / "epochs.jsonl").read_text().splitlines()
+    ] == [2] * 3
     # nnU-Net's poly decay: epoch 3 of 3 trains at lr * (1 - 2 / 3) ** 0.9
     lrs = [g["lr"] for g in safe_load(ckpt)["optimizer"]["param_groups"]]
     assert lrs == [pytest.approx(1e-2 * (1 - 2 / 3) ** 0.9)]
@@ -102,15 +124,22 @@ def _stop_after(epoch: int):
     def callback(stage, e, record):
         if e == epoch:
             raise _Stop(f"stopped after epoch {e}")
+
     return callback
 
 
 def test_bf16_training_runs_under_autocast_and_resumes_across_precisions(tmp_path):
     def losses(folder):
-        return [json.loads(line)["loss"] for line in (folder / "epochs.jsonl").read_text().splitlines()]
+        return [
+            json.loads(line)["loss"] for line in (folder / "epochs.jsonl").read_text().splitlines()
+        ]
 
-    train_coarse([_case(1)], _config(**{"coarse.epochs": 2, "coarse.amp": "off"}), ORGANS, tmp_path / "fp32")
-    train_coarse([_case(1)], _config(**{"coarse.epochs": 2, "coarse.amp": "bf16"}), ORGANS, tmp_path / "bf16")
+    train_coarse(
+        [_case(1)], _config(**{"coarse.epochs": 2, "coarse.amp": "off"}), ORGANS, tmp_path / "fp32"
+    )
+    train_coarse(
+        [_case(1)], _config(**{"coarse.epochs": 2, "coarse.amp": "bf16"}), ORGANS, tmp_path / "bf16"
+    )
     a, b = losses(tmp_path / "fp32"), losses(tmp_path / "bf16")
     assert a != b  # the bf16 forward rounds differently ...
     assert np.allclose(a, b, rtol=0.1)  # ... but trains the same model
@@ -120,24 +149,40 @@ def test_bf16_training_runs_under_autocast_and_resumes_across_precisions(tmp_pat
     cfg = _config(**{"coarse.epochs": 3, "coarse.amp": "off"})
     with pytest.raises(_Stop):
         train_coarse([_case(1)], cfg, ORGANS, tmp_path / "mixed", callback=_stop_after(1))
-    train_coarse([_case(1)], cfg.override(**{"coarse.amp": "bf16"}), ORGANS, tmp_path / "mixed", resume=True)
+    train_coarse(
+        [_case(1)], cfg.override(**{"coarse.amp": "bf16"}), ORGANS, tmp_path / "mixed", resume=True
+    )
     assert len(losses(tmp_path / "mixed")) == 3
     # ... but the number of epochs is: a finished stage with other epochs is refused, naming the field
     with pytest.raises(ValueError, match="coarse.epochs"):
-        train_coarse([_case(1)], cfg.override(**{"coarse.epochs": 4}), ORGANS, tmp_path / "mixed", resume=True)
+        train_coarse(
+            [_case(1)],
+            cfg.override(**{"coarse.epochs": 4}),
+            ORGANS,
+            tmp_path / "mixed",
+            resume=True,
+        )
 
 
 @pytest.mark.filterwarnings("ignore:This DataLoader will create")
 def test_loader_workers_give_the_same_training(tmp_path):
     cfg = _config(**{"coarse.epochs": 2, "coarse.amp": "off", "coarse.crops_per_case": 3})
     a = train_coarse([_case(1), _case(2)], cfg, ORGANS, tmp_path / "w0")
-    b = train_coarse([_case(1), _case(2)], cfg.override(**{"data.num_workers": 2}), ORGANS, tmp_path / "w2")
+    b = train_coarse(
+        [_case(1), _case(2)], cfg.override(**{"data.num_workers": 2}), ORGANS, tmp_path / "w2"
+    )
     sa, sb = safe_load(a)["model"], safe_load(b)["model"]
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
-@pytest.mark.parametrize("field, value", [("coarse.margin_mm", 4.0), ("coarse.attention_threshold", 0.4),
-                                          ("coarse.attention_channel", "probability")])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("coarse.margin_mm", 4.0),
+        ("coarse.attention_threshold", 0.4),
+        ("coarse.attention_channel", "probability"),
+    ],
+)
 def test_attention_settings_do_not_stop_stage_1_from_resuming(tmp_path, field, value):
     """How the attention is built from stage 1's output is not how stage 1 trains: a completed
     stage 1 is reused (not retrained, not refused) when only they change."""
@@ -152,7 +197,12 @@ def test_attention_settings_do_not_stop_stage_1_from_resuming(tmp_path, field, v
 def test_the_default_augmentation_follows_the_config():
     aug = build_coarse_augment(_config(**{"coarse.rotation_deg": 25.0, "coarse.zoom": 0.2}))
     assert isinstance(aug, RandomAffineCrop3D)
-    assert (aug.zoom, aug.rotation_deg, aug.intensity, aug.spacing) == (0.2, 25.0, 0.1, (14.6, 14.6, 12.5))
+    assert (aug.zoom, aug.rotation_deg, aug.intensity, aug.spacing) == (
+        0.2,
+        25.0,
+        0.1,
+        (14.6, 14.6, 12.5),
+    )
     plain = build_coarse_augment(_config(**{"coarse.augment": False}))
     assert (plain.zoom, plain.rotation_deg, plain.intensity) == (0.0, 0.0, 0.0)
 
@@ -178,8 +228,16 @@ def test_components_passed_in_are_used_and_fingerprinted(tmp_path):
 
     net = create_model("unet3d", in_channels=1, num_classes=4, base_channels=2, depth=1)
     cfg = _config(**{"coarse.epochs": 1, "coarse.amp": "off"})
-    ckpt = train_coarse([_case(1)], cfg, ORGANS, tmp_path, model=net, loss_fn=loss_fn, optimizer=optimizer,
-                        augment=augment)
+    ckpt = train_coarse(
+        [_case(1)],
+        cfg,
+        ORGANS,
+        tmp_path,
+        model=net,
+        loss_fn=loss_fn,
+        optimizer=optimizer,
+        augment=augment,
+    )
     assert calls == {"augment": 2, "loss": 1, "opt": 1}  # 2 crops, one batch of 2
     saved = safe_load(ckpt)
     assert torch.equal(saved["model"]["head.weight"], net.state_dict()["head.weight"])
@@ -201,18 +259,32 @@ def test_a_short_training_learns_the_liver(tmp_path):
     liver = case.label == 6
     dice = 2 * float((liver & (labels == 6)).sum()) / float(liver.sum() + (labels == 6).sum())
     assert dice > 0.6
-    att = attention_from_probabilities(prob, ids, case.image.shape, spacing=case.spacing, margin_mm=10.0)
+    att = attention_from_probabilities(
+        prob, ids, case.image.shape, spacing=case.spacing, margin_mm=10.0
+    )
     assert attention_recall(att, case.label, ids)[6] > 0.9
 
 
 def test_fixed_shape_mode_and_checkpoints_written_before_spacing_mm(tmp_path):
     cfg = _config(**{"coarse.spacing_mm": None, "coarse.shape": (12, 12, 8), "coarse.epochs": 1})
     ckpt = train_coarse([_case(1)], cfg, ORGANS, tmp_path)
-    assert [g["lr"] for g in safe_load(ckpt)["optimizer"]["param_groups"]] == [1e-2]  # constant there
+    assert [g["lr"] for g in safe_load(ckpt)["optimizer"]["param_groups"]] == [
+        1e-2
+    ]  # constant there
     model, ids, loaded = load_coarse(ckpt)
     case = _case(1)
-    assert coarse_probabilities(model, case.image, loaded.coarse, spacing=case.spacing).shape == (4, 12, 12, 8)
-    assert coarse_probabilities(model, case.image, (12, 12, 8)).shape == (4, 12, 12, 8)  # the older call
+    assert coarse_probabilities(model, case.image, loaded.coarse, spacing=case.spacing).shape == (
+        4,
+        12,
+        12,
+        8,
+    )
+    assert coarse_probabilities(model, case.image, (12, 12, 8)).shape == (
+        4,
+        12,
+        12,
+        8,
+    )  # the older call
     # a checkpoint from before coarse.spacing_mm existed was trained on the fixed shape
     old = safe_load(ckpt)
     del old["extra"]["config"]["coarse"]["spacing_mm"]
@@ -231,10 +303,16 @@ def test_labels_and_attention_map_back_from_a_voxel_size_grid():
     classes = resample(torch.from_numpy(lut[case.label]), grid, mode="nearest")
     prob = torch.nn.functional.one_hot(classes, 4).permute(3, 0, 1, 2).float()
     back = resample(classes, case.image.shape, mode="nearest").numpy()
-    assert np.array_equal(labels_from_probabilities(prob, ORGANS, case.image.shape),
-                          np.array([0, *ORGANS])[back])
-    att = densify(attention_from_probabilities(prob, ORGANS, case.image.shape, spacing=case.spacing, margin_mm=0.0),
-                  ORGANS, case.image.shape)
+    assert np.array_equal(
+        labels_from_probabilities(prob, ORGANS, case.image.shape), np.array([0, *ORGANS])[back]
+    )
+    att = densify(
+        attention_from_probabilities(
+            prob, ORGANS, case.image.shape, spacing=case.spacing, margin_mm=0.0
+        ),
+        ORGANS,
+        case.image.shape,
+    )
     for k in range(3):
         assert np.array_equal(att[k], back == k + 1)
 
@@ -249,8 +327,12 @@ def test_cuda_auto_amp_trains_stage1_in_mixed_precision(tmp_path):
     assert MixedPrecision("auto", "cuda").dtype == (torch.bfloat16 if bf16 else torch.float16)
     assert (MixedPrecision("auto", "cuda").scaler is None) == bf16  # a scaler for float16 only
     assert MixedPrecision("fp16", "cuda").scaler is not None
-    train_coarse([_case(1), _case(2)], _config(**{"coarse.epochs": 2}), ORGANS, tmp_path, device="cuda")
+    train_coarse(
+        [_case(1), _case(2)], _config(**{"coarse.epochs": 2}), ORGANS, tmp_path, device="cuda"
+    )
     model, _, _ = load_coarse(tmp_path / "checkpoints" / "coarse.pt")
     assert all(torch.isfinite(p).all() and p.dtype == torch.float32 for p in model.parameters())
-    losses = [json.loads(line)["loss"] for line in (tmp_path / "epochs.jsonl").read_text().splitlines()]
+    losses = [
+        json.loads(line)["loss"] for line in (tmp_path / "epochs.jsonl").read_text().splitlines()
+    ]
     assert len(losses) == 2 and all(np.isfinite(losses))

@@ -35,14 +35,28 @@ def _volumes(n=4, shape=(32, 32, 5)):
         lab[16:28, 14:30, 1:4] = 6
         lab[4:10, 20:26, 2:5] = 7
         img = rng.random(shape, dtype=np.float32) * 0.2 + lab * 0.1
-        out.append({"image": img, "attention": attention_from_labels(lab, ORGANS, margin_mm=2.0, spacing=(1, 1, 1)),
-                    "label": lab, "modality": i % 2})
+        out.append(
+            {
+                "image": img,
+                "attention": attention_from_labels(lab, ORGANS, margin_mm=2.0, spacing=(1, 1, 1)),
+                "label": lab,
+                "modality": i % 2,
+            }
+        )
     return out
 
 
 def _config(method="agcl", **changes):
-    return tiny_config(**{"pretrain.method": method, "pretrain.epochs": 1, "pretrain.batch_size": 12,
-                          "pretrain.patches_per_slice": 2, "data.shuffle_buffer": 48, **changes})
+    return tiny_config(
+        **{
+            "pretrain.method": method,
+            "pretrain.epochs": 1,
+            "pretrain.batch_size": 12,
+            "pretrain.patches_per_slice": 2,
+            "data.shuffle_buffer": 48,
+            **changes,
+        }
+    )
 
 
 def _flip(x):
@@ -62,18 +76,25 @@ def test_one_step_loss_equals_the_reference(tmp_path, method):
     model = build_pretrain_model(cfg, num_modalities=2, num_organs=len(ORGANS))
     start = copy.deepcopy(model)
     pretrain_encoder(vols, cfg, ORGANS, tmp_path, num_modalities=2, model=model, augment=_flip)
-    batch = next(iter(epoch_batches(patch_stream(vols, cfg, ORGANS, stage="pretrain"), cfg, 1, "cpu")))
+    batch = next(
+        iter(epoch_batches(patch_stream(vols, cfg, ORGANS, stage="pretrain"), cfg, 1, "cpu"))
+    )
     assert len(set(batch.modality.tolist())) == 2 and len(set(batch.target.tolist())) >= 2
     start.train()
     v1, v2 = _flip(batch.inputs())
     out = start(torch.cat([v1, v2]))
     if method == "ce":
-        cls = batch.modality * len(ORGANS) + torch.tensor([ORGANS.index(t) for t in batch.target.tolist()])
+        cls = batch.modality * len(ORGANS) + torch.tensor(
+            [ORGANS.index(t) for t in batch.target.tolist()]
+        )
         want = F.cross_entropy(out, cls.repeat(2))
     else:
         feats = torch.stack(out.chunk(2), 1)
-        keys = {"agcl": {"modality": batch.modality, "target": batch.target}, "supcon": {"target": batch.target},
-                "sscl": {}}[method]
+        keys = {
+            "agcl": {"modality": batch.modality, "target": batch.target},
+            "supcon": {"target": batch.target},
+            "sscl": {},
+        }[method]
         want = modal_target_supcon_loss(feats, temperature=cfg.pretrain.temperature, **keys)
     assert _first_loss(tmp_path) == pytest.approx(float(want.detach()), rel=1e-5, abs=1e-6)
 
@@ -86,8 +107,13 @@ def test_the_method_table_is_what_runs(tmp_path, monkeypatch):
         return model(torch.cat([v1, v2])).pow(2).mean()
 
     monkeypatch.setitem(PRETRAIN_STEPS, "supcon", step)
-    pretrain_encoder(_volumes(2), _config("supcon", **{"pretrain.steps_per_epoch": 2}), ORGANS, tmp_path,
-                     num_modalities=2)
+    pretrain_encoder(
+        _volumes(2),
+        _config("supcon", **{"pretrain.steps_per_epoch": 2}),
+        ORGANS,
+        tmp_path,
+        num_modalities=2,
+    )
     assert calls == [["class_index", "loss_fn", "modality", "target"]] * 2
 
 
@@ -110,21 +136,43 @@ def test_components_passed_in_are_used(tmp_path):
 
     model = build_pretrain_model(cfg, num_modalities=2, num_organs=3)
     before = copy.deepcopy(model.state_dict())
-    pretrain_encoder(_volumes(2), cfg, ORGANS, tmp_path, num_modalities=2, model=model, loss_fn=Loss(),
-                     augment=aug, optimizer=make_opt)
+    pretrain_encoder(
+        _volumes(2),
+        cfg,
+        ORGANS,
+        tmp_path,
+        num_modalities=2,
+        model=model,
+        loss_fn=Loss(),
+        augment=aug,
+        optimizer=make_opt,
+    )
     assert seen == {"loss": 2, "aug": 2, "opt": 1}
     weights = [k for k in before if "running" not in k and "num_batches" not in k]
     assert all(torch.equal(before[k], model.state_dict()[k]) for k in weights)  # lr 0: unchanged
     with pytest.raises(TypeError, match="optimizer"):
-        pretrain_encoder(_volumes(2), cfg, ORGANS, tmp_path / "b", num_modalities=2, optimizer="sgd")
+        pretrain_encoder(
+            _volumes(2), cfg, ORGANS, tmp_path / "b", num_modalities=2, optimizer="sgd"
+        )
 
 
 def test_pair_aug_options_come_from_the_config():
-    cfg = _config(**{"pretrain.aug_hflip": True, "pretrain.aug_ratio": (0.5, 2.0), "pretrain.aug_intensity_jitter": 0.1,
-                     "pretrain.aug_color_distortion": 0.3, "pretrain.image_channels": 3})
+    cfg = _config(
+        **{
+            "pretrain.aug_hflip": True,
+            "pretrain.aug_ratio": (0.5, 2.0),
+            "pretrain.aug_intensity_jitter": 0.1,
+            "pretrain.aug_color_distortion": 0.3,
+            "pretrain.image_channels": 3,
+        }
+    )
     aug = build_pair_aug(cfg)
     assert aug.hflip is True and tuple(aug.ratio) == (0.5, 2.0)
-    assert aug.intensity_jitter == 0.1 and aug.color_distortion == 0.3 and tuple(aug.mask_channels) == (3,)
+    assert (
+        aug.intensity_jitter == 0.1
+        and aug.color_distortion == 0.3
+        and tuple(aug.mask_channels) == (3,)
+    )
 
 
 def _state(path):
@@ -137,7 +185,9 @@ def test_workers_give_the_same_training_and_resume_is_bit_identical(tmp_path):
     cfg2 = _config("agcl", **{"pretrain.epochs": 2, "data.num_workers": 2, "data.shards": 3})
     full = pretrain_encoder(vols, cfg2, ORGANS, tmp_path / "full", num_modalities=2)
     # the same two epochs in the training process (num_workers=0)
-    inproc = pretrain_encoder(vols, cfg2.override(**{"data.num_workers": 0}), ORGANS, tmp_path / "w0", num_modalities=2)
+    inproc = pretrain_encoder(
+        vols, cfg2.override(**{"data.num_workers": 0}), ORGANS, tmp_path / "w0", num_modalities=2
+    )
     a, b = _state(full), _state(inproc)
     assert all(torch.equal(a[k], b[k]) for k in a)
     # one epoch, stop (as a killed run), resume for the second (with workers)
@@ -160,8 +210,16 @@ def test_workers_give_the_same_training_and_resume_is_bit_identical(tmp_path):
 def test_stage3_decoder_is_recorded_and_rebuilt(tmp_path, decoder):
     from agcl.models import ASPPDecoder, DeepLabV3PlusDecoder
 
-    cfg = _config("none", **{"segment.decoder": decoder, "segment.epochs": 1, "segment.steps_per_epoch": 2,
-                             "segment.batch_size": 8, "segment.patches_per_slice": 2})
+    cfg = _config(
+        "none",
+        **{
+            "segment.decoder": decoder,
+            "segment.epochs": 1,
+            "segment.steps_per_epoch": 2,
+            "segment.batch_size": 8,
+            "segment.patches_per_slice": 2,
+        },
+    )
     ckpt = train_segmenter(_volumes(2), cfg, ORGANS, tmp_path, pretrain_checkpoint=None)
     model, organs, config = load_segment_model(ckpt)
     want = DeepLabV3PlusDecoder if decoder == "deeplabv3plus" else ASPPDecoder
@@ -179,7 +237,9 @@ def test_stage3_loss_and_decoder_width_follow_the_config():
     assert PipelineConfig.quick().segment.loss == "dice_ce"
     dice_ce = build_segment_loss(_config(**{"segment.loss": "dice_ce"}))
     assert type(dice_ce) is DiceCELoss and not dice_ce.dice.include_background
-    model = build_segment_model(_config(**{"segment.decoder": "deeplabv3plus", "segment.decoder_channels": 12}))
+    model = build_segment_model(
+        _config(**{"segment.decoder": "deeplabv3plus", "segment.decoder_channels": 12})
+    )
     assert model.decoder.classifier.in_channels == 12
     with pytest.raises(ValueError, match="segment.loss"):
         _config(**{"segment.loss": "focal"})
@@ -193,16 +253,27 @@ def test_stages_2_and_3_train_in_bf16_under_their_amp_fields(tmp_path, method):
 
     out = {}
     for amp in ("off", "bf16"):
-        cfg = _config(method, **{"pretrain.steps_per_epoch": 2, "segment.epochs": 1, "segment.steps_per_epoch": 2,
-                                 "pretrain.amp": amp, "segment.amp": amp})
+        cfg = _config(
+            method,
+            **{
+                "pretrain.steps_per_epoch": 2,
+                "segment.epochs": 1,
+                "segment.steps_per_epoch": 2,
+                "pretrain.amp": amp,
+                "segment.amp": amp,
+            },
+        )
         folder = tmp_path / amp
         ckpt = pretrain_encoder(_volumes(), cfg, ORGANS, folder, num_modalities=2, augment=_flip)
         train_segmenter(_volumes(), cfg, ORGANS, folder, pretrain_checkpoint=ckpt)
         out[amp] = (losses(folder, "pretrain"), losses(folder, "segment"))
     for stage in (0, 1):
         assert out["off"][stage] != out["bf16"][stage]  # the forward passes ran in bf16 ...
-        assert np.allclose(out["off"][stage], out["bf16"][stage], rtol=0.05)  # ... and trained the same
+        assert np.allclose(
+            out["off"][stage], out["bf16"][stage], rtol=0.05
+        )  # ... and trained the same
         assert all(np.isfinite(out["bf16"][stage]))
+
     # the precision is not part of either stage's resume check: a float32 run stopped after its
     # first epoch continues in bf16
     class Stop(Exception):
@@ -212,13 +283,26 @@ def test_stages_2_and_3_train_in_bf16_under_their_amp_fields(tmp_path, method):
         if epoch == 1:
             raise Stop
 
-    cfg = _config(method, **{"pretrain.steps_per_epoch": 2, "segment.epochs": 2, "segment.steps_per_epoch": 2,
-                             "pretrain.epochs": 2, "pretrain.amp": "off", "segment.amp": "off"})
+    cfg = _config(
+        method,
+        **{
+            "pretrain.steps_per_epoch": 2,
+            "segment.epochs": 2,
+            "segment.steps_per_epoch": 2,
+            "pretrain.epochs": 2,
+            "pretrain.amp": "off",
+            "segment.amp": "off",
+        },
+    )
     bf16 = cfg.override(**{"pretrain.amp": "bf16", "segment.amp": "bf16"})
     folder = tmp_path / "mixed"
     with pytest.raises(Stop):
-        pretrain_encoder(_volumes(), cfg, ORGANS, folder, num_modalities=2, augment=_flip, callback=stop)
-    ckpt = pretrain_encoder(_volumes(), bf16, ORGANS, folder, num_modalities=2, augment=_flip, resume=True)
+        pretrain_encoder(
+            _volumes(), cfg, ORGANS, folder, num_modalities=2, augment=_flip, callback=stop
+        )
+    ckpt = pretrain_encoder(
+        _volumes(), bf16, ORGANS, folder, num_modalities=2, augment=_flip, resume=True
+    )
     with pytest.raises(Stop):
         train_segmenter(_volumes(), cfg, ORGANS, folder, pretrain_checkpoint=ckpt, callback=stop)
     train_segmenter(_volumes(), bf16, ORGANS, folder, pretrain_checkpoint=ckpt, resume=True)
@@ -226,8 +310,15 @@ def test_stages_2_and_3_train_in_bf16_under_their_amp_fields(tmp_path, method):
 
 
 def test_stage3_trains_on_labels_and_skips_single_patch_batches(tmp_path):
-    cfg = _config("none", **{"segment.epochs": 1, "segment.batch_size": 8, "segment.patches_per_slice": 1,
-                             "segment.max_patches_per_volume": 9})
+    cfg = _config(
+        "none",
+        **{
+            "segment.epochs": 1,
+            "segment.batch_size": 8,
+            "segment.patches_per_slice": 1,
+            "segment.max_patches_per_volume": 9,
+        },
+    )
     seen = []
 
     class Loss(torch.nn.Module):
@@ -290,12 +381,26 @@ def test_factories_and_step_refuse_what_they_cannot_build():
     assert isinstance(build_pretrain_loss(_config("ce")), torch.nn.CrossEntropyLoss)
     x = torch.randn(3, 2)
     with pytest.raises(ValueError, match="loss_fn is required"):
-        pretrain_step(model, x, x, method="agcl", target=torch.zeros(3), modality=torch.zeros(3), loss_fn=None)
+        pretrain_step(
+            model, x, x, method="agcl", target=torch.zeros(3), modality=torch.zeros(3), loss_fn=None
+        )
     with pytest.raises(ValueError, match="method must be one of"):
-        pretrain_step(model, x, x, method="simclr", target=torch.zeros(3), modality=torch.zeros(3), loss_fn=None)
+        pretrain_step(
+            model,
+            x,
+            x,
+            method="simclr",
+            target=torch.zeros(3),
+            modality=torch.zeros(3),
+            loss_fn=None,
+        )
     cls = torch.tensor([0, 1, 1])
-    got = pretrain_step(model, x, x, method="ce", target=cls, modality=cls, loss_fn=None, class_index=cls)
-    assert float(got) == pytest.approx(float(F.cross_entropy(model(torch.cat([x, x])), cls.repeat(2))))
+    got = pretrain_step(
+        model, x, x, method="ce", target=cls, modality=cls, loss_fn=None, class_index=cls
+    )
+    assert float(got) == pytest.approx(
+        float(F.cross_entropy(model(torch.cat([x, x])), cls.repeat(2)))
+    )
 
 
 def test_shuffle_buffer_must_hold_a_batch():
@@ -309,7 +414,9 @@ def test_a_user_augmentation_generator_is_reseeded_every_epoch(tmp_path):
 
     class Aug:
         def __init__(self, seed):
-            self.generator = torch.Generator().manual_seed(seed)  # different states: only the reseed equalises them
+            self.generator = torch.Generator().manual_seed(
+                seed
+            )  # different states: only the reseed equalises them
 
         def __call__(self, x):
             draws.append(float(torch.rand((), generator=self.generator)))
@@ -321,18 +428,28 @@ def test_a_user_augmentation_generator_is_reseeded_every_epoch(tmp_path):
     assert len(draws) == 2 and draws[0] == draws[1]
 
 
-@pytest.mark.parametrize("field, value", [("coarse.attention_threshold", 0.4), ("coarse.margin_mm", 3.0),
-                                          ("coarse.attention_channel", "mask")])  # tiny (quick): "probability"
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("coarse.attention_threshold", 0.4),
+        ("coarse.margin_mm", 3.0),
+        ("coarse.attention_channel", "mask"),
+    ],
+)  # tiny (quick): "probability"
 def test_stages_2_and_3_refuse_to_resume_with_another_attention(tmp_path, field, value):
     """The attention decides where both stages sample their patches and what their attention
     channel holds: a run resumed with another threshold, margin or channel would mix two
     trainings, so both stages name the field and stop."""
-    cfg = _config("agcl", **{"pretrain.steps_per_epoch": 1, "segment.epochs": 1, "segment.steps_per_epoch": 1})
+    cfg = _config(
+        "agcl", **{"pretrain.steps_per_epoch": 1, "segment.epochs": 1, "segment.steps_per_epoch": 1}
+    )
     ckpt = pretrain_encoder(_volumes(), cfg, ORGANS, tmp_path, num_modalities=2, augment=_flip)
     train_segmenter(_volumes(), cfg, ORGANS, tmp_path, pretrain_checkpoint=ckpt)
     other = cfg.override(**{field: value})
     key = field.split(".")[1]
     with pytest.raises(ValueError, match=f"different settings.*{key}"):
-        pretrain_encoder(_volumes(), other, ORGANS, tmp_path, num_modalities=2, augment=_flip, resume=True)
+        pretrain_encoder(
+            _volumes(), other, ORGANS, tmp_path, num_modalities=2, augment=_flip, resume=True
+        )
     with pytest.raises(ValueError, match=f"different settings.*{key}"):
         train_segmenter(_volumes(), other, ORGANS, tmp_path, pretrain_checkpoint=ckpt, resume=True)

@@ -21,7 +21,10 @@ DIFFS = dict(zip(sorted(AGCL), (-0.01, 0.02, -0.03, 0.04, 0.05, 0.06, 0.07, 0.08
 
 def _records(extra=()):
     recs = [{"method": "agcl", "seed": s, "case": c, "dice": v} for (c, s), v in AGCL.items()]
-    recs += [{"method": "none", "seed": s, "case": c, "dice": AGCL[(c, s)] + DIFFS[(c, s)]} for (c, s) in AGCL]
+    recs += [
+        {"method": "none", "seed": s, "case": c, "dice": AGCL[(c, s)] + DIFFS[(c, s)]}
+        for (c, s) in AGCL
+    ]
     return recs + list(extra)
 
 
@@ -32,7 +35,10 @@ def _exact_two_sided(diffs):
     ranks = {m: i + 1 for i, m in enumerate(mags)}
     t_obs = sum(ranks[abs(d)] for d in diffs if d > 0)
     n = len(diffs)
-    sums = [sum(r for r, sign in zip(range(1, n + 1), signs) if sign) for signs in itertools.product((0, 1), repeat=n)]
+    sums = [
+        sum(r for r, sign in zip(range(1, n + 1), signs) if sign)
+        for signs in itertools.product((0, 1), repeat=n)
+    ]
     lower = sum(t <= t_obs for t in sums) / len(sums)
     upper = sum(t >= t_obs for t in sums) / len(sums)
     return min(1.0, 2 * min(lower, upper))
@@ -54,11 +60,18 @@ def test_table_matches_a_hand_computed_example():
     assert expected == pytest.approx(14 / 256)
     assert none["p_value"] == pytest.approx(expected)
     assert none["note"] is None
-    assert agcl["p_value"] is None and agcl["note"] == "reference" and agcl["mean_difference"] is None
+    assert (
+        agcl["p_value"] is None and agcl["note"] == "reference" and agcl["mean_difference"] is None
+    )
     seed0 = [AGCL[(c, 0)] + DIFFS[(c, 0)] for c in CASES]
     seed1 = [AGCL[(c, 1)] + DIFFS[(c, 1)] for c in CASES]
-    assert none["seed_means"] == {0: pytest.approx(statistics.fmean(seed0)), 1: pytest.approx(statistics.fmean(seed1))}
-    assert none["std_over_seeds"] == pytest.approx(statistics.stdev([statistics.fmean(seed0), statistics.fmean(seed1)]))
+    assert none["seed_means"] == {
+        0: pytest.approx(statistics.fmean(seed0)),
+        1: pytest.approx(statistics.fmean(seed1)),
+    }
+    assert none["std_over_seeds"] == pytest.approx(
+        statistics.stdev([statistics.fmean(seed0), statistics.fmean(seed1)])
+    )
 
 
 def test_pairing_is_by_case_and_seed_not_by_order():
@@ -69,16 +82,22 @@ def test_pairing_is_by_case_and_seed_not_by_order():
         random.Random(seed).shuffle(shuffled)
         got = ablation_statistics(shuffled)
         assert got["methods"]["none"]["p_value"] == pytest.approx(ref["methods"]["none"]["p_value"])
-        assert got["methods"]["none"]["mean_difference"] == pytest.approx(ref["methods"]["none"]["mean_difference"])
+        assert got["methods"]["none"]["mean_difference"] == pytest.approx(
+            ref["methods"]["none"]["mean_difference"]
+        )
     # pairing by position would differ: reverse the none records only -> same result still
     flipped = recs[:8] + recs[8:][::-1]
-    assert ablation_statistics(flipped)["methods"]["none"]["p_value"] == pytest.approx(ref["methods"]["none"]["p_value"])
+    assert ablation_statistics(flipped)["methods"]["none"]["p_value"] == pytest.approx(
+        ref["methods"]["none"]["p_value"]
+    )
 
 
 def test_only_pairs_both_methods_score_are_compared():
     drop = {("c0", 0), ("c1", 1)}
     recs = [r for r in _records() if not (r["method"] == "none" and (r["case"], r["seed"]) in drop)]
-    recs.append({"method": "none", "seed": 0, "case": "c0", "dice": None})  # no organ present: left out
+    recs.append(
+        {"method": "none", "seed": 0, "case": "c0", "dice": None}
+    )  # no organ present: left out
     # ("c1", 1) has no none record at all
     st = ablation_statistics(recs)["methods"]["none"]
     assert st["n"] == 6 and st["n_pairs"] == 6
@@ -108,7 +127,8 @@ def test_too_few_pairs_gives_none_with_a_note():
     one = ablation_statistics([r for r in recs if r["case"] == "c0"])["methods"]["none"]
     assert one["std"] is None and one["std_over_seeds"] is None and one["p_value"] is None
     assert ablation_statistics(recs, min_pairs=3)["methods"]["none"]["p_value"] == pytest.approx(
-        _exact_two_sided([DIFFS[(c, 0)] for c in ("c0", "c1", "c2")]))
+        _exact_two_sided([DIFFS[(c, 0)] for c in ("c0", "c1", "c2")])
+    )
 
 
 def test_a_method_without_any_value():
@@ -119,16 +139,19 @@ def test_a_method_without_any_value():
     json.dumps(ablation_statistics(recs), allow_nan=False)  # no NaN anywhere
 
 
-@pytest.mark.parametrize("bad, err, match", [
-    ({"method": "none", "seed": 0, "case": "c0", "dice": 0.5}, ValueError, "twice"),
-    ({"method": "ce", "seed": 0, "case": "c0", "dice": 1.5}, ValueError, "dice"),
-    ({"method": "ce", "seed": 0, "case": "c0", "dice": float("nan")}, ValueError, "dice"),
-    ({"method": "ce", "seed": 0, "case": "c0", "dice": "0.5"}, TypeError, "dice"),
-    ({"method": "ce", "seed": 0.5, "case": "c0", "dice": 0.5}, TypeError, "seed"),
-    ({"method": "ce", "seed": 0, "case": "c0"}, ValueError, "lacks"),
-    ({"method": "", "seed": 0, "case": "c0", "dice": 0.5}, TypeError, "method"),
-    ("not a mapping", TypeError, "mapping"),
-])
+@pytest.mark.parametrize(
+    "bad, err, match",
+    [
+        ({"method": "none", "seed": 0, "case": "c0", "dice": 0.5}, ValueError, "twice"),
+        ({"method": "ce", "seed": 0, "case": "c0", "dice": 1.5}, ValueError, "dice"),
+        ({"method": "ce", "seed": 0, "case": "c0", "dice": float("nan")}, ValueError, "dice"),
+        ({"method": "ce", "seed": 0, "case": "c0", "dice": "0.5"}, TypeError, "dice"),
+        ({"method": "ce", "seed": 0.5, "case": "c0", "dice": 0.5}, TypeError, "seed"),
+        ({"method": "ce", "seed": 0, "case": "c0"}, ValueError, "lacks"),
+        ({"method": "", "seed": 0, "case": "c0", "dice": 0.5}, TypeError, "method"),
+        ("not a mapping", TypeError, "mapping"),
+    ],
+)
 def test_bad_records_are_refused(bad, err, match):
     with pytest.raises(err, match=match):
         ablation_statistics(_records([bad]))
@@ -151,7 +174,9 @@ def test_markdown_and_files(tmp_path):
     json_path, md_path = write_ablation(tmp_path, recs, st, notes=["a note"])
     data = json.loads(json_path.read_text())
     assert data["records"] == recs
-    assert data["statistics"]["methods"]["none"]["p_value"] == pytest.approx(st["methods"]["none"]["p_value"])
+    assert data["statistics"]["methods"]["none"]["p_value"] == pytest.approx(
+        st["methods"]["none"]["p_value"]
+    )
     assert data["statistics"]["methods"]["none"]["seed_means"].keys() == {"0", "1"}
     text = md_path.read_text()
     assert "a note" in text and "Wilcoxon" in text
@@ -164,6 +189,9 @@ def test_case_dice():
     pred = np.zeros_like(gt)
     pred[:2, :1] = 1
     pred[3, 3] = 6  # predicted where the ground truth lacks organ 6: no Dice (a false positive)
-    assert case_dice(pred, gt, {1: "spleen", 6: "liver"}) == {"spleen": pytest.approx(2 * 4 / (4 + 8)), "liver": None}
+    assert case_dice(pred, gt, {1: "spleen", 6: "liver"}) == {
+        "spleen": pytest.approx(2 * 4 / (4 + 8)),
+        "liver": None,
+    }
     with pytest.raises(ValueError, match="same shape"):
         case_dice(pred[:2], gt, {1: "spleen"})

@@ -22,12 +22,20 @@ def test_figures_are_written(tmp_path):
     pytest.importorskip("matplotlib")
     rng = np.random.default_rng(1)
     emb = rng.normal(size=(30, 8))
-    p = plot_embeddings(emb, np.repeat([1, 6, 7], 10), np.tile([0, 1], 15), tmp_path / "pca.png",
-                        organ_names={1: "spleen", 6: "liver", 7: "stomach"}, modality_names=["ce", "nce"])
+    p = plot_embeddings(
+        emb,
+        np.repeat([1, 6, 7], 10),
+        np.tile([0, 1], 15),
+        tmp_path / "pca.png",
+        organ_names={1: "spleen", 6: "liver", 7: "stomach"},
+        modality_names=["ce", "nce"],
+    )
     assert p is not None and p.stat().st_size > 0
     lab = np.zeros((12, 12, 5), np.int16)
     lab[2:6, 2:6, 1:4] = 6
-    q = plot_overlays(rng.random((12, 12, 5)), lab, np.roll(lab, 1, 0), tmp_path / "ov.png", n_slices=2)
+    q = plot_overlays(
+        rng.random((12, 12, 5)), lab, np.roll(lab, 1, 0), tmp_path / "ov.png", n_slices=2
+    )
     assert q is not None and q.stat().st_size > 0
 
 

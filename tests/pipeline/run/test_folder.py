@@ -24,8 +24,13 @@ def _finished_run(root):
     """A run as the pipeline leaves it: its files recorded in run.json, plus the user's notes
     (in the folder and inside the run's own sub-folders)."""
     folder = RunFolder.open(root)
-    for rel in ("checkpoints/coarse.pt", "coarse/contrast_0001.nii.gz",
-                "predictions/contrast_0002.nii.gz", "epochs.jsonl", "results.json"):
+    for rel in (
+        "checkpoints/coarse.pt",
+        "coarse/contrast_0001.nii.gz",
+        "predictions/contrast_0002.nii.gz",
+        "epochs.jsonl",
+        "results.json",
+    ):
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text(rel)
         folder.own(root / rel)
@@ -106,19 +111,29 @@ def test_a_folder_holding_names_a_run_writes_but_no_manifest_is_refused(tmp_path
     (root / "coarse" / "my_maps.nii.gz").write_text(NOTE)
     (root / "results.json").write_text(NOTE)
     for flags in ({}, {"resume": True}, {"overwrite": True}):
-        with pytest.raises(RunFolderError,
-                           match=r"not an agcl run folder but holds coarse, results\.json"):
+        with pytest.raises(
+            RunFolderError, match=r"not an agcl run folder but holds coarse, results\.json"
+        ):
             RunFolder.open(root, **flags)
     assert _tree(root) == ["coarse/my_maps.nii.gz", "results.json"]
 
 
 def _legacy_run(root):
     """A run written before run.json existed, with the user's files beside it."""
-    for rel in ("checkpoints/coarse.pt", "checkpoints/pretrain.pt", "checkpoints/segment.pt",
-                "coarse/contrast_0001.nii.gz", "coarse/contrast_0001.prob.pt",
-                "predictions/contrast_0002.nii.gz",
-                "epochs.jsonl", "results.json", "results.md", "fig3_embeddings_pca.png",
-                "ablation/ce/checkpoints/segment.pt", "ablation/ce/epochs.jsonl"):
+    for rel in (
+        "checkpoints/coarse.pt",
+        "checkpoints/pretrain.pt",
+        "checkpoints/segment.pt",
+        "coarse/contrast_0001.nii.gz",
+        "coarse/contrast_0001.prob.pt",
+        "predictions/contrast_0002.nii.gz",
+        "epochs.jsonl",
+        "results.json",
+        "results.md",
+        "fig3_embeddings_pca.png",
+        "ablation/ce/checkpoints/segment.pt",
+        "ablation/ce/epochs.jsonl",
+    ):
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text(rel)
     for rel in ("notes.txt", "checkpoints/my_finetune.pt", "ablation/ce/notes.txt"):
@@ -135,14 +150,24 @@ def test_a_run_without_manifest_is_cleared_of_its_files_only_and_cannot_be_resum
         RunFolder.open(root, resume=True)
     assert _tree(root) == before
     RunFolder.open(root, overwrite=True)
-    assert _tree(root) == sorted([MANIFEST, "notes.txt", "checkpoints/my_finetune.pt",
-                                  "ablation/ce/notes.txt"])
+    assert _tree(root) == sorted(
+        [MANIFEST, "notes.txt", "checkpoints/my_finetune.pt", "ablation/ce/notes.txt"]
+    )
 
 
-@pytest.mark.parametrize("content", ["{\"stages\": {", "", "[1, 2]", "{\"stages\": []}", "\udcff",
-                                     "{\"stages\": {}, \"files\": \"results.json\"}",
-                                     "{\"stages\": {}, \"files\": [5]}",
-                                     "{\"stages\": {}, \"runs\": {}}"])
+@pytest.mark.parametrize(
+    "content",
+    [
+        '{"stages": {',
+        "",
+        "[1, 2]",
+        '{"stages": []}',
+        "\udcff",
+        '{"stages": {}, "files": "results.json"}',
+        '{"stages": {}, "files": [5]}',
+        '{"stages": {}, "runs": {}}',
+    ],
+)
 def test_a_damaged_manifest_is_refused_naming_it(tmp_path, content):
     root = tmp_path / "run"
     _finished_run(root)
@@ -204,8 +229,13 @@ def test_a_file_where_the_folder_should_be(tmp_path):
 def test_only_recorded_files_are_removed_and_paths_stay_inside(tmp_path):
     root = tmp_path / "run"
     folder = _finished_run(root)
-    folder.remove([root / "checkpoints" / "coarse.pt", root / "notes.txt",
-                   root / "checkpoints" / "my_finetune.pt"])
+    folder.remove(
+        [
+            root / "checkpoints" / "coarse.pt",
+            root / "notes.txt",
+            root / "checkpoints" / "my_finetune.pt",
+        ]
+    )
     assert not (root / "checkpoints" / "coarse.pt").exists()
     assert (root / "notes.txt").read_text() == NOTE
     assert (root / "checkpoints" / "my_finetune.pt").is_file()

@@ -29,8 +29,11 @@ def test_file_record_holds_the_absolute_path_size_and_digest(tmp_path, monkeypat
     monkeypatch.chdir(tmp_path)
     (tmp_path / "scan.nii.gz").write_bytes(b"abc" * 1000)
     record = file_record("scan.nii.gz")
-    assert record == {"path": str(tmp_path / "scan.nii.gz"), "size": 3000,
-                      "sha256": hashlib.sha256(b"abc" * 1000).hexdigest()}
+    assert record == {
+        "path": str(tmp_path / "scan.nii.gz"),
+        "size": 3000,
+        "sha256": hashlib.sha256(b"abc" * 1000).hexdigest(),
+    }
     with pytest.raises(FileNotFoundError, match=re.escape(str(tmp_path / "gone.nii.gz"))):
         file_record(tmp_path / "gone.nii.gz")
 
@@ -63,22 +66,28 @@ def test_input_changes_name_the_case_and_the_file(tmp_path):
     moved = [case_record(_case(tmp_path, i, i.encode(), folder="b")) for i in ("0001", "0002")]
     assert describe_input_changes({"cases": old}, {"cases": moved}) == []
     # other scans under the same case ids
-    other = [case_record(_case(tmp_path, i, b"other" + i.encode(), folder="c"))
-             for i in ("0001", "0002")]
+    other = [
+        case_record(_case(tmp_path, i, b"other" + i.encode(), folder="c")) for i in ("0001", "0002")
+    ]
     changes = describe_input_changes({"cases": old}, {"cases": other})
     where = [(o["image"]["path"], o["label"]["path"]) for o in other]
-    assert changes == [f"cases: contrast/0001 image differs ({where[0][0]}); contrast/0001 label "
-                       f"differs ({where[0][1]}); contrast/0002 image differs ({where[1][0]}); "
-                       f"contrast/0002 label differs ({where[1][1]})"]
+    assert changes == [
+        f"cases: contrast/0001 image differs ({where[0][0]}); contrast/0001 label "
+        f"differs ({where[0][1]}); contrast/0002 image differs ({where[1][0]}); "
+        f"contrast/0002 label differs ({where[1][1]})"
+    ]
     # cases added and removed, by modality and id
     third = case_record(_case(tmp_path, "0003", b"3"))
     nce = case_record(_case(tmp_path, "0001", b"n", modality="non-contrast", folder="n"))
     assert describe_input_changes({"cases": old}, {"cases": [old[0], third, nce]}) == [
-        "cases: added contrast/0003, non-contrast/0001", "cases: removed contrast/0002"]
+        "cases: added contrast/0003, non-contrast/0001",
+        "cases: removed contrast/0002",
+    ]
     # other inputs: a digest, nested records
-    assert describe_input_changes({"pretrain": "aa", "attention": {"contrast_0001": "x"}},
-                                  {"pretrain": "bb", "attention": {"contrast_0001": "y"}}) == [
-        "attention.contrast_0001 differs", "pretrain differs"]
+    assert describe_input_changes(
+        {"pretrain": "aa", "attention": {"contrast_0001": "x"}},
+        {"pretrain": "bb", "attention": {"contrast_0001": "y"}},
+    ) == ["attention.contrast_0001 differs", "pretrain differs"]
     assert describe_input_changes({"attention": "ground truth"}, {}) == ["attention differs"]
 
 
@@ -102,7 +111,8 @@ def test_mismatch_names_settings_and_inputs(tmp_path):
     organs = stage_fingerprint("coarse", base, organ_ids=[1, 6, 7])
     assert manifest.mismatch("coarse", organs, {"cases": other}) == (
         "organ_ids: [1, 6] -> [1, 6, 7]; cases: contrast/0001 image differs "
-        f"({other[0]['image']['path']}); contrast/0001 label differs ({other[0]['label']['path']})")
+        f"({other[0]['image']['path']}); contrast/0001 label differs ({other[0]['label']['path']})"
+    )
 
 
 def test_records_start_finish_drop_and_files():

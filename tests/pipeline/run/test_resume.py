@@ -21,8 +21,12 @@ from tests.pipeline._tiny import tiny_cohort, tiny_config
 ROOT = Path(__file__).resolve().parents[3]
 # stage 1 crops and stages 2-3 patches through DataLoader workers; two epochs per stage so a
 # kill after the first leaves work to resume; coarse attention, so stages 2-3 read stage 1's maps
-CHANGES = {"data.num_workers": 2, "pretrain.epochs": 2, "segment.epochs": 2,
-           "coarse.source": "coarse"}
+CHANGES = {
+    "data.num_workers": 2,
+    "pretrain.epochs": 2,
+    "segment.epochs": 2,
+    "coarse.source": "coarse",
+}
 
 
 class Interrupt(Exception):
@@ -45,16 +49,18 @@ def _assert_same_run(a: Path, b: Path) -> None:
         x, y = (safe_load(p / "checkpoints" / f"{stage}.pt") for p in (a, b))
         assert x["epoch"] == y["epoch"] == x["epochs"] and x["complete"]
         for key in x["model"]:
-            torch.testing.assert_close(x["model"][key], y["model"][key], rtol=0, atol=0,
-                                       msg=f"{stage} {key}")
+            torch.testing.assert_close(
+                x["model"][key], y["model"][key], rtol=0, atol=0, msg=f"{stage} {key}"
+            )
         for i, state in x["optimizer"]["state"].items():
             for name, value in state.items():
                 torch.testing.assert_close(value, y["optimizer"]["state"][i][name], rtol=0, atol=0)
     probs = sorted(p.name for p in (a / "coarse").glob("*.prob.pt"))
     assert probs and probs == sorted(p.name for p in (b / "coarse").glob("*.prob.pt"))
     for name in probs:
-        assert torch.equal(load_probabilities(a / "coarse" / name)[0],
-                           load_probabilities(b / "coarse" / name)[0])
+        assert torch.equal(
+            load_probabilities(a / "coarse" / name)[0], load_probabilities(b / "coarse" / name)[0]
+        )
 
     def epochs(run):
         rows = [json.loads(line) for line in (run / "epochs.jsonl").read_text().splitlines()]
@@ -72,13 +78,21 @@ def test_a_run_killed_in_each_stage_resumes_to_the_uninterrupted_result(tmp_path
     seen: list = []
     for stage in ("coarse", "pretrain", "segment"):
         with pytest.raises(Interrupt):
-            run_pipeline(train, test, cfg, out, resume=out.exists(),
-                         callback=_stop_after(stage, 1, seen))
-    result = run_pipeline(train, test, cfg, out, resume=True,
-                          callback=lambda s, e, r: seen.append((s, e)))
+            run_pipeline(
+                train, test, cfg, out, resume=out.exists(), callback=_stop_after(stage, 1, seen)
+            )
+    result = run_pipeline(
+        train, test, cfg, out, resume=True, callback=lambda s, e, r: seen.append((s, e))
+    )
     # each epoch ran once: the kills lost nothing and repeated nothing
-    assert seen == [("coarse", 1), ("coarse", 2), ("pretrain", 1), ("pretrain", 2), ("segment", 1),
-                    ("segment", 2)]
+    assert seen == [
+        ("coarse", 1),
+        ("coarse", 2),
+        ("pretrain", 1),
+        ("pretrain", 2),
+        ("segment", 1),
+        ("segment", 2),
+    ]
     _assert_same_run(tmp_path / "straight", out)
     assert result["mean"] == straight["mean"]
 
@@ -107,8 +121,15 @@ def test_resume_after_sigkill_in_a_fresh_process_is_bit_identical(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
 
     def run(out, mode):
-        argv = [sys.executable, "-c", _SCRIPT, str(tmp_path / "data"), str(out), mode,
-                repr(CHANGES)]
+        argv = [
+            sys.executable,
+            "-c",
+            _SCRIPT,
+            str(tmp_path / "data"),
+            str(out),
+            mode,
+            repr(CHANGES),
+        ]
         return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
 
     straight = run(tmp_path / "straight", "straight")

@@ -26,8 +26,9 @@ def _fp(stage, **changes):
 def _book(root, dependents=FROM_MAPS, dropped=None):
     lines: list[str] = []
     folder = RunFolder.open(root, resume=(root / "run.json").exists())
-    book = StageBook(folder, dependents, on_redo=None if dropped is None else dropped.append,
-                     say=lines.append)
+    book = StageBook(
+        folder, dependents, on_redo=None if dropped is None else dropped.append, say=lines.append
+    )
     return book, lines
 
 
@@ -99,8 +100,10 @@ def test_a_checkpoint_changed_or_missing_on_disk_is_redone(tmp_path):
     book, lines = _book(root)
     for stage in STAGES:
         book.begin(stage, _fp(stage), {"cases": []})
-    assert lines == ["[run] stage 2 changed: its output checkpoints/pretrain.pt changed on disk; "
-                     "redoing stages 2-3"]
+    assert lines == [
+        "[run] stage 2 changed: its output checkpoints/pretrain.pt changed on disk; "
+        "redoing stages 2-3"
+    ]
     assert _checkpoints(root) == ["coarse.pt"]
 
     root = tmp_path / "run2"
@@ -109,8 +112,9 @@ def test_a_checkpoint_changed_or_missing_on_disk_is_redone(tmp_path):
     book, lines = _book(root)
     for stage in STAGES:
         book.begin(stage, _fp(stage), {"cases": []})
-    assert lines == ["[run] stage 3 changed: its output checkpoints/segment.pt is missing; "
-                     "redoing stage 3"]
+    assert lines == [
+        "[run] stage 3 changed: its output checkpoints/segment.pt is missing; redoing stage 3"
+    ]
 
 
 def test_an_unfinished_stage_keeps_its_checkpoint_and_owns_it(tmp_path):

@@ -30,7 +30,9 @@ def test_fusion_properties(p, threshold):
         # the winner has the highest probability there
         assert (p[j][won] == top[won]).all()
     # a single organ is plain thresholding
-    np.testing.assert_array_equal(fuse_labels(p[:1], [7], threshold=threshold) == 7, p[0] > threshold)
+    np.testing.assert_array_equal(
+        fuse_labels(p[:1], [7], threshold=threshold) == 7, p[0] > threshold
+    )
 
 
 @settings(deadline=None, max_examples=30)

@@ -27,8 +27,8 @@ def test_window_starts_cover_the_range(lo, length, size, data):
     starts = window_starts(lo, hi, size, stride)
     covered = np.zeros(length + 2 * size, bool)
     for s in starts:
-        covered[s - lo + size: s - lo + 2 * size] = True
-    assert covered[size: size + length].all()
+        covered[s - lo + size : s - lo + 2 * size] = True
+    assert covered[size : size + length].all()
     assert (np.diff(starts) <= stride).all() and (np.diff(starts) > 0).all()
 
 
@@ -46,8 +46,9 @@ def _volume(seed: int):
 def test_segmentation_equals_fusion_of_pointwise_probabilities(stride):
     image, att = _volume(0)
     ids = [2, 6, 11]
-    out = segment_with_attention(PointwiseModel(), image, att, ids, patch_size=8, stride=stride, threshold=0.5,
-                                 batch_size=5)
+    out = segment_with_attention(
+        PointwiseModel(), image, att, ids, patch_size=8, stride=stride, threshold=0.5, batch_size=5
+    )
     prob = torch.sigmoid(8.0 * (torch.from_numpy(image) - 0.5)).numpy()
     # every attention voxel is covered by some window, so the averaged probability is exact
     # (float32 sigmoid and the mean of equal values agree to rounding: compare the fused labels)
@@ -77,7 +78,9 @@ def test_segmentation_errors():
 
 def test_empty_attention_gives_background():
     image, att = _volume(2)
-    out = segment_with_attention(PointwiseModel(), image, np.zeros_like(att), [1, 2, 3], patch_size=8, stride=8)
+    out = segment_with_attention(
+        PointwiseModel(), image, np.zeros_like(att), [1, 2, 3], patch_size=8, stride=8
+    )
     assert out.dtype == np.int16 and not out.any()
 
 
@@ -99,17 +102,25 @@ def test_window_weight_shapes_and_values():
         window_weight(5.0)
 
 
-@pytest.mark.parametrize("coarse, full, box", [
-    ((5, 7, 3), (13, 20, 11), (slice(2, 9), slice(0, 20), slice(4, 11))),
-    ((4, 4, 2), (4, 4, 2), (slice(0, 4), slice(1, 3), slice(0, 2))),  # same grid: the identity
-    ((3, 6, 4), (10, 5, 9), (slice(9, 10), slice(0, 5), slice(0, 1))),  # downsampling an axis, 1-voxel box
-])
+@pytest.mark.parametrize(
+    "coarse, full, box",
+    [
+        ((5, 7, 3), (13, 20, 11), (slice(2, 9), slice(0, 20), slice(4, 11))),
+        ((4, 4, 2), (4, 4, 2), (slice(0, 4), slice(1, 3), slice(0, 2))),  # same grid: the identity
+        (
+            (3, 6, 4),
+            (10, 5, 9),
+            (slice(9, 10), slice(0, 5), slice(0, 1)),
+        ),  # downsampling an axis, 1-voxel box
+    ],
+)
 def test_upsample_in_box_equals_interpolate_cropped(coarse, full, box):
     from agcl.pipeline.segment import upsample_in_box
 
     c = np.random.default_rng(0).random(coarse).astype(np.float32)
-    want = torch.nn.functional.interpolate(torch.from_numpy(c)[None, None], size=full, mode="trilinear",
-                                           align_corners=False)[0, 0].numpy()[box]
+    want = torch.nn.functional.interpolate(
+        torch.from_numpy(c)[None, None], size=full, mode="trilinear", align_corners=False
+    )[0, 0].numpy()[box]
     np.testing.assert_allclose(upsample_in_box(c, full, box), want, atol=1e-6)
     np.testing.assert_allclose(upsample_in_box(torch.from_numpy(c), full, box), want, atol=1e-6)
     with pytest.raises(ValueError, match="coarse must be"):
@@ -128,8 +139,17 @@ def test_coarse_weight_blends_the_coarse_probability(weight):
     image, att = _volume(4)
     ids = [2, 6, 11]
     cp = _coarse_probability((5, 6, 2), 3)
-    out = segment_with_attention(PointwiseModel(), image, att, ids, patch_size=8, stride=3, threshold=0.5,
-                                 coarse_probability=cp, coarse_weight=weight)
+    out = segment_with_attention(
+        PointwiseModel(),
+        image,
+        att,
+        ids,
+        patch_size=8,
+        stride=3,
+        threshold=0.5,
+        coarse_probability=cp,
+        coarse_weight=weight,
+    )
     p3 = torch.sigmoid(8.0 * (torch.from_numpy(image) - 0.5)).numpy()
     full = tuple(slice(0, n) for n in image.shape)
     pc = np.stack([upsample_in_box(cp[k + 1], image.shape, full) for k in range(3)])
@@ -145,10 +165,25 @@ def test_coarse_weight_zero_or_no_probability_is_the_paper_fusion():
     ids = [2, 6, 11]
     plain = segment_with_attention(PointwiseModel(), image, att, ids, patch_size=8, stride=4)
     cp = _coarse_probability((4, 4, 2), 3)
-    assert np.array_equal(plain, segment_with_attention(PointwiseModel(), image, att, ids, patch_size=8, stride=4,
-                                                        coarse_probability=cp, coarse_weight=0.0))
-    assert np.array_equal(plain, segment_with_attention(PointwiseModel(), image, att, ids, patch_size=8, stride=4,
-                                                        coarse_weight=0.5))
+    assert np.array_equal(
+        plain,
+        segment_with_attention(
+            PointwiseModel(),
+            image,
+            att,
+            ids,
+            patch_size=8,
+            stride=4,
+            coarse_probability=cp,
+            coarse_weight=0.0,
+        ),
+    )
+    assert np.array_equal(
+        plain,
+        segment_with_attention(
+            PointwiseModel(), image, att, ids, patch_size=8, stride=4, coarse_weight=0.5
+        ),
+    )
 
 
 def test_half_weight_keeps_what_stage_3_is_sure_of():
@@ -159,42 +194,80 @@ def test_half_weight_keeps_what_stage_3_is_sure_of():
 
     image, att = _volume(7)
     ids = [2, 6, 11]
-    for value in (0.01, 0.3, 1.0):  # any coarse probability above 0, up to 1 (the attention maps do not overlap)
+    for value in (
+        0.01,
+        0.3,
+        1.0,
+    ):  # any coarse probability above 0, up to 1 (the attention maps do not overlap)
         cp = np.full((4, 4, 4, 2), value, np.float32)
-        out = segment_with_attention(Sure(), image, att, ids, patch_size=8, stride=4, coarse_probability=cp,
-                                     coarse_weight=0.5)
-        np.testing.assert_array_equal(out, segment_with_attention(Sure(), image, att, ids, patch_size=8, stride=4))
+        out = segment_with_attention(
+            Sure(),
+            image,
+            att,
+            ids,
+            patch_size=8,
+            stride=4,
+            coarse_probability=cp,
+            coarse_weight=0.5,
+        )
+        np.testing.assert_array_equal(
+            out, segment_with_attention(Sure(), image, att, ids, patch_size=8, stride=4)
+        )
 
 
 def test_organ_without_a_coarse_channel_is_scored_by_stage_3_alone():
     image, att = _volume(8)
     ids = [2, 6, 11]
     cp = _coarse_probability((4, 4, 2), 2)  # channels for organs 6 and 11 only
-    out = segment_with_attention(PointwiseModel(), image, att, ids, patch_size=8, stride=4, coarse_probability=cp,
-                                 coarse_ids=[6, 11], coarse_weight=1.0)
+    out = segment_with_attention(
+        PointwiseModel(),
+        image,
+        att,
+        ids,
+        patch_size=8,
+        stride=4,
+        coarse_probability=cp,
+        coarse_ids=[6, 11],
+        coarse_weight=1.0,
+    )
     p3 = torch.sigmoid(8.0 * (torch.from_numpy(image) - 0.5)).numpy()
     only0 = att[0] & ~att[1] & ~att[2]
     np.testing.assert_array_equal(out[only0] == 2, p3[only0] > 0.5)
 
 
-@pytest.mark.parametrize("kwargs, err, match", [
-    ({"coarse_weight": 1.5}, ValueError, "coarse_weight"),
-    ({"coarse_weight": "0.5"}, TypeError, "coarse_weight"),
-    ({"window": "cosine"}, ValueError, "window"),
-    ({"coarse_probability": np.zeros((3, 4, 4, 2), np.float32)}, ValueError, "coarse_probability"),
-    ({"coarse_probability": np.zeros((4, 4, 4, 2), np.float32), "coarse_ids": [1, 2]}, ValueError, "coarse_ids"),
-])
+@pytest.mark.parametrize(
+    "kwargs, err, match",
+    [
+        ({"coarse_weight": 1.5}, ValueError, "coarse_weight"),
+        ({"coarse_weight": "0.5"}, TypeError, "coarse_weight"),
+        ({"window": "cosine"}, ValueError, "window"),
+        (
+            {"coarse_probability": np.zeros((3, 4, 4, 2), np.float32)},
+            ValueError,
+            "coarse_probability",
+        ),
+        (
+            {"coarse_probability": np.zeros((4, 4, 4, 2), np.float32), "coarse_ids": [1, 2]},
+            ValueError,
+            "coarse_ids",
+        ),
+    ],
+)
 def test_blending_options_are_checked(kwargs, err, match):
     image, att = _volume(1)
     with pytest.raises(err, match=match):
-        segment_with_attention(PointwiseModel(), image, att, [1, 2, 3], patch_size=8, stride=4, **kwargs)
+        segment_with_attention(
+            PointwiseModel(), image, att, [1, 2, 3], patch_size=8, stride=4, **kwargs
+        )
 
 
 @pytest.mark.parametrize("stride", [2, 5])
 def test_gaussian_window_averages_with_the_window_weight(stride):
     from agcl.pipeline.toolkit import window_weight
 
-    class Ramp(torch.nn.Module):  # p = column index inside the window / patch: depends on the window
+    class Ramp(
+        torch.nn.Module
+    ):  # p = column index inside the window / patch: depends on the window
         def forward(self, x):
             n = x.shape[-1]
             p = (torch.arange(n, dtype=torch.float32) + 0.5) / n
@@ -204,20 +277,31 @@ def test_gaussian_window_averages_with_the_window_weight(stride):
     image = np.zeros((8, 14, 1), np.float32)
     att = np.zeros((1, 8, 14, 1), bool)
     att[0, :, 0:14] = True
-    outs = {w: segment_with_attention(Ramp(), image, att, [1], patch_size=8, stride=stride, threshold=0.5, window=w)
-            for w in ("uniform", "gaussian")}
+    outs = {
+        w: segment_with_attention(
+            Ramp(), image, att, [1], patch_size=8, stride=stride, threshold=0.5, window=w
+        )
+        for w in ("uniform", "gaussian")
+    }
     # the expected averaged probability of each column, computed from the windows' starts
     from agcl.pipeline.toolkit import window_starts
 
     starts = window_starts(0, 13, 8, stride)
-    wcol = window_weight(8, "gaussian")[4].numpy()  # the weight along the columns (row 4: the centre)
+    wcol = window_weight(8, "gaussian")[
+        4
+    ].numpy()  # the weight along the columns (row 4: the centre)
     for kind, out in outs.items():
         for col in range(14):
             covering = [s for s in starts if s <= col < s + 8]
             p = np.array([(col - s + 0.5) / 8 for s in covering])
-            w = np.ones(len(covering)) if kind == "uniform" else np.array([wcol[col - s] for s in covering])
+            w = (
+                np.ones(len(covering))
+                if kind == "uniform"
+                else np.array([wcol[col - s] for s in covering])
+            )
             assert (out[4, col, 0] == 1) == (float((p * w).sum() / w.sum()) > 0.5), (kind, col)
     assert not np.array_equal(outs["uniform"], outs["gaussian"]) or stride == 5
+
 
 def test_sparse_attention_predicts_like_the_dense_stack():
     import torch
@@ -256,7 +340,9 @@ def test_graded_attention_feeds_its_values_and_bounds_by_non_zero():
 
     class Sure(torch.nn.Module):  # p = 0.9 everywhere
         def forward(self, x):
-            return torch.cat([torch.zeros_like(x[:, :1]), torch.full_like(x[:, :1], math.log(9.0))], 1)
+            return torch.cat(
+                [torch.zeros_like(x[:, :1]), torch.full_like(x[:, :1], math.log(9.0))], 1
+            )
 
     lab = np.zeros((30, 30, 2), np.uint8)
     lab[10:20, 10:20, :] = 3
@@ -272,6 +358,16 @@ def test_graded_attention_feeds_its_values_and_bounds_by_non_zero():
         np.testing.assert_array_equal(sure == 3, region)
         # the same with the coarse blend (coarse probability 0.9 everywhere: the blend is 0.9)
         cp = np.stack([np.full(lab.shape, 0.1, np.float32), np.full(lab.shape, 0.9, np.float32)])
-        blended = segment_with_attention(Sure(), img, att, [3], patch_size=8, stride=4, threshold=0.6,
-                                         coarse_probability=cp, coarse_ids=[3], coarse_weight=0.5)
+        blended = segment_with_attention(
+            Sure(),
+            img,
+            att,
+            [3],
+            patch_size=8,
+            stride=4,
+            threshold=0.6,
+            coarse_probability=cp,
+            coarse_ids=[3],
+            coarse_weight=0.5,
+        )
         np.testing.assert_array_equal(blended == 3, region)

@@ -14,9 +14,16 @@ def test_save_load_round_trip_weights_only(tmp_path):
     opt.step()
     gen = torch.Generator().manual_seed(5)
     npgen = np.random.default_rng(7)
-    path = save_stage(tmp_path / "s.pt", stage="pretrain", epoch=1, epochs=3, config={"lr": 0.1},
-                      model=model.state_dict(), optimizer=opt.state_dict(),
-                      rng=capture_rng({"sampler": gen, "np": npgen}))
+    path = save_stage(
+        tmp_path / "s.pt",
+        stage="pretrain",
+        epoch=1,
+        epochs=3,
+        config={"lr": 0.1},
+        model=model.state_dict(),
+        optimizer=opt.state_dict(),
+        rng=capture_rng({"sampler": gen, "np": npgen}),
+    )
     # the next draws after the checkpoint
     want_t, want_g, want_n = torch.rand(3), torch.rand(3, generator=gen), npgen.random(3)
     torch.manual_seed(123)
@@ -36,7 +43,9 @@ def test_save_load_round_trip_weights_only(tmp_path):
 
 def test_load_missing_mismatch_and_wrong_stage(tmp_path):
     assert load_stage(tmp_path / "none.pt", stage="coarse") is None
-    path = save_stage(tmp_path / "c.pt", stage="coarse", epoch=2, epochs=2, config={"lr": 1.0}, model={})
+    path = save_stage(
+        tmp_path / "c.pt", stage="coarse", epoch=2, epochs=2, config={"lr": 1.0}, model={}
+    )
     assert load_stage(path, stage="coarse")["complete"] is True
     with pytest.raises(ValueError, match="lr"):
         load_stage(path, stage="coarse", config={"lr": 2.0})

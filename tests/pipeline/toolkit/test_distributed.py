@@ -67,10 +67,21 @@ def _single_process():
     v1, v2, target, modality, y = _data()
     pre, seg = _models()
     loss_fn = ModalTargetSupConLoss(0.1)
-    l2 = _step(pre, lambda m: pretrain_step(m, v1, v2, method="agcl", target=target, modality=modality,
-                                            loss_fn=loss_fn))
-    l3 = _step(seg, lambda m: segment_step(m, torch.cat([v1[:, :1], v2[:, 1:]], 1), y,
-                                           SoftDiceLoss(activation="softmax", include_background=False)))
+    l2 = _step(
+        pre,
+        lambda m: pretrain_step(
+            m, v1, v2, method="agcl", target=target, modality=modality, loss_fn=loss_fn
+        ),
+    )
+    l3 = _step(
+        seg,
+        lambda m: segment_step(
+            m,
+            torch.cat([v1[:, :1], v2[:, 1:]], 1),
+            y,
+            SoftDiceLoss(activation="softmax", include_background=False),
+        ),
+    )
     return pre.state_dict(), seg.state_dict(), l2, l3
 
 
@@ -85,11 +96,25 @@ def _equivalence_worker(rank: int, world: int, port: int, out: str) -> None:
         part = slice(rank * B // world, (rank + 1) * B // world)
         pre, seg = _models()
         loss_fn = ModalTargetSupConLoss(0.1, gather_distributed=True)
-        l2 = _step(DDP(pre), lambda m: pretrain_step(m, v1[part], v2[part], method="agcl", target=target[part],
-                                                     modality=modality[part], loss_fn=loss_fn))
+        l2 = _step(
+            DDP(pre),
+            lambda m: pretrain_step(
+                m,
+                v1[part],
+                v2[part],
+                method="agcl",
+                target=target[part],
+                modality=modality[part],
+                loss_fn=loss_fn,
+            ),
+        )
         x = torch.cat([v1[:, :1], v2[:, 1:]], 1)
-        l3 = _step(DDP(seg), lambda m: segment_step(m, x[part], y[part],
-                                                    SoftDiceLoss(activation="softmax", include_background=False)))
+        l3 = _step(
+            DDP(seg),
+            lambda m: segment_step(
+                m, x[part], y[part], SoftDiceLoss(activation="softmax", include_background=False)
+            ),
+        )
         dist.all_reduce(l3)
         if rank == 0:  # tensors through a file: a queue would share them with a process that exits
             torch.save((pre.state_dict(), seg.state_dict(), l2, l3 / world), out)
@@ -112,8 +137,12 @@ def test_two_processes_take_the_same_step_as_one(tmp_path):
         torch.testing.assert_close(seg_d[key], seg_s[key], rtol=1e-5, atol=1e-6, msg=key)
     # the step changed something, so the comparison is not vacuous
     fresh_pre, fresh_seg = _models()
-    assert not torch.equal(fresh_pre.state_dict()["projection.fc2.weight"], pre_s["projection.fc2.weight"])
-    assert not torch.equal(fresh_seg.state_dict()["decoder.classifier.weight"], seg_s["decoder.classifier.weight"])
+    assert not torch.equal(
+        fresh_pre.state_dict()["projection.fc2.weight"], pre_s["projection.fc2.weight"]
+    )
+    assert not torch.equal(
+        fresh_seg.state_dict()["decoder.classifier.weight"], seg_s["decoder.classifier.weight"]
+    )
 
 
 def _pipeline_worker(rank: int, world: int, port: int, root: str, queue) -> None:
@@ -129,7 +158,13 @@ def _pipeline_worker(rank: int, world: int, port: int, root: str, queue) -> None
         train, test = tiny_cohort(Path(root) / f"data{rank}")
         epochs: list = []
         cfg = tiny_config(**{"coarse.source": "gt", "pretrain.epochs": 1, "segment.epochs": 1})
-        result = run_pipeline(train, test, cfg, Path(root) / "run", callback=lambda s, e, r: epochs.append((s, r["loss"])))
+        result = run_pipeline(
+            train,
+            test,
+            cfg,
+            Path(root) / "run",
+            callback=lambda s, e, r: epochs.append((s, r["loss"])),
+        )
         queue.put((rank, epochs, sorted(result)))
     finally:
         dist.destroy_process_group()

@@ -22,44 +22,120 @@ from agcl.pipeline.toolkit.fingerprint import (
 )
 
 _PREPROCESS = {"seed", "clip_hu", "percentiles", "domain"}
-_ENCODER = {"pretrain.method", "pretrain.encoder", "pretrain.base_width", "pretrain.output_stride",
-            "pretrain.patch_size", "pretrain.image_channels"}
+_ENCODER = {
+    "pretrain.method",
+    "pretrain.encoder",
+    "pretrain.base_width",
+    "pretrain.output_stride",
+    "pretrain.patch_size",
+    "pretrain.image_channels",
+}
 _STREAM = {"data.shards", "data.streams", "data.shuffle_buffer", "data.chunk_size"}
 
 #: each stage's fields, written out: a field dropped from (or added to) a fingerprint fails here
 PINNED: dict[str, set[str]] = {
-    "coarse": {"seed", "clip_hu", "percentiles", "coarse.spacing_mm", "coarse.shape",
-               "coarse.crop_shape", "coarse.foreground_fraction", "coarse.crops_per_case",
-               "coarse.augment", "coarse.zoom", "coarse.rotation_deg", "coarse.lr_decay",
-               "coarse.base_channels", "coarse.depth", "coarse.epochs", "coarse.lr",
-               "coarse.batch_size"},
+    "coarse": {
+        "seed",
+        "clip_hu",
+        "percentiles",
+        "coarse.spacing_mm",
+        "coarse.shape",
+        "coarse.crop_shape",
+        "coarse.foreground_fraction",
+        "coarse.crops_per_case",
+        "coarse.augment",
+        "coarse.zoom",
+        "coarse.rotation_deg",
+        "coarse.lr_decay",
+        "coarse.base_channels",
+        "coarse.depth",
+        "coarse.epochs",
+        "coarse.lr",
+        "coarse.batch_size",
+    },
     "coarse_maps": {"clip_hu", "percentiles", "coarse.overlap"},
-    "coarse2d": {"seed", "coarse2d.encoder", "coarse2d.base_width", "coarse2d.output_stride",
-                 "coarse2d.aspp_channels", "coarse2d.decoder_channels",
-                 "coarse2d.low_level_reduced", "coarse2d.epochs", "coarse2d.optimizer",
-                 "coarse2d.lr", "coarse2d.momentum", "coarse2d.weight_decay", "coarse2d.batch_size",
-                 "coarse2d.crop_size", "coarse2d.hflip"},
-    "pretrain": _PREPROCESS | _ENCODER | _STREAM | {
-        "pretrain.max_patches_per_volume", "pretrain.patches_per_slice", "pretrain.temperature",
-        "pretrain.partial_weight", "pretrain.queue_size", "pretrain.epochs", "pretrain.lr",
-        "pretrain.momentum", "pretrain.weight_decay", "pretrain.batch_size",
-        "pretrain.projection_dim", "pretrain.aug_scale", "pretrain.aug_degrees",
-        "pretrain.aug_ratio", "pretrain.aug_hflip", "pretrain.aug_intensity_jitter",
-        "pretrain.aug_color_distortion", "pretrain.steps_per_epoch"},
-    "segment": _PREPROCESS | _ENCODER | _STREAM | {
-        "segment.patches_per_slice", "segment.max_patches_per_volume", "segment.aspp_channels",
-        "segment.decoder", "segment.decoder_channels", "segment.loss", "segment.epochs",
-        "segment.lr", "segment.batch_size", "segment.steps_per_epoch", "segment.label_fraction"},
+    "coarse2d": {
+        "seed",
+        "coarse2d.encoder",
+        "coarse2d.base_width",
+        "coarse2d.output_stride",
+        "coarse2d.aspp_channels",
+        "coarse2d.decoder_channels",
+        "coarse2d.low_level_reduced",
+        "coarse2d.epochs",
+        "coarse2d.optimizer",
+        "coarse2d.lr",
+        "coarse2d.momentum",
+        "coarse2d.weight_decay",
+        "coarse2d.batch_size",
+        "coarse2d.crop_size",
+        "coarse2d.hflip",
+    },
+    "pretrain": _PREPROCESS
+    | _ENCODER
+    | _STREAM
+    | {
+        "pretrain.max_patches_per_volume",
+        "pretrain.patches_per_slice",
+        "pretrain.temperature",
+        "pretrain.partial_weight",
+        "pretrain.queue_size",
+        "pretrain.epochs",
+        "pretrain.lr",
+        "pretrain.momentum",
+        "pretrain.weight_decay",
+        "pretrain.batch_size",
+        "pretrain.projection_dim",
+        "pretrain.aug_scale",
+        "pretrain.aug_degrees",
+        "pretrain.aug_ratio",
+        "pretrain.aug_hflip",
+        "pretrain.aug_intensity_jitter",
+        "pretrain.aug_color_distortion",
+        "pretrain.steps_per_epoch",
+    },
+    "segment": _PREPROCESS
+    | _ENCODER
+    | _STREAM
+    | {
+        "segment.patches_per_slice",
+        "segment.max_patches_per_volume",
+        "segment.aspp_channels",
+        "segment.decoder",
+        "segment.decoder_channels",
+        "segment.loss",
+        "segment.epochs",
+        "segment.lr",
+        "segment.batch_size",
+        "segment.steps_per_epoch",
+        "segment.label_fraction",
+    },
 }
 PINNED_ATTENTION: dict[str, set[str]] = {
-    "ct": {"coarse.source", "coarse.margin_mm", "coarse.attention_threshold",
-           "coarse.attention_channel"},
-    "image2d": {"coarse.source", "coarse2d.attention_threshold", "coarse2d.fraction",
-                "coarse2d.margin_px", "coarse2d.presence_threshold"},
+    "ct": {
+        "coarse.source",
+        "coarse.margin_mm",
+        "coarse.attention_threshold",
+        "coarse.attention_channel",
+    },
+    "image2d": {
+        "coarse.source",
+        "coarse2d.attention_threshold",
+        "coarse2d.fraction",
+        "coarse2d.margin_px",
+        "coarse2d.presence_threshold",
+    },
 }
 # the domain each stage runs in (stages 2-3 in both)
-CASES = [("coarse", "ct"), ("coarse_maps", "ct"), ("coarse2d", "image2d"), ("pretrain", "ct"),
-         ("pretrain", "image2d"), ("segment", "ct"), ("segment", "image2d")]
+CASES = [
+    ("coarse", "ct"),
+    ("coarse_maps", "ct"),
+    ("coarse2d", "image2d"),
+    ("pretrain", "ct"),
+    ("pretrain", "image2d"),
+    ("segment", "ct"),
+    ("segment", "image2d"),
+]
 
 
 def _fields() -> set[str]:
@@ -86,9 +162,28 @@ def test_each_stages_fields_are_pinned():
     assert {domain: set(names) for domain, names in ATTENTION_FIELDS.items()} == PINNED_ATTENTION
 
 
-_WORDS = ("gt", "coarse", "mask", "probability", "sscl", "supcon", "aspp", "deeplabv3plus",
-          "dice", "sgd", "adam", "resnet50", "resnet18", "gaussian", "uniform", "bf16", "off",
-          "image2d", "ct", "other")
+_WORDS = (
+    "gt",
+    "coarse",
+    "mask",
+    "probability",
+    "sscl",
+    "supcon",
+    "aspp",
+    "deeplabv3plus",
+    "dice",
+    "sgd",
+    "adam",
+    "resnet50",
+    "resnet18",
+    "gaussian",
+    "uniform",
+    "bf16",
+    "off",
+    "image2d",
+    "ct",
+    "other",
+)
 
 
 def _candidates(value):
@@ -151,13 +246,25 @@ def test_the_seed_decides_stage_2():
 
 def test_context_enters_the_fingerprint():
     cfg = PipelineConfig.quick()
-    fp = stage_fingerprint("pretrain", cfg, organ_ids=[1, 6], num_modalities=2, world_size=2,
-                           components=components_record(model=None, loss_fn=torch.nn.MSELoss()))
+    fp = stage_fingerprint(
+        "pretrain",
+        cfg,
+        organ_ids=[1, 6],
+        num_modalities=2,
+        world_size=2,
+        components=components_record(model=None, loss_fn=torch.nn.MSELoss()),
+    )
     assert fp["stage"] == "pretrain" and fp["organ_ids"] == [1, 6] and fp["num_modalities"] == 2
     assert fp["components"] == {"model": "default", "loss_fn": "torch.nn.modules.loss.MSELoss"}
     assert set(fp["fields"]) == PINNED["pretrain"] | PINNED_ATTENTION["ct"]
-    other = stage_fingerprint("pretrain", cfg, organ_ids=[1, 6], num_modalities=2, world_size=1,
-                              components=components_record(model=None, loss_fn=torch.nn.MSELoss()))
+    other = stage_fingerprint(
+        "pretrain",
+        cfg,
+        organ_ids=[1, 6],
+        num_modalities=2,
+        world_size=1,
+        components=components_record(model=None, loss_fn=torch.nn.MSELoss()),
+    )
     manifest = Manifest()
     manifest.start("pretrain", fp, {})
     assert manifest.mismatch("pretrain", other, {}) == "world_size: 2 -> 1"
@@ -169,8 +276,13 @@ def test_components_record_names_classes_and_functions():
     def my_loss(logits, labels):
         return logits.sum()
 
-    record = components_record(model=torch.nn.Linear(2, 2), loss_fn=my_loss,
-                               optimizer=torch.optim.SGD, augment=None)
+    record = components_record(
+        model=torch.nn.Linear(2, 2), loss_fn=my_loss, optimizer=torch.optim.SGD, augment=None
+    )
     where = f"{__name__}.test_components_record_names_classes_and_functions.<locals>"
-    assert record == {"model": "torch.nn.modules.linear.Linear", "loss_fn": f"{where}.my_loss",
-                      "optimizer": "torch.optim.sgd.SGD", "augment": "default"}
+    assert record == {
+        "model": "torch.nn.modules.linear.Linear",
+        "loss_fn": f"{where}.my_loss",
+        "optimizer": "torch.optim.sgd.SGD",
+        "augment": "default",
+    }

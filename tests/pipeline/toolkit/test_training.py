@@ -18,9 +18,20 @@ def _run(tmp_path, steps_per_epoch):
         return float(batch)
 
     records = []
-    fit(stage="pretrain", epochs=2, ckpt_path=tmp_path / "c.pt", settings={}, model=model, optimizer=opt,
-        epoch_batches=lambda e: iter(range(5)), step=step, resume=False, log=EpochLog(tmp_path / "e.jsonl"),
-        callback=lambda s, e, r: records.append(r), steps_per_epoch=steps_per_epoch)
+    fit(
+        stage="pretrain",
+        epochs=2,
+        ckpt_path=tmp_path / "c.pt",
+        settings={},
+        model=model,
+        optimizer=opt,
+        epoch_batches=lambda e: iter(range(5)),
+        step=step,
+        resume=False,
+        log=EpochLog(tmp_path / "e.jsonl"),
+        callback=lambda s, e, r: records.append(r),
+        steps_per_epoch=steps_per_epoch,
+    )
     return seen, records
 
 
@@ -39,7 +50,9 @@ def test_steps_per_epoch_rejects_bad_values(tmp_path, bad):
 
 
 def test_steps_per_epoch_is_a_config_field_settable_by_override():
-    cfg = PipelineConfig.quick().override(**{"pretrain.steps_per_epoch": 3, "segment.steps_per_epoch": 1})
+    cfg = PipelineConfig.quick().override(
+        **{"pretrain.steps_per_epoch": 3, "segment.steps_per_epoch": 1}
+    )
     assert cfg.pretrain.steps_per_epoch == 3 and cfg.segment.steps_per_epoch == 1
     assert PipelineConfig.paper().pretrain.steps_per_epoch is None
     assert PipelineConfig.from_dict(cfg.to_dict()) == cfg
@@ -67,7 +80,9 @@ def test_mixed_precision_forward_casts_back_and_fp16_goes_through_the_scaler():
     assert off.forward(model) is model and off.scaler is None
     bf16 = MixedPrecision("bf16", "cpu")
     out = bf16.forward(model)(x)
-    assert out.dtype == torch.float32 and not torch.equal(out, model(x))  # computed in bf16, returned as fp32
+    assert out.dtype == torch.float32 and not torch.equal(
+        out, model(x)
+    )  # computed in bf16, returned as fp32
     assert torch.allclose(out, model(x), atol=0.05)
     assert bf16.forward(lambda v: (v, 1))(x)[1] == 1  # non-tensor outputs pass through
     # CUDA's fp16 branch, exercised on the CPU (autocast and GradScaler both take "cpu")
@@ -79,12 +94,14 @@ def test_mixed_precision_forward_casts_back_and_fp16_goes_through_the_scaler():
             return super().scale(outputs)
 
     fp16 = MixedPrecision("bf16", "cpu")
-    fp16.dtype, fp16.scaler = torch.float16, Spy("cpu", init_scale=2.0 ** 10)
+    fp16.dtype, fp16.scaler = torch.float16, Spy("cpu", init_scale=2.0**10)
     before = model.weight.detach().clone()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     loss = fp16.forward(model)(x).square().mean()
     fp16.step(loss, opt)
     assert not torch.equal(model.weight, before) and torch.isfinite(model.weight).all()
-    assert len(scaled) == 1 and fp16.scaler.get_scale() == 2.0 ** 10  # scaled once; finite: the scale is kept
+    assert (
+        len(scaled) == 1 and fp16.scaler.get_scale() == 2.0**10
+    )  # scaled once; finite: the scale is kept
     with pytest.raises(ValueError, match="segment.amp"):
         MixedPrecision("fp16", "cpu", "segment.amp")

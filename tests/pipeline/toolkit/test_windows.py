@@ -12,8 +12,10 @@ from agcl.augment.crop3d import extract
 from agcl.pipeline.toolkit.windows import sliding_window, window_starts, window_weight
 
 
-@pytest.mark.parametrize("lo,hi,size,stride", [(0, 9, 4, 3), (3, 40, 16, 8), (5, 6, 4, 2), (0, 63, 64, 32),
-                                                 (2, 2, 1, 1), (10, 60, 16, 16)])
+@pytest.mark.parametrize(
+    "lo,hi,size,stride",
+    [(0, 9, 4, 3), (3, 40, 16, 8), (5, 6, 4, 2), (0, 63, 64, 32), (2, 2, 1, 1), (10, 60, 16, 16)],
+)
 def test_window_starts_cover_the_range(lo, hi, size, stride):
     starts = window_starts(lo, hi, size, stride)
     covered = set()
@@ -33,7 +35,7 @@ def test_window_starts_with_an_overlap_tile_a_padded_axis():
         starts = window_starts(0, n - 1, size, max(1, int(size * 0.5)), short="start")
         covered = np.zeros(max(n, size), bool)
         for s in starts:
-            covered[s: s + size] = True
+            covered[s : s + size] = True
             assert 0 <= s and s + size <= max(n, size)
         assert covered[:n].all()
 
@@ -63,8 +65,11 @@ def _softmax(model):
 
 def _grid(shape, window, overlap=0.5):
     steps = [max(1, int(w * (1 - overlap))) for w in window]
-    return list(itertools.product(*[window_starts(0, n - 1, w, s, short="start")
-                                    for n, w, s in zip(shape, window, steps)]))
+    return list(
+        itertools.product(
+            *[window_starts(0, n - 1, w, s, short="start") for n, w, s in zip(shape, window, steps)]
+        )
+    )
 
 
 @torch.no_grad()
@@ -77,22 +82,34 @@ def test_one_window_is_the_single_pass_and_a_small_volume_is_padded():
     # smaller than the window: padded (with pad_value), then cropped back
     padded = extract(vol, (0, 0, 0), (16, 16, 8), -0.5)
     ref = torch.softmax(model(padded[None, None]), 1)[0][:, :12, :10, :8]
-    out = sliding_window(_softmax(model), vol[None], (16, 16, 8), _grid(vol.shape, (16, 16, 8)), pad_value=-0.5)
+    out = sliding_window(
+        _softmax(model), vol[None], (16, 16, 8), _grid(vol.shape, (16, 16, 8)), pad_value=-0.5
+    )
     assert torch.allclose(out, ref, atol=1e-6)
 
 
 @torch.no_grad()
 def test_windows_stitch_every_voxel():
     torch.manual_seed(0)
-    pointwise = torch.nn.Conv3d(1, 4, 1).eval()  # no context: the stitched output must equal one pass
+    pointwise = torch.nn.Conv3d(
+        1, 4, 1
+    ).eval()  # no context: the stitched output must equal one pass
     vol = torch.rand(23, 17, 9)
     whole = torch.softmax(pointwise(vol[None, None]), 1)[0]
     for weight in ("gaussian", "uniform"):
-        out = sliding_window(_softmax(pointwise), vol[None], (8, 8, 4), _grid(vol.shape, (8, 8, 4)), weight=weight,
-                             batch_size=3)
+        out = sliding_window(
+            _softmax(pointwise),
+            vol[None],
+            (8, 8, 4),
+            _grid(vol.shape, (8, 8, 4)),
+            weight=weight,
+            batch_size=3,
+        )
         assert out.shape == (4, 23, 17, 9) and torch.allclose(out, whole, atol=1e-5)
     out = sliding_window(_softmax(_unet()), vol[None], (8, 8, 4), _grid(vol.shape, (8, 8, 4)))
-    assert out.shape == (3, 23, 17, 9) and torch.allclose(out.sum(0), torch.ones(23, 17, 9), atol=1e-5)
+    assert out.shape == (3, 23, 17, 9) and torch.allclose(
+        out.sum(0), torch.ones(23, 17, 9), atol=1e-5
+    )
 
 
 def test_weights_decide_how_overlaps_are_averaged_and_uncovered_voxels_are_zero():
@@ -110,7 +127,13 @@ def test_weights_decide_how_overlaps_are_averaged_and_uncovered_voxels_are_zero(
     assert sparse[0, 4:].tolist() == [0.0] * 6  # no window covers them
     # windows reaching outside take the pad value, one per channel
     seen = []
-    sliding_window(lambda b: (seen.append(b.clone()), b)[1], torch.zeros(2, 3), (4,), [[-1]], pad_value=(7.0, -7.0))
+    sliding_window(
+        lambda b: (seen.append(b.clone()), b)[1],
+        torch.zeros(2, 3),
+        (4,),
+        [[-1]],
+        pad_value=(7.0, -7.0),
+    )
     assert seen[0][0, :, 0].tolist() == [7.0, -7.0]
 
 
