@@ -62,10 +62,27 @@ def _is_nifti(path: Path) -> bool:
     return path.name.endswith((".nii", ".nii.gz"))
 
 
+def _channel_layout(names: list[str]) -> bool:
+    """Whether file names (without extension) are nnU-Net channel files ``<case>_XXXX``: every
+    name ends with a 4-digit suffix, every case has its channel ``_0000`` and no channel twice.
+    ``case_0001``, ``case_0002``, ... are cases, not channels of one case ``case``.
+
+    Examples:
+        >>> _channel_layout(["a_0000", "a_0001", "b_0000"]), _channel_layout(["case_0001", "case_0002"])
+        (True, False)
+    """
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        if not _CHANNEL.search(name):
+            return False
+        groups.setdefault(name[:-5], []).append(name[-4:])
+    return all("0000" in chans and len(set(chans)) == len(chans) for chans in groups.values())
+
+
 def find_scans(path: str | Path) -> list[tuple[str, Path]]:
     """``[(case id, scan)]`` of ``--input``: the file itself, or the folder's ``.nii``/``.nii.gz``
-    files, sorted. In a folder whose every file ends with an nnU-Net channel suffix
-    (``<case>_XXXX``) only channel ``_0000`` is read and the suffix is not part of the id; a
+    files, sorted. In a folder of nnU-Net channel files (every file ``<case>_XXXX``, every case
+    with its ``_0000``) only channel ``_0000`` is read and the suffix is not part of the id; a
     single file loses a ``_0000`` suffix.
 
     Raises:
@@ -83,7 +100,7 @@ def find_scans(path: str | Path) -> list[tuple[str, Path]]:
     files = [f for f in sorted(p.iterdir()) if f.is_file() and _is_nifti(f)]
     if not files:
         raise UserError(f"--input {p} holds no NIfTI scan (.nii or .nii.gz)")
-    channels = all(_CHANNEL.search(case_id(f)) for f in files)
+    channels = _channel_layout([case_id(f) for f in files])
     scans = [
         (case_id(f, channel=channels), f)
         for f in files

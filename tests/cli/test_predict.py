@@ -244,3 +244,15 @@ def test_load_run_and_predict_volume_arguments(tiny_run, tmp_path):
         )
     with pytest.raises(FileNotFoundError, match="not an agcl run folder"):
         load_run(tmp_path)
+
+
+def test_case_numbers_are_not_taken_for_channels(tiny_run, tmp_path):
+    """``case_0001.nii.gz, case_0002.nii.gz`` are two cases (not channels 1 and 2 of ``case``):
+    both are predicted, under their own names."""
+    run, _, test, _ = tiny_run
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    for i, (case, _) in enumerate(test, start=1):
+        shutil.copy(case.image_path, folder / f"case_{i:04d}.nii.gz")
+    assert main(["predict", "--run", str(run), "--input", str(folder), "--out", str(tmp_path / "p")]) == 0
+    assert sorted(p.name for p in (tmp_path / "p").glob("*.nii.gz")) == ["case_0001.nii.gz", "case_0002.nii.gz"]
