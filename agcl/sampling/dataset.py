@@ -27,7 +27,8 @@ import torch
 from torch.utils.data import Dataset
 
 from agcl._validation import check_int
-from agcl.sampling.attention_patches import AttentionPatchSampler, PatchBatch
+from agcl.sampling.attention_patches import AttentionPatchSampler
+from agcl.sampling.patch_batch import PatchBatch
 
 __all__ = ["AttentionPatchDataset", "collate_patch_batches", "minibatches"]
 
