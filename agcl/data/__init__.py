@@ -26,7 +26,8 @@ from agcl.data.cohort import Cohort, build_cohort
 from agcl.data.images2d import IMAGE_MEAN, IMAGE_STD, ImageVolumes, image_tensor, image_volume
 from agcl.data.labels import load_coarse_labels, remap_labels
 from agcl.data.nifti import Volume, load_volume, save_like
-from agcl.data.nnunet import btcv_code_of, discover_nnunet, is_nnunet_dataset, nnunet_label_map
+from agcl.data.nnunet import discover_nnunet, is_nnunet_dataset, nnunet_label_map
+from agcl.data.organ_names import btcv_code_of
 from agcl.data.prepared import PreparedCase, PreparedCases, prepare_case, resample
 from agcl.data.preprocessing import (
     HU_WINDOW,
