@@ -109,7 +109,8 @@ def write_btcv_like(
 
     Examples:
         >>> import tempfile
-        >>> out = write_btcv_like(tempfile.mkdtemp(), 1, shape=(24, 24, 8), spacing=(14.7, 14.7, 25.0))
+        >>> out = write_btcv_like(tempfile.mkdtemp(), 1, shape=(24, 24, 8),
+        ...                       spacing=(14.7, 14.7, 25.0))
         >>> sorted(out), out["contrast"][0].image_path.name
         (['contrast', 'non-contrast'], 'img0001.nii.gz')
     """
@@ -237,7 +238,8 @@ def write_nnunet_like(
         or not all(isinstance(n, str) and n.strip() for n in listed)
     ):
         raise ValueError(
-            f"names must give distinct non-empty names to written organs {sorted(written)}; got {names!r}"
+            "names must give distinct non-empty names to written organs "
+            f"{sorted(written)}; got {names!r}"
         )
     lut = np.zeros(max(BTCV_ORGANS) + 1, np.uint8)
     for btcv, code in written.items():
