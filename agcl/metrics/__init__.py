@@ -1,4 +1,5 @@
-"""Segmentation metrics: Dice, Hausdorff distance (max / HD95) and ASSD in mm, per organ; IoU per class.
+"""Segmentation metrics: Dice, Hausdorff distance (max / HD95) and ASSD in mm, per organ; IoU per
+class.
 
 Also the encoder probes (:mod:`agcl.metrics.probe`): k-NN and linear-probe accuracy and the
 silhouette of labelled embeddings, which measure a frozen encoder apart from any decoder.

@@ -1,4 +1,5 @@
-"""k-nearest-neighbour accuracy of labelled embeddings (an encoder probe, :mod:`agcl.metrics.probe`).
+"""k-nearest-neighbour accuracy of labelled embeddings (an encoder probe,
+:mod:`agcl.metrics.probe`).
 
 No training at all: each held-out row takes the majority label of its most similar fit rows, so
 the accuracy reads the geometry of the embedding as it is.
