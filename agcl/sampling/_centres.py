@@ -104,7 +104,7 @@ def draw_centres(
     mode: str,
     margin: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Centres ``(P, 3)`` as (slice, i, j) and the group of each, ``patches_per_slice`` per group."""
+    """Centres ``(P, 3)`` as (slice, i, j) and the group of each, ``per_slice`` per group."""
     a = axis
     b, c = (d for d in range(3) if d != a)
     n_sl, k, m = shape[a], per_slice, margin

@@ -33,7 +33,8 @@ def round_robin(iterators: list[Iterator[PatchBatch]]) -> Iterator[PatchBatch]:
 def tagged_round_robin(
     shards: dict[int, Iterator[PatchBatch]],
 ) -> Iterator[tuple[int, PatchBatch | None]]:
-    """The worker side of :meth:`PatchStream.loader`: ``(shard, batch)``, ``(shard, None)`` at its end."""
+    """The worker side of :meth:`PatchStream.loader`: ``(shard, batch)`` items, ``(shard, None)``
+    at a shard's end."""
     active = deque(shards.items())
     while active:
         s, it = active.popleft()

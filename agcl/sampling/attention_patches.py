@@ -72,7 +72,8 @@ class AttentionPatchSampler:
 
     Examples:
         >>> import torch
-        >>> lab = torch.zeros(20, 20, 3, dtype=torch.long); lab[5:9, 5:9, 1] = 6; lab[12:15, 2:4, :2] = 2
+        >>> lab = torch.zeros(20, 20, 3, dtype=torch.long)
+        >>> lab[5:9, 5:9, 1] = 6; lab[12:15, 2:4, :2] = 2
         >>> s = AttentionPatchSampler(patch_size=8, patches_per_slice=4, seed=0)
         >>> b = s.sample(torch.randn(20, 20, 3), lab, label=lab, modality=1)
         >>> len(b), b.image.shape, b.target.tolist()
@@ -117,8 +118,10 @@ class AttentionPatchSampler:
 
     def __repr__(self) -> str:
         return (
-            f"AttentionPatchSampler(patch_size={self.patch_size}, patches_per_slice={self.patches_per_slice}, "
-            f"axis={self.axis}, centre_mode={self.centre_mode!r}, margin={self.margin}, max_patches={self.max_patches})"
+            f"AttentionPatchSampler(patch_size={self.patch_size}, "
+            f"patches_per_slice={self.patches_per_slice}, axis={self.axis}, "
+            f"centre_mode={self.centre_mode!r}, margin={self.margin}, "
+            f"max_patches={self.max_patches})"
         )
 
     def sample(
@@ -196,7 +199,8 @@ class AttentionPatchSampler:
             img = img.unsqueeze(0)
         if img.ndim != 4:
             raise ValueError(
-                f"image must be a 3-D volume (D0, D1, D2) or (C, D0, D1, D2); got shape {tuple(img.shape)}"
+                "image must be a 3-D volume (D0, D1, D2) or (C, D0, D1, D2); "
+                f"got shape {tuple(img.shape)}"
             )
         return img
 
@@ -212,10 +216,11 @@ class AttentionPatchSampler:
 
         Args:
             attention: a label map of ``shape``, a stack ``(K, *shape)`` (non-zero = inside),
-                or sparse ``{code: (box, mask)}``: ``box`` a tuple of three slices into the volume and
-                ``mask`` a bool array of the box's shape, the organ's attention inside it (no
-                dense map of every organ is ever built); a float mask (values in ``[0, 1]``)
-                counts as inside where it is non-zero and :meth:`cut` keeps its values.
+                or sparse ``{code: (box, mask)}``: ``box`` a tuple of three slices into the
+                volume and ``mask`` a bool array of the box's shape, the organ's attention
+                inside it (no dense map of every organ is ever built); a float mask (values in
+                ``[0, 1]``) counts as inside where it is non-zero and :meth:`cut` keeps its
+                values.
             shape: the volume's shape ``(D0, D1, D2)``.
             targets: as in :meth:`sample`.
             generator: overrides the sampler's generator for this call.
@@ -250,7 +255,8 @@ class AttentionPatchSampler:
             att = as_tensor("attention", attention).cpu()
             if not (tuple(att.shape) == shape or (att.ndim == 4 and tuple(att.shape[1:]) == shape)):
                 raise ValueError(
-                    f"attention must have the image's shape {shape} or (K, *{shape}); got shape {tuple(att.shape)}"
+                    f"attention must have the image's shape {shape} or (K, *{shape}); "
+                    f"got shape {tuple(att.shape)}"
                 )
             if att.ndim == 3 and (att.is_floating_point() or att.is_complex()):
                 _check_integral_codes(att)
@@ -325,7 +331,8 @@ class AttentionPatchSampler:
         centres, target = centres.long(), target.long()
         if centres.ndim != 2 or centres.shape[1] != 3 or target.shape != (centres.shape[0],):
             raise ValueError(
-                f"centres must be (P, 3) and target (P,); got {tuple(centres.shape)} and {tuple(target.shape)}"
+                "centres must be (P, 3) and target (P,); "
+                f"got {tuple(centres.shape)} and {tuple(target.shape)}"
             )
         if centres.shape[0] == 0:
             return PatchBatch.empty(

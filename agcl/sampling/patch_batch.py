@@ -82,7 +82,8 @@ class PatchBatch:
         return PatchBatch(**parts)
 
     def inputs(self, *, with_label: bool = False) -> torch.Tensor:
-        """The network input: image and attention stacked, ``(P, C + 1, h, w)`` (``C + 2`` with the label)."""
+        """The network input: image and attention stacked, ``(P, C + 1, h, w)`` (``C + 2`` with
+        the label)."""
         parts = [self.image, self.attention]
         if with_label:
             if self.label is None:

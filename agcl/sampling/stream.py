@@ -53,9 +53,10 @@ class PatchStream(IterableDataset):
             (C, D0, D1, D2) float array, "attention": label map, (K, D0, D1, D2) stack or sparse
             {code: (box, mask)} (see :meth:`AttentionPatchSampler.plan`), "label": integer label
             map or None, "modality": int}`` and optionally ``"ignore"``: a bool map of pixels
-            to leave out of the loss, cut into ``PatchBatch.ignore`` with the labels). It is called once per volume per epoch, in the
-            process (worker) that samples the volume; loading lazily there (with a bounded
-            cache, e.g. :class:`agcl.data.VolumeCache`) keeps memory bounded.
+            to leave out of the loss, cut into ``PatchBatch.ignore`` with the labels). It is
+            called once per volume per epoch, in the process (worker) that samples the volume;
+            loading lazily there (with a bounded cache, e.g. :class:`agcl.data.VolumeCache`)
+            keeps memory bounded.
         sampler: the :class:`AttentionPatchSampler` whose options are used (its own generator is
             not: every volume gets one seeded from ``(seed, epoch, volume)``).
         batch_size: patches per minibatch.
@@ -165,7 +166,8 @@ class PatchStream(IterableDataset):
             _check_channels({i: _channel_count(v) for i, v in enumerate(volumes)})
 
     def set_epoch(self, epoch: int) -> None:
-        """Shuffle and sample afresh for ``epoch`` (call before iterating, as with DistributedSampler)."""
+        """Shuffle and sample afresh for ``epoch`` (call before iterating, as with
+        ``DistributedSampler``)."""
         self.epoch = check_int("epoch", epoch, low=0)
 
     def rank_volumes(self) -> list[int]:
