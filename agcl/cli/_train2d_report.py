@@ -60,7 +60,8 @@ def write_report(
             f"| {n} | {fmt(v['iou'])} | {fmt(v['coarse_iou'])} | {fmt(v['attention_recall'])} |"
         )
     lines.append(
-        f"| **mean** | **{fmt(payload['mean']['miou'])}** | {fmt(payload['mean']['coarse_miou'])} | |"
+        f"| **mean** | **{fmt(payload['mean']['miou'])}** | "
+        f"{fmt(payload['mean']['coarse_miou'])} | |"
     )
     if ablation:
         lines += [
@@ -78,7 +79,8 @@ def write_report(
 def overlay_figure(
     images: Any, masks: Any, preds: Any, ids: Any, path: Path, title: str
 ) -> Path | None:
-    """Held-out images, ground truth and prediction side by side (VOC palette); ``None`` without matplotlib."""
+    """Held-out images, ground truth and prediction side by side (VOC palette); ``None``
+    without matplotlib."""
     from agcl.data import voc_palette
     from agcl.pipeline.report.figures import _matplotlib, _save
 

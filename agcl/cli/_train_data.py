@@ -62,7 +62,8 @@ def _discover(path: Path, modality: str, labels: str | None) -> list[Any]:
 
 
 def load_cohorts(args: argparse.Namespace) -> tuple[list[Any], list[Any], list[str]]:
-    """Discover every dataset and split each into train/test; returns ``(train, test, modality names)``."""
+    """Discover every dataset and split each into train/test; returns ``(train, test, modality
+    names)``."""
     import agcl.data as adata
 
     sources = (

@@ -64,8 +64,8 @@ def recall_line(lowest: dict[str, float | None]) -> str | None:
     organ = min(values, key=lambda k: values[k])
     below = [k for k, v in values.items() if v < 0.95]
     return (
-        f"attention recall, lowest held-out case: {organ} {values[organ]:.3f} | organs below 0.95 in "
-        f"some case: {', '.join(below) if below else 'none'}"
+        f"attention recall, lowest held-out case: {organ} {values[organ]:.3f} | organs below "
+        f"0.95 in some case: {', '.join(below) if below else 'none'}"
     )
 
 
@@ -78,7 +78,8 @@ def report_run(name: str, result: dict[str, Any]) -> None:
     print(
         f"mean Dice {_num(m['dice'], '.3f')} | mean HD95 {_num(m['hd95'], '.2f')} mm | "
         f"mean MSD {_num(m['assd'], '.2f')} mm | missed organs {m['missed']} | "
-        f"false positives {m['false_positive']} | stage-1 coarse mean Dice {_num(c['dice'], '.3f')} | "
+        f"false positives {m['false_positive']} | "
+        f"stage-1 coarse mean Dice {_num(c['dice'], '.3f')} | "
         f"stage 3 alone {_num(alone['dice'], '.3f')}"
     )
     line = recall_line(result.get("attention_recall_min") or {})
@@ -121,12 +122,15 @@ def write_outputs(
     cfg = main_result["config"]["pretrain"]
     encoder = f"{cfg['encoder']} (width {cfg['base_width']})"
     notes = [
-        f"Preset `{args.preset}`, {len(train)} training / {len(test)} held-out cases, modalities {modalities}, "
-        f"device `{args.device}`, seed {args.seed}; data: {', '.join(args.data_dir) or 'synthetic phantoms'}.",
-        f"Stage-1 coarse mean Dice on the held-out cases: {_num(main_result['coarse_mean']['dice'], '.3f')}; "
-        f"stage 3 alone (segment.coarse_weight = 0): {_num(main_result['stage3_only']['mean']['dice'], '.3f')}.",
-        "Means leave out every (case, organ) pair whose ground truth lacks the organ (n/a); predicting it "
-        "there counts as a false positive.",
+        f"Preset `{args.preset}`, {len(train)} training / {len(test)} held-out cases, "
+        f"modalities {modalities}, device `{args.device}`, seed {args.seed}; "
+        f"data: {', '.join(args.data_dir) or 'synthetic phantoms'}.",
+        "Stage-1 coarse mean Dice on the held-out cases: "
+        f"{_num(main_result['coarse_mean']['dice'], '.3f')}; "
+        "stage 3 alone (segment.coarse_weight = 0): "
+        f"{_num(main_result['stage3_only']['mean']['dice'], '.3f')}.",
+        "Means leave out every (case, organ) pair whose ground truth lacks the organ (n/a); "
+        "predicting it there counts as a false positive.",
     ]
     written = list(pl.write_results(out, entry, ablation=ablation, encoder=encoder, notes=notes))
     if ablation is not None:
@@ -143,10 +147,12 @@ def write_outputs(
         }
         abl_notes = [
             notes[0].replace(f"seed {args.seed}", f"seeds {seeds}"),
-            f"Stage 1 trained once per seed and shared by that seed's methods; {len(test)} held-out cases x "
-            f"{len(seeds)} seeds = {len(test) * len(seeds)} (case, seed) pairs per method.",
-            f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores ({platform.processor() or 'cpu'}), "
-            f"device `{args.device}`; whole ablation {time.perf_counter() - start:.0f} s.",
+            "Stage 1 trained once per seed and shared by that seed's methods; "
+            f"{len(test)} held-out cases x {len(seeds)} seeds = {len(test) * len(seeds)} "
+            "(case, seed) pairs per method.",
+            f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores "
+            f"({platform.processor() or 'cpu'}), device `{args.device}`; "
+            f"whole ablation {time.perf_counter() - start:.0f} s.",
         ]
         written += list(pl.write_ablation(out, records, stats, notes=abl_notes, measures=measures))
         print("\n== ablation statistics (mean Dice per held-out case; Wilcoxon against agcl) ==")
@@ -180,7 +186,7 @@ def write_outputs(
             )
     folder.own(*[p for p in written if p is not None], save=True)
     print(
-        f"\nwrote {written[0]}, {written[1]} and {len(main_result['predictions'])} predictions under "
-        f"{out / 'predictions'}"
+        f"\nwrote {written[0]}, {written[1]} and {len(main_result['predictions'])} predictions "
+        f"under {out / 'predictions'}"
     )
     print(f"total runtime {time.perf_counter() - start:.1f} s")

@@ -49,7 +49,7 @@ examples:
   agcl train --data-dir /data/nnUNet_raw/Dataset017_BTCV --preset paper --device cuda
   agcl train --data-dir /data/ce --modality contrast --data-dir /data/nce --modality non-contrast
   agcl train --ablation --seeds 3              none / SSCL / SupCon / CE / AGCL, Wilcoxon vs AGCL
-  agcl train --resume                          continue an interrupted run (stages checked against run.json)
+  agcl train --resume                          continue an interrupted run (checked with run.json)
   agcl train --overwrite                       replace the run in --out (only its own files)
   torchrun --nproc_per_node=2 -m agcl train    stages 2 and 3 data-parallel
   agcl train --domain image2d --help           the 2-D pipeline (PASCAL VOC) and its options
@@ -86,7 +86,8 @@ def build_parser(prog: str = "agcl train") -> argparse.ArgumentParser:
         "--domain",
         choices=("ct", "image2d"),
         default="ct",
-        help="ct: CT volumes (these options); image2d: 2-D images, see agcl train --domain image2d --help",
+        help="ct: CT volumes (these options); image2d: 2-D images, see agcl train --domain "
+        "image2d --help",
     )
     ap.add_argument(
         "--data-dir",
@@ -241,15 +242,16 @@ def parse_args(argv: list[str] | None = None, *, prog: str | None = None) -> arg
         math.isfinite(v) and v > 0 for v in args.synthetic_spacing
     ):
         ap.error(
-            f"--synthetic-spacing must be three positive voxel sizes in mm; got {args.synthetic_spacing}"
+            "--synthetic-spacing must be three positive voxel sizes in mm; "
+            f"got {args.synthetic_spacing}"
         )
     seen: dict[str, str] = {}
     for d in args.data_dir:
         key = str(Path(d).resolve())
         if key in seen:
             ap.error(
-                f"--data-dir {d} is given twice (as {seen[key]!r} and {d!r}); a case would be trained and "
-                "held out at once"
+                f"--data-dir {d} is given twice (as {seen[key]!r} and {d!r}); a case would be "
+                "trained and held out at once"
             )
         seen[key] = d
     return args
@@ -272,8 +274,9 @@ def config_for(args: argparse.Namespace, method: str, seed_value: int | None = N
 def ablation_dir(
     out: Path, method: str, seed_value: int, *, main_method: str, first_seed: int
 ) -> Path:
-    """The run folder of ``method`` at ``seed_value``: ``out`` (the main run), ``out/ablation/<method>``
-    (the first seed's other methods) or ``out/ablation/seed<seed>/<method>`` (the later seeds)."""
+    """The run folder of ``method`` at ``seed_value``: ``out`` (the main run),
+    ``out/ablation/<method>`` (the first seed's other methods) or
+    ``out/ablation/seed<seed>/<method>`` (the later seeds)."""
     if seed_value == first_seed:
         return out if method == main_method else out / "ablation" / method
     return out / "ablation" / f"seed{seed_value}" / method
@@ -299,8 +302,8 @@ def _main(args: argparse.Namespace) -> int:
     train, test, modalities = load_cohorts(args)
     out = Path(args.out)
     print(
-        f"{len(train)} training and {len(test)} held-out cases; modalities {modalities}; preset {args.preset}; "
-        f"out {out}",
+        f"{len(train)} training and {len(test)} held-out cases; modalities {modalities}; "
+        f"preset {args.preset}; out {out}",
         flush=True,
     )
     coarse_labels = adata.load_coarse_labels(args.coarse_labels) if args.coarse_labels else None

@@ -71,8 +71,8 @@ def build_parser(prog: str = "agcl train-2d") -> argparse.ArgumentParser:
         "--data-dir",
         default=None,
         metavar="PATH",
-        help="an extracted VOCdevkit (VOC2012/JPEGImages, SegmentationClass, ImageSets/Segmentation); "
-        "default: the built-in synthetic scenes",
+        help="an extracted VOCdevkit (VOC2012/JPEGImages, SegmentationClass, "
+        "ImageSets/Segmentation); default: the built-in synthetic scenes",
     )
     ap.add_argument("--train-split", default="train", help="default: %(default)s")
     ap.add_argument("--val-split", default="val", help="held-out split (default: %(default)s)")
@@ -137,7 +137,8 @@ def build_parser(prog: str = "agcl train-2d") -> argparse.ArgumentParser:
     ap.add_argument(
         "--cache-dir",
         default=None,
-        help="where the synthetic devkit is written/reused; a VOCdevkit agcl did not write is refused",
+        help="where the synthetic devkit is written/reused; a VOCdevkit agcl did not write is "
+        "refused",
     )
     ap.add_argument(
         "--n-train", type=int, default=48, help="synthetic training scenes (default: %(default)s)"
@@ -245,8 +246,8 @@ def _main(args: argparse.Namespace) -> int:
     val = _Split(VOCSegmentation(devkit, args.val_split), args.max_val)
     if rank == 0:
         print(
-            f"{len(train)} training and {len(val)} held-out images from {devkit}; {len(names) - 1} classes; "
-            f"preset {args.preset}; out {out}",
+            f"{len(train)} training and {len(val)} held-out images from {devkit}; "
+            f"{len(names) - 1} classes; preset {args.preset}; out {out}",
             flush=True,
         )
     methods = [args.pretrain] + (
@@ -307,10 +308,10 @@ def _main(args: argparse.Namespace) -> int:
         f"seed {args.seed})"
     )
     notes = [
-        f"Preset `{args.preset}`, pre-training `{args.pretrain}`, {len(train)} training / {len(val)} held-out "
-        f"images, device `{args.device}`, seed {args.seed}; data: {data}.",
-        "IoU accumulated over all held-out images (one confusion matrix), void (255) ignored; the mean is over "
-        "classes with a non-empty union (background included, as in VOC).",
+        f"Preset `{args.preset}`, pre-training `{args.pretrain}`, {len(train)} training / "
+        f"{len(val)} held-out images, device `{args.device}`, seed {args.seed}; data: {data}.",
+        "IoU accumulated over all held-out images (one confusion matrix), void (255) ignored; "
+        "the mean is over classes with a non-empty union (background included, as in VOC).",
         f"Total runtime {main_result['total_runtime_s']} s.",
     ]
     ablation = {m: runs[m] for m in METHOD_ORDER if m in runs} if args.ablation else None
