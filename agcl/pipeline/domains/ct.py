@@ -69,7 +69,8 @@ class CTDomain:
             )
         if coarse_labels is not None and coarse_dir is None:
             raise ValueError(
-                "coarse_labels translates the maps of coarse_dir; got coarse_labels without coarse_dir"
+                "coarse_labels translates the maps of coarse_dir; got coarse_labels without "
+                "coarse_dir"
             )
         self.config, self.coarse_dir, self.coarse_labels = config, coarse_dir, coarse_labels
         self.names = dict(organs if organs is not None else BTCV_ORGANS)
@@ -79,14 +80,16 @@ class CTDomain:
         missing = [k for k in self.organ_ids if k not in self.names]
         if missing:
             raise ValueError(
-                f"config.organs holds codes {missing} that organs does not name; organs: {self.names}"
+                f"config.organs holds codes {missing} that organs does not name; "
+                f"organs: {self.names}"
             )
         kw: dict[str, Any] = {
             "clip_hu": config.clip_hu,
             "percentiles": config.percentiles,
             "organs": dict(BTCV_ORGANS) | self.names,
         }
-        # lazy: a case is loaded when a stage needs it; only TrainingVolumes keeps some, within data.cache_mb
+        # lazy: a case is loaded when a stage needs it; only TrainingVolumes keeps some, within
+        # data.cache_mb
         self.train_cases = PreparedCases([c for c, _ in train], [m for _, m in train], **kw)
         # the held-out cases carry their body mask: it bounds the attention at inference
         self.test_cases = PreparedCases(
@@ -309,7 +312,8 @@ def summarize_recalls(
     per-case recalls of each organ code (``None`` for an organ no held-out case holds).
 
     Examples:
-        >>> summarize_recalls({6: [0.9, 0.7], 7: []}, {6: "liver", 7: "stomach"})["attention_recall_min"]
+        >>> out = summarize_recalls({6: [0.9, 0.7], 7: []}, {6: "liver", 7: "stomach"})
+        >>> out["attention_recall_min"]
         {'liver': 0.7, 'stomach': None}
     """
     return {

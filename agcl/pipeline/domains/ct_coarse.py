@@ -109,12 +109,13 @@ def check_coarse_dir(domain: Any) -> None:
     if empty and len(empty) == len(domain.train_cases):
         raise ValueError(
             f"no training case holds any of the organs {domain.organ_ids} in its labels (all "
-            f"background, e.g. {empty[0]}): nothing to learn; check the label files and config.organs"
+            f"background, e.g. {empty[0]}): nothing to learn; check the label files and "
+            "config.organs"
         )
     if empty:
         warnings.warn(
-            f"{len(empty)} training case(s) hold none of the organs {domain.organ_ids} in their labels: "
-            f"{', '.join(empty[:3])}{' ...' if len(empty) > 3 else ''}",
+            f"{len(empty)} training case(s) hold none of the organs {domain.organ_ids} in their "
+            f"labels: {', '.join(empty[:3])}{' ...' if len(empty) > 3 else ''}",
             UserWarning,
             stacklevel=3,
         )
@@ -125,8 +126,8 @@ def check_coarse_dir(domain: Any) -> None:
             else "no organ of this run has (pass coarse_labels to translate them)"
         )
         warnings.warn(
-            f"the coarse maps in {domain.coarse_dir} hold codes {sorted(unmapped)} that {how}; they "
-            "give no attention (map a code to 0 to silence this)",
+            f"the coarse maps in {domain.coarse_dir} hold codes {sorted(unmapped)} that {how}; "
+            "they give no attention (map a code to 0 to silence this)",
             UserWarning,
             stacklevel=3,
         )
