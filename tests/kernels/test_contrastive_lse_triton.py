@@ -493,7 +493,7 @@ def test_two_process_gather_with_triton_backend():
     mp.spawn(_distributed_worker, args=(2, port), nprocs=2, join=True)
 
 
-# -------------------------------------------------------------------------- CUDA only (not run here)
+# ------------------------------------------------------------------------- CUDA only (not run here)
 def chunked_reference(z: torch.Tensor, temperature: float, g: torch.Tensor, chunk: int = 2048):
     """Float64 lse and dz on the GPU in row chunks (O(chunk * M) memory), by autograd."""
     z64 = z.detach().double().requires_grad_()
