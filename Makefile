@@ -32,7 +32,9 @@ $(VENV)/.agcl-dev-installed: pyproject.toml | $(PY)
 demo: $(VENV)/.agcl-installed
 	$(PY) examples/btcv_full.py
 
+# the linter first (ruff, from the dev extras): a style error fails the test command too
 test: $(VENV)/.agcl-dev-installed
+	$(PY) -m ruff check agcl tests benchmarks examples
 	$(PY) -m pytest -m "not slow and not cuda" $(PYTEST_ARGS)
 
 test-slow: $(VENV)/.agcl-dev-installed

@@ -23,7 +23,7 @@ _LAZY_ATTRS: dict[str, str] = {
     "SoftDiceLoss": "agcl.losses.dice",
     "DiceCELoss": "agcl.losses.dice",
     "AttentionPatchSampler": "agcl.sampling.attention_patches",
-    "PatchBatch": "agcl.sampling.attention_patches",
+    "PatchBatch": "agcl.sampling.patch_batch",
     "AttentionPatchDataset": "agcl.sampling.dataset",
     "PatchStream": "agcl.sampling.stream",
     "PairAug": "agcl.augment.pair_aug",
@@ -93,8 +93,9 @@ if TYPE_CHECKING:  # pragma: no cover - for static analysers only
     from agcl.models._registry import create_model, list_models
     from agcl.pipeline.config import PipelineConfig
     from agcl.pipeline.runner import run_pipeline
-    from agcl.sampling.attention_patches import AttentionPatchSampler, PatchBatch
+    from agcl.sampling.attention_patches import AttentionPatchSampler
     from agcl.sampling.dataset import AttentionPatchDataset
+    from agcl.sampling.patch_batch import PatchBatch
     from agcl.sampling.stream import PatchStream
 
 

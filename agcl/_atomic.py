@@ -72,5 +72,5 @@ def write_text(path: str | os.PathLike[str], text: str) -> Path:
 
 
 def write_json(path: str | os.PathLike[str], data: Any) -> Path:
-    """Write ``data`` as indented JSON (no NaN or infinity: those raise ``ValueError``) atomically."""
+    """Write ``data`` as indented JSON atomically (NaN or infinity raise ``ValueError``)."""
     return write_text(path, json.dumps(data, indent=2, allow_nan=False) + "\n")

@@ -90,8 +90,9 @@ def check_replaceable(folder: str | os.PathLike[str], kind: str, *, what: str) -
             )
         return
     raise FolderNotOwnedError(
-        f"{path} holds files that agcl did not create (no {MARKER}); it will not write {what} there, "
-        "nor delete anything in it. Choose another folder (an empty one, or one agcl made before)"
+        f"{path} holds files that agcl did not create (no {MARKER}); it will not write {what} "
+        "there, nor delete anything in it. Choose another folder (an empty one, or one agcl made "
+        "before)"
     )
 
 

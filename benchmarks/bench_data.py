@@ -158,25 +158,30 @@ def main() -> None:
     aug_rows = bench_pair_aug(args.repeats)
     print(
         f"\nSampler: {tuple(args.shape)} volume, 13 organs, 128 x 128 patches, "
-        f"{args.patches_per_slice} per organ per slice, median of {args.repeats}, {args.threads} threads"
+        f"{args.patches_per_slice} per organ per slice, median of {args.repeats}, "
+        f"{args.threads} threads"
     )
     print(
-        f"{'method':36s} {'patches':>8s} {'seconds':>8s} {'patches/s':>10s} {'x base':>7s} {'x crops':>8s}"
+        f"{'method':36s} {'patches':>8s} {'seconds':>8s} {'patches/s':>10s} {'x base':>7s} "
+        f"{'x crops':>8s}"
     )
     for r in sampler_rows:
         print(
-            f"{r['method']:36s} {r['patches']:8d} {r['seconds']:8.3f} {r['patches'] / r['seconds']:10.0f} "
-            f"{r.get('ratio_vs_baseline', float('nan')):7.2f} {r.get('ratio_vs_monai_crops_only', float('nan')):8.2f}"
+            f"{r['method']:36s} {r['patches']:8d} {r['seconds']:8.3f} "
+            f"{r['patches'] / r['seconds']:10.0f} "
+            f"{r.get('ratio_vs_baseline', float('nan')):7.2f} "
+            f"{r.get('ratio_vs_monai_crops_only', float('nan')):8.2f}"
         )
     print(
-        "x base: speed-up over MONAI crops + stack; x crops: over MONAI's crops alone (views, no batch)"
+        "x base: speed-up over MONAI crops + stack; x crops: over MONAI's crops alone "
+        "(views, no batch)"
     )
     print("\nPairAug: 256 x 2 x 128 x 128 batch, two views per call")
     print(f"{'method':36s} {'views':>8s} {'seconds':>8s} {'views/s':>10s} {'x loop':>8s}")
     for r in aug_rows:
         print(
-            f"{r['method']:36s} {r['views']:8d} {r['seconds']:8.3f} {r['views'] / r['seconds']:10.0f} "
-            f"{r['ratio_vs_baseline']:8.2f}"
+            f"{r['method']:36s} {r['views']:8d} {r['seconds']:8.3f} "
+            f"{r['views'] / r['seconds']:10.0f} {r['ratio_vs_baseline']:8.2f}"
         )
     try:
         import monai

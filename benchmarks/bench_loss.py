@@ -6,11 +6,11 @@ builds the same inputs), ``torch.cuda.max_memory_allocated`` on CUDA. Backends: 
 (full M x M reference), ``torch`` (blocked), pytorch-metric-learning's ``SupConLoss`` (what users
 would otherwise pick; when installed) and ``triton`` (CUDA with triton only). The yardstick is
 the time of one M x D x M matmul (in 64-row blocks, so it needs no M x M memory; a second
-yardstick, ``plain_mm_s``, is one plain ``torch.mm`` of M x D x M while its output fits 4 GiB), measured
-in the case's own process right after its peak memory was read (same load, same moment; a
-separate child's matmul time is kept in the JSON as ``matmul_separate_s``); the ``isfinite``
-input check is timed on its own. A case whose
-estimated memory exceeds ``--max-gb`` is skipped and marked, not run.
+yardstick, ``plain_mm_s``, is one plain ``torch.mm`` of M x D x M while its output fits 4 GiB),
+measured in the case's own process right after its peak memory was read (same load, same moment;
+a separate child's matmul time is kept in the JSON as ``matmul_separate_s``); the ``isfinite``
+input check is timed on its own. A case whose estimated memory exceeds ``--max-gb`` is skipped
+and marked, not run.
 
     python benchmarks/bench_loss.py            # M in {4096, 16384, 65536}, D in {128, 256}
     python benchmarks/bench_loss.py --quick    # small M smoke run (seconds)
@@ -363,14 +363,17 @@ def _targets(results: list[dict]) -> None:
     lines = []
     if torch_16k and naive_16k:
         lines.append(
-            f"M=16384 torch/naive time {torch_16k['time_s'] / naive_16k['time_s']:.3f} (target <= 0.5)"
+            f"M=16384 torch/naive time {torch_16k['time_s'] / naive_16k['time_s']:.3f} "
+            "(target <= 0.5)"
         )
         lines.append(
-            f"M=16384 torch/naive peak {torch_16k['mem_mb'] / naive_16k['mem_mb']:.3f} (target <= 0.1)"
+            f"M=16384 torch/naive peak {torch_16k['mem_mb'] / naive_16k['mem_mb']:.3f} "
+            "(target <= 0.1)"
         )
     if torch_16k:
         lines.append(
-            f"M=16384 torch fwd+bwd {torch_16k['time_s'] / torch_16k['matmul_s']:.2f}x matmul (target <= 4)"
+            f"M=16384 torch fwd+bwd {torch_16k['time_s'] / torch_16k['matmul_s']:.2f}x matmul "
+            "(target <= 4)"
         )
     if torch_64k:
         lines.append(
@@ -468,7 +471,8 @@ def queue_main(args: argparse.Namespace) -> dict:
     info["loadavg_end"] = os.getloadavg()
     rows = {r["queue"]: r for r in results}
     print(
-        f"| queue (B={b}, K={k}, D={d}) | fwd+bwd (s) | x PML time | extra peak (MB) | x PML memory |"
+        f"| queue (B={b}, K={k}, D={d}) | fwd+bwd (s) | x PML time | extra peak (MB) | "
+        "x PML memory |"
     )
     print("|---|---|---|---|---|")
     for r in results:
@@ -488,7 +492,8 @@ def queue_main(args: argparse.Namespace) -> dict:
             print(f"| {name} | error: {r['error']} | | | |")
             continue
         print(
-            f"| {name} | {r['time_s']:.3f} | {t_ratio:.3f} | {r['extra_peak_mb']:.1f} | {m_ratio:.3f} |"
+            f"| {name} | {r['time_s']:.3f} | {t_ratio:.3f} | {r['extra_peak_mb']:.1f} | "
+            f"{m_ratio:.3f} |"
         )
     report = {"machine": info, "results": results}
     out = (

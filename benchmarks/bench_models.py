@@ -155,11 +155,13 @@ def main() -> None:
             ("base_channels=8", lambda: unet(8, xv, yv)),
             ("base_channels=16", lambda: unet(16, xv, yv)),
         ],
-        f"mixed precision, stage-1 U-Net (quick preset), {' x '.join(map(str, xa.shape))}; native bf16: {native}": [
+        f"mixed precision, stage-1 U-Net (quick preset), {' x '.join(map(str, xa.shape))}; "
+        f"native bf16: {native}": [
             ("float32", lambda: amp_unet("off", xa, ya)),
             ("bf16 autocast", lambda: amp_unet("bf16", xa, ya)),
         ],
-        f"mixed precision, stage-3 ResNet-18/16 + DeepLabV3+ 64 (quick preset), {' x '.join(map(str, xs.shape))}": [
+        "mixed precision, stage-3 ResNet-18/16 + DeepLabV3+ 64 (quick preset), "
+        f"{' x '.join(map(str, xs.shape))}": [
             ("float32", lambda: amp_stage3("off", xs, ys)),
             ("bf16 autocast", lambda: amp_stage3("bf16", xs, ys)),
         ],

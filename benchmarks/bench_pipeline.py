@@ -1,9 +1,10 @@
-"""Stage-2 data path at its users' scale: peak memory and patches/s, each measurement in a fresh process.
+"""Stage-2 data path at its users' scale: peak memory and patches/s, each measurement in a fresh
+process.
 
 Part 1 (scale): the paper preset's sampling (128 x 128 patches, 30 per organ per slice, 13
 organs) on N synthetic BTCV-size training cases (512 x 512 x 100 at 0.78 x 0.78 x 3 mm, written
-once by ``agcl.data.synthetic.write_btcv_like``), ground-truth attention (``coarse.margin_mm``), a slim
-ResNet-18 (width 8) and a fixed ``steps_per_epoch``: peak RSS of the process and training
+once by ``agcl.data.synthetic.write_btcv_like``), ground-truth attention (``coarse.margin_mm``), a
+slim ResNet-18 (width 8) and a fixed ``steps_per_epoch``: peak RSS of the process and training
 patches/s, for each N (default 2 and 6). Each N runs in its own process, so one's memory does
 not count in another's peak.
 
@@ -279,8 +280,9 @@ def main(argv=None) -> int:
             row = _run_child(["--child", "scale", "--n", str(n), *common])
             results["scale"].append(row)
             print(
-                f"scale N={n} ({args.attention_channel}): peak RSS {row['peak_rss_mb']:.0f} MB, {row['train_patches_per_s']:.1f} training "
-                f"patches/s ({row['steps']} steps, {row['seconds']:.1f} s)",
+                f"scale N={n} ({args.attention_channel}): peak RSS {row['peak_rss_mb']:.0f} MB, "
+                f"{row['train_patches_per_s']:.1f} training patches/s ({row['steps']} steps, "
+                f"{row['seconds']:.1f} s)",
                 flush=True,
             )
         rows = results["scale"]
@@ -296,8 +298,9 @@ def main(argv=None) -> int:
         results["quick"] = q
         print(
             f"quick preset, data path only: old pool {q['old_pool_patches_per_s']:.0f} patches/s, "
-            f"PatchStream {q['stream_patches_per_s']:.0f} patches/s = {q['stream_vs_old']:.2f}x (target >= 1x); "
-            f"one stage-2 epoch {q['train_epoch_s']:.1f} s ({q['train_patches_per_s']:.0f} patches/s)"
+            f"PatchStream {q['stream_patches_per_s']:.0f} patches/s = {q['stream_vs_old']:.2f}x "
+            f"(target >= 1x); one stage-2 epoch {q['train_epoch_s']:.1f} s "
+            f"({q['train_patches_per_s']:.0f} patches/s)"
         )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))

@@ -289,8 +289,10 @@ def main(argv: list[str] | None = None) -> int:
         report["runs"][str(run)] = entry
         p = entry["probe"] or {}
         print(
-            f"{run}: {entry['method']} probe k-NN (modality, organ) {_fmt((p.get('knn') or {}).get('modality_organ'))}"
-            f" | random {[_fmt((r or {}).get('knn', {}).get('modality_organ')) for r in entry['random']]}",
+            f"{run}: {entry['method']} probe k-NN (modality, organ) "
+            f"{_fmt((p.get('knn') or {}).get('modality_organ'))}"
+            " | random "
+            f"{[_fmt((r or {}).get('knn', {}).get('modality_organ')) for r in entry['random']]}",
             flush=True,
         )
     report["seconds"] = round(time.perf_counter() - t0, 1)
@@ -301,17 +303,17 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"`{' '.join(report['argv'])}` ({report['seconds']} s)",
         "",
-        "| run | method | k-NN organ | k-NN modality | k-NN (mod, organ) | linear (mod, organ) | silhouette "
-        "| random k-NN (mod, organ) |",
+        "| run | method | k-NN organ | k-NN modality | k-NN (mod, organ) | linear (mod, organ) "
+        "| silhouette | random k-NN (mod, organ) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for run, e in report["runs"].items():
         p = e["probe"] or {"knn": {}, "linear": {}}
         rnd = ", ".join(_fmt((r or {}).get("knn", {}).get("modality_organ")) for r in e["random"])
         lines.append(
-            f"| {run} | {e['method']} | {_fmt(p['knn'].get('organ'))} | {_fmt(p['knn'].get('modality'))} "
-            f"| {_fmt(p['knn'].get('modality_organ'))} | {_fmt(p['linear'].get('modality_organ'))} "
-            f"| {_fmt(p.get('silhouette'))} | {rnd} |"
+            f"| {run} | {e['method']} | {_fmt(p['knn'].get('organ'))} | "
+            f"{_fmt(p['knn'].get('modality'))} | {_fmt(p['knn'].get('modality_organ'))} | "
+            f"{_fmt(p['linear'].get('modality_organ'))} | {_fmt(p.get('silhouette'))} | {rnd} |"
         )
     if any("dice" in e for e in report["runs"].values()):
         lines += [

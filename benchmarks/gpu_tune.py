@@ -7,12 +7,13 @@ For every (M, D, dtype) and each kernel of ``agcl.kernels.contrastive_lse_triton
 ``_lse_fwd_kernel``, backward ``_lse_bwd_kernel``), every candidate (BLOCK_M, BLOCK_N,
 num_warps, num_stages) is launched with fixed tiles, checked against the torch backend (the
 self-check's tolerances) and timed with CUDA events (best of ``--runs``; the first call, which
-compiles, apart). The candidates are the autotuner's own list (``_cuda_configs``, pruned by
-``_prune`` as the autotuner prunes it for the row width) followed by larger Hopper-sized tiles
-(``EXTRA``: 128-256 rows or columns, 8 warps), which may fail to compile or run out of shared
-memory: that is recorded per candidate. Then the autotuned kernel itself runs once for the same
-key, and the report puts its pick next to the fastest candidate. Use the table to decide which
-configurations the autotuner should offer; this script changes no default.
+compiles, apart). The candidates are the autotuner's own list (``cuda_configs`` of
+``agcl.kernels._triton_tiles``, pruned by ``prune_configs`` as the autotuner prunes it for the
+row width) followed by larger Hopper-sized tiles (``EXTRA``: 128-256 rows or columns, 8 warps),
+which may fail to compile or run out of shared memory: that is recorded per candidate. Then
+the autotuned kernel itself runs once for the same key, and the report puts its pick next to the
+fastest candidate. Use the table to decide which configurations the autotuner should offer; this
+script changes no default.
 """
 
 from __future__ import annotations
@@ -55,7 +56,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 def candidates(mt: Any, kind: str, block_d: int, extra: bool) -> list[tuple[tuple, str]]:
     """``[((BLOCK_M, BLOCK_N, num_warps, num_stages), source), ...]`` for one kernel."""
-    configs = mt._prune(mt._cuda_configs(STAGES[kind]), {}, BLOCK_D=block_d)
+    from agcl.kernels import _triton_tiles as tt
+
+    configs = tt.prune_configs(tt.cuda_configs(STAGES[kind]), {}, BLOCK_D=block_d)
     own = [(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages) for c in configs]
     out = [(c, "autotune list") for c in own]
     if extra:
@@ -71,6 +74,8 @@ def candidates(mt: Any, kind: str, block_d: int, extra: bool) -> list[tuple[tupl
 def _launcher(mt: Any, triton: Any, kind: str, z: Any, lse: Any, g: Any, out: Any) -> Any:
     """``launch(config)``: one launch of the raw kernel with fixed tiles, as the module's
     ``_launch_fwd`` / ``_launch_bwd`` launch it (every row an anchor)."""
+    from agcl.kernels._triton_tiles import dot_precision
+
     m, d = z.shape
     common = {
         "M": m,
@@ -81,7 +86,7 @@ def _launcher(mt: Any, triton: Any, kind: str, z: Any, lse: Any, g: Any, out: An
         "stride_zd": z.stride(1),
         "scale": 1.0 / TEMPERATURE,
         "BLOCK_D": max(16, triton.next_power_of_2(d)),
-        "PRECISION": mt._precision(z.dtype),
+        "PRECISION": dot_precision(z.dtype),
     }
 
     def launch(cfg: tuple) -> None:

@@ -1,4 +1,5 @@
-"""The whole AGCL pipeline end to end on CT: coarse attention, contrastive pre-training, segmentation.
+"""The whole AGCL pipeline end to end on CT: coarse attention, contrastive pre-training,
+segmentation.
 
 With no arguments it writes a small synthetic two-modality BTCV-like dataset into a cache folder
 (reused on later runs), reads it back through the same loading code as real data and runs the
@@ -10,7 +11,7 @@ MSD (ASSD) and HD95 on the held-out cases. It is ``agcl train`` (the same code, 
     python examples/btcv_full.py --data-dir /data/nnUNet_raw/Dataset017_BTCV    # nnU-Net layout
     python examples/btcv_full.py --data-dir /data/ce --modality contrast \\
                                  --data-dir /data/nce --modality non-contrast
-    python examples/btcv_full.py --ablation --seeds 3              # all five pre-trainings, Wilcoxon
+    python examples/btcv_full.py --ablation --seeds 3              # all five, with Wilcoxon
     python examples/btcv_full.py --resume                          # continue an interrupted run
     python examples/btcv_full.py --overwrite                       # replace the run in --out
     torchrun --nproc_per_node=2 examples/btcv_full.py              # stages 2-3 distributed

@@ -715,7 +715,8 @@ def test_iou_from_confusion_refuses_bad_counts(bad):
         ([{"x": 1}], r"tables\[0\] misses the key\(s\) \['per_organ'\]"),
         (
             [{"per_organ": {"liver": {"dice": 1.0}}}],
-            r"tables\[0\]\['per_organ'\]\['liver'\] misses the key\(s\) \['hd95', 'assd', 'missed'\]",
+            r"tables\[0\]\['per_organ'\]\['liver'\] misses the key\(s\) "
+            r"\['hd95', 'assd', 'missed'\]",
         ),
         (["abc"], r"tables\[0\] must be a table"),
     ],

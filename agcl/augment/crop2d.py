@@ -23,7 +23,8 @@ class RandomCropFlip2D:
 
     Examples:
         >>> aug = RandomCropFlip2D(4, hflip=False)
-        >>> x, y = aug(torch.ones(3, 2, 6), torch.zeros(2, 6, dtype=torch.long), generator=torch.Generator())
+        >>> x, y = aug(torch.ones(3, 2, 6), torch.zeros(2, 6, dtype=torch.long),
+        ...            generator=torch.Generator())
         >>> tuple(x.shape), int(y.max())
         ((3, 4, 4), 255)
     """
@@ -41,8 +42,8 @@ class RandomCropFlip2D:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         if image.ndim != 3 or mask.shape != image.shape[1:]:
             raise ValueError(
-                f"image must be (C, H, W) and mask (H, W) of the same size; got {tuple(image.shape)} "
-                f"and {tuple(mask.shape)}"
+                "image must be (C, H, W) and mask (H, W) of the same size; "
+                f"got {tuple(image.shape)} and {tuple(mask.shape)}"
             )
         size = self.size
         h, w = mask.shape

@@ -40,7 +40,8 @@ def rotation_matrix(angles_deg: Sequence[float]) -> np.ndarray:
 def crop_matrix(
     angles_deg: Sequence[float], factor: float = 1.0, spacing: Sequence[float] | None = None
 ) -> np.ndarray:
-    """Crop voxel offsets -> volume voxel offsets: zoom by ``factor``, rotate by ``angles_deg`` in mm.
+    """Crop voxel offsets -> volume voxel offsets: zoom by ``factor``, rotate by ``angles_deg``
+    in mm.
 
     ``diag(1 / spacing) @ R @ diag(spacing) * factor``: a voxel step is turned into mm, rotated
     and turned back, so anisotropic voxels (``spacing`` in mm; isotropic when ``None``) keep
@@ -59,7 +60,8 @@ def crop_matrix(
 def extract(
     array: torch.Tensor, start: Sequence[int], size: Sequence[int], pad: float
 ) -> torch.Tensor:
-    """The ``size`` box of ``array`` starting at ``start`` (may lie partly outside: padded with ``pad``).
+    """The ``size`` box of ``array`` starting at ``start`` (it may lie partly outside: padded
+    with ``pad``).
 
     Examples:
         >>> extract(torch.arange(4.0), [2], [3], -1.0)
@@ -93,8 +95,8 @@ def _affine_crop(
     centre: np.ndarray,
     matrix: np.ndarray,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    # crop voxel o -> volume voxel centre + matrix @ (o - (crop - 1) / 2); trilinear image, nearest labels,
-    # the image padded with pad outside the volume and the labels with background
+    # crop voxel o -> volume voxel centre + matrix @ (o - (crop - 1) / 2); trilinear image,
+    # nearest labels, the image padded with pad outside the volume and the labels with background
     axes = [torch.arange(n, dtype=torch.float64) - (n - 1) / 2 for n in crop]
     offsets = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1)  # (X, Y, Z, 3)
     coords = offsets @ torch.from_numpy(matrix).T + torch.from_numpy(
@@ -143,7 +145,8 @@ class RandomAffineCrop3D:
     Examples:
         >>> aug = RandomAffineCrop3D(zoom=0.0, rotation_deg=0.0, intensity=0.0)
         >>> img = torch.arange(64.0).view(4, 4, 4); lab = torch.zeros(4, 4, 4, dtype=torch.uint8)
-        >>> x, y = aug(img, lab, crop_shape=(2, 2, 2), centre=np.array([1, 1, 1]), rng=np.random.default_rng(0))
+        >>> x, y = aug(img, lab, crop_shape=(2, 2, 2), centre=np.array([1, 1, 1]),
+        ...            rng=np.random.default_rng(0))
         >>> x[0, 0, 0].item(), tuple(y.shape), y.dtype
         (0.0, (2, 2, 2), torch.int64)
     """

@@ -129,13 +129,15 @@ class PairAug:
         )
         if self.color_distortion > 1.25:
             raise ValueError(
-                f"color_distortion must lie in [0, 1.25] (factors stay positive); got {color_distortion}"
+                "color_distortion must lie in [0, 1.25] (factors stay positive); "
+                f"got {color_distortion}"
             )
         if isinstance(mask_channels, (str, bytes)) or not all(is_int(m) for m in mask_channels):
             raise TypeError(f"mask_channels must be a sequence of ints; got {mask_channels!r}")
         if image_padding not in ("zeros", "border", "reflection"):
             raise ValueError(
-                f"image_padding must be one of 'zeros', 'border', 'reflection'; got {image_padding!r}"
+                "image_padding must be one of 'zeros', 'border', 'reflection'; "
+                f"got {image_padding!r}"
             )
         self.hflip = bool(hflip)
         self.mask_channels = tuple(int(m) for m in mask_channels)
@@ -144,7 +146,8 @@ class PairAug:
 
     def __repr__(self) -> str:
         return (
-            f"PairAug(scale={self.scale}, ratio={self.ratio}, degrees={self.degrees}, hflip={self.hflip}, "
+            f"PairAug(scale={self.scale}, ratio={self.ratio}, degrees={self.degrees}, "
+            f"hflip={self.hflip}, "
             f"intensity_jitter={self.intensity_jitter}, color_distortion={self.color_distortion}, "
             f"mask_channels={self.mask_channels})"
         )
@@ -161,7 +164,8 @@ class PairAug:
         bad = [m for m in self.mask_channels if not -c <= m < c]
         if bad:
             raise ValueError(
-                f"mask_channels {bad} out of range for x with C={c} channels; got shape {tuple(x.shape)}"
+                f"mask_channels {bad} out of range for x with C={c} channels; "
+                f"got shape {tuple(x.shape)}"
             )
         if not x.is_floating_point():
             raise TypeError(f"x must be a floating-point tensor; got {x.dtype}")
@@ -268,6 +272,7 @@ def _range(
     ok = (a > low if open_low else a >= low) and a <= b <= high
     if not ok:
         raise ValueError(
-            f"{name} must satisfy {low} {'<' if open_low else '<='} low <= high <= {high}; got {value!r}"
+            f"{name} must satisfy {low} {'<' if open_low else '<='} low <= high <= {high}; "
+            f"got {value!r}"
         )
     return a, b

@@ -59,7 +59,8 @@ def _help() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``agcl`` command line ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    """Run the ``agcl`` command line ``argv`` (default ``sys.argv[1:]``); returns the exit
+    status."""
     import importlib
 
     args = list(sys.argv[1:] if argv is None else argv)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "METHOD_ORDER",
     "SEED_MAX",
     "UserError",
     "check_device",
@@ -21,6 +22,9 @@ __all__ = [
     "share_stage1",
     "user_errors",
 ]
+
+#: the pre-trainings in the order of the paper's Table 1 (the method compared against last)
+METHOD_ORDER = ("none", "sscl", "supcon", "ce", "agcl")
 
 #: the largest ``--seed`` (the seed is mixed into every generator's seed; numpy takes 32 bits)
 SEED_MAX = 2**32 - 1

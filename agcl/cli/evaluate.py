@@ -24,9 +24,11 @@ __all__ = ["build_parser", "label_files", "main", "match_cases"]
 
 EPILOG = """\
 examples:
-  agcl evaluate --pred runs/btcv_full/predictions --gt contrast=/data/ce/labelsTr --gt non-contrast=/data/nce/labelsTr --out eval/
+  agcl evaluate --pred runs/btcv_full/predictions --gt contrast=/data/ce/labelsTr \\
+      --gt non-contrast=/data/nce/labelsTr --out eval/
   agcl evaluate --pred nnunet_out/ --gt /data/nnUNet_raw/Dataset017_BTCV/labelsTr --out eval/
-  agcl evaluate --pred totalseg_out/ --gt /data/BTCV/RawData/Training/label --labels totalseg_to_btcv.json --out eval/
+  agcl evaluate --pred totalseg_out/ --gt /data/BTCV/RawData/Training/label \\
+      --labels totalseg_to_btcv.json --out eval/
 
 --gt DIR, or MODALITY=DIR (repeatable): the ground truths of folder DIR get ids <MODALITY>_<id>,
 as a run names its predictions (<modality>_<case>.nii.gz). --labels maps another segmenter's
@@ -87,8 +89,8 @@ def match_cases(pred: dict[str, Path], gt: dict[str, Path]) -> list[tuple[str, P
     if missing:
         raise UserError(
             f"{len(missing)} prediction(s) have no ground truth with their case id: "
-            f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}; the ground truths' ids are "
-            f"{', '.join(sorted(gt)[:8])}{' ...' if len(gt) > 8 else ''}"
+            f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}; the ground truths' "
+            f"ids are {', '.join(sorted(gt)[:8])}{' ...' if len(gt) > 8 else ''}"
         )
     return out
 
@@ -122,7 +124,8 @@ def build_parser(prog: str = "agcl evaluate") -> argparse.ArgumentParser:
         nargs="+",
         default=None,
         metavar="ORGAN",
-        help="score only these organs (BTCV names or codes; default: every organ of the ground truth)",
+        help="score only these organs (BTCV names or codes; default: every organ of the ground "
+        "truth)",
     )
     ap.add_argument(
         "--overwrite", action="store_true", help="replace results.json/results.md in --out"
@@ -189,8 +192,8 @@ def evaluate_folders(
         pv, gv = load_volume(p, kind="label"), load_volume(g, kind="label")
         if pv.shape != gv.shape or not np.allclose(pv.affine, gv.affine, atol=1e-3):
             raise UserError(
-                f"{p} and {g} are not on one grid: shapes {pv.shape} and {gv.shape}, affines differ by "
-                f"{abs(pv.affine - gv.affine).max():.4g} mm"
+                f"{p} and {g} are not on one grid: shapes {pv.shape} and {gv.shape}, affines "
+                f"differ by {abs(pv.affine - gv.affine).max():.4g} mm"
             )
         pred = pv.array
         if mapping is not None:
@@ -201,8 +204,8 @@ def evaluate_folders(
         cases[key] = table
     if unmapped:
         warnings.warn(
-            f"--labels maps no BTCV organ to the codes {sorted(unmapped)} found in the predictions; they "
-            "were scored as background (map a code to 0 to silence this)",
+            f"--labels maps no BTCV organ to the codes {sorted(unmapped)} found in the "
+            "predictions; they were scored as background (map a code to 0 to silence this)",
             UserWarning,
             stacklevel=2,
         )
@@ -225,8 +228,8 @@ def _main(args: argparse.Namespace) -> int:
     existing = [p for p in (out / "results.json", out / "results.md") if p.exists()]
     if existing and not args.overwrite:
         raise UserError(
-            f"--out {out} already holds {', '.join(map(str, existing))}; pass --overwrite to replace "
-            "them, or choose another --out"
+            f"--out {out} already holds {', '.join(map(str, existing))}; pass --overwrite to "
+            "replace them, or choose another --out"
         )
     result = evaluate_folders(
         Path(args.pred), args.gt, labels=args.labels, organs=_organs(args.organs)

@@ -23,8 +23,10 @@ __all__ = ["build_parser", "case_id", "find_scans", "main"]
 EPILOG = """\
 examples:
   agcl predict --run runs/btcv_full --input scan.nii.gz --out preds/
-  agcl predict --run runs/btcv_full --input /data/nnUNet_raw/Dataset017_BTCV/imagesTs --out preds/ --device cuda
-  agcl predict --run RUN --input scans/ --out preds/ --coarse-dir totalseg/ --coarse-labels totalseg_to_btcv.json
+  agcl predict --run runs/btcv_full --input /data/nnUNet_raw/Dataset017_BTCV/imagesTs \\
+      --out preds/ --device cuda
+  agcl predict --run RUN --input scans/ --out preds/ --coarse-dir totalseg/ \\
+      --coarse-labels totalseg_to_btcv.json
 
 --input: a NIfTI file (.nii or .nii.gz, any orientation) or a folder of them (an nnU-Net
 imagesTs/imagesTr folder too: only channel _0000 is read). With --coarse-dir, each scan's coarse

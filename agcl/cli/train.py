@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
-import platform
 import time
 from pathlib import Path
 from typing import Any
 
 from agcl.cli._common import (
+    METHOD_ORDER,
     UserError,
     check_device,
     make_config,
@@ -25,9 +24,12 @@ from agcl.cli._common import (
     share_stage1,
     user_errors,
 )
+from agcl.cli._train_data import load_cohorts, synthetic_dataset
+from agcl.cli._train_report import case_records, recall_line, report_run, write_outputs
 
 __all__ = [
     "METHOD_ORDER",
+    "UserError",
     "ablation_dir",
     "build_parser",
     "case_records",
@@ -40,8 +42,6 @@ __all__ = [
     "synthetic_dataset",
 ]
 
-METHOD_ORDER = ("none", "sscl", "supcon", "ce", "agcl")
-
 EPILOG = """\
 examples:
   agcl train                                   built-in synthetic CT phantoms, quick preset, CPU
@@ -49,7 +49,7 @@ examples:
   agcl train --data-dir /data/nnUNet_raw/Dataset017_BTCV --preset paper --device cuda
   agcl train --data-dir /data/ce --modality contrast --data-dir /data/nce --modality non-contrast
   agcl train --ablation --seeds 3              none / SSCL / SupCon / CE / AGCL, Wilcoxon vs AGCL
-  agcl train --resume                          continue an interrupted run (stages checked against run.json)
+  agcl train --resume                          continue an interrupted run (checked with run.json)
   agcl train --overwrite                       replace the run in --out (only its own files)
   torchrun --nproc_per_node=2 -m agcl train    stages 2 and 3 data-parallel
   agcl train --domain image2d --help           the 2-D pipeline (PASCAL VOC) and its options
@@ -86,7 +86,8 @@ def build_parser(prog: str = "agcl train") -> argparse.ArgumentParser:
         "--domain",
         choices=("ct", "image2d"),
         default="ct",
-        help="ct: CT volumes (these options); image2d: 2-D images, see agcl train --domain image2d --help",
+        help="ct: CT volumes (these options); image2d: 2-D images, see agcl train --domain "
+        "image2d --help",
     )
     ap.add_argument(
         "--data-dir",
@@ -241,95 +242,19 @@ def parse_args(argv: list[str] | None = None, *, prog: str | None = None) -> arg
         math.isfinite(v) and v > 0 for v in args.synthetic_spacing
     ):
         ap.error(
-            f"--synthetic-spacing must be three positive voxel sizes in mm; got {args.synthetic_spacing}"
+            "--synthetic-spacing must be three positive voxel sizes in mm; "
+            f"got {args.synthetic_spacing}"
         )
     seen: dict[str, str] = {}
     for d in args.data_dir:
         key = str(Path(d).resolve())
         if key in seen:
             ap.error(
-                f"--data-dir {d} is given twice (as {seen[key]!r} and {d!r}); a case would be trained and "
-                "held out at once"
+                f"--data-dir {d} is given twice (as {seen[key]!r} and {d!r}); a case would be "
+                "trained and held out at once"
             )
         seen[key] = d
     return args
-
-
-def synthetic_dataset(args: argparse.Namespace, *, quiet: bool = False) -> list[tuple[str, Path]]:
-    """Write (once) and return the synthetic two-modality dataset: ``[(modality, folder)]``."""
-    from agcl.data.synthetic import DEFAULT_SHAPE, DEFAULT_SPACING, ensure_btcv_like
-
-    grid: dict[str, Any] = {}
-    if args.synthetic_shape:
-        grid["shape"] = tuple(args.synthetic_shape)
-    if args.synthetic_spacing:
-        grid["spacing"] = tuple(args.synthetic_spacing)
-    tag = "".join(f"-{k}{'x'.join(f'{v:g}' for v in val)}" for k, val in grid.items())
-    root = Path(
-        args.cache_dir
-        or Path.home() / ".cache" / "agcl" / f"phantoms-n{args.n_cases}-seed{args.seed}{tag}"
-    )
-    folders = ensure_btcv_like(
-        root,
-        args.n_cases,
-        ("contrast", "non-contrast"),
-        args.seed,
-        shape=grid.get("shape", DEFAULT_SHAPE),
-        spacing=grid.get("spacing", DEFAULT_SPACING),
-        quiet=quiet,
-    )
-    return list(folders.items())
-
-
-def _discover(path: Path, modality: str, labels: str | None) -> list[Any]:
-    import agcl.data as adata
-
-    if path.suffix == ".json" and path.is_file() and not adata.is_nnunet_dataset(path):
-        if labels:
-            raise UserError(
-                "--labels maps the label names of an nnU-Net dataset; a datalist has BTCV codes"
-            )
-        return [
-            adata.Case(c.case_id, c.image_path, c.label_path, modality)
-            for c in adata.load_datalist(path)
-        ]
-    if adata.is_nnunet_dataset(path):
-        return adata.discover_nnunet(path, split="train", modality=modality, labels=labels)
-    if labels:
-        raise UserError(
-            f"--labels maps the label names of an nnU-Net dataset; {path} is a BTCV folder"
-        )
-    return adata.discover_btcv(path, modality=modality)
-
-
-def load_cohorts(args: argparse.Namespace) -> tuple[list[Any], list[Any], list[str]]:
-    """Discover every dataset and split each into train/test; returns ``(train, test, modality names)``."""
-    import agcl.data as adata
-
-    sources = (
-        [
-            (m, Path(d))
-            for m, d in zip(args.modality or ["contrast"] * len(args.data_dir), args.data_dir)
-        ]
-        if args.data_dir
-        else synthetic_dataset(args, quiet=True)
-    )
-    datasets = [(modality, _discover(path, modality, args.labels)) for modality, path in sources]
-    try:
-        cohort = adata.build_cohort(datasets)
-    except ValueError as err:
-        raise UserError(str(err)) from None
-    train, test = [], []
-    for name in cohort.modalities:
-        pairs = [(c, m) for c, m in cohort if c.modality == name]
-        if len(pairs) < 2:
-            raise UserError(
-                f"modality {name!r} has {len(pairs)} case(s); at least 2 are needed (train + test)"
-            )
-        n_test = min(len(pairs) - 1, max(1, math.ceil(len(pairs) * args.test_fraction)))
-        train += pairs[: len(pairs) - n_test]
-        test += pairs[len(pairs) - n_test :]
-    return train, test, list(cohort.modalities)
 
 
 def config_for(args: argparse.Namespace, method: str, seed_value: int | None = None) -> Any:
@@ -349,90 +274,12 @@ def config_for(args: argparse.Namespace, method: str, seed_value: int | None = N
 def ablation_dir(
     out: Path, method: str, seed_value: int, *, main_method: str, first_seed: int
 ) -> Path:
-    """The run folder of ``method`` at ``seed_value``: ``out`` (the main run), ``out/ablation/<method>``
-    (the first seed's other methods) or ``out/ablation/seed<seed>/<method>`` (the later seeds)."""
+    """The run folder of ``method`` at ``seed_value``: ``out`` (the main run),
+    ``out/ablation/<method>`` (the first seed's other methods) or
+    ``out/ablation/seed<seed>/<method>`` (the later seeds)."""
     if seed_value == first_seed:
         return out if method == main_method else out / "ablation" / method
     return out / "ablation" / f"seed{seed_value}" / method
-
-
-def case_records(
-    result: dict[str, Any], test: list[Any], run_dir: Path, *, method: str, seed_value: int
-) -> list[dict[str, Any]]:
-    """Per held-out case measures of a run: ``[{"method", "seed", "case", "dice", "per_organ",
-    "dice_stage3", "probe_knn", "probe_linear"}]``; ``dice`` the mean over the organs the case's
-    ground truth holds (from the run's prediction files), ``dice_stage3`` the same for stage 3
-    alone, ``probe_*`` the encoder probe's (modality, organ) accuracy on the case's patches."""
-    import agcl.data as adata
-    import agcl.pipeline as pl
-
-    codes = result["config"]["organs"] or sorted(adata.BTCV_ORGANS)
-    organs = {int(k): adata.BTCV_ORGANS[int(k)] for k in codes}
-    rows = []
-    for case, _ in test:
-        stem = adata.case_stem(case)
-        pred = adata.load_volume(run_dir / "predictions" / f"{stem}.nii.gz", kind="label").array
-        label = adata.load_case(case)[1].array
-        per_organ = pl.case_dice(pred, label, organs)
-        present = [v for v in per_organ.values() if v is not None]
-        probe = ((result.get("probe") or {}).get("per_case") or {}).get(stem, {})
-        rows.append(
-            {
-                "method": method,
-                "seed": seed_value,
-                "case": stem,
-                "dice": sum(present) / len(present) if present else None,
-                "per_organ": per_organ,
-                "dice_stage3": (result.get("stage3_cases") or {}).get(stem),
-                "probe_knn": probe.get("knn", {}).get("modality_organ"),
-                "probe_linear": probe.get("linear", {}).get("modality_organ"),
-            }
-        )
-    return rows
-
-
-def _num(value: float | None, spec: str) -> str:
-    return "n/a" if value is None else format(value, spec)
-
-
-def recall_line(lowest: dict[str, float | None]) -> str | None:
-    """The console line on ``{organ: lowest held-out recall}`` (the attention bounds what stage 3
-    can find: an organ part outside it is lost); ``None`` when no organ has a value."""
-    values = {k: v for k, v in lowest.items() if v is not None}
-    if not values:
-        return None
-    organ = min(values, key=lambda k: values[k])
-    below = [k for k, v in values.items() if v < 0.95]
-    return (
-        f"attention recall, lowest held-out case: {organ} {values[organ]:.3f} | organs below 0.95 in "
-        f"some case: {', '.join(below) if below else 'none'}"
-    )
-
-
-def report_run(name: str, result: dict[str, Any]) -> None:
-    from agcl.metrics import format_table
-
-    print(f"\n== {name}: held-out cases (Dice, HD95 and ASSD/MSD in mm) ==")
-    print(format_table({"per_organ": result["per_organ"], "mean": result["mean"]}))
-    m, c, alone = result["mean"], result["coarse_mean"], result["stage3_only"]["mean"]
-    print(
-        f"mean Dice {_num(m['dice'], '.3f')} | mean HD95 {_num(m['hd95'], '.2f')} mm | "
-        f"mean MSD {_num(m['assd'], '.2f')} mm | missed organs {m['missed']} | "
-        f"false positives {m['false_positive']} | stage-1 coarse mean Dice {_num(c['dice'], '.3f')} | "
-        f"stage 3 alone {_num(alone['dice'], '.3f')}"
-    )
-    line = recall_line(result.get("attention_recall_min") or {})
-    if line:
-        print(line)
-    probe = result.get("probe")
-    if probe:
-        print(
-            "encoder probe (held-out patches, k-NN / linear): "
-            + ", ".join(
-                f"{k} {probe['knn'][k]:.3f} / {probe['linear'][k]:.3f}" for k in probe["knn"]
-            )
-            + f" | organ silhouette {_num(probe['silhouette'], '.3f')}"
-        )
 
 
 def main(argv: list[str] | None = None, *, prog: str | None = None) -> int:
@@ -455,8 +302,8 @@ def _main(args: argparse.Namespace) -> int:
     train, test, modalities = load_cohorts(args)
     out = Path(args.out)
     print(
-        f"{len(train)} training and {len(test)} held-out cases; modalities {modalities}; preset {args.preset}; "
-        f"out {out}",
+        f"{len(train)} training and {len(test)} held-out cases; modalities {modalities}; "
+        f"preset {args.preset}; out {out}",
         flush=True,
     )
     coarse_labels = adata.load_coarse_labels(args.coarse_labels) if args.coarse_labels else None
@@ -515,96 +362,5 @@ def _main(args: argparse.Namespace) -> int:
             )
     if not runs:
         return 0
-    _write_outputs(args, out, runs, records, seeds, train, test, modalities, start)
+    write_outputs(args, out, runs, records, seeds, train, test, modalities, start)
     return 0
-
-
-def _write_outputs(
-    args: argparse.Namespace,
-    out: Path,
-    runs: dict[str, Any],
-    records: list[dict[str, Any]],
-    seeds: list[int],
-    train: list[Any],
-    test: list[Any],
-    modalities: list[str],
-    start: float,
-) -> None:
-    import agcl.data as adata
-    import agcl.pipeline as pl
-    from agcl.pipeline.run import RunFolder
-
-    folder = RunFolder.open(out, resume=True)
-    main_result = runs[args.pretrain]
-    entry = pl.results_entry(main_result, time.perf_counter() - start)
-    ablation = (
-        {m: pl.results_entry(runs[m], runs[m]["runtime_s"]) for m in METHOD_ORDER if m in runs}
-        if args.ablation
-        else None
-    )
-    cfg = main_result["config"]["pretrain"]
-    encoder = f"{cfg['encoder']} (width {cfg['base_width']})"
-    notes = [
-        f"Preset `{args.preset}`, {len(train)} training / {len(test)} held-out cases, modalities {modalities}, "
-        f"device `{args.device}`, seed {args.seed}; data: {', '.join(args.data_dir) or 'synthetic phantoms'}.",
-        f"Stage-1 coarse mean Dice on the held-out cases: {_num(main_result['coarse_mean']['dice'], '.3f')}; "
-        f"stage 3 alone (segment.coarse_weight = 0): {_num(main_result['stage3_only']['mean']['dice'], '.3f')}.",
-        "Means leave out every (case, organ) pair whose ground truth lacks the organ (n/a); predicting it "
-        "there counts as a false positive.",
-    ]
-    written = list(pl.write_results(out, entry, ablation=ablation, encoder=encoder, notes=notes))
-    if ablation is not None:
-        print("\n== ablation (Dice; the paper's Table 1 layout) ==")
-        print(pl.ablation_table(ablation, encoder=encoder))
-        records.sort(
-            key=lambda r: METHOD_ORDER.index(r["method"])
-        )  # Table 1's order (stable within a method)
-        stats = pl.ablation_statistics(records, reference="agcl")
-        measures = {
-            v: pl.ablation_statistics(records, reference="agcl", value=v)
-            for v in ("dice_stage3", "probe_knn", "probe_linear")
-            if any(r[v] is not None for r in records)
-        }
-        abl_notes = [
-            notes[0].replace(f"seed {args.seed}", f"seeds {seeds}"),
-            f"Stage 1 trained once per seed and shared by that seed's methods; {len(test)} held-out cases x "
-            f"{len(seeds)} seeds = {len(test) * len(seeds)} (case, seed) pairs per method.",
-            f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores ({platform.processor() or 'cpu'}), "
-            f"device `{args.device}`; whole ablation {time.perf_counter() - start:.0f} s.",
-        ]
-        written += list(pl.write_ablation(out, records, stats, notes=abl_notes, measures=measures))
-        print("\n== ablation statistics (mean Dice per held-out case; Wilcoxon against agcl) ==")
-        print(pl.ablation_markdown(stats))
-        for extra in measures.values():
-            print()
-            print(pl.ablation_markdown(extra))
-    if not args.no_figures:
-        emb = main_result["embeddings"]
-        if emb is not None:
-            written.append(
-                pl.plot_embeddings(
-                    emb["embedding"],
-                    emb["target"],
-                    emb["modality"],
-                    out / "fig3_embeddings_pca.png",
-                    organ_names=adata.BTCV_ORGANS,
-                    modality_names=modalities,
-                    title=f"PCA of projected embeddings ({args.pretrain}, held-out patches)",
-                )
-            )
-        for ex in main_result["examples"]:
-            written.append(
-                pl.plot_overlays(
-                    ex["image"],
-                    ex["label"],
-                    ex["pred"],
-                    out / f"fig4_overlay_{ex['case']}.png",
-                    title=f"{ex['case']}: ground truth (top) vs prediction (bottom)",
-                )
-            )
-    folder.own(*[p for p in written if p is not None], save=True)
-    print(
-        f"\nwrote {written[0]}, {written[1]} and {len(main_result['predictions'])} predictions under "
-        f"{out / 'predictions'}"
-    )
-    print(f"total runtime {time.perf_counter() - start:.1f} s")

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from agcl.cli._common import (
+    METHOD_ORDER,
     check_device,
     make_config,
     positive_int,
@@ -22,10 +23,16 @@ from agcl.cli._common import (
     share_stage1,
     user_errors,
 )
+from agcl.cli._train2d_report import fmt, overlay_figure, write_figures, write_report
 
-__all__ = ["build_parser", "config_for", "main", "parse_args", "write_report"]
-
-METHOD_ORDER = ("none", "sscl", "supcon", "ce", "agcl")
+__all__ = [
+    "build_parser",
+    "config_for",
+    "main",
+    "overlay_figure",
+    "parse_args",
+    "write_report",
+]
 
 EPILOG = """\
 examples:
@@ -64,8 +71,8 @@ def build_parser(prog: str = "agcl train-2d") -> argparse.ArgumentParser:
         "--data-dir",
         default=None,
         metavar="PATH",
-        help="an extracted VOCdevkit (VOC2012/JPEGImages, SegmentationClass, ImageSets/Segmentation); "
-        "default: the built-in synthetic scenes",
+        help="an extracted VOCdevkit (VOC2012/JPEGImages, SegmentationClass, "
+        "ImageSets/Segmentation); default: the built-in synthetic scenes",
     )
     ap.add_argument("--train-split", default="train", help="default: %(default)s")
     ap.add_argument("--val-split", default="val", help="held-out split (default: %(default)s)")
@@ -130,7 +137,8 @@ def build_parser(prog: str = "agcl train-2d") -> argparse.ArgumentParser:
     ap.add_argument(
         "--cache-dir",
         default=None,
-        help="where the synthetic devkit is written/reused; a VOCdevkit agcl did not write is refused",
+        help="where the synthetic devkit is written/reused; a VOCdevkit agcl did not write is "
+        "refused",
     )
     ap.add_argument(
         "--n-train", type=int, default=48, help="synthetic training scenes (default: %(default)s)"
@@ -206,101 +214,6 @@ class _Split:
         return self.ds[i % self.n]
 
 
-def _fmt(v: float | None) -> str:
-    return "n/a" if v is None else f"{v:.3f}"
-
-
-def write_report(
-    out: Path, main: dict[str, Any], ablation: dict[str, Any] | None, notes: list[str]
-) -> tuple[Path, Path]:
-    """``results.json`` and ``results.md`` of a 2-D run (and its ablation)."""
-    from agcl._atomic import write_json, write_text
-
-    coarse = main["coarse"]
-    payload: dict[str, Any] = {
-        "mean": {"miou": main["mean"]["miou"], "coarse_miou": coarse["miou"]},
-        "per_class": {
-            n: {
-                "iou": v["iou"],
-                "coarse_iou": coarse["per_class"][n],
-                "attention_recall": coarse["recall"].get(n),
-            }
-            for n, v in main["per_class"].items()
-        },
-        "method": main["method"],
-        "runtime_s": main["total_runtime_s"],
-        "notes": notes,
-        "config": main["config"],
-        "coarse2d": main["config"]["coarse2d"],
-        "run_id": main.get("run_id"),
-    }
-    if ablation:
-        payload["ablation"] = {
-            m: {
-                "miou": r["mean"]["miou"],
-                "per_class": {n: v["iou"] for n, v in r["per_class"].items()},
-                "runtime_s": r["runtime_s"],
-            }
-            for m, r in ablation.items()
-        }
-    json_path = write_json(out / "results.json", payload)
-    lines = [
-        "# 2-D pipeline results",
-        "",
-        *notes,
-        "",
-        "| class | IoU | stage-1 IoU | attention recall |",
-        "|---|---|---|---|",
-    ]
-    for n, v in payload["per_class"].items():
-        lines.append(
-            f"| {n} | {_fmt(v['iou'])} | {_fmt(v['coarse_iou'])} | {_fmt(v['attention_recall'])} |"
-        )
-    lines.append(
-        f"| **mean** | **{_fmt(payload['mean']['miou'])}** | {_fmt(payload['mean']['coarse_miou'])} | |"
-    )
-    if ablation:
-        lines += [
-            "",
-            "## Pre-training ablation (mIoU, same stage 1)",
-            "",
-            "| pre-training | mIoU |",
-            "|---|---|",
-        ]
-        lines += [f"| {m} | {_fmt(r['mean']['miou'])} |" for m, r in ablation.items()]
-    md_path = write_text(out / "results.md", "\n".join(lines) + "\n")
-    return json_path, md_path
-
-
-def overlay_figure(
-    images: Any, masks: Any, preds: Any, ids: Any, path: Path, title: str
-) -> Path | None:
-    """Held-out images, ground truth and prediction side by side (VOC palette); ``None`` without matplotlib."""
-    from agcl.data import voc_palette
-    from agcl.pipeline.report.figures import _matplotlib, _save
-
-    mpl = _matplotlib()
-    if mpl is None:
-        return None
-    pal = voc_palette()
-    n = min(4, len(preds))
-    fig = mpl.figure.Figure(figsize=(7.5, 2.5 * n))
-    axes = fig.subplots(n, 3, squeeze=False)
-    for r in range(n):
-        for c, (arr, name) in enumerate(
-            ((images[r], "image"), (pal[masks[r]], "ground truth"), (pal[preds[r]], "prediction"))
-        ):
-            ax = axes[r, c]
-            ax.imshow(arr if c == 0 else images[r])
-            if c:
-                ax.imshow(arr, alpha=0.6, interpolation="nearest")
-            ax.set_title(f"{ids[r]}: {name}", fontsize=8)
-            ax.axis("off")
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    return _save(fig, path, dpi=100)
-
-
 def main(argv: list[str] | None = None, *, prog: str | None = None) -> int:
     """``agcl train-2d``; returns the exit status."""
     return user_errors("train-2d", lambda: _main(parse_args(argv, prog=prog)))
@@ -333,8 +246,8 @@ def _main(args: argparse.Namespace) -> int:
     val = _Split(VOCSegmentation(devkit, args.val_split), args.max_val)
     if rank == 0:
         print(
-            f"{len(train)} training and {len(val)} held-out images from {devkit}; {len(names) - 1} classes; "
-            f"preset {args.preset}; out {out}",
+            f"{len(train)} training and {len(val)} held-out images from {devkit}; "
+            f"{len(names) - 1} classes; preset {args.preset}; out {out}",
             flush=True,
         )
     methods = [args.pretrain] + (
@@ -373,19 +286,19 @@ def _main(args: argparse.Namespace) -> int:
         if rank == 0 and method == args.pretrain:
             coarse = result["coarse"]
             print(
-                f"stage 1: held-out mIoU {_fmt(coarse['miou'])} ("
-                + ", ".join(f"{n} {_fmt(v)}" for n, v in coarse["per_class"].items())
+                f"stage 1: held-out mIoU {fmt(coarse['miou'])} ("
+                + ", ".join(f"{n} {fmt(v)}" for n, v in coarse["per_class"].items())
                 + ")"
             )
         print(f"\n== pre-training {method!r}: held-out IoU per class ==")
         for n, v in result["per_class"].items():
-            print(f"  {n:14s} {_fmt(v['iou'])}")
+            print(f"  {n:14s} {fmt(v['iou'])}")
         print(
-            f"  {'mean':14s} {_fmt(result['mean']['miou'])}   (stage-1 coarse mIoU "
-            f"{_fmt(result['coarse']['miou'])}; {result['runtime_s']} s)"
+            f"  {'mean':14s} {fmt(result['mean']['miou'])}   (stage-1 coarse mIoU "
+            f"{fmt(result['coarse']['miou'])}; {result['runtime_s']} s)"
         )
         if method == args.pretrain and not args.no_figures:
-            _figures(result, val, names, run_dir, method, device)
+            write_figures(result, val, names, run_dir, method, device)
     if not runs:
         return 0
     main_result = runs[args.pretrain]
@@ -395,10 +308,10 @@ def _main(args: argparse.Namespace) -> int:
         f"seed {args.seed})"
     )
     notes = [
-        f"Preset `{args.preset}`, pre-training `{args.pretrain}`, {len(train)} training / {len(val)} held-out "
-        f"images, device `{args.device}`, seed {args.seed}; data: {data}.",
-        "IoU accumulated over all held-out images (one confusion matrix), void (255) ignored; the mean is over "
-        "classes with a non-empty union (background included, as in VOC).",
+        f"Preset `{args.preset}`, pre-training `{args.pretrain}`, {len(train)} training / "
+        f"{len(val)} held-out images, device `{args.device}`, seed {args.seed}; data: {data}.",
+        "IoU accumulated over all held-out images (one confusion matrix), void (255) ignored; "
+        "the mean is over classes with a non-empty union (background included, as in VOC).",
         f"Total runtime {main_result['total_runtime_s']} s.",
     ]
     ablation = {m: runs[m] for m in METHOD_ORDER if m in runs} if args.ablation else None
@@ -407,59 +320,3 @@ def _main(args: argparse.Namespace) -> int:
     print(f"\nwrote {json_path}, {md_path} and {len(val)} predictions under {out / 'predictions'}")
     print(f"total runtime {time.perf_counter() - start:.1f} s")
     return 0
-
-
-def _figures(
-    result: dict[str, Any], val: Any, names: list[str], run_dir: Path, method: str, device: str
-) -> None:
-    import numpy as np
-    import torch
-
-    import agcl.pipeline as pl
-    from agcl.pipeline.run import RunFolder
-
-    written = []
-    ex = result["examples"]
-    items = [val[i] for i in range(len(ex["preds"]))]
-    written.append(
-        overlay_figure(
-            [im for im, _ in items],
-            [m for _, m in items],
-            ex["preds"],
-            ex["ids"],
-            run_dir / "fig_overlays.png",
-            f"{method}: held-out images, ground truth vs prediction (mIoU "
-            f"{_fmt(result['mean']['miou'])})",
-        )
-    )
-    pre = result["checkpoints"]["pretrain"]
-    if pre is not None and method != "ce":
-        from agcl.data.images2d import image_volume
-        from agcl.sampling import AttentionPatchSampler
-
-        cfg = pl.PipelineConfig.from_dict(result["config"])
-        sampler = AttentionPatchSampler(
-            patch_size=cfg.pretrain.patch_size, patches_per_slice=4, seed=0
-        )
-        batches = []
-        for k, att in enumerate(result["attention"][:64]):
-            if att:
-                v = image_volume(val[k][0], att)
-                batches.append(sampler.sample(v["image"], v["attention"], None, 0, volume_index=k))
-        batches = [b for b in batches if len(b)]
-        if batches:
-            x = torch.cat([b.inputs() for b in batches])[:800]
-            target = torch.cat([b.target for b in batches])[:800]
-            emb = pl.embed_patches(pl.load_pretrain_model(pre, device), x, device=device)
-            written.append(
-                pl.plot_embeddings(
-                    emb.numpy(),
-                    target.numpy(),
-                    np.zeros(len(target), int),
-                    run_dir / "fig_embeddings_pca.png",
-                    organ_names=dict(enumerate(names)),
-                    modality_names=["rgb"],
-                    title=f"PCA of projected embeddings ({method}, held-out patches)",
-                )
-            )
-    RunFolder.open(run_dir, resume=True).own(*[p for p in written if p is not None], save=True)

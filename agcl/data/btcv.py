@@ -241,7 +241,8 @@ def load_datalist(
     if not isinstance(entries, list):
         raise ValueError(
             f"split {split!r} of datalist {json_path} must be a list of entries "
-            f'({{"image": ..., "label": ...}} or image paths); got {type(entries).__name__} {entries!r}'
+            '({"image": ..., "label": ...} or image paths); '
+            f"got {type(entries).__name__} {entries!r}"
         )
     cases = []
     for i, entry in enumerate(entries):
@@ -309,7 +310,10 @@ def check_label_codes(
     if stray.size == 0:
         return label
     where = f"label file {path}" if path is not None else "label map"
-    msg = f"{where} holds codes {stray.tolist()} outside the declared organ set {allowed[1:].tolist()}"
+    msg = (
+        f"{where} holds codes {stray.tolist()} outside the declared organ set "
+        f"{allowed[1:].tolist()}"
+    )
     if unknown_labels == "error":
         raise ValueError(msg + "; pass unknown_labels='warn' to map them to background")
     warnings.warn(msg + "; they are set to background 0", stacklevel=2)
@@ -346,7 +350,8 @@ def load_case(
     Examples:
         >>> import tempfile
         >>> from agcl.data.synthetic import write_btcv_like
-        >>> cases = write_btcv_like(tempfile.mkdtemp(), 1, modalities=("contrast",), shape=(24, 24, 8))
+        >>> cases = write_btcv_like(tempfile.mkdtemp(), 1, modalities=("contrast",),
+        ...                         shape=(24, 24, 8))
         >>> image, label = load_case(cases["contrast"][0])
         >>> image.shape == label.shape, image.array.dtype, label.array.dtype
         (True, dtype('float32'), dtype('int16'))

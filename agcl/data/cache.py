@@ -23,7 +23,8 @@ def nbytes_of(value: Any) -> int:
 
     Examples:
         >>> import numpy as np
-        >>> nbytes_of({"image": np.zeros((4, 4), np.float32), "box": (slice(0, 2), np.zeros(3, bool))})
+        >>> nbytes_of({"image": np.zeros((4, 4), np.float32),
+        ...            "box": (slice(0, 2), np.zeros(3, bool))})
         67
     """
     if isinstance(value, np.ndarray):

@@ -1,4 +1,5 @@
-"""Label-code mappings: another segmenter's codes translated to agcl's (``--coarse-labels``, ``--labels``).
+"""Label-code mappings: another segmenter's codes translated to agcl's (``--coarse-labels``,
+``--labels``).
 
 A coarse label map written by another tool (TotalSegmentator, an nnU-Net model, ...) uses that
 tool's label codes. A mapping ``{their_code: btcv_code}`` translates it to the codes of

@@ -93,7 +93,8 @@ def load_volume(
         >>> import tempfile, numpy as np, nibabel as nib
         >>> d = tempfile.mkdtemp()
         >>> lps = np.diag([-0.8, -0.8, 2.5, 1.0])  # scanner-style LPS storage
-        >>> nib.save(nib.Nifti1Image(np.arange(24, dtype=np.int16).reshape(2, 3, 4), lps), f"{d}/a.nii.gz")
+        >>> data = np.arange(24, dtype=np.int16).reshape(2, 3, 4)
+        >>> nib.save(nib.Nifti1Image(data, lps), f"{d}/a.nii.gz")
         >>> v = load_volume(f"{d}/a.nii.gz")
         >>> v.array.shape, v.spacing, v.array.dtype
         ((2, 3, 4), (0.8, 0.8, 2.5), dtype('float32'))

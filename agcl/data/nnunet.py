@@ -16,109 +16,20 @@ BTCV codes, whatever the dataset's numbering.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from agcl.data._nnunet_json import DatasetJson, dataset_root, read_dataset_json
 from agcl.data.btcv import BTCV_ORGANS, Case, _as_code
+from agcl.data.organ_names import btcv_code_of
 
 __all__ = ["btcv_code_of", "discover_nnunet", "is_nnunet_dataset", "nnunet_label_map"]
 
 _NII_FILE = re.compile(r"\.nii(\.gz)?$")
-_FILE_ENDINGS = (".nii.gz", ".nii")
-
-# word sets (after normalisation) -> BTCV code, for organs without a side
-_UNSIDED: dict[frozenset[str], int] = {
-    frozenset(words.split()): code
-    for code, names in (
-        (1, ("spleen",)),
-        (4, ("gallbladder", "gall bladder")),
-        (5, ("esophagus", "oesophagus")),
-        (6, ("liver",)),
-        (7, ("stomach",)),
-        (8, ("aorta", "abdominal aorta", "arota")),  # "arota": AMOS 2022's spelling
-        (9, ("inferior vena cava", "ivc", "postcava")),
-        (
-            10,
-            ("portal splenic vein",),
-        ),  # "portal vein and splenic vein", "portal and splenic veins"
-        (11, ("pancreas",)),
-    )
-    for words in names
-}
-# word sets -> (right code, left code), for paired organs
-_SIDED: dict[frozenset[str], tuple[int, int]] = {
-    frozenset(words.split()): codes
-    for codes, names in (
-        ((2, 3), ("kidney",)),
-        ((12, 13), ("adrenal gland", "adrenal", "suprarenal gland", "suprarenal")),
-    )
-    for words in names
-}
-_SIDES = {"right": "right", "r": "right", "rt": "right", "left": "left", "l": "left", "lt": "left"}
-_FILLER = {"and", "the", "of"}
-_PLURALS = {"veins": "vein", "glands": "gland"}
-
-
-def btcv_code_of(name: str) -> int | None:
-    """The BTCV organ code of a label name, or ``None`` when it names no BTCV organ.
-
-    Matching ignores case, punctuation (``_``, ``-``, ``/``, brackets) and word order, so
-    ``"adrenal_gland_left"``, ``"Left adrenal gland"`` and ``"adrenal gland (L)"`` are all organ
-    13; sides may be written ``left``/``l``/``lt`` and ``right``/``r``/``rt``. Synonyms:
-    ``gall bladder``, ``oesophagus``, ``abdominal aorta`` (and AMOS's ``arota``), ``ivc`` and
-    ``postcava`` for the inferior vena cava, ``portal vein and splenic vein`` in any wording,
-    ``adrenal`` and ``suprarenal gland``. A paired organ without a side (``"kidney"``) or a
-    structure that is no BTCV organ (``"duodenum"``, ``"liver tumor"``) gives ``None``.
-
-    Examples:
-        >>> names = ("kidney_left", "Right Kidney", "portal_vein_and_splenic_vein")
-        >>> [btcv_code_of(n) for n in names]
-        [3, 2, 10]
-        >>> btcv_code_of("postcava"), btcv_code_of("kidney"), btcv_code_of("duodenum")
-        (9, None, None)
-    """
-    if not isinstance(name, str):
-        raise TypeError(f"name must be a label name string; got {type(name).__name__} {name!r}")
-    words = [_PLURALS.get(w, w) for w in re.split(r"[^0-9a-z]+", name.lower()) if w]
-    sides = {_SIDES[w] for w in words if w in _SIDES}
-    key = frozenset(w for w in words if w not in _SIDES and w not in _FILLER)
-    if len(sides) > 1:
-        return None
-    if not sides:
-        return _UNSIDED.get(key)
-    pair = _SIDED.get(key)
-    if pair is None:
-        return None
-    return pair[0] if sides == {"right"} else pair[1]
-
-
-@dataclass(frozen=True)
-class _DatasetJson:
-    path: Path
-    labels: dict[str, int]  # name -> code, as declared
-    channels: dict[str, str] | None
-    file_ending: str
-    num_training: int | None
-
-
-def _dataset_root(path: str | os.PathLike[str]) -> Path:
-    """The dataset folder of ``path``: the folder, its dataset.json, or a name in $nnUNet_raw."""
-    p = Path(path)
-    if p.is_file() and p.name == "dataset.json":
-        return p.parent
-    if p.is_dir():
-        return p
-    raw = os.environ.get("nnUNet_raw")
-    if raw and not p.is_absolute() and (Path(raw) / p).is_dir():
-        return Path(raw) / p
-    tried = f" (nor under $nnUNet_raw={raw})" if raw and not p.is_absolute() else ""
-    raise FileNotFoundError(f"no nnU-Net dataset folder at {p}{tried}")
 
 
 def is_nnunet_dataset(path: str | os.PathLike[str]) -> bool:
@@ -141,99 +52,12 @@ def is_nnunet_dataset(path: str | os.PathLike[str]) -> bool:
         (False, False)
     """
     try:
-        root = _dataset_root(path)
+        root = dataset_root(path)
     except FileNotFoundError:
         return False
     return (root / "dataset.json").is_file() and any(
         (root / sub).is_dir() for sub in ("imagesTr", "imagesTs")
     )
-
-
-def _parse_labels(raw: object, path: Path) -> dict[str, int]:
-    if not isinstance(raw, dict) or not raw:
-        raise ValueError(
-            f"'labels' of {path} must be a non-empty object of label names and codes; got {raw!r}"
-        )
-    out: dict[str, int] = {}
-    if all(isinstance(v, str) for v in raw.values()):  # v1: {"1": "spleen"}
-        pairs = []
-        for key, name in raw.items():
-            code = _as_code(key)
-            if code is None:
-                raise ValueError(
-                    f"'labels' of {path} looks like nnU-Net v1 ({{code: name}}) but key {key!r} "
-                    "is not a non-negative integer code"
-                )
-            pairs.append((name, code))
-    else:  # v2: {"spleen": 1}; a one-code region [1] is that code
-        pairs = []
-        for name, value in raw.items():
-            if isinstance(value, list) and len(value) == 1:
-                value = value[0]
-            if isinstance(value, list):
-                raise ValueError(
-                    f"label {name!r} of {path} is a region {value} (nnU-Net region-based "
-                    "training); agcl needs one code per label: declare the plain labels"
-                )
-            code = None if isinstance(value, str) else _as_code(value)
-            if code is None:
-                raise ValueError(
-                    f"label {name!r} of {path} must have a non-negative integer code "
-                    f"(nnU-Net v2: {{name: code}}; v1: {{code: name}}); got {value!r}"
-                )
-            pairs.append((name, code))
-    codes: dict[int, str] = {}
-    for name, code in pairs:
-        if name in out:
-            raise ValueError(
-                f"'labels' of {path} names {name!r} twice (codes {out[name]} and {code})"
-            )
-        if code in codes:
-            raise ValueError(
-                f"'labels' of {path} gives code {code} to both {codes[code]!r} and {name!r}"
-            )
-        out[name], codes[code] = code, name
-    return out
-
-
-def _read_dataset_json(root: Path) -> _DatasetJson:
-    path = root / "dataset.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"no dataset.json in {root}: an nnU-Net raw dataset needs one")
-    try:
-        content = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path} is not valid JSON: {err}") from None
-    if not isinstance(content, dict):
-        raise ValueError(f"{path} must hold a JSON object; got {type(content).__name__}")
-    if "labels" not in content:
-        raise ValueError(
-            f"{path} has no 'labels' entry: nnU-Net's dataset.json names its labels, "
-            '{"background": 0, "liver": 1, ...} (v2) or {"0": "background", "1": "liver"} (v1)'
-        )
-    labels = _parse_labels(content["labels"], path)
-    channels = content.get("channel_names", content.get("modality"))
-    if channels is not None:
-        if not isinstance(channels, dict) or not channels:
-            raise ValueError(
-                f'\'channel_names\' of {path} must be an object {{"0": "CT"}}; got {channels!r}'
-            )
-        channels = {str(k): str(v) for k, v in channels.items()}
-        if len(channels) > 1 or _as_code(next(iter(channels))) != 0:
-            raise ValueError(
-                f"{path} declares input channels {channels}; agcl reads single-channel CT "
-                "(channel 0, files <case>_0000): make a dataset with that channel only"
-            )
-    ending = content.get("file_ending", ".nii.gz")
-    if ending not in _FILE_ENDINGS:
-        raise ValueError(
-            f"file_ending {ending!r} of {path}: agcl reads NIfTI only "
-            f"({', '.join(_FILE_ENDINGS)}); "
-            "convert the images and labels to NIfTI"
-        )
-    num = content.get("numTraining")
-    num = num if isinstance(num, int) and not isinstance(num, bool) else None
-    return _DatasetJson(path, labels, channels, ending, num)
 
 
 def _user_mapping(labels: Mapping[object, object] | str | os.PathLike[str]) -> dict[int, int]:
@@ -306,7 +130,7 @@ def nnunet_label_map(
         >>> nnunet_label_map(root, labels={4: 6})
         ({1: 6, 2: 2, 3: 0, 4: 6}, ['duodenum'])
     """
-    ds = _read_dataset_json(_dataset_root(path))
+    ds = read_dataset_json(dataset_root(path))
     user = {} if labels is None else _user_mapping(labels)
     declared = {code: name for name, code in ds.labels.items() if code != 0}
     undeclared = sorted(set(user) - set(declared))
@@ -459,8 +283,8 @@ def discover_nnunet(
     """
     if split not in ("train", "test"):
         raise ValueError(f"split must be one of 'train', 'test'; got {split!r}")
-    root = _dataset_root(path)
-    ds = _read_dataset_json(root)
+    root = dataset_root(path)
+    ds = read_dataset_json(root)
     if ds.channels is not None and next(iter(ds.channels.values())).strip().upper() != "CT":
         warnings.warn(
             f"{ds.path} names channel 0 {next(iter(ds.channels.values()))!r}; agcl reads it as "
@@ -486,7 +310,7 @@ def discover_nnunet(
     ]
 
 
-def _warn_about_labels(ds: _DatasetJson, code_map: Mapping[int, int], unmapped: list[str]) -> None:
+def _warn_about_labels(ds: DatasetJson, code_map: Mapping[int, int], unmapped: list[str]) -> None:
     parts = []
     if unmapped:
         named = ", ".join(f"{n!r} ({ds.labels[n]})" for n in unmapped)

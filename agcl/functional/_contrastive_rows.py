@@ -47,7 +47,8 @@ def build_rows(
         )
     if features.shape[0] == 0 or features.shape[-1] == 0 or features.numel() == 0:
         raise ValueError(
-            f"features must hold at least one row and one dimension; got shape {tuple(features.shape)}"
+            "features must hold at least one row and one dimension; "
+            f"got shape {tuple(features.shape)}"
         )
     if labels is not None and (modality is not None or target is not None):
         raise ValueError(

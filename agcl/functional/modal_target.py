@@ -100,8 +100,8 @@ def _check_magnitude(z: torch.Tensor, temperature: float, *, normalized: bool) -
         if normalized:
             raise ValueError(
                 f"temperature={temperature} is too small for {z.dtype}: similarities up to "
-                f"1 / temperature times M={z.shape[0]} rows overflow; use a temperature of at least "
-                f"{4 * z.shape[0] / torch.finfo(z.dtype).max:.3g}"
+                f"1 / temperature times M={z.shape[0]} rows overflow; use a temperature of at "
+                f"least {4 * z.shape[0] / torch.finfo(z.dtype).max:.3g}"
             )
         raise ValueError(
             f"features with normalize=False are too large for {z.dtype}: the largest squared row "
@@ -264,7 +264,8 @@ def _check_queue(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     if not (isinstance(queue, (tuple, list)) and len(queue) == 2):
         raise TypeError(
-            f"queue must be a (queue_features, queue_keys) pair of tensors; got {type(queue).__name__}"
+            "queue must be a (queue_features, queue_keys) pair of tensors; "
+            f"got {type(queue).__name__}"
         )
     qf, qk = queue
     if not isinstance(qf, torch.Tensor) or not qf.is_floating_point():
@@ -275,7 +276,8 @@ def _check_queue(
         )
     if qf.ndim != 2 or qf.shape[1] != d:
         raise ValueError(
-            f"queue_features must be (K, D) with D={d} like the features; got shape {tuple(qf.shape)}"
+            f"queue_features must be (K, D) with D={d} like the features; "
+            f"got shape {tuple(qf.shape)}"
         )
     if qk.shape != (qf.shape[0], n_cols):
         raise ValueError(

@@ -23,8 +23,9 @@ scaling for free), with ``c = log2(e) / T``:
   anchor (``A == M``) the similarity is symmetric, so ``(G^T)_Ij = g_j exp(s_ij - lse_j)`` comes
   from the same recomputed block and ``dz_I = (1/T) (G_I + (G^T)_I) z``: one matmul to
   recompute, one to apply, three in all with the forward; ``(G^T)_I``'s exponent is the
-  recomputed one plus ``lse2_i - lse2_j`` (two cheap elementwise passes). When ``g >= 0`` (every reduction of
-  the loss), ``log2 g`` joins the shift column so ``exp2`` yields ``G`` directly.
+  recomputed one plus ``lse2_i - lse2_j`` (two cheap elementwise passes). When ``g >= 0``
+  (every reduction of the loss), ``log2 g`` joins the shift column so ``exp2`` yields ``G``
+  directly.
 
 References:
     Dao et al., "FlashAttention", NeurIPS 2022 (recomputation in backward).

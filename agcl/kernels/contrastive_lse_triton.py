@@ -20,14 +20,13 @@ program per block I of output rows computes, for every column block J,
 
 which is row I of (G + G^T) z: two matmuls per tile (S_IJ and A_IJ z_J), each output row written
 by exactly one program. Memory: z, dz, and O(M) vectors; never an M x M or A x M tensor.
-Tiles load in the input dtype (fp32/bf16/fp16), dots accumulate in fp32 (see ``_precision``);
+Tiles load in the input dtype (fp32/bf16/fp16), dots accumulate in fp32 (see ``dot_precision``);
 tiles are autotuned on CUDA, fixed under the interpreter. Derivation: docs/kernel.md. This
 module imports ``triton`` at its top; ``agcl.kernels`` imports it only for the triton backend.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 from typing import Any
@@ -42,6 +41,7 @@ from agcl.kernels._checks import (
     refuse_double_backward,
     refuse_functorch,
 )
+from agcl.kernels._triton_tiles import autotuned, dot_precision, fixed_tiles, launch_grid, on_device
 
 __all__ = ["contrastive_lse_triton"]
 
@@ -179,73 +179,8 @@ def _lse_bwd_kernel(
     )
 
 
-def _cuda_configs(stages: tuple[int, ...]) -> list[Any]:
-    """A few (BLOCK_M, BLOCK_N, num_warps, num_stages) candidates for the autotuner."""
-    shapes = [(64, 64, 4), (128, 64, 4), (64, 128, 4), (128, 128, 8), (32, 64, 4), (32, 32, 4)]
-    return [
-        triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=st)
-        for bm, bn, w in shapes
-        for st in stages
-    ]
-
-
-# Tiles of up to 128 x 256 elements per operand (the D = 256 of the paper's projection head
-# with 128-row blocks); wider rows keep only the narrower tiles, and the narrowest always stays.
-_MAX_TILE = 128 * 256
-
-
-def _prune(configs: list[Any], named_args: dict, **kwargs: Any) -> list[Any]:
-    width = kwargs["BLOCK_D"]
-    kept = [
-        c for c in configs if max(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"]) * width <= _MAX_TILE
-    ]
-    return kept or [min(configs, key=lambda c: c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"])]
-
-
-def _autotuned(kernel: Any, stages: tuple[int, ...]) -> Any:
-    # Tuned per (M, D), plus the tensors' dtypes that triton appends to the key: the best tile
-    # depends on the row width and on how many programs M gives the GPU. A training run with a
-    # fixed batch size tunes once (and once more for a smaller last batch).
-    return triton.autotune(
-        configs=_cuda_configs(stages),
-        key=["M", "D"],
-        prune_configs_by={"early_config_prune": _prune},
-    )(kernel)
-
-
-_lse_fwd_tuned = _autotuned(_lse_fwd_kernel, (3, 4))
-_lse_bwd_tuned = _autotuned(_lse_bwd_kernel, (2, 3))
-
-
-def _precision(dtype: torch.dtype) -> str:
-    """The ``tl.dot`` input precision: for fp32, the same as torch's own CUDA matmul.
-
-    fp32 tiles use IEEE fp32 unless the user allowed TF32 for torch's matmuls
-    (``torch.backends.cuda.matmul.allow_tf32``, which also reflects
-    ``torch.set_float32_matmul_precision("high")``). For fp16/bf16 tiles the setting has no
-    effect; "tf32" is Triton's CUDA default, i.e. the same as not passing it.
-    """
-    if dtype != torch.float32 or torch.backends.cuda.matmul.allow_tf32:
-        return "tf32"
-    return "ieee"
-
-
-def _tiles(blocks: tuple[int, int] | None) -> tuple[dict[str, int], int | None]:
-    """Keyword tile sizes for a fixed launch, and the grid's BLOCK_M (None: the autotuner's)."""
-    if blocks is None:
-        return {}, None
-    return {"BLOCK_M": blocks[0], "BLOCK_N": blocks[1]}, blocks[0]
-
-
-def _grid(rows: int, block_m: int | None) -> Any:
-    if block_m is None:
-        return lambda meta: (triton.cdiv(rows, meta["BLOCK_M"]),)
-    return (triton.cdiv(rows, block_m),)
-
-
-def _on_device(z: torch.Tensor) -> Any:
-    """Triton launches on the current CUDA device: make it z's for the call."""
-    return torch.cuda.device(z.device) if z.is_cuda else contextlib.nullcontext()
+_lse_fwd_tuned = autotuned(_lse_fwd_kernel, (3, 4))
+_lse_bwd_tuned = autotuned(_lse_bwd_kernel, (2, 3))
 
 
 def _launch_fwd(
@@ -257,10 +192,10 @@ def _launch_fwd(
     blocks: tuple[int, int] | None,
 ) -> None:
     """lse[i] for anchors a .. a+n-1; ``blocks`` None: autotuned (CUDA), else fixed tiles."""
-    tiles, block_m = _tiles(blocks)
+    tiles, block_m = fixed_tiles(blocks)
     kernel = _lse_fwd_tuned if blocks is None else _lse_fwd_kernel
-    with _on_device(z):
-        kernel[_grid(n, block_m)](
+    with on_device(z):
+        kernel[launch_grid(n, block_m)](
             z_ptr=z,
             lse_ptr=lse,
             M=z.shape[0],
@@ -271,7 +206,7 @@ def _launch_fwd(
             stride_zd=z.stride(1),
             scale=1.0 / temperature,
             BLOCK_D=max(16, triton.next_power_of_2(z.shape[1])),
-            PRECISION=_precision(z.dtype),
+            PRECISION=dot_precision(z.dtype),
             **tiles,
         )
 
@@ -289,10 +224,10 @@ def _launch_bwd(
 ) -> None:
     """dz of the first ``grad_rows`` rows (programs for those only) from the (M,)-padded lse and
     g; ``blocks`` as for :func:`_launch_fwd`."""
-    tiles, block_m = _tiles(blocks)
+    tiles, block_m = fixed_tiles(blocks)
     kernel = _lse_bwd_tuned if blocks is None else _lse_bwd_kernel
-    with _on_device(z):
-        kernel[_grid(grad_rows, block_m)](
+    with on_device(z):
+        kernel[launch_grid(grad_rows, block_m)](
             z_ptr=z,
             lse_ptr=lse_full,
             g_ptr=g_full,
@@ -307,7 +242,7 @@ def _launch_bwd(
             stride_dd=dz.stride(1),
             scale=1.0 / temperature,
             BLOCK_D=max(16, triton.next_power_of_2(z.shape[1])),
-            PRECISION=_precision(z.dtype),
+            PRECISION=dot_precision(z.dtype),
             **tiles,
         )
 

@@ -142,7 +142,8 @@ class DiceCELoss(nn.Module):
             )
         if logits.ndim < 3 or logits.shape[1] < 2:
             raise ValueError(
-                f"logits must be (B, C, *spatial) with C >= 2 classes; got shape {tuple(logits.shape)}"
+                "logits must be (B, C, *spatial) with C >= 2 classes; "
+                f"got shape {tuple(logits.shape)}"
             )
         if target.is_floating_point():
             raise TypeError(f"target must hold integer class indices; got dtype {target.dtype}")

@@ -1,4 +1,5 @@
-"""Segmentation metrics: Dice, Hausdorff distance (max / HD95) and ASSD in mm, per organ; IoU per class.
+"""Segmentation metrics: Dice, Hausdorff distance (max / HD95) and ASSD in mm, per organ; IoU per
+class.
 
 Also the encoder probes (:mod:`agcl.metrics.probe`): k-NN and linear-probe accuracy and the
 silhouette of labelled embeddings, which measure a frozen encoder apart from any decoder.
@@ -22,13 +23,10 @@ from __future__ import annotations
 
 from agcl.metrics.evaluate import evaluate_labels, format_table, summarize_cases
 from agcl.metrics.iou import confusion_matrix, iou_from_confusion, iou_per_class, mean_iou
+from agcl.metrics.knn import knn_accuracy
+from agcl.metrics.linear_probe import linear_probe_accuracy
 from agcl.metrics.overlap import dice
-from agcl.metrics.probe import (
-    knn_accuracy,
-    linear_probe_accuracy,
-    pooled_features,
-    probe_embeddings,
-)
+from agcl.metrics.probe import pooled_features, probe_embeddings
 from agcl.metrics.silhouette import silhouette_score
 from agcl.metrics.surface import average_surface_distance, hausdorff_distance, surface_distances
 

@@ -37,8 +37,9 @@ def as_mask(name: str, value: Any) -> np.ndarray:
     if array.size and not np.isin(array, (0, 1)).all():
         values = np.unique(array)[:5]
         raise ValueError(
-            f"{name} must be a boolean mask or hold only 0 and 1; got values such as {values.tolist()} "
-            "(for a label map, compare it with an organ id first, e.g. labels == 1)"
+            f"{name} must be a boolean mask or hold only 0 and 1; got values such as "
+            f"{values.tolist()} (for a label map, compare it with an organ id first, "
+            "e.g. labels == 1)"
         )
     return array.astype(bool)
 

@@ -80,7 +80,8 @@ def _organ_names(
 
 
 def _mean_finite(values: Sequence[float | None]) -> float | None:
-    """Mean of the finite values; ``inf`` when every value is ``inf``; ``None`` when there is none."""
+    """Mean of the finite values; ``inf`` when every value is ``inf``; ``None`` when there is
+    none."""
     present = [v for v in values if v is not None]
     if not present:
         return None
@@ -244,7 +245,8 @@ def summarize_cases(tables: Sequence[Table]) -> Table:
 
     Examples:
         >>> a = {"per_organ": {"liver": {"dice": 0.8, "hd95": 4.0, "assd": 1.0, "missed": 0}}}
-        >>> b = {"per_organ": {"liver": {"dice": 0.0, "hd95": float("inf"), "assd": float("inf"), "missed": 1}}}
+        >>> b = {"per_organ": {"liver": {"dice": 0.0, "hd95": float("inf"), "assd": float("inf"),
+        ...                              "missed": 1}}}
         >>> c = {"per_organ": {"liver": {"dice": None, "hd95": None, "assd": None, "missed": 0,
         ...                              "false_positive": 1}}}
         >>> summarize_cases([a, b, c])["per_organ"]["liver"]

@@ -4,10 +4,11 @@ A probe measures the encoder alone (issue 28): patches are embedded by a frozen 
 (:func:`pooled_features`), a *fit* set (training cases) labels a *score* set (held-out cases),
 and three numbers say how much label information the embedding holds:
 
-* :func:`knn_accuracy`: k-nearest-neighbour classification (cosine similarity, majority vote);
-  no training at all, so it reads the geometry of the embedding as it is;
-* :func:`linear_probe_accuracy`: a multinomial logistic regression on the standardised
-  features; what a linear read-out can extract;
+* :func:`knn_accuracy` (:mod:`agcl.metrics.knn`): k-nearest-neighbour classification (cosine
+  similarity, majority vote); no training at all, so it reads the geometry of the embedding as
+  it is;
+* :func:`linear_probe_accuracy` (:mod:`agcl.metrics.linear_probe`): a multinomial logistic
+  regression on the standardised features; what a linear read-out can extract;
 * :func:`~agcl.metrics.silhouette_score`: how compact and apart the label clusters are (Rousseeuw).
 
 :func:`probe_embeddings` runs all three for several label sets (organ, modality, ...) and
@@ -28,210 +29,15 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from agcl._validation import check_choice, check_has_data, check_int, check_positive, check_tensor
-from agcl.metrics._embeddings import METRICS, Metric, check_pair, unit_rows
+from agcl.metrics._embeddings import METRICS, Metric, check_pair
+from agcl.metrics.knn import BLOCK, knn_accuracy, knn_predict
+from agcl.metrics.linear_probe import linear_predict, linear_probe_accuracy
 from agcl.metrics.silhouette import silhouette_score
 
 __all__ = ["knn_accuracy", "linear_probe_accuracy", "pooled_features", "probe_embeddings"]
-
-_BLOCK = 512  # score rows per k-NN block: a few (block x N_fit) tensors at a time
-
-
-def _knn_predict(
-    fit_z: torch.Tensor,
-    fit_ys: list[torch.Tensor],
-    score_z: torch.Tensor,
-    k: int,
-    metric: str,
-    block_size: int,
-) -> list[torch.Tensor]:
-    """Predicted label of every score row, for each label set in ``fit_ys`` (same neighbours)."""
-    if metric == "cosine":
-        fit_z, score_z = unit_rows(fit_z), unit_rows(score_z)
-    k = min(k, fit_z.shape[0])
-    sets = []  # (classes, one-hot (N_fit, C)) per label set
-    for y in fit_ys:
-        classes, inverse = torch.unique(y, return_inverse=True)
-        sets.append((classes, F.one_hot(inverse, len(classes)).to(fit_z.dtype)))
-    preds: list[list[torch.Tensor]] = [[] for _ in fit_ys]
-    for start in range(0, score_z.shape[0], block_size):
-        block = score_z[start : start + block_size]
-        sim = block @ fit_z.T if metric == "cosine" else -torch.cdist(block, fit_z)
-        # the k most similar fit rows; among rows as similar as the k-th, the lowest indices
-        kth = sim.topk(k, dim=1).values[:, -1:]
-        above = sim > kth
-        at = sim == kth
-        room = k - above.sum(dim=1, keepdim=True)
-        chosen = above | (at & (at.cumsum(dim=1, dtype=torch.int32) <= room))
-        weight = chosen.to(sim.dtype)
-        for out, (classes, onehot) in zip(preds, sets):
-            votes = weight @ onehot  # (B, C) neighbour counts
-            total = (weight * sim) @ onehot  # (B, C) summed similarity
-            tied = votes == votes.amax(dim=1, keepdim=True)
-            total = torch.where(tied, total, torch.full_like(total, -torch.inf))
-            best = (total == total.amax(dim=1, keepdim=True)).to(torch.int8).argmax(dim=1)
-            out.append(classes[best])  # argmax: the first (smallest) class
-    return [torch.cat(p) for p in preds]
-
-
-def knn_accuracy(
-    fit_z: torch.Tensor,
-    fit_y: torch.Tensor,
-    score_z: torch.Tensor,
-    score_y: torch.Tensor,
-    *,
-    k: int = 20,
-    metric: Metric = "cosine",
-    block_size: int = _BLOCK,
-) -> float:
-    """k-nearest-neighbour classification accuracy of ``score_z`` against ``fit_z``.
-
-    Each score row takes the label most frequent among its ``k`` most similar fit rows
-    (``k`` is capped at the number of fit rows). Ties are broken deterministically: among fit
-    rows exactly as similar as the k-th, the lower row indices are the neighbours; among labels
-    with equally many neighbours, the one whose neighbours have the larger summed similarity
-    wins (compared as computed, in floating point), and the smallest label id after that.
-    ``"cosine"`` similarity is invariant to the
-    scale of each row (a zero row has similarity 0 to everything); ``"euclidean"`` uses minus
-    the L2 distance. A score label absent from ``fit_y`` is never predicted: it counts as an
-    error. The work runs over blocks of ``block_size`` score rows, so memory is
-    ``O(block_size x N_fit)``, on ``fit_z``'s device.
-
-    Args:
-        fit_z: embeddings of the labelled (fit) rows.
-        fit_y: their integer labels.
-        score_z: embeddings to classify.
-        score_y: their true labels.
-        k: number of neighbours, >= 1.
-        metric: ``"cosine"`` or ``"euclidean"``.
-        block_size: score rows per block.
-
-    Shape:
-        - fit_z: ``(N_fit, D)``; fit_y: ``(N_fit,)``.
-        - score_z: ``(N_score, D)``; score_y: ``(N_score,)``.
-
-    Returns:
-        The fraction of score rows whose predicted label equals ``score_y``, in ``[0, 1]``.
-
-    Raises:
-        TypeError: a non-tensor, floating labels or integer embeddings.
-        ValueError: bad shapes, lengths that differ, an empty set, non-finite values, ``k < 1``
-            or an unknown metric.
-
-    Examples:
-        >>> fit = torch.tensor([[1.0, 0.0], [2.0, 0.1], [0.0, 1.0]])
-        >>> knn_accuracy(fit, torch.tensor([3, 3, 7]), torch.tensor([[5.0, 1.0], [0.1, 1.0]]),
-        ...              torch.tensor([3, 7]), k=1)
-        1.0
-    """
-    fit_z, fit_y, score_z, score_y = check_pair(fit_z, fit_y, score_z, score_y)
-    check_int("k", k, low=1)
-    check_choice("metric", metric, METRICS)
-    check_int("block_size", block_size, low=1)
-    pred = _knn_predict(fit_z, [fit_y], score_z, k, metric, block_size)[0]
-    return float((pred == score_y).double().mean())
-
-
-def linear_probe_accuracy(
-    fit_z: torch.Tensor,
-    fit_y: torch.Tensor,
-    score_z: torch.Tensor,
-    score_y: torch.Tensor,
-    *,
-    max_iter: int = 100,
-    weight_decay: float = 1e-3,
-) -> float:
-    """Accuracy of a multinomial logistic regression fit on ``fit_z`` and scored on ``score_z``.
-
-    Features are standardised with the fit set's mean and (population) standard deviation; a
-    feature constant over the fit set is only centred. The model ``softmax(x W + b)`` over the
-    labels of ``fit_y`` minimises ``mean cross-entropy + weight_decay / 2 * ||W||^2`` (the
-    bias is not penalised) by full-batch L-BFGS with a strong-Wolfe line search from zero
-    weights, at most ``max_iter`` iterations. With ``weight_decay > 0`` the problem is strictly
-    convex, so there is no seed: the result is a function of the data (scikit-learn's
-    ``LogisticRegression(C=1 / (weight_decay * N_fit))`` solves the same problem). A score
-    label absent from ``fit_y`` is never predicted: it counts as an error; with a single fit
-    label every score row is predicted as that label. Runs on ``fit_z``'s device, with
-    autograd enabled even when called under ``torch.no_grad()`` or inference mode.
-
-    Args:
-        fit_z, fit_y: training embeddings and their integer labels.
-        score_z, score_y: held-out embeddings and their true labels.
-        max_iter: L-BFGS iterations (full passes over the fit set), >= 1.
-        weight_decay: L2 penalty on ``W``, >= 0.
-
-    Shape:
-        - fit_z: ``(N_fit, D)``; fit_y: ``(N_fit,)``.
-        - score_z: ``(N_score, D)``; score_y: ``(N_score,)``.
-
-    Returns:
-        The fraction of score rows classified correctly, in ``[0, 1]``.
-
-    Raises:
-        TypeError: a non-tensor, floating labels or integer embeddings.
-        ValueError: bad shapes, lengths that differ, an empty set, non-finite values or a bad
-            ``max_iter`` / ``weight_decay``.
-
-    Examples:
-        >>> fit = torch.tensor([[0.0, 1.0], [0.2, 1.0], [3.0, 1.0], [3.2, 1.0]])
-        >>> y = torch.tensor([0, 0, 1, 1])
-        >>> linear_probe_accuracy(fit, y, torch.tensor([[0.1, 5.0], [2.9, -4.0]]),
-        ...                       torch.tensor([0, 1]))
-        1.0
-    """
-    fit_z, fit_y, score_z, score_y = check_pair(fit_z, fit_y, score_z, score_y)
-    check_int("max_iter", max_iter, low=1)
-    check_positive("weight_decay", weight_decay, allow_zero=True)
-    pred = _linear_predict(fit_z, fit_y, score_z, max_iter, float(weight_decay))
-    return float((pred == score_y).double().mean())
-
-
-def _linear_predict(
-    fit_z: torch.Tensor,
-    fit_y: torch.Tensor,
-    score_z: torch.Tensor,
-    max_iter: int,
-    weight_decay: float,
-) -> torch.Tensor:
-    classes, target = torch.unique(fit_y, return_inverse=True)
-    if len(classes) == 1:
-        return classes.expand(score_z.shape[0])
-    with torch.inference_mode(False), torch.enable_grad():
-        # standardisation ignores a global scale: divide by it first so huge values cannot
-        # overflow the variance
-        scale = fit_z.abs().max()
-        scale = scale if scale > 0 else torch.ones_like(scale)
-        fit_x, score_x = fit_z.clone() / scale, score_z.clone() / scale
-        std, mean = torch.std_mean(fit_x, dim=0, correction=0)
-        std = torch.where(std > 0, std, torch.ones_like(std))
-        fit_x, score_x = (fit_x - mean) / std, (score_x - mean) / std
-        target = target.clone()
-        w = torch.zeros(
-            fit_x.shape[1], len(classes), dtype=fit_x.dtype, device=fit_x.device, requires_grad=True
-        )
-        b = torch.zeros(len(classes), dtype=fit_x.dtype, device=fit_x.device, requires_grad=True)
-        opt = torch.optim.LBFGS(
-            [w, b],
-            lr=1.0,
-            max_iter=max_iter,
-            history_size=20,
-            tolerance_grad=1e-9,
-            tolerance_change=1e-12,
-            line_search_fn="strong_wolfe",
-        )
-
-        def closure() -> torch.Tensor:
-            opt.zero_grad()
-            loss = F.cross_entropy(fit_x @ w + b, target) + 0.5 * weight_decay * (w * w).sum()
-            loss.backward()
-            return loss
-
-        opt.step(closure)
-        with torch.no_grad():
-            return classes[(score_x @ w + b).argmax(dim=1)]
 
 
 def probe_embeddings(
@@ -317,12 +123,12 @@ def probe_embeddings(
     check_positive("weight_decay", weight_decay, allow_zero=True)
     check_int("max_samples", max_samples, low=2)
     check_int("seed", seed)
-    preds = _knn_predict(fz, [checked[n][1] for n in names], sz, k, metric, _BLOCK)
+    preds = knn_predict(fz, [checked[n][1] for n in names], sz, k, metric, BLOCK)
     knn = {n: float((p == checked[n][3]).double().mean()) for n, p in zip(names, preds)}
     linear = {}
     linear_preds = {}
     for n in names:
-        pred = _linear_predict(fz, checked[n][1], sz, max_iter, float(weight_decay))
+        pred = linear_predict(fz, checked[n][1], sz, max_iter, float(weight_decay))
         linear[n] = float((pred == checked[n][3]).double().mean())
         linear_preds[n] = pred
     silhouette = None

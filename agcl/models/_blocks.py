@@ -54,7 +54,8 @@ class Bottleneck(nn.Module):
     names: ``conv1..3``, ``bn1..3``, ``downsample.{0,1}``.
 
     Shape:
-        - x: ``(B, inplanes, H, W)``; output ``(B, 4 * planes, ceil(H / stride), ceil(W / stride))``.
+        - x: ``(B, inplanes, H, W)``.
+        - output: ``(B, 4 * planes, ceil(H / stride), ceil(W / stride))``.
     """
 
     expansion = 4

@@ -85,7 +85,8 @@ class PretrainClassifier(nn.Module):
         super().__init__()
         if not hasattr(encoder, "num_features") or not hasattr(encoder, "forward_pooled"):
             raise TypeError(
-                f"encoder must have num_features and forward_pooled (an agcl ResNet); got {type(encoder).__name__}"
+                "encoder must have num_features and forward_pooled (an agcl ResNet); "
+                f"got {type(encoder).__name__}"
             )
         self.encoder = encoder
         self.classifier = nn.Linear(int(getattr(encoder, "num_features")), int(num_classes))  # noqa: B009

@@ -10,8 +10,8 @@ keeps the previous dilation, as torchvision's ``replace_stride_with_dilation`` d
 Contract (used by the decoders and ``agcl.models.segmentation``):
 
 * ``forward_features(x)`` -> list of 4 maps (layer1..layer4), channels ``out_channels``, strides
-  ``feature_strides`` (``(4, 8, 16, 32)`` at OS 32, ``(4, 8, 16, 16)`` at 16, ``(4, 8, 8, 8)`` at 8);
-  ``features[0]`` is the low-level map for a DeepLabV3+ skip (``low_level_channels``).
+  ``feature_strides`` (``(4, 8, 16, 32)`` at OS 32, ``(4, 8, 16, 16)`` at 16, ``(4, 8, 8, 8)``
+  at 8); ``features[0]`` is the low-level map for a DeepLabV3+ skip (``low_level_channels``).
 * ``forward_pooled(x)`` -> ``(B, num_features)`` global-average-pooled last map (stage 2).
 * ``forward(x)`` -> ``fc(pooled)`` when ``num_classes > 0``, else the pooled vector.
 

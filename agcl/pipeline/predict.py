@@ -1,4 +1,5 @@
-"""A trained run applied to a new scan: stage 1, the attention (bounded by the body), stage 3, fusion.
+"""A trained run applied to a new scan: stage 1, the attention (bounded by the body), stage 3,
+fusion.
 
 :func:`load_run` loads a finished run folder once (its stage-1 and stage-3 models and settings;
 an unfinished run is refused, naming the missing stage); :func:`predict_volume` segments one
@@ -150,9 +151,9 @@ def _warnings(pred: Prediction, names: Mapping[int, str], threshold: float) -> l
         if source == "fallback":
             voxels = int((pred.labels == code).sum())
             out.append(
-                f"{name}: no coarse voxel reached the attention threshold {threshold:g}; its attention is "
-                f"its most probable region, so the organ may be absent from this scan ({voxels} voxels "
-                "predicted)"
+                f"{name}: no coarse voxel reached the attention threshold {threshold:g}; its "
+                "attention is its most probable region, so the organ may be absent from this scan "
+                f"({voxels} voxels predicted)"
             )
         elif source == "none":
             out.append(

@@ -65,7 +65,8 @@ def _check_components(
         return {}
     if not isinstance(components, Mapping):
         raise TypeError(
-            f"components must be a dict {{stage: {{name: component}}}}; got {type(components).__name__}"
+            "components must be a dict {stage: {name: component}}; "
+            f"got {type(components).__name__}"
         )
     out: dict[str, dict[str, Any]] = {}
     for stage, parts in components.items():
@@ -75,7 +76,8 @@ def _check_components(
             )
         if not isinstance(parts, Mapping):
             raise TypeError(
-                f"components[{stage!r}] must be a dict {{name: component}}; got {type(parts).__name__}"
+                f"components[{stage!r}] must be a dict {{name: component}}; "
+                f"got {type(parts).__name__}"
             )
         unknown = sorted(set(parts) - set(COMPONENT_STAGES[stage]))
         if unknown:

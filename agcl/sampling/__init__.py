@@ -18,7 +18,7 @@ from agcl.sampling.attention_maps import (
     densify,
     organ_bboxes,
 )
-from agcl.sampling.attention_patches import AttentionPatchSampler, PatchBatch
+from agcl.sampling.attention_patches import AttentionPatchSampler
 from agcl.sampling.case_attention import (
     ATTENTION_SOURCES,
     CaseAttention,
@@ -34,6 +34,7 @@ from agcl.sampling.coarse_attention import (
     save_probabilities,
 )
 from agcl.sampling.dataset import AttentionPatchDataset, collate_patch_batches, minibatches
+from agcl.sampling.patch_batch import PatchBatch
 from agcl.sampling.stream import PatchStream
 from agcl.sampling.windows import extract_windows
 

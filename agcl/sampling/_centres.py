@@ -1,4 +1,5 @@
-"""Private centre drawing for the attention patch sampler: group voxels, draw centres."""
+"""Private centre drawing for the attention patch sampler: group voxels, draw centres (of a
+dense attention: :func:`plan_dense`; the sparse form: ``agcl.sampling._sparse_attention``)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["attention_groups", "draw_centres"]
+__all__ = ["attention_groups", "draw_centres", "plan_dense"]
 
 
 class _Sorted:
@@ -103,7 +104,7 @@ def draw_centres(
     mode: str,
     margin: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Centres ``(P, 3)`` as (slice, i, j) and the group of each, ``patches_per_slice`` per group."""
+    """Centres ``(P, 3)`` as (slice, i, j) and the group of each, ``per_slice`` per group."""
     a = axis
     b, c = (d for d in range(3) if d != a)
     n_sl, k, m = shape[a], per_slice, margin
@@ -203,3 +204,36 @@ def draw_dilated(
     if not out_c:
         return torch.zeros(0, 3, dtype=torch.long), groups[:0]
     return torch.cat(out_c), torch.cat(out_g)
+
+
+def plan_dense(
+    att: torch.Tensor,
+    shape: tuple[int, ...],
+    targets: Sequence[int] | None,
+    gen: torch.Generator,
+    *,
+    axis: int,
+    margin: int,
+    per_slice: int,
+    mode: str,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(centres (P, 3), target (P,))`` of a label map (``targets``: the codes to sample) or a
+    ``(K, *shape)`` stack (``targets``: the code of each map, default ``1..K``)."""
+    groups, flat, starts, counts = attention_groups(att, targets, axis)
+    centres, group = draw_centres(
+        groups,
+        flat,
+        starts,
+        counts,
+        shape,
+        gen,
+        axis=axis,
+        per_slice=per_slice,
+        mode=mode,
+        margin=margin,
+    )
+    slot = group // shape[axis]
+    if att.ndim != 4:
+        return centres, slot
+    codes = torch.arange(1, att.shape[0] + 1) if targets is None else torch.tensor(targets)
+    return centres, codes[slot] if slot.numel() else slot

@@ -32,8 +32,9 @@ def check_coarse_map(path: Any, labels: Any, case: Any, *, atol: float = 1e-3) -
     theirs, ours = getattr(labels, "affine", None), getattr(ref, "affine", None)
     if theirs is not None and ours is not None and not np.allclose(theirs, ours, atol=atol):
         raise ValueError(
-            f"coarse label map {path} of case {case.case_id} is not on its image's grid: the affines "
-            f"differ by up to {np.abs(np.asarray(theirs) - np.asarray(ours)).max():.4g} mm (atol "
+            f"coarse label map {path} of case {case.case_id} is not on its image's grid: the "
+            "affines differ by up to "
+            f"{np.abs(np.asarray(theirs) - np.asarray(ours)).max():.4g} mm (atol "
             f"{atol})\nmap affine:\n{theirs}\nimage affine:\n{ours}"
         )
 
@@ -83,7 +84,8 @@ class CaseAttention:
         >>> import numpy as np
         >>> from agcl.data import PreparedCase
         >>> lab = np.zeros((8, 8, 2), np.uint8); lab[2:4, 2:4, 0] = 6
-        >>> case = PreparedCase("1", 0, "ct", np.zeros((8, 8, 2), np.float32), lab, (1.0, 1.0, 1.0), None)
+        >>> image = np.zeros((8, 8, 2), np.float32)
+        >>> case = PreparedCase("1", 0, "ct", image, lab, (1.0, 1.0, 1.0), None)
         >>> att = CaseAttention([6], 1.0)(case)
         >>> att[6][0]
         (slice(1, 5, None), slice(1, 5, None), slice(0, 2, None))
@@ -120,7 +122,8 @@ class CaseAttention:
     def __call__(
         self, case: Any, *, probabilities: tuple[Any, Sequence[int]] | None = None
     ) -> Attention:
-        """The case's attention; ``probabilities`` (from :meth:`probabilities`) saves re-reading them."""
+        """The case's attention; ``probabilities`` (from :meth:`probabilities`) saves re-reading
+        them."""
         if self.source == "gt":
             if case.label is None:
                 raise ValueError(f"case {case.case_id} has no label for ground-truth attention")
@@ -160,7 +163,8 @@ class CaseAttention:
 
         if self.prob_dir is None:
             raise ValueError(
-                "this CaseAttention has no coarse probabilities (source='probabilities' needs prob_dir)"
+                "this CaseAttention has no coarse probabilities (source='probabilities' needs "
+                "prob_dir)"
             )
         return self.prob_dir / f"{case_stem(case)}.prob.pt"
 

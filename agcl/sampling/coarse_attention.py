@@ -56,7 +56,8 @@ def _coarse_region(prob: np.ndarray, threshold: float, fraction: float) -> np.nd
 
 def _full_indices(lo: int, hi: int, coarse: int, full: int) -> tuple[int, int]:
     # nearest resampling (align_corners=False, PyTorch's rule): full voxel i reads coarse voxel
-    # floor(i * coarse / full); so coarse voxels [lo, hi) cover full voxels [ceil(lo*f/c), ceil(hi*f/c))
+    # floor(i * coarse / full); so coarse voxels [lo, hi) cover full voxels
+    # [ceil(lo*f/c), ceil(hi*f/c))
     return math.ceil(lo * full / coarse), min(full, math.ceil(hi * full / coarse))
 
 
@@ -105,9 +106,11 @@ def attention_from_probabilities(
 
     Examples:
         >>> import numpy as np
-        >>> p = np.zeros((2, 4, 4, 1), np.float32); p[0] = 0.9; p[1, 1, 1, 0] = 0.2; p[0, 1, 1, 0] = 0.8
+        >>> p = np.zeros((2, 4, 4, 1), np.float32)
+        >>> p[0] = 0.9; p[1, 1, 1, 0] = 0.2; p[0, 1, 1, 0] = 0.8
         >>> att = attention_from_probabilities(p, [6], (8, 8, 1), spacing=(1, 1, 1), margin_mm=0)
-        >>> att[6][0], int(att[6][1].sum())  # never the arg-max, still a 2 x 2 region on the full grid
+        >>> # never the arg-max, still a 2 x 2 region on the full grid
+        >>> att[6][0], int(att[6][1].sum())
         ((slice(2, 4, None), slice(2, 4, None), slice(0, 1, None)), 4)
     """
     p = (
@@ -117,7 +120,8 @@ def attention_from_probabilities(
     )
     if p.ndim != 4 or p.shape[0] != len(organ_ids) + 1:
         raise ValueError(
-            f"prob must be (K + 1, x, y, z) with K = len(organ_ids) = {len(organ_ids)}; got {p.shape}"
+            f"prob must be (K + 1, x, y, z) with K = len(organ_ids) = {len(organ_ids)}; "
+            f"got {p.shape}"
         )
     if not 0.0 < threshold <= 1.0:
         raise ValueError(f"threshold must lie in (0, 1]; got {threshold}")

@@ -27,13 +27,15 @@ import torch
 from torch.utils.data import Dataset
 
 from agcl._validation import check_int
-from agcl.sampling.attention_patches import AttentionPatchSampler, PatchBatch
+from agcl.sampling.attention_patches import AttentionPatchSampler
+from agcl.sampling.patch_batch import PatchBatch
 
 __all__ = ["AttentionPatchDataset", "collate_patch_batches", "minibatches"]
 
 
 class AttentionPatchDataset(Dataset):
-    """Patches from a list of cases, volumes or in-memory arrays, one :class:`PatchBatch` per volume.
+    """Patches from a list of cases, volumes or in-memory arrays, one :class:`PatchBatch` per
+    volume.
 
     Args:
         cases: one of: a sequence of :class:`agcl.data.Case` or an :class:`agcl.data.Cohort`
@@ -64,7 +66,8 @@ class AttentionPatchDataset(Dataset):
         >>> import numpy as np
         >>> lab = np.zeros((12, 12, 3), np.int16); lab[3:7, 3:7, 1] = 1
         >>> vols = [{"image": np.random.rand(12, 12, 3).astype("float32"), "label": lab}] * 2
-        >>> ds = AttentionPatchDataset(vols, AttentionPatchSampler(patch_size=8, patches_per_slice=5))
+        >>> sampler = AttentionPatchSampler(patch_size=8, patches_per_slice=5)
+        >>> ds = AttentionPatchDataset(vols, sampler)
         >>> batch = collate_patch_batches([ds[0], ds[1]])
         >>> len(batch), batch.volume_index.tolist()[::5]
         (10, [0, 1])

@@ -37,75 +37,12 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from agcl._validation import check_int, check_int_sequence
-from agcl.sampling.attention_patches import AttentionPatchSampler, PatchBatch
+from agcl.sampling._shard_merge import Tagged, identity, merge, round_robin
+from agcl.sampling._shuffle_buffer import ShuffleBuffer
+from agcl.sampling.attention_patches import AttentionPatchSampler
+from agcl.sampling.patch_batch import PatchBatch
 
 __all__ = ["PatchStream"]
-
-
-class _Buffer:
-    """A fixed-capacity shuffle buffer of patches (image float32, attention float16, label bool)."""
-
-    def __init__(
-        self, capacity: int, channels: int, patch: tuple[int, int], with_label: bool
-    ) -> None:
-        self.capacity, self.n = capacity, 0
-        self.image = torch.empty(capacity, channels, *patch)
-        self.attention = torch.empty(
-            capacity, 1, *patch, dtype=torch.float16
-        )  # 0/1 or graded values
-        self.label = torch.empty(capacity, 1, *patch, dtype=torch.bool) if with_label else None
-        self.ignore: torch.Tensor | None = None  # allocated when a volume brings an ignore map
-        self.meta = torch.empty(
-            capacity, 6, dtype=torch.long
-        )  # target, modality, volume, slice, centre i, j
-
-    def room(self) -> int:
-        return self.capacity - self.n
-
-    def put(self, b: PatchBatch) -> None:
-        k = len(b)
-        s = slice(self.n, self.n + k)
-        self.image[s] = b.image
-        self.attention[s] = b.attention
-        if self.label is not None:
-            if b.label is None:
-                raise ValueError("with_label=True needs volumes with a 'label'; a volume gave none")
-            self.label[s] = b.label > 0.5
-        if b.ignore is not None and self.ignore is None:
-            self.ignore = torch.zeros(self.capacity, 1, *self.image.shape[2:], dtype=torch.bool)
-        if self.ignore is not None:
-            self.ignore[s] = b.ignore if b.ignore is not None else False
-        self.meta[s] = torch.stack(
-            [b.target, b.modality, b.volume_index, b.slice_index, b.centre[:, 0], b.centre[:, 1]], 1
-        )
-        self.n += k
-
-    def take(self, count: int, gen: torch.Generator) -> PatchBatch:
-        """``count`` random patches out of the buffer (the holes are filled from its tail)."""
-        count = min(count, self.n)
-        idx = torch.randperm(self.n, generator=gen)[:count]
-        m = self.meta[idx]
-        out = PatchBatch(
-            image=self.image[idx],
-            attention=self.attention[idx].float(),
-            label=None if self.label is None else self.label[idx].float(),
-            target=m[:, 0],
-            modality=m[:, 1],
-            volume_index=m[:, 2],
-            slice_index=m[:, 3],
-            centre=m[:, 4:6],
-            ignore=None if self.ignore is None else self.ignore[idx],
-        )
-        tail = self.n - count
-        chosen = torch.zeros(self.n, dtype=torch.bool)
-        chosen[idx] = True
-        holes = idx[idx < tail]
-        movers = torch.nonzero(~chosen[tail:]).squeeze(1) + tail
-        for t in (self.image, self.attention, self.label, self.ignore, self.meta):
-            if t is not None and holes.numel():
-                t[holes] = t[movers]
-        self.n = tail
-        return out
 
 
 class PatchStream(IterableDataset):
@@ -116,9 +53,10 @@ class PatchStream(IterableDataset):
             (C, D0, D1, D2) float array, "attention": label map, (K, D0, D1, D2) stack or sparse
             {code: (box, mask)} (see :meth:`AttentionPatchSampler.plan`), "label": integer label
             map or None, "modality": int}`` and optionally ``"ignore"``: a bool map of pixels
-            to leave out of the loss, cut into ``PatchBatch.ignore`` with the labels). It is called once per volume per epoch, in the
-            process (worker) that samples the volume; loading lazily there (with a bounded
-            cache, e.g. :class:`agcl.data.VolumeCache`) keeps memory bounded.
+            to leave out of the loss, cut into ``PatchBatch.ignore`` with the labels). It is
+            called once per volume per epoch, in the process (worker) that samples the volume;
+            loading lazily there (with a bounded cache, e.g. :class:`agcl.data.VolumeCache`)
+            keeps memory bounded.
         sampler: the :class:`AttentionPatchSampler` whose options are used (its own generator is
             not: every volume gets one seeded from ``(seed, epoch, volume)``).
         batch_size: patches per minibatch.
@@ -228,7 +166,8 @@ class PatchStream(IterableDataset):
             _check_channels({i: _channel_count(v) for i, v in enumerate(volumes)})
 
     def set_epoch(self, epoch: int) -> None:
-        """Shuffle and sample afresh for ``epoch`` (call before iterating, as with DistributedSampler)."""
+        """Shuffle and sample afresh for ``epoch`` (call before iterating, as with
+        ``DistributedSampler``)."""
         self.epoch = check_int("epoch", epoch, low=0)
 
     def rank_volumes(self) -> list[int]:
@@ -248,7 +187,7 @@ class PatchStream(IterableDataset):
         return [s for s in range(self.shards) if s % workers == worker]
 
     def __iter__(self) -> Iterator[Any]:
-        return _round_robin([self._shard(s) for s in self._my_shards()])
+        return round_robin([self._shard(s) for s in self._my_shards()])
 
     def loader(
         self, num_workers: int = 0, *, pin_memory: bool = False, prefetch_factor: int | None = None
@@ -265,18 +204,18 @@ class PatchStream(IterableDataset):
         if num_workers == 0 and not pin_memory:
             yield from self
             return
-        tagged = _Tagged(self)
+        tagged = Tagged(self)
         kw: dict[str, Any] = {
             "batch_size": None,
             "num_workers": num_workers,
             "pin_memory": pin_memory,
-            "collate_fn": _identity,
+            "collate_fn": identity,
         }
         if num_workers > 0 and prefetch_factor is not None:
             kw["prefetch_factor"] = prefetch_factor
         items = iter(DataLoader(tagged, **kw))
         first: tuple[list[int], int] | None = None
-        for batch in _merge(items, self.shards if num_workers > 0 else None):
+        for batch in merge(items, self.shards if num_workers > 0 else None):
             # each worker checks the volumes it reads; across workers, the batches are compared
             vols, c = sorted(set(batch.volume_index.tolist())), batch.image.shape[1]
             if first is None:
@@ -337,7 +276,7 @@ class PatchStream(IterableDataset):
         todo = deque(self.shard_volumes(shard))
         gen = _generator(self.seed, self.epoch, 1_000_000 + shard)
         open_: deque[Iterator[PatchBatch]] = deque()
-        buffer: _Buffer | None = None
+        buffer: ShuffleBuffer | None = None
         pending: PatchBatch | None = None  # a chunk that did not fit yet
         while True:
             while len(open_) < self.streams and todo:
@@ -354,7 +293,7 @@ class PatchStream(IterableDataset):
                     continue
                 pending = chunk
             if buffer is None:
-                buffer = _Buffer(
+                buffer = ShuffleBuffer(
                     self.buffer_size,
                     pending.image.shape[1],
                     tuple(pending.image.shape[2:]),
@@ -414,70 +353,3 @@ def _generator(seed: int, epoch: int, key: int) -> torch.Generator:
     entropy = [int(seed), int(epoch), int(key) + 2]
     state = np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0]
     return torch.Generator().manual_seed(int(state >> np.uint64(1)))
-
-
-def _round_robin(iterators: list[Iterator[PatchBatch]]) -> Iterator[PatchBatch]:
-    active = deque(iterators)
-    while active:
-        it = active.popleft()
-        item = next(it, None)
-        if item is None:
-            continue
-        yield item
-        active.append(it)
-
-
-def _tagged_round_robin(
-    shards: dict[int, Iterator[PatchBatch]],
-) -> Iterator[tuple[int, PatchBatch | None]]:
-    """The worker side of :meth:`PatchStream.loader`: ``(shard, batch)``, ``(shard, None)`` at its end."""
-    active = deque(shards.items())
-    while active:
-        s, it = active.popleft()
-        item = next(it, None)
-        if item is None:
-            yield s, None
-            continue
-        yield s, item
-        active.append((s, it))
-
-
-def _merge(
-    items: Iterator[tuple[int, PatchBatch | None]], shards: int | None
-) -> Iterator[PatchBatch]:
-    """Re-order the workers' ``(shard, batch)`` items into the shards' round-robin order."""
-    if shards is None:  # one process: already in order
-        for _, b in items:
-            if b is not None:
-                yield b
-        return
-    pending: dict[int, deque[PatchBatch | None]] = {s: deque() for s in range(shards)}
-    active = deque(range(shards))
-    while active:
-        s = active[0]
-        while not pending[s]:
-            got = next(items, None)
-            if got is None:  # the loader ended: every shard has said so
-                for rest in active:
-                    pending[rest].append(None)
-                break
-            pending[int(got[0])].append(got[1])
-        b = pending[s].popleft()
-        active.popleft()
-        if b is not None:
-            yield b
-            active.append(s)
-
-
-def _identity(x: Any) -> Any:
-    return x
-
-
-class _Tagged(IterableDataset):
-    """A view of a stream whose iterator yields ``(shard, batch)`` (for the workers' merge)."""
-
-    def __init__(self, stream: PatchStream) -> None:
-        self.stream = stream
-
-    def __iter__(self) -> Iterator[tuple[int, PatchBatch | None]]:
-        return _tagged_round_robin({k: self.stream._shard(k) for k in self.stream._my_shards()})

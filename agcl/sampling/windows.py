@@ -1,4 +1,5 @@
-"""Cut many 2-D windows from a slice or a volume with one flat ``torch.take`` (no loop per patch)."""
+"""Cut many 2-D windows from a slice or a volume with one flat ``torch.take`` (no loop per
+patch)."""
 
 from __future__ import annotations
 

@@ -31,7 +31,8 @@ def test_affine_crop_resamples_like_a_plain_crop_and_a_rot90():
         extract(label, (0, 4, 1), (8, 8, 4), 0),
     )
     assert torch.allclose(img, want_img, atol=1e-6) and torch.equal(lab, want_lab)
-    # 90 degrees about axis 2: crop[x, y] = volume[R (x, y)], the volume turned the other way in the x-y plane
+    # 90 degrees about axis 2: crop[x, y] = volume[R (x, y)], the volume turned the other way in
+    # the x-y plane
     img, lab = _affine_crop(
         image, label, -1.0, (12, 12, 6), np.array([5.5, 5.5, 2.5]), rotation_matrix((0, 0, 90))
     )

@@ -1,4 +1,5 @@
-"""``agcl predict`` and ``predict_volume``: a finished run applied to new scans, bounded by the body."""
+"""``agcl predict`` and ``predict_volume``: a finished run applied to new scans, bounded by the
+body."""
 
 from __future__ import annotations
 

@@ -18,7 +18,8 @@ def test_percentiles_match_hand_computed_values():
 
 def test_paper_pipeline_on_known_values():
     v = np.array([-1000, -175, -100, 0, 100, 250, 1000], np.float32)
-    # after clipping: [-175, -175, -100, 0, 100, 250, 250]; with (0, 100) percentiles the span is 425
+    # after clipping: [-175, -175, -100, 0, 100, 250, 250]; with (0, 100) percentiles the span
+    # is 425
     out = preprocess_ct(v, percentiles=(0, 100))
     np.testing.assert_allclose(out, (np.clip(v, -175, 250) + 175) / 425, atol=1e-6)
 

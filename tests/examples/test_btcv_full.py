@@ -231,8 +231,8 @@ def test_recall_line_names_the_lowest_organ_and_those_below_the_target():
 
     line = example.recall_line({"spleen": 0.99, "gallbladder": 0.62, "liver": None, "aorta": 0.94})
     assert line == (
-        "attention recall, lowest held-out case: gallbladder 0.620 | organs below 0.95 in some case: "
-        "gallbladder, aorta"
+        "attention recall, lowest held-out case: gallbladder 0.620 | organs below 0.95 in some "
+        "case: gallbladder, aorta"
     )
     assert example.recall_line({"spleen": 1.0}).endswith("some case: none")
     assert example.recall_line({"liver": None}) is None and example.recall_line({}) is None

@@ -180,7 +180,7 @@ def test_symmetric_backward_both_paths(monkeypatch, temperature, factored):
     torch.testing.assert_close(dz, ref_dz, **TOL64)
 
 
-# -------------------------------------------------------------------------- CUDA only (not run here)
+# ------------------------------------------------------------------------- CUDA only (not run here)
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize(

@@ -239,8 +239,10 @@ def test_autotuned_launch_path(monkeypatch):
     ("d", "largest"), [(128, 128), (256, 128), (512, 64), (1024, 32), (4096, 32)]
 )
 def test_config_pruning_by_row_width(d, largest):
+    from agcl.kernels._triton_tiles import prune_configs
+
     configs = mtt._lse_fwd_tuned.configs
-    kept = mtt._prune(configs, {}, BLOCK_D=max(16, 1 << (d - 1).bit_length()))
+    kept = prune_configs(configs, {}, BLOCK_D=max(16, 1 << (d - 1).bit_length()))
     assert kept and max(max(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"]) for c in kept) == largest
 
 
@@ -491,7 +493,7 @@ def test_two_process_gather_with_triton_backend():
     mp.spawn(_distributed_worker, args=(2, port), nprocs=2, join=True)
 
 
-# -------------------------------------------------------------------------- CUDA only (not run here)
+# ------------------------------------------------------------------------- CUDA only (not run here)
 def chunked_reference(z: torch.Tensor, temperature: float, g: torch.Tensor, chunk: int = 2048):
     """Float64 lse and dz on the GPU in row chunks (O(chunk * M) memory), by autograd."""
     z64 = z.detach().double().requires_grad_()

@@ -193,7 +193,8 @@ def test_pretrained_same_channels_loads_exactly_and_drops_fc(caplog):
 
 
 def test_pretrained_without_counters_or_fc_loads(caplog):
-    # older published checkpoints lack the BN num_batches_tracked buffers; backbone-only dicts lack fc
+    # older published checkpoints lack the BN num_batches_tracked buffers; backbone-only dicts
+    # lack fc
     sd = {
         k: v
         for k, v in _reference_weights().items()

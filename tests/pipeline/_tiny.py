@@ -26,7 +26,8 @@ def tiny_config(**changes) -> PipelineConfig:
     base = PipelineConfig.quick().override(
         **{
             "organs": (1, 6, 7),
-            # 21.9 x 21.9 x 24 mm voxels: the 48 x 48 x 12 phantoms become 16 x 16 x 8 (2 x 2 windows)
+            # 21.9 x 21.9 x 24 mm voxels: the 48 x 48 x 12 phantoms become 16 x 16 x 8
+            # (2 x 2 windows)
             "coarse.spacing_mm": (21.9, 21.9, 24.0),
             "coarse.crop_shape": (12, 12, 8),
             "coarse.shape": (16, 16, 8),

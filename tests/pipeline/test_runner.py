@@ -133,8 +133,9 @@ def test_full_pipeline_resume_and_results(tmp_path):
     )
     np.testing.assert_array_equal(labels, load_volume(result["predictions"][0], kind="label").array)
 
-    # coarse_weight (1.0: the coarse probabilities alone inside the attention): predict_volume uses the
-    # coarse model's probabilities, the very ones the run stored (float16), as segment_with_attention does
+    # coarse_weight (1.0: the coarse probabilities alone inside the attention): predict_volume
+    # uses the coarse model's probabilities, the very ones the run stored (float16), as
+    # segment_with_attention does
     from agcl.data import preprocess_ct
     from agcl.pipeline import load_segment_model, segment_with_attention
     from agcl.sampling import attention_from_probabilities, densify, load_probabilities

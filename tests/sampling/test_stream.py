@@ -98,12 +98,15 @@ def test_every_planned_patch_once_with_its_own_windows():
 def test_sparse_attention_gives_the_same_patches_as_the_label_map():
     dense = list(_stream(_volumes()))
     sparse = list(_stream(_volumes(sparse=True)))
+
     # per organ and slice the same counts (the draws differ: per-organ generators for sparse)
-    count = lambda bs: Counter(
-        (v, t, s)
-        for b in bs
-        for v, t, s in zip(b.volume_index.tolist(), b.target.tolist(), b.slice_index.tolist())
-    )  # noqa: E731
+    def count(bs):
+        return Counter(
+            (v, t, s)
+            for b in bs
+            for v, t, s in zip(b.volume_index.tolist(), b.target.tolist(), b.slice_index.tolist())
+        )
+
     assert count(dense) == count(sparse)
     for b in sparse:
         assert bool((b.attention[:, 0, 4, 4] == 1).all())

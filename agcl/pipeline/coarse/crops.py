@@ -129,8 +129,10 @@ class CoarseCropDataset(Dataset):
     a generator seeded with ``(seed, e, i)``.
 
     Examples:
-        >>> img = torch.zeros(6, 6, 4, dtype=torch.float16); lab = torch.zeros(6, 6, 4, dtype=torch.uint8)
-        >>> ds = CoarseCropDataset([GridCase(img, lab)], (4, 4, 4), crops_per_case=3, foreground=0.5)
+        >>> img = torch.zeros(6, 6, 4, dtype=torch.float16)
+        >>> lab = torch.zeros(6, 6, 4, dtype=torch.uint8)
+        >>> ds = CoarseCropDataset([GridCase(img, lab)], (4, 4, 4), crops_per_case=3,
+        ...                        foreground=0.5)
         >>> len(ds), tuple(ds[0][0].shape)
         (3, (1, 4, 4, 4))
     """

@@ -46,7 +46,8 @@ __all__ = [
 def build_coarse_model_2d(
     config: PipelineConfig | Coarse2DConfig, num_classes: int, *, in_chans: int = 3
 ) -> nn.Module:
-    """The stage-1 segmenter: ``coarse2d.encoder`` + DeepLabV3+ decoder with ``num_classes`` outputs."""
+    """The stage-1 segmenter: ``coarse2d.encoder`` + DeepLabV3+ decoder with ``num_classes``
+    outputs."""
     from agcl.models import DeepLabV3PlusDecoder, SegmentationModel, create_model
 
     c = config.coarse2d if isinstance(config, PipelineConfig) else config
@@ -54,8 +55,8 @@ def build_coarse_model_2d(
         c.encoder, in_chans=in_chans, output_stride=c.output_stride, base_width=c.base_width
     )
     decoder = DeepLabV3PlusDecoder(
-        tuple(getattr(encoder, "out_channels")),
-        num_classes,  # noqa: B009
+        tuple(getattr(encoder, "out_channels")),  # noqa: B009
+        num_classes,
         output_stride=c.output_stride,
         aspp_channels=c.aspp_channels,
         decoder_channels=c.decoder_channels,
@@ -128,7 +129,8 @@ def _check_masks(images: Sequence[Any], masks: Sequence[Any], num_classes: int) 
         bad = (y != VOID) & ((y < 0) | (y >= num_classes))
         if bool(bad.any()):
             raise ValueError(
-                f"masks[{k}] must hold class ids in [0, {num_classes}) or {VOID}; got {int(y[bad][0])}"
+                f"masks[{k}] must hold class ids in [0, {num_classes}) or {VOID}; "
+                f"got {int(y[bad][0])}"
             )
         longest = max(longest, *y.shape)
     return longest
@@ -172,7 +174,8 @@ def train_coarse_2d(
     c = config.coarse2d
     if len(images) != len(masks) or len(images) == 0:
         raise ValueError(
-            f"images and masks must be non-empty and of equal length; got {len(images)} and {len(masks)}"
+            "images and masks must be non-empty and of equal length; "
+            f"got {len(images)} and {len(masks)}"
         )
     longest = _check_masks(images, masks, num_classes)
     settings = stage_fingerprint(
@@ -247,7 +250,8 @@ def train_coarse_2d(
 def load_coarse_2d(
     checkpoint: str | os.PathLike[str], device: str | torch.device = "cpu"
 ) -> tuple[nn.Module, Coarse2DConfig, int]:
-    """``(model in eval mode, its coarse2d settings, num_classes)`` from :func:`train_coarse_2d`'s checkpoint."""
+    """``(model in eval mode, its coarse2d settings, num_classes)`` from
+    :func:`train_coarse_2d`'s checkpoint."""
     ckpt = load_checkpoint(checkpoint, stage="coarse2d", extra_keys=("coarse2d", "num_classes"))
     config = Coarse2DConfig(**ckpt["extra"]["coarse2d"])
     k = int(ckpt["extra"]["num_classes"])

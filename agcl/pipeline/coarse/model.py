@@ -59,7 +59,8 @@ def build_coarse_model(config: PipelineConfig, num_organs: int) -> nn.Module:
 
 
 def build_coarse_loss(config: PipelineConfig) -> nn.Module:
-    """Stage 1's loss: soft Dice over the organ classes + cross-entropy (:class:`agcl.DiceCELoss`)."""
+    """Stage 1's loss: soft Dice over the organ classes + cross-entropy
+    (:class:`agcl.DiceCELoss`)."""
     from agcl.losses import DiceCELoss
 
     return DiceCELoss(include_background=False)
@@ -173,7 +174,8 @@ def train_coarse(
             :func:`build_coarse_model`; to predict from the checkpoint later it must be what
             :func:`load_coarse` rebuilds from the config).
         loss_fn: ``loss_fn(logits, labels)`` (default :func:`build_coarse_loss`).
-        optimizer: an optimizer, a factory ``params -> optimizer`` or ``None`` (Adam, ``coarse.lr``).
+        optimizer: an optimizer, a factory ``params -> optimizer`` or ``None`` (Adam,
+            ``coarse.lr``).
         augment: the crop augmentation (default :func:`build_coarse_augment`), see
             :class:`~agcl.pipeline.coarse.crops.CoarseCropDataset`.
         resume: continue from the checkpoint's last completed epoch (same fingerprint only).

@@ -259,7 +259,8 @@ class PipelineConfig:
         a section missing from ``data`` takes its defaults)."""
         if not isinstance(data, Mapping):
             raise TypeError(
-                f"data must be a dict (PipelineConfig.to_dict()'s output); got {type(data).__name__}"
+                "data must be a dict (PipelineConfig.to_dict()'s output); "
+                f"got {type(data).__name__}"
             )
         data = dict(data)
         kwargs: dict[str, Any] = {}
@@ -319,7 +320,8 @@ def _check_known(fields: Mapping[str, Any], name: str, key: str) -> None:
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
-    """``KEY=VALUE`` strings (a command line's ``--set``) as :meth:`PipelineConfig.override` keywords.
+    """``KEY=VALUE`` strings (a command line's ``--set``) as :meth:`PipelineConfig.override`
+    keywords.
 
     Values are JSON (lists become tuples, objects stay dicts: a whole section); a value that is
     not JSON is kept as a bare string.
@@ -328,7 +330,8 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
         ValueError: an item without ``=`` or with an empty key.
 
     Examples:
-        >>> parse_overrides(["segment.epochs=5", "coarse.shape=[48,48,24]", "pretrain.encoder=resnet50"])
+        >>> parse_overrides(["segment.epochs=5", "coarse.shape=[48,48,24]",
+        ...                  "pretrain.encoder=resnet50"])
         {'segment.epochs': 5, 'coarse.shape': (48, 48, 24), 'pretrain.encoder': 'resnet50'}
     """
     out: dict[str, Any] = {}

@@ -170,7 +170,8 @@ class PretrainConfig:
         projection_dim: the projection head's output size (256).
         aug_scale, aug_degrees: PairAug's random-resized-crop area range and rotation range.
         aug_ratio, aug_hflip, aug_intensity_jitter, aug_color_distortion: PairAug's aspect-ratio
-            range, horizontal flips, intensity jitter and colour distortion (see :class:`agcl.PairAug`).
+            range, horizontal flips, intensity jitter and colour distortion (see
+            :class:`agcl.PairAug`).
         image_channels: channels of the image volumes (1 for CT; the encoder takes
             ``image_channels + 1`` inputs: the image and the organ's attention).
         steps_per_epoch: at most this many optimisation steps per epoch (``None``: one pass

@@ -10,15 +10,14 @@ other inputs is rebuilt on resume, and the others are kept.
 
 from __future__ import annotations
 
-import dataclasses
 import math
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from agcl.pipeline.domains.ct_coarse import check_coarse_dir, write_coarse_maps
 from agcl.pipeline.run.manifest import case_record, file_record
 from agcl.pipeline.toolkit import distributed as dd
 from agcl.pipeline.toolkit.fingerprint import components_record, stage_fingerprint
@@ -70,7 +69,8 @@ class CTDomain:
             )
         if coarse_labels is not None and coarse_dir is None:
             raise ValueError(
-                "coarse_labels translates the maps of coarse_dir; got coarse_labels without coarse_dir"
+                "coarse_labels translates the maps of coarse_dir; got coarse_labels without "
+                "coarse_dir"
             )
         self.config, self.coarse_dir, self.coarse_labels = config, coarse_dir, coarse_labels
         self.names = dict(organs if organs is not None else BTCV_ORGANS)
@@ -80,14 +80,16 @@ class CTDomain:
         missing = [k for k in self.organ_ids if k not in self.names]
         if missing:
             raise ValueError(
-                f"config.organs holds codes {missing} that organs does not name; organs: {self.names}"
+                f"config.organs holds codes {missing} that organs does not name; "
+                f"organs: {self.names}"
             )
         kw: dict[str, Any] = {
             "clip_hu": config.clip_hu,
             "percentiles": config.percentiles,
             "organs": dict(BTCV_ORGANS) | self.names,
         }
-        # lazy: a case is loaded when a stage needs it; only TrainingVolumes keeps some, within data.cache_mb
+        # lazy: a case is loaded when a stage needs it; only TrainingVolumes keeps some, within
+        # data.cache_mb
         self.train_cases = PreparedCases([c for c, _ in train], [m for _, m in train], **kw)
         # the held-out cases carry their body mask: it bounds the attention at inference
         self.test_cases = PreparedCases(
@@ -126,7 +128,7 @@ class CTDomain:
         c = self.config.coarse
         if self.coarse_dir is not None:
             if dd.is_main():
-                self._check_coarse_dir()
+                check_coarse_dir(self)
             self.coarse = CaseAttention(
                 self.organ_ids,
                 c.margin_mm,
@@ -157,7 +159,7 @@ class CTDomain:
         )
         ctx.book.done("coarse", [ckpt])
         if dd.is_main():
-            self._write_maps(ctx, ckpt)
+            write_coarse_maps(self, ctx, ckpt)
         dd.barrier()
         folder = ctx.out / "coarse"
         self.coarse = CaseAttention(
@@ -169,116 +171,6 @@ class CTDomain:
             threshold=c.attention_threshold,
             channel=c.attention_channel,
         )
-
-    def _write_maps(self, ctx: Any, ckpt: Path) -> None:
-        from agcl.data import case_stem, save_like
-        from agcl.pipeline.coarse import (
-            coarse_probabilities,
-            labels_from_probabilities,
-            load_coarse,
-        )
-        from agcl.sampling import save_probabilities
-
-        manifest, folder = ctx.folder.manifest, ctx.out / "coarse"
-        inputs_common = {
-            "checkpoint": ctx.book.digest("coarse", ckpt),
-            "fields": stage_fingerprint("coarse_maps", self.config)["fields"],
-        }
-        loaded = None
-        for cases, which in ((self.train_cases, "train"), (self.test_cases, "test")):
-            for i, (raw, rec) in enumerate(zip(cases.cases, self.records(which))):
-                stem = case_stem(raw)
-                files = {"prob": folder / f"{stem}.prob.pt", "labels": folder / f"{stem}.nii.gz"}
-                inputs = {"image": rec["image"]["sha256"], **inputs_common}
-                why = _stale(manifest.map_record(stem), inputs, files, ctx.folder)
-                if why is None:
-                    continue
-                if why != "new":
-                    print(f"[coarse] map of {stem} rebuilt: {why}", flush=True)
-                if loaded is None:
-                    model, ids, cfg = load_coarse(ckpt, ctx.device)
-                    # how stage 1 trained is the checkpoint's; how it predicts is this run's (overlap)
-                    loaded = (
-                        model,
-                        ids,
-                        dataclasses.replace(cfg.coarse, overlap=self.config.coarse.overlap),
-                    )
-                model, ids, grid = loaded
-                case = cases[i]
-                prob = coarse_probabilities(
-                    model, case.image, grid, spacing=case.spacing, device=ctx.device
-                )
-                save_probabilities(files["prob"], prob, ids, case.image.shape)
-                save_like(
-                    labels_from_probabilities(prob, ids, case.image.shape),
-                    case.reference,
-                    files["labels"],
-                )
-                ctx.folder.own(*files.values())
-                manifest.set_map(
-                    stem,
-                    {
-                        "inputs": inputs,
-                        "files": {
-                            ctx.folder.rel(p): file_record(p)["sha256"] for p in files.values()
-                        },
-                    },
-                )
-                ctx.folder.save()
-
-    def _check_coarse_dir(self) -> None:
-        """Every case has a map in ``coarse_dir`` on its image's grid (a missing or misplaced one
-        raises now, not in stage 3); one warning lists the codes that name no organ."""
-        from agcl.data import find_coarse_file, load_volume, remap_labels
-        from agcl.sampling import check_coarse_map
-
-        unmapped: set[int] = set()
-        empty = []
-        for cases in (self.train_cases, self.test_cases):
-            for i, raw in enumerate(cases.cases):
-                path = find_coarse_file(self.coarse_dir, str(raw.case_id), str(raw.modality))
-                vol = load_volume(path, kind="label")
-                case = cases[i]
-                check_coarse_map(path, vol, case)
-                lab = case.label
-                if (
-                    cases is self.train_cases
-                    and lab is not None
-                    and not np.isin(lab, self.organ_ids).any()
-                ):
-                    empty.append(str(raw.label_path))
-                if self.coarse_labels is not None:
-                    unmapped |= remap_labels(vol.array, self.coarse_labels)[1]
-                else:
-                    unmapped |= {
-                        int(v)
-                        for v in np.unique(vol.array)
-                        if v != 0 and int(v) not in self.organ_ids
-                    }
-        if empty and len(empty) == len(self.train_cases):
-            raise ValueError(
-                f"no training case holds any of the organs {self.organ_ids} in its labels (all "
-                f"background, e.g. {empty[0]}): nothing to learn; check the label files and config.organs"
-            )
-        if empty:
-            warnings.warn(
-                f"{len(empty)} training case(s) hold none of the organs {self.organ_ids} in their labels: "
-                f"{', '.join(empty[:3])}{' ...' if len(empty) > 3 else ''}",
-                UserWarning,
-                stacklevel=3,
-            )
-        if unmapped:
-            how = (
-                "coarse_labels maps no organ to"
-                if self.coarse_labels is not None
-                else "no organ of this run has (pass coarse_labels to translate them)"
-            )
-            warnings.warn(
-                f"the coarse maps in {self.coarse_dir} hold codes {sorted(unmapped)} that {how}; they "
-                "give no attention (map a code to 0 to silence this)",
-                UserWarning,
-                stacklevel=3,
-            )
 
     # --- stages 2-3 ---
     def training_attention(self) -> Any:
@@ -413,26 +305,6 @@ class CTDomain:
         )
 
 
-def _stale(
-    record: Mapping[str, Any] | None,
-    inputs: Mapping[str, Any],
-    files: Mapping[str, Path],
-    folder: Any,
-) -> str | None:
-    """Why a case's coarse maps must be (re)built; ``None`` when the recorded ones still hold."""
-    if record is None:
-        return "new"
-    if record.get("inputs") != dict(inputs):
-        return "its image or stage 1 changed"
-    for path in files.values():
-        if not path.is_file():
-            return f"{path.name} is missing"
-        want = record.get("files", {}).get(folder.rel(path))
-        if want != file_record(path)["sha256"]:
-            return f"{path.name} is damaged or was changed"
-    return None
-
-
 def summarize_recalls(
     recalls: Mapping[int, Sequence[float]], names: Mapping[int, str]
 ) -> dict[str, dict[str, Any]]:
@@ -440,7 +312,8 @@ def summarize_recalls(
     per-case recalls of each organ code (``None`` for an organ no held-out case holds).
 
     Examples:
-        >>> summarize_recalls({6: [0.9, 0.7], 7: []}, {6: "liver", 7: "stomach"})["attention_recall_min"]
+        >>> out = summarize_recalls({6: [0.9, 0.7], 7: []}, {6: "liver", 7: "stomach"})
+        >>> out["attention_recall_min"]
         {'liver': 0.7, 'stomach': None}
     """
     return {

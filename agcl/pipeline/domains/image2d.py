@@ -76,7 +76,8 @@ class ImageDomain:
         self.class_names = list(VOC_CLASSES if class_names is None else class_names)
         if len(self.class_names) < 2:
             raise ValueError(
-                f"class_names must hold the background and at least one class; got {self.class_names}"
+                "class_names must hold the background and at least one class; "
+                f"got {self.class_names}"
             )
         self.organ_ids = list(range(1, len(self.class_names)))
         if config.organs is not None:
@@ -127,7 +128,8 @@ class ImageDomain:
             )
 
     def run_stage1(self, ctx: Any) -> None:
-        """Train the DeepLabV3+ and compute every image's attention (and the held-out arg-max maps)."""
+        """Train the DeepLabV3+ and compute every image's attention (and the held-out arg-max
+        maps)."""
         from agcl.data import save_voc_mask
         from agcl.pipeline.coarse.image2d import (
             attention_2d,

@@ -154,7 +154,8 @@ def pretrain_encoder(
     p = config.pretrain
     if p.method not in PRETRAIN_METHODS:
         raise ValueError(
-            f"config.pretrain.method must be one of {', '.join(map(repr, PRETRAIN_METHODS))}; got {p.method!r}"
+            f"config.pretrain.method must be one of {', '.join(map(repr, PRETRAIN_METHODS))}; "
+            f"got {p.method!r}"
         )
     if p.method == "none":
         return None
@@ -247,7 +248,8 @@ def _reseed(augment: Any, seed: int) -> None:
 def embed_patches(
     model: nn.Module, x: torch.Tensor, *, batch_size: int = 256, device: str | torch.device = "cpu"
 ) -> torch.Tensor:
-    """Projected embeddings (or ``ce`` logits) of patches ``(N, C + 1, h, w)`` in eval mode, ``(N, D)``."""
+    """Projected embeddings (or ``ce`` logits) of patches ``(N, C + 1, h, w)`` in eval mode,
+    ``(N, D)``."""
     model.eval()
     return torch.cat(
         [model(x[i : i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)]

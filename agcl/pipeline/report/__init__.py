@@ -1,4 +1,5 @@
-"""What a run reports: ``results.json``/``results.md``, the ablation's statistics and tables, figures."""
+"""What a run reports: ``results.json``/``results.md``, the ablation's statistics and tables,
+figures."""
 
 from __future__ import annotations
 

@@ -168,8 +168,8 @@ def ablation_statistics(
 
     Returns:
         ``{"reference", "min_pairs", "methods": {method: {"mean", "std", "n", "seeds",
-        "seed_means", "std_over_seeds", "n_pairs", "mean_difference", "p_value", "note"}}}`` with the
-        methods in order of first appearance. ``mean``/``std`` are over every ``(case, seed)``
+        "seed_means", "std_over_seeds", "n_pairs", "mean_difference", "p_value", "note"}}}`` with
+        the methods in order of first appearance. ``mean``/``std`` are over every ``(case, seed)``
         value of the method (``std`` with ``ddof=1``, ``None`` below two values);
         ``seed_means`` ``{seed: mean over cases}`` and ``std_over_seeds`` their ``ddof=1`` std;
         ``n_pairs`` the ``(case, seed)`` pairs that both the method and the reference score,
@@ -184,7 +184,8 @@ def ablation_statistics(
 
     Examples:
         >>> recs = [{"method": m, "seed": 0, "case": c, "dice": d}
-        ...         for m, ds in (("none", (0.5, 0.6)), ("agcl", (0.7, 0.6))) for c, d in zip("ab", ds)]
+        ...         for m, ds in (("none", (0.5, 0.6)), ("agcl", (0.7, 0.6)))
+        ...         for c, d in zip("ab", ds)]
         >>> st = ablation_statistics(recs, min_pairs=2)["methods"]
         >>> round(st["none"]["mean_difference"], 3), st["none"]["p_value"], st["agcl"]["note"]
         (-0.1, 1.0, 'reference')
@@ -264,8 +265,9 @@ def ablation_markdown(stats: Mapping[str, Any]) -> str:
         ms = f"{_fmt(e['mean'], '.3f')} +/- {_fmt(e['std'], '.3f')}"
         diff = _fmt(e["mean_difference"], "+.3f")
         lines.append(
-            f"| {_LABELS.get(m, m)} | {ms} | {e['n']} | {len(e['seeds'])} | {_fmt(e['std_over_seeds'], '.3f')} "
-            f"| {diff} | {_p(e['p_value'])} ({e['n_pairs']}) | {e['note'] or ''} |"
+            f"| {_LABELS.get(m, m)} | {ms} | {e['n']} | {len(e['seeds'])} | "
+            f"{_fmt(e['std_over_seeds'], '.3f')} | {diff} | {_p(e['p_value'])} ({e['n_pairs']}) | "
+            f"{e['note'] or ''} |"
         )
     return "\n".join(lines)
 
@@ -304,19 +306,20 @@ def write_ablation(
         "",
         ablation_markdown(stats),
         "",
-        f"Mean +/- std over every (held-out case, seed) value (a case's value: its mean Dice over the organs its "
-        f"ground truth holds); p: two-sided Wilcoxon signed-rank test against {stats['reference']} over the "
-        f"(case, seed) pairs, none below {stats['min_pairs']} pairs.",
+        "Mean +/- std over every (held-out case, seed) value (a case's value: its mean Dice over "
+        "the organs its ground truth holds); p: two-sided Wilcoxon signed-rank test against "
+        f"{stats['reference']} over the (case, seed) pairs, none below {stats['min_pairs']} "
+        "pairs.",
         "",
     ]
     for value, extra in (measures or {}).items():
         md += [f"## {MEASURES.get(value, value)}", "", ablation_markdown(extra), ""]
     if measures:
         md += [
-            "Stage 3 alone: the held-out cases scored with segment.coarse_weight = 0 (the encoder and decoder "
-            "without the coarse ensemble). Probe: the frozen encoder's accuracy at telling (modality, organ) "
-            "apart on each held-out case's patches (k-NN, k = 20, cosine; a linear probe), fitted on the "
-            "training cases' patches.",
+            "Stage 3 alone: the held-out cases scored with segment.coarse_weight = 0 (the encoder "
+            "and decoder without the coarse ensemble). Probe: the frozen encoder's accuracy at "
+            "telling (modality, organ) apart on each held-out case's patches (k-NN, k = 20, "
+            "cosine; a linear probe), fitted on the training cases' patches.",
             "",
         ]
     write_text(md_path, "\n".join(md))

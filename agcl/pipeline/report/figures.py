@@ -1,4 +1,5 @@
-"""Figures of a run: the PCA of projected embeddings (paper Fig. 3) and prediction overlays (Fig. 4).
+"""Figures of a run: the PCA of projected embeddings (paper Fig. 3) and prediction overlays
+(Fig. 4).
 
 matplotlib is optional (``pip install agcl[viz]``): it is imported when a figure is drawn, and
 without it the functions print a message and return ``None``.
@@ -124,7 +125,8 @@ def plot_overlays(
     n_slices: int = 3,
     title: str = "",
 ) -> Path | None:
-    """Axial slices (the ones with most labelled voxels): ground truth (top) vs prediction (bottom)."""
+    """Axial slices (the ones with most labelled voxels): ground truth (top) vs prediction
+    (bottom)."""
     mpl = _matplotlib()
     if mpl is None:
         return None

@@ -4,11 +4,11 @@
 "false_positive"}}, "mean": {the same five keys}, "config": {...}, "runtime_s": ...}`` and, after
 ``--ablation``, ``"ablation": {method: {the same four keys}}``; from a pipeline run also
 ``"coarse_mean"`` (the stage-1 maps' mean row) and ``"attention_recall"`` ``{name: fraction of
-the organ's ground-truth voxels inside its attention, averaged over the held-out cases}``. JSON has no infinity: a distance
-that is ``inf`` (an organ missed in every held-out case) is written as ``null``, and so is every
-value of an organ absent from every held-out ground truth (no score, see
-:mod:`agcl.metrics.evaluate`); ``missed`` says how many (case, organ) pairs were missed and
-``false_positive`` how many were predicted where the ground truth has no such organ.
+the organ's ground-truth voxels inside its attention, averaged over the held-out cases}``. JSON
+has no infinity: a distance that is ``inf`` (an organ missed in every held-out case) is written
+as ``null``, and so is every value of an organ absent from every held-out ground truth (no
+score, see :mod:`agcl.metrics.evaluate`); ``missed`` says how many (case, organ) pairs were
+missed and ``false_positive`` how many were predicted where the ground truth has no such organ.
 """
 
 from __future__ import annotations
@@ -42,8 +42,10 @@ def results_entry(result: Mapping[str, Any], runtime_s: float) -> dict[str, Any]
     """The contract's four keys from a :func:`agcl.pipeline.run_pipeline` result.
 
     Examples:
-        >>> r = {"per_organ": {"liver": {"dice": 0.9, "hd95": float("inf"), "assd": 1.0, "missed": 1}},
-        ...      "mean": {"dice": 0.9, "hd95": 2.0, "assd": 1.0, "missed": 1}, "config": {"seed": 0}}
+        >>> r = {"per_organ": {"liver": {"dice": 0.9, "hd95": float("inf"), "assd": 1.0,
+        ...                              "missed": 1}},
+        ...      "mean": {"dice": 0.9, "hd95": 2.0, "assd": 1.0, "missed": 1},
+        ...      "config": {"seed": 0}}
         >>> results_entry(r, 1.5)["per_organ"]
         {'liver': {'dice': 0.9, 'hd95': None, 'assd': 1.0, 'missed': 1, 'false_positive': 0}}
     """
@@ -105,7 +107,8 @@ def ablation_table(ablation: Mapping[str, Mapping[str, Any]], *, encoder: str) -
         lines.append(
             f"| {encoder} | {label.get(m, m)} | "
             + " | ".join(cells)
-            + f" | {_fmt(mean['dice'], '.3f')} | {_fmt(mean['hd95'], '.2f')} | {_fmt(mean['assd'], '.2f')}"
+            + f" | {_fmt(mean['dice'], '.3f')} | {_fmt(mean['hd95'], '.2f')}"
+            + f" | {_fmt(mean['assd'], '.2f')}"
             + f" | {mean['missed']} | {mean.get('false_positive', 0)} | {_fmt(alone, '.3f')}"
             + f" | {_probe_cell(e, 'knn')} | {_probe_cell(e, 'linear')} |"
         )
@@ -117,15 +120,17 @@ def probe_markdown(probe: Mapping[str, Any]) -> list[str]:
     lines = [
         "## Encoder probe (frozen encoder, held-out patches)",
         "",
-        f"{probe.get('patches')} held-out patches scored with {probe.get('fit_patches', '?')} training patches "
-        f"(drawn as stage 2 draws them); organ silhouette {_fmt(probe.get('silhouette'), '.3f')}.",
+        f"{probe.get('patches')} held-out patches scored with {probe.get('fit_patches', '?')} "
+        "training patches (drawn as stage 2 draws them); organ silhouette "
+        f"{_fmt(probe.get('silhouette'), '.3f')}.",
         "",
         "| label | k-NN (cosine, k = 20) | linear probe |",
         "|---|---|---|",
     ]
     for key in probe.get("knn") or {}:
         lines.append(
-            f"| {key} | {_fmt(probe['knn'][key], '.3f')} | {_fmt(probe['linear'].get(key), '.3f')} |"
+            f"| {key} | {_fmt(probe['knn'][key], '.3f')} | "
+            f"{_fmt(probe['linear'].get(key), '.3f')} |"
         )
     return [*lines, ""]
 
@@ -137,8 +142,9 @@ def _organ_table(entry: Mapping[str, Any]) -> str:
     ]
     for name, row in [*entry["per_organ"].items(), ("**mean**", entry["mean"])]:
         lines.append(
-            f"| {name} | {_fmt(row['dice'], '.3f')} | {_fmt(row['hd95'], '.2f')} | {_fmt(row['assd'], '.2f')} "
-            f"| {row.get('missed', 0)} | {row.get('false_positive', 0)} |"
+            f"| {name} | {_fmt(row['dice'], '.3f')} | {_fmt(row['hd95'], '.2f')} | "
+            f"{_fmt(row['assd'], '.2f')} | {row.get('missed', 0)} | "
+            f"{row.get('false_positive', 0)} |"
         )
     return "\n".join(lines)
 
@@ -171,24 +177,27 @@ def write_results(
     if "coarse_mean" in entry:
         c = entry["coarse_mean"]
         md += [
-            f"Stage-1 coarse maps alone: mean Dice {_fmt(c['dice'], '.3f')}, HD95 {_fmt(c['hd95'], '.2f')} mm, "
-            f"missed {c['missed']}, false positives {c['false_positive']}.",
+            f"Stage-1 coarse maps alone: mean Dice {_fmt(c['dice'], '.3f')}, "
+            f"HD95 {_fmt(c['hd95'], '.2f')} mm, missed {c['missed']}, "
+            f"false positives {c['false_positive']}.",
             "",
         ]
     if "attention_recall" in entry:
         md += [
-            "## Attention recall (fraction of each organ's ground truth inside its attention, held-out cases)",
+            "## Attention recall (fraction of each organ's ground truth inside its attention, "
+            "held-out cases)",
             "",
         ]
         coarse = entry.get("config", {}).get("coarse", {})
         if "attention_threshold" in coarse and "margin_mm" in coarse:
             channel = {
                 "mask": " Attention channel: the binary mask.",
-                "probability": " Attention channel: 0.5 + 0.5 x the coarse probability / its maximum, inside the region.",
+                "probability": " Attention channel: 0.5 + 0.5 x the coarse probability / its "
+                "maximum, inside the region.",
             }
             md += [
-                f"Attention: coarse probability >= {coarse['attention_threshold']:g} (or the organ's most probable "
-                f"region), dilated by {coarse['margin_mm']:g} mm."
+                f"Attention: coarse probability >= {coarse['attention_threshold']:g} (or the "
+                f"organ's most probable region), dilated by {coarse['margin_mm']:g} mm."
                 + channel.get(coarse.get("attention_channel", ""), ""),
                 "",
             ]
@@ -207,8 +216,9 @@ def write_results(
     if "stage3_only" in entry:
         a = entry["stage3_only"]["mean"]
         md += [
-            f"Stage 3 alone (segment.coarse_weight = 0): mean Dice {_fmt(a['dice'], '.3f')}, HD95 "
-            f"{_fmt(a['hd95'], '.2f')} mm, missed {a['missed']}, false positives {a['false_positive']}.",
+            f"Stage 3 alone (segment.coarse_weight = 0): mean Dice {_fmt(a['dice'], '.3f')}, "
+            f"HD95 {_fmt(a['hd95'], '.2f')} mm, missed {a['missed']}, "
+            f"false positives {a['false_positive']}.",
             "",
         ]
     if entry.get("probe"):

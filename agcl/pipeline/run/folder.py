@@ -1,4 +1,5 @@
-"""A run folder that belongs to its run: never overwritten by accident, cleared only of its own files.
+"""A run folder that belongs to its run: never overwritten by accident, cleared only of its own
+files.
 
 :meth:`RunFolder.open` decides what may happen to ``--out``:
 
@@ -122,9 +123,9 @@ class RunFolder:
         if manifest_path.exists():
             if not (resume or overwrite):
                 raise RunExistsError(
-                    f"{root} holds an earlier agcl run ({MANIFEST}); continue it with --resume, or replace it "
-                    "with --overwrite (removes only that run's own files, keeps anything else in the folder), "
-                    "or choose another --out"
+                    f"{root} holds an earlier agcl run ({MANIFEST}); continue it with --resume, or "
+                    "replace it with --overwrite (removes only that run's own files, keeps "
+                    "anything else in the folder), or choose another --out"
                 )
             manifest = cls._read(manifest_path)
             if resume:
@@ -133,17 +134,17 @@ class RunFolder:
         elif root.is_dir() and _is_legacy_run(root):
             if resume or not overwrite:
                 raise (RunFolderError if resume else RunExistsError)(
-                    f"{root} holds a run written by an agcl without {MANIFEST}: its inputs were never recorded, "
-                    "so it cannot be resumed safely; replace it with --overwrite (removes only the files such "
-                    "a run writes) or choose another --out"
+                    f"{root} holds a run written by an agcl without {MANIFEST}: its inputs were "
+                    "never recorded, so it cannot be resumed safely; replace it with --overwrite "
+                    "(removes only the files such a run writes) or choose another --out"
                 )
             cls._clear_legacy(root)
         elif root.is_dir():
             clash = [n for n in RUN_NAMES if (root / n).exists()]
             if clash:
                 raise RunFolderError(
-                    f"{root} is not an agcl run folder but holds {', '.join(clash)}, names a run writes; agcl "
-                    "will not overwrite them. Choose another --out"
+                    f"{root} is not an agcl run folder but holds {', '.join(clash)}, names a run "
+                    "writes; agcl will not overwrite them. Choose another --out"
                 )
         root.mkdir(parents=True, exist_ok=True)
         folder = cls(root, Manifest())

@@ -87,8 +87,10 @@ def describe_input_changes(
     records by content).
 
     Examples:
-        >>> a = {"cases": [{"case_id": "1", "modality": "ct", "image": {"path": "/a", "size": 1, "sha256": "x"}}]}
-        >>> b = {"cases": [{"case_id": "1", "modality": "ct", "image": {"path": "/b", "size": 1, "sha256": "y"}}]}
+        >>> def case(path, digest):
+        ...     image = {"path": path, "size": 1, "sha256": digest}
+        ...     return {"case_id": "1", "modality": "ct", "image": image}
+        >>> a, b = {"cases": [case("/a", "x")]}, {"cases": [case("/b", "y")]}
         >>> describe_input_changes(a, b)
         ['cases: ct/1 image differs (/b)']
     """
@@ -104,7 +106,8 @@ def describe_input_changes(
                 )
             if removed:
                 out.append(
-                    f"{key}: removed {', '.join(removed[:limit])}{' ...' if len(removed) > limit else ''}"
+                    f"{key}: removed {', '.join(removed[:limit])}"
+                    f"{' ...' if len(removed) > limit else ''}"
                 )
             changed = []
             for k in sorted(set(olds) & set(news)):

@@ -67,7 +67,8 @@ def fuse_labels(
         probabilities = probabilities.detach().cpu().numpy()
     if not isinstance(probabilities, np.ndarray):
         raise TypeError(
-            f"probabilities must be a numpy array or a torch tensor; got {type(probabilities).__name__}"
+            "probabilities must be a numpy array or a torch tensor; "
+            f"got {type(probabilities).__name__}"
         )
     if probabilities.ndim < 2:
         raise ValueError(

@@ -1,4 +1,5 @@
-"""Stage 3's inference on 2-D images: the whole image once per class with its attention, then fusion.
+"""Stage 3's inference on 2-D images: the whole image once per class with its attention, then
+fusion.
 
 The frozen encoder + ASPP decoder is fully convolutional, so each class runs once on the whole
 image with its attention channel; the per-class foreground probabilities (0 outside the

@@ -221,8 +221,8 @@ def segment_with_attention(
         ids_c = list(organ_ids) if coarse_ids is None else [int(i) for i in coarse_ids]
         if coarse_probability.ndim != 4 or coarse_probability.shape[0] != len(ids_c) + 1:
             raise ValueError(
-                f"coarse_probability must be (C + 1, x, y, z) with C = len(coarse_ids) = {len(ids_c)}; "
-                f"got shape {coarse_probability.shape}"
+                "coarse_probability must be (C + 1, x, y, z) with C = len(coarse_ids) = "
+                f"{len(ids_c)}; got shape {coarse_probability.shape}"
             )
         channel = {organ: i + 1 for i, organ in enumerate(ids_c)}
     image = np.asarray(image, dtype=np.float32)

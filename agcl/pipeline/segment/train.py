@@ -43,7 +43,8 @@ def build_segment_model(
     config: PipelineConfig, encoder_state: dict[str, torch.Tensor] | None = None
 ) -> nn.Module:
     """A :class:`agcl.models.SegmentationModel` (encoder frozen) with a 2-class decoder:
-    ``config.segment.decoder`` ``"aspp"`` (:class:`agcl.models.ASPPDecoder`) or ``"deeplabv3plus"``."""
+    ``config.segment.decoder`` ``"aspp"`` (:class:`agcl.models.ASPPDecoder`) or
+    ``"deeplabv3plus"``."""
     from agcl.models import ASPPDecoder, DeepLabV3PlusDecoder, SegmentationModel
 
     encoder = build_encoder(config)

@@ -120,13 +120,14 @@ def check_payload(ckpt: Any, path: Any, keys: Sequence[str]) -> dict[str, Any]:
     """Raise ``ValueError`` naming ``path`` unless ``ckpt`` is a dict holding ``keys``."""
     if not isinstance(ckpt, dict):
         raise ValueError(
-            f"checkpoint {path} must hold a dict with keys {list(keys)}; got a {type(ckpt).__name__}"
+            f"checkpoint {path} must hold a dict with keys {list(keys)}; "
+            f"got a {type(ckpt).__name__}"
         )
     missing = [k for k in keys if k not in ckpt]
     if missing:
         raise ValueError(
-            f"checkpoint {path} misses the keys {missing} (expected {list(keys)}); it was not written "
-            "by this version of agcl's pipeline or is damaged"
+            f"checkpoint {path} misses the keys {missing} (expected {list(keys)}); it was not "
+            "written by this version of agcl's pipeline or is damaged"
         )
     return ckpt
 
@@ -196,7 +197,8 @@ def load_weights(
         ):
             if items:
                 parts.append(
-                    f"{len(items)} {what} ({', '.join(items[:4])}{', ...' if len(items) > 4 else ''})"
+                    f"{len(items)} {what} "
+                    f"({', '.join(items[:4])}{', ...' if len(items) > 4 else ''})"
                 )
         raise ValueError(
             f"the weights in {source} do not fit the {type(model).__name__} its configuration "
@@ -224,8 +226,8 @@ def load_stage(
         diff = describe_changes(ckpt.get("config", {}), config)
         if diff:
             raise ValueError(
-                f"cannot resume {stage} from {path}: it was written with different settings ({diff}); "
-                "resume with the same options or write to a new output folder"
+                f"cannot resume {stage} from {path}: it was written with different settings "
+                f"({diff}); resume with the same options or write to a new output folder"
             )
     return ckpt
 
@@ -235,7 +237,8 @@ def describe_changes(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str
     a fingerprint's ``"fields"`` level is left out of the names).
 
     Examples:
-        >>> describe_changes({"coarse": {"epochs": 2}, "seed": 0}, {"coarse": {"epochs": 4}, "seed": 0})
+        >>> describe_changes({"coarse": {"epochs": 2}, "seed": 0},
+        ...                  {"coarse": {"epochs": 4}, "seed": 0})
         'coarse.epochs: 2 -> 4'
         >>> describe_changes({"fields": {"coarse.epochs": 2}}, {"fields": {"coarse.epochs": 4}})
         'coarse.epochs: 2 -> 4'

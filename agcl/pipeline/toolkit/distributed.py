@@ -27,7 +27,8 @@ __all__ = [
 
 
 def init_from_env(device: str | torch.device = "cpu") -> bool:
-    """Initialise the default process group from torchrun's variables; ``False`` when WORLD_SIZE <= 1."""
+    """Initialise the default process group from torchrun's variables; ``False`` when
+    WORLD_SIZE <= 1."""
     if dist.is_available() and dist.is_initialized():
         return True
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available():

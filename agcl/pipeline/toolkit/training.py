@@ -139,9 +139,10 @@ def fit(
     ``epoch_batches(epoch)`` yields the epoch's batches (its randomness must derive from the
     seed and the epoch so a resumed run repeats it); ``step(batch)`` runs one optimisation step
     and returns the batch loss (``None``: the batch was skipped and is not counted). Under
-    torchrun (``collective``) all ranks stop an epoch as soon as one has no batch left. ``collective=False`` (a stage that only rank 0 runs) skips the
-    per-epoch loss averaging and barrier across ranks. ``steps_per_epoch`` stops each epoch after
-    that many steps (``None``: every batch). Returns ``{"epoch", "loss", "skipped", "resumed_from"}``.
+    torchrun (``collective``) all ranks stop an epoch as soon as one has no batch left.
+    ``collective=False`` (a stage that only rank 0 runs) skips the per-epoch loss averaging and
+    barrier across ranks. ``steps_per_epoch`` stops each epoch after that many steps (``None``:
+    every batch). Returns ``{"epoch", "loss", "skipped", "resumed_from"}``.
     """
     if steps_per_epoch is not None and (
         isinstance(steps_per_epoch, bool)
@@ -189,7 +190,8 @@ def fit(
         while steps_per_epoch is None or count < steps_per_epoch:
             batch = next(batches, _END)
             more = batch is not _END
-            if sync:  # under torchrun every rank stops when the first one runs out (DDP needs equal steps)
+            # under torchrun every rank stops when the first one runs out (DDP needs equal steps)
+            if sync:
                 more = dd.all_true(more, device)
             if not more:
                 break
@@ -245,7 +247,8 @@ def fit(
             callback(stage, epoch, record)
     if count == 0 and start <= epochs and not math.isfinite(loss):
         raise RuntimeError(
-            f"{stage}: no training batch was produced (no attention/organ voxels in the training cases?)"
+            f"{stage}: no training batch was produced (no attention/organ voxels in the training "
+            "cases?)"
         )
     return {"epoch": epochs, "loss": loss, "skipped": False, "resumed_from": resumed_from}
 
@@ -257,9 +260,9 @@ def _finite_weights(model: torch.nn.Module) -> bool:
 def _diverged(stage: str, epoch: int, step: int, optimizer: torch.optim.Optimizer) -> RuntimeError:
     lrs = sorted({float(g.get("lr", float("nan"))) for g in optimizer.param_groups})
     return RuntimeError(
-        f"{stage}: training diverged at epoch {epoch}, step {step} (a non-finite loss or weights) with "
-        f"learning rate {', '.join(f'{lr:g}' for lr in lrs)}; lower {stage}.lr (or use amp='off'), then "
-        "start the stage again (--overwrite)"
+        f"{stage}: training diverged at epoch {epoch}, step {step} (a non-finite loss or weights) "
+        f"with learning rate {', '.join(f'{lr:g}' for lr in lrs)}; lower {stage}.lr (or use "
+        "amp='off'), then start the stage again (--overwrite)"
     )
 
 

@@ -129,7 +129,8 @@ def sliding_window(
     win = tuple(int(n) for n in window)
     if len(win) != len(dims):
         raise ValueError(
-            f"window must have one entry per spatial axis of inputs {tuple(inputs.shape)}; got {win}"
+            f"window must have one entry per spatial axis of inputs {tuple(inputs.shape)}; "
+            f"got {win}"
         )
     starts = torch.as_tensor(np.asarray(corners, dtype=np.int64)).reshape(-1, len(dims))
     w = window_weight(win, weight) if isinstance(weight, str) else weight.float()

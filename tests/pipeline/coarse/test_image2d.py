@@ -1,4 +1,5 @@
-"""The 2-D pipeline parts: single-slice volumes, coarse segmenter, attention, whole-image inference."""
+"""The 2-D pipeline parts: single-slice volumes, coarse segmenter, attention, whole-image
+inference."""
 
 from __future__ import annotations
 
@@ -204,7 +205,8 @@ def test_image_volumes_is_a_lazy_sequence_the_stream_reads():
     batches = list(stream)
     assert sum(len(b) for b in batches) == 12 and batches[0].image.shape[1:] == (3, 8, 8)
     assert bool((batches[0].target == 1).all())
-    # here the attention is the class-1 mask itself, so the label (void -> 0) equals it in every patch
+    # here the attention is the class-1 mask itself, so the label (void -> 0) equals it in every
+    # patch
     for b in batches:
         assert torch.equal(b.label, b.attention)
     with pytest.raises(ValueError, match="one entry per image"):

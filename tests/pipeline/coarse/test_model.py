@@ -145,7 +145,8 @@ def test_bf16_training_runs_under_autocast_and_resumes_across_precisions(tmp_pat
     assert np.allclose(a, b, rtol=0.1)  # ... but trains the same model
     model, _, loaded = load_coarse(tmp_path / "bf16" / "checkpoints" / "coarse.pt")
     assert all(p.dtype == torch.float32 for p in model.parameters()) and loaded.coarse.amp == "bf16"
-    # the precision is not part of the resume check: a float32 run stopped after epoch 1 continues in bf16
+    # the precision is not part of the resume check: a float32 run stopped after epoch 1
+    # continues in bf16
     cfg = _config(**{"coarse.epochs": 3, "coarse.amp": "off"})
     with pytest.raises(_Stop):
         train_coarse([_case(1)], cfg, ORGANS, tmp_path / "mixed", callback=_stop_after(1))
@@ -153,7 +154,8 @@ def test_bf16_training_runs_under_autocast_and_resumes_across_precisions(tmp_pat
         [_case(1)], cfg.override(**{"coarse.amp": "bf16"}), ORGANS, tmp_path / "mixed", resume=True
     )
     assert len(losses(tmp_path / "mixed")) == 3
-    # ... but the number of epochs is: a finished stage with other epochs is refused, naming the field
+    # ... but the number of epochs is: a finished stage with other epochs is refused, naming the
+    # field
     with pytest.raises(ValueError, match="coarse.epochs"):
         train_coarse(
             [_case(1)],
@@ -317,7 +319,7 @@ def test_labels_and_attention_map_back_from_a_voxel_size_grid():
         assert np.array_equal(att[k], back == k + 1)
 
 
-# -------------------------------------------------------------------------- CUDA only (not run here)
+# ------------------------------------------------------------------------- CUDA only (not run here)
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_auto_amp_trains_stage1_in_mixed_precision(tmp_path):

@@ -1,4 +1,5 @@
-"""Stages 2 and 3 on the streaming path: every method pinned, components passed in, workers, resume."""
+"""Stages 2 and 3 on the streaming path: every method pinned, components passed in, workers,
+resume."""
 
 from __future__ import annotations
 

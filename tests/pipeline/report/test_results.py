@@ -107,7 +107,8 @@ def test_attention_recall_reports_the_mean_the_lowest_case_and_the_setting(tmp_p
         result["config"]["coarse"]["attention_channel"] = channel
         _, md_path = write_results(tmp_path / channel, results_entry(result, 1.0))
         assert f"dilated by 15 mm. Attention channel: {words}" in md_path.read_text()
-    # a result from before the lowest case was kept: the one-column table, no setting line without a config
+    # a result from before the lowest case was kept: the one-column table, no setting line
+    # without a config
     old = results_entry({**_result(0.8, 2.0), "attention_recall": {"spleen": 0.9}}, 1.0)
     _, md_path = write_results(tmp_path / "old", old)
     text = md_path.read_text()

@@ -350,7 +350,8 @@ def test_graded_attention_feeds_its_values_and_bounds_by_non_zero():
     soft = attention_from_labels(lab, [3], margin_mm=3.0, spacing=(1, 1, 1), channel="probability")
     region = densify(soft, [3], lab.shape)[0] != 0
     for att in (soft, densify(soft, [3], lab.shape)):
-        # the channel holds 1 on the organ and 0.5 in the margin: with threshold 0.6 only the organ stays
+        # the channel holds 1 on the organ and 0.5 in the margin: with threshold 0.6 only the
+        # organ stays
         echo = segment_with_attention(Echo(), img, att, [3], patch_size=8, stride=4, threshold=0.6)
         np.testing.assert_array_equal(echo == 3, lab == 3)
         # p = 0.9 in the margin too (not 0.9 * 0.5 < 0.6): the whole region, nothing outside it

@@ -178,7 +178,8 @@ def test_pipeline_trains_under_two_processes(tmp_path):
     got = dict((r, (e, keys)) for r, e, keys in (queue.get(timeout=60) for _ in range(2)))
     epochs0, keys0 = got[0]
     epochs1, keys1 = got[1]
-    # both ranks ran stages 2 and 3 and logged the same rank-averaged losses; only rank 0 ran stage 1
+    # both ranks ran stages 2 and 3 and logged the same rank-averaged losses; only rank 0 ran
+    # stage 1
     assert [s for s, _ in epochs0] == ["coarse", "coarse", "pretrain", "segment"]
     assert [s for s, _ in epochs1] == ["pretrain", "segment"]
     assert [loss for s, loss in epochs0 if s != "coarse"] == [loss for _, loss in epochs1]

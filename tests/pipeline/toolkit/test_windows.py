@@ -120,7 +120,8 @@ def test_weights_decide_how_overlaps_are_averaged_and_uncovered_voxels_are_zero(
     assert uniform[0].tolist() == [0.0, 1.0, 1.0, 2.0, 2.0, 3.0]
     w = torch.tensor([1.0, 3.0, 3.0, 1.0])
     weighted = sliding_window(ramp, x, (4,), [[0], [2]], weight=w)
-    # voxel 2: the first window's index 2 (value 2, weight 3) and the second's index 0 (value 0, weight 1)
+    # voxel 2: the first window's index 2 (value 2, weight 3) and the second's index 0 (value 0,
+    # weight 1)
     assert weighted[0, 2].item() == pytest.approx((2 * 3 + 0 * 1) / 4)
     assert weighted[0, 3].item() == pytest.approx((3 * 1 + 1 * 3) / 4)
     sparse = sliding_window(ramp, torch.zeros(1, 10), (4,), [[0]], weight="uniform")
