@@ -70,8 +70,10 @@ def _channel_layout(names: list[str]) -> bool:
     ``case_0001``, ``case_0002``, ... are cases, not channels of one case ``case``.
 
     Examples:
-        >>> _channel_layout(["a_0000", "a_0001", "b_0000"]), _channel_layout(["case_0001", "case_0002"])
-        (True, False)
+        >>> _channel_layout(["a_0000", "a_0001", "b_0000"])
+        True
+        >>> _channel_layout(["case_0001", "case_0002"])
+        False
     """
     groups: dict[str, list[str]] = {}
     for name in names:

@@ -146,8 +146,8 @@ def extract_windows(
 
     Raises:
         TypeError: a non-numeric ``pad_value``.
-        ValueError: wrong ranks, a centre outside the array, or a fractional ``pad_value`` for
-            an integer array.
+        ValueError: wrong ranks, a centre outside the array, a fractional ``pad_value`` for
+            an integer array, or NaN/inf inside the windows cut.
 
     Examples:
         >>> import torch
@@ -187,4 +187,11 @@ def extract_windows(
         raise ValueError(
             f"centres must lie inside the array of shape {tuple(array.shape)}; got a centre outside"
         )
-    return gather_windows(arr, ax, cen, patch, pad_value)
+    out = gather_windows(arr, ax, cen, patch, pad_value)
+    if out.is_floating_point() and not bool(torch.isfinite(out).all()):
+        bad = int((~torch.isfinite(out)).sum())
+        raise ValueError(
+            f"array holds NaN or inf inside the windows ({bad} values); a window of non-finite "
+            "voxels would train or predict on garbage: clean the volume first"
+        )
+    return out

@@ -255,5 +255,11 @@ def test_case_numbers_are_not_taken_for_channels(tiny_run, tmp_path):
     folder.mkdir()
     for i, (case, _) in enumerate(test, start=1):
         shutil.copy(case.image_path, folder / f"case_{i:04d}.nii.gz")
-    assert main(["predict", "--run", str(run), "--input", str(folder), "--out", str(tmp_path / "p")]) == 0
-    assert sorted(p.name for p in (tmp_path / "p").glob("*.nii.gz")) == ["case_0001.nii.gz", "case_0002.nii.gz"]
+    assert (
+        main(["predict", "--run", str(run), "--input", str(folder), "--out", str(tmp_path / "p")])
+        == 0
+    )
+    assert sorted(p.name for p in (tmp_path / "p").glob("*.nii.gz")) == [
+        "case_0001.nii.gz",
+        "case_0002.nii.gz",
+    ]
