@@ -7,6 +7,8 @@ from ``run.json`` and reports:
   organ silhouette; :mod:`agcl.pipeline.domains.probe`) of the run's frozen encoder, and the same
   for ``--random-seeds K`` randomly initialised encoders of the same architecture (the baseline
   any pre-training must beat);
+* the same probe of :class:`IntensityQuantiles`, a hand-made feature of each patch's intensity
+  distribution with nothing learnt (how much the data give away by intensity alone);
 * with ``--ablate``, the held-out mean Dice of stage 3 alone (``coarse_weight = 0``) and blended
   when, at inference, the encoder's features are replaced by zeros (does the decoder use them?),
   the encoder by a random one (does it need *these* features?), or the image channel by zeros
@@ -83,6 +85,32 @@ class _ZeroFeatures(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
         return [torch.zeros_like(f) for f in self.inner.forward_features(x)]
+
+
+class IntensityQuantiles(nn.Module):
+    """A hand-made, untrained "encoder": quantiles of the image channel, nothing learnt.
+
+    ``forward_features(x)`` returns one ``(N, 2 q, 1, 1)`` map: ``q`` quantiles (evenly spaced
+    in [0.05, 0.95]) of the image channel (``x[:, 0]``) over the whole patch, and ``q`` over its
+    central quarter (stage-2 patches are centred on a voxel inside the organ's attention), each
+    minus the patch's median, and the median itself. Probed like an encoder, it measures how much
+    of (modality, organ) a patch's intensity distribution gives away with no learning at all: if
+    it matches a trained encoder, the data hold little beyond intensity for the encoder to learn.
+    """
+
+    def __init__(self, quantiles: int = 8) -> None:
+        super().__init__()
+        self.register_buffer("q", torch.linspace(0.05, 0.95, quantiles))
+
+    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        img = x[:, 0].float()
+        h, w = img.shape[-2:]
+        centre = img[:, h // 4 : h - h // 4, w // 4 : w - w // 4]
+        whole = torch.quantile(img.flatten(1), self.q, dim=1).T
+        inner = torch.quantile(centre.flatten(1), self.q, dim=1).T
+        median = img.flatten(1).median(dim=1).values[:, None]
+        feats = torch.cat([whole - median, inner - median, median], dim=1)
+        return [feats[:, :, None, None]]
 
 
 class _ZeroImage(nn.Module):
@@ -251,8 +279,9 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {"runs": {}, "argv": sys.argv[1:] if argv is None else list(argv)}
     t0 = time.perf_counter()
     for run in args.runs:
-        if (args.out / "representation.json").resolve().parent == run.resolve():
-            ap.error(f"--out must not be the run folder {run}")
+        out, root = args.out.resolve(), run.resolve()
+        if out == root or root in out.parents:
+            ap.error(f"--out {args.out} lies inside the run folder {run}: give another folder")
         domain, config = _domain(run, args.device)
         model, _, _ = load_segment_model(run / "checkpoints" / "segment.pt", args.device)
         entry: dict[str, Any] = {
@@ -264,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
             _probe(domain, _random_encoder(config, 1000 + s), config, args.device)
             for s in range(args.random_seeds)
         ]
+        entry["intensity"] = _probe(domain, IntensityQuantiles(), config, args.device)
         if args.ablate:
             variants = {
                 "trained": model,
@@ -304,16 +334,20 @@ def main(argv: list[str] | None = None) -> int:
         f"`{' '.join(report['argv'])}` ({report['seconds']} s)",
         "",
         "| run | method | k-NN organ | k-NN modality | k-NN (mod, organ) | linear (mod, organ) "
-        "| silhouette | random k-NN (mod, organ) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| silhouette | random k-NN (mod, organ) "
+        "| intensity quantiles k-NN / linear (mod, organ) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for run, e in report["runs"].items():
         p = e["probe"] or {"knn": {}, "linear": {}}
+        it = e.get("intensity") or {"knn": {}, "linear": {}}
         rnd = ", ".join(_fmt((r or {}).get("knn", {}).get("modality_organ")) for r in e["random"])
         lines.append(
             f"| {run} | {e['method']} | {_fmt(p['knn'].get('organ'))} | "
             f"{_fmt(p['knn'].get('modality'))} | {_fmt(p['knn'].get('modality_organ'))} | "
-            f"{_fmt(p['linear'].get('modality_organ'))} | {_fmt(p.get('silhouette'))} | {rnd} |"
+            f"{_fmt(p['linear'].get('modality_organ'))} | {_fmt(p.get('silhouette'))} | {rnd} | "
+            f"{_fmt(it['knn'].get('modality_organ'))} / "
+            f"{_fmt(it['linear'].get('modality_organ'))} |"
         )
     if any("dice" in e for e in report["runs"].values()):
         lines += [
