@@ -7,7 +7,7 @@ import argparse
 import os
 import shutil
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -77,19 +77,39 @@ def check_device(value: str) -> str:
         raise UserError(str(err)) from None
 
 
-def make_config(preset: str, domain: str, changes: dict[str, Any], sets: Sequence[str]) -> Any:
+def make_config(
+    preset: str,
+    domain: str,
+    changes: dict[str, Any],
+    sets: Sequence[str],
+    *,
+    flags: Mapping[str, str] | None = None,
+) -> Any:
     """``PipelineConfig.preset_named(preset, domain=domain)`` with ``changes`` and the ``--set``
-    items applied (in that order).
+    items applied (in that order: a ``--set`` item wins over a flag's value of the same field,
+    e.g. ``--epochs 4 --set segment.epochs=6``).
+
+    ``flags`` names the fields only a flag may set (``{field: "--flag"}``, e.g. the pre-training
+    method of ``--pretrain``, or the seed an ablation varies): a ``--set`` of one of them is
+    refused, naming the flag, rather than silently giving every run of an ablation one value.
 
     Raises:
-        UserError: a ``--set`` item that is not ``KEY=VALUE``, an unknown section or field, or
-            a value the field refuses (the message names the field).
+        UserError: a ``--set`` item that is not ``KEY=VALUE``, an unknown section or field, a
+            value the field refuses (the message names the field), or a field of ``flags``.
     """
     from agcl.pipeline import PipelineConfig, parse_overrides
 
     try:
         overrides = parse_overrides(sets)
-        return PipelineConfig.preset_named(preset, domain=domain).override(**changes, **overrides)
+    except (ValueError, TypeError) as err:
+        raise UserError(f"--set: {err}") from None
+    for key in sorted(set(overrides) & set(flags or {})):
+        raise UserError(
+            f"--set {key}=...: this field is set by {flags[key]} (use that flag instead)"
+        )
+    try:
+        base = PipelineConfig.preset_named(preset, domain=domain).override(**changes)
+        return base.override(**overrides)
     except (ValueError, TypeError) as err:
         raise UserError(f"--set: {err}") from None
 

@@ -268,7 +268,10 @@ def config_for(args: argparse.Namespace, method: str, seed_value: int | None = N
         changes.update({"pretrain.epochs": args.epochs, "segment.epochs": args.epochs})
     if args.coarse_epochs is not None:
         changes["coarse.epochs"] = args.coarse_epochs
-    return make_config(args.preset, "ct", changes, args.set)
+    flags = {"pretrain.method": "--pretrain (and --ablation)", "coarse.source": "--attention"}
+    if args.ablation:  # the ablation gives each of its runs a seed
+        flags["seed"] = "--seed and --seeds (an ablation runs seeds --seed ... --seed+K-1)"
+    return make_config(args.preset, "ct", changes, args.set, flags=flags)
 
 
 def ablation_dir(

@@ -190,7 +190,8 @@ def config_for(args: argparse.Namespace, method: str) -> Any:
         changes.update({"pretrain.epochs": args.epochs, "segment.epochs": args.epochs})
     if args.coarse_epochs is not None:
         changes["coarse2d.epochs"] = args.coarse_epochs
-    return make_config(args.preset, "image2d", changes, args.set)
+    flags = {"pretrain.method": "--pretrain (and --ablation)", "coarse.source": "--attention"}
+    return make_config(args.preset, "image2d", changes, args.set, flags=flags)
 
 
 class _Split:

@@ -63,3 +63,24 @@ def test_python_dash_m_agcl_runs_the_command():
         cwd=ROOT,
     )
     assert proc.returncode == 0 and "--labels" in proc.stdout
+
+
+def test_set_wins_over_a_flag_and_fields_of_a_flag_are_refused_by_name():
+    from agcl.cli import train, train2d
+    from agcl.cli._common import UserError
+
+    # a --set item is applied after the flags: the training seed of one run, other epochs
+    args = train.parse_args(["--epochs", "3", "--set", "seed=5", "--set", "segment.epochs=6"])
+    cfg = train.config_for(args, "agcl")
+    assert (cfg.seed, cfg.pretrain.epochs, cfg.segment.epochs) == (5, 3, 6)
+    # an ablation gives each run its seed and method: a --set of them would overwrite them all
+    args = train.parse_args(["--ablation", "--seeds", "2", "--set", "seed=5"])
+    with pytest.raises(UserError, match=r"--set seed=\.\.\..*set by --seed and --seeds"):
+        train.config_for(args, "agcl", 1)
+    for command in (train, train2d):
+        args = command.parse_args(["--set", "pretrain.method=sscl"])
+        with pytest.raises(UserError, match=r"pretrain\.method.*set by --pretrain"):
+            command.config_for(args, "agcl")
+        args = command.parse_args(["--set", "coarse.source=gt"])
+        with pytest.raises(UserError, match=r"coarse\.source.*set by --attention"):
+            command.config_for(args, "agcl")
