@@ -103,9 +103,16 @@ def make_config(
         overrides = parse_overrides(sets)
     except (ValueError, TypeError) as err:
         raise UserError(f"--set: {err}") from None
-    for key in sorted(set(overrides) & set(flags or {})):
+    # the fields the items set, a whole section's value counting as each field it names
+    fields = {
+        f"{key}.{name}" if isinstance(value, Mapping) else key
+        for key, value in overrides.items()
+        for name in (value if isinstance(value, Mapping) else (None,))
+    }
+    owned = sorted(fields & set(flags or {}))
+    if owned:
         raise UserError(
-            f"--set {key}=...: this field is set by {flags[key]} (use that flag instead)"
+            f"--set {owned[0]}=...: this field is set by {flags[owned[0]]} (use that flag instead)"
         )
     try:
         base = PipelineConfig.preset_named(preset, domain=domain).override(**changes)

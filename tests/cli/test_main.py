@@ -81,6 +81,10 @@ def test_set_wins_over_a_flag_and_fields_of_a_flag_are_refused_by_name():
         args = command.parse_args(["--set", "pretrain.method=sscl"])
         with pytest.raises(UserError, match=r"pretrain\.method.*set by --pretrain"):
             command.config_for(args, "agcl")
+        # a whole section's value counts as each field it names
+        args = command.parse_args(["--set", 'pretrain={"method": "sscl", "epochs": 2}'])
+        with pytest.raises(UserError, match=r"pretrain\.method.*set by --pretrain"):
+            command.config_for(args, "agcl")
         args = command.parse_args(["--set", "coarse.source=gt"])
         with pytest.raises(UserError, match=r"coarse\.source.*set by --attention"):
             command.config_for(args, "agcl")
