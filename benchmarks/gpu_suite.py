@@ -120,7 +120,7 @@ PEERS = {
     "pytorch_metric_learning": "pytorch-metric-learning",
     "matplotlib": "matplotlib",
 }
-# The demo's toy run (the test suite's tiny settings of examples/btcv_full.py).
+# The demo's toy run: tests/pipeline/_tiny.py's TINY_ARGS (a test keeps the two equal).
 DEMO_DRY = [
     "--n-cases",
     "2",

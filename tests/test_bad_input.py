@@ -41,6 +41,7 @@ from agcl.pipeline import (
     segment_with_attention,
 )
 from agcl.sampling import AttentionPatchSampler
+from tests.pipeline._tiny import TINY_DATA_ARGS, TINY_RUN_ARGS
 
 # ---------------------------------------------------------------------------------------------
 # agcl._validation: the shared checks
@@ -1043,53 +1044,9 @@ def test_the_fallback_region_is_26_connected():
 
 
 # rows 10-13, 17-19, 27: the command, in a subprocess on the tiny settings of the example tests
-TINY = [
-    "--n-cases",
-    "2",
-    "--synthetic-shape",
-    "48",
-    "48",
-    "12",
-    "--synthetic-spacing",
-    "7.3",
-    "7.3",
-    "16.0",
-    "--attention",
-    "gt",
-    "--coarse-epochs",
-    "1",
-    "--epochs",
-    "1",
-    "--no-figures",
-    "--set",
-    "organs=[1,6,7]",
-    "--set",
-    "coarse.spacing_mm=[21.9,21.9,24]",
-    "--set",
-    "coarse.crop_shape=[12,12,8]",
-    "--set",
-    "coarse.base_channels=2",
-    "--set",
-    "coarse.depth=1",
-    "--set",
-    "pretrain.base_width=4",
-    "--set",
-    "pretrain.patch_size=16",
-    "--set",
-    "pretrain.patches_per_slice=1",
-    "--set",
-    "pretrain.max_patches_per_volume=12",
-    "--set",
-    "pretrain.batch_size=8",
-    "--set",
-    "segment.patches_per_slice=1",
-    "--set",
-    "segment.max_patches_per_volume=12",
-    "--set",
-    "segment.aspp_channels=8",
-    "--set",
-    "segment.stride=16",
-]
+# stage 1 for one epoch, no figures
+RUN = [*TINY_RUN_ARGS, "--coarse-epochs", "1", "--no-figures"]
+TINY = [*TINY_DATA_ARGS, *RUN]
 
 
 def _agcl(tmp_path, *args):
@@ -1245,8 +1202,7 @@ def test_all_background_labels_are_refused_before_training(tmp_path):
         str(folders["contrast"]),
         "--out",
         str(tmp_path / "run"),
-        *[a for a in TINY if a != "gt"][:0],
-        *TINY[10:],
+        *RUN,
     )
     assert proc.returncode != 0
     assert "no training case holds any of the organs" in proc.stderr

@@ -418,3 +418,11 @@ def test_dry_run_of_every_step(tmp_path):
     assert "Dry run on the CPU at toy sizes" in md and "only show that the suite computes" in md
     for name in names:
         assert f"## {name}" in md
+
+
+def test_the_demo_dry_run_uses_the_test_suites_tiny_settings(bench):
+    # the suite cannot import tests/ on the GPU machine, so it keeps its own copy; this keeps the
+    # copy equal to the settings the example tests run in seconds
+    from tests.pipeline._tiny import TINY_ARGS
+
+    assert bench.DEMO_DRY == TINY_ARGS

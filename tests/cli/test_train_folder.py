@@ -19,78 +19,13 @@ import pytest
 import torch
 
 from agcl.cli import train, train2d
+from tests.pipeline._tiny import TINY_2D_ARGS, TINY_ARGS
 
-# the tiny settings of tests/examples/test_btcv_full.py (a run takes seconds)
-TINY = [
-    "--n-cases",
-    "2",
-    "--synthetic-shape",
-    "48",
-    "48",
-    "12",
-    "--synthetic-spacing",
-    "7.3",
-    "7.3",
-    "16.0",
-    "--attention",
-    "gt",
-    "--coarse-epochs",
-    "2",
-    "--epochs",
-    "1",
-    "--set",
-    "organs=[1,6,7]",
-    "--set",
-    "coarse.spacing_mm=[21.9,21.9,24]",
-    "--set",
-    "coarse.crop_shape=[12,12,8]",
-    "--set",
-    "coarse.base_channels=2",
-    "--set",
-    "coarse.depth=1",
-    "--set",
-    "pretrain.base_width=4",
-    "--set",
-    "pretrain.patch_size=16",
-    "--set",
-    "pretrain.patches_per_slice=1",
-    "--set",
-    "pretrain.max_patches_per_volume=12",
-    "--set",
-    "pretrain.batch_size=8",
-    "--set",
-    "segment.patches_per_slice=1",
-    "--set",
-    "segment.max_patches_per_volume=12",
-    "--set",
-    "segment.aspp_channels=8",
-    "--set",
-    "segment.stride=16",
-]
+TINY = TINY_ARGS
 # stages 2-3 built on stage 1's maps (what --resume must keep consistent), no figures
 _AT = TINY.index("--attention")
 COARSE = [*TINY[:_AT], "--attention", "coarse", *TINY[_AT + 2 :], "--no-figures"]
-# the tiny settings of tests/examples/test_voc_full.py
-TINY_2D = [
-    "--n-train",
-    "6",
-    "--n-val",
-    "3",
-    "--image-size",
-    "48",
-    "--coarse-epochs",
-    "2",
-    "--epochs",
-    "1",
-    "--set",
-    "pretrain.patch_size=24",
-    "--set",
-    "pretrain.batch_size=16",
-    "--set",
-    "segment.batch_size=16",
-    "--set",
-    "segment.stride=24",
-]
+TINY_2D = TINY_2D_ARGS
 THESIS = "four years of work"
 SHAPE, SPACING = (48, 48, 12), (7.3, 7.3, 16.0)
 

@@ -11,54 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.pipeline._tiny import TINY_ARGS
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "examples" / "btcv_full.py"
-TINY = [
-    "--n-cases",
-    "2",
-    "--synthetic-shape",
-    "48",
-    "48",
-    "12",
-    "--synthetic-spacing",
-    "7.3",
-    "7.3",
-    "16.0",
-    "--attention",
-    "gt",
-    "--coarse-epochs",
-    "2",
-    "--epochs",
-    "1",
-    "--set",
-    "organs=[1,6,7]",
-    "--set",
-    "coarse.spacing_mm=[21.9,21.9,24]",
-    "--set",
-    "coarse.crop_shape=[12,12,8]",
-    "--set",
-    "coarse.base_channels=2",
-    "--set",
-    "coarse.depth=1",
-    "--set",
-    "pretrain.base_width=4",
-    "--set",
-    "pretrain.patch_size=16",
-    "--set",
-    "pretrain.patches_per_slice=1",
-    "--set",
-    "pretrain.max_patches_per_volume=12",
-    "--set",
-    "pretrain.batch_size=8",
-    "--set",
-    "segment.patches_per_slice=1",
-    "--set",
-    "segment.max_patches_per_volume=12",
-    "--set",
-    "segment.aspp_channels=8",
-    "--set",
-    "segment.stride=16",
-]
+TINY = TINY_ARGS
 
 
 def _example():

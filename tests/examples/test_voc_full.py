@@ -12,28 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.pipeline._tiny import TINY_2D_ARGS
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "examples" / "voc_full.py"
-TINY = [
-    "--n-train",
-    "6",
-    "--n-val",
-    "3",
-    "--image-size",
-    "48",
-    "--coarse-epochs",
-    "2",
-    "--epochs",
-    "1",
-    "--set",
-    "pretrain.patch_size=24",
-    "--set",
-    "pretrain.batch_size=16",
-    "--set",
-    "segment.batch_size=16",
-    "--set",
-    "segment.stride=24",
-]
+TINY = TINY_2D_ARGS
 
 
 def _module():

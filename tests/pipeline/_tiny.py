@@ -11,6 +11,69 @@ from agcl.pipeline import PipelineConfig
 TINY_SHAPE = (48, 48, 12)
 TINY_SPACING = (7.3, 7.3, 16.0)
 
+#: ``agcl train``'s built-in phantoms at the tiny size (two per modality)
+TINY_DATA_ARGS = [
+    "--n-cases",
+    "2",
+    "--synthetic-shape",
+    *(str(n) for n in TINY_SHAPE),
+    "--synthetic-spacing",
+    *(str(s) for s in TINY_SPACING),
+]
+#: ``agcl train`` settings of :func:`tiny_config`'s size (a run takes seconds), ground-truth
+#: attention, figures drawn
+TINY_RUN_ARGS = [
+    "--attention",
+    "gt",
+    "--coarse-epochs",
+    "2",
+    "--epochs",
+    "1",
+    *(
+        item
+        for field in (
+            "organs=[1,6,7]",
+            "coarse.spacing_mm=[21.9,21.9,24]",
+            "coarse.crop_shape=[12,12,8]",
+            "coarse.base_channels=2",
+            "coarse.depth=1",
+            "pretrain.base_width=4",
+            "pretrain.patch_size=16",
+            "pretrain.patches_per_slice=1",
+            "pretrain.max_patches_per_volume=12",
+            "pretrain.batch_size=8",
+            "segment.patches_per_slice=1",
+            "segment.max_patches_per_volume=12",
+            "segment.aspp_channels=8",
+            "segment.stride=16",
+        )
+        for item in ("--set", field)
+    ),
+]
+#: both: ``agcl train`` (and ``examples/btcv_full.py``) end to end in seconds
+TINY_ARGS = [*TINY_DATA_ARGS, *TINY_RUN_ARGS]
+#: ``agcl train-2d`` (and ``examples/voc_full.py``) on a few small synthetic scenes
+TINY_2D_ARGS = [
+    "--n-train",
+    "6",
+    "--n-val",
+    "3",
+    "--image-size",
+    "48",
+    "--coarse-epochs",
+    "2",
+    "--epochs",
+    "1",
+    "--set",
+    "pretrain.patch_size=24",
+    "--set",
+    "pretrain.batch_size=16",
+    "--set",
+    "segment.batch_size=16",
+    "--set",
+    "segment.stride=24",
+]
+
 
 def tiny_cohort(root: Path):
     """Two cases per modality: case 0001 of each trains, case 0002 is held out."""
