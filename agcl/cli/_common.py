@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "FLAG_FIELDS",
     "METHOD_ORDER",
     "SEED_MAX",
     "UserError",
+    "add_run_arguments",
     "check_device",
     "make_config",
     "positive_int",
@@ -75,6 +77,46 @@ def check_device(value: str) -> str:
         return str(torch.device(value))
     except (ValueError, RuntimeError, TypeError) as err:
         raise UserError(str(err)) from None
+
+
+#: the config fields a flag of ``agcl train``/``train-2d`` owns (a ``--set`` of them is refused)
+FLAG_FIELDS = {
+    "pretrain.method": "--pretrain (and --ablation)",
+    "coarse.source": "--attention",
+}
+
+
+def add_run_arguments(ap: argparse.ArgumentParser, *, out: str) -> None:
+    """The run-folder and schedule flags both training commands share: ``--out`` (default
+    ``out``), ``--overwrite``, ``--resume``, ``--device``, ``--preset``, ``--epochs``,
+    ``--coarse-epochs``."""
+    ap.add_argument("--out", default=out, help="the run folder (default: %(default)s)")
+    ap.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run in --out: its own files are removed first, anything else is kept",
+    )
+    ap.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out: a stage whose settings or inputs changed is redone",
+    )
+    ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default: %(default)s)")
+    ap.add_argument(
+        "--preset", choices=("quick", "paper"), default="quick", help="default: %(default)s"
+    )
+    ap.add_argument(
+        "--epochs",
+        type=positive_int,
+        default=None,
+        help="epochs of stages 2 and 3 (default: preset)",
+    )
+    ap.add_argument(
+        "--coarse-epochs",
+        type=positive_int,
+        default=None,
+        help="epochs of stage 1 (default: preset)",
+    )
 
 
 def make_config(

@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from agcl.cli._common import (
+    FLAG_FIELDS,
     METHOD_ORDER,
     UserError,
+    add_run_arguments,
     check_device,
     make_config,
     positive_int,
@@ -109,33 +111,7 @@ def build_parser(prog: str = "agcl train") -> argparse.ArgumentParser:
         metavar="FILE.json",
         help="{their_code: btcv_code} for an nnU-Net dataset whose label names agcl does not know",
     )
-    ap.add_argument("--out", default="runs/btcv_full", help="the run folder (default: %(default)s)")
-    ap.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace the run in --out: its own files are removed first, anything else is kept",
-    )
-    ap.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue the run in --out: a stage whose settings or inputs changed is redone",
-    )
-    ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default: %(default)s)")
-    ap.add_argument(
-        "--epochs",
-        type=positive_int,
-        default=None,
-        help="epochs of stages 2 and 3 (default: preset)",
-    )
-    ap.add_argument(
-        "--coarse-epochs",
-        type=positive_int,
-        default=None,
-        help="epochs of stage 1 (default: preset)",
-    )
-    ap.add_argument(
-        "--preset", choices=("quick", "paper"), default="quick", help="default: %(default)s"
-    )
+    add_run_arguments(ap, out="runs/btcv_full")
     ap.add_argument(
         "--pretrain",
         choices=PRETRAIN_METHODS,
@@ -268,7 +244,7 @@ def config_for(args: argparse.Namespace, method: str, seed_value: int | None = N
         changes.update({"pretrain.epochs": args.epochs, "segment.epochs": args.epochs})
     if args.coarse_epochs is not None:
         changes["coarse.epochs"] = args.coarse_epochs
-    flags = {"pretrain.method": "--pretrain (and --ablation)", "coarse.source": "--attention"}
+    flags = dict(FLAG_FIELDS)
     if args.ablation:  # the ablation gives each of its runs a seed
         flags["seed"] = "--seed and --seeds (an ablation runs seeds --seed ... --seed+K-1)"
     return make_config(args.preset, "ct", changes, args.set, flags=flags)

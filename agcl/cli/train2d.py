@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from agcl.cli._common import (
+    FLAG_FIELDS,
     METHOD_ORDER,
+    add_run_arguments,
     check_device,
     make_config,
     positive_int,
@@ -85,33 +87,7 @@ def build_parser(prog: str = "agcl train-2d") -> argparse.ArgumentParser:
         default=None,
         help="evaluate only the first N held-out images",
     )
-    ap.add_argument("--out", default="runs/voc_full", help="the run folder (default: %(default)s)")
-    ap.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace the run in --out: its own files are removed first, anything else is kept",
-    )
-    ap.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue the run in --out: a stage whose settings or inputs changed is redone",
-    )
-    ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default: %(default)s)")
-    ap.add_argument(
-        "--preset", choices=("quick", "paper"), default="quick", help="default: %(default)s"
-    )
-    ap.add_argument(
-        "--epochs",
-        type=positive_int,
-        default=None,
-        help="epochs of stages 2 and 3 (default: preset)",
-    )
-    ap.add_argument(
-        "--coarse-epochs",
-        type=positive_int,
-        default=None,
-        help="epochs of stage 1 (default: preset)",
-    )
+    add_run_arguments(ap, out="runs/voc_full")
     ap.add_argument(
         "--pretrain",
         choices=METHOD_ORDER,
@@ -190,8 +166,7 @@ def config_for(args: argparse.Namespace, method: str) -> Any:
         changes.update({"pretrain.epochs": args.epochs, "segment.epochs": args.epochs})
     if args.coarse_epochs is not None:
         changes["coarse2d.epochs"] = args.coarse_epochs
-    flags = {"pretrain.method": "--pretrain (and --ablation)", "coarse.source": "--attention"}
-    return make_config(args.preset, "image2d", changes, args.set, flags=flags)
+    return make_config(args.preset, "image2d", changes, args.set, flags=FLAG_FIELDS)
 
 
 class _Split:
