@@ -38,7 +38,7 @@ from torch import nn
 import agcl.data as adata
 from agcl._atomic import write_json, write_text
 from agcl.pipeline import PipelineConfig, load_segment_model
-from agcl.pipeline.domains.probe import probe_encoder
+from agcl.pipeline.domains.probe import probe_domain
 
 DIAGNOSES = ("trained", "zero_features", "random_encoder", "zero_image")
 
@@ -135,21 +135,10 @@ def _random_encoder(config: PipelineConfig, seed: int) -> nn.Module:
 
 def _domain(run: Path, device: str) -> Any:
     from agcl.pipeline.domains.ct import CTDomain
-    from agcl.sampling import CaseAttention
 
     train, test, config = load_cases(run)
     domain = CTDomain(train, test, config)
-    c = config.coarse
-    folder = run / "coarse"
-    domain.coarse = CaseAttention(
-        domain.organ_ids,
-        c.margin_mm,
-        source="probabilities",
-        prob_dir=folder,
-        label_dir=folder,
-        threshold=c.attention_threshold,
-        channel=c.attention_channel,
-    )
+    domain.use_coarse_maps(run / "coarse")
     return domain, config
 
 
@@ -187,19 +176,7 @@ def _dice(
 def _probe(
     domain: Any, encoder: nn.Module, config: PipelineConfig, device: str
 ) -> dict[str, Any] | None:
-    from agcl.data import VolumeCache
-
-    fit, score, names = domain.probe_volumes(VolumeCache(config.data.cache_mb * 2**20))
-    return probe_encoder(
-        encoder,
-        fit,
-        score,
-        config,
-        domain.organ_ids,
-        num_modalities=domain.num_modalities,
-        case_names=names,
-        device=device,
-    )
+    return probe_domain(domain, encoder, config, device=device)
 
 
 def _curve(

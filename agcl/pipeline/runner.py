@@ -269,22 +269,11 @@ def run_pipeline(
 def _probe(
     domain: Any, seg_ckpt: Path, config: PipelineConfig, device: Any
 ) -> dict[str, Any] | None:
-    from agcl.data import VolumeCache
-    from agcl.pipeline.domains.probe import probe_encoder
+    from agcl.pipeline.domains.probe import probe_domain
     from agcl.pipeline.segment import load_segment_model
 
     model, _, _ = load_segment_model(seg_ckpt, device)
-    fit, score, names = domain.probe_volumes(VolumeCache(config.data.cache_mb * 2**20))
-    return probe_encoder(
-        model.encoder,
-        fit,
-        score,
-        config,
-        domain.organ_ids,
-        num_modalities=domain.num_modalities,
-        case_names=names,
-        device=device,
-    )
+    return probe_domain(domain, model.encoder, config, device=device)
 
 
 def _stages_2_and_3(ctx: RunContext, domain: Any) -> tuple[Path | None, Path]:

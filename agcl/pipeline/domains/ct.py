@@ -161,7 +161,13 @@ class CTDomain:
         if dd.is_main():
             write_coarse_maps(self, ctx, ckpt)
         dd.barrier()
-        folder = ctx.out / "coarse"
+        self.use_coarse_maps(ctx.out / "coarse")
+
+    def use_coarse_maps(self, folder: Path) -> None:
+        """Take the stage-1 maps in ``folder`` (a run's ``coarse/``) as the coarse attention."""
+        from agcl.sampling import CaseAttention
+
+        c = self.config.coarse
         self.coarse = CaseAttention(
             self.organ_ids,
             c.margin_mm,

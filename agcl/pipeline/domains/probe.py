@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["PROBE_LABELS", "probe_encoder", "probe_patches"]
+__all__ = ["PROBE_LABELS", "probe_domain", "probe_encoder", "probe_patches"]
 
 #: the label sets the probe scores
 PROBE_LABELS = ("organ", "modality", "modality_organ")
@@ -141,3 +141,24 @@ def probe_encoder(
         per_case[names[index]]["patches"] = int(rows.sum())
     out.update(fit_patches=len(fit), per_case=per_case)
     return out
+
+
+def probe_domain(
+    domain: Any, encoder: torch.nn.Module, config: Any, *, device: str | torch.device = "cpu"
+) -> dict[str, Any] | None:
+    """:func:`probe_encoder` on a pipeline domain's own cases: fit on its training volumes, score
+    on its held-out ones (``domain.probe_volumes``, through a :class:`agcl.data.VolumeCache` of
+    ``config.data.cache_mb``), as every run reports it."""
+    from agcl.data import VolumeCache
+
+    fit, score, names = domain.probe_volumes(VolumeCache(config.data.cache_mb * 2**20))
+    return probe_encoder(
+        encoder,
+        fit,
+        score,
+        config,
+        domain.organ_ids,
+        num_modalities=domain.num_modalities,
+        case_names=names,
+        device=device,
+    )
